@@ -1,0 +1,6 @@
+//! livegate: a live-streaming gateway. RTMP in; HLS, HTTP-FLV and RTMP play out.
+//!
+//! Protocol and container code (`rtmp`, `flv`, `media`, `hls` muxing) is sans-IO;
+//! `ingest`, `http` and `app` are the thin I/O edges. See ARCHITECTURE.md.
+
+pub mod media;
