@@ -3,4 +3,5 @@
 //! Protocol and container code (`rtmp`, `flv`, `media`, `hls` muxing) is sans-IO;
 //! `ingest`, `http` and `app` are the thin I/O edges. See ARCHITECTURE.md.
 
+pub mod hub;
 pub mod media;
