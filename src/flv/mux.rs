@@ -83,7 +83,7 @@ mod tests {
 
     #[test]
     fn tag_header_extended_timestamp_and_size() {
-        let h = tag_header(TagType::Video, 0x0102_03, 0x1234_5678);
+        let h = tag_header(TagType::Video, 0x01_0203, 0x1234_5678);
         assert_eq!(h, [9, 0x01, 0x02, 0x03, 0x34, 0x56, 0x78, 0x12, 0, 0, 0]);
         // timestamps past 2^32 ms wrap like the RTMP clock
         let h = tag_header(TagType::Audio, 1, (1i64 << 32) + 5);

@@ -47,7 +47,7 @@ impl AvcConfig {
         }
         let nalu_length_size = (r[4] & 0x03) + 1;
         let mut pos = 5;
-        let mut read_sets = |count: usize, pos: &mut usize| -> Result<Vec<Bytes>, H264Error> {
+        let read_sets = |count: usize, pos: &mut usize| -> Result<Vec<Bytes>, H264Error> {
             let mut sets = Vec::with_capacity(count);
             for _ in 0..count {
                 if *pos + 2 > r.len() {
