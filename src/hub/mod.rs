@@ -1,10 +1,27 @@
 //! The stream hub: registry of live streams, per-stream codec config, GOP
 //! cache and a bounded fan-out ring. Publishers never wait; viewers that lag
-//! skip to the next keyframe and are evicted if they keep lagging.
+//! skip to the latest keyframe and are evicted if they keep lagging.
+//!
+//! Fan-out is by `Bytes` reference: an event is stored once in the stream's
+//! ring and every viewer clones the handle, never the payload.
+
+mod gop;
+mod stream;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::sync::broadcast;
 
 use crate::media::{CodecConfig, Frame};
+
+pub use gop::GopCacheConfig;
+pub use stream::{Evicted, Protocol, Publisher, Stream, StreamStats, Subscription, ViewerGuard};
 
 /// What flows from a publisher to its viewers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,4 +36,151 @@ pub enum HubEvent {
     Discontinuity,
     /// The publisher left.
     EndOfStream,
+}
+
+impl HubEvent {
+    /// Approximate heap bytes this event keeps alive.
+    pub fn weight(&self) -> usize {
+        let payload = match self {
+            HubEvent::Metadata(b) => b.len(),
+            HubEvent::Frame(f) => f.payload_len(),
+            _ => 0,
+        };
+        payload + 64
+    }
+}
+
+/// `APP/STREAM`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamKey {
+    pub app: String,
+    pub name: String,
+}
+
+impl StreamKey {
+    pub fn new(app: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            app: app.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for StreamKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.app, self.name)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    /// Events kept per stream for viewers to catch up from (the fan-out ring).
+    pub ring_events: usize,
+    /// Upper bound on payload bytes held by the ring.
+    pub ring_bytes: usize,
+    /// A viewer further behind live than this skips to the latest keyframe.
+    pub max_lag_ms: u64,
+    /// A viewer that had to skip this many times without catching up is evicted.
+    pub max_lag_skips: u32,
+    pub gop_cache: GopCacheConfig,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            ring_events: 2048,
+            ring_bytes: 32 * 1024 * 1024,
+            max_lag_ms: 5_000,
+            max_lag_skips: 3,
+            gop_cache: GopCacheConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("stream {0} is already being published")]
+pub struct AlreadyPublishing(pub StreamKey);
+
+#[derive(Debug, Error)]
+#[error("stream {0} is not live")]
+pub struct NotFound(pub StreamKey);
+
+/// The registry of live streams. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    config: HubConfig,
+    streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
+    new_streams: broadcast::Sender<Arc<Stream>>,
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Self {
+        let (new_streams, _) = broadcast::channel(256);
+        Self {
+            inner: Arc::new(HubInner {
+                config,
+                streams: Mutex::new(HashMap::new()),
+                new_streams,
+            }),
+        }
+    }
+
+    /// Registers a publisher for `key`. Fails while another publisher holds it.
+    pub fn publish(&self, key: StreamKey, peer: SocketAddr) -> Result<Publisher, AlreadyPublishing> {
+        let stream = {
+            let mut streams = lock(&self.inner.streams);
+            if streams.contains_key(&key) {
+                return Err(AlreadyPublishing(key));
+            }
+            let stream = Arc::new(Stream::new(key.clone(), peer, self.inner.config.clone()));
+            streams.insert(key, stream.clone());
+            stream
+        };
+        let _ = self.inner.new_streams.send(stream.clone());
+        let hub = Arc::downgrade(&self.inner);
+        Ok(Publisher::new(
+            stream,
+            Box::new(move |s: &Arc<Stream>| {
+                if let Some(inner) = hub.upgrade() {
+                    let mut streams = lock(&inner.streams);
+                    if streams.get(s.key()).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
+                        streams.remove(s.key());
+                    }
+                }
+            }),
+        ))
+    }
+
+    pub fn get(&self, key: &StreamKey) -> Option<Arc<Stream>> {
+        lock(&self.inner.streams).get(key).cloned()
+    }
+
+    /// Subscribes to a live stream: codec config, metadata and the GOP cache first, then live events.
+    pub fn subscribe(&self, key: &StreamKey) -> Result<Subscription, NotFound> {
+        self.get(key)
+            .map(|s| s.subscribe())
+            .ok_or_else(|| NotFound(key.clone()))
+    }
+
+    /// All live streams, sorted by key.
+    pub fn streams(&self) -> Vec<Arc<Stream>> {
+        let mut v: Vec<_> = lock(&self.inner.streams).values().cloned().collect();
+        v.sort_by(|a, b| a.key().cmp(b.key()));
+        v
+    }
+
+    /// Notifies of every stream that starts from now on (for outputs that follow all streams, like HLS).
+    pub fn watch_new_streams(&self) -> broadcast::Receiver<Arc<Stream>> {
+        self.inner.new_streams.subscribe()
+    }
+}
+
+/// Locks a mutex, recovering the data if another thread panicked while holding it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -1,0 +1,583 @@
+//! One live stream: its state, the fan-out ring, publisher and subscriptions.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::sync::Notify;
+
+use super::gop::GopCache;
+use super::{lock, HubConfig, HubEvent, StreamKey};
+use crate::media::CodecConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    HttpFlv,
+    RtmpPlay,
+    Hls,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::HttpFlv, Protocol::RtmpPlay, Protocol::Hls];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::HttpFlv => "http_flv",
+            Protocol::RtmpPlay => "rtmp",
+            Protocol::Hls => "hls",
+        }
+    }
+}
+
+/// Counters of one stream, updated without locks.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    pub bytes_in: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub video_frames_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub lag_skips: AtomicU64,
+    pub evictions: AtomicU64,
+    viewers: [AtomicUsize; 3],
+}
+
+impl StreamStats {
+    pub fn viewers(&self, p: Protocol) -> usize {
+        self.viewers[p as usize].load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    ring: VecDeque<HubEvent>,
+    ring_bytes: usize,
+    /// Sequence number of `ring[0]`.
+    first_seq: u64,
+    newest_dts: i64,
+    metadata: Option<Bytes>,
+    codec: CodecConfig,
+    gop: GopCache,
+    ended: bool,
+}
+
+impl State {
+    fn end_seq(&self) -> u64 {
+        self.first_seq + self.ring.len() as u64
+    }
+}
+
+#[derive(Debug)]
+pub struct Stream {
+    key: StreamKey,
+    peer: SocketAddr,
+    started: SystemTime,
+    started_at: Instant,
+    config: HubConfig,
+    state: Mutex<State>,
+    notify: Notify,
+    pub stats: StreamStats,
+}
+
+impl Stream {
+    pub(super) fn new(key: StreamKey, peer: SocketAddr, config: HubConfig) -> Self {
+        let gop = GopCache::new(config.gop_cache.clone());
+        Self {
+            key,
+            peer,
+            started: SystemTime::now(),
+            started_at: Instant::now(),
+            state: Mutex::new(State {
+                ring: VecDeque::new(),
+                ring_bytes: 0,
+                first_seq: 0,
+                newest_dts: 0,
+                metadata: None,
+                codec: CodecConfig::default(),
+                gop,
+                ended: false,
+            }),
+            config,
+            notify: Notify::new(),
+            stats: StreamStats::default(),
+        }
+    }
+
+    pub fn key(&self) -> &StreamKey {
+        &self.key
+    }
+
+    pub fn publisher_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started_at.elapsed()
+    }
+
+    pub fn codec(&self) -> CodecConfig {
+        lock(&self.state).codec.clone()
+    }
+
+    pub fn metadata(&self) -> Option<Bytes> {
+        lock(&self.state).metadata.clone()
+    }
+
+    pub fn is_ended(&self) -> bool {
+        lock(&self.state).ended
+    }
+
+    /// (events, payload bytes) held by the GOP cache.
+    pub fn gop_cache_size(&self) -> (usize, usize) {
+        let st = lock(&self.state);
+        (st.gop.len(), st.gop.bytes())
+    }
+
+    /// Counts a viewer of `protocol` for as long as the guard lives.
+    pub fn viewer_guard(self: &Arc<Self>, protocol: Protocol) -> ViewerGuard {
+        self.stats.viewers[protocol as usize].fetch_add(1, Ordering::Relaxed);
+        ViewerGuard {
+            stream: self.clone(),
+            protocol,
+        }
+    }
+
+    /// Metadata and codec config first, then the GOP cache, then live events.
+    pub fn subscribe(self: &Arc<Self>) -> Subscription {
+        let st = lock(&self.state);
+        let mut pending = VecDeque::with_capacity(st.gop.len() + 3);
+        if let Some(m) = &st.metadata {
+            pending.push_back(HubEvent::Metadata(m.clone()));
+        }
+        let has_config = st.codec.video.is_some() || st.codec.audio.is_some();
+        if has_config {
+            pending.push_back(HubEvent::Config(st.codec.clone()));
+        }
+        pending.extend(st.gop.events().cloned());
+        if st.ended {
+            pending.push_back(HubEvent::EndOfStream);
+        }
+        Subscription {
+            stream: self.clone(),
+            pending,
+            next: st.end_seq(),
+            skips: 0,
+            config_generation: has_config.then_some(st.codec.generation),
+            need_keyframe: false,
+            done: false,
+        }
+    }
+
+    fn push(&self, ev: HubEvent) {
+        {
+            let mut st = lock(&self.state);
+            if st.ended {
+                return;
+            }
+            match &ev {
+                HubEvent::Metadata(m) => st.metadata = Some(m.clone()),
+                HubEvent::Config(c) => {
+                    st.codec = c.clone();
+                    st.gop.clear();
+                }
+                HubEvent::Frame(f) => {
+                    let has_video = st.codec.video.is_some();
+                    st.gop.push(f, has_video);
+                    st.newest_dts = f.dts();
+                    self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+                    if f.is_video() {
+                        self.stats.video_frames_in.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                HubEvent::Discontinuity => st.gop.clear(),
+                HubEvent::EndOfStream => st.ended = true,
+            }
+            st.ring_bytes += ev.weight();
+            st.ring.push_back(ev);
+            while st.ring.len() > 1
+                && (st.ring.len() > self.config.ring_events || st.ring_bytes > self.config.ring_bytes)
+            {
+                if let Some(old) = st.ring.pop_front() {
+                    st.ring_bytes -= old.weight();
+                    st.first_seq += 1;
+                }
+            }
+        }
+        self.notify.notify_waiters();
+    }
+}
+
+/// Keeps a viewer counted in [`StreamStats`].
+#[derive(Debug)]
+pub struct ViewerGuard {
+    stream: Arc<Stream>,
+    protocol: Protocol,
+}
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        self.stream.stats.viewers[self.protocol as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type OnDrop = Box<dyn FnOnce(&Arc<Stream>) + Send + Sync>;
+
+/// The write side of a stream. `send` never waits. Dropping it ends the
+/// stream: viewers receive `EndOfStream` and the key becomes free.
+pub struct Publisher {
+    stream: Arc<Stream>,
+    on_drop: Option<OnDrop>,
+}
+
+impl Publisher {
+    pub(super) fn new(stream: Arc<Stream>, on_drop: OnDrop) -> Self {
+        Self {
+            stream,
+            on_drop: Some(on_drop),
+        }
+    }
+
+    pub fn send(&self, ev: HubEvent) {
+        self.stream.push(ev);
+    }
+
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stream.push(HubEvent::EndOfStream);
+        if let Some(f) = self.on_drop.take() {
+            f(&self.stream);
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("viewer evicted: it kept lagging behind live")]
+pub struct Evicted;
+
+/// The read side for one viewer.
+#[derive(Debug)]
+pub struct Subscription {
+    stream: Arc<Stream>,
+    pending: VecDeque<HubEvent>,
+    next: u64,
+    skips: u32,
+    config_generation: Option<u32>,
+    need_keyframe: bool,
+    done: bool,
+}
+
+impl Subscription {
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    /// The next event; `Ok(None)` once the stream has ended and everything was delivered.
+    pub async fn recv(&mut self) -> Result<Option<HubEvent>, Evicted> {
+        let mut one = Vec::with_capacity(1);
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if let Some(ev) = self.pending.pop_front() {
+                self.observe(&ev);
+                return Ok(Some(ev));
+            }
+            let stream = self.stream.clone();
+            let notified = stream.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.try_recv_many(&mut one, 1)? {
+                return Ok(one.pop());
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits for at least one event and appends up to `max` to `out`.
+    /// Returns false once the stream has ended and everything was delivered.
+    pub async fn recv_many(&mut self, out: &mut Vec<HubEvent>, max: usize) -> Result<bool, Evicted> {
+        loop {
+            if self.done {
+                return Ok(false);
+            }
+            let stream = self.stream.clone();
+            let notified = stream.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.try_recv_many(out, max)? {
+                return Ok(true);
+            }
+            notified.await;
+        }
+    }
+
+    fn observe(&mut self, ev: &HubEvent) {
+        match ev {
+            HubEvent::Config(c) => self.config_generation = Some(c.generation),
+            HubEvent::EndOfStream => self.done = true,
+            HubEvent::Frame(f) if f.is_keyframe() => self.need_keyframe = false,
+            _ => {}
+        }
+    }
+
+    /// Appends up to `max` available events to `out` without waiting; true if any were added.
+    pub fn try_recv_many(&mut self, out: &mut Vec<HubEvent>, max: usize) -> Result<bool, Evicted> {
+        let start = out.len();
+        while out.len() - start < max {
+            let Some(ev) = self.pending.pop_front() else { break };
+            self.observe(&ev);
+            out.push(ev);
+        }
+        if self.done || out.len() - start >= max {
+            return Ok(out.len() > start);
+        }
+        let stream = self.stream.clone();
+        let st = lock(&stream.state);
+        let end = st.end_seq();
+        if self.is_lagging(&st) {
+            self.skips += 1;
+            self.stream.stats.lag_skips.fetch_add(1, Ordering::Relaxed);
+            if self.skips > self.stream.config.max_lag_skips {
+                self.stream.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                self.done = true;
+                return Err(Evicted);
+            }
+            let latest_key = st
+                .ring
+                .iter()
+                .rposition(|e| matches!(e, HubEvent::Frame(f) if f.is_keyframe()));
+            self.next = latest_key.map_or(end, |i| st.first_seq + i as u64);
+            self.need_keyframe = st.codec.video.is_some();
+            if self.config_generation != Some(st.codec.generation) {
+                let ev = HubEvent::Config(st.codec.clone());
+                self.observe(&ev);
+                out.push(ev);
+            }
+        }
+        while self.next < end && out.len() - start < max {
+            let idx = (self.next - st.first_seq) as usize;
+            self.next += 1;
+            let Some(ev) = st.ring.get(idx) else { break };
+            if self.need_keyframe && matches!(ev, HubEvent::Frame(f) if f.is_video() && !f.is_keyframe()) {
+                continue;
+            }
+            self.observe(ev);
+            out.push(ev.clone());
+            if self.done {
+                break;
+            }
+        }
+        if self.next >= end {
+            self.skips = 0;
+        }
+        Ok(out.len() > start)
+    }
+
+    fn is_lagging(&self, st: &State) -> bool {
+        if self.next < st.first_seq {
+            return true;
+        }
+        let idx = (self.next - st.first_seq) as usize;
+        match st.ring.get(idx) {
+            Some(HubEvent::Frame(f)) => st.newest_dts.saturating_sub(f.dts()) > self.stream.config.max_lag_ms as i64,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use super::*;
+    use crate::media::{AudioFrame, Frame, VideoFrame};
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
+    fn video(dts: i64, key: bool) -> HubEvent {
+        HubEvent::Frame(Frame::Video(VideoFrame {
+            dts,
+            cts: 0,
+            keyframe: key,
+            data: Bytes::from(vec![7u8; 100]),
+        }))
+    }
+
+    fn cfg() -> CodecConfig {
+        let avc = crate::media::AvcConfig::parse(Bytes::from_static(crate::media::h264::tests::AVCC_320X240)).unwrap();
+        CodecConfig {
+            video: Some(Arc::new(avc)),
+            audio: None,
+            generation: 1,
+        }
+    }
+
+    fn drain(sub: &mut Subscription) -> Result<Vec<HubEvent>, Evicted> {
+        let mut out = Vec::new();
+        while sub.try_recv_many(&mut out, 1000)? {}
+        Ok(out)
+    }
+
+    #[test]
+    fn one_publisher_per_key_and_key_freed_on_drop() {
+        let hub = Hub::new(HubConfig::default());
+        let key = StreamKey::new("live", "a");
+        let p = hub.publish(key.clone(), peer()).unwrap();
+        assert!(hub.publish(key.clone(), peer()).is_err());
+        drop(p);
+        assert!(hub.get(&key).is_none());
+        assert!(hub.publish(key, peer()).is_ok());
+    }
+
+    #[test]
+    fn new_viewer_gets_config_then_gop_then_live_sharing_payloads() {
+        let hub = Hub::new(HubConfig::default());
+        let key = StreamKey::new("live", "a");
+        let p = hub.publish(key.clone(), peer()).unwrap();
+        p.send(HubEvent::Metadata(Bytes::from_static(b"meta")));
+        p.send(HubEvent::Config(cfg()));
+        p.send(video(0, true));
+        p.send(video(40, false));
+        p.send(video(2000, true));
+        p.send(video(2040, false));
+        let mut sub = hub.subscribe(&key).unwrap();
+        p.send(video(2080, false));
+        let evs = drain(&mut sub).unwrap();
+        assert!(matches!(evs[0], HubEvent::Metadata(_)));
+        assert!(matches!(evs[1], HubEvent::Config(_)));
+        let dts: Vec<i64> = evs[2..]
+            .iter()
+            .map(|e| if let HubEvent::Frame(f) = e { f.dts() } else { -1 })
+            .collect();
+        assert_eq!(dts, vec![2000, 2040, 2080]);
+        // the payload is shared with the ring, not copied
+        let st = lock(&p.stream().state);
+        let (HubEvent::Frame(Frame::Video(a)), Some(HubEvent::Frame(Frame::Video(b)))) = (&evs[4], st.ring.back())
+        else {
+            panic!()
+        };
+        assert_eq!(a.data.as_ptr(), b.data.as_ptr());
+    }
+
+    #[test]
+    fn end_of_stream_reaches_viewers() {
+        let hub = Hub::new(HubConfig::default());
+        let key = StreamKey::new("live", "a");
+        let p = hub.publish(key.clone(), peer()).unwrap();
+        let mut sub = hub.subscribe(&key).unwrap();
+        p.send(video(0, true));
+        drop(p);
+        let evs = drain(&mut sub).unwrap();
+        assert_eq!(evs.last(), Some(&HubEvent::EndOfStream));
+        assert!(!sub.try_recv_many(&mut Vec::new(), 10).unwrap());
+    }
+
+    #[test]
+    fn lagging_viewer_skips_to_latest_keyframe_then_is_evicted() {
+        let config = HubConfig {
+            ring_events: 50,
+            max_lag_skips: 2,
+            ..Default::default()
+        };
+        let hub = Hub::new(config);
+        let key = StreamKey::new("live", "a");
+        let p = hub.publish(key.clone(), peer()).unwrap();
+        p.send(HubEvent::Config(cfg()));
+        let mut sub = hub.subscribe(&key).unwrap();
+        let mut dts = 0;
+        let mut feed = |n: usize| {
+            for i in 0..n {
+                p.send(video(dts, i % 25 == 0));
+                dts += 40;
+            }
+        };
+        feed(100); // ring holds only 50: the viewer fell out of it
+        let evs = drain(&mut sub).unwrap();
+        let first = evs.iter().find_map(|e| {
+            if let HubEvent::Frame(f) = e {
+                Some(f.clone())
+            } else {
+                None
+            }
+        });
+        assert!(
+            first.as_ref().is_some_and(|f| f.is_keyframe() && f.dts() == 75 * 40),
+            "{first:?}"
+        );
+        assert_eq!(p.stream().stats.lag_skips.load(Ordering::Relaxed), 1);
+        // caught up: the skip count resets; lag again twice more without catching up => evicted
+        feed(100);
+        let mut out = Vec::new();
+        sub.try_recv_many(&mut out, 1).unwrap();
+        feed(100);
+        sub.try_recv_many(&mut out, 1).unwrap();
+        feed(100);
+        assert_eq!(sub.try_recv_many(&mut out, 1), Err(Evicted));
+        assert_eq!(p.stream().stats.evictions.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn viewer_far_behind_in_time_skips_even_inside_the_ring() {
+        let hub = Hub::new(HubConfig {
+            max_lag_ms: 1000,
+            ..Default::default()
+        });
+        let key = StreamKey::new("live", "a");
+        let p = hub.publish(key.clone(), peer()).unwrap();
+        p.send(HubEvent::Config(cfg()));
+        let mut sub = hub.subscribe(&key).unwrap();
+        for i in 0..100 {
+            p.send(video(i * 40, i % 50 == 0));
+            p.send(HubEvent::Frame(Frame::Audio(AudioFrame {
+                pts: i * 40,
+                data: Bytes::from_static(&[1]),
+            })));
+        }
+        let evs = drain(&mut sub).unwrap();
+        assert!(matches!(&evs[0], HubEvent::Config(_)));
+        assert!(
+            matches!(&evs[1], HubEvent::Frame(f) if f.is_keyframe() && f.dts() == 2000),
+            "{:?}",
+            evs[1]
+        );
+    }
+
+    #[test]
+    fn ring_is_bounded_by_bytes() {
+        let hub = Hub::new(HubConfig {
+            ring_bytes: 10_000,
+            ..Default::default()
+        });
+        let p = hub.publish(StreamKey::new("live", "a"), peer()).unwrap();
+        for i in 0..1000 {
+            p.send(video(i * 40, i % 30 == 0));
+        }
+        assert!(lock(&p.stream().state).ring_bytes <= 10_000);
+    }
+
+    #[tokio::test]
+    async fn recv_wakes_on_publish() {
+        let hub = Hub::new(HubConfig::default());
+        let key = StreamKey::new("live", "a");
+        let p = hub.publish(key.clone(), peer()).unwrap();
+        let mut sub = hub.subscribe(&key).unwrap();
+        let h = tokio::spawn(async move { sub.recv().await });
+        tokio::task::yield_now().await;
+        p.send(video(0, true));
+        let got = h.await.unwrap().unwrap();
+        assert!(matches!(got, Some(HubEvent::Frame(_))));
+    }
+}
