@@ -3,6 +3,9 @@
 //! Protocol and container code (`rtmp`, `flv`, `media`, `hls` muxing) is sans-IO;
 //! `ingest`, `http` and `app` are the thin I/O edges. See ARCHITECTURE.md.
 
+pub mod app;
+pub mod config;
 pub mod flv;
+pub mod http;
 pub mod hub;
 pub mod media;

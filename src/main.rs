@@ -1,1 +1,50 @@
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use livegate::config::Config;
+
+/// livegate: RTMP in; HLS, HTTP-FLV and RTMP play out.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file (see config/livegate.toml). Flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// RTMP listen address [default: 0.0.0.0:1935]
+    #[arg(long, value_name = "ADDR")]
+    rtmp_listen: Option<SocketAddr>,
+    /// HTTP listen address [default: 0.0.0.0:8080]
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+    /// Also write HLS playlists and segments under DIR
+    #[arg(long, value_name = "DIR")]
+    hls_dir: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(a) = args.rtmp_listen {
+        config.rtmp.listen = a;
+    }
+    if let Some(a) = args.http_listen {
+        config.http.listen = a;
+    }
+    if let Some(d) = args.hls_dir {
+        config.hls.dir = Some(d);
+    }
+    config.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(livegate::app::run(config))
+}

@@ -8,9 +8,11 @@
 
 mod demux;
 mod mux;
+mod writer;
 
 pub use demux::{demux_audio, demux_video, Demuxed, FlvError};
 pub use mux::{
     audio_config_body, audio_tag_header, file_header, tag_header, video_config_body, video_tag_header, TagType,
     PREV_TAG_SIZE_LEN, TAG_HEADER_LEN,
 };
+pub use writer::FlvWriter;

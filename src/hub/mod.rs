@@ -64,6 +64,21 @@ impl StreamKey {
             name: name.into(),
         }
     }
+
+    /// A key from client input, or `None` unless both parts are safe names (see [`valid_name`]).
+    pub fn parse(app: &str, name: &str) -> Option<Self> {
+        (valid_name(app) && valid_name(name)).then(|| Self::new(app, name))
+    }
+}
+
+/// Names usable as app and stream: 1 to 128 of `[A-Za-z0-9_.-]`, not starting
+/// with a dot. They become URL path segments, file names and metric labels.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 impl fmt::Display for StreamKey {

@@ -1,0 +1,53 @@
+//! Vectored socket writes of queued `Bytes` pieces (chunk headers and shared
+//! payload slices), so a payload is never copied into a per-viewer buffer.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+
+const MAX_IOVECS: usize = 64;
+
+pub(super) struct Writer {
+    sock: OwnedWriteHalf,
+    queue: VecDeque<Bytes>,
+}
+
+impl Writer {
+    pub(super) fn new(sock: OwnedWriteHalf) -> Self {
+        Self { sock, queue: VecDeque::new() }
+    }
+
+    pub(super) fn queue(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.queue.push_back(b);
+        }
+    }
+
+    /// Writes everything queued; returns the bytes written. Cancel-safe: what
+    /// was not written stays queued.
+    pub(super) async fn flush(&mut self) -> std::io::Result<usize> {
+        let mut total = 0;
+        while !self.queue.is_empty() {
+            let slices: Vec<IoSlice<'_>> = self.queue.iter().take(MAX_IOVECS).map(|b| IoSlice::new(b)).collect();
+            let mut n = self.sock.write_vectored(&slices).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            total += n;
+            while n > 0 {
+                let Some(front) = self.queue.front_mut() else { break };
+                if front.len() <= n {
+                    n -= front.len();
+                    self.queue.pop_front();
+                } else {
+                    front.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        Ok(total)
+    }
+}
