@@ -1,0 +1,368 @@
+//! Shared helpers for integration tests: start the real binary on ephemeral
+//! ports, publish with ffmpeg, fetch over HTTP. A test that needs a tool
+//! fails loudly when it is missing.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running livegate binary; killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub rtmp: SocketAddr,
+    pub http: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Gateway {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_livegate"))
+            .args(["--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", std::env::var("LIVEGATE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start livegate binary");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let clean = strip_ansi(&line);
+                for (proto, marker) in [("rtmp", "RTMP listening on "), ("http", "HTTP listening on ")] {
+                    if let Some(rest) = clean.split(marker).nth(1) {
+                        let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                        let _ = tx.send((proto, addr));
+                    }
+                }
+                if std::env::var_os("LIVEGATE_TEST_ECHO").is_some() {
+                    eprintln!("[livegate] {clean}");
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&clean);
+                l.push('\n');
+            }
+        });
+        let (mut rtmp, mut http) = (None, None);
+        while rtmp.is_none() || http.is_none() {
+            let (proto, addr) = rx.recv_timeout(Duration::from_secs(20)).expect("livegate did not report its listeners");
+            let addr: SocketAddr = addr.parse().expect("listener address");
+            if proto == "rtmp" {
+                rtmp = Some(addr);
+            } else {
+                http = Some(addr);
+            }
+        }
+        Gateway { child, rtmp: rtmp.unwrap(), http: http.unwrap(), log }
+    }
+
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://{}/{}", self.rtmp, key)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.log().contains(needle))
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c2 in chars.by_ref() {
+                if c2.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// Panics with a clear message when a required external tool is missing.
+pub fn require_tool(name: &str) -> PathBuf {
+    let out = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().expect("sh");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && !path.is_empty(),
+        "required tool `{name}` is not installed; run the README's test command (scripts/test.sh), which installs it"
+    );
+    PathBuf::from(path)
+}
+
+/// An ffmpeg process; killed on drop.
+pub struct Ffmpeg {
+    pub child: Child,
+}
+
+impl Ffmpeg {
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn wait(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Ffmpeg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Source {
+    pub video: bool,
+    pub audio: bool,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub gop: u32,
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Self { video: true, audio: true, width: 640, height: 360, fps: 30, gop: 30 }
+    }
+}
+
+/// Publishes a synthetic live source (lavfi test pattern + sine, H.264 with B-frames + AAC) in real time.
+pub fn publish(url: &str, src: Source, seconds: Option<u32>) -> Ffmpeg {
+    require_tool("ffmpeg");
+    let mut args: Vec<String> = vec!["-hide_banner".into(), "-loglevel".into(), "error".into(), "-re".into()];
+    if src.video {
+        args.extend(
+            ["-f", "lavfi", "-i", &format!("testsrc2=size={}x{}:rate={}", src.width, src.height, src.fps)]
+                .map(String::from),
+        );
+    }
+    if src.audio {
+        args.extend(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"].map(String::from));
+    }
+    if let Some(s) = seconds {
+        args.extend(["-t".to_string(), s.to_string()]);
+    }
+    if src.video {
+        args.extend(
+            [
+                "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high", "-bf", "2", "-g", &src.gop.to_string(),
+                "-keyint_min", &src.gop.to_string(), "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-b:v", "800k",
+            ]
+            .map(String::from),
+        );
+    }
+    if src.audio {
+        args.extend(["-c:a", "aac", "-b:a", "64k", "-ar", "44100", "-ac", "2"].map(String::from));
+    }
+    args.extend(["-f".to_string(), "flv".to_string(), url.to_string()]);
+    let child = Command::new("ffmpeg").args(&args).stdin(Stdio::null()).spawn().expect("start ffmpeg");
+    Ffmpeg { child }
+}
+
+/// Records `seconds` of a URL with `ffmpeg -c copy` into `out`.
+pub fn record(url: &str, seconds: u32, out: &Path) -> std::process::Output {
+    require_tool("ffmpeg");
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-rw_timeout", "10000000", "-i", url, "-t"])
+        .arg(seconds.to_string())
+        .args(["-c", "copy"])
+        .arg(out)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ffmpeg")
+}
+
+/// ffprobe JSON (`-show_streams -show_packets`) of a file or URL.
+pub fn ffprobe(target: &str, extra: &[&str]) -> serde_json::Value {
+    require_tool("ffprobe");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json"])
+        .args(extra)
+        .arg(target)
+        .output()
+        .expect("run ffprobe");
+    assert!(out.status.success(), "ffprobe {target} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("ffprobe json")
+}
+
+/// A plain HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// GET/HEAD `path`, reading at most `max_body` bytes of body (for endless streams) or until close.
+pub fn http_request(addr: SocketAddr, method: &str, path: &str, max_body: usize, timeout: Duration) -> HttpResponse {
+    let mut s = TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(timeout)).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let header_end = loop {
+        let n = s.read(&mut chunk).expect("read http head");
+        assert!(n > 0, "connection closed before the response head");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).expect("status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut raw = buf[header_end..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if method != "HEAD" {
+        let start = Instant::now();
+        while dechunk_len(&raw, chunked) < max_body && start.elapsed() < timeout {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            }
+        }
+    } else {
+        raw.clear();
+    }
+    let mut body = if chunked { dechunk(&raw) } else { raw };
+    body.truncate(max_body);
+    HttpResponse { status, headers, body }
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
+    http_request(addr, "GET", path, usize::MAX, Duration::from_secs(10))
+}
+
+fn dechunk_len(raw: &[u8], chunked: bool) -> usize {
+    if chunked {
+        dechunk(raw).len()
+    } else {
+        raw.len()
+    }
+}
+
+/// Decodes as much of a chunked body as is complete.
+pub fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(eol) = raw[pos..].windows(2).position(|w| w == b"\r\n") {
+        let size_line = String::from_utf8_lossy(&raw[pos..pos + eol]).into_owned();
+        let Ok(size) = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16) else { break };
+        pos += eol + 2;
+        if size == 0 {
+            break;
+        }
+        let end = (pos + size).min(raw.len());
+        out.extend_from_slice(&raw[pos..end]);
+        if pos + size + 2 > raw.len() {
+            break;
+        }
+        pos += size + 2;
+    }
+    out
+}
+
+/// A fresh directory under the target dir for a test's files.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Waits until a stream is live (its HTTP-FLV URL answers 200).
+pub fn wait_live(gw: &Gateway, key: &str, timeout: Duration) -> bool {
+    wait_until(timeout, || {
+        http_request(gw.http, "HEAD", &format!("/{key}.flv"), 0, Duration::from_secs(2)).status == 200
+    })
+}
