@@ -3,5 +3,6 @@
 //! Protocol and container code (`rtmp`, `flv`, `media`, `hls` muxing) is sans-IO;
 //! `ingest`, `http` and `app` are the thin I/O edges. See ARCHITECTURE.md.
 
+pub mod hls;
 pub mod hub;
 pub mod media;
