@@ -2,9 +2,11 @@
 //! `playlist` (the live media playlist) are sans-IO: no tokio, no clocks;
 //! wall-clock time is passed in by the caller.
 
+pub mod segmenter;
 pub mod ts;
 
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use segmenter::{Segment, Segmenter, SegmenterConfig};
 pub use ts::{MuxError, TsMuxer};
