@@ -723,3 +723,155 @@ mod tests {
         assert_eq!(parse_ts(&seg.data).pes.len(), 1);
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use crate::hls::testutil::*;
+
+    /// A small deterministic A/V segment (30 fps video with B-frame offsets,
+    /// AAC LC 44.1 kHz). Checked by structure here; to inspect it with ffprobe,
+    /// run with `LIVEGATE_GOLDEN_TS=/tmp/golden.ts` and
+    /// `ffprobe -show_packets -show_streams /tmp/golden.ts`.
+    #[test]
+    fn golden_av_segment() {
+        let mut frames: Vec<Frame> = (0..45)
+            .map(|i| {
+                let dts = (i as i64 * 100) / 3;
+                Frame::Video(video_frame(dts, [0, 100, 33, 33][i % 4], i % 30 == 0))
+            })
+            .collect();
+        frames.extend(audio_frames(0, 64));
+        frames.sort_by_key(|f| (f.dts(), !f.is_video()));
+        let mut s = Segmenter::new(
+            SegmenterConfig {
+                target_duration_ms: 1000,
+                max_audio_pes_ms: 100,
+            },
+            0,
+        );
+        s.push(&HubEvent::Config(codec_config(true, true)), 0).unwrap();
+        let mut segs: Vec<Segment> = frames
+            .iter()
+            .filter_map(|f| s.push(&HubEvent::Frame(f.clone()), 0).unwrap())
+            .collect();
+        segs.extend(s.flush());
+        assert_eq!(segs.len(), 2);
+        let seg = &segs[0];
+        assert_eq!(seg.duration_ms, 1000);
+        if let Ok(path) = std::env::var("LIVEGATE_GOLDEN_TS") {
+            std::fs::write(path, &seg.data).unwrap();
+        }
+        let ts = parse_ts(&seg.data);
+        check_continuity(&ts.packets);
+        let video: Vec<_> = ts.pes.iter().filter(|p| p.stream_id == 0xe0).collect();
+        let audio: Vec<_> = ts.pes.iter().filter(|p| p.stream_id == 0xc0).collect();
+        assert_eq!(video.len(), 30);
+        let adts_frames: usize = audio.iter().map(|p| split_adts(&p.payload).len()).sum();
+        assert_eq!(adts_frames, 44, "audio frames with pts in [0, 1000)");
+        assert_eq!(seg.data.len() % 188, 0);
+    }
+}
+
+/// Manual check with real encoder output (not run by default):
+/// ```text
+/// ffmpeg -f lavfi -i testsrc=size=320x240:rate=30 -t 3 -c:v libx264 -bf 0 -g 30 -x264-params aud=1 -f h264 /tmp/real.h264
+/// ffmpeg -f lavfi -i sine=frequency=440:sample_rate=44100 -t 3 -c:a aac -ac 2 -f adts /tmp/real.aac
+/// cargo test --lib real_encoder_segments -- --ignored
+/// ffprobe -show_packets /tmp/real-0.ts   # and ffmpeg -i /tmp/real-0.ts -f null -
+/// ```
+#[cfg(test)]
+#[test]
+#[ignore = "needs /tmp/real.h264 and /tmp/real.aac from ffmpeg"]
+fn real_encoder_segments() {
+    use std::sync::Arc;
+
+    use crate::media::{AacConfig, AudioFrame, AvcConfig, VideoFrame};
+
+    let h264 = std::fs::read("/tmp/real.h264").unwrap();
+    let mut nals: Vec<&[u8]> = Vec::new();
+    let mut starts = Vec::new();
+    for i in 0..h264.len().saturating_sub(3) {
+        if h264[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+        }
+    }
+    for (k, &st) in starts.iter().enumerate() {
+        let mut end = starts.get(k + 1).map_or(h264.len(), |n| n - 3);
+        while end > st && h264[end - 1] == 0 {
+            end -= 1;
+        }
+        nals.push(&h264[st..end]);
+    }
+    let sps = nals.iter().find(|n| n[0] & 0x1f == 7).unwrap();
+    let pps = nals.iter().find(|n| n[0] & 0x1f == 8).unwrap();
+    let mut avcc = vec![1, sps[1], sps[2], sps[3], 0xff, 0xe1];
+    avcc.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+    avcc.extend_from_slice(sps);
+    avcc.push(1);
+    avcc.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+    avcc.extend_from_slice(pps);
+    let video_cfg = Arc::new(AvcConfig::parse(Bytes::from(avcc)).unwrap());
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut au: Vec<u8> = Vec::new();
+    let mut key = false;
+    let push_au = |au: &mut Vec<u8>, key: &mut bool, frames: &mut Vec<Frame>| {
+        if !au.is_empty() {
+            let n = frames.iter().filter(|f| f.is_video()).count() as i64;
+            let data = Bytes::from(std::mem::take(au));
+            frames.push(Frame::Video(VideoFrame {
+                dts: n * 100 / 3,
+                cts: 0,
+                keyframe: *key,
+                data,
+            }));
+            *key = false;
+        }
+    };
+    for n in &nals {
+        match n[0] & 0x1f {
+            9 => push_au(&mut au, &mut key, &mut frames),
+            7 | 8 => {}
+            t => {
+                key |= t == 5;
+                au.extend_from_slice(&(n.len() as u32).to_be_bytes());
+                au.extend_from_slice(n);
+            }
+        }
+    }
+    push_au(&mut au, &mut key, &mut frames);
+    let aac = std::fs::read("/tmp/real.aac").unwrap();
+    let asc = [
+        ((aac[2] >> 6) + 1) << 3 | ((aac[2] >> 3) & 0x07),
+        (aac[2] & 0x07) << 7 | (aac[3] >> 6) << 3,
+    ];
+    let audio_cfg = Arc::new(AacConfig::parse(Bytes::copy_from_slice(&asc)).unwrap());
+    let (mut i, mut j) = (0, 0i64);
+    while i + 7 <= aac.len() {
+        let len = (usize::from(aac[i + 3] & 3) << 11) | (usize::from(aac[i + 4]) << 3) | usize::from(aac[i + 5] >> 5);
+        let pts = j * 1_024_000 / i64::from(audio_cfg.sample_rate);
+        frames.push(Frame::Audio(AudioFrame {
+            pts,
+            data: Bytes::copy_from_slice(&aac[i + 7..i + len]),
+        }));
+        i += len;
+        j += 1;
+    }
+    frames.sort_by_key(|f| (f.dts(), !f.is_video()));
+    let config = CodecConfig {
+        video: Some(video_cfg),
+        audio: Some(audio_cfg),
+        generation: 1,
+    };
+    let mut s = Segmenter::new(SegmenterConfig::default(), 0);
+    s.push(&HubEvent::Config(config), 0).unwrap();
+    let mut segs: Vec<Segment> = frames
+        .iter()
+        .filter_map(|f| s.push(&HubEvent::Frame(f.clone()), 0).unwrap())
+        .collect();
+    segs.extend(s.flush());
+    for seg in &segs {
+        std::fs::write(format!("/tmp/real-{}.ts", seg.sequence), &seg.data).unwrap();
+    }
+    assert_eq!(segs.len(), 2);
+}
