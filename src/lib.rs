@@ -6,6 +6,7 @@
 pub mod app;
 pub mod config;
 pub mod flv;
+pub mod hls;
 pub mod http;
 pub mod hub;
 pub mod media;

@@ -1,0 +1,375 @@
+//! The live media playlist of one stream: a sliding window of segments,
+//! rendered with `m3u8-rs`. It survives republishes (the caller keeps it and
+//! starts the next segmenter at [`Playlist::next_sequence`]), so
+//! `EXT-X-MEDIA-SEQUENCE` never decreases or resets. Sans-IO: it does not
+//! store segments; [`Playlist::push`] returns the sequences that left the
+//! window so the store can expire them (after a grace period of its choice).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use m3u8_rs::{ExtTag, MediaPlaylist, MediaSegment, WRITE_OPT_FLOAT_PRECISION};
+
+use super::segmenter::Segment;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaylistConfig {
+    /// Minimum number of segments in the window.
+    pub window_segments: usize,
+    /// Minimum media duration in the window; at least 3 × target is always kept.
+    pub min_window_ms: u64,
+}
+
+impl Default for PlaylistConfig {
+    fn default() -> Self {
+        Self {
+            window_segments: 6,
+            min_window_ms: 0,
+        }
+    }
+}
+
+/// What the playlist needs to know about a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub sequence: u64,
+    pub duration_ms: u64,
+    pub discontinuity: bool,
+    /// Unix ms of the first frame (`EXT-X-PROGRAM-DATE-TIME`).
+    pub wall_clock_ms: i64,
+    /// Starts with a keyframe; `EXT-X-INDEPENDENT-SEGMENTS` is written only
+    /// while every segment in the window is.
+    pub independent: bool,
+}
+
+impl From<&Segment> for SegmentInfo {
+    fn from(s: &Segment) -> Self {
+        Self {
+            sequence: s.sequence,
+            duration_ms: s.duration_ms,
+            discontinuity: s.discontinuity,
+            wall_clock_ms: s.wall_clock_ms,
+            independent: s.independent,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Playlist {
+    config: PlaylistConfig,
+    target_secs: u64,
+    segments: VecDeque<SegmentInfo>,
+    window_ms: u64,
+    /// Discontinuities that left the window.
+    discontinuity_sequence: u64,
+    next_sequence: u64,
+    started: bool,
+}
+
+impl Playlist {
+    pub fn new(config: PlaylistConfig, target_duration_secs: u64) -> Self {
+        Self {
+            config,
+            target_secs: target_duration_secs.max(1),
+            segments: VecDeque::new(),
+            window_ms: 0,
+            discontinuity_sequence: 0,
+            next_sequence: 0,
+            started: false,
+        }
+    }
+
+    /// Sets `EXT-X-TARGETDURATION`. Only before the first segment: the target
+    /// is fixed for the life of the stream, so later calls are ignored.
+    pub fn set_target_duration(&mut self, secs: u64) {
+        if self.started {
+            if secs != self.target_secs {
+                tracing::warn!(
+                    secs,
+                    current = self.target_secs,
+                    "hls: target duration is fixed; change ignored"
+                );
+            }
+            return;
+        }
+        self.target_secs = secs.max(1);
+    }
+
+    pub fn target_duration_secs(&self) -> u64 {
+        self.target_secs
+    }
+
+    /// Sequence number for the next segment (continue here after a republish).
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// Appends a segment; returns the sequences that left the window. A
+    /// segment whose sequence does not increase is refused (logged, ignored).
+    pub fn push(&mut self, seg: &SegmentInfo) -> Vec<u64> {
+        if self.started && seg.sequence < self.next_sequence {
+            tracing::warn!(
+                seq = seg.sequence,
+                next = self.next_sequence,
+                "hls: segment sequence went backwards; ignored"
+            );
+            return Vec::new();
+        }
+        self.started = true;
+        self.next_sequence = seg.sequence + 1;
+        self.window_ms += seg.duration_ms;
+        self.segments.push_back(*seg);
+        let min_ms = self.config.min_window_ms.max(3 * 1000 * self.target_secs);
+        let min_segments = self.config.window_segments.max(1);
+        let mut removed = Vec::new();
+        while self.segments.len() > min_segments {
+            let front = self.segments[0];
+            if self.window_ms - front.duration_ms < min_ms {
+                break;
+            }
+            self.segments.pop_front();
+            self.window_ms -= front.duration_ms;
+            if front.discontinuity {
+                self.discontinuity_sequence += 1;
+            }
+            removed.push(front.sequence);
+        }
+        removed
+    }
+
+    /// Sequences currently listed.
+    pub fn sequences(&self) -> impl Iterator<Item = u64> + '_ {
+        self.segments.iter().map(|s| s.sequence)
+    }
+
+    /// Renders the playlist; `ended` adds `EXT-X-ENDLIST`. `uri(seq)` names segments.
+    ///
+    /// EXTINF is written with three decimals through m3u8-rs's process-wide
+    /// `WRITE_OPT_FLOAT_PRECISION` (set to 3 here). PROGRAM-DATE-TIME goes in
+    /// as a raw tag: m3u8-rs wants a `chrono` value and we format it ourselves.
+    pub fn render(&self, ended: bool, uri: impl Fn(u64) -> String) -> Bytes {
+        WRITE_OPT_FLOAT_PRECISION.store(3, Ordering::Relaxed);
+        let media_sequence = self.segments.front().map_or(self.next_sequence, |s| s.sequence);
+        let playlist = MediaPlaylist {
+            version: Some(3),
+            target_duration: self.target_secs,
+            media_sequence,
+            discontinuity_sequence: self.discontinuity_sequence,
+            end_list: ended,
+            independent_segments: self.segments.iter().all(|s| s.independent),
+            segments: self
+                .segments
+                .iter()
+                .map(|s| MediaSegment {
+                    uri: uri(s.sequence),
+                    duration: s.duration_ms as f32 / 1000.0,
+                    discontinuity: s.discontinuity,
+                    unknown_tags: vec![ExtTag {
+                        tag: "X-PROGRAM-DATE-TIME".into(),
+                        rest: Some(format_iso8601_ms(s.wall_clock_ms)),
+                    }],
+                    ..MediaSegment::default()
+                })
+                .collect(),
+            ..MediaPlaylist::default()
+        };
+        let mut out = Vec::with_capacity(128 + 96 * self.segments.len());
+        playlist.write_to(&mut out).expect("writing to a Vec cannot fail");
+        if media_sequence == 0 {
+            // m3u8-rs omits a zero MEDIA-SEQUENCE (the default); write it anyway,
+            // right after TARGETDURATION, so every playlist states it.
+            let text = String::from_utf8(out).expect("m3u8-rs writes UTF-8");
+            let tag = format!("#EXT-X-TARGETDURATION:{}\n", self.target_secs);
+            let text = text.replacen(&tag, &format!("{tag}#EXT-X-MEDIA-SEQUENCE:0\n"), 1);
+            return Bytes::from(text);
+        }
+        Bytes::from(out)
+    }
+}
+
+/// Unix milliseconds as ISO 8601 UTC with milliseconds: `2023-11-14T22:13:20.000Z`.
+pub fn format_iso8601_ms(unix_ms: i64) -> String {
+    let days = unix_ms.div_euclid(86_400_000);
+    let ms_of_day = unix_ms.rem_euclid(86_400_000);
+    let (y, m, d) = civil_from_days(days);
+    let (h, min, s, ms) = (
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000,
+    );
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{ms:03}Z")
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day)
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], March-based
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WALL0: i64 = 1_700_000_000_000; // 2023-11-14T22:13:20Z
+
+    fn info(sequence: u64, duration_ms: u64, discontinuity: bool) -> SegmentInfo {
+        SegmentInfo {
+            sequence,
+            duration_ms,
+            discontinuity,
+            wall_clock_ms: WALL0 + sequence as i64 * 2000,
+            independent: true,
+        }
+    }
+
+    fn uri(seq: u64) -> String {
+        format!("STREAM-{seq}.ts")
+    }
+
+    fn parse(bytes: &[u8]) -> MediaPlaylist {
+        m3u8_rs::parse_media_playlist_res(bytes).expect("valid media playlist")
+    }
+
+    #[test]
+    fn iso8601_formatting() {
+        assert_eq!(format_iso8601_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_iso8601_ms(WALL0 + 7), "2023-11-14T22:13:20.007Z");
+        assert_eq!(format_iso8601_ms(951_782_400_000), "2000-02-29T00:00:00.000Z"); // leap day
+        assert_eq!(format_iso8601_ms(4_107_542_399_999), "2100-02-28T23:59:59.999Z"); // 2100 is not leap
+        assert_eq!(format_iso8601_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn renders_header_segments_and_parses_back() {
+        let mut p = Playlist::new(PlaylistConfig::default(), 2);
+        for seq in 0..3 {
+            p.push(&info(seq, 2002, false));
+        }
+        let text = p.render(false, uri);
+        let s = std::str::from_utf8(&text).unwrap();
+        assert!(s.starts_with("#EXTM3U\n#EXT-X-VERSION:3\n"));
+        assert!(s.contains("#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"), "{s}");
+        assert!(s.contains("#EXT-X-INDEPENDENT-SEGMENTS\n"));
+        assert!(
+            s.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.000Z\n#EXTINF:2.002,\nSTREAM-1.ts\n"),
+            "{s}"
+        );
+        assert!(!s.contains("ENDLIST"));
+        let pl = parse(&text);
+        assert_eq!(pl.version, Some(3));
+        assert_eq!(pl.target_duration, 2);
+        assert_eq!(pl.media_sequence, 0);
+        assert!(pl.independent_segments);
+        assert_eq!(pl.segments.len(), 3);
+        assert_eq!(pl.segments[2].uri, "STREAM-2.ts");
+        assert!((pl.segments[2].duration - 2.002).abs() < 1e-6);
+        let pdt = pl.segments[1].program_date_time.expect("PROGRAM-DATE-TIME parsed");
+        assert_eq!(pdt.timestamp_millis(), WALL0 + 2000);
+        assert!(parse(&p.render(true, uri)).end_list);
+    }
+
+    #[test]
+    fn window_slides_and_reports_removed_sequences() {
+        let mut p = Playlist::new(PlaylistConfig::default(), 2);
+        let mut removed = Vec::new();
+        for seq in 10..20 {
+            removed.extend(p.push(&info(seq, 2000, false)));
+        }
+        assert_eq!(removed, vec![10, 11, 12, 13]);
+        assert_eq!(p.sequences().collect::<Vec<_>>(), (14..20).collect::<Vec<_>>());
+        assert_eq!(p.next_sequence(), 20);
+        let pl = parse(&p.render(false, uri));
+        assert_eq!(pl.media_sequence, 14);
+        assert_eq!(pl.segments.len(), 6);
+        assert_eq!(pl.segments[0].uri, "STREAM-14.ts");
+    }
+
+    #[test]
+    fn window_keeps_three_target_durations() {
+        // 0.5 s segments with a 4 s target: 6 segments are only 3 s; keep 24 (12 s).
+        let mut p = Playlist::new(PlaylistConfig::default(), 4);
+        for seq in 0..40 {
+            p.push(&info(seq, 500, false));
+        }
+        assert_eq!(p.sequences().count(), 24);
+        let mut p = Playlist::new(
+            PlaylistConfig {
+                window_segments: 3,
+                min_window_ms: 10_000,
+            },
+            2,
+        );
+        for seq in 0..40 {
+            p.push(&info(seq, 2000, false));
+        }
+        assert_eq!(p.sequences().count(), 5);
+    }
+
+    #[test]
+    fn discontinuity_sequence_counts_discontinuities_that_left() {
+        let mut p = Playlist::new(PlaylistConfig::default(), 2);
+        for seq in 0..8 {
+            p.push(&info(seq, 2000, seq == 1 || seq == 5));
+        }
+        // window 2..8: the discontinuity before 1 left, the one before 5 is listed
+        let text = p.render(false, uri);
+        let pl = parse(&text);
+        assert_eq!(pl.media_sequence, 2);
+        assert_eq!(pl.discontinuity_sequence, 1);
+        let flagged: Vec<_> = pl
+            .segments
+            .iter()
+            .filter(|s| s.discontinuity)
+            .map(|s| s.uri.clone())
+            .collect();
+        assert_eq!(flagged, vec!["STREAM-5.ts"]);
+        assert!(std::str::from_utf8(&text)
+            .unwrap()
+            .contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME"));
+        for seq in 8..12 {
+            p.push(&info(seq, 2000, false));
+        }
+        assert_eq!(parse(&p.render(false, uri)).discontinuity_sequence, 2);
+    }
+
+    #[test]
+    fn target_duration_is_fixed_after_the_first_segment_and_sequence_never_goes_back() {
+        let mut p = Playlist::new(PlaylistConfig::default(), 2);
+        p.set_target_duration(3);
+        p.push(&info(5, 2000, false));
+        p.set_target_duration(6);
+        assert_eq!(p.target_duration_secs(), 3);
+        assert!(p.push(&info(2, 2000, false)).is_empty());
+        assert_eq!(p.next_sequence(), 6);
+        assert_eq!(parse(&p.render(false, uri)).media_sequence, 5);
+    }
+
+    #[test]
+    fn non_independent_segment_drops_independent_segments_tag() {
+        let mut p = Playlist::new(PlaylistConfig::default(), 2);
+        p.push(&info(0, 2000, false));
+        p.push(&SegmentInfo {
+            independent: false,
+            ..info(1, 2000, false)
+        });
+        assert!(!parse(&p.render(false, uri)).independent_segments);
+    }
+
+    #[test]
+    fn empty_playlist_renders() {
+        let p = Playlist::new(PlaylistConfig::default(), 2);
+        let pl = parse(&p.render(true, uri));
+        assert!(pl.segments.is_empty() && pl.end_list);
+    }
+}
