@@ -47,16 +47,22 @@ impl AvcConfig {
         }
         let nalu_length_size = (r[4] & 0x03) + 1;
         let mut pos = 5;
-        let mut read_sets = |count: usize, pos: &mut usize| -> Result<Vec<Bytes>, H264Error> {
+        let read_sets = |count: usize, pos: &mut usize| -> Result<Vec<Bytes>, H264Error> {
             let mut sets = Vec::with_capacity(count);
             for _ in 0..count {
                 if *pos + 2 > r.len() {
-                    return Err(H264Error::ParameterSetOverrun { len: 2, remaining: r.len() - *pos });
+                    return Err(H264Error::ParameterSetOverrun {
+                        len: 2,
+                        remaining: r.len() - *pos,
+                    });
                 }
                 let len = usize::from(u16::from_be_bytes([r[*pos], r[*pos + 1]]));
                 *pos += 2;
                 if *pos + len > r.len() {
-                    return Err(H264Error::ParameterSetOverrun { len, remaining: r.len() - *pos });
+                    return Err(H264Error::ParameterSetOverrun {
+                        len,
+                        remaining: r.len() - *pos,
+                    });
                 }
                 sets.push(record.slice(*pos..*pos + len));
                 *pos += len;
@@ -107,7 +113,9 @@ pub fn avcc_nalus(data: &Bytes, length_size: u8) -> impl Iterator<Item = Result<
             pos = data.len();
             return Some(Err(H264Error::NaluOverrun { len: ls, remaining }));
         }
-        let len = data[pos..pos + ls].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = data[pos..pos + ls]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
         pos += ls;
         if pos + len > data.len() {
             let remaining = data.len() - pos;
@@ -134,7 +142,12 @@ pub const NALU_AUD: u8 = 9;
 /// delimiter first, then SPS/PPS before an IDR (when the frame does not carry
 /// its own), then the frame's NAL units with 4-byte start codes. AUDs already
 /// in the frame are dropped so there is exactly one, at the start.
-pub fn avcc_to_annexb(frame: &Bytes, keyframe: bool, config: Option<&AvcConfig>, out: &mut BytesMut) -> Result<(), H264Error> {
+pub fn avcc_to_annexb(
+    frame: &Bytes,
+    keyframe: bool,
+    config: Option<&AvcConfig>,
+    out: &mut BytesMut,
+) -> Result<(), H264Error> {
     const START: [u8; 4] = [0, 0, 0, 1];
     let length_size = config.map_or(4, |c| c.nalu_length_size);
     let nalus: Vec<Bytes> = avcc_nalus(frame, length_size).collect::<Result<_, _>>()?;
@@ -192,7 +205,11 @@ impl<'a> BitReader<'a> {
 
     fn se(&mut self) -> Result<i32, H264Error> {
         let k = self.ue()?;
-        Ok(if k % 2 == 1 { k.div_ceil(2) as i32 } else { -((k / 2) as i32) })
+        Ok(if k % 2 == 1 {
+            k.div_ceil(2) as i32
+        } else {
+            -((k / 2) as i32)
+        })
     }
 }
 
@@ -221,7 +238,10 @@ pub fn parse_sps_resolution(sps: &[u8]) -> Result<(u32, u32), H264Error> {
     r.bits(16)?; // constraint flags + level
     r.ue()?; // seq_parameter_set_id
     let mut chroma_format_idc = 1;
-    if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+    if matches!(
+        profile_idc,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
         chroma_format_idc = r.ue()?;
         if chroma_format_idc == 3 {
             r.bit()?; // separate_colour_plane_flag
@@ -288,18 +308,21 @@ pub fn parse_sps_resolution(sps: &[u8]) -> Result<(u32, u32), H264Error> {
     let crop_y = (if chroma_format_idc == 0 { 1 } else { sub_h }) * (2 - frame_mbs_only);
     let width = (width_mbs * 16).saturating_sub((cl + cr) * crop_x);
     let height = ((2 - frame_mbs_only) * height_map_units * 16).saturating_sub((ct + cb) * crop_y);
-    Ok((u32::try_from(width).map_err(|_| H264Error::BadSps)?, u32::try_from(height).map_err(|_| H264Error::BadSps)?))
+    Ok((
+        u32::try_from(width).map_err(|_| H264Error::BadSps)?,
+        u32::try_from(height).map_err(|_| H264Error::BadSps)?,
+    ))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     // avcC from x264, 320x240 High profile (captured from ffmpeg -f lavfi testsrc).
     pub(crate) const AVCC_320X240: &[u8] = &[
-        0x01, 0x64, 0x00, 0x0d, 0xff, 0xe1, 0x00, 0x19, 0x67, 0x64, 0x00, 0x0d, 0xac, 0xd9, 0x41, 0x41, 0xfb, 0x01, 0x10,
-        0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0x99, 0x60, 0x01, 0x00, 0x06, 0x68, 0xeb,
-        0xe3, 0xcb, 0x22, 0xc0,
+        0x01, 0x64, 0x00, 0x0d, 0xff, 0xe1, 0x00, 0x19, 0x67, 0x64, 0x00, 0x0d, 0xac, 0xd9, 0x41, 0x41, 0xfb, 0x01,
+        0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0x99, 0x60, 0x01, 0x00, 0x06,
+        0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0,
     ];
 
     #[test]
