@@ -5,3 +5,4 @@
 
 pub mod hub;
 pub mod media;
+pub mod rtmp;
