@@ -13,3 +13,5 @@ mod testclient;
 
 pub use error::RtmpError;
 pub use session::{MediaKind, RequestId, ServerSession, SessionConfig, SessionEvent};
+#[cfg(test)]
+mod tests;
