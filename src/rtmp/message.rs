@@ -26,7 +26,6 @@ pub const AGGREGATE: u8 = 22;
 /// User control event types.
 pub const UC_STREAM_BEGIN: u16 = 0;
 pub const UC_STREAM_EOF: u16 = 1;
-pub const UC_STREAM_IS_RECORDED: u16 = 4;
 pub const UC_PING_REQUEST: u16 = 6;
 pub const UC_PING_RESPONSE: u16 = 7;
 

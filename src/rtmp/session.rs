@@ -213,7 +213,6 @@ impl ServerSession {
             }
             StreamRole::PlayPending(_) => {
                 self.streams.insert(stream_id, StreamRole::Playing);
-                self.queue_user_control(msg::UC_STREAM_IS_RECORDED, stream_id);
                 self.queue_user_control(msg::UC_STREAM_BEGIN, stream_id);
                 self.queue_status(stream_id, "status", "NetStream.Play.Reset", "Playing and resetting");
                 self.queue_status(stream_id, "status", "NetStream.Play.Start", "Started playing");
