@@ -749,3 +749,56 @@ fn ffmpeg_publishes_to_session() {
     check_ffmpeg_events(&events);
     assert_eq!(events.last(), Some(&SessionEvent::Unpublished));
 }
+
+/// Cheap fuzzing: corrupted copies of the fixture and random garbage after a valid session
+/// start must never panic (errors are fine).
+#[test]
+fn mutated_inputs_never_panic() {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let feed = |data: &[u8], step: usize| {
+        let mut s = server();
+        let mut input = BytesMut::new();
+        for piece in data.chunks(step.max(1)) {
+            input.extend_from_slice(piece);
+            loop {
+                if s.handle_input(&mut input).is_err() {
+                    return;
+                }
+                let mut decided = false;
+                while let Some(ev) = s.poll_event() {
+                    if let Some(req) = request_id(&ev) {
+                        s.accept(req);
+                        decided = true;
+                    }
+                }
+                if !decided {
+                    break;
+                }
+            }
+            while s.poll_transmit().is_some() {}
+        }
+    };
+    for i in 0..1000 {
+        let mut data = FIXTURE.to_vec();
+        for _ in 0..1 + next() % 8 {
+            // Mostly corrupt the command/metadata-heavy start, sometimes anywhere.
+            let range = if i % 2 == 0 { 6000 } else { data.len() };
+            let pos = 1 + (next() as usize) % (range - 1);
+            data[pos] = next() as u8;
+        }
+        feed(&data, 1 + (next() as usize) % 4096);
+    }
+    let mut c = TestClient::new();
+    let start = published(&mut c);
+    for _ in 0..500 {
+        let mut data = start.clone();
+        data.extend((0..(next() % 2000)).map(|_| next() as u8));
+        feed(&data, 1 + (next() as usize) % 64);
+    }
+}
