@@ -10,3 +10,4 @@ pub mod hls;
 pub mod http;
 pub mod hub;
 pub mod media;
+pub mod rtmp;

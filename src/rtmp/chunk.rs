@@ -1,0 +1,452 @@
+//! RTMP chunk stream: decoding chunks into messages and encoding messages into chunks.
+//!
+//! The decoder is direction-agnostic (the server uses it for client input, tests use it as a
+//! client for server output). It consumes only whole chunks from the input, so a partial
+//! chunk stays in the caller's buffer. A message that fits in one chunk is split off the input
+//! without copying; a multi-chunk message is assembled into one buffer (the only copy).
+//! Protocol control messages (Set Chunk Size, Abort) are interpreted by the caller, which
+//! calls [`ChunkDecoder::set_chunk_size`] / [`ChunkDecoder::abort`] before decoding further.
+
+use std::collections::HashMap;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::RtmpError;
+
+pub const DEFAULT_CHUNK_SIZE: u32 = 128;
+pub const MAX_CHUNK_SIZE: u32 = 0x7FFF_FFFF;
+const EXTENDED_TS: u32 = 0xFF_FFFF;
+/// Chunk streams with a message in progress at once.
+pub const MAX_IN_PROGRESS: usize = 64;
+/// Distinct chunk stream ids a peer may use over a connection.
+pub const MAX_CHUNK_STREAMS: usize = 256;
+/// Up-front allocation cap for an assembling message; larger messages grow as bytes arrive.
+const MAX_PREALLOC: usize = 256 * 1024;
+
+/// One complete message off the chunk stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    pub csid: u32,
+    pub type_id: u8,
+    pub stream_id: u32,
+    /// Absolute 32-bit timestamp (deltas accumulated with wrapping arithmetic).
+    pub timestamp: u32,
+    pub payload: Bytes,
+}
+
+#[derive(Debug, Default)]
+struct StreamState {
+    /// Absolute timestamp of the current (or last) message.
+    timestamp: u32,
+    /// Last timestamp field (absolute for fmt 0, delta otherwise), after extension.
+    ts_field: u32,
+    /// Whether the last header carried an extended timestamp.
+    extended: bool,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    /// Bytes of the current message received so far (0: none in progress).
+    received: u32,
+    buf: Option<BytesMut>,
+}
+
+/// Chunk stream decoder.
+#[derive(Debug)]
+pub struct ChunkDecoder {
+    chunk_size: u32,
+    max_message_size: u32,
+    streams: HashMap<u32, StreamState>,
+    in_progress: usize,
+}
+
+impl ChunkDecoder {
+    pub fn new(max_message_size: u32) -> Self {
+        ChunkDecoder {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            max_message_size,
+            streams: HashMap::new(),
+            in_progress: 0,
+        }
+    }
+
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Applies a peer's Set Chunk Size. Valid sizes are 1..=0x7FFFFFFF; memory is bounded by
+    /// the message size limit, not the chunk size.
+    pub fn set_chunk_size(&mut self, size: u32) -> Result<(), RtmpError> {
+        match size {
+            0 => Err(RtmpError::ChunkSizeZero),
+            s if s > MAX_CHUNK_SIZE => Err(RtmpError::ChunkSizeTooLarge(s)),
+            s => {
+                self.chunk_size = s;
+                Ok(())
+            }
+        }
+    }
+
+    /// Abort Message: discards the partly received message on `csid`.
+    pub fn abort(&mut self, csid: u32) {
+        if let Some(st) = self.streams.get_mut(&csid) {
+            if st.received > 0 {
+                self.in_progress -= 1;
+            }
+            st.received = 0;
+            st.buf = None;
+        }
+    }
+
+    /// Decodes chunks from `input` until one message completes (returned) or the input runs
+    /// out of whole chunks (`Ok(None)`, the partial chunk stays in `input`).
+    pub fn decode(&mut self, input: &mut BytesMut) -> Result<Option<RawMessage>, RtmpError> {
+        loop {
+            match self.decode_chunk(input)? {
+                Step::NeedMore => return Ok(None),
+                Step::Message(m) => return Ok(Some(m)),
+                Step::Continue => {}
+            }
+        }
+    }
+
+    fn decode_chunk(&mut self, input: &mut BytesMut) -> Result<Step, RtmpError> {
+        let b: &[u8] = input;
+        let Some(&first) = b.first() else {
+            return Ok(Step::NeedMore);
+        };
+        let fmt = first >> 6;
+        let (csid, mut pos) = match first & 0x3F {
+            0 => match b.get(1) {
+                Some(&x) => (64 + x as u32, 2),
+                None => return Ok(Step::NeedMore),
+            },
+            1 => match (b.get(1), b.get(2)) {
+                (Some(&x), Some(&y)) => (64 + x as u32 + ((y as u32) << 8), 3),
+                _ => return Ok(Step::NeedMore),
+            },
+            n => (n as u32, 1),
+        };
+        let header_len = [11, 7, 3, 0][fmt as usize];
+        let Some(mut h) = b.get(pos..pos + header_len) else {
+            return Ok(Step::NeedMore);
+        };
+        pos += header_len;
+
+        if !self.streams.contains_key(&csid) {
+            if fmt != 0 {
+                return Err(RtmpError::MissingChunkHeader(csid, fmt));
+            }
+            if self.streams.len() >= MAX_CHUNK_STREAMS {
+                return Err(RtmpError::TooManyChunkStreams(self.streams.len()));
+            }
+        }
+        let prev = self.streams.get(&csid);
+        let prev_received = prev.map_or(0, |p| p.received);
+
+        // Header fields (not yet committed to the state).
+        let mut ts_field = prev.map_or(0, |p| p.ts_field);
+        let mut extended = prev.is_some_and(|p| p.extended);
+        let mut length = prev.map_or(0, |p| p.length);
+        let mut type_id = prev.map_or(0, |p| p.type_id);
+        let mut stream_id = prev.map_or(0, |p| p.stream_id);
+        if fmt <= 2 {
+            ts_field = h.get_uint(3) as u32;
+            extended = ts_field == EXTENDED_TS;
+        }
+        if fmt <= 1 {
+            length = h.get_uint(3) as u32;
+            type_id = h.get_u8();
+            if length > self.max_message_size {
+                return Err(RtmpError::MessageTooLarge(length));
+            }
+        }
+        if fmt == 0 {
+            stream_id = h.get_u32_le();
+        }
+        if extended {
+            let Some(mut ext) = b.get(pos..pos + 4) else {
+                return Ok(Step::NeedMore);
+            };
+            let value = ext.get_u32();
+            if fmt == 3 && prev_received > 0 {
+                // Continuation: some encoders repeat the extended timestamp here, some do not.
+                // Consume it only when it matches the one of the message in progress.
+                if value == ts_field {
+                    pos += 4;
+                }
+            } else {
+                ts_field = value;
+                pos += 4;
+            }
+        }
+
+        let new_message = fmt != 3 || prev_received == 0;
+        let received = if new_message { 0 } else { prev_received };
+        let remaining = length - received;
+        let chunk_len = remaining.min(self.chunk_size) as usize;
+        if b.len() < pos + chunk_len {
+            return Ok(Step::NeedMore);
+        }
+
+        // The whole chunk is here: commit.
+        input.advance(pos);
+        if new_message && prev_received > 0 {
+            tracing::debug!(
+                csid,
+                "new message header while a message was in progress; dropping the partial one"
+            );
+            self.in_progress -= 1;
+        }
+        let st = self.streams.entry(csid).or_default();
+        if new_message {
+            st.timestamp = if fmt == 0 {
+                ts_field
+            } else {
+                st.timestamp.wrapping_add(ts_field)
+            };
+            st.ts_field = ts_field;
+            st.extended = extended;
+            st.length = length;
+            st.type_id = type_id;
+            st.stream_id = stream_id;
+            st.received = 0;
+            st.buf = None;
+        }
+        let complete = |st: &StreamState, payload: Bytes| RawMessage {
+            csid,
+            type_id: st.type_id,
+            stream_id: st.stream_id,
+            timestamp: st.timestamp,
+            payload,
+        };
+        if new_message && chunk_len == length as usize {
+            let payload = input.split_to(chunk_len).freeze();
+            return Ok(Step::Message(complete(st, payload)));
+        }
+        if st.received == 0 {
+            if self.in_progress >= MAX_IN_PROGRESS {
+                return Err(RtmpError::TooManyChunkStreams(self.in_progress));
+            }
+            self.in_progress += 1;
+            st.buf = Some(BytesMut::with_capacity((length as usize).min(MAX_PREALLOC)));
+        }
+        let buf = st.buf.get_or_insert_with(BytesMut::new);
+        buf.extend_from_slice(&input[..chunk_len]);
+        input.advance(chunk_len);
+        st.received += chunk_len as u32;
+        if st.received == st.length {
+            self.in_progress -= 1;
+            st.received = 0;
+            let payload = st.buf.take().unwrap_or_default().freeze();
+            return Ok(Step::Message(complete(st, payload)));
+        }
+        Ok(Step::Continue)
+    }
+}
+
+enum Step {
+    NeedMore,
+    Continue,
+    Message(RawMessage),
+}
+
+/// One-byte type-3 basic headers for csid 0..64, so continuation headers need no allocation.
+static TYPE3_HEADERS: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        t[i] = 0xC0 | i as u8;
+        i += 1;
+    }
+    t
+};
+
+fn put_basic_header(out: &mut BytesMut, fmt: u8, csid: u32) {
+    let fmt = fmt << 6;
+    match csid {
+        2..=63 => out.put_u8(fmt | csid as u8),
+        64..=319 => {
+            out.put_u8(fmt);
+            out.put_u8((csid - 64) as u8);
+        }
+        _ => {
+            let c = csid.clamp(320, 65599) - 64;
+            out.put_u8(fmt | 1);
+            out.put_u16_le(c as u16);
+        }
+    }
+}
+
+/// Writes a type-0 message header (basic header, 11 bytes, optional extended timestamp).
+fn put_type0_header(out: &mut BytesMut, csid: u32, timestamp: u32, type_id: u8, stream_id: u32, len: usize) {
+    put_basic_header(out, 0, csid);
+    out.put_uint(timestamp.min(EXTENDED_TS) as u64, 3);
+    out.put_uint(len as u64, 3);
+    out.put_u8(type_id);
+    out.put_u32_le(stream_id);
+    if timestamp >= EXTENDED_TS {
+        out.put_u32(timestamp);
+    }
+}
+
+/// Type-3 continuation header; repeats the extended timestamp as ffmpeg and FMS expect.
+fn type3_header(csid: u32, timestamp: u32) -> Bytes {
+    if timestamp < EXTENDED_TS && csid < 64 {
+        return Bytes::from_static(&TYPE3_HEADERS[csid as usize..csid as usize + 1]);
+    }
+    let mut out = BytesMut::with_capacity(7);
+    put_basic_header(&mut out, 3, csid);
+    if timestamp >= EXTENDED_TS {
+        out.put_u32(timestamp);
+    }
+    out.freeze()
+}
+
+/// Message-to-chunk encoder. Every message starts with a type-0 header (absolute timestamp),
+/// continuations use type 3.
+#[derive(Debug)]
+pub struct ChunkEncoder {
+    chunk_size: u32,
+}
+
+impl Default for ChunkEncoder {
+    fn default() -> Self {
+        ChunkEncoder {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+}
+
+impl ChunkEncoder {
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Call after queueing our Set Chunk Size message.
+    pub fn set_chunk_size(&mut self, size: u32) {
+        self.chunk_size = size.clamp(1, MAX_CHUNK_SIZE);
+    }
+
+    /// Encodes a message by copying it into `out` (for small control and command messages).
+    pub fn write(&self, out: &mut BytesMut, csid: u32, timestamp: u32, type_id: u8, stream_id: u32, payload: &[u8]) {
+        put_type0_header(out, csid, timestamp, type_id, stream_id, payload.len());
+        let mut chunks = payload.chunks(self.chunk_size as usize);
+        if let Some(first) = chunks.next() {
+            out.put_slice(first);
+        }
+        for c in chunks {
+            out.put_slice(&type3_header(csid, timestamp));
+            out.put_slice(c);
+        }
+    }
+
+    /// Encodes a message without copying the payload: `emit` receives header pieces and
+    /// `payload.slice(..)` pieces in wire order.
+    pub fn write_zero_copy(
+        &self,
+        mut emit: impl FnMut(Bytes),
+        csid: u32,
+        timestamp: u32,
+        type_id: u8,
+        stream_id: u32,
+        payload: Bytes,
+    ) {
+        let mut hdr = BytesMut::with_capacity(16);
+        put_type0_header(&mut hdr, csid, timestamp, type_id, stream_id, payload.len());
+        emit(hdr.freeze());
+        let size = self.chunk_size as usize;
+        let mut start = 0;
+        while start < payload.len() {
+            if start > 0 {
+                emit(type3_header(csid, timestamp));
+            }
+            let end = payload.len().min(start.saturating_add(size));
+            emit(payload.slice(start..end));
+            start = end;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_header_forms_round_trip() {
+        for csid in [2u32, 63, 64, 319, 320, 65599] {
+            let enc = ChunkEncoder::default();
+            let mut out = BytesMut::new();
+            enc.write(&mut out, csid, 5, 20, 1, b"hello");
+            let mut dec = ChunkDecoder::new(1 << 20);
+            let m = dec.decode(&mut out).unwrap().unwrap();
+            assert_eq!((m.csid, m.timestamp, m.type_id, m.stream_id), (csid, 5, 20, 1));
+            assert_eq!(&m.payload[..], b"hello");
+            assert!(out.is_empty());
+        }
+    }
+
+    #[test]
+    fn chunk_size_limits() {
+        let mut dec = ChunkDecoder::new(1 << 20);
+        assert_eq!(dec.set_chunk_size(0), Err(RtmpError::ChunkSizeZero));
+        assert_eq!(
+            dec.set_chunk_size(0x8000_0000),
+            Err(RtmpError::ChunkSizeTooLarge(0x8000_0000))
+        );
+        assert_eq!(dec.set_chunk_size(0x7FFF_FFFF), Ok(()));
+        assert_eq!(dec.set_chunk_size(1), Ok(()));
+    }
+
+    #[test]
+    fn single_chunk_message_is_not_copied() {
+        let enc = ChunkEncoder::default();
+        let mut out = BytesMut::new();
+        enc.write(&mut out, 4, 0, 8, 1, &[7u8; 100]);
+        let base = out.as_ptr() as usize;
+        let end = base + out.len();
+        let mut dec = ChunkDecoder::new(1 << 20);
+        let m = dec.decode(&mut out).unwrap().unwrap();
+        let p = m.payload.as_ptr() as usize;
+        assert!(p >= base && p + m.payload.len() <= end);
+    }
+
+    #[test]
+    fn abort_discards_partial_message() {
+        let enc = ChunkEncoder::default();
+        let mut out = BytesMut::new();
+        enc.write(&mut out, 4, 0, 8, 1, &[1u8; 300]);
+        out.truncate(12 + 128);
+        let mut dec = ChunkDecoder::new(1 << 20);
+        assert_eq!(dec.decode(&mut out).unwrap(), None);
+        assert!(out.is_empty());
+        dec.abort(4);
+        enc.write(&mut out, 4, 9, 8, 1, &[2u8; 10]);
+        let m = dec.decode(&mut out).unwrap().unwrap();
+        assert_eq!((m.timestamp, &m.payload[..]), (9, &[2u8; 10][..]));
+    }
+
+    #[test]
+    fn continuation_without_header_is_an_error() {
+        let mut dec = ChunkDecoder::new(1 << 20);
+        let mut input = BytesMut::from(&[0xC4u8, 1, 2, 3][..]);
+        assert_eq!(dec.decode(&mut input), Err(RtmpError::MissingChunkHeader(4, 3)));
+    }
+
+    #[test]
+    fn too_many_in_progress_streams_is_an_error() {
+        let enc = ChunkEncoder::default();
+        let mut dec = ChunkDecoder::new(1 << 20);
+        let mut result = Ok(None);
+        for csid in 3..(3 + MAX_IN_PROGRESS as u32 + 1) {
+            let mut out = BytesMut::new();
+            enc.write(&mut out, csid, 0, 8, 1, &[0u8; 200]);
+            let basic = if csid < 64 { 1 } else { 2 };
+            out.truncate(basic + 11 + 128); // first chunk only
+            result = dec.decode(&mut out);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(RtmpError::TooManyChunkStreams(MAX_IN_PROGRESS)));
+    }
+}
