@@ -55,7 +55,12 @@ pub async fn serve(config: Config, bound: Bound, shutdown: CancellationToken) ->
     info!(addr = %bound.rtmp_addr()?, "RTMP listening on {}", bound.rtmp_addr()?);
     info!(addr = %bound.http_addr()?, "HTTP listening on {}", bound.http_addr()?);
     let hub = Hub::new(config.hub.clone());
-    let rtmp = tokio::spawn(async move { drop(bound.rtmp) }); // RTMP ingest lands with the rtmp module
+    let rtmp = tokio::spawn(crate::ingest::serve(
+        bound.rtmp,
+        config.rtmp.clone(),
+        hub.clone(),
+        shutdown.clone(),
+    ));
     let http = tokio::spawn(crate::http::serve(
         bound.http,
         config.http.clone(),

@@ -9,5 +9,6 @@ pub mod flv;
 pub mod hls;
 pub mod http;
 pub mod hub;
+pub mod ingest;
 pub mod media;
 pub mod rtmp;

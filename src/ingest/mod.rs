@@ -50,7 +50,12 @@ pub async fn serve(listener: TcpListener, config: RtmpConfig, hub: Hub, shutdown
 enum Role {
     Idle,
     Publishing(Box<Ingest>),
-    Playing { sub: Subscription, stream_id: u32, last_ts: i64, _guard: ViewerGuard },
+    Playing {
+        sub: Subscription,
+        stream_id: u32,
+        last_ts: i64,
+        _guard: ViewerGuard,
+    },
 }
 
 struct Connection {
@@ -112,7 +117,11 @@ impl Connection {
             if self.close_after_flush {
                 return Ok(());
             }
-            let deadline = if self.session.is_handshake_done() { idle_deadline } else { handshake_deadline };
+            let deadline = if self.session.is_handshake_done() {
+                idle_deadline
+            } else {
+                handshake_deadline
+            };
             // Viewers may legitimately stay silent; only non-viewers are subject to the idle timeout.
             let watch_idle = !matches!(self.role, Role::Playing { .. }) || !self.session.is_handshake_done();
             if buf.capacity() - buf.len() < 16 * 1024 {
@@ -135,9 +144,17 @@ impl Connection {
                     if let Role::Publishing(ingest) = &self.role {
                         ingest.count_bytes(n);
                     }
-                    self.session.handle_input(&mut buf)?;
-                    while let Some(ev) = self.session.poll_event() {
-                        self.on_session_event(ev);
+                    // The session pauses its input after a publish/play request until we
+                    // decide; decide, then let it go on with what is already buffered.
+                    loop {
+                        self.session.handle_input(&mut buf)?;
+                        let mut decided = false;
+                        while let Some(ev) = self.session.poll_event() {
+                            decided |= self.on_session_event(ev);
+                        }
+                        if !decided {
+                            break;
+                        }
                     }
                 }
                 got = recv_play(&mut self.role, &mut events) => {
@@ -171,23 +188,46 @@ impl Connection {
             Ok(r) => r?,
             Err(_) => {
                 if let Role::Playing { sub, .. } = &self.role {
-                    sub.stream().stats.evictions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    sub.stream()
+                        .stats
+                        .evictions
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 anyhow::bail!("peer accepted nothing for {stall:?}");
             }
         };
         if let Role::Playing { sub, .. } = &self.role {
-            sub.stream().stats.bytes_out.fetch_add(written as u64, std::sync::atomic::Ordering::Relaxed);
+            sub.stream()
+                .stats
+                .bytes_out
+                .fetch_add(written as u64, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }
 
-    fn on_session_event(&mut self, ev: SessionEvent) {
+    /// Handles one session event; true when it was a request we answered.
+    fn on_session_event(&mut self, ev: SessionEvent) -> bool {
         match ev {
             SessionEvent::Connected { app, .. } => debug!(%app, "connect"),
-            SessionEvent::PublishRequested { req, app, name, .. } => self.on_publish(req, &app, &name),
-            SessionEvent::PlayRequested { req, stream_id, app, name, .. } => self.on_play(req, stream_id, &app, &name),
-            SessionEvent::Media { kind, timestamp, payload } => {
+            SessionEvent::PublishRequested { req, app, name, .. } => {
+                self.on_publish(req, &app, &name);
+                return true;
+            }
+            SessionEvent::PlayRequested {
+                req,
+                stream_id,
+                app,
+                name,
+                ..
+            } => {
+                self.on_play(req, stream_id, &app, &name);
+                return true;
+            }
+            SessionEvent::Media {
+                kind,
+                timestamp,
+                payload,
+            } => {
                 if let Role::Publishing(ingest) = &mut self.role {
                     ingest.media(kind, timestamp, payload);
                 }
@@ -209,6 +249,7 @@ impl Connection {
                 }
             }
         }
+        false
     }
 
     fn refuse(&mut self, req: RequestId, code: &str, why: &str) {
@@ -219,7 +260,11 @@ impl Connection {
 
     fn on_publish(&mut self, req: RequestId, app: &str, name: &str) {
         if !matches!(self.role, Role::Idle) {
-            return self.refuse(req, "NetStream.Publish.BadConnection", "this connection already publishes or plays");
+            return self.refuse(
+                req,
+                "NetStream.Publish.BadConnection",
+                "this connection already publishes or plays",
+            );
         }
         let Some(key) = StreamKey::parse(app, name) else {
             return self.refuse(req, "NetStream.Publish.BadName", "invalid app or stream name");
@@ -230,15 +275,21 @@ impl Connection {
                 self.session.accept(req);
                 self.role = Role::Publishing(Box::new(Ingest::new(publisher)));
             }
-            Err(AlreadyPublishing(key)) => {
-                self.refuse(req, "NetStream.Publish.BadName", &format!("stream {key} is already being published"))
-            }
+            Err(AlreadyPublishing(key)) => self.refuse(
+                req,
+                "NetStream.Publish.BadName",
+                &format!("stream {key} is already being published"),
+            ),
         }
     }
 
     fn on_play(&mut self, req: RequestId, stream_id: u32, app: &str, name: &str) {
         if !matches!(self.role, Role::Idle) {
-            return self.refuse(req, "NetStream.Play.Failed", "this connection already publishes or plays");
+            return self.refuse(
+                req,
+                "NetStream.Play.Failed",
+                "this connection already publishes or plays",
+            );
         }
         let Some(key) = StreamKey::parse(app, name) else {
             return self.refuse(req, "NetStream.Play.StreamNotFound", "invalid app or stream name");
@@ -248,14 +299,21 @@ impl Connection {
                 info!(stream = %key, "RTMP viewer joined");
                 self.session.accept(req);
                 let _guard = sub.stream().viewer_guard(Protocol::RtmpPlay);
-                self.role = Role::Playing { sub, stream_id, last_ts: 0, _guard };
+                self.role = Role::Playing {
+                    sub,
+                    stream_id,
+                    last_ts: 0,
+                    _guard,
+                };
             }
             Err(e) => self.refuse(req, "NetStream.Play.StreamNotFound", &e.to_string()),
         }
     }
 
     fn send_play_events(&mut self, events: &mut Vec<HubEvent>) {
-        let Role::Playing { stream_id, last_ts, .. } = &mut self.role else { return };
+        let Role::Playing { stream_id, last_ts, .. } = &mut self.role else {
+            return;
+        };
         let sid = *stream_id;
         for ev in events.drain(..) {
             match ev {
@@ -263,19 +321,23 @@ impl Connection {
                 HubEvent::Config(cfg) => {
                     let ts = *last_ts as u32;
                     if let Some(v) = &cfg.video {
-                        self.session.send_media(sid, MediaKind::Video, ts, video_config_body(v).into());
+                        self.session
+                            .send_media(sid, MediaKind::Video, ts, video_config_body(v).into());
                     }
                     if let Some(a) = &cfg.audio {
-                        self.session.send_media(sid, MediaKind::Audio, ts, audio_config_body(a).into());
+                        self.session
+                            .send_media(sid, MediaKind::Audio, ts, audio_config_body(a).into());
                     }
                 }
                 HubEvent::Frame(Frame::Video(v)) => {
                     *last_ts = v.dts;
-                    self.session.send_media_parts(sid, MediaKind::Video, v.dts as u32, &video_tag_header(&v), v.data);
+                    self.session
+                        .send_media_parts(sid, MediaKind::Video, v.dts as u32, &video_tag_header(&v), v.data);
                 }
                 HubEvent::Frame(Frame::Audio(a)) => {
                     *last_ts = a.pts;
-                    self.session.send_media_parts(sid, MediaKind::Audio, a.pts as u32, &audio_tag_header(&a), a.data);
+                    self.session
+                        .send_media_parts(sid, MediaKind::Audio, a.pts as u32, &audio_tag_header(&a), a.data);
                 }
                 HubEvent::Discontinuity => {}
                 HubEvent::EndOfStream => {

@@ -46,7 +46,11 @@ impl Ingest {
     }
 
     pub(super) fn count_bytes(&self, n: usize) {
-        self.publisher.stream().stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        self.publisher
+            .stream()
+            .stats
+            .bytes_in
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub(super) fn metadata(&mut self, payload: Bytes) {
@@ -79,7 +83,7 @@ impl Ingest {
             Err(e) => {
                 self.demux_errors += 1;
                 // the first few, then one in a thousand, so a broken encoder cannot flood the log
-                if self.demux_errors <= 3 || self.demux_errors % 1000 == 0 {
+                if self.demux_errors <= 3 || self.demux_errors.is_multiple_of(1000) {
                     warn!(stream = %self.key(), count = self.demux_errors, "dropping media message: {e}");
                 }
             }

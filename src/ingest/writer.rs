@@ -17,7 +17,10 @@ pub(super) struct Writer {
 
 impl Writer {
     pub(super) fn new(sock: OwnedWriteHalf) -> Self {
-        Self { sock, queue: VecDeque::new() }
+        Self {
+            sock,
+            queue: VecDeque::new(),
+        }
     }
 
     pub(super) fn queue(&mut self, b: Bytes) {

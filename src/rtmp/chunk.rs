@@ -342,6 +342,10 @@ impl ChunkEncoder {
 
     /// Encodes a message without copying the payload: `emit` receives header pieces and
     /// `payload.slice(..)` pieces in wire order.
+    /// Writes one message whose body is `prefix` (small, copied into the
+    /// header piece: e.g. an FLV tag-body header) followed by `payload`
+    /// (emitted as zero-copy slices between chunk headers).
+    #[allow(clippy::too_many_arguments)]
     pub fn write_zero_copy(
         &self,
         mut emit: impl FnMut(Bytes),
@@ -349,19 +353,36 @@ impl ChunkEncoder {
         timestamp: u32,
         type_id: u8,
         stream_id: u32,
+        prefix: &[u8],
         payload: Bytes,
     ) {
-        let mut hdr = BytesMut::with_capacity(16);
-        put_type0_header(&mut hdr, csid, timestamp, type_id, stream_id, payload.len());
-        emit(hdr.freeze());
         let size = self.chunk_size as usize;
+        let total = prefix.len() + payload.len();
+        let mut hdr = BytesMut::with_capacity(16 + prefix.len());
+        put_type0_header(&mut hdr, csid, timestamp, type_id, stream_id, total);
+        // the prefix is tiny compared to any sane chunk size; split it like payload anyway
+        let mut written = 0;
+        let mut prefix_left = prefix;
+        while !prefix_left.is_empty() {
+            if written > 0 && written % size == 0 {
+                hdr.extend_from_slice(&type3_header(csid, timestamp));
+            }
+            let room = size - written % size;
+            let n = room.min(prefix_left.len());
+            hdr.extend_from_slice(&prefix_left[..n]);
+            prefix_left = &prefix_left[n..];
+            written += n;
+        }
+        emit(hdr.freeze());
         let mut start = 0;
         while start < payload.len() {
-            if start > 0 {
+            if written > 0 && written % size == 0 {
                 emit(type3_header(csid, timestamp));
             }
-            let end = payload.len().min(start.saturating_add(size));
+            let room = size - written % size;
+            let end = payload.len().min(start.saturating_add(room));
             emit(payload.slice(start..end));
+            written += end - start;
             start = end;
         }
     }

@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 
-use super::amf0::{self, Amf0Value};
+use super::amf0::Amf0Value;
 use super::chunk::{ChunkDecoder, ChunkEncoder, RawMessage};
 use super::handshake::ServerHandshake;
 use super::message::{self as msg, Command};
@@ -216,17 +216,8 @@ impl ServerSession {
                 self.queue_user_control(msg::UC_STREAM_BEGIN, stream_id);
                 self.queue_status(stream_id, "status", "NetStream.Play.Reset", "Playing and resetting");
                 self.queue_status(stream_id, "status", "NetStream.Play.Start", "Started playing");
-                let access = amf0::encode_all(&[
-                    Amf0Value::string("|RtmpSampleAccess"),
-                    Amf0Value::Boolean(true),
-                    Amf0Value::Boolean(true),
-                ]);
-                self.queue_message(msg::CSID_STREAM, 0, msg::DATA_AMF0, stream_id, &access);
-                let data_start = amf0::encode_all(&[
-                    Amf0Value::string("onStatus"),
-                    msg::status_object("status", "NetStream.Data.Start", ""),
-                ]);
-                self.queue_message(msg::CSID_STREAM, 0, msg::DATA_AMF0, stream_id, &data_start);
+                // No |RtmpSampleAccess / NetStream.Data.Start data messages: only Flash
+                // used them, and ffmpeg turns each into a spurious data stream.
             }
             _ => {}
         }
@@ -256,12 +247,19 @@ impl ServerSession {
             0,
             msg::DATA_AMF0,
             stream_id,
+            &[],
             payload,
         );
     }
 
     /// Sends one audio/video message (FLV tag body) without copying the payload.
     pub fn send_media(&mut self, stream_id: u32, kind: MediaKind, timestamp: u32, payload: Bytes) {
+        self.send_media_parts(stream_id, kind, timestamp, &[], payload);
+    }
+
+    /// Sends one audio/video message whose FLV tag body is `header` (the few
+    /// codec bytes, copied) followed by `payload` (shared, never copied).
+    pub fn send_media_parts(&mut self, stream_id: u32, kind: MediaKind, timestamp: u32, header: &[u8], payload: Bytes) {
         let (csid, type_id) = match kind {
             MediaKind::Audio => (msg::CSID_AUDIO, msg::AUDIO),
             MediaKind::Video => (msg::CSID_VIDEO, msg::VIDEO),
@@ -277,6 +275,7 @@ impl ServerSession {
             timestamp,
             type_id,
             stream_id,
+            header,
             payload,
         );
     }

@@ -802,3 +802,41 @@ fn mutated_inputs_never_panic() {
         feed(&data, 1 + (next() as usize) % 64);
     }
 }
+
+#[test]
+fn media_parts_prefix_and_shared_payload_decode_as_one_message() {
+    for chunk_size in [4u32, 128, 4096] {
+        let mut enc = super::chunk::ChunkEncoder::default();
+        enc.set_chunk_size(chunk_size);
+        let header = [0x17u8, 1, 0, 0, 0x50];
+        let body = Bytes::from(payload(1000, 9));
+        let mut shared = 0;
+        let mut buf = BytesMut::new();
+        enc.write_zero_copy(
+            |piece| {
+                if bytes_in(&piece, &body) {
+                    shared += piece.len();
+                }
+                buf.extend_from_slice(&piece);
+            },
+            6,
+            0x0100_0000,
+            msg::VIDEO,
+            1,
+            &header,
+            body.clone(),
+        );
+        assert_eq!(shared, body.len(), "payload sent as slices of itself");
+        let mut decoder = super::chunk::ChunkDecoder::new(1 << 24);
+        decoder.set_chunk_size(chunk_size).unwrap();
+        let m = decoder.decode(&mut buf).unwrap().expect("one message");
+        assert!(buf.is_empty());
+        let mut expect = header.to_vec();
+        expect.extend_from_slice(&body);
+        assert_eq!(
+            (m.timestamp, &m.payload[..]),
+            (0x0100_0000, &expect[..]),
+            "chunk size {chunk_size}"
+        );
+    }
+}
