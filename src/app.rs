@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Config;
+use crate::hls::HlsStore;
 use crate::hub::Hub;
 
 /// Bound listeners, ready to serve.
@@ -55,22 +56,16 @@ pub async fn serve(config: Config, bound: Bound, shutdown: CancellationToken) ->
     info!(addr = %bound.rtmp_addr()?, "RTMP listening on {}", bound.rtmp_addr()?);
     info!(addr = %bound.http_addr()?, "HTTP listening on {}", bound.http_addr()?);
     let hub = Hub::new(config.hub.clone());
-    let rtmp = tokio::spawn(crate::ingest::serve(
-        bound.rtmp,
-        config.rtmp.clone(),
-        hub.clone(),
-        shutdown.clone(),
-    ));
-    let http = tokio::spawn(crate::http::serve(
-        bound.http,
-        config.http.clone(),
-        hub.clone(),
-        shutdown.clone(),
-    ));
+    let hls_store = HlsStore::new(config.hls.clone());
+    let hls = tokio::spawn(crate::hls::service::run(hub.clone(), hls_store.clone(), shutdown.clone()));
+    let rtmp = tokio::spawn(crate::ingest::serve(bound.rtmp, config.rtmp.clone(), hub.clone(), shutdown.clone()));
+    let http =
+        tokio::spawn(crate::http::serve(bound.http, config.http.clone(), hub.clone(), hls_store, shutdown.clone()));
     shutdown.cancelled().await;
     let grace = std::time::Duration::from_secs(5);
     let _ = tokio::time::timeout(grace, async {
         let _ = rtmp.await;
+        let _ = hls.await;
         let _ = http.await;
     })
     .await;

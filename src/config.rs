@@ -69,11 +69,35 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HlsConfig {
+    /// Serve every live stream as HLS at /APP/STREAM.m3u8.
+    pub enabled: bool,
     /// Also write playlists and segments under this directory (`DIR/APP/STREAM.m3u8`).
     pub dir: Option<PathBuf>,
+    /// Wanted segment duration; segments are cut at the first keyframe past it.
+    pub target_duration_ms: u64,
+    /// Minimum number of segments listed in the live playlist.
+    pub window_segments: usize,
+    /// Minimum media duration listed (at least 3 × target duration is always kept).
+    pub min_window_ms: u64,
+    /// After the publisher leaves, the ended playlist stays readable this long, and a
+    /// republish within it continues the media sequence (with a discontinuity).
+    pub hold_time_ms: u64,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+            target_duration_ms: 2000,
+            window_segments: 6,
+            min_window_ms: 0,
+            hold_time_ms: 60_000,
+        }
+    }
 }
 
 impl Config {
@@ -91,16 +115,10 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.rtmp.out_chunk_size < 128 || self.rtmp.out_chunk_size > 0x00ff_ffff {
-            bail!(
-                "rtmp.out_chunk_size must be within 128..=16777215, got {}",
-                self.rtmp.out_chunk_size
-            );
+            bail!("rtmp.out_chunk_size must be within 128..=16777215, got {}", self.rtmp.out_chunk_size);
         }
         if self.rtmp.max_message_size < 64 * 1024 || self.rtmp.max_message_size > 0x00ff_ffff {
-            bail!(
-                "rtmp.max_message_size must be within 65536..=16777215, got {}",
-                self.rtmp.max_message_size
-            );
+            bail!("rtmp.max_message_size must be within 65536..=16777215, got {}", self.rtmp.max_message_size);
         }
         for (name, v) in [
             ("rtmp.handshake_timeout_ms", self.rtmp.handshake_timeout_ms),
@@ -111,6 +129,12 @@ impl Config {
             if v == 0 {
                 bail!("{name} must be greater than 0");
             }
+        }
+        if !(500..=30_000).contains(&self.hls.target_duration_ms) {
+            bail!("hls.target_duration_ms must be within 500..=30000, got {}", self.hls.target_duration_ms);
+        }
+        if !(3..=100).contains(&self.hls.window_segments) {
+            bail!("hls.window_segments must be within 3..=100, got {}", self.hls.window_segments);
         }
         if self.hub.ring_events < 16 {
             bail!("hub.ring_events must be at least 16, got {}", self.hub.ring_events);

@@ -9,13 +9,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn packets(probe: &serde_json::Value, kind: &str) -> Vec<serde_json::Value> {
-    probe["packets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["codec_type"] == kind)
-        .cloned()
-        .collect()
+    probe["packets"].as_array().into_iter().flatten().filter(|p| p["codec_type"] == kind).cloned().collect()
 }
 
 fn stream_of<'a>(probe: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
@@ -23,10 +17,7 @@ fn stream_of<'a>(probe: &'a serde_json::Value, kind: &str) -> Option<&'a serde_j
 }
 
 fn ts(p: &serde_json::Value, field: &str) -> Option<i64> {
-    p[field]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .or_else(|| p[field].as_i64())
+    p[field].as_str().and_then(|s| s.parse().ok()).or_else(|| p[field].as_i64())
 }
 
 /// Checks a recording: H.264 of the published size with B-frames and
@@ -35,18 +26,12 @@ fn check_recording(path: &std::path::Path, width: u64, height: u64) {
     let probe = ffprobe(path.to_str().unwrap(), &["-show_streams", "-show_packets"]);
     let video = stream_of(&probe, "video").expect("video stream");
     assert_eq!(video["codec_name"], "h264");
-    assert_eq!(
-        (video["width"].as_u64(), video["height"].as_u64()),
-        (Some(width), Some(height))
-    );
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(width), Some(height)));
     let audio = stream_of(&probe, "audio").expect("audio stream");
     assert_eq!(audio["codec_name"], "aac");
     let vp = packets(&probe, "video");
     assert!(vp.len() > 30, "only {} video packets", vp.len());
-    assert!(
-        vp[0]["flags"].as_str().unwrap_or("").starts_with('K'),
-        "first video packet is not a keyframe"
-    );
+    assert!(vp[0]["flags"].as_str().unwrap_or("").starts_with('K'), "first video packet is not a keyframe");
     let dts: Vec<i64> = vp.iter().filter_map(|p| ts(p, "dts")).collect();
     assert!(dts.windows(2).all(|w| w[0] <= w[1]), "video DTS not monotonic: {dts:?}");
     let reordered = vp.iter().filter(|p| ts(p, "pts") != ts(p, "dts")).count();
@@ -58,10 +43,7 @@ fn check_recording(path: &std::path::Path, width: u64, height: u64) {
 fn http_flv_serves_h264_and_aac_with_bframes_from_the_gop_cache() {
     let gw = Gateway::start();
     let _pub = publish(&gw.rtmp_url("live/demo"), Source::default(), None);
-    assert!(
-        wait_live(&gw, "live/demo", Duration::from_secs(15)),
-        "stream never went live"
-    );
+    assert!(wait_live(&gw, "live/demo", Duration::from_secs(15)), "stream never went live");
     std::thread::sleep(Duration::from_millis(1500)); // join mid-GOP
 
     // time from connect to the first video keyframe tag in the body
@@ -76,38 +58,25 @@ fn http_flv_serves_h264_and_aac_with_bframes_from_the_gop_cache() {
         assert!(n > 0);
         buf.extend_from_slice(&chunk[..n]);
         // a video tag (9) whose body starts with 0x17 0x01 (AVC keyframe NALU)
-        if let Some(p) = buf
-            .windows(13)
-            .position(|w| w[0] == 9 && w[11] == 0x17 && w[12] == 0x01)
-        {
+        if let Some(p) = buf.windows(13).position(|w| w[0] == 9 && w[11] == 0x17 && w[12] == 0x01) {
             break p;
         }
     };
     let elapsed = start.elapsed();
-    println!(
-        "HTTP-FLV connect to first keyframe: {:.1} ms",
-        elapsed.as_secs_f64() * 1000.0
-    );
+    println!("HTTP-FLV connect to first keyframe: {:.1} ms", elapsed.as_secs_f64() * 1000.0);
     assert!(first_key > 0);
     let head = String::from_utf8_lossy(&buf[..buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap()]).to_string();
     let lower = head.to_ascii_lowercase();
     assert!(lower.contains("content-type: video/x-flv"), "{head}");
     assert!(lower.contains("access-control-allow-origin: *"), "{head}");
     assert!(lower.contains("cache-control: no-cache"), "{head}");
-    assert!(
-        elapsed < Duration::from_secs(1),
-        "first keyframe took {elapsed:?}: GOP cache not used"
-    );
+    assert!(elapsed < Duration::from_secs(1), "first keyframe took {elapsed:?}: GOP cache not used");
     drop(s);
 
     let dir = scratch_dir("flv");
     let out = dir.join("rec.flv");
     let r = record(&gw.http_url("/live/demo.flv"), 4, &out);
-    assert!(
-        r.status.success(),
-        "ffmpeg http-flv: {}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    assert!(r.status.success(), "ffmpeg http-flv: {}", String::from_utf8_lossy(&r.stderr));
     check_recording(&out, 640, 360);
 
     // the API sees it
@@ -133,11 +102,7 @@ fn rtmp_play_pulls_the_stream() {
     let dir = scratch_dir("rtmp-play");
     let out = dir.join("rec.flv");
     let r = record(&gw.rtmp_url("live/cam"), 4, &out);
-    assert!(
-        r.status.success(),
-        "ffmpeg rtmp play: {}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    assert!(r.status.success(), "ffmpeg rtmp play: {}", String::from_utf8_lossy(&r.stderr));
     check_recording(&out, 640, 360);
 }
 
@@ -147,9 +112,7 @@ fn second_publisher_on_a_live_key_is_refused() {
     let _first = publish(&gw.rtmp_url("live/dup"), Source::default(), None);
     assert!(wait_live(&gw, "live/dup", Duration::from_secs(15)));
     let second = publish(&gw.rtmp_url("live/dup"), Source::default(), None);
-    let status = second
-        .wait(Duration::from_secs(15))
-        .expect("second publisher was not closed");
+    let status = second.wait(Duration::from_secs(15)).expect("second publisher was not closed");
     assert!(!status.success());
     assert!(gw.log().contains("already being published"), "{}", gw.log());
     // the first one is untouched
@@ -175,16 +138,10 @@ fn viewers_end_when_the_publisher_stops() {
     let r = http_request(gw.http, "GET", "/live/short.flv", usize::MAX, Duration::from_secs(30));
     let elapsed = start.elapsed();
     assert_eq!(r.status, 200);
-    assert!(
-        elapsed < Duration::from_secs(20),
-        "HTTP-FLV body did not end ({elapsed:?})"
-    );
+    assert!(elapsed < Duration::from_secs(20), "HTTP-FLV body did not end ({elapsed:?})");
     assert!(r.body.len() > 10_000);
     let (rr, rtmp_elapsed) = rtmp_viewer.join().unwrap();
-    assert!(
-        rtmp_elapsed < Duration::from_secs(25),
-        "RTMP viewer did not end ({rtmp_elapsed:?})"
-    );
+    assert!(rtmp_elapsed < Duration::from_secs(25), "RTMP viewer did not end ({rtmp_elapsed:?})");
     assert!(rr.status.success(), "{}", String::from_utf8_lossy(&rr.stderr));
     assert!(publisher.wait(Duration::from_secs(5)).is_some());
     assert_eq!(http_get(gw.http, "/live/short.flv").status, 404);
@@ -208,20 +165,7 @@ fn handshake(gw: &Gateway) -> TcpStream {
 /// A message in one type-0 chunk on chunk stream 3.
 fn chunk0(msg_type: u8, payload: &[u8], declared_len: Option<u32>) -> Vec<u8> {
     let len = declared_len.unwrap_or(payload.len() as u32);
-    let mut v = vec![
-        0x03,
-        0,
-        0,
-        0,
-        (len >> 16) as u8,
-        (len >> 8) as u8,
-        len as u8,
-        msg_type,
-        0,
-        0,
-        0,
-        0,
-    ];
+    let mut v = vec![0x03, 0, 0, 0, (len >> 16) as u8, (len >> 8) as u8, len as u8, msg_type, 0, 0, 0, 0];
     v.extend_from_slice(payload);
     v
 }
@@ -282,8 +226,7 @@ fn hostile_clients_are_closed_and_good_streams_keep_flowing() {
 
     // a 16 MB message
     let mut s = handshake(&gw);
-    s.write_all(&chunk0(9, &[0x17, 1, 0, 0, 0], Some(16 * 1024 * 1024 + 1)))
-        .unwrap();
+    s.write_all(&chunk0(9, &[0x17, 1, 0, 0, 0], Some(16 * 1024 * 1024 + 1))).unwrap();
     assert!(closed_by_server(&mut s, Duration::from_secs(5)), "16 MB message");
 
     // AMF nested 100,000 deep in a command
@@ -301,10 +244,7 @@ fn hostile_clients_are_closed_and_good_streams_keep_flowing() {
     // unknown message type: ignored, connection stays; then silence: idle timeout closes it
     let mut s = handshake(&gw);
     s.write_all(&chunk0(0x42, &[1, 2, 3], None)).unwrap();
-    assert!(
-        !closed_by_server(&mut s, Duration::from_millis(500)),
-        "unknown type must not close"
-    );
+    assert!(!closed_by_server(&mut s, Duration::from_millis(500)), "unknown type must not close");
     assert!(closed_by_server(&mut s, Duration::from_secs(6)), "idle timeout");
 
     let log = gw.log();

@@ -41,27 +41,18 @@ pub fn demux_video(dts: i64, body: Bytes) -> Result<Demuxed, FlvError> {
     let first = *body.first().ok_or(FlvError::Empty)?;
     if first & 0x80 != 0 {
         // Enhanced RTMP (HEVC/AV1/VP9 via FourCC): not carried by our outputs.
-        return Err(FlvError::UnsupportedCodec {
-            kind: "video",
-            id: first & 0x0f,
-        });
+        return Err(FlvError::UnsupportedCodec { kind: "video", id: first & 0x0f });
     }
     let frame_type = first >> 4;
     let codec = first & 0x0f;
     if codec != CODEC_AVC {
-        return Err(FlvError::UnsupportedCodec {
-            kind: "video",
-            id: codec,
-        });
+        return Err(FlvError::UnsupportedCodec { kind: "video", id: codec });
     }
     if frame_type == 5 {
         return Ok(Demuxed::Skip);
     }
     if body.len() < 5 {
-        return Err(FlvError::Truncated {
-            kind: "video",
-            len: body.len(),
-        });
+        return Err(FlvError::Truncated { kind: "video", len: body.len() });
     }
     let raw_cts = (u32::from(body[2]) << 16) | (u32::from(body[3]) << 8) | u32::from(body[4]);
     // sign-extend the 24-bit composition time
@@ -72,12 +63,7 @@ pub fn demux_video(dts: i64, body: Bytes) -> Result<Demuxed, FlvError> {
             if body.len() == 5 {
                 return Ok(Demuxed::Skip);
             }
-            Ok(Demuxed::Frame(Frame::Video(VideoFrame {
-                dts,
-                cts,
-                keyframe: frame_type == 1,
-                data: body.slice(5..),
-            })))
+            Ok(Demuxed::Frame(Frame::Video(VideoFrame { dts, cts, keyframe: frame_type == 1, data: body.slice(5..) })))
         }
         2 => Ok(Demuxed::Skip),
         other => Err(FlvError::BadAvcPacketType(other)),
@@ -89,24 +75,15 @@ pub fn demux_audio(pts: i64, body: Bytes) -> Result<Demuxed, FlvError> {
     let first = *body.first().ok_or(FlvError::Empty)?;
     let format = first >> 4;
     if format != SOUND_AAC {
-        return Err(FlvError::UnsupportedCodec {
-            kind: "audio",
-            id: format,
-        });
+        return Err(FlvError::UnsupportedCodec { kind: "audio", id: format });
     }
     if body.len() < 2 {
-        return Err(FlvError::Truncated {
-            kind: "audio",
-            len: body.len(),
-        });
+        return Err(FlvError::Truncated { kind: "audio", len: body.len() });
     }
     match body[1] {
         0 => Ok(Demuxed::AudioConfig(AacConfig::parse(body.slice(2..))?)),
         _ if body.len() == 2 => Ok(Demuxed::Skip),
-        _ => Ok(Demuxed::Frame(Frame::Audio(AudioFrame {
-            pts,
-            data: body.slice(2..),
-        }))),
+        _ => Ok(Demuxed::Frame(Frame::Audio(AudioFrame { pts, data: body.slice(2..) }))),
     }
 }
 
@@ -125,15 +102,11 @@ mod tests {
         }
         // keyframe with cts +80 ms, then a B-frame with cts 0 and one with a negative cts
         let key = Bytes::from_static(&[0x17, 1, 0, 0, 80, 0, 0, 0, 1, 0x65]);
-        let Demuxed::Frame(Frame::Video(v)) = demux_video(1000, key).unwrap() else {
-            panic!()
-        };
+        let Demuxed::Frame(Frame::Video(v)) = demux_video(1000, key).unwrap() else { panic!() };
         assert_eq!((v.dts, v.cts, v.keyframe, v.pts()), (1000, 80, true, 1080));
         assert_eq!(&v.data[..], &[0, 0, 0, 1, 0x65]);
         let b = Bytes::from_static(&[0x27, 1, 0xff, 0xff, 0xd8, 0, 0, 0, 1, 0x01]);
-        let Demuxed::Frame(Frame::Video(v)) = demux_video(1040, b).unwrap() else {
-            panic!()
-        };
+        let Demuxed::Frame(Frame::Video(v)) = demux_video(1040, b).unwrap() else { panic!() };
         assert_eq!((v.cts, v.keyframe), (-40, false));
     }
 
@@ -152,14 +125,7 @@ mod tests {
 
     #[test]
     fn hostile_bodies_are_errors_not_panics() {
-        for body in [
-            &[][..],
-            &[0x17],
-            &[0x17, 1, 0],
-            &[0x17, 0, 0, 0, 0, 1],
-            &[0x17, 9, 0, 0, 0],
-            &[0x12, 1],
-        ] {
+        for body in [&[][..], &[0x17], &[0x17, 1, 0], &[0x17, 0, 0, 0, 0, 1], &[0x17, 9, 0, 0, 0], &[0x12, 1]] {
             assert!(demux_video(0, Bytes::copy_from_slice(body)).is_err(), "{body:?}");
         }
         for body in [&[][..], &[0xaf], &[0x2f, 1, 2], &[0xaf, 0, 0x12]] {

@@ -43,13 +43,7 @@ pub fn tag_header(tag_type: TagType, data_size: usize, timestamp: i64) -> [u8; T
 /// The 5-byte AVC video tag-body header for a coded frame.
 pub fn video_tag_header(frame: &VideoFrame) -> [u8; 5] {
     let cts = frame.cts as u32;
-    [
-        if frame.keyframe { 0x17 } else { 0x27 },
-        1,
-        (cts >> 16) as u8,
-        (cts >> 8) as u8,
-        cts as u8,
-    ]
+    [if frame.keyframe { 0x17 } else { 0x27 }, 1, (cts >> 16) as u8, (cts >> 8) as u8, cts as u8]
 }
 
 /// The 2-byte AAC audio tag-body header for a raw frame.
@@ -92,17 +86,10 @@ mod tests {
 
     #[test]
     fn video_header_round_trips_negative_cts() {
-        let frame = VideoFrame {
-            dts: 10,
-            cts: -40,
-            keyframe: false,
-            data: Bytes::from_static(&[0, 0, 0, 1, 1]),
-        };
+        let frame = VideoFrame { dts: 10, cts: -40, keyframe: false, data: Bytes::from_static(&[0, 0, 0, 1, 1]) };
         let mut body = video_tag_header(&frame).to_vec();
         body.extend_from_slice(&frame.data);
-        let Demuxed::Frame(Frame::Video(back)) = demux_video(10, Bytes::from(body)).unwrap() else {
-            panic!()
-        };
+        let Demuxed::Frame(Frame::Video(back)) = demux_video(10, Bytes::from(body)).unwrap() else { panic!() };
         assert_eq!(back, frame);
     }
 

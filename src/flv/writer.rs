@@ -44,10 +44,7 @@ impl FlvWriter {
             HubEvent::Config(cfg) => {
                 if !self.header_written {
                     self.header_written = true;
-                    out.push(Bytes::copy_from_slice(&file_header(
-                        cfg.audio.is_some(),
-                        cfg.video.is_some(),
-                    )));
+                    out.push(Bytes::copy_from_slice(&file_header(cfg.audio.is_some(), cfg.video.is_some())));
                     if let Some(m) = self.stashed_metadata.take() {
                         self.tag(TagType::Script, 0, &[], Some(&m), out);
                     }
@@ -145,25 +142,14 @@ mod tests {
     fn writes_header_metadata_sequence_headers_then_frames() {
         let mut w = FlvWriter::new();
         let mut out = Vec::new();
-        let key = VideoFrame {
-            dts: 1000,
-            cts: 80,
-            keyframe: true,
-            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
-        };
+        let key = VideoFrame { dts: 1000, cts: 80, keyframe: true, data: Bytes::from_static(&[0, 0, 0, 1, 0x65]) };
         w.push(&HubEvent::Frame(Frame::Video(key.clone())), &mut out);
         assert!(out.is_empty(), "frames before the config are dropped");
-        w.push(
-            &HubEvent::Metadata(Bytes::from_static(b"\x02\x00\x0aonMetaData\x05")),
-            &mut out,
-        );
+        w.push(&HubEvent::Metadata(Bytes::from_static(b"\x02\x00\x0aonMetaData\x05")), &mut out);
         w.push(&HubEvent::Config(config()), &mut out);
         w.push(&HubEvent::Frame(Frame::Video(key.clone())), &mut out);
         w.push(
-            &HubEvent::Frame(Frame::Audio(AudioFrame {
-                pts: 1010,
-                data: Bytes::from_static(&[0x21, 0]),
-            })),
+            &HubEvent::Frame(Frame::Audio(AudioFrame { pts: 1010, data: Bytes::from_static(&[0x21, 0]) })),
             &mut out,
         );
         w.finish(&mut out);
@@ -184,10 +170,7 @@ mod tests {
     fn video_only_header_flags() {
         let mut w = FlvWriter::new();
         let mut out = Vec::new();
-        let cfg = CodecConfig {
-            audio: None,
-            ..config()
-        };
+        let cfg = CodecConfig { audio: None, ..config() };
         w.push(&HubEvent::Config(cfg), &mut out);
         assert_eq!(out[0][4], 1);
     }

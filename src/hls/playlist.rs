@@ -23,10 +23,7 @@ pub struct PlaylistConfig {
 
 impl Default for PlaylistConfig {
     fn default() -> Self {
-        Self {
-            window_segments: 6,
-            min_window_ms: 0,
-        }
+        Self { window_segments: 6, min_window_ms: 0 }
     }
 }
 
@@ -85,11 +82,7 @@ impl Playlist {
     pub fn set_target_duration(&mut self, secs: u64) {
         if self.started {
             if secs != self.target_secs {
-                tracing::warn!(
-                    secs,
-                    current = self.target_secs,
-                    "hls: target duration is fixed; change ignored"
-                );
+                tracing::warn!(secs, current = self.target_secs, "hls: target duration is fixed; change ignored");
             }
             return;
         }
@@ -193,12 +186,7 @@ pub fn format_iso8601_ms(unix_ms: i64) -> String {
     let days = unix_ms.div_euclid(86_400_000);
     let ms_of_day = unix_ms.rem_euclid(86_400_000);
     let (y, m, d) = civil_from_days(days);
-    let (h, min, s, ms) = (
-        ms_of_day / 3_600_000,
-        ms_of_day / 60_000 % 60,
-        ms_of_day / 1000 % 60,
-        ms_of_day % 1000,
-    );
+    let (h, min, s, ms) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{ms:03}Z")
 }
 
@@ -261,10 +249,7 @@ mod tests {
         assert!(s.starts_with("#EXTM3U\n#EXT-X-VERSION:3\n"));
         assert!(s.contains("#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"), "{s}");
         assert!(s.contains("#EXT-X-INDEPENDENT-SEGMENTS\n"));
-        assert!(
-            s.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.000Z\n#EXTINF:2.002,\nSTREAM-1.ts\n"),
-            "{s}"
-        );
+        assert!(s.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.000Z\n#EXTINF:2.002,\nSTREAM-1.ts\n"), "{s}");
         assert!(!s.contains("ENDLIST"));
         let pl = parse(&text);
         assert_eq!(pl.version, Some(3));
@@ -303,13 +288,7 @@ mod tests {
             p.push(&info(seq, 500, false));
         }
         assert_eq!(p.sequences().count(), 24);
-        let mut p = Playlist::new(
-            PlaylistConfig {
-                window_segments: 3,
-                min_window_ms: 10_000,
-            },
-            2,
-        );
+        let mut p = Playlist::new(PlaylistConfig { window_segments: 3, min_window_ms: 10_000 }, 2);
         for seq in 0..40 {
             p.push(&info(seq, 2000, false));
         }
@@ -327,16 +306,9 @@ mod tests {
         let pl = parse(&text);
         assert_eq!(pl.media_sequence, 2);
         assert_eq!(pl.discontinuity_sequence, 1);
-        let flagged: Vec<_> = pl
-            .segments
-            .iter()
-            .filter(|s| s.discontinuity)
-            .map(|s| s.uri.clone())
-            .collect();
+        let flagged: Vec<_> = pl.segments.iter().filter(|s| s.discontinuity).map(|s| s.uri.clone()).collect();
         assert_eq!(flagged, vec!["STREAM-5.ts"]);
-        assert!(std::str::from_utf8(&text)
-            .unwrap()
-            .contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME"));
+        assert!(std::str::from_utf8(&text).unwrap().contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME"));
         for seq in 8..12 {
             p.push(&info(seq, 2000, false));
         }
@@ -359,10 +331,7 @@ mod tests {
     fn non_independent_segment_drops_independent_segments_tag() {
         let mut p = Playlist::new(PlaylistConfig::default(), 2);
         p.push(&info(0, 2000, false));
-        p.push(&SegmentInfo {
-            independent: false,
-            ..info(1, 2000, false)
-        });
+        p.push(&SegmentInfo { independent: false, ..info(1, 2000, false) });
         assert!(!parse(&p.render(false, uri)).independent_segments);
     }
 

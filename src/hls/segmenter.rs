@@ -61,10 +61,7 @@ pub struct SegmenterConfig {
 
 impl Default for SegmenterConfig {
     fn default() -> Self {
-        Self {
-            target_duration_ms: 2_000,
-            max_audio_pes_ms: 100,
-        }
+        Self { target_duration_ms: 2_000, max_audio_pes_ms: 100 }
     }
 }
 
@@ -221,10 +218,7 @@ impl Segmenter {
             return Ok(());
         };
         let has_video = codec.video.is_some();
-        let audio_frame_ms = codec
-            .audio
-            .as_ref()
-            .map_or(21, |c| (1_024_000 / i64::from(c.sample_rate.max(1))).max(1));
+        let audio_frame_ms = codec.audio.as_ref().map_or(21, |c| (1_024_000 / i64::from(c.sample_rate.max(1))).max(1));
         // Validate (and for video, convert) before any state changes, so a bad
         // frame cannot lose a segment that is being cut.
         match f {
@@ -300,11 +294,7 @@ impl Segmenter {
     }
 
     fn detect_jump(&mut self, f: &Frame) {
-        let last = if f.is_video() {
-            self.last_video_dts
-        } else {
-            self.last_audio_pts
-        };
+        let last = if f.is_video() { self.last_video_dts } else { self.last_audio_pts };
         let Some(last) = last else { return };
         let step = f.dts() - last;
         if !(-JUMP_BACK_MS..=JUMP_FORWARD_MS).contains(&step) {
@@ -398,9 +388,7 @@ mod tests {
     }
 
     fn events(config: CodecConfig, frames: Vec<Frame>) -> Vec<HubEvent> {
-        std::iter::once(HubEvent::Config(config))
-            .chain(frames.into_iter().map(HubEvent::Frame))
-            .collect()
+        std::iter::once(HubEvent::Config(config)).chain(frames.into_iter().map(HubEvent::Frame)).collect()
     }
 
     fn rounded_secs(ms: u64) -> u64 {
@@ -450,10 +438,7 @@ mod tests {
             assert_eq!(video.len(), 60);
         }
         assert!(segs[..4].iter().all(|s| s.duration_ms == 2000));
-        assert!(
-            (1999..=2001).contains(&segs[4].duration_ms),
-            "flushed segment: last dts + one frame"
-        );
+        assert!((1999..=2001).contains(&segs[4].duration_ms), "flushed segment: last dts + one frame");
     }
 
     #[test]
@@ -476,10 +461,7 @@ mod tests {
         let mut s = Segmenter::new(SegmenterConfig::default(), 0);
         let segs = run(
             &mut s,
-            &events(
-                codec_config(true, false),
-                av_bframes(72 * 5, 72).into_iter().filter(Frame::is_video).collect(),
-            ),
+            &events(codec_config(true, false), av_bframes(72 * 5, 72).into_iter().filter(Frame::is_video).collect()),
         );
         assert_eq!(s.target_duration_secs(), 3);
         assert_eq!(segs.len(), 5);
@@ -503,9 +485,7 @@ mod tests {
     #[test]
     fn short_gop_that_does_not_divide_target_cuts_early() {
         // 1.5 s GOP, target 2 s: waiting for 3 s would exceed the target.
-        let frames: Vec<Frame> = (0..300)
-            .map(|i| Frame::Video(video_frame(i * 30, 0, i % 50 == 0)))
-            .collect();
+        let frames: Vec<Frame> = (0..300).map(|i| Frame::Video(video_frame(i * 30, 0, i % 50 == 0))).collect();
         let mut s = Segmenter::new(SegmenterConfig::default(), 0);
         let segs = run(&mut s, &events(codec_config(true, false), frames));
         assert_eq!(s.target_duration_secs(), 2);
@@ -535,10 +515,7 @@ mod tests {
             assert_starts_with_idr(seg);
             assert!(seg.independent);
         }
-        assert!(
-            segs.iter().any(|s| s.duration_ms == 4000),
-            "overlong segment kept whole, not cut mid-GOP"
-        );
+        assert!(segs.iter().any(|s| s.duration_ms == 4000), "overlong segment kept whole, not cut mid-GOP");
     }
 
     #[test]
@@ -547,10 +524,7 @@ mod tests {
         s.lock_target_duration(6);
         let segs = run(
             &mut s,
-            &events(
-                codec_config(true, false),
-                av_bframes(300, 90).into_iter().filter(Frame::is_video).collect(),
-            ),
+            &events(codec_config(true, false), av_bframes(300, 90).into_iter().filter(Frame::is_video).collect()),
         );
         assert_eq!(s.target_duration_secs(), 6);
         assert_eq!(segs[0].duration_ms, 3000);
@@ -570,19 +544,13 @@ mod tests {
     #[test]
     fn audio_only_cuts_by_time() {
         let mut s = Segmenter::new(SegmenterConfig::default(), 0);
-        let segs = run(
-            &mut s,
-            &events(codec_config(false, true), audio_frames(0, 44_100 * 9 / 1024)),
-        );
+        let segs = run(&mut s, &events(codec_config(false, true), audio_frames(0, 44_100 * 9 / 1024)));
         assert_eq!(s.target_duration_secs(), 2);
         assert_eq!(segs.len(), 5);
         for seg in &segs[..4] {
             assert!((2000..2030).contains(&seg.duration_ms), "{}", seg.duration_ms);
             let ts = parse_ts(&seg.data);
-            assert_eq!(
-                ts.pmt.as_ref().unwrap().streams,
-                vec![(STREAM_TYPE_AAC_ADTS, PID_AUDIO)]
-            );
+            assert_eq!(ts.pmt.as_ref().unwrap().streams, vec![(STREAM_TYPE_AAC_ADTS, PID_AUDIO)]);
             assert!(ts.packets.iter().all(|p| p.pid != PID_VIDEO));
             assert!(ts.packets[2].pcr.is_some());
         }
@@ -618,32 +586,21 @@ mod tests {
         let cfg = codec_config(true, true);
         let mut evs = events(cfg.clone(), av_bframes(60, 30));
         // Same parameters, new generation: ignored.
-        evs.insert(
-            20,
-            HubEvent::Config(CodecConfig {
-                generation: 2,
-                ..cfg.clone()
-            }),
-        );
+        evs.insert(20, HubEvent::Config(CodecConfig { generation: 2, ..cfg.clone() }));
         let mut out = run_no_flush(&mut s, &evs);
         assert!(out.is_empty(), "repeat config must not cut");
         // New audio config (48 kHz): cut + discontinuity; next segment waits for a keyframe.
         let mut changed = cfg.clone();
-        changed.audio = Some(std::sync::Arc::new(
-            crate::media::AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap(),
-        ));
+        changed.audio =
+            Some(std::sync::Arc::new(crate::media::AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap()));
         changed.generation = 3;
         out.extend(s.push(&HubEvent::Config(changed), WALL0).unwrap());
         assert_eq!(out.len(), 1);
         assert!(!out[0].discontinuity);
         assert!((1990..=2010).contains(&out[0].duration_ms), "{}", out[0].duration_ms);
         // Non-key frame dropped, keyframe opens the discontinuous segment.
-        assert!(s
-            .push(&HubEvent::Frame(Frame::Video(video_frame(2000, 0, false))), WALL0)
-            .unwrap()
-            .is_none());
-        s.push(&HubEvent::Frame(Frame::Video(video_frame(2033, 0, true))), WALL0)
-            .unwrap();
+        assert!(s.push(&HubEvent::Frame(Frame::Video(video_frame(2000, 0, false))), WALL0).unwrap().is_none());
+        s.push(&HubEvent::Frame(Frame::Video(video_frame(2033, 0, true))), WALL0).unwrap();
         let seg = s.flush().unwrap();
         assert!(seg.discontinuity);
         assert_eq!(seg.first_dts_ms, 2033);
@@ -665,14 +622,9 @@ mod tests {
         evs.extend((0..15).map(|i| vf(100_000 + i * 40, i % 5 == 0))); // forward jump, keyframe
         evs.extend((0..15).map(|i| vf(50_000 + i * 40, i == 3))); // backward jump, waits for keyframe
         let segs = run(&mut s, &evs);
-        let summary: Vec<(u64, bool, i64)> = segs
-            .iter()
-            .map(|s| (s.sequence, s.discontinuity, s.first_dts_ms))
-            .collect();
-        assert_eq!(
-            summary,
-            vec![(0, false, 0), (1, true, 0), (2, true, 100_000), (3, true, 50_120)]
-        );
+        let summary: Vec<(u64, bool, i64)> =
+            segs.iter().map(|s| (s.sequence, s.discontinuity, s.first_dts_ms)).collect();
+        assert_eq!(summary, vec![(0, false, 0), (1, true, 0), (2, true, 100_000), (3, true, 50_120)]);
         for seg in &segs {
             assert_starts_with_idr(seg);
         }
@@ -682,43 +634,24 @@ mod tests {
     fn mark_discontinuity_closes_and_flags_next() {
         let mut s = Segmenter::new(SegmenterConfig::default(), 7);
         s.push(&HubEvent::Config(codec_config(true, false)), WALL0).unwrap();
-        s.push(&HubEvent::Frame(Frame::Video(video_frame(0, 0, true))), WALL0)
-            .unwrap();
+        s.push(&HubEvent::Frame(Frame::Video(video_frame(0, 0, true))), WALL0).unwrap();
         s.mark_discontinuity();
-        let first = s
-            .push(&HubEvent::Frame(Frame::Video(video_frame(0, 0, true))), WALL0 + 5)
-            .unwrap()
-            .unwrap();
+        let first = s.push(&HubEvent::Frame(Frame::Video(video_frame(0, 0, true))), WALL0 + 5).unwrap().unwrap();
         assert_eq!((first.sequence, first.discontinuity), (7, false));
         let second = s.flush().unwrap();
-        assert_eq!(
-            (second.sequence, second.discontinuity, second.wall_clock_ms),
-            (8, true, WALL0 + 5)
-        );
+        assert_eq!((second.sequence, second.discontinuity, second.wall_clock_ms), (8, true, WALL0 + 5));
     }
 
     #[test]
     fn bad_frame_is_an_error_and_does_not_break_the_segment() {
         let mut s = Segmenter::new(SegmenterConfig::default(), 0);
         s.push(&HubEvent::Config(codec_config(true, false)), WALL0).unwrap();
-        s.push(&HubEvent::Frame(Frame::Video(video_frame(0, 0, true))), WALL0)
-            .unwrap();
-        let bad = VideoFrame {
-            dts: 2000,
-            cts: 0,
-            keyframe: true,
-            data: Bytes::from_static(&[0, 0, 0, 50, 0x65]),
-        };
+        s.push(&HubEvent::Frame(Frame::Video(video_frame(0, 0, true))), WALL0).unwrap();
+        let bad = VideoFrame { dts: 2000, cts: 0, keyframe: true, data: Bytes::from_static(&[0, 0, 0, 50, 0x65]) };
         assert!(s.push(&HubEvent::Frame(Frame::Video(bad)), WALL0).is_err());
         let audio = Frame::Audio(audio_frame(40));
-        assert!(matches!(
-            s.push(&HubEvent::Frame(audio), WALL0),
-            Err(MuxError::NoAudioConfig)
-        ));
-        let seg = s
-            .push(&HubEvent::Frame(Frame::Video(video_frame(2040, 0, true))), WALL0)
-            .unwrap()
-            .unwrap();
+        assert!(matches!(s.push(&HubEvent::Frame(audio), WALL0), Err(MuxError::NoAudioConfig)));
+        let seg = s.push(&HubEvent::Frame(Frame::Video(video_frame(2040, 0, true))), WALL0).unwrap().unwrap();
         assert_eq!(seg.duration_ms, 2040);
         assert_eq!(parse_ts(&seg.data).pes.len(), 1);
     }
@@ -743,18 +676,10 @@ mod golden {
             .collect();
         frames.extend(audio_frames(0, 64));
         frames.sort_by_key(|f| (f.dts(), !f.is_video()));
-        let mut s = Segmenter::new(
-            SegmenterConfig {
-                target_duration_ms: 1000,
-                max_audio_pes_ms: 100,
-            },
-            0,
-        );
+        let mut s = Segmenter::new(SegmenterConfig { target_duration_ms: 1000, max_audio_pes_ms: 100 }, 0);
         s.push(&HubEvent::Config(codec_config(true, true)), 0).unwrap();
-        let mut segs: Vec<Segment> = frames
-            .iter()
-            .filter_map(|f| s.push(&HubEvent::Frame(f.clone()), 0).unwrap())
-            .collect();
+        let mut segs: Vec<Segment> =
+            frames.iter().filter_map(|f| s.push(&HubEvent::Frame(f.clone()), 0).unwrap()).collect();
         segs.extend(s.flush());
         assert_eq!(segs.len(), 2);
         let seg = &segs[0];
@@ -819,12 +744,7 @@ fn real_encoder_segments() {
         if !au.is_empty() {
             let n = frames.iter().filter(|f| f.is_video()).count() as i64;
             let data = Bytes::from(std::mem::take(au));
-            frames.push(Frame::Video(VideoFrame {
-                dts: n * 100 / 3,
-                cts: 0,
-                keyframe: *key,
-                data,
-            }));
+            frames.push(Frame::Video(VideoFrame { dts: n * 100 / 3, cts: 0, keyframe: *key, data }));
             *key = false;
         }
     };
@@ -841,34 +761,22 @@ fn real_encoder_segments() {
     }
     push_au(&mut au, &mut key, &mut frames);
     let aac = std::fs::read("/tmp/real.aac").unwrap();
-    let asc = [
-        ((aac[2] >> 6) + 1) << 3 | ((aac[2] >> 3) & 0x07),
-        (aac[2] & 0x07) << 7 | (aac[3] >> 6) << 3,
-    ];
+    let asc = [((aac[2] >> 6) + 1) << 3 | ((aac[2] >> 3) & 0x07), (aac[2] & 0x07) << 7 | (aac[3] >> 6) << 3];
     let audio_cfg = Arc::new(AacConfig::parse(Bytes::copy_from_slice(&asc)).unwrap());
     let (mut i, mut j) = (0, 0i64);
     while i + 7 <= aac.len() {
         let len = (usize::from(aac[i + 3] & 3) << 11) | (usize::from(aac[i + 4]) << 3) | usize::from(aac[i + 5] >> 5);
         let pts = j * 1_024_000 / i64::from(audio_cfg.sample_rate);
-        frames.push(Frame::Audio(AudioFrame {
-            pts,
-            data: Bytes::copy_from_slice(&aac[i + 7..i + len]),
-        }));
+        frames.push(Frame::Audio(AudioFrame { pts, data: Bytes::copy_from_slice(&aac[i + 7..i + len]) }));
         i += len;
         j += 1;
     }
     frames.sort_by_key(|f| (f.dts(), !f.is_video()));
-    let config = CodecConfig {
-        video: Some(video_cfg),
-        audio: Some(audio_cfg),
-        generation: 1,
-    };
+    let config = CodecConfig { video: Some(video_cfg), audio: Some(audio_cfg), generation: 1 };
     let mut s = Segmenter::new(SegmenterConfig::default(), 0);
     s.push(&HubEvent::Config(config), 0).unwrap();
-    let mut segs: Vec<Segment> = frames
-        .iter()
-        .filter_map(|f| s.push(&HubEvent::Frame(f.clone()), 0).unwrap())
-        .collect();
+    let mut segs: Vec<Segment> =
+        frames.iter().filter_map(|f| s.push(&HubEvent::Frame(f.clone()), 0).unwrap()).collect();
     segs.extend(s.flush());
     for seg in &segs {
         std::fs::write(format!("/tmp/real-{}.ts", seg.sequence), &seg.data).unwrap();

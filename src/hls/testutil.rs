@@ -27,20 +27,12 @@ pub fn aac_config() -> Arc<AacConfig> {
 }
 
 pub fn codec_config(video: bool, audio: bool) -> CodecConfig {
-    CodecConfig {
-        video: video.then(avc_config),
-        audio: audio.then(aac_config),
-        generation: 1,
-    }
+    CodecConfig { video: video.then(avc_config), audio: audio.then(aac_config), generation: 1 }
 }
 
 /// A one-slice AVCC access unit (IDR or non-IDR), size varying with `dts`.
 pub fn video_frame(dts: i64, cts: i32, keyframe: bool) -> VideoFrame {
-    let len = if keyframe {
-        3000
-    } else {
-        300 + (dts.rem_euclid(7) as usize) * 50
-    };
+    let len = if keyframe { 3000 } else { 300 + (dts.rem_euclid(7) as usize) * 50 };
     let mut data = BytesMut::with_capacity(len + 4);
     data.put_u32(len as u32);
     data.put_u8(if keyframe { 0x65 } else { 0x41 });
@@ -48,35 +40,24 @@ pub fn video_frame(dts: i64, cts: i32, keyframe: bool) -> VideoFrame {
     for i in 0..len - 2 {
         data.put_u8((i % 251) as u8 | 0x01); // never forms a start code
     }
-    VideoFrame {
-        dts,
-        cts,
-        keyframe,
-        data: data.freeze(),
-    }
+    VideoFrame { dts, cts, keyframe, data: data.freeze() }
 }
 
 pub fn audio_frame(pts: i64) -> AudioFrame {
     let len = 200 + (pts.rem_euclid(5) as usize) * 10;
-    AudioFrame {
-        pts,
-        data: Bytes::from(vec![0x21; len]),
-    }
+    AudioFrame { pts, data: Bytes::from(vec![0x21; len]) }
 }
 
 /// `n` AAC frames at 44.1 kHz from `start` ms.
 pub fn audio_frames(start: i64, n: usize) -> Vec<Frame> {
-    (0..n)
-        .map(|j| Frame::Audio(audio_frame(start + (j as i64 * 1024 * 1000) / 44_100)))
-        .collect()
+    (0..n).map(|j| Frame::Audio(audio_frame(start + (j as i64 * 1024 * 1000) / 44_100))).collect()
 }
 
 /// `n_video` frames at 30 fps (keyframe every `gop` frames, constant `cts`)
 /// interleaved by time with 44.1 kHz AAC covering the same span.
 pub fn av_frames(start: i64, n_video: usize, gop: usize, cts: i32) -> Vec<Frame> {
-    let video: Vec<Frame> = (0..n_video)
-        .map(|i| Frame::Video(video_frame(start + (i as i64 * 100) / 3, cts, i % gop == 0)))
-        .collect();
+    let video: Vec<Frame> =
+        (0..n_video).map(|i| Frame::Video(video_frame(start + (i as i64 * 100) / 3, cts, i % gop == 0))).collect();
     let span = (n_video as i64 * 100) / 3;
     let n_audio = (span * 44_100 / 1024 / 1000) as usize;
     let mut all = video;
@@ -149,11 +130,7 @@ pub fn crc32_mpeg(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b) << 24;
         for _ in 0..8 {
-            crc = if crc & 0x8000_0000 != 0 {
-                (crc << 1) ^ 0x04c1_1db7
-            } else {
-                crc << 1
-            };
+            crc = if crc & 0x8000_0000 != 0 { (crc << 1) ^ 0x04c1_1db7 } else { crc << 1 };
         }
     }
     crc
@@ -202,15 +179,7 @@ fn finish_pes(pid: u16, first_packet: usize, data: Vec<u8>, out: &mut Vec<Pes>) 
         }
         f => panic!("PTS_DTS_flags {f:#b}"),
     };
-    out.push(Pes {
-        pid,
-        stream_id,
-        pts,
-        dts,
-        declared_len,
-        payload: data[9 + hlen..].to_vec(),
-        first_packet,
-    });
+    out.push(Pes { pid, stream_id, pts, dts, declared_len, payload: data[9 + hlen..].to_vec(), first_packet });
 }
 
 pub fn parse_ts(data: &[u8]) -> Ts {
@@ -229,10 +198,7 @@ pub fn parse_ts(data: &[u8]) -> Ts {
         let (mut pcr, mut random_access, mut discontinuity) = (None, false, false);
         if afc & 2 != 0 {
             let len = usize::from(p[4]);
-            assert!(
-                len <= if afc == 2 { 183 } else { 182 },
-                "AF length {len} in packet {idx}"
-            );
+            assert!(len <= if afc == 2 { 183 } else { 182 }, "AF length {len} in packet {idx}");
             if len > 0 {
                 let flags = p[5];
                 discontinuity = flags & 0x80 != 0;
@@ -254,15 +220,7 @@ pub fn parse_ts(data: &[u8]) -> Ts {
         }
         let has_payload = afc & 1 != 0;
         let payload = if has_payload { &p[pos..] } else { &[][..] };
-        ts.packets.push(Packet {
-            pid,
-            pusi,
-            cc,
-            has_payload,
-            pcr,
-            random_access,
-            discontinuity,
-        });
+        ts.packets.push(Packet { pid, pusi, cc, has_payload, pcr, random_access, discontinuity });
         if !has_payload {
             continue;
         }
@@ -299,10 +257,7 @@ pub fn parse_ts(data: &[u8]) -> Ts {
                 open.insert(pid, (idx, payload.to_vec()));
                 order.push(pid);
             } else {
-                open.get_mut(&pid)
-                    .expect("continuation without start")
-                    .1
-                    .extend_from_slice(payload);
+                open.get_mut(&pid).expect("continuation without start").1.extend_from_slice(payload);
             }
         }
     }

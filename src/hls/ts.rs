@@ -169,10 +169,7 @@ impl TsMuxer {
     /// [`start_segment`](Self::start_segment); the caller cuts the segment
     /// when the configuration really changes.
     pub fn set_config(&mut self, config: &CodecConfig) -> Result<(), MuxError> {
-        let tracks = Tracks {
-            video: config.video.is_some(),
-            audio: config.audio.is_some(),
-        };
+        let tracks = Tracks { video: config.video.is_some(), audio: config.audio.is_some() };
         self.video = config.video.clone();
         self.audio = config.audio.clone();
         if tracks != self.tracks || self.pat_packet[0] != 0x47 {
@@ -242,32 +239,15 @@ impl TsMuxer {
         let dts = ms_to_90k(frame.dts);
         // DTS ≤ PTS always: a negative composition offset is clamped to 0.
         let pts = ms_to_90k(frame.pts()).max(dts);
-        let (header, hlen) = pes_header(
-            STREAM_ID_VIDEO,
-            pts,
-            (dts != pts).then_some(dts),
-            self.video_au.len(),
-            true,
-        );
+        let (header, hlen) = pes_header(STREAM_ID_VIDEO, pts, (dts != pts).then_some(dts), self.video_au.len(), true);
         let pcr = if self.tracks.pcr_pid() == PID_VIDEO {
             Some(self.next_pcr(dts))
         } else {
             self.standalone_pcr_if_due(dts);
             None
         };
-        let af = FirstPacketAf {
-            pcr,
-            random_access: frame.keyframe,
-            discontinuity: self.take_discontinuity(pcr),
-        };
-        write_pes_packets(
-            &mut self.out,
-            PID_VIDEO,
-            &mut self.cc_video,
-            &header[..hlen],
-            &self.video_au,
-            af,
-        );
+        let af = FirstPacketAf { pcr, random_access: frame.keyframe, discontinuity: self.take_discontinuity(pcr) };
+        write_pes_packets(&mut self.out, PID_VIDEO, &mut self.cc_video, &header[..hlen], &self.video_au, af);
     }
 
     /// `prepare_video` + `commit_video`.
@@ -326,19 +306,8 @@ impl TsMuxer {
             self.standalone_pcr_if_due(pts);
             None
         };
-        let af = FirstPacketAf {
-            pcr,
-            random_access: !self.tracks.video,
-            discontinuity: self.take_discontinuity(pcr),
-        };
-        write_pes_packets(
-            &mut self.out,
-            PID_AUDIO,
-            &mut self.cc_audio,
-            &header[..hlen],
-            &self.pending.data,
-            af,
-        );
+        let af = FirstPacketAf { pcr, random_access: !self.tracks.video, discontinuity: self.take_discontinuity(pcr) };
+        write_pes_packets(&mut self.out, PID_AUDIO, &mut self.cc_audio, &header[..hlen], &self.pending.data, af);
         self.pending.data.clear();
         self.pending.frames = 0;
     }
@@ -355,10 +324,7 @@ impl TsMuxer {
 
     fn standalone_pcr_if_due(&mut self, dts: i64) {
         let candidate = dts - PCR_DELAY_MS * 90;
-        let due = self.pcr_due
-            || self
-                .last_pcr
-                .is_none_or(|last| candidate - last >= PCR_MAX_INTERVAL_90K);
+        let due = self.pcr_due || self.last_pcr.is_none_or(|last| candidate - last >= PCR_MAX_INTERVAL_90K);
         if !due {
             return;
         }
@@ -522,19 +488,14 @@ fn encode_packet(pid: u16, payload: TsPayload) -> Result<[u8; TS_PACKET_SIZE], M
     let mut writer = TsPacketWriter::new(Vec::with_capacity(TS_PACKET_SIZE));
     writer.write_ts_packet(&packet).map_err(psi_error)?;
     let bytes = writer.into_stream();
-    bytes
-        .try_into()
-        .map_err(|v: Vec<u8>| MuxError::Psi(format!("PSI packet of {} bytes", v.len())))
+    bytes.try_into().map_err(|v: Vec<u8>| MuxError::Psi(format!("PSI packet of {} bytes", v.len())))
 }
 
 fn encode_pat() -> Result<[u8; TS_PACKET_SIZE], MuxError> {
     let pat = Pat {
         transport_stream_id: 1,
         version_number: VersionNumber::new(),
-        table: vec![ProgramAssociation {
-            program_num: 1,
-            program_map_pid: Pid::new(PID_PMT).map_err(psi_error)?,
-        }],
+        table: vec![ProgramAssociation { program_num: 1, program_map_pid: Pid::new(PID_PMT).map_err(psi_error)? }],
     };
     encode_packet(PID_PAT, TsPayload::Pat(pat))
 }
@@ -590,11 +551,7 @@ mod tests {
         assert_eq!(ts.packets[1].pid, PID_PMT);
         assert!(ts.packets[0].pusi && ts.packets[1].pusi);
         for p in &ts.packets {
-            assert!(
-                [PID_PAT, PID_PMT, PID_VIDEO, PID_AUDIO].contains(&p.pid),
-                "pid {:#x}",
-                p.pid
-            );
+            assert!([PID_PAT, PID_PMT, PID_VIDEO, PID_AUDIO].contains(&p.pid), "pid {:#x}", p.pid);
         }
     }
 
@@ -642,21 +599,15 @@ mod tests {
     fn pcr_first_and_at_most_100ms_apart() {
         for (video, audio) in [(true, true), (false, true), (true, false)] {
             let mut m = av_muxer(video, audio);
-            let frames: Vec<_> = av_frames(0, 90, 30, 0)
-                .into_iter()
-                .filter(|f| if f.is_video() { video } else { audio })
-                .collect();
+            let frames: Vec<_> =
+                av_frames(0, 90, 30, 0).into_iter().filter(|f| if f.is_video() { video } else { audio }).collect();
             m.start_segment();
             for f in &frames {
                 write_frame(&mut m, f);
             }
             let ts = parse_ts(&m.finish_segment());
             let pcr_pid = if video { PID_VIDEO } else { PID_AUDIO };
-            let first_media = ts
-                .packets
-                .iter()
-                .find(|p| p.pid != PID_PAT && p.pid != PID_PMT)
-                .unwrap();
+            let first_media = ts.packets.iter().find(|p| p.pid != PID_PAT && p.pid != PID_PMT).unwrap();
             assert_eq!(first_media.pid, pcr_pid);
             assert!(first_media.pcr.is_some(), "first media packet carries a PCR");
             let pcrs: Vec<u64> = ts.packets.iter().filter_map(|p| p.pcr).collect();
@@ -685,9 +636,7 @@ mod tests {
         let ts = parse_ts(&m.finish_segment());
         assert_eq!(ts.pes.len(), frames.len(), "one PES per access unit");
         for (pes, f) in ts.pes.iter().zip(&frames) {
-            let crate::media::Frame::Video(v) = f else {
-                unreachable!()
-            };
+            let crate::media::Frame::Video(v) = f else { unreachable!() };
             assert_eq!((pes.pid, pes.stream_id), (PID_VIDEO, 0xe0));
             assert_eq!(pes.pts, mask33(ms_to_90k(v.pts())));
             if v.cts == 0 {
@@ -757,11 +706,7 @@ mod tests {
             assert_ne!(pes.declared_len, 0);
             let adts = split_adts(&pes.payload);
             assert!(!adts.is_empty());
-            assert!(
-                adts.len() as u64 * frame_90k <= 100 * 90,
-                "audio PES of {} frames",
-                adts.len()
-            );
+            assert!(adts.len() as u64 * frame_90k <= 100 * 90, "audio PES of {} frames", adts.len());
             for (i, frame) in adts.iter().enumerate() {
                 assert_eq!(frame.len(), 7 + frames[total_frames + i].payload_len());
             }
@@ -770,9 +715,7 @@ mod tests {
         assert_eq!(total_frames, frames.len());
         assert!(ts.pes.len() >= frames.len() / 5);
         // PES pts are the pts of their first frame.
-        let crate::media::Frame::Audio(a0) = &frames[0] else {
-            unreachable!()
-        };
+        let crate::media::Frame::Audio(a0) = &frames[0] else { unreachable!() };
         assert_eq!(ts.pes[0].pts, mask33(ms_to_90k(a0.pts)));
     }
 
@@ -792,12 +735,7 @@ mod tests {
             .iter()
             .position(|p| p.stream_id == 0xe0 && p.dts.unwrap_or(p.pts) >= mask33(ms_to_90k(500)))
             .unwrap();
-        let audio_after: u64 = ts.pes[kf..]
-            .iter()
-            .filter(|p| p.stream_id == 0xc0)
-            .map(|p| p.pts)
-            .min()
-            .unwrap();
+        let audio_after: u64 = ts.pes[kf..].iter().filter(|p| p.stream_id == 0xc0).map(|p| p.pts).min().unwrap();
         assert!(audio_after >= mask33(ms_to_90k(480)));
     }
 
@@ -819,9 +757,7 @@ mod tests {
         assert!(before > 0 && after > 0, "timeline crosses the wrap");
         assert_eq!(before + after, video.len());
         for (pes, f) in video.iter().zip(frames.iter().filter(|f| f.is_video())) {
-            let crate::media::Frame::Video(v) = f else {
-                unreachable!()
-            };
+            let crate::media::Frame::Video(v) = f else { unreachable!() };
             let expect = ((v.pts() + TIMESTAMP_OFFSET_MS) * 90) as u64 % (1 << 33);
             assert_eq!(pes.pts, expect);
             assert!(pes.pts < 1 << 33);
@@ -858,13 +794,7 @@ mod tests {
         let mut f = video_frame(0, 0, true);
         f.data = Bytes::from_static(&[0, 0, 0, 9, 0x65]);
         assert!(matches!(m.write_video(&f), Err(MuxError::H264(_))));
-        assert!(matches!(
-            m.write_audio(&AudioFrame {
-                pts: 0,
-                data: Bytes::new()
-            }),
-            Err(MuxError::NoAudioConfig)
-        ));
+        assert!(matches!(m.write_audio(&AudioFrame { pts: 0, data: Bytes::new() }), Err(MuxError::NoAudioConfig)));
         assert_eq!(m.segment_len(), before);
     }
 }

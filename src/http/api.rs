@@ -16,10 +16,8 @@ fn stream_json(s: &Stream) -> serde_json::Value {
     let codec = s.codec();
     let uptime = s.uptime().as_secs_f64();
     let bytes_in = s.stats.bytes_in.load(Ordering::Relaxed);
-    let viewers: serde_json::Map<String, serde_json::Value> = Protocol::ALL
-        .iter()
-        .map(|p| (p.name().to_string(), json!(s.stats.viewers(*p))))
-        .collect();
+    let viewers: serde_json::Map<String, serde_json::Value> =
+        Protocol::ALL.iter().map(|p| (p.name().to_string(), json!(s.stats.viewers(*p)))).collect();
     let video_frames = s.stats.video_frames_in.load(Ordering::Relaxed);
     json!({
         "app": s.key().app,
@@ -56,36 +54,24 @@ pub(crate) fn streams(hub: &Hub) -> Response<Body> {
 pub(crate) fn metrics(hub: &Hub) -> Response<Body> {
     let streams = hub.streams();
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP livegate_streams Live streams.\n# TYPE livegate_streams gauge"
-    );
+    let _ = writeln!(out, "# HELP livegate_streams Live streams.\n# TYPE livegate_streams gauge");
     let _ = writeln!(out, "livegate_streams {}", streams.len());
-    let _ = writeln!(
-        out,
-        "# HELP livegate_viewers Viewers by protocol.\n# TYPE livegate_viewers gauge"
-    );
+    let _ = writeln!(out, "# HELP livegate_viewers Viewers by protocol.\n# TYPE livegate_viewers gauge");
     for p in Protocol::ALL {
         let n: usize = streams.iter().map(|s| s.stats.viewers(p)).sum();
         let _ = writeln!(out, "livegate_viewers{{protocol=\"{}\"}} {n}", p.name());
     }
     type Counter = (&'static str, &'static str, fn(&Stream) -> u64);
     let counters: [Counter; 4] = [
-        (
-            "livegate_stream_bytes_in",
-            "Bytes received from publishers of live streams.",
-            |s| s.stats.bytes_in.load(Ordering::Relaxed),
-        ),
-        (
-            "livegate_stream_bytes_out",
-            "Bytes sent to viewers of live streams.",
-            |s| s.stats.bytes_out.load(Ordering::Relaxed),
-        ),
-        (
-            "livegate_stream_lag_skips",
-            "Times a lagging viewer skipped to the latest keyframe.",
-            |s| s.stats.lag_skips.load(Ordering::Relaxed),
-        ),
+        ("livegate_stream_bytes_in", "Bytes received from publishers of live streams.", |s| {
+            s.stats.bytes_in.load(Ordering::Relaxed)
+        }),
+        ("livegate_stream_bytes_out", "Bytes sent to viewers of live streams.", |s| {
+            s.stats.bytes_out.load(Ordering::Relaxed)
+        }),
+        ("livegate_stream_lag_skips", "Times a lagging viewer skipped to the latest keyframe.", |s| {
+            s.stats.lag_skips.load(Ordering::Relaxed)
+        }),
         ("livegate_stream_evictions", "Viewers disconnected for lagging.", |s| {
             s.stats.evictions.load(Ordering::Relaxed)
         }),
@@ -93,13 +79,7 @@ pub(crate) fn metrics(hub: &Hub) -> Response<Body> {
     for (name, help, get) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         for s in &streams {
-            let _ = writeln!(
-                out,
-                "{name}{{app=\"{}\",stream=\"{}\"}} {}",
-                s.key().app,
-                s.key().name,
-                get(s)
-            );
+            let _ = writeln!(out, "{name}{{app=\"{}\",stream=\"{}\"}} {}", s.key().app, s.key().name, get(s));
         }
     }
     full("text/plain; version=0.0.4; charset=utf-8", "no-cache", Bytes::from(out))

@@ -47,10 +47,8 @@ pub(crate) fn serve(
         tokio::spawn(pump(sub, tx, guard, stall, kill, state.shutdown.clone(), peer));
     }
     let mut r = Response::new(FlvBody { rx }.boxed());
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
-    r.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
     r
 }
 

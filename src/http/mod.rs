@@ -1,4 +1,4 @@
-//! The HTTP edge (hyper 1): HTTP-FLV, the API, metrics and health. Thin: it
+//! The HTTP edge (hyper 1): HTTP-FLV, HLS playlists and segments, the API, metrics and health. Thin: it
 //! routes requests and pumps hub events through the sans-IO FLV writer.
 
 mod api;
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::config::HttpConfig;
+use crate::hls::HlsStore;
 use crate::hub::Hub;
 
 pub(crate) type Body = BoxBody<Bytes, Infallible>;
@@ -26,16 +27,13 @@ pub(crate) type Body = BoxBody<Bytes, Infallible>;
 pub(crate) struct HttpState {
     pub config: HttpConfig,
     pub hub: Hub,
+    pub hls: HlsStore,
     pub shutdown: CancellationToken,
 }
 
 /// Accepts HTTP connections until `shutdown`.
-pub async fn serve(listener: TcpListener, config: HttpConfig, hub: Hub, shutdown: CancellationToken) {
-    let state = Arc::new(HttpState {
-        config,
-        hub,
-        shutdown: shutdown.clone(),
-    });
+pub async fn serve(listener: TcpListener, config: HttpConfig, hub: Hub, hls: HlsStore, shutdown: CancellationToken) {
+    let state = Arc::new(HttpState { config, hub, hls, shutdown: shutdown.clone() });
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -23,12 +23,8 @@ pub(crate) async fn handle<B>(
         Method::GET | Method::HEAD => route(req.uri().path(), head, peer, &state, kill).await,
         Method::OPTIONS => {
             let mut r = empty(StatusCode::NO_CONTENT);
-            r.headers_mut().insert(
-                "access-control-allow-methods",
-                HeaderValue::from_static("GET, HEAD, OPTIONS"),
-            );
-            r.headers_mut()
-                .insert("access-control-allow-headers", HeaderValue::from_static("*"));
+            r.headers_mut().insert("access-control-allow-methods", HeaderValue::from_static("GET, HEAD, OPTIONS"));
+            r.headers_mut().insert("access-control-allow-headers", HeaderValue::from_static("*"));
             r
         }
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
@@ -64,6 +60,18 @@ async fn route(
             let key = StreamKey::new(*app, name);
             return super::flv::serve(key, head, peer, state, kill);
         }
+        if let Some(name) = file.strip_suffix(".m3u8").filter(|n| !n.is_empty()) {
+            return match state.hls.playlist(&StreamKey::new(*app, name)) {
+                Some(text) => full("application/vnd.apple.mpegurl", "max-age=1", text),
+                None => not_found(),
+            };
+        }
+        if file.ends_with(".ts") {
+            return match state.hls.segment(app, file) {
+                Some(data) => full("video/mp2t", "public, max-age=31536000, immutable", data),
+                None => not_found(),
+            };
+        }
     }
     not_found()
 }
@@ -80,10 +88,8 @@ pub(crate) fn split_path(path: &str) -> Option<Vec<&str>> {
 pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    r.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
 
@@ -99,8 +105,7 @@ pub(crate) fn empty(status: StatusCode) -> Response<Body> {
 
 pub(crate) fn full(content_type: &'static str, cache: &'static str, body: Bytes) -> Response<Body> {
     let mut r = Response::new(Full::new(body).boxed());
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static(cache));
     r
 }
@@ -112,15 +117,7 @@ mod tests {
     #[test]
     fn path_traversal_and_odd_names_are_refused() {
         assert_eq!(split_path("/live/a.flv"), Some(vec!["live", "a.flv"]));
-        for bad in [
-            "/live/../etc/passwd",
-            "/../x",
-            "/live/%2e%2e/x",
-            "//x",
-            "/live/.hidden",
-            "live/a",
-            "/a/b/c/d/e",
-        ] {
+        for bad in ["/live/../etc/passwd", "/../x", "/live/%2e%2e/x", "//x", "/live/.hidden", "live/a", "/a/b/c/d/e"] {
             assert_eq!(split_path(bad), None, "{bad}");
         }
     }

@@ -44,12 +44,7 @@ pub(crate) struct GopCache {
 
 impl GopCache {
     pub(crate) fn new(config: GopCacheConfig) -> Self {
-        Self {
-            config,
-            events: VecDeque::new(),
-            bytes: 0,
-            overflowed: false,
-        }
+        Self { config, events: VecDeque::new(), bytes: 0, overflowed: false }
     }
 
     pub(crate) fn clear(&mut self) {
@@ -117,19 +112,11 @@ mod tests {
     use bytes::Bytes;
 
     fn v(dts: i64, key: bool, size: usize) -> Frame {
-        Frame::Video(VideoFrame {
-            dts,
-            cts: 0,
-            keyframe: key,
-            data: Bytes::from(vec![0u8; size]),
-        })
+        Frame::Video(VideoFrame { dts, cts: 0, keyframe: key, data: Bytes::from(vec![0u8; size]) })
     }
 
     fn a(pts: i64) -> Frame {
-        Frame::Audio(AudioFrame {
-            pts,
-            data: Bytes::from_static(&[1, 2, 3]),
-        })
+        Frame::Audio(AudioFrame { pts, data: Bytes::from_static(&[1, 2, 3]) })
     }
 
     #[test]
@@ -144,18 +131,12 @@ mod tests {
         assert_eq!(g.len(), 3);
         g.push(&v(2000, true, 10), true);
         assert_eq!(g.len(), 1);
-        assert!(g
-            .events()
-            .next()
-            .is_some_and(|e| matches!(e, HubEvent::Frame(f) if f.is_keyframe())));
+        assert!(g.events().next().is_some_and(|e| matches!(e, HubEvent::Frame(f) if f.is_keyframe())));
     }
 
     #[test]
     fn oversized_gop_is_dropped_until_next_keyframe() {
-        let cfg = GopCacheConfig {
-            max_bytes: 1000,
-            ..Default::default()
-        };
+        let cfg = GopCacheConfig { max_bytes: 1000, ..Default::default() };
         let mut g = GopCache::new(cfg);
         g.push(&v(0, true, 400), true);
         g.push(&v(40, false, 400), true);
@@ -171,19 +152,13 @@ mod tests {
 
     #[test]
     fn duration_and_frame_bounds() {
-        let mut g = GopCache::new(GopCacheConfig {
-            max_frames: 10,
-            ..Default::default()
-        });
+        let mut g = GopCache::new(GopCacheConfig { max_frames: 10, ..Default::default() });
         g.push(&v(0, true, 1), true);
         for i in 1..20 {
             g.push(&v(i * 40, false, 1), true);
         }
         assert_eq!(g.len(), 0);
-        let mut g = GopCache::new(GopCacheConfig {
-            max_duration_ms: 1000,
-            ..Default::default()
-        });
+        let mut g = GopCache::new(GopCacheConfig { max_duration_ms: 1000, ..Default::default() });
         g.push(&v(0, true, 1), true);
         g.push(&v(1001, false, 1), true);
         assert_eq!(g.len(), 0);
@@ -200,10 +175,7 @@ mod tests {
 
     #[test]
     fn disabled_cache_holds_nothing() {
-        let mut g = GopCache::new(GopCacheConfig {
-            enabled: false,
-            ..Default::default()
-        });
+        let mut g = GopCache::new(GopCacheConfig { enabled: false, ..Default::default() });
         g.push(&v(0, true, 1), true);
         assert_eq!(g.len(), 0);
     }

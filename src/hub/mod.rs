@@ -59,10 +59,7 @@ pub struct StreamKey {
 
 impl StreamKey {
     pub fn new(app: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            app: app.into(),
-            name: name.into(),
-        }
+        Self { app: app.into(), name: name.into() }
     }
 
     /// A key from client input, or `None` unless both parts are safe names (see [`valid_name`]).
@@ -77,8 +74,7 @@ pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 impl fmt::Display for StreamKey {
@@ -136,13 +132,7 @@ struct HubInner {
 impl Hub {
     pub fn new(config: HubConfig) -> Self {
         let (new_streams, _) = broadcast::channel(256);
-        Self {
-            inner: Arc::new(HubInner {
-                config,
-                streams: Mutex::new(HashMap::new()),
-                new_streams,
-            }),
-        }
+        Self { inner: Arc::new(HubInner { config, streams: Mutex::new(HashMap::new()), new_streams }) }
     }
 
     /// Registers a publisher for `key`. Fails while another publisher holds it.
@@ -177,9 +167,7 @@ impl Hub {
 
     /// Subscribes to a live stream: codec config, metadata and the GOP cache first, then live events.
     pub fn subscribe(&self, key: &StreamKey) -> Result<Subscription, NotFound> {
-        self.get(key)
-            .map(|s| s.subscribe())
-            .ok_or_else(|| NotFound(key.clone()))
+        self.get(key).map(|s| s.subscribe()).ok_or_else(|| NotFound(key.clone()))
     }
 
     /// All live streams, sorted by key.

@@ -143,10 +143,7 @@ impl Stream {
     /// Counts a viewer of `protocol` for as long as the guard lives.
     pub fn viewer_guard(self: &Arc<Self>, protocol: Protocol) -> ViewerGuard {
         self.stats.viewers[protocol as usize].fetch_add(1, Ordering::Relaxed);
-        ViewerGuard {
-            stream: self.clone(),
-            protocol,
-        }
+        ViewerGuard { stream: self.clone(), protocol }
     }
 
     /// Metadata and codec config first, then the GOP cache, then live events.
@@ -238,10 +235,7 @@ pub struct Publisher {
 
 impl Publisher {
     pub(super) fn new(stream: Arc<Stream>, on_drop: OnDrop) -> Self {
-        Self {
-            stream,
-            on_drop: Some(on_drop),
-        }
+        Self { stream, on_drop: Some(on_drop) }
     }
 
     pub fn send(&self, ev: HubEvent) {
@@ -354,10 +348,7 @@ impl Subscription {
                 self.done = true;
                 return Err(Evicted);
             }
-            let latest_key = st
-                .ring
-                .iter()
-                .rposition(|e| matches!(e, HubEvent::Frame(f) if f.is_keyframe()));
+            let latest_key = st.ring.iter().rposition(|e| matches!(e, HubEvent::Frame(f) if f.is_keyframe()));
             self.next = latest_key.map_or(end, |i| st.first_seq + i as u64);
             self.need_keyframe = st.codec.video.is_some();
             if self.config_generation != Some(st.codec.generation) {
@@ -408,21 +399,12 @@ mod tests {
     }
 
     fn video(dts: i64, key: bool) -> HubEvent {
-        HubEvent::Frame(Frame::Video(VideoFrame {
-            dts,
-            cts: 0,
-            keyframe: key,
-            data: Bytes::from(vec![7u8; 100]),
-        }))
+        HubEvent::Frame(Frame::Video(VideoFrame { dts, cts: 0, keyframe: key, data: Bytes::from(vec![7u8; 100]) }))
     }
 
     fn cfg() -> CodecConfig {
         let avc = crate::media::AvcConfig::parse(Bytes::from_static(crate::media::h264::tests::AVCC_320X240)).unwrap();
-        CodecConfig {
-            video: Some(Arc::new(avc)),
-            audio: None,
-            generation: 1,
-        }
+        CodecConfig { video: Some(Arc::new(avc)), audio: None, generation: 1 }
     }
 
     fn drain(sub: &mut Subscription) -> Result<Vec<HubEvent>, Evicted> {
@@ -458,10 +440,7 @@ mod tests {
         let evs = drain(&mut sub).unwrap();
         assert!(matches!(evs[0], HubEvent::Metadata(_)));
         assert!(matches!(evs[1], HubEvent::Config(_)));
-        let dts: Vec<i64> = evs[2..]
-            .iter()
-            .map(|e| if let HubEvent::Frame(f) = e { f.dts() } else { -1 })
-            .collect();
+        let dts: Vec<i64> = evs[2..].iter().map(|e| if let HubEvent::Frame(f) = e { f.dts() } else { -1 }).collect();
         assert_eq!(dts, vec![2000, 2040, 2080]);
         // the payload is shared with the ring, not copied
         let st = lock(&p.stream().state);
@@ -487,11 +466,7 @@ mod tests {
 
     #[test]
     fn lagging_viewer_skips_to_latest_keyframe_then_is_evicted() {
-        let config = HubConfig {
-            ring_events: 50,
-            max_lag_skips: 2,
-            ..Default::default()
-        };
+        let config = HubConfig { ring_events: 50, max_lag_skips: 2, ..Default::default() };
         let hub = Hub::new(config);
         let key = StreamKey::new("live", "a");
         let p = hub.publish(key.clone(), peer()).unwrap();
@@ -506,17 +481,8 @@ mod tests {
         };
         feed(100); // ring holds only 50: the viewer fell out of it
         let evs = drain(&mut sub).unwrap();
-        let first = evs.iter().find_map(|e| {
-            if let HubEvent::Frame(f) = e {
-                Some(f.clone())
-            } else {
-                None
-            }
-        });
-        assert!(
-            first.as_ref().is_some_and(|f| f.is_keyframe() && f.dts() == 75 * 40),
-            "{first:?}"
-        );
+        let first = evs.iter().find_map(|e| if let HubEvent::Frame(f) = e { Some(f.clone()) } else { None });
+        assert!(first.as_ref().is_some_and(|f| f.is_keyframe() && f.dts() == 75 * 40), "{first:?}");
         assert_eq!(p.stream().stats.lag_skips.load(Ordering::Relaxed), 1);
         // caught up: the skip count resets; lag again twice more without catching up => evicted
         feed(100);
@@ -531,36 +497,23 @@ mod tests {
 
     #[test]
     fn viewer_far_behind_in_time_skips_even_inside_the_ring() {
-        let hub = Hub::new(HubConfig {
-            max_lag_ms: 1000,
-            ..Default::default()
-        });
+        let hub = Hub::new(HubConfig { max_lag_ms: 1000, ..Default::default() });
         let key = StreamKey::new("live", "a");
         let p = hub.publish(key.clone(), peer()).unwrap();
         p.send(HubEvent::Config(cfg()));
         let mut sub = hub.subscribe(&key).unwrap();
         for i in 0..100 {
             p.send(video(i * 40, i % 50 == 0));
-            p.send(HubEvent::Frame(Frame::Audio(AudioFrame {
-                pts: i * 40,
-                data: Bytes::from_static(&[1]),
-            })));
+            p.send(HubEvent::Frame(Frame::Audio(AudioFrame { pts: i * 40, data: Bytes::from_static(&[1]) })));
         }
         let evs = drain(&mut sub).unwrap();
         assert!(matches!(&evs[0], HubEvent::Config(_)));
-        assert!(
-            matches!(&evs[1], HubEvent::Frame(f) if f.is_keyframe() && f.dts() == 2000),
-            "{:?}",
-            evs[1]
-        );
+        assert!(matches!(&evs[1], HubEvent::Frame(f) if f.is_keyframe() && f.dts() == 2000), "{:?}", evs[1]);
     }
 
     #[test]
     fn ring_is_bounded_by_bytes() {
-        let hub = Hub::new(HubConfig {
-            ring_bytes: 10_000,
-            ..Default::default()
-        });
+        let hub = Hub::new(HubConfig { ring_bytes: 10_000, ..Default::default() });
         let p = hub.publish(StreamKey::new("live", "a"), peer()).unwrap();
         for i in 0..1000 {
             p.send(video(i * 40, i % 30 == 0));

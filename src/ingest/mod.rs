@@ -50,12 +50,7 @@ pub async fn serve(listener: TcpListener, config: RtmpConfig, hub: Hub, shutdown
 enum Role {
     Idle,
     Publishing(Box<Ingest>),
-    Playing {
-        sub: Subscription,
-        stream_id: u32,
-        last_ts: i64,
-        _guard: ViewerGuard,
-    },
+    Playing { sub: Subscription, stream_id: u32, last_ts: i64, _guard: ViewerGuard },
 }
 
 struct Connection {
@@ -117,11 +112,7 @@ impl Connection {
             if self.close_after_flush {
                 return Ok(());
             }
-            let deadline = if self.session.is_handshake_done() {
-                idle_deadline
-            } else {
-                handshake_deadline
-            };
+            let deadline = if self.session.is_handshake_done() { idle_deadline } else { handshake_deadline };
             // Viewers may legitimately stay silent; only non-viewers are subject to the idle timeout.
             let watch_idle = !matches!(self.role, Role::Playing { .. }) || !self.session.is_handshake_done();
             if buf.capacity() - buf.len() < 16 * 1024 {
@@ -188,19 +179,13 @@ impl Connection {
             Ok(r) => r?,
             Err(_) => {
                 if let Role::Playing { sub, .. } = &self.role {
-                    sub.stream()
-                        .stats
-                        .evictions
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    sub.stream().stats.evictions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 anyhow::bail!("peer accepted nothing for {stall:?}");
             }
         };
         if let Role::Playing { sub, .. } = &self.role {
-            sub.stream()
-                .stats
-                .bytes_out
-                .fetch_add(written as u64, std::sync::atomic::Ordering::Relaxed);
+            sub.stream().stats.bytes_out.fetch_add(written as u64, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }
@@ -213,21 +198,11 @@ impl Connection {
                 self.on_publish(req, &app, &name);
                 return true;
             }
-            SessionEvent::PlayRequested {
-                req,
-                stream_id,
-                app,
-                name,
-                ..
-            } => {
+            SessionEvent::PlayRequested { req, stream_id, app, name, .. } => {
                 self.on_play(req, stream_id, &app, &name);
                 return true;
             }
-            SessionEvent::Media {
-                kind,
-                timestamp,
-                payload,
-            } => {
+            SessionEvent::Media { kind, timestamp, payload } => {
                 if let Role::Publishing(ingest) = &mut self.role {
                     ingest.media(kind, timestamp, payload);
                 }
@@ -260,11 +235,7 @@ impl Connection {
 
     fn on_publish(&mut self, req: RequestId, app: &str, name: &str) {
         if !matches!(self.role, Role::Idle) {
-            return self.refuse(
-                req,
-                "NetStream.Publish.BadConnection",
-                "this connection already publishes or plays",
-            );
+            return self.refuse(req, "NetStream.Publish.BadConnection", "this connection already publishes or plays");
         }
         let Some(key) = StreamKey::parse(app, name) else {
             return self.refuse(req, "NetStream.Publish.BadName", "invalid app or stream name");
@@ -275,21 +246,15 @@ impl Connection {
                 self.session.accept(req);
                 self.role = Role::Publishing(Box::new(Ingest::new(publisher)));
             }
-            Err(AlreadyPublishing(key)) => self.refuse(
-                req,
-                "NetStream.Publish.BadName",
-                &format!("stream {key} is already being published"),
-            ),
+            Err(AlreadyPublishing(key)) => {
+                self.refuse(req, "NetStream.Publish.BadName", &format!("stream {key} is already being published"))
+            }
         }
     }
 
     fn on_play(&mut self, req: RequestId, stream_id: u32, app: &str, name: &str) {
         if !matches!(self.role, Role::Idle) {
-            return self.refuse(
-                req,
-                "NetStream.Play.Failed",
-                "this connection already publishes or plays",
-            );
+            return self.refuse(req, "NetStream.Play.Failed", "this connection already publishes or plays");
         }
         let Some(key) = StreamKey::parse(app, name) else {
             return self.refuse(req, "NetStream.Play.StreamNotFound", "invalid app or stream name");
@@ -299,12 +264,7 @@ impl Connection {
                 info!(stream = %key, "RTMP viewer joined");
                 self.session.accept(req);
                 let _guard = sub.stream().viewer_guard(Protocol::RtmpPlay);
-                self.role = Role::Playing {
-                    sub,
-                    stream_id,
-                    last_ts: 0,
-                    _guard,
-                };
+                self.role = Role::Playing { sub, stream_id, last_ts: 0, _guard };
             }
             Err(e) => self.refuse(req, "NetStream.Play.StreamNotFound", &e.to_string()),
         }
@@ -321,23 +281,19 @@ impl Connection {
                 HubEvent::Config(cfg) => {
                     let ts = *last_ts as u32;
                     if let Some(v) = &cfg.video {
-                        self.session
-                            .send_media(sid, MediaKind::Video, ts, video_config_body(v).into());
+                        self.session.send_media(sid, MediaKind::Video, ts, video_config_body(v).into());
                     }
                     if let Some(a) = &cfg.audio {
-                        self.session
-                            .send_media(sid, MediaKind::Audio, ts, audio_config_body(a).into());
+                        self.session.send_media(sid, MediaKind::Audio, ts, audio_config_body(a).into());
                     }
                 }
                 HubEvent::Frame(Frame::Video(v)) => {
                     *last_ts = v.dts;
-                    self.session
-                        .send_media_parts(sid, MediaKind::Video, v.dts as u32, &video_tag_header(&v), v.data);
+                    self.session.send_media_parts(sid, MediaKind::Video, v.dts as u32, &video_tag_header(&v), v.data);
                 }
                 HubEvent::Frame(Frame::Audio(a)) => {
                     *last_ts = a.pts;
-                    self.session
-                        .send_media_parts(sid, MediaKind::Audio, a.pts as u32, &audio_tag_header(&a), a.data);
+                    self.session.send_media_parts(sid, MediaKind::Audio, a.pts as u32, &audio_tag_header(&a), a.data);
                 }
                 HubEvent::Discontinuity => {}
                 HubEvent::EndOfStream => {

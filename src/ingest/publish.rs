@@ -46,11 +46,7 @@ impl Ingest {
     }
 
     pub(super) fn count_bytes(&self, n: usize) {
-        self.publisher
-            .stream()
-            .stats
-            .bytes_in
-            .fetch_add(n as u64, Ordering::Relaxed);
+        self.publisher.stream().stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub(super) fn metadata(&mut self, payload: Bytes) {

@@ -17,10 +17,7 @@ pub(super) struct Writer {
 
 impl Writer {
     pub(super) fn new(sock: OwnedWriteHalf) -> Self {
-        Self {
-            sock,
-            queue: VecDeque::new(),
-        }
+        Self { sock, queue: VecDeque::new() }
     }
 
     pub(super) fn queue(&mut self, b: Bytes) {

@@ -16,9 +16,8 @@ pub enum AacError {
     FrameTooLarge(usize),
 }
 
-const SAMPLE_RATES: [u32; 13] = [
-    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
-];
+const SAMPLE_RATES: [u32; 13] =
+    [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AacConfig {
@@ -45,17 +44,9 @@ impl AacConfig {
             // explicit 24-bit frequency follows; ADTS cannot express it
             return Err(AacError::BadSampleRateIndex(15));
         } else {
-            *SAMPLE_RATES
-                .get(usize::from(sample_rate_index))
-                .ok_or(AacError::BadSampleRateIndex(sample_rate_index))?
+            *SAMPLE_RATES.get(usize::from(sample_rate_index)).ok_or(AacError::BadSampleRateIndex(sample_rate_index))?
         };
-        Ok(Self {
-            raw,
-            object_type,
-            sample_rate_index,
-            sample_rate,
-            channels,
-        })
+        Ok(Self { raw, object_type, sample_rate_index, sample_rate, channels })
     }
 
     /// Duration of one AAC frame (1024 samples) in 90 kHz ticks.

@@ -51,18 +51,12 @@ impl AvcConfig {
             let mut sets = Vec::with_capacity(count);
             for _ in 0..count {
                 if *pos + 2 > r.len() {
-                    return Err(H264Error::ParameterSetOverrun {
-                        len: 2,
-                        remaining: r.len() - *pos,
-                    });
+                    return Err(H264Error::ParameterSetOverrun { len: 2, remaining: r.len() - *pos });
                 }
                 let len = usize::from(u16::from_be_bytes([r[*pos], r[*pos + 1]]));
                 *pos += 2;
                 if *pos + len > r.len() {
-                    return Err(H264Error::ParameterSetOverrun {
-                        len,
-                        remaining: r.len() - *pos,
-                    });
+                    return Err(H264Error::ParameterSetOverrun { len, remaining: r.len() - *pos });
                 }
                 sets.push(record.slice(*pos..*pos + len));
                 *pos += len;
@@ -81,17 +75,7 @@ impl AvcConfig {
         };
         let first = sps.first().ok_or(H264Error::NoSps)?;
         let (width, height) = parse_sps_resolution(first)?;
-        Ok(Self {
-            profile: r[1],
-            compatibility: r[2],
-            level: r[3],
-            nalu_length_size,
-            sps,
-            pps,
-            width,
-            height,
-            record,
-        })
+        Ok(Self { profile: r[1], compatibility: r[2], level: r[3], nalu_length_size, sps, pps, width, height, record })
     }
 
     /// RFC 6381 codec string, e.g. `avc1.64001f`.
@@ -113,9 +97,7 @@ pub fn avcc_nalus(data: &Bytes, length_size: u8) -> impl Iterator<Item = Result<
             pos = data.len();
             return Some(Err(H264Error::NaluOverrun { len: ls, remaining }));
         }
-        let len = data[pos..pos + ls]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = data[pos..pos + ls].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
         pos += ls;
         if pos + len > data.len() {
             let remaining = data.len() - pos;
@@ -205,11 +187,7 @@ impl<'a> BitReader<'a> {
 
     fn se(&mut self) -> Result<i32, H264Error> {
         let k = self.ue()?;
-        Ok(if k % 2 == 1 {
-            k.div_ceil(2) as i32
-        } else {
-            -((k / 2) as i32)
-        })
+        Ok(if k % 2 == 1 { k.div_ceil(2) as i32 } else { -((k / 2) as i32) })
     }
 }
 
@@ -238,10 +216,7 @@ pub fn parse_sps_resolution(sps: &[u8]) -> Result<(u32, u32), H264Error> {
     r.bits(16)?; // constraint flags + level
     r.ue()?; // seq_parameter_set_id
     let mut chroma_format_idc = 1;
-    if matches!(
-        profile_idc,
-        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
-    ) {
+    if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
         chroma_format_idc = r.ue()?;
         if chroma_format_idc == 3 {
             r.bit()?; // separate_colour_plane_flag
@@ -308,10 +283,7 @@ pub fn parse_sps_resolution(sps: &[u8]) -> Result<(u32, u32), H264Error> {
     let crop_y = (if chroma_format_idc == 0 { 1 } else { sub_h }) * (2 - frame_mbs_only);
     let width = (width_mbs * 16).saturating_sub((cl + cr) * crop_x);
     let height = ((2 - frame_mbs_only) * height_map_units * 16).saturating_sub((ct + cb) * crop_y);
-    Ok((
-        u32::try_from(width).map_err(|_| H264Error::BadSps)?,
-        u32::try_from(height).map_err(|_| H264Error::BadSps)?,
-    ))
+    Ok((u32::try_from(width).map_err(|_| H264Error::BadSps)?, u32::try_from(height).map_err(|_| H264Error::BadSps)?))
 }
 
 #[cfg(test)]

@@ -308,10 +308,7 @@ mod tests {
         round_trip(Amf0Value::Null);
         round_trip(Amf0Value::Undefined);
         round_trip(Amf0Value::ObjectEnd);
-        round_trip(Amf0Value::Date {
-            millis: 1.7e12,
-            tz: -60,
-        });
+        round_trip(Amf0Value::Date { millis: 1.7e12, tz: -60 });
         round_trip(Amf0Value::object([
             ("app", Amf0Value::string("live")),
             ("n", Amf0Value::Number(3.0)),
@@ -321,10 +318,7 @@ mod tests {
             ("duration".into(), Amf0Value::Number(0.0)),
             ("encoder".into(), Amf0Value::string("Lavf")),
         ]));
-        round_trip(Amf0Value::StrictArray(vec![
-            Amf0Value::Number(1.0),
-            Amf0Value::string("a"),
-        ]));
+        round_trip(Amf0Value::StrictArray(vec![Amf0Value::Number(1.0), Amf0Value::string("a")]));
         round_trip(Amf0Value::StrictArray(vec![]));
     }
 
@@ -365,10 +359,7 @@ mod tests {
         assert_eq!(decode_all(&[NUMBER, 0, 0]), Err(RtmpError::AmfTruncated));
         assert_eq!(decode_all(&[STRING, 0, 5, b'a']), Err(RtmpError::AmfTruncated));
         assert_eq!(decode_all(&[0x11]), Err(RtmpError::AmfUnknownMarker(0x11)));
-        assert_eq!(
-            decode_all(&[STRICT_ARRAY, 0xFF, 0xFF, 0xFF, 0xFF]),
-            Err(RtmpError::AmfArrayTooLong(u32::MAX))
-        );
+        assert_eq!(decode_all(&[STRICT_ARRAY, 0xFF, 0xFF, 0xFF, 0xFF]), Err(RtmpError::AmfArrayTooLong(u32::MAX)));
         assert_eq!(decode_all(&[STRING, 0, 1, 0xFF]), Err(RtmpError::AmfInvalidUtf8));
     }
 
@@ -377,9 +368,6 @@ mod tests {
         let mut buf = vec![ECMA_ARRAY, 0, 0, 0, 1, 0, 1, b'a'];
         buf.push(BOOLEAN);
         buf.push(1);
-        assert_eq!(
-            decode_all(&buf).unwrap(),
-            vec![Amf0Value::EcmaArray(vec![("a".into(), Amf0Value::Boolean(true))])]
-        );
+        assert_eq!(decode_all(&buf).unwrap(), vec![Amf0Value::EcmaArray(vec![("a".into(), Amf0Value::Boolean(true))])]);
     }
 }

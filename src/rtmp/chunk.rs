@@ -61,12 +61,7 @@ pub struct ChunkDecoder {
 
 impl ChunkDecoder {
     pub fn new(max_message_size: u32) -> Self {
-        ChunkDecoder {
-            chunk_size: DEFAULT_CHUNK_SIZE,
-            max_message_size,
-            streams: HashMap::new(),
-            in_progress: 0,
-        }
+        ChunkDecoder { chunk_size: DEFAULT_CHUNK_SIZE, max_message_size, streams: HashMap::new(), in_progress: 0 }
     }
 
     pub fn chunk_size(&self) -> u32 {
@@ -191,19 +186,12 @@ impl ChunkDecoder {
         // The whole chunk is here: commit.
         input.advance(pos);
         if new_message && prev_received > 0 {
-            tracing::debug!(
-                csid,
-                "new message header while a message was in progress; dropping the partial one"
-            );
+            tracing::debug!(csid, "new message header while a message was in progress; dropping the partial one");
             self.in_progress -= 1;
         }
         let st = self.streams.entry(csid).or_default();
         if new_message {
-            st.timestamp = if fmt == 0 {
-                ts_field
-            } else {
-                st.timestamp.wrapping_add(ts_field)
-            };
+            st.timestamp = if fmt == 0 { ts_field } else { st.timestamp.wrapping_add(ts_field) };
             st.ts_field = ts_field;
             st.extended = extended;
             st.length = length;
@@ -311,9 +299,7 @@ pub struct ChunkEncoder {
 
 impl Default for ChunkEncoder {
     fn default() -> Self {
-        ChunkEncoder {
-            chunk_size: DEFAULT_CHUNK_SIZE,
-        }
+        ChunkEncoder { chunk_size: DEFAULT_CHUNK_SIZE }
     }
 }
 
@@ -410,10 +396,7 @@ mod tests {
     fn chunk_size_limits() {
         let mut dec = ChunkDecoder::new(1 << 20);
         assert_eq!(dec.set_chunk_size(0), Err(RtmpError::ChunkSizeZero));
-        assert_eq!(
-            dec.set_chunk_size(0x8000_0000),
-            Err(RtmpError::ChunkSizeTooLarge(0x8000_0000))
-        );
+        assert_eq!(dec.set_chunk_size(0x8000_0000), Err(RtmpError::ChunkSizeTooLarge(0x8000_0000)));
         assert_eq!(dec.set_chunk_size(0x7FFF_FFFF), Ok(()));
         assert_eq!(dec.set_chunk_size(1), Ok(()));
     }

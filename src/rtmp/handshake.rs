@@ -111,10 +111,7 @@ impl Default for ServerHandshake {
 
 impl ServerHandshake {
     pub fn new() -> Self {
-        ServerHandshake {
-            state: State::WaitC0C1,
-            digest: false,
-        }
+        ServerHandshake { state: State::WaitC0C1, digest: false }
     }
 
     pub fn is_done(&self) -> bool {
@@ -207,11 +204,7 @@ mod tests {
         wire.extend_from_slice(&[0xAB; HANDSHAKE_SIZE]); // C2: arbitrary, not validated
         let mut input = BytesMut::new();
         let mut reply = None;
-        let chunks: Vec<&[u8]> = if byte_by_byte {
-            wire.chunks(1).collect()
-        } else {
-            vec![&wire[..]]
-        };
+        let chunks: Vec<&[u8]> = if byte_by_byte { wire.chunks(1).collect() } else { vec![&wire[..]] };
         for c in chunks {
             input.extend_from_slice(c);
             if let Some(r) = hs.handle_input(&mut input).unwrap() {

@@ -83,23 +83,10 @@ impl Command {
             Amf0Value::String(s) | Amf0Value::LongString(s) => s,
             _ => return Err(RtmpError::MalformedMessage("command (name)")),
         };
-        let transaction_id = if p.is_empty() {
-            0.0
-        } else {
-            amf0::decode(&mut p)?.as_number().unwrap_or(0.0)
-        };
-        let object = if p.is_empty() {
-            Amf0Value::Null
-        } else {
-            amf0::decode(&mut p)?
-        };
+        let transaction_id = if p.is_empty() { 0.0 } else { amf0::decode(&mut p)?.as_number().unwrap_or(0.0) };
+        let object = if p.is_empty() { Amf0Value::Null } else { amf0::decode(&mut p)? };
         let args = amf0::decode_all(p)?;
-        Ok(Command {
-            name,
-            transaction_id,
-            object,
-            args,
-        })
+        Ok(Command { name, transaction_id, object, args })
     }
 
     pub fn arg_str(&self, i: usize) -> Option<&str> {
@@ -170,11 +157,7 @@ mod tests {
 
     #[test]
     fn command_round_trip_amf0_and_amf3() {
-        let p = command_payload(
-            "publish",
-            5.0,
-            &[Amf0Value::Null, Amf0Value::string("x"), Amf0Value::string("live")],
-        );
+        let p = command_payload("publish", 5.0, &[Amf0Value::Null, Amf0Value::string("x"), Amf0Value::string("live")]);
         let c = Command::parse(COMMAND_AMF0, &p).unwrap();
         assert_eq!(c.name, "publish");
         assert_eq!(c.transaction_id, 5.0);
@@ -188,11 +171,8 @@ mod tests {
     #[test]
     fn metadata_is_sliced_from_set_data_frame() {
         let obj = Amf0Value::EcmaArray(vec![("width".into(), Amf0Value::Number(320.0))]);
-        let full = amf0::encode_all(&[
-            Amf0Value::string("@setDataFrame"),
-            Amf0Value::string("onMetaData"),
-            obj.clone(),
-        ]);
+        let full =
+            amf0::encode_all(&[Amf0Value::string("@setDataFrame"), Amf0Value::string("onMetaData"), obj.clone()]);
         let want = amf0::encode_all(&[Amf0Value::string("onMetaData"), obj]);
         assert_eq!(metadata_payload(DATA_AMF0, &full).unwrap().unwrap(), want);
         assert_eq!(metadata_payload(DATA_AMF0, &want).unwrap().unwrap(), want);

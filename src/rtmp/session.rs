@@ -282,12 +282,7 @@ impl ServerSession {
 
     /// Tells a viewer the publisher went away: onStatus NetStream.Play.UnpublishNotify + StreamEOF.
     pub fn send_end_of_stream(&mut self, stream_id: u32) {
-        self.queue_status(
-            stream_id,
-            "status",
-            "NetStream.Play.UnpublishNotify",
-            "Stream is now unpublished",
-        );
+        self.queue_status(stream_id, "status", "NetStream.Play.UnpublishNotify", "Stream is now unpublished");
         self.queue_user_control(msg::UC_STREAM_EOF, stream_id);
     }
 
@@ -315,8 +310,7 @@ impl ServerSession {
 
     fn queue_message(&mut self, csid: u32, timestamp: u32, type_id: u8, stream_id: u32, payload: &[u8]) {
         let mut buf = BytesMut::with_capacity(payload.len() + 16);
-        self.encoder
-            .write(&mut buf, csid, timestamp, type_id, stream_id, payload);
+        self.encoder.write(&mut buf, csid, timestamp, type_id, stream_id, payload);
         self.push_out(buf.freeze());
     }
 
@@ -329,11 +323,7 @@ impl ServerSession {
     }
 
     fn queue_command(&mut self, stream_id: u32, name: &str, transaction_id: f64, values: &[Amf0Value]) {
-        let csid = if stream_id == 0 {
-            msg::CSID_COMMAND
-        } else {
-            msg::CSID_STREAM
-        };
+        let csid = if stream_id == 0 { msg::CSID_COMMAND } else { msg::CSID_STREAM };
         let payload = msg::command_payload(name, transaction_id, values);
         self.queue_message(csid, 0, msg::COMMAND_AMF0, stream_id, &payload);
     }
@@ -377,21 +367,10 @@ impl ServerSession {
             msg::USER_CONTROL => self.handle_user_control(&m.payload),
             msg::AUDIO | msg::VIDEO => {
                 if self.streams.get(&m.stream_id) == Some(&StreamRole::Publishing) {
-                    let kind = if m.type_id == msg::AUDIO {
-                        MediaKind::Audio
-                    } else {
-                        MediaKind::Video
-                    };
-                    self.events.push_back(SessionEvent::Media {
-                        kind,
-                        timestamp: m.timestamp,
-                        payload: m.payload,
-                    });
+                    let kind = if m.type_id == msg::AUDIO { MediaKind::Audio } else { MediaKind::Video };
+                    self.events.push_back(SessionEvent::Media { kind, timestamp: m.timestamp, payload: m.payload });
                 } else {
-                    tracing::trace!(
-                        stream_id = m.stream_id,
-                        "media on a stream that is not publishing; dropped"
-                    );
+                    tracing::trace!(stream_id = m.stream_id, "media on a stream that is not publishing; dropped");
                 }
             }
             msg::DATA_AMF0 | msg::DATA_AMF3 => {
@@ -509,17 +488,10 @@ impl ServerSession {
         let app = app.trim_end_matches('/').to_string();
         let app_query = app_query.to_string();
         let tc_url = cmd.object.get("tcUrl").and_then(Amf0Value::as_str).map(str::to_string);
-        let object_encoding = cmd
-            .object
-            .get("objectEncoding")
-            .and_then(Amf0Value::as_number)
-            .unwrap_or(0.0);
+        let object_encoding = cmd.object.get("objectEncoding").and_then(Amf0Value::as_number).unwrap_or(0.0);
 
         self.queue_control(msg::WINDOW_ACK_SIZE, msg::u32_payload(self.config.window_ack_size));
-        self.queue_control(
-            msg::SET_PEER_BANDWIDTH,
-            msg::peer_bandwidth_payload(self.config.peer_bandwidth, 2),
-        );
+        self.queue_control(msg::SET_PEER_BANDWIDTH, msg::peer_bandwidth_payload(self.config.peer_bandwidth, 2));
         let out_chunk = self.config.out_chunk_size.clamp(1, super::chunk::MAX_CHUNK_SIZE);
         self.queue_control(msg::SET_CHUNK_SIZE, msg::u32_payload(out_chunk));
         self.encoder.set_chunk_size(out_chunk);
@@ -534,10 +506,7 @@ impl ServerSession {
             ("objectEncoding", Amf0Value::Number(object_encoding)),
         ]);
         self.queue_command(0, "_result", if tx == 0.0 { 1.0 } else { tx }, &[props, info]);
-        self.conn = Some(Connection {
-            app: app.clone(),
-            app_query,
-        });
+        self.conn = Some(Connection { app: app.clone(), app_query });
         self.events.push_back(SessionEvent::Connected { app, tc_url });
     }
 
@@ -545,21 +514,13 @@ impl ServerSession {
         let what = if publish { "publish" } else { "play" };
         let Some(conn) = &self.conn else {
             tracing::warn!("{what} before connect");
-            let code = if publish {
-                "NetStream.Publish.BadConnection"
-            } else {
-                "NetStream.Play.Failed"
-            };
+            let code = if publish { "NetStream.Publish.BadConnection" } else { "NetStream.Play.Failed" };
             self.queue_status(stream_id, "error", code, "not connected");
             return;
         };
         let full_name = cmd.arg_str(0).unwrap_or("");
         let (name, query) = msg::split_query(full_name);
-        let query = if query.is_empty() {
-            conn.app_query.clone()
-        } else {
-            query.to_string()
-        };
+        let query = if query.is_empty() { conn.app_query.clone() } else { query.to_string() };
         let (name, app) = (name.to_string(), conn.app.clone());
 
         match self.streams.get(&stream_id) {
@@ -572,40 +533,20 @@ impl ServerSession {
             None | Some(StreamRole::Idle) => {}
             Some(_) => {
                 tracing::debug!(stream_id, "{what} on a busy stream ignored");
-                let code = if publish {
-                    "NetStream.Publish.BadName"
-                } else {
-                    "NetStream.Play.Failed"
-                };
+                let code = if publish { "NetStream.Publish.BadName" } else { "NetStream.Play.Failed" };
                 self.queue_status(stream_id, "error", code, "stream busy");
                 return;
             }
         }
         let req = RequestId(self.next_request);
         self.next_request += 1;
-        let role = if publish {
-            StreamRole::PublishPending(req)
-        } else {
-            StreamRole::PlayPending(req)
-        };
+        let role = if publish { StreamRole::PublishPending(req) } else { StreamRole::PlayPending(req) };
         self.streams.insert(stream_id, role);
         self.awaiting_decision = true;
         self.events.push_back(if publish {
-            SessionEvent::PublishRequested {
-                req,
-                stream_id,
-                app,
-                name,
-                query,
-            }
+            SessionEvent::PublishRequested { req, stream_id, app, name, query }
         } else {
-            SessionEvent::PlayRequested {
-                req,
-                stream_id,
-                app,
-                name,
-                query,
-            }
+            SessionEvent::PlayRequested { req, stream_id, app, name, query }
         });
     }
 }

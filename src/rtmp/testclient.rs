@@ -73,16 +73,7 @@ impl TestClient {
             }
             _ => (0, ts),
         };
-        self.last.insert(
-            csid,
-            Last {
-                ts,
-                field,
-                len: payload.len(),
-                type_id,
-                sid,
-            },
-        );
+        self.last.insert(csid, Last { ts, field, len: payload.len(), type_id, sid });
         let basic = |fmt: u8, out: &mut Vec<u8>| match csid {
             2..=63 => out.push((fmt << 6) | csid as u8),
             64..=319 => out.extend([fmt << 6, (csid - 64) as u8]),
@@ -147,19 +138,11 @@ impl TestClient {
     }
 
     pub fn publish(&mut self, sid: u32, name: &str) -> Vec<u8> {
-        self.command(
-            sid,
-            "publish",
-            &[Amf0Value::Null, Amf0Value::string(name), Amf0Value::string("live")],
-        )
+        self.command(sid, "publish", &[Amf0Value::Null, Amf0Value::string(name), Amf0Value::string("live")])
     }
 
     pub fn play(&mut self, sid: u32, name: &str) -> Vec<u8> {
-        self.command(
-            sid,
-            "play",
-            &[Amf0Value::Null, Amf0Value::string(name), Amf0Value::Number(-2000.0)],
-        )
+        self.command(sid, "play", &[Amf0Value::Null, Amf0Value::string(name), Amf0Value::Number(-2000.0)])
     }
 
     /// Set Chunk Size message; the new size applies to everything encoded afterwards.

@@ -23,9 +23,7 @@ fn metadata_body() -> Bytes {
 }
 
 fn payload(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
 /// (kind, timestamp, payload) of the media in `publish_stream`.
@@ -34,11 +32,7 @@ fn publish_media() -> Vec<(MediaKind, u32, Vec<u8>)> {
     v.push((MediaKind::Video, 0, payload(40, 1))); // "sequence header"
     v.push((MediaKind::Audio, 0, payload(7, 2)));
     for i in 0..6u32 {
-        v.push((
-            MediaKind::Video,
-            40 * i,
-            payload(if i == 0 { 700 } else { 300 }, i as u8),
-        ));
+        v.push((MediaKind::Video, 40 * i, payload(if i == 0 { 700 } else { 300 }, i as u8)));
         v.push((MediaKind::Audio, 23 * i, payload(20, 9))); // same length: fmt 2/3 headers
     }
     // Extended timestamps: fmt 0 (type changes) / fmt 2 (delta >= 0xFFFFFF) / fmt 3 with ext.
@@ -76,37 +70,16 @@ fn publish_stream(c: &mut TestClient) -> Vec<u8> {
 }
 
 fn expected_publish_events(events: &[SessionEvent]) {
-    assert_eq!(
-        events[0],
-        SessionEvent::Connected {
-            app: "live".into(),
-            tc_url: Some("rtmp://127.0.0.1/live".into())
-        }
-    );
+    assert_eq!(events[0], SessionEvent::Connected { app: "live".into(), tc_url: Some("rtmp://127.0.0.1/live".into()) });
     let req = request_id(&events[1]).unwrap();
     assert_eq!(
         events[1],
-        SessionEvent::PublishRequested {
-            req,
-            stream_id: 1,
-            app: "live".into(),
-            name: "x".into(),
-            query: "k=v".into()
-        }
+        SessionEvent::PublishRequested { req, stream_id: 1, app: "live".into(), name: "x".into(), query: "k=v".into() }
     );
-    assert_eq!(
-        events[2],
-        SessionEvent::Metadata {
-            payload: metadata_body()
-        }
-    );
+    assert_eq!(events[2], SessionEvent::Metadata { payload: metadata_body() });
     let media: Vec<_> = publish_media()
         .into_iter()
-        .map(|(kind, timestamp, p)| SessionEvent::Media {
-            kind,
-            timestamp,
-            payload: Bytes::from(p),
-        })
+        .map(|(kind, timestamp, p)| SessionEvent::Media { kind, timestamp, payload: Bytes::from(p) })
         .collect();
     assert_eq!(&events[3..3 + media.len()], &media[..]);
     assert_eq!(&events[3 + media.len()..], &[SessionEvent::Unpublished]);
@@ -165,48 +138,28 @@ fn server_replies_to_connect_create_stream_and_publish() {
     assert!(s.is_handshake_done());
     let msgs = c.receive(&mut s);
     let types: Vec<u8> = msgs.iter().map(|m| m.type_id).collect();
-    assert_eq!(
-        &types[..3],
-        &[msg::WINDOW_ACK_SIZE, msg::SET_PEER_BANDWIDTH, msg::SET_CHUNK_SIZE]
-    );
+    assert_eq!(&types[..3], &[msg::WINDOW_ACK_SIZE, msg::SET_PEER_BANDWIDTH, msg::SET_CHUNK_SIZE]);
     assert_eq!(&msgs[2].payload[..], &65536u32.to_be_bytes());
     let cmd = msg::Command::parse(msgs[3].type_id, &msgs[3].payload).unwrap();
     assert_eq!((cmd.name.as_str(), cmd.transaction_id), ("_result", 1.0));
-    assert_eq!(
-        cmd.object.get("fmsVer").and_then(Amf0Value::as_str),
-        Some("FMS/3,0,1,123")
-    );
-    assert_eq!(
-        cmd.object.get("capabilities").and_then(Amf0Value::as_number),
-        Some(31.0)
-    );
+    assert_eq!(cmd.object.get("fmsVer").and_then(Amf0Value::as_str), Some("FMS/3,0,1,123"));
+    assert_eq!(cmd.object.get("capabilities").and_then(Amf0Value::as_number), Some(31.0));
     let info = &cmd.args[0];
-    assert_eq!(
-        info.get("code").and_then(Amf0Value::as_str),
-        Some("NetConnection.Connect.Success")
-    );
+    assert_eq!(info.get("code").and_then(Amf0Value::as_str), Some("NetConnection.Connect.Success"));
     assert_eq!(info.get("objectEncoding").and_then(Amf0Value::as_number), Some(0.0));
     let cs = msg::Command::parse(msgs[4].type_id, &msgs[4].payload).unwrap();
-    assert_eq!(
-        (cs.name.as_str(), cs.transaction_id, cs.arg_number(0)),
-        ("_result", 2.0, Some(1.0))
-    );
+    assert_eq!((cs.name.as_str(), cs.transaction_id, cs.arg_number(0)), ("_result", 2.0, Some(1.0)));
 
     assert!(matches!(s.poll_event(), Some(SessionEvent::Connected { .. })));
     let req = request_id(&s.poll_event().unwrap()).unwrap();
     s.accept(req);
     let replies = c.receive(&mut s);
-    assert!(replies
-        .iter()
-        .any(|m| m.type_id == msg::USER_CONTROL && m.payload[..2] == [0, 0]));
+    assert!(replies.iter().any(|m| m.type_id == msg::USER_CONTROL && m.payload[..2] == [0, 0]));
     let status = replies.iter().find(|m| m.type_id == msg::COMMAND_AMF0).unwrap();
     assert_eq!(status.stream_id, 1);
     let st = msg::Command::parse(status.type_id, &status.payload).unwrap();
     assert_eq!(st.name, "onStatus");
-    assert_eq!(
-        st.args[0].get("code").and_then(Amf0Value::as_str),
-        Some("NetStream.Publish.Start")
-    );
+    assert_eq!(st.args[0].get("code").and_then(Amf0Value::as_str), Some("NetStream.Publish.Start"));
 }
 
 #[test]
@@ -232,10 +185,7 @@ fn media_before_accept_waits_and_rejected_publish_gets_error_status() {
     let cmds = c.receive_commands(&mut s);
     let info = &cmds[0].args[0];
     assert_eq!(info.get("level").and_then(Amf0Value::as_str), Some("error"));
-    assert_eq!(
-        info.get("code").and_then(Amf0Value::as_str),
-        Some("NetStream.Publish.BadName")
-    );
+    assert_eq!(info.get("code").and_then(Amf0Value::as_str), Some("NetStream.Publish.BadName"));
 }
 
 #[test]
@@ -261,16 +211,8 @@ fn interleaved_chunk_streams() {
     assert_eq!(
         &events[2..],
         &[
-            SessionEvent::Media {
-                kind: MediaKind::Audio,
-                timestamp: 10,
-                payload: Bytes::from(audio)
-            },
-            SessionEvent::Media {
-                kind: MediaKind::Video,
-                timestamp: 20,
-                payload: Bytes::from(video)
-            },
+            SessionEvent::Media { kind: MediaKind::Audio, timestamp: 10, payload: Bytes::from(audio) },
+            SessionEvent::Media { kind: MediaKind::Video, timestamp: 20, payload: Bytes::from(video) },
         ]
     );
 }
@@ -288,9 +230,7 @@ fn timestamp_deltas_wrap_at_32_bits() {
     let mut c = TestClient::new();
     let mut w = published(&mut c);
     // fmt 0, csid 4, ts = 0xFFFFFF (extended) 0xFFFFFFF0, len 1, audio, stream 1
-    w.extend([
-        0x04, 0xFF, 0xFF, 0xFF, 0, 0, 1, 8, 1, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xF0, 0xAA,
-    ]);
+    w.extend([0x04, 0xFF, 0xFF, 0xFF, 0, 0, 1, 8, 1, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xF0, 0xAA]);
     // fmt 2, delta 0x20
     w.extend([0x84, 0, 0, 0x20, 0xBB]);
     // fmt 3: same delta again
@@ -314,11 +254,7 @@ fn three_byte_basic_header_chunk_stream() {
     let events = drive(&mut server(), [&w[..]]);
     assert_eq!(
         events[2],
-        SessionEvent::Media {
-            kind: MediaKind::Video,
-            timestamp: 5,
-            payload: Bytes::from(payload(300, 1))
-        }
+        SessionEvent::Media { kind: MediaKind::Video, timestamp: 5, payload: Bytes::from(payload(300, 1)) }
     );
 }
 
@@ -342,10 +278,7 @@ fn expect_error(wire: &[u8], err: RtmpError) {
 
 #[test]
 fn bad_chunk_sizes_are_errors() {
-    for (size, err) in [
-        (0u32, RtmpError::ChunkSizeZero),
-        (0x8000_0000, RtmpError::ChunkSizeTooLarge(0x8000_0000)),
-    ] {
+    for (size, err) in [(0u32, RtmpError::ChunkSizeZero), (0x8000_0000, RtmpError::ChunkSizeTooLarge(0x8000_0000))] {
         let mut c = TestClient::new();
         let mut w = published(&mut c);
         w.extend(c.message(2, msg::SET_CHUNK_SIZE, 0, 0, &size.to_be_bytes()));
@@ -384,10 +317,7 @@ fn bad_handshake_version_is_an_error() {
 #[test]
 fn ping_unknown_command_ack_and_amf3_command() {
     let mut c = TestClient::new();
-    let mut s = ServerSession::new(SessionConfig {
-        window_ack_size: 1000,
-        ..SessionConfig::default()
-    });
+    let mut s = ServerSession::new(SessionConfig { window_ack_size: 1000, ..SessionConfig::default() });
     let mut w = c.handshake();
     w.extend(c.connect("live"));
     w.extend(c.message(2, msg::WINDOW_ACK_SIZE, 0, 0, &100u32.to_be_bytes()));
@@ -401,13 +331,8 @@ fn ping_unknown_command_ack_and_amf3_command() {
     s.handle_input(&mut input).unwrap();
     assert!(input.is_empty());
     let msgs = c.receive(&mut s);
-    assert!(msgs
-        .iter()
-        .any(|m| m.type_id == msg::USER_CONTROL && m.payload[..] == [0, 7, 0, 0, 0x12, 0x34]));
-    let ack = msgs
-        .iter()
-        .find(|m| m.type_id == msg::ACKNOWLEDGEMENT)
-        .expect("ack after window");
+    assert!(msgs.iter().any(|m| m.type_id == msg::USER_CONTROL && m.payload[..] == [0, 7, 0, 0, 0x12, 0x34]));
+    let ack = msgs.iter().find(|m| m.type_id == msg::ACKNOWLEDGEMENT).expect("ack after window");
     assert_eq!(&ack.payload[..], &(w.len() as u32).to_be_bytes());
     let cmds: Vec<_> = msgs
         .iter()
@@ -415,10 +340,7 @@ fn ping_unknown_command_ack_and_amf3_command() {
         .map(|m| msg::Command::parse(m.type_id, &m.payload).unwrap())
         .collect();
     let err = cmds.iter().find(|c| c.name == "_error").unwrap();
-    assert_eq!(
-        err.args[0].get("code").and_then(Amf0Value::as_str),
-        Some("NetConnection.Call.Failed")
-    );
+    assert_eq!(err.args[0].get("code").and_then(Amf0Value::as_str), Some("NetConnection.Call.Failed"));
     assert!(cmds.iter().any(|c| c.name == "_result" && c.transaction_id == 42.0));
 }
 
@@ -439,10 +361,7 @@ fn publish_before_connect_does_not_panic() {
 #[test]
 fn play_session_round_trip_zero_copy() {
     let mut c = TestClient::new();
-    let mut s = ServerSession::new(SessionConfig {
-        out_chunk_size: 4096,
-        ..SessionConfig::default()
-    });
+    let mut s = ServerSession::new(SessionConfig { out_chunk_size: 4096, ..SessionConfig::default() });
     let mut w = c.handshake();
     w.extend(c.connect("live?tok=1"));
     w.extend(c.create_stream());
@@ -452,35 +371,20 @@ fn play_session_round_trip_zero_copy() {
     s.handle_input(&mut input).unwrap();
     assert_eq!(
         s.poll_event(),
-        Some(SessionEvent::Connected {
-            app: "live".into(),
-            tc_url: Some("rtmp://127.0.0.1/live?tok=1".into())
-        })
+        Some(SessionEvent::Connected { app: "live".into(), tc_url: Some("rtmp://127.0.0.1/live?tok=1".into()) })
     );
     let ev = s.poll_event().unwrap();
     let req = request_id(&ev).unwrap();
     assert_eq!(
         ev,
-        SessionEvent::PlayRequested {
-            req,
-            stream_id: 1,
-            app: "live".into(),
-            name: "x".into(),
-            query: "tok=1".into()
-        }
+        SessionEvent::PlayRequested { req, stream_id: 1, app: "live".into(), name: "x".into(), query: "tok=1".into() }
     );
     c.receive(&mut s);
     s.accept(req);
     let codes: Vec<String> = c
         .receive_commands(&mut s)
         .iter()
-        .filter_map(|c| {
-            c.args
-                .first()
-                .and_then(|a| a.get("code"))
-                .and_then(Amf0Value::as_str)
-                .map(String::from)
-        })
+        .filter_map(|c| c.args.first().and_then(|a| a.get("code")).and_then(Amf0Value::as_str).map(String::from))
         .collect();
     assert_eq!(codes, vec!["NetStream.Play.Reset", "NetStream.Play.Start"]);
 
@@ -521,19 +425,12 @@ fn play_session_round_trip_zero_copy() {
     assert!(buf.is_empty());
     assert_eq!((got[0].type_id, &got[0].payload), (msg::DATA_AMF0, &metadata_body()));
     for (m, (kind, ts, p)) in got[1..].iter().zip(&media) {
-        let t = if *kind == MediaKind::Audio {
-            msg::AUDIO
-        } else {
-            msg::VIDEO
-        };
+        let t = if *kind == MediaKind::Audio { msg::AUDIO } else { msg::VIDEO };
         assert_eq!((m.type_id, m.stream_id, m.timestamp, &m.payload), (t, 1, *ts, p));
     }
     let tail = &got[1 + media.len()..];
     let st = msg::Command::parse(tail[0].type_id, &tail[0].payload).unwrap();
-    assert_eq!(
-        st.args[0].get("code").and_then(Amf0Value::as_str),
-        Some("NetStream.Play.UnpublishNotify")
-    );
+    assert_eq!(st.args[0].get("code").and_then(Amf0Value::as_str), Some("NetStream.Play.UnpublishNotify"));
     assert_eq!(&tail[1].payload[..], &[0, 1, 0, 0, 0, 1]);
 
     // closeStream from the viewer ends the play.
@@ -552,9 +449,7 @@ fn check_ffmpeg_events(events: &[SessionEvent]) {
         &events[1],
         SessionEvent::PublishRequested { app, name, query, stream_id: 1, .. } if app == "live" && name == "x" && query.is_empty()
     ));
-    let SessionEvent::Metadata { payload } = &events[2] else {
-        panic!("metadata expected, got {:?}", events[2])
-    };
+    let SessionEvent::Metadata { payload } = &events[2] else { panic!("metadata expected, got {:?}", events[2]) };
     let vals = amf0::decode_all(payload).unwrap();
     assert_eq!(vals[0].as_str(), Some("onMetaData"));
     assert_eq!(vals[1].get("width").and_then(Amf0Value::as_number), Some(320.0));
@@ -565,21 +460,13 @@ fn check_ffmpeg_events(events: &[SessionEvent]) {
     let (mut nvideo, mut naudio) = (0, 0);
     for ev in &events[3..] {
         match ev {
-            SessionEvent::Media {
-                kind: MediaKind::Video,
-                timestamp,
-                payload,
-            } => {
+            SessionEvent::Media { kind: MediaKind::Video, timestamp, payload } => {
                 first_video.get_or_insert_with(|| payload.clone());
                 assert!(*timestamp >= last_video_ts, "video timestamps never decrease");
                 last_video_ts = *timestamp;
                 nvideo += 1;
             }
-            SessionEvent::Media {
-                kind: MediaKind::Audio,
-                payload,
-                ..
-            } => {
+            SessionEvent::Media { kind: MediaKind::Audio, payload, .. } => {
                 first_audio.get_or_insert_with(|| payload.clone());
                 naudio += 1;
             }
@@ -606,11 +493,7 @@ fn ffmpeg_fixture_split_points_and_byte_by_byte() {
     let reference = drive(&mut server(), [FIXTURE]);
     let splits = (0..8192.min(FIXTURE.len())).chain((8192..FIXTURE.len()).step_by(97));
     for k in splits {
-        assert_eq!(
-            drive(&mut server(), [&FIXTURE[..k], &FIXTURE[k..]]),
-            reference,
-            "split at {k}"
-        );
+        assert_eq!(drive(&mut server(), [&FIXTURE[..k], &FIXTURE[k..]]), reference, "split at {k}");
     }
     assert_eq!(drive(&mut server(), FIXTURE.chunks(1)), reference);
 }
@@ -693,11 +576,9 @@ fn ffmpeg_plays_from_session() {
             for e in &media {
                 match e {
                     SessionEvent::Metadata { payload } => s.send_metadata(*stream_id, payload.clone()),
-                    SessionEvent::Media {
-                        kind,
-                        timestamp,
-                        payload,
-                    } => s.send_media(*stream_id, *kind, *timestamp, payload.clone()),
+                    SessionEvent::Media { kind, timestamp, payload } => {
+                        s.send_media(*stream_id, *kind, *timestamp, payload.clone())
+                    }
                     _ => {}
                 }
             }
@@ -833,10 +714,6 @@ fn media_parts_prefix_and_shared_payload_decode_as_one_message() {
         assert!(buf.is_empty());
         let mut expect = header.to_vec();
         expect.extend_from_slice(&body);
-        assert_eq!(
-            (m.timestamp, &m.payload[..]),
-            (0x0100_0000, &expect[..]),
-            "chunk size {chunk_size}"
-        );
+        assert_eq!((m.timestamp, &m.payload[..]), (0x0100_0000, &expect[..]), "chunk size {chunk_size}");
     }
 }

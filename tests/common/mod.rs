@@ -27,10 +27,7 @@ impl Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_livegate"))
             .args(["--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("LIVEGATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", std::env::var("LIVEGATE_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -59,9 +56,8 @@ impl Gateway {
         });
         let (mut rtmp, mut http) = (None, None);
         while rtmp.is_none() || http.is_none() {
-            let (proto, addr) = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("livegate did not report its listeners");
+            let (proto, addr) =
+                rx.recv_timeout(Duration::from_secs(20)).expect("livegate did not report its listeners");
             let addr: SocketAddr = addr.parse().expect("listener address");
             if proto == "rtmp" {
                 rtmp = Some(addr);
@@ -69,12 +65,7 @@ impl Gateway {
                 http = Some(addr);
             }
         }
-        Gateway {
-            child,
-            rtmp: rtmp.unwrap(),
-            http: http.unwrap(),
-            log,
-        }
+        Gateway { child, rtmp: rtmp.unwrap(), http: http.unwrap(), log }
     }
 
     pub fn rtmp_url(&self, key: &str) -> String {
@@ -104,9 +95,7 @@ impl Gateway {
 
     /// Sends SIGTERM and waits for the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(15) {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -155,10 +144,7 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Panics with a clear message when a required external tool is missing.
 pub fn require_tool(name: &str) -> PathBuf {
-    let out = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .expect("sh");
+    let out = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().expect("sh");
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(
         out.status.success() && !path.is_empty(),
@@ -213,14 +199,7 @@ pub struct Source {
 
 impl Default for Source {
     fn default() -> Self {
-        Self {
-            video: true,
-            audio: true,
-            width: 640,
-            height: 360,
-            fps: 30,
-            gop: 30,
-        }
+        Self { video: true, audio: true, width: 640, height: 360, fps: 30, gop: 30 }
     }
 }
 
@@ -230,13 +209,8 @@ pub fn publish(url: &str, src: Source, seconds: Option<u32>) -> Ffmpeg {
     let mut args: Vec<String> = vec!["-hide_banner".into(), "-loglevel".into(), "error".into(), "-re".into()];
     if src.video {
         args.extend(
-            [
-                "-f",
-                "lavfi",
-                "-i",
-                &format!("testsrc2=size={}x{}:rate={}", src.width, src.height, src.fps),
-            ]
-            .map(String::from),
+            ["-f", "lavfi", "-i", &format!("testsrc2=size={}x{}:rate={}", src.width, src.height, src.fps)]
+                .map(String::from),
         );
     }
     if src.audio {
@@ -274,11 +248,7 @@ pub fn publish(url: &str, src: Source, seconds: Option<u32>) -> Ffmpeg {
         args.extend(["-c:a", "aac", "-b:a", "64k", "-ar", "44100", "-ac", "2"].map(String::from));
     }
     args.extend(["-f".to_string(), "flv".to_string(), url.to_string()]);
-    let child = Command::new("ffmpeg")
-        .args(&args)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start ffmpeg");
+    let child = Command::new("ffmpeg").args(&args).stdin(Stdio::null()).spawn().expect("start ffmpeg");
     Ffmpeg { child }
 }
 
@@ -286,17 +256,7 @@ pub fn publish(url: &str, src: Source, seconds: Option<u32>) -> Ffmpeg {
 pub fn record(url: &str, seconds: u32, out: &Path) -> std::process::Output {
     require_tool("ffmpeg");
     Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-rw_timeout",
-            "10000000",
-            "-i",
-            url,
-            "-t",
-        ])
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-rw_timeout", "10000000", "-i", url, "-t"])
         .arg(seconds.to_string())
         .args(["-c", "copy"])
         .arg(out)
@@ -314,11 +274,7 @@ pub fn ffprobe(target: &str, extra: &[&str]) -> serde_json::Value {
         .arg(target)
         .output()
         .expect("run ffprobe");
-    assert!(
-        out.status.success(),
-        "ffprobe {target} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ffprobe {target} failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("ffprobe json")
 }
 
@@ -332,10 +288,7 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -347,11 +300,7 @@ impl HttpResponse {
 pub fn http_request(addr: SocketAddr, method: &str, path: &str, max_body: usize, timeout: Duration) -> HttpResponse {
     let mut s = TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(timeout)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
     let header_end = loop {
@@ -364,19 +313,11 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, max_body: usize,
     };
     let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
+    let status: u16 = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).expect("status");
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
     let mut raw = buf[header_end..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if method != "HEAD" {
         let start = Instant::now();
         while dechunk_len(&raw, chunked) < max_body && start.elapsed() < timeout {

@@ -1,0 +1,328 @@
+//! The HLS I/O side: one task per live stream feeds the sans-IO segmenter and
+//! playlist; the store keeps playlists and segments in memory (bounded to the
+//! window plus a grace period) and optionally mirrors them to disk, atomically.
+//!
+//! Per-key state outlives a publish session by `hold_time_ms`, so a
+//! republish continues the media sequence with a discontinuity instead of
+//! resetting it.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use super::{Playlist, PlaylistConfig, Segment, SegmentInfo, Segmenter, SegmenterConfig};
+use crate::config::HlsConfig;
+use crate::hub::{lock, Hub, HubEvent, Stream, StreamKey};
+
+/// Shared, read by the HTTP side.
+#[derive(Clone)]
+pub struct HlsStore {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    config: HlsConfig,
+    keys: Mutex<HashMap<StreamKey, Arc<Mutex<KeyState>>>>,
+}
+
+struct KeyState {
+    /// Part of every segment name: segment names never repeat for a key, even across restarts.
+    token: String,
+    playlist: Playlist,
+    rendered: Bytes,
+    segments: HashMap<u64, Bytes>,
+    /// Segments that left the window, readable until the instant given.
+    retired: VecDeque<(u64, Instant)>,
+    /// Bumped on every publish, so a finished task cannot end a newer session.
+    session: u64,
+    live: bool,
+    ended_at: Option<Instant>,
+}
+
+impl KeyState {
+    fn segment_name(&self, key: &StreamKey, seq: u64) -> String {
+        format!("{}-{}-{}.ts", key.name, self.token, seq)
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl HlsStore {
+    pub fn new(config: HlsConfig) -> Self {
+        Self { inner: Arc::new(StoreInner { config, keys: Mutex::new(HashMap::new()) }) }
+    }
+
+    fn state(&self, key: &StreamKey) -> Option<Arc<Mutex<KeyState>>> {
+        lock(&self.inner.keys).get(key).cloned()
+    }
+
+    /// The current playlist text of a live or recently ended stream.
+    pub fn playlist(&self, key: &StreamKey) -> Option<Bytes> {
+        let state = self.state(key)?;
+        let st = lock(&state);
+        (!st.playlist.sequences().next().is_none() || !st.live).then(|| st.rendered.clone())
+    }
+
+    /// A segment by file name (`STREAM-TOKEN-SEQ.ts`).
+    pub fn segment(&self, app: &str, file: &str) -> Option<Bytes> {
+        let stem = file.strip_suffix(".ts")?;
+        let mut parts = stem.rsplitn(3, '-');
+        let seq: u64 = parts.next()?.parse().ok()?;
+        let token = parts.next()?;
+        let name = parts.next()?;
+        let state = self.state(&StreamKey::new(app, name))?;
+        let st = lock(&state);
+        if st.token != token {
+            return None;
+        }
+        st.segments.get(&seq).cloned()
+    }
+
+    /// (first listed, last listed) media sequence numbers, for the API.
+    pub fn sequence_range(&self, key: &StreamKey) -> Option<(u64, u64)> {
+        let state = self.state(key)?;
+        let st = lock(&state);
+        let first = st.playlist.sequences().next()?;
+        Some((first, st.playlist.next_sequence().saturating_sub(1)))
+    }
+
+    fn grace(&self, st: &KeyState) -> Duration {
+        let window = st.playlist.target_duration_secs() * self.inner.config.window_segments.max(1) as u64;
+        Duration::from_secs(window.max(12))
+    }
+
+    fn dir_of(&self, key: &StreamKey) -> Option<PathBuf> {
+        self.inner.config.dir.as_ref().map(|d| d.join(&key.app))
+    }
+
+    /// Starts (or resumes, within the hold time) the state of `key`.
+    fn begin(&self, key: &StreamKey) -> (Arc<Mutex<KeyState>>, u64, bool) {
+        let mut keys = lock(&self.inner.keys);
+        if let Some(state) = keys.get(key) {
+            let mut st = lock(state);
+            st.session += 1;
+            st.live = true;
+            st.ended_at = None;
+            let resumed = st.playlist.sequences().next().is_some();
+            return (state.clone(), st.session, resumed);
+        }
+        let cfg = &self.inner.config;
+        let playlist = Playlist::new(
+            PlaylistConfig { window_segments: cfg.window_segments, min_window_ms: cfg.min_window_ms },
+            cfg.target_duration_ms.div_ceil(1000).max(1),
+        );
+        let state = Arc::new(Mutex::new(KeyState {
+            token: format!("{:x}", unix_ms()),
+            rendered: Bytes::new(),
+            playlist,
+            segments: HashMap::new(),
+            retired: VecDeque::new(),
+            session: 0,
+            live: true,
+            ended_at: None,
+        }));
+        keys.insert(key.clone(), state.clone());
+        (state, 0, false)
+    }
+
+    /// Makes a finished segment readable, then lists it.
+    async fn add_segment(&self, key: &StreamKey, state: &Mutex<KeyState>, seg: Segment) {
+        let (name, seg_dir) = {
+            let st = lock(state);
+            (st.segment_name(key, seg.sequence), self.dir_of(key))
+        };
+        if let Some(dir) = &seg_dir {
+            if let Err(e) = write_atomic(dir, &name, &seg.data).await {
+                warn!(stream = %key, "hls: writing {name}: {e}");
+            }
+        }
+        let (playlist_text, expired) = {
+            let mut st = lock(state);
+            st.segments.insert(seg.sequence, seg.data.clone());
+            let removed = st.playlist.push(&SegmentInfo::from(&seg));
+            let until = Instant::now() + self.grace(&st);
+            st.retired.extend(removed.into_iter().map(|s| (s, until)));
+            let expired = self.expire(key, &mut st);
+            (self.render(key, &mut st, false), expired)
+        };
+        debug!(stream = %key, seq = seg.sequence, ms = seg.duration_ms, bytes = seg.data.len(), "hls segment");
+        self.write_playlist(key, &playlist_text).await;
+        self.remove_files(key, &expired).await;
+    }
+
+    fn render(&self, key: &StreamKey, st: &mut KeyState, ended: bool) -> Bytes {
+        let token = st.token.clone();
+        let name = key.name.clone();
+        st.rendered = st.playlist.render(ended, |seq| format!("{name}-{token}-{seq}.ts"));
+        st.rendered.clone()
+    }
+
+    /// Drops retired segments past their grace; returns their file names.
+    fn expire(&self, key: &StreamKey, st: &mut KeyState) -> Vec<String> {
+        let now = Instant::now();
+        let mut names = Vec::new();
+        while st.retired.front().is_some_and(|(_, until)| *until <= now) {
+            if let Some((seq, _)) = st.retired.pop_front() {
+                st.segments.remove(&seq);
+                names.push(st.segment_name(key, seq));
+            }
+        }
+        names
+    }
+
+    async fn write_playlist(&self, key: &StreamKey, text: &Bytes) {
+        if let Some(dir) = self.dir_of(key) {
+            if let Err(e) = write_atomic(&dir, &format!("{}.m3u8", key.name), text).await {
+                warn!(stream = %key, "hls: writing playlist: {e}");
+            }
+        }
+    }
+
+    async fn remove_files(&self, key: &StreamKey, names: &[String]) {
+        if let Some(dir) = self.dir_of(key) {
+            for n in names {
+                let _ = tokio::fs::remove_file(dir.join(n)).await;
+            }
+        }
+    }
+
+    /// The publisher left: mark the playlist ended (it stays readable for the hold time).
+    async fn end(&self, key: &StreamKey, state: &Mutex<KeyState>, session: u64) {
+        let text = {
+            let mut st = lock(state);
+            if st.session != session {
+                return;
+            }
+            st.live = false;
+            st.ended_at = Some(Instant::now());
+            self.render(key, &mut st, true)
+        };
+        self.write_playlist(key, &text).await;
+    }
+
+    /// Drops keys whose hold time passed and segments whose grace passed.
+    async fn sweep(&self) {
+        let hold = Duration::from_millis(self.inner.config.hold_time_ms);
+        let now = Instant::now();
+        let mut gone: Vec<(StreamKey, Vec<String>)> = Vec::new();
+        {
+            let mut keys = lock(&self.inner.keys);
+            keys.retain(|key, state| {
+                let mut st = lock(state);
+                let mut names = self.expire(key, &mut st);
+                let drop_key = !st.live && st.ended_at.is_some_and(|t| now.duration_since(t) >= hold);
+                if drop_key {
+                    names.extend(st.segments.keys().map(|seq| st.segment_name(key, *seq)));
+                    names.push(format!("{}.m3u8", key.name));
+                    info!(stream = %key, "hls: hold time over, playlist dropped");
+                }
+                if !names.is_empty() {
+                    gone.push((key.clone(), names));
+                }
+                !drop_key
+            });
+        }
+        for (key, names) in gone {
+            self.remove_files(&key, &names).await;
+        }
+    }
+}
+
+async fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(dir).await?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    tokio::fs::write(&tmp, data).await?;
+    tokio::fs::rename(&tmp, dir.join(name)).await
+}
+
+/// Follows every stream the hub starts, until `shutdown`.
+pub async fn run(hub: Hub, store: HlsStore, shutdown: CancellationToken) {
+    if !store.inner.config.enabled {
+        return;
+    }
+    let mut new_streams = hub.watch_new_streams();
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = sweep.tick() => store.sweep().await,
+            started = new_streams.recv() => match started {
+                Ok(stream) => {
+                    let span = tracing::info_span!("hls", stream = %stream.key());
+                    tasks.spawn(follow(stream, store.clone(), shutdown.clone()).instrument(span));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!("hls: missed {n} new streams"),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    // let every stream flush its last segment and mark its playlist ended
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Segments one publish session of a stream.
+async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToken) {
+    let key = stream.key().clone();
+    let mut sub = stream.subscribe();
+    let (state, session, resumed) = store.begin(&key);
+    let cfg = &store.inner.config;
+    let mut segmenter = Segmenter::new(
+        SegmenterConfig { target_duration_ms: cfg.target_duration_ms, ..SegmenterConfig::default() },
+        lock(&state).playlist.next_sequence(),
+    );
+    if resumed {
+        segmenter.lock_target_duration(lock(&state).playlist.target_duration_secs());
+        segmenter.mark_discontinuity();
+        info!("hls: republish continues the playlist with a discontinuity");
+    }
+    let mut errors = 0u64;
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            ev = sub.recv() => ev,
+        };
+        let ev = match ev {
+            Ok(Some(ev)) => ev,
+            Ok(None) => break,
+            Err(e) => {
+                warn!("hls: {e}; resubscribing");
+                sub = stream.subscribe();
+                segmenter.mark_discontinuity();
+                continue;
+            }
+        };
+        let end = ev == HubEvent::EndOfStream;
+        match segmenter.push(&ev, unix_ms()) {
+            Ok(Some(seg)) => {
+                if lock(&state).playlist.sequences().next().is_none() {
+                    lock(&state).playlist.set_target_duration(segmenter.target_duration_secs());
+                }
+                store.add_segment(&key, &state, seg).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                errors += 1;
+                if errors <= 3 || errors % 1000 == 0 {
+                    warn!(count = errors, "hls: dropping a frame: {e}");
+                }
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    if let Some(seg) = segmenter.flush() {
+        store.add_segment(&key, &state, seg).await;
+    }
+    store.end(&key, &state, session).await;
+    info!("hls: playlist ended");
+}

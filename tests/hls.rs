@@ -1,0 +1,191 @@
+//! HLS end to end: the real binary, ffmpeg publishing, playlists and segments
+//! fetched over HTTP and judged by ffprobe / ffmpeg.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use m3u8_rs::{MediaPlaylist, Playlist};
+
+fn parse_playlist(body: &[u8]) -> MediaPlaylist {
+    match m3u8_rs::parse_playlist_res(body) {
+        Ok(Playlist::MediaPlaylist(p)) => p,
+        other => panic!("not a media playlist: {other:?}\n{}", String::from_utf8_lossy(body)),
+    }
+}
+
+/// Waits until the playlist lists at least `n` segments; returns it.
+fn wait_segments(gw: &Gateway, key: &str, n: usize, timeout: Duration) -> MediaPlaylist {
+    let start = Instant::now();
+    loop {
+        let r = http_get(gw.http, &format!("/{key}.m3u8"));
+        if r.status == 200 {
+            let p = parse_playlist(&r.body);
+            if p.segments.len() >= n {
+                return p;
+            }
+        }
+        assert!(start.elapsed() < timeout, "playlist of {key} never reached {n} segments");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn segment_probe(gw: &Gateway, app: &str, uri: &str, dir: &std::path::Path) -> serde_json::Value {
+    let r = http_get(gw.http, &format!("/{app}/{uri}"));
+    assert_eq!(r.status, 200, "segment {uri}");
+    assert_eq!(r.header("content-type"), Some("video/mp2t"));
+    assert_eq!(r.header("cache-control"), Some("public, max-age=31536000, immutable"));
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(r.body.len() % 188, 0, "whole TS packets");
+    let path = dir.join(uri);
+    std::fs::write(&path, &r.body).unwrap();
+    ffprobe(path.to_str().unwrap(), &["-show_streams", "-show_packets"])
+}
+
+fn kinds(probe: &serde_json::Value) -> Vec<String> {
+    let mut k: Vec<String> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_type"].as_str().unwrap_or("").to_string())
+        .collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn live_playlist_and_segments_follow_the_rules() {
+    let gw = Gateway::start();
+    let started = Instant::now();
+    let _pub = publish(&gw.rtmp_url("live/hls"), Source::default(), None);
+    let first = wait_segments(&gw, "live/hls", 1, Duration::from_secs(20));
+    println!("publish start to first playlist entry: {:.2} s", started.elapsed().as_secs_f64());
+    assert!(!first.segments.is_empty());
+
+    let pl = wait_segments(&gw, "live/hls", 4, Duration::from_secs(30));
+    let r = http_get(gw.http, "/live/hls.m3u8");
+    assert_eq!(r.header("content-type"), Some("application/vnd.apple.mpegurl"));
+    assert_eq!(r.header("cache-control"), Some("max-age=1"));
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    let text = r.text();
+    assert!(text.contains("#EXT-X-VERSION:3"), "{text}");
+    assert!(text.contains("#EXT-X-INDEPENDENT-SEGMENTS"), "{text}");
+    assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:"), "{text}");
+    assert_eq!(pl.target_duration, 2);
+    assert!(!pl.end_list);
+    let pdt = text.matches("#EXT-X-PROGRAM-DATE-TIME:").count();
+    assert!(pdt >= pl.segments.len(), "PROGRAM-DATE-TIME on every segment:\n{text}");
+    let durations: Vec<f32> = pl.segments.iter().map(|s| s.duration).collect();
+    println!("segment durations: {durations:?}");
+    for d in &durations {
+        assert!(d.round() as u64 <= pl.target_duration, "segment of {d}s exceeds the target");
+        assert!(*d >= 0.9, "segment of {d}s is too short for 1 s GOPs");
+    }
+
+    let dir = scratch_dir("hls-rules");
+    let mut last_end: Option<f64> = None;
+    for seg in &pl.segments {
+        let probe = segment_probe(&gw, "live", &seg.uri, &dir);
+        assert_eq!(kinds(&probe), vec!["audio", "video"], "{}", seg.uri);
+        let video: Vec<&serde_json::Value> =
+            probe["packets"].as_array().unwrap().iter().filter(|p| p["codec_type"] == "video").collect();
+        assert!(video[0]["flags"].as_str().unwrap().starts_with('K'), "{} starts with a keyframe", seg.uri);
+        let dts: Vec<f64> = video.iter().filter_map(|p| p["dts_time"].as_str()?.parse().ok()).collect();
+        assert!(dts.windows(2).all(|w| w[0] < w[1]), "DTS increase within {}", seg.uri);
+        // timestamps run on across segments
+        if let Some(prev) = last_end {
+            assert!((dts[0] - prev).abs() < 0.1, "gap between segments: {prev} -> {}", dts[0]);
+        }
+        last_end = dts.last().map(|d| d + 1.0 / 30.0);
+    }
+
+    // a player records 10 s without errors
+    let out = dir.join("rec.ts");
+    let r = record(&gw.http_url("/live/hls.m3u8"), 10, &out);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(!stderr.to_lowercase().contains("error"), "{stderr}");
+    let probe = ffprobe(out.to_str().unwrap(), &["-show_format"]);
+    let dur: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!(dur >= 9.5, "recorded {dur}s");
+
+    // HEAD, unknown names, traversal
+    let head = http_request(gw.http, "HEAD", "/live/hls.m3u8", 0, Duration::from_secs(5));
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    assert_eq!(http_get(gw.http, "/live/nope.m3u8").status, 404);
+    assert_eq!(http_get(gw.http, "/live/hls-0-0.ts").status, 404);
+    assert_eq!(http_get(gw.http, "/live/..%2fhls.m3u8").status, 400);
+}
+
+#[test]
+fn audio_only_and_video_only_streams_declare_only_their_tracks() {
+    let gw = Gateway::start();
+    let dir = scratch_dir("hls-tracks");
+    let _a = publish(&gw.rtmp_url("live/audio"), Source { video: false, ..Source::default() }, None);
+    let _v = publish(&gw.rtmp_url("live/video"), Source { audio: false, ..Source::default() }, None);
+    let pa = wait_segments(&gw, "live/audio", 2, Duration::from_secs(30));
+    let pv = wait_segments(&gw, "live/video", 2, Duration::from_secs(30));
+    let probe = segment_probe(&gw, "live", &pa.segments[1].uri, &dir);
+    assert_eq!(kinds(&probe), vec!["audio"]);
+    let probe = segment_probe(&gw, "live", &pv.segments[1].uri, &dir);
+    assert_eq!(kinds(&probe), vec!["video"]);
+    for (key, secs) in [("live/audio", 6), ("live/video", 6)] {
+        let out = dir.join(format!("{}.ts", key.replace('/', "-")));
+        let r = record(&gw.http_url(&format!("/{key}.m3u8")), secs, &out);
+        assert!(r.status.success(), "{key}: {}", String::from_utf8_lossy(&r.stderr));
+    }
+}
+
+#[test]
+fn republish_continues_the_sequence_with_a_discontinuity() {
+    let gw = Gateway::start();
+    let first = publish(&gw.rtmp_url("live/re"), Source::default(), Some(5));
+    assert!(first.wait(Duration::from_secs(20)).is_some());
+    let ended = wait_until(Duration::from_secs(10), || {
+        let r = http_get(gw.http, "/live/re.m3u8");
+        r.status == 200 && parse_playlist(&r.body).end_list
+    });
+    assert!(ended, "no EXT-X-ENDLIST after the publisher left");
+    let before = parse_playlist(&http_get(gw.http, "/live/re.m3u8").body);
+    let last_before = before.media_sequence + before.segments.len() as u64 - 1;
+
+    let _second = publish(&gw.rtmp_url("live/re"), Source::default(), None);
+    let after = wait_until(Duration::from_secs(20), || {
+        let p = parse_playlist(&http_get(gw.http, "/live/re.m3u8").body);
+        !p.end_list && p.segments.iter().any(|s| s.discontinuity)
+    });
+    assert!(after, "republish did not add a discontinuity");
+    let p = parse_playlist(&http_get(gw.http, "/live/re.m3u8").body);
+    assert!(p.media_sequence >= before.media_sequence, "media sequence went backwards");
+    let idx = p.segments.iter().position(|s| s.discontinuity).unwrap();
+    let seq_of_disc = p.media_sequence + idx as u64;
+    assert_eq!(seq_of_disc, last_before + 1, "sequence continues right after the last segment");
+    assert_eq!(p.discontinuity_sequence, 0);
+}
+
+#[test]
+fn hls_dir_files_match_what_http_serves() {
+    let dir = scratch_dir("hls-dir");
+    let gw = Gateway::start_with(&["--hls-dir", dir.to_str().unwrap()]);
+    let _pub = publish(&gw.rtmp_url("live/disk"), Source::default(), None);
+    let pl = wait_segments(&gw, "live/disk", 3, Duration::from_secs(30));
+    for seg in &pl.segments {
+        let http = http_get(gw.http, &format!("/live/{}", seg.uri)).body;
+        let file = std::fs::read(dir.join("live").join(&seg.uri)).expect("segment file");
+        assert_eq!(http, file, "{}", seg.uri);
+    }
+    // the playlist file is a complete playlist listing segments that exist on disk
+    let text = std::fs::read(dir.join("live/disk.m3u8")).expect("playlist file");
+    let on_disk = parse_playlist(&text);
+    assert!(on_disk.segments.len() >= 3);
+    for seg in &on_disk.segments {
+        assert!(dir.join("live").join(&seg.uri).exists(), "{} listed but missing", seg.uri);
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("live"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left behind");
+}
