@@ -67,7 +67,7 @@ impl HlsStore {
     pub fn playlist(&self, key: &StreamKey) -> Option<Bytes> {
         let state = self.state(key)?;
         let st = lock(&state);
-        (!st.playlist.sequences().next().is_none() || !st.live).then(|| st.rendered.clone())
+        (!st.rendered.is_empty()).then(|| st.rendered.clone())
     }
 
     /// A segment by file name (`STREAM-TOKEN-SEQ.ts`).
@@ -311,7 +311,7 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
             Ok(None) => {}
             Err(e) => {
                 errors += 1;
-                if errors <= 3 || errors % 1000 == 0 {
+                if errors <= 3 || errors.is_multiple_of(1000) {
                     warn!(count = errors, "hls: dropping a frame: {e}");
                 }
             }
