@@ -2,19 +2,27 @@
 //! knows every component; each receives only its own configuration.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::auth::Authorizer;
+use crate::config::{Config, RtmpsConfig};
 use crate::hls::HlsStore;
+use crate::http::HttpContext;
 use crate::hub::Hub;
+use crate::ingest::IngestContext;
+use crate::metrics::Metrics;
 
 /// Bound listeners, ready to serve.
 pub struct Bound {
     pub rtmp: TcpListener,
+    pub rtmps: Option<(TcpListener, TlsAcceptor)>,
     pub http: TcpListener,
 }
 
@@ -26,7 +34,17 @@ impl Bound {
         let http = TcpListener::bind(config.http.listen)
             .await
             .with_context(|| format!("binding HTTP listener on {}", config.http.listen))?;
-        Ok(Self { rtmp, http })
+        let rtmps = match &config.rtmps {
+            Some(c) => {
+                let acceptor = tls_acceptor(c)?;
+                let l = TcpListener::bind(c.listen)
+                    .await
+                    .with_context(|| format!("binding RTMPS listener on {}", c.listen))?;
+                Some((l, acceptor))
+            }
+            None => None,
+        };
+        Ok(Self { rtmp, rtmps, http })
     }
 
     pub fn rtmp_addr(&self) -> std::io::Result<SocketAddr> {
@@ -36,6 +54,25 @@ impl Bound {
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
         self.http.local_addr()
     }
+}
+
+fn tls_acceptor(c: &RtmpsConfig) -> anyhow::Result<TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.cert)
+        .with_context(|| format!("reading rtmps.cert {}", c.cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing rtmps.cert {}", c.cert.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "rtmps.cert {} holds no certificate", c.cert.display());
+    let key = PrivateKeyDer::from_pem_file(&c.key).with_context(|| format!("reading rtmps.key {}", c.key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("rtmps certificate and key do not match")?;
+    Ok(TlsAcceptor::from(Arc::new(tls)))
 }
 
 /// Runs the gateway until SIGINT/SIGTERM.
@@ -51,24 +88,48 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     serve(config, bound, shutdown).await
 }
 
-/// Serves on already-bound listeners until `shutdown` is cancelled.
+/// Serves on already-bound listeners until `shutdown` is cancelled, then
+/// stops accepting, ends viewers, flushes HLS and returns within the grace time.
 pub async fn serve(config: Config, bound: Bound, shutdown: CancellationToken) -> anyhow::Result<()> {
     info!(addr = %bound.rtmp_addr()?, "RTMP listening on {}", bound.rtmp_addr()?);
     info!(addr = %bound.http_addr()?, "HTTP listening on {}", bound.http_addr()?);
-    let hub = Hub::new(config.hub.clone());
-    let hls_store = HlsStore::new(config.hls.clone());
-    let hls = tokio::spawn(crate::hls::service::run(hub.clone(), hls_store.clone(), shutdown.clone()));
-    let rtmp = tokio::spawn(crate::ingest::serve(bound.rtmp, config.rtmp.clone(), hub.clone(), shutdown.clone()));
-    let http =
-        tokio::spawn(crate::http::serve(bound.http, config.http.clone(), hub.clone(), hls_store, shutdown.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let apps = Arc::new(config.apps());
+    let hub = Hub::with_limits(config.hub.clone(), config.limits.max_streams, metrics.clone());
+    let auth = Authorizer::new();
+    let hls_store = HlsStore::new(config.hls.clone(), apps.clone(), metrics);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(crate::hls::service::run(hub.clone(), hls_store.clone(), shutdown.clone()));
+    let ingest = Arc::new(IngestContext {
+        config: config.rtmp.clone(),
+        limits: config.limits.clone(),
+        apps: apps.clone(),
+        hub: hub.clone(),
+        auth: auth.clone(),
+        shutdown: shutdown.clone(),
+    });
+    tasks.spawn(crate::ingest::serve(bound.rtmp, ingest.clone(), None));
+    if let Some((listener, acceptor)) = bound.rtmps {
+        info!("RTMPS listening on {}", listener.local_addr()?);
+        tasks.spawn(crate::ingest::serve(listener, ingest, Some(acceptor)));
+    }
+    let http = HttpContext {
+        config: config.http.clone(),
+        limits: config.limits.clone(),
+        admin_token: config.admin.token.clone(),
+        apps,
+        hub,
+        hls: hls_store,
+        auth,
+        shutdown: shutdown.clone(),
+    };
+    tasks.spawn(crate::http::serve(bound.http, http));
     shutdown.cancelled().await;
-    let grace = std::time::Duration::from_secs(5);
-    let _ = tokio::time::timeout(grace, async {
-        let _ = rtmp.await;
-        let _ = hls.await;
-        let _ = http.await;
-    })
-    .await;
+    let grace = Duration::from_millis(config.lifecycle.shutdown_grace_ms);
+    let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        warn!("shutdown grace of {grace:?} elapsed; exiting anyway");
+    }
     info!("stopped");
     Ok(())
 }

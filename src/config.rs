@@ -1,21 +1,119 @@
 //! Typed configuration. Built-in defaults equal `config/livegate.toml`;
 //! unknown keys are rejected; each component receives only its own section.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::hub::HubConfig;
+use crate::auth::AuthConfig;
+use crate::hub::{GopCacheConfig, HubConfig};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub rtmp: RtmpConfig,
+    /// RTMP over TLS; off unless this section is present.
+    pub rtmps: Option<RtmpsConfig>,
     pub http: HttpConfig,
     pub hub: HubConfig,
     pub hls: HlsConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub admin: AdminConfig,
+    pub lifecycle: LifecycleConfig,
+    /// Per-application overrides: `[apps.NAME]`. A section given for an app
+    /// replaces the global one for that app (its unset keys take built-in defaults).
+    pub apps: BTreeMap<String, AppConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RtmpsConfig {
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Concurrent RTMP (and RTMPS) connections; more are refused at accept.
+    pub max_rtmp_connections: usize,
+    /// Concurrent HTTP connections; more are refused at accept.
+    pub max_http_connections: usize,
+    /// Live streams; further publishes are refused.
+    pub max_streams: usize,
+    /// Viewers per stream over HTTP-FLV and RTMP play; further viewers are refused.
+    pub max_viewers_per_stream: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_rtmp_connections: 10_000,
+            max_http_connections: 10_000,
+            max_streams: 1_000,
+            max_viewers_per_stream: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token for the admin API (`DELETE /api/streams/APP/STREAM`). Unset: admin API off.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// On SIGTERM/SIGINT: time allowed to flush HLS, end viewers and close sessions before exiting.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self { shutdown_grace_ms: 5000 }
+    }
+}
+
+/// Overrides for one application.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppConfig {
+    /// Serve HTTP-FLV for this app.
+    pub http_flv: Option<bool>,
+    pub hls: Option<HlsConfig>,
+    pub gop_cache: Option<GopCacheConfig>,
+    pub auth: Option<AuthConfig>,
+}
+
+/// The settings that apply to one application.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppPolicy {
+    pub http_flv: bool,
+    pub hls: HlsConfig,
+    pub gop_cache: GopCacheConfig,
+    pub auth: AuthConfig,
+}
+
+/// Resolves the policy of any application name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Apps {
+    default: AppPolicy,
+    apps: HashMap<String, AppPolicy>,
+}
+
+impl Apps {
+    pub fn get(&self, app: &str) -> &AppPolicy {
+        self.apps.get(app).unwrap_or(&self.default)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -87,6 +185,18 @@ pub struct HlsConfig {
     pub hold_time_ms: u64,
 }
 
+impl HlsConfig {
+    fn validate(&self, section: &str) -> anyhow::Result<()> {
+        if !(500..=30_000).contains(&self.target_duration_ms) {
+            bail!("{section}.target_duration_ms must be within 500..=30000, got {}", self.target_duration_ms);
+        }
+        if !(3..=100).contains(&self.window_segments) {
+            bail!("{section}.window_segments must be within 3..=100, got {}", self.window_segments);
+        }
+        Ok(())
+    }
+}
+
 impl Default for HlsConfig {
     fn default() -> Self {
         Self {
@@ -101,6 +211,33 @@ impl Default for HlsConfig {
 }
 
 impl Config {
+    /// Per-application policies: the global sections, overridden by `[apps.NAME]`.
+    pub fn apps(&self) -> Apps {
+        let default = AppPolicy {
+            http_flv: true,
+            hls: self.hls.clone(),
+            gop_cache: self.hub.gop_cache.clone(),
+            auth: self.auth.clone(),
+        };
+        let apps = self
+            .apps
+            .iter()
+            .map(|(name, a)| {
+                let policy = AppPolicy {
+                    http_flv: a.http_flv.unwrap_or(default.http_flv),
+                    hls: a
+                        .hls
+                        .clone()
+                        .map_or_else(|| default.hls.clone(), |h| HlsConfig { dir: self.hls.dir.clone(), ..h }),
+                    gop_cache: a.gop_cache.clone().unwrap_or_else(|| default.gop_cache.clone()),
+                    auth: a.auth.clone().unwrap_or_else(|| default.auth.clone()),
+                };
+                (name.clone(), policy)
+            })
+            .collect();
+        Apps { default, apps }
+    }
+
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
@@ -130,11 +267,30 @@ impl Config {
                 bail!("{name} must be greater than 0");
             }
         }
-        if !(500..=30_000).contains(&self.hls.target_duration_ms) {
-            bail!("hls.target_duration_ms must be within 500..=30000, got {}", self.hls.target_duration_ms);
+        self.hls.validate("hls")?;
+        self.auth.validate("auth")?;
+        for (name, app) in &self.apps {
+            if !crate::hub::valid_name(name) {
+                bail!("apps.{name}: not a valid app name (1-128 of A-Z a-z 0-9 _ . -)");
+            }
+            if let Some(h) = &app.hls {
+                h.validate(&format!("apps.{name}.hls"))?;
+                if h.dir.is_some() {
+                    bail!("apps.{name}.hls.dir: the HLS directory is global; set it in [hls]");
+                }
+            }
+            if let Some(a) = &app.auth {
+                a.validate(&format!("apps.{name}.auth"))?;
+            }
         }
-        if !(3..=100).contains(&self.hls.window_segments) {
-            bail!("hls.window_segments must be within 3..=100, got {}", self.hls.window_segments);
+        if self.lifecycle.shutdown_grace_ms == 0 {
+            bail!("lifecycle.shutdown_grace_ms must be greater than 0");
+        }
+        if self.limits.max_rtmp_connections == 0 || self.limits.max_http_connections == 0 {
+            bail!("limits.max_rtmp_connections and limits.max_http_connections must be greater than 0");
+        }
+        if self.admin.token.as_deref().is_some_and(|t| t.len() < 16) {
+            bail!("admin.token must be at least 16 characters");
         }
         if self.hub.ring_events < 16 {
             bail!("hub.ring_events must be at least 16, got {}", self.hub.ring_events);
@@ -160,5 +316,24 @@ mod tests {
         assert!(Config::parse("[nope]\n").is_err());
         assert!(Config::parse("[rtmp]\nout_chunk_size = 0\n").is_err());
         assert!(Config::parse("[rtmp]\nlisten = \"not an address\"\n").is_err());
+        assert!(Config::parse("[apps.live.hls]\ndir = \"/x\"\n").is_err());
+        assert!(Config::parse("[apps.\"bad name\"]\n").is_err());
+        assert!(Config::parse("[admin]\ntoken = \"short\"\n").is_err());
+    }
+
+    #[test]
+    fn apps_override_the_global_sections() {
+        let c = Config::parse(
+            "[auth]\npublish_keys = [\"k\"]\n[apps.open]\nhttp_flv = false\n[apps.open.auth]\n[apps.open.hls]\ntarget_duration_ms = 1000\n",
+        )
+        .unwrap();
+        let apps = c.apps();
+        assert_eq!(apps.get("live").auth.publish_keys, vec!["k".to_string()]);
+        assert!(apps.get("live").http_flv);
+        let open = apps.get("open");
+        assert!(open.auth.publish_keys.is_empty());
+        assert!(!open.http_flv);
+        assert_eq!(open.hls.target_duration_ms, 1000);
+        assert_eq!(open.hls.window_segments, 6);
     }
 }

@@ -4,6 +4,7 @@
 //! `ingest`, `http` and `app` are the thin I/O edges. See ARCHITECTURE.md.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod flv;
 pub mod hls;
@@ -11,4 +12,5 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod media;
+pub mod metrics;
 pub mod rtmp;

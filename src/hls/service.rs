@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::{Playlist, PlaylistConfig, Segment, SegmentInfo, Segmenter, SegmenterConfig};
-use crate::config::HlsConfig;
+use crate::config::{Apps, HlsConfig};
 use crate::hub::{lock, Hub, HubEvent, Stream, StreamKey};
+use crate::metrics::Metrics;
 
 /// Shared, read by the HTTP side.
 #[derive(Clone)]
@@ -26,7 +27,10 @@ pub struct HlsStore {
 }
 
 struct StoreInner {
+    /// Global settings (the disk directory).
     config: HlsConfig,
+    apps: Arc<Apps>,
+    metrics: Arc<Metrics>,
     keys: Mutex<HashMap<StreamKey, Arc<Mutex<KeyState>>>>,
 }
 
@@ -55,8 +59,12 @@ fn unix_ms() -> i64 {
 }
 
 impl HlsStore {
-    pub fn new(config: HlsConfig) -> Self {
-        Self { inner: Arc::new(StoreInner { config, keys: Mutex::new(HashMap::new()) }) }
+    pub fn new(config: HlsConfig, apps: Arc<Apps>, metrics: Arc<Metrics>) -> Self {
+        Self { inner: Arc::new(StoreInner { config, apps, metrics, keys: Mutex::new(HashMap::new()) }) }
+    }
+
+    fn policy(&self, key: &StreamKey) -> &HlsConfig {
+        &self.inner.apps.get(&key.app).hls
     }
 
     fn state(&self, key: &StreamKey) -> Option<Arc<Mutex<KeyState>>> {
@@ -93,8 +101,8 @@ impl HlsStore {
         Some((first, st.playlist.next_sequence().saturating_sub(1)))
     }
 
-    fn grace(&self, st: &KeyState) -> Duration {
-        let window = st.playlist.target_duration_secs() * self.inner.config.window_segments.max(1) as u64;
+    fn grace(&self, key: &StreamKey, st: &KeyState) -> Duration {
+        let window = st.playlist.target_duration_secs() * self.policy(key).window_segments.max(1) as u64;
         Duration::from_secs(window.max(12))
     }
 
@@ -113,7 +121,7 @@ impl HlsStore {
             let resumed = st.playlist.sequences().next().is_some();
             return (state.clone(), st.session, resumed);
         }
-        let cfg = &self.inner.config;
+        let cfg = self.policy(key);
         let playlist = Playlist::new(
             PlaylistConfig { window_segments: cfg.window_segments, min_window_ms: cfg.min_window_ms },
             cfg.target_duration_ms.div_ceil(1000).max(1),
@@ -147,11 +155,12 @@ impl HlsStore {
             let mut st = lock(state);
             st.segments.insert(seg.sequence, seg.data.clone());
             let removed = st.playlist.push(&SegmentInfo::from(&seg));
-            let until = Instant::now() + self.grace(&st);
+            let until = Instant::now() + self.grace(key, &st);
             st.retired.extend(removed.into_iter().map(|s| (s, until)));
             let expired = self.expire(key, &mut st);
             (self.render(key, &mut st, false), expired)
         };
+        self.inner.metrics.segments.inc();
         debug!(stream = %key, seq = seg.sequence, ms = seg.duration_ms, bytes = seg.data.len(), "hls segment");
         self.write_playlist(key, &playlist_text).await;
         self.remove_files(key, &expired).await;
@@ -209,7 +218,6 @@ impl HlsStore {
 
     /// Drops keys whose hold time passed and segments whose grace passed.
     async fn sweep(&self) {
-        let hold = Duration::from_millis(self.inner.config.hold_time_ms);
         let now = Instant::now();
         let mut gone: Vec<(StreamKey, Vec<String>)> = Vec::new();
         {
@@ -217,6 +225,7 @@ impl HlsStore {
             keys.retain(|key, state| {
                 let mut st = lock(state);
                 let mut names = self.expire(key, &mut st);
+                let hold = Duration::from_millis(self.policy(key).hold_time_ms);
                 let drop_key = !st.live && st.ended_at.is_some_and(|t| now.duration_since(t) >= hold);
                 if drop_key {
                     names.extend(st.segments.keys().map(|seq| st.segment_name(key, *seq)));
@@ -244,9 +253,6 @@ async fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()
 
 /// Follows every stream the hub starts, until `shutdown`.
 pub async fn run(hub: Hub, store: HlsStore, shutdown: CancellationToken) {
-    if !store.inner.config.enabled {
-        return;
-    }
     let mut new_streams = hub.watch_new_streams();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     let mut tasks = tokio::task::JoinSet::new();
@@ -255,10 +261,11 @@ pub async fn run(hub: Hub, store: HlsStore, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = sweep.tick() => store.sweep().await,
             started = new_streams.recv() => match started {
-                Ok(stream) => {
+                Ok(stream) if store.policy(stream.key()).enabled => {
                     let span = tracing::info_span!("hls", stream = %stream.key());
                     tasks.spawn(follow(stream, store.clone(), shutdown.clone()).instrument(span));
                 }
+                Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!("hls: missed {n} new streams"),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
@@ -274,7 +281,7 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
     let key = stream.key().clone();
     let mut sub = stream.subscribe();
     let (state, session, resumed) = store.begin(&key);
-    let cfg = &store.inner.config;
+    let cfg = store.policy(&key);
     let mut segmenter = Segmenter::new(
         SegmenterConfig { target_duration_ms: cfg.target_duration_ms, ..SegmenterConfig::default() },
         lock(&state).playlist.next_sequence(),

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,37 +13,77 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Frame;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::Response;
+use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::routes::not_found;
-use super::{Body, HttpState};
+use super::routes::{not_found, refused, text};
+use super::{Body, HttpContext};
+use crate::auth::{Action, AuthRequest};
 use crate::flv::FlvWriter;
 use crate::hub::{Protocol, StreamKey, Subscription, ViewerGuard};
+use crate::metrics::reason;
 
 /// Pieces buffered between the pump and the socket, per viewer.
 const CHANNEL_PIECES: usize = 64;
 /// Hub events taken per wake-up.
 const BATCH: usize = 64;
 
-pub(crate) fn serve(
+pub(crate) async fn serve(
     key: StreamKey,
+    query: &str,
     head: bool,
     peer: SocketAddr,
-    state: &Arc<HttpState>,
+    ctx: &Arc<HttpContext>,
     kill: CancellationToken,
 ) -> Response<Body> {
-    let Ok(sub) = state.hub.subscribe(&key) else {
+    let policy = ctx.apps.get(&key.app);
+    if !policy.http_flv {
+        return not_found();
+    }
+    let req = AuthRequest {
+        action: Action::Play,
+        app: &key.app,
+        stream: &key.name,
+        client: peer,
+        protocol: "http_flv",
+        query,
+    };
+    let check = if head { ctx.auth.check_keys(&policy.auth, &req) } else { ctx.auth.check(&policy.auth, &req).await };
+    if let Err(denied) = check {
+        warn!(%peer, stream = %key, "HTTP-FLV play denied: {denied}");
+        return refused(ctx, &denied);
+    }
+    let Some(stream) = ctx.hub.get(&key) else {
         return not_found();
     };
+    let viewers = stream.stats.viewers(Protocol::RtmpPlay) + stream.stats.viewers(Protocol::HttpFlv);
+    if viewers >= ctx.limits.max_viewers_per_stream {
+        warn!(%peer, stream = %key, "HTTP-FLV viewer refused: viewer limit reached");
+        ctx.hub.metrics().rejected.get_or_create(&reason("viewer_limit")).inc();
+        return text(StatusCode::SERVICE_UNAVAILABLE, "viewer limit reached\n");
+    }
     let (tx, rx) = mpsc::channel(CHANNEL_PIECES);
     if !head {
-        let guard = sub.stream().viewer_guard(Protocol::HttpFlv);
-        let stall = Duration::from_millis(state.config.viewer_stall_timeout_ms);
+        let guard = stream.viewer_guard(Protocol::HttpFlv);
+        let sub = stream.subscribe();
+        let stall = Duration::from_millis(ctx.config.viewer_stall_timeout_ms);
         info!(%peer, stream = %key, "HTTP-FLV viewer joined");
-        tokio::spawn(pump(sub, tx, guard, stall, kill, state.shutdown.clone(), peer));
+        let ctx = ctx.clone();
+        let query = query.to_string();
+        tokio::spawn(async move {
+            pump(sub, tx, guard, stall, kill, ctx.shutdown.clone(), peer).await;
+            let req = AuthRequest {
+                action: Action::Done,
+                app: &key.app,
+                stream: &key.name,
+                client: peer,
+                protocol: "http_flv",
+                query: &query,
+            };
+            ctx.auth.notify(&ctx.apps.get(&key.app).auth, req);
+        });
     }
     let mut r = Response::new(FlvBody { rx }.boxed());
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
@@ -88,16 +127,14 @@ async fn pump(
         for piece in pieces.drain(..) {
             let len = piece.len() as u64;
             match tokio::time::timeout(stall, tx.send(piece)).await {
-                Ok(Ok(())) => {
-                    stream.stats.bytes_out.fetch_add(len, Ordering::Relaxed);
-                }
+                Ok(Ok(())) => stream.count_bytes_out(Protocol::HttpFlv, len),
                 Ok(Err(_)) => {
                     info!(%peer, stream = %stream.key(), "HTTP-FLV viewer left");
                     return;
                 }
                 Err(_) => {
                     warn!(%peer, stream = %stream.key(), "HTTP-FLV viewer stalled for {stall:?}; disconnecting");
-                    stream.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                    stream.count_eviction();
                     kill.cancel();
                     return;
                 }

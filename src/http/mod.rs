@@ -1,5 +1,6 @@
-//! The HTTP edge (hyper 1): HTTP-FLV, HLS playlists and segments, the API, metrics and health. Thin: it
-//! routes requests and pumps hub events through the sans-IO FLV writer.
+//! The HTTP edge (hyper 1): HTTP-FLV, HLS playlists and segments, the API,
+//! metrics and health. Thin: it routes requests and pumps hub events through
+//! the sans-IO FLV writer.
 
 mod api;
 mod flv;
@@ -15,51 +16,75 @@ use http_body_util::combinators::BoxBody;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::config::HttpConfig;
+use crate::auth::Authorizer;
+use crate::config::{Apps, HttpConfig, LimitsConfig};
 use crate::hls::HlsStore;
 use crate::hub::Hub;
+use crate::metrics::{protocol, reason};
 
 pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
-pub(crate) struct HttpState {
+/// What the HTTP edge needs.
+pub struct HttpContext {
     pub config: HttpConfig,
+    pub limits: LimitsConfig,
+    /// Bearer token of the admin API; `None` turns it off.
+    pub admin_token: Option<String>,
+    pub apps: Arc<Apps>,
     pub hub: Hub,
     pub hls: HlsStore,
+    pub auth: Authorizer,
     pub shutdown: CancellationToken,
 }
 
-/// Accepts HTTP connections until `shutdown`.
-pub async fn serve(listener: TcpListener, config: HttpConfig, hub: Hub, hls: HlsStore, shutdown: CancellationToken) {
-    let state = Arc::new(HttpState { config, hub, hls, shutdown: shutdown.clone() });
+/// Accepts HTTP connections until shutdown, then waits for them to finish.
+pub async fn serve(listener: TcpListener, ctx: HttpContext) {
+    let ctx = Arc::new(ctx);
+    let permits = Arc::new(Semaphore::new(ctx.limits.max_http_connections));
+    let connections = TaskTracker::new();
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
+        let (sock, peer) = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((sock, peer)) => {
-                    let _ = sock.set_nodelay(true);
-                    tokio::spawn(connection(sock, peer, state.clone()));
-                }
+                Ok(a) => a,
                 Err(e) => {
                     warn!(error = %e, "HTTP accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
-            }
-        }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            warn!(%peer, limit = ctx.limits.max_http_connections, "HTTP connection refused: connection limit reached");
+            ctx.hub.metrics().rejected.get_or_create(&reason("connection_limit")).inc();
+            continue;
+        };
+        ctx.hub.metrics().connections.get_or_create(&protocol("http")).inc();
+        let _ = sock.set_nodelay(true);
+        let ctx = ctx.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            connection(sock, peer, ctx).await
+        });
     }
+    connections.close();
+    connections.wait().await;
 }
 
-async fn connection(sock: tokio::net::TcpStream, peer: SocketAddr, state: Arc<HttpState>) {
+async fn connection(sock: tokio::net::TcpStream, peer: SocketAddr, ctx: Arc<HttpContext>) {
     // Cancelled to drop the connection outright (a stalled HTTP-FLV viewer).
     let kill = CancellationToken::new();
-    let svc_state = state.clone();
+    let svc_ctx = ctx.clone();
     let svc_kill = kill.clone();
     let svc = service_fn(move |req| {
-        let state = svc_state.clone();
+        let ctx = svc_ctx.clone();
         let kill = svc_kill.clone();
-        async move { Ok::<_, Infallible>(routes::handle(req, peer, state, kill).await) }
+        async move { Ok::<_, Infallible>(routes::handle(req, peer, ctx, kill).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -74,7 +99,7 @@ async fn connection(sock: tokio::net::TcpStream, peer: SocketAddr, state: Arc<Ht
             }
         }
         _ = kill.cancelled() => debug!(%peer, "HTTP connection dropped"),
-        _ = state.shutdown.cancelled() => {
+        _ = ctx.shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
         }

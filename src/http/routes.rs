@@ -5,31 +5,37 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
-use super::{Body, HttpState};
+use super::{Body, HttpContext};
+use crate::auth::{Action, AuthRequest, Denied};
 use crate::hub::{valid_name, StreamKey};
+use crate::metrics::reason;
 
 pub(crate) async fn handle<B>(
     req: Request<B>,
     peer: SocketAddr,
-    state: Arc<HttpState>,
+    ctx: Arc<HttpContext>,
     kill: CancellationToken,
 ) -> Response<Body> {
     let head = req.method() == Method::HEAD;
+    let path = req.uri().path();
+    let query = req.uri().query().unwrap_or("");
     let mut resp = match *req.method() {
-        Method::GET | Method::HEAD => route(req.uri().path(), head, peer, &state, kill).await,
+        Method::GET | Method::HEAD => route(path, query, head, peer, &ctx, kill).await,
+        Method::DELETE => super::api::kick(path, req.headers().get(AUTHORIZATION), &ctx),
         Method::OPTIONS => {
             let mut r = empty(StatusCode::NO_CONTENT);
             r.headers_mut().insert("access-control-allow-methods", HeaderValue::from_static("GET, HEAD, OPTIONS"));
             r.headers_mut().insert("access-control-allow-headers", HeaderValue::from_static("*"));
+            r.headers_mut().insert("access-control-max-age", HeaderValue::from_static("86400"));
             r
         }
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
     };
-    if let Ok(v) = HeaderValue::from_str(&state.config.cors_allow_origin) {
+    if let Ok(v) = HeaderValue::from_str(&ctx.config.cors_allow_origin) {
         resp.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, v);
     }
     if head {
@@ -41,39 +47,63 @@ pub(crate) async fn handle<B>(
 
 async fn route(
     path: &str,
+    query: &str,
     head: bool,
     peer: SocketAddr,
-    state: &Arc<HttpState>,
+    ctx: &Arc<HttpContext>,
     kill: CancellationToken,
 ) -> Response<Body> {
     match path {
         "/healthz" => return text(StatusCode::OK, "ok\n"),
-        "/api/streams" => return super::api::streams(&state.hub),
-        "/metrics" => return super::api::metrics(&state.hub),
+        "/api/streams" => return super::api::streams(ctx),
+        "/metrics" => {
+            let body = ctx.hub.metrics().render(&ctx.hub);
+            return full("application/openmetrics-text; version=1.0.0; charset=utf-8", "no-cache", Bytes::from(body));
+        }
         _ => {}
     }
     let Some(segments) = split_path(path) else {
         return text(StatusCode::BAD_REQUEST, "bad path\n");
     };
-    if let [app, file] = segments.as_slice() {
-        if let Some(name) = file.strip_suffix(".flv").filter(|n| !n.is_empty()) {
-            let key = StreamKey::new(*app, name);
-            return super::flv::serve(key, head, peer, state, kill);
+    match segments.as_slice() {
+        ["api", "streams", app, name] => super::api::stream(ctx, &StreamKey::new(*app, *name)),
+        [app, file] => {
+            if let Some(name) = file.strip_suffix(".flv").filter(|n| !n.is_empty()) {
+                let key = StreamKey::new(*app, name);
+                return super::flv::serve(key, query, head, peer, ctx, kill).await;
+            }
+            if let Some(name) = file.strip_suffix(".m3u8").filter(|n| !n.is_empty()) {
+                let key = StreamKey::new(*app, name);
+                // HLS is checked against play keys only: a callback per playlist refresh would flood it.
+                let auth = &ctx.apps.get(app).auth;
+                let req = AuthRequest { action: Action::Play, app, stream: name, client: peer, protocol: "hls", query };
+                if let Err(denied) = ctx.auth.check_keys(auth, &req) {
+                    return refused(ctx, &denied);
+                }
+                return match ctx.hls.playlist(&key) {
+                    Some(text) => full("application/vnd.apple.mpegurl", "max-age=1", text),
+                    None => not_found(),
+                };
+            }
+            if file.ends_with(".ts") {
+                return match ctx.hls.segment(app, file) {
+                    Some(data) => full("video/mp2t", "public, max-age=31536000, immutable", data),
+                    None => not_found(),
+                };
+            }
+            not_found()
         }
-        if let Some(name) = file.strip_suffix(".m3u8").filter(|n| !n.is_empty()) {
-            return match state.hls.playlist(&StreamKey::new(*app, name)) {
-                Some(text) => full("application/vnd.apple.mpegurl", "max-age=1", text),
-                None => not_found(),
-            };
-        }
-        if file.ends_with(".ts") {
-            return match state.hls.segment(app, file) {
-                Some(data) => full("video/mp2t", "public, max-age=31536000, immutable", data),
-                None => not_found(),
-            };
-        }
+        _ => not_found(),
     }
-    not_found()
+}
+
+/// 401 for a missing or wrong key, 403 when a callback said no.
+pub(crate) fn refused(ctx: &HttpContext, denied: &Denied) -> Response<Body> {
+    ctx.hub.metrics().rejected.get_or_create(&reason(denied.reason())).inc();
+    match denied {
+        Denied::BadKey => text(StatusCode::UNAUTHORIZED, "unauthorized\n"),
+        _ => text(StatusCode::FORBIDDEN, "forbidden\n"),
+    }
 }
 
 /// Splits a URL path into safe segments (see [`valid_name`]: no `..`, no empty

@@ -19,6 +19,7 @@ use thiserror::Error;
 use tokio::sync::broadcast;
 
 use crate::media::{CodecConfig, Frame};
+use crate::metrics::Metrics;
 
 pub use gop::GopCacheConfig;
 pub use stream::{Evicted, Protocol, Publisher, Stream, StreamStats, Subscription, ViewerGuard};
@@ -109,9 +110,13 @@ impl Default for HubConfig {
     }
 }
 
-#[derive(Debug, Error)]
-#[error("stream {0} is already being published")]
-pub struct AlreadyPublishing(pub StreamKey);
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PublishError {
+    #[error("stream {0} is already being published")]
+    AlreadyPublishing(StreamKey),
+    #[error("the limit of {0} live streams is reached")]
+    TooManyStreams(usize),
+}
 
 #[derive(Debug, Error)]
 #[error("stream {0} is not live")]
@@ -125,24 +130,58 @@ pub struct Hub {
 
 struct HubInner {
     config: HubConfig,
+    max_streams: usize,
+    metrics: Arc<Metrics>,
     streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
     new_streams: broadcast::Sender<Arc<Stream>>,
 }
 
 impl Hub {
+    /// A hub with no stream limit and its own metrics (tests, tools).
     pub fn new(config: HubConfig) -> Self {
-        let (new_streams, _) = broadcast::channel(256);
-        Self { inner: Arc::new(HubInner { config, streams: Mutex::new(HashMap::new()), new_streams }) }
+        Self::with_limits(config, usize::MAX, Arc::new(Metrics::new()))
     }
 
-    /// Registers a publisher for `key`. Fails while another publisher holds it.
-    pub fn publish(&self, key: StreamKey, peer: SocketAddr) -> Result<Publisher, AlreadyPublishing> {
+    pub fn with_limits(config: HubConfig, max_streams: usize, metrics: Arc<Metrics>) -> Self {
+        let (new_streams, _) = broadcast::channel(256);
+        Self {
+            inner: Arc::new(HubInner {
+                config,
+                max_streams,
+                metrics,
+                streams: Mutex::new(HashMap::new()),
+                new_streams,
+            }),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Registers a publisher for `key` with the default GOP cache settings.
+    pub fn publish(&self, key: StreamKey, peer: SocketAddr) -> Result<Publisher, PublishError> {
+        self.publish_with(key, peer, self.inner.config.gop_cache.clone())
+    }
+
+    /// Registers a publisher for `key`. Fails while another publisher holds it
+    /// or when the stream limit is reached.
+    pub fn publish_with(
+        &self,
+        key: StreamKey,
+        peer: SocketAddr,
+        gop: GopCacheConfig,
+    ) -> Result<Publisher, PublishError> {
         let stream = {
             let mut streams = lock(&self.inner.streams);
             if streams.contains_key(&key) {
-                return Err(AlreadyPublishing(key));
+                return Err(PublishError::AlreadyPublishing(key));
             }
-            let stream = Arc::new(Stream::new(key.clone(), peer, self.inner.config.clone()));
+            if streams.len() >= self.inner.max_streams {
+                return Err(PublishError::TooManyStreams(self.inner.max_streams));
+            }
+            let config = HubConfig { gop_cache: gop, ..self.inner.config.clone() };
+            let stream = Arc::new(Stream::new(key.clone(), peer, config, self.inner.metrics.clone()));
             streams.insert(key, stream.clone());
             stream
         };

@@ -9,10 +9,12 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::gop::GopCache;
 use super::{lock, HubConfig, HubEvent, StreamKey};
 use crate::media::CodecConfig;
+use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -80,10 +82,12 @@ pub struct Stream {
     state: Mutex<State>,
     notify: Notify,
     pub stats: StreamStats,
+    metrics: Arc<Metrics>,
+    kick: CancellationToken,
 }
 
 impl Stream {
-    pub(super) fn new(key: StreamKey, peer: SocketAddr, config: HubConfig) -> Self {
+    pub(super) fn new(key: StreamKey, peer: SocketAddr, config: HubConfig, metrics: Arc<Metrics>) -> Self {
         let gop = GopCache::new(config.gop_cache.clone());
         Self {
             key,
@@ -103,7 +107,37 @@ impl Stream {
             config,
             notify: Notify::new(),
             stats: StreamStats::default(),
+            metrics,
+            kick: CancellationToken::new(),
         }
+    }
+
+    /// Asks the publisher's connection to close (admin kick).
+    pub fn kick(&self) {
+        self.kick.cancel();
+    }
+
+    /// Resolves when the stream was kicked.
+    pub async fn kicked(&self) {
+        self.kick.cancelled().await
+    }
+
+    /// Counts `n` bytes sent to a viewer of `protocol`.
+    pub fn count_bytes_out(&self, protocol: Protocol, n: u64) {
+        self.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
+        self.metrics.bytes_out.get_or_create(&crate::metrics::protocol(protocol.name())).inc_by(n);
+    }
+
+    /// Counts `n` bytes received from the publisher.
+    pub fn count_bytes_in(&self, n: u64) {
+        self.stats.bytes_in.fetch_add(n, Ordering::Relaxed);
+        self.metrics.bytes_in.inc_by(n);
+    }
+
+    /// Counts a viewer disconnected for stalling.
+    pub fn count_eviction(&self) {
+        self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+        self.metrics.evictions.inc();
     }
 
     pub fn key(&self) -> &StreamKey {
@@ -343,8 +377,9 @@ impl Subscription {
         if self.is_lagging(&st) {
             self.skips += 1;
             self.stream.stats.lag_skips.fetch_add(1, Ordering::Relaxed);
+            self.stream.metrics.lag_skips.inc();
             if self.skips > self.stream.config.max_lag_skips {
-                self.stream.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                self.stream.count_eviction();
                 self.done = true;
                 return Err(Evicted);
             }

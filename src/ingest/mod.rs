@@ -1,7 +1,7 @@
-//! The RTMP edge: accepts TCP connections and drives one sans-IO
+//! The RTMP edge: accepts TCP (and TLS) connections and drives one sans-IO
 //! `rtmp::ServerSession` per connection, connecting publishers and RTMP
 //! viewers to the hub. Thin: protocol logic lives in `rtmp`, demuxing in
-//! `flv`, fan-out in `hub`.
+//! `flv`, fan-out in `hub`, decisions in `auth`.
 
 mod publish;
 mod writer;
@@ -11,56 +11,104 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::config::RtmpConfig;
+use crate::auth::{Action, AuthRequest, Authorizer};
+use crate::config::{Apps, LimitsConfig, RtmpConfig};
 use crate::flv::{audio_config_body, audio_tag_header, video_config_body, video_tag_header};
-use crate::hub::{AlreadyPublishing, Hub, HubEvent, Protocol, StreamKey, Subscription, ViewerGuard};
+use crate::hub::{Hub, HubEvent, Protocol, PublishError, StreamKey, Subscription, ViewerGuard};
 use crate::media::Frame;
+use crate::metrics::{protocol, reason};
 use crate::rtmp::{MediaKind, RequestId, ServerSession, SessionConfig, SessionEvent};
 use publish::Ingest;
 use writer::Writer;
 
-/// Accepts RTMP connections until `shutdown`.
-pub async fn serve(listener: TcpListener, config: RtmpConfig, hub: Hub, shutdown: CancellationToken) {
-    let config = Arc::new(config);
+/// What an RTMP listener needs; shared by its connections.
+pub struct IngestContext {
+    pub config: RtmpConfig,
+    pub limits: LimitsConfig,
+    pub apps: Arc<Apps>,
+    pub hub: Hub,
+    pub auth: Authorizer,
+    pub shutdown: CancellationToken,
+}
+
+/// Accepts RTMP connections (RTMPS when `tls` is given) until shutdown.
+pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, tls: Option<TlsAcceptor>) {
+    let proto: &'static str = if tls.is_some() { "rtmps" } else { "rtmp" };
+    let permits = Arc::new(Semaphore::new(ctx.limits.max_rtmp_connections));
+    let metrics = ctx.hub.metrics().clone();
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
+        let (sock, peer) = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((sock, peer)) => {
-                    let _ = sock.set_nodelay(true);
-                    let span = tracing::info_span!("rtmp", %peer);
-                    let conn = Connection::new(sock, peer, config.clone(), hub.clone(), shutdown.clone());
-                    tokio::spawn(conn.run().instrument(span));
-                }
+                Ok(a) => a,
                 Err(e) => {
-                    warn!(error = %e, "RTMP accept failed");
+                    warn!(error = %e, "{proto} accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            warn!(%peer, limit = ctx.limits.max_rtmp_connections, "{proto} connection refused: connection limit reached");
+            metrics.rejected.get_or_create(&reason("connection_limit")).inc();
+            continue;
+        };
+        metrics.connections.get_or_create(&protocol(proto)).inc();
+        let _ = sock.set_nodelay(true);
+        let ctx = ctx.clone();
+        let tls = tls.clone();
+        let span = tracing::info_span!("rtmp", %peer, proto);
+        connections.spawn(
+            async move {
+                let _permit = permit;
+                match tls {
+                    None => Connection::new(sock, peer, proto, ctx).run().await,
+                    Some(acceptor) => {
+                        let timeout = Duration::from_millis(ctx.config.handshake_timeout_ms);
+                        match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
+                            Ok(Ok(tls)) => Connection::new(tls, peer, proto, ctx).run().await,
+                            Ok(Err(e)) => {
+                                ctx.hub.metrics().handshake_failures.inc();
+                                warn!(%peer, "closing RTMPS connection: TLS handshake failed: {e}");
+                            }
+                            Err(_) => {
+                                ctx.hub.metrics().handshake_failures.inc();
+                                warn!(%peer, "closing RTMPS connection: TLS handshake timed out");
+                            }
+                        }
+                    }
                 }
             }
-        }
+            .instrument(span),
+        );
     }
+    // let sessions say goodbye (they watch the same shutdown token)
+    connections.close();
+    connections.wait().await;
 }
 
 enum Role {
     Idle,
     Publishing(Box<Ingest>),
-    Playing { sub: Subscription, stream_id: u32, last_ts: i64, _guard: ViewerGuard },
+    Playing { sub: Subscription, stream_id: u32, last_ts: i64, query: String, _guard: ViewerGuard },
 }
 
-struct Connection {
+struct Connection<S> {
     peer: SocketAddr,
-    config: Arc<RtmpConfig>,
-    hub: Hub,
-    shutdown: CancellationToken,
+    proto: &'static str,
+    ctx: Arc<IngestContext>,
     session: ServerSession,
-    writer: Writer,
-    read: tokio::net::tcp::OwnedReadHalf,
+    writer: Writer<tokio::io::WriteHalf<S>>,
+    read: ReadHalf<S>,
     role: Role,
     /// Close once everything queued has been written (after a refusal or the end of a played stream).
     close_after_flush: bool,
@@ -69,44 +117,72 @@ struct Connection {
 /// Hub events taken per wake-up for an RTMP viewer.
 const PLAY_BATCH: usize = 64;
 
-impl Connection {
-    fn new(sock: TcpStream, peer: SocketAddr, config: Arc<RtmpConfig>, hub: Hub, shutdown: CancellationToken) -> Self {
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
+    fn new(sock: S, peer: SocketAddr, proto: &'static str, ctx: Arc<IngestContext>) -> Self {
         let session = ServerSession::new(SessionConfig {
-            max_message_size: config.max_message_size,
-            out_chunk_size: config.out_chunk_size,
+            max_message_size: ctx.config.max_message_size,
+            out_chunk_size: ctx.config.out_chunk_size,
             ..SessionConfig::default()
         });
-        let (read, write) = sock.into_split();
-        Self {
-            peer,
-            writer: Writer::new(write),
-            config,
-            hub,
-            shutdown,
-            session,
-            read,
-            role: Role::Idle,
-            close_after_flush: false,
-        }
+        let (read, write) = tokio::io::split(sock);
+        Self { peer, proto, writer: Writer::new(write), ctx, session, read, role: Role::Idle, close_after_flush: false }
     }
 
     async fn run(mut self) {
         debug!("connected");
-        match self.serve().await {
-            Ok(()) => info!("connection closed"),
+        let result = self.serve().await;
+        if !self.session.is_handshake_done() {
+            self.ctx.hub.metrics().handshake_failures.inc();
+        }
+        match result {
+            Ok(()) => debug!("connection closed"),
             Err(e) => warn!(peer = %self.peer, "closing RTMP connection: {e:#}"),
         }
-        if let Role::Publishing(ingest) = &self.role {
-            info!(stream = %ingest.key(), "publisher left");
+        self.leave();
+    }
+
+    /// Ends the current role: notifies callbacks and frees the stream key.
+    fn leave(&mut self) {
+        match std::mem::replace(&mut self.role, Role::Idle) {
+            Role::Publishing(ingest) => {
+                let key = ingest.key().clone();
+                info!(stream = %key, "publisher left");
+                let policy = self.ctx.apps.get(&key.app);
+                let req = AuthRequest {
+                    action: Action::Unpublish,
+                    app: &key.app,
+                    stream: &key.name,
+                    client: self.peer,
+                    protocol: self.proto,
+                    query: ingest.query(),
+                };
+                self.ctx.auth.notify(&policy.auth, req);
+            }
+            Role::Playing { sub, query, .. } => {
+                let key = sub.stream().key().clone();
+                info!(stream = %key, "RTMP viewer left");
+                let policy = self.ctx.apps.get(&key.app);
+                let req = AuthRequest {
+                    action: Action::Done,
+                    app: &key.app,
+                    stream: &key.name,
+                    client: self.peer,
+                    protocol: self.proto,
+                    query: &query,
+                };
+                self.ctx.auth.notify(&policy.auth, req);
+            }
+            Role::Idle => {}
         }
     }
 
     async fn serve(&mut self) -> anyhow::Result<()> {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut events = Vec::with_capacity(PLAY_BATCH);
-        let handshake_deadline = Instant::now() + Duration::from_millis(self.config.handshake_timeout_ms);
-        let idle = Duration::from_millis(self.config.idle_timeout_ms);
+        let handshake_deadline = Instant::now() + Duration::from_millis(self.ctx.config.handshake_timeout_ms);
+        let idle = Duration::from_millis(self.ctx.config.idle_timeout_ms);
         let mut idle_deadline = Instant::now() + idle;
+        let shutdown = self.ctx.shutdown.clone();
         loop {
             self.flush().await?;
             if self.close_after_flush {
@@ -118,13 +194,17 @@ impl Connection {
             if buf.capacity() - buf.len() < 16 * 1024 {
                 buf.reserve(64 * 1024);
             }
+            let kicked = kicked(&self.role);
             tokio::select! {
-                _ = self.shutdown.cancelled() => {
-                    if let Role::Playing { stream_id, .. } = self.role {
-                        self.session.send_end_of_stream(stream_id);
-                        self.flush().await?;
-                    }
+                _ = shutdown.cancelled() => {
+                    self.goodbye();
+                    self.flush().await?;
                     return Ok(());
+                }
+                _ = kicked => {
+                    self.goodbye();
+                    self.flush().await?;
+                    anyhow::bail!("publisher kicked by the admin API");
                 }
                 read = self.read.read_buf(&mut buf) => {
                     let n = read?;
@@ -141,7 +221,7 @@ impl Connection {
                         self.session.handle_input(&mut buf)?;
                         let mut decided = false;
                         while let Some(ev) = self.session.poll_event() {
-                            decided |= self.on_session_event(ev);
+                            decided |= self.on_session_event(ev).await;
                         }
                         if !decided {
                             break;
@@ -164,9 +244,20 @@ impl Connection {
                     if self.session.is_handshake_done() {
                         anyhow::bail!("idle for {idle:?}");
                     }
-                    anyhow::bail!("handshake not completed within {}ms", self.config.handshake_timeout_ms);
+                    anyhow::bail!("handshake not completed within {}ms", self.ctx.config.handshake_timeout_ms);
                 }
             }
+        }
+    }
+
+    /// Tells the peer the session is over (server shutdown or kick).
+    fn goodbye(&mut self) {
+        match &self.role {
+            Role::Playing { stream_id, .. } => self.session.send_end_of_stream(*stream_id),
+            Role::Publishing(ingest) => {
+                self.session.send_status(ingest.stream_id(), "status", "NetStream.Unpublish.Success", "server closing")
+            }
+            Role::Idle => {}
         }
     }
 
@@ -174,32 +265,32 @@ impl Connection {
         while let Some(b) = self.session.poll_transmit() {
             self.writer.queue(b);
         }
-        let stall = Duration::from_millis(self.config.viewer_stall_timeout_ms);
+        let stall = Duration::from_millis(self.ctx.config.viewer_stall_timeout_ms);
         let written = match tokio::time::timeout(stall, self.writer.flush()).await {
             Ok(r) => r?,
             Err(_) => {
                 if let Role::Playing { sub, .. } = &self.role {
-                    sub.stream().stats.evictions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    sub.stream().count_eviction();
                 }
                 anyhow::bail!("peer accepted nothing for {stall:?}");
             }
         };
         if let Role::Playing { sub, .. } = &self.role {
-            sub.stream().stats.bytes_out.fetch_add(written as u64, std::sync::atomic::Ordering::Relaxed);
+            sub.stream().count_bytes_out(Protocol::RtmpPlay, written as u64);
         }
         Ok(())
     }
 
     /// Handles one session event; true when it was a request we answered.
-    fn on_session_event(&mut self, ev: SessionEvent) -> bool {
+    async fn on_session_event(&mut self, ev: SessionEvent) -> bool {
         match ev {
             SessionEvent::Connected { app, .. } => debug!(%app, "connect"),
-            SessionEvent::PublishRequested { req, app, name, .. } => {
-                self.on_publish(req, &app, &name);
+            SessionEvent::PublishRequested { req, stream_id, app, name, query } => {
+                self.on_publish(req, stream_id, &app, &name, &query).await;
                 return true;
             }
-            SessionEvent::PlayRequested { req, stream_id, app, name, .. } => {
-                self.on_play(req, stream_id, &app, &name);
+            SessionEvent::PlayRequested { req, stream_id, app, name, query } => {
+                self.on_play(req, stream_id, &app, &name, &query).await;
                 return true;
             }
             SessionEvent::Media { kind, timestamp, payload } => {
@@ -213,67 +304,96 @@ impl Connection {
                 }
             }
             SessionEvent::Unpublished => {
-                if let Role::Publishing(ingest) = &self.role {
-                    info!(stream = %ingest.key(), "unpublished");
-                    self.role = Role::Idle;
+                if matches!(self.role, Role::Publishing(_)) {
+                    self.leave();
                 }
             }
             SessionEvent::PlayStopped => {
                 if matches!(self.role, Role::Playing { .. }) {
-                    self.role = Role::Idle;
+                    self.leave();
                 }
             }
         }
         false
     }
 
-    fn refuse(&mut self, req: RequestId, code: &str, why: &str) {
+    fn refuse(&mut self, req: RequestId, code: &str, why: &str, metric: &'static str) {
         warn!(peer = %self.peer, code, "refused: {why}");
+        self.ctx.hub.metrics().rejected.get_or_create(&reason(metric)).inc();
         self.session.reject(req, code, why);
         self.close_after_flush = true;
     }
 
-    fn on_publish(&mut self, req: RequestId, app: &str, name: &str) {
+    async fn on_publish(&mut self, req: RequestId, stream_id: u32, app: &str, name: &str, query: &str) {
+        const BAD_NAME: &str = "NetStream.Publish.BadName";
         if !matches!(self.role, Role::Idle) {
-            return self.refuse(req, "NetStream.Publish.BadConnection", "this connection already publishes or plays");
+            return self.refuse(req, BAD_NAME, "this connection already publishes or plays", "bad_request");
         }
         let Some(key) = StreamKey::parse(app, name) else {
-            return self.refuse(req, "NetStream.Publish.BadName", "invalid app or stream name");
+            return self.refuse(req, BAD_NAME, "invalid app or stream name", "bad_name");
         };
-        match self.hub.publish(key.clone(), self.peer) {
+        let ctx = self.ctx.clone();
+        let policy = ctx.apps.get(app);
+        let auth_req =
+            AuthRequest { action: Action::Publish, app, stream: name, client: self.peer, protocol: self.proto, query };
+        if let Err(denied) = ctx.auth.check(&policy.auth, &auth_req).await {
+            let why = format!("publish of {key} denied: {denied}");
+            return self.refuse(req, "NetStream.Publish.Unauthorized", &why, denied.reason());
+        }
+        match ctx.hub.publish_with(key.clone(), self.peer, policy.gop_cache.clone()) {
             Ok(publisher) => {
                 info!(stream = %key, "publishing");
+                ctx.hub.metrics().publishes.inc();
                 self.session.accept(req);
-                self.role = Role::Publishing(Box::new(Ingest::new(publisher)));
+                self.role = Role::Publishing(Box::new(Ingest::new(publisher, stream_id, query.to_string())));
             }
-            Err(AlreadyPublishing(key)) => {
-                self.refuse(req, "NetStream.Publish.BadName", &format!("stream {key} is already being published"))
+            Err(e @ PublishError::AlreadyPublishing(_)) => {
+                self.refuse(req, BAD_NAME, &e.to_string(), "already_publishing")
+            }
+            Err(e @ PublishError::TooManyStreams(_)) => {
+                self.refuse(req, "NetStream.Publish.Rejected", &e.to_string(), "stream_limit")
             }
         }
     }
 
-    fn on_play(&mut self, req: RequestId, stream_id: u32, app: &str, name: &str) {
+    async fn on_play(&mut self, req: RequestId, stream_id: u32, app: &str, name: &str, query: &str) {
+        const NOT_FOUND: &str = "NetStream.Play.StreamNotFound";
         if !matches!(self.role, Role::Idle) {
-            return self.refuse(req, "NetStream.Play.Failed", "this connection already publishes or plays");
+            return self.refuse(
+                req,
+                "NetStream.Play.Failed",
+                "this connection already publishes or plays",
+                "bad_request",
+            );
         }
         let Some(key) = StreamKey::parse(app, name) else {
-            return self.refuse(req, "NetStream.Play.StreamNotFound", "invalid app or stream name");
+            return self.refuse(req, NOT_FOUND, "invalid app or stream name", "bad_name");
         };
-        match self.hub.subscribe(&key) {
-            Ok(sub) => {
-                info!(stream = %key, "RTMP viewer joined");
-                self.session.accept(req);
-                let _guard = sub.stream().viewer_guard(Protocol::RtmpPlay);
-                self.role = Role::Playing { sub, stream_id, last_ts: 0, _guard };
-            }
-            Err(e) => self.refuse(req, "NetStream.Play.StreamNotFound", &e.to_string()),
+        let ctx = self.ctx.clone();
+        let policy = ctx.apps.get(app);
+        let auth_req =
+            AuthRequest { action: Action::Play, app, stream: name, client: self.peer, protocol: self.proto, query };
+        if let Err(denied) = ctx.auth.check(&policy.auth, &auth_req).await {
+            let why = format!("play of {key} denied: {denied}");
+            return self.refuse(req, "NetStream.Play.Unauthorized", &why, denied.reason());
         }
+        let Some(stream) = ctx.hub.get(&key) else {
+            return self.refuse(req, NOT_FOUND, &format!("stream {key} is not live"), "not_found");
+        };
+        let viewers = stream.stats.viewers(Protocol::RtmpPlay) + stream.stats.viewers(Protocol::HttpFlv);
+        if viewers >= ctx.limits.max_viewers_per_stream {
+            let why = format!("stream {key} has reached its limit of {} viewers", ctx.limits.max_viewers_per_stream);
+            return self.refuse(req, "NetStream.Play.Failed", &why, "viewer_limit");
+        }
+        info!(stream = %key, "RTMP viewer joined");
+        self.session.accept(req);
+        let _guard = stream.viewer_guard(Protocol::RtmpPlay);
+        let sub = stream.subscribe();
+        self.role = Role::Playing { sub, stream_id, last_ts: 0, query: query.to_string(), _guard };
     }
 
     fn send_play_events(&mut self, events: &mut Vec<HubEvent>) {
-        let Role::Playing { stream_id, last_ts, .. } = &mut self.role else {
-            return;
-        };
+        let Role::Playing { stream_id, last_ts, .. } = &mut self.role else { return };
         let sid = *stream_id;
         for ev in events.drain(..) {
             match ev {
@@ -317,5 +437,19 @@ async fn recv_play(role: &mut Role, out: &mut Vec<HubEvent>) -> Result<bool, cra
     match role {
         Role::Playing { sub, .. } => sub.recv_many(out, PLAY_BATCH).await,
         _ => std::future::pending().await,
+    }
+}
+
+/// Resolves when the published stream is kicked; never when not publishing.
+fn kicked(role: &Role) -> impl std::future::Future<Output = ()> + 'static {
+    let stream = match role {
+        Role::Publishing(ingest) => Some(ingest.stream().clone()),
+        _ => None,
+    };
+    async move {
+        match stream {
+            Some(s) => s.kicked().await,
+            None => std::future::pending().await,
+        }
     }
 }

@@ -4,7 +4,6 @@
 //! set of tracks (an encoder sends the video and audio sequence headers as two
 //! separate messages).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,6 +19,8 @@ const MAX_TIMESTAMP_JUMP_MS: i64 = 10_000;
 
 pub(super) struct Ingest {
     publisher: Publisher,
+    stream_id: u32,
+    query: String,
     clock: Unwrapper,
     config: CodecConfig,
     config_dirty: bool,
@@ -29,9 +30,11 @@ pub(super) struct Ingest {
 }
 
 impl Ingest {
-    pub(super) fn new(publisher: Publisher) -> Self {
+    pub(super) fn new(publisher: Publisher, stream_id: u32, query: String) -> Self {
         Self {
             publisher,
+            stream_id,
+            query,
             clock: Unwrapper::new(),
             config: CodecConfig::default(),
             config_dirty: false,
@@ -45,8 +48,22 @@ impl Ingest {
         self.publisher.stream().key()
     }
 
+    pub(super) fn stream(&self) -> &std::sync::Arc<crate::hub::Stream> {
+        self.publisher.stream()
+    }
+
+    /// The RTMP message stream the publish runs on.
+    pub(super) fn stream_id(&self) -> u32 {
+        self.stream_id
+    }
+
+    /// The publish URL's query string.
+    pub(super) fn query(&self) -> &str {
+        &self.query
+    }
+
     pub(super) fn count_bytes(&self, n: usize) {
-        self.publisher.stream().stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        self.publisher.stream().count_bytes_in(n as u64);
     }
 
     pub(super) fn metadata(&mut self, payload: Bytes) {

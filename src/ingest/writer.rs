@@ -5,18 +5,17 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 const MAX_IOVECS: usize = 64;
 
-pub(super) struct Writer {
-    sock: OwnedWriteHalf,
+pub(super) struct Writer<W> {
+    sock: W,
     queue: VecDeque<Bytes>,
 }
 
-impl Writer {
-    pub(super) fn new(sock: OwnedWriteHalf) -> Self {
+impl<W: AsyncWrite + Unpin> Writer<W> {
+    pub(super) fn new(sock: W) -> Self {
         Self { sock, queue: VecDeque::new() }
     }
 
@@ -48,6 +47,8 @@ impl Writer {
                 }
             }
         }
+        // TLS streams hold the last record until flushed; a no-op for TCP
+        self.sock.flush().await?;
         Ok(total)
     }
 }

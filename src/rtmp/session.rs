@@ -328,6 +328,11 @@ impl ServerSession {
         self.queue_message(csid, 0, msg::COMMAND_AMF0, stream_id, &payload);
     }
 
+    /// Sends an onStatus notification on `stream_id` (e.g. a publisher told the server is closing).
+    pub fn send_status(&mut self, stream_id: u32, level: &str, code: &str, description: &str) {
+        self.queue_status(stream_id, level, code, description);
+    }
+
     fn queue_status(&mut self, stream_id: u32, level: &str, code: &str, description: &str) {
         let status = msg::status_object(level, code, description);
         self.queue_command(stream_id, "onStatus", 0.0, &[Amf0Value::Null, status]);

@@ -1,0 +1,266 @@
+//! Publish and play authorization: static keys (`?key=SECRET`) and HTTP
+//! callbacks in the manner of nginx-rtmp's on_publish/on_play and SRS's
+//! http_hooks. A callback gets a JSON POST; any 2xx allows, anything else or
+//! a timeout denies. on_unpublish / on_done are fire-and-forget notifications.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tracing::{debug, warn};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// When not empty, publishing needs `?key=K` with K one of these.
+    pub publish_keys: Vec<String>,
+    /// When not empty, playing (RTMP, HTTP-FLV, HLS playlists) needs `?key=K` with K one of these.
+    pub play_keys: Vec<String>,
+    /// http:// URL POSTed before a publish is accepted.
+    pub on_publish: Option<String>,
+    /// http:// URL POSTed before a viewer is accepted.
+    pub on_play: Option<String>,
+    /// http:// URL notified when a publisher leaves.
+    pub on_unpublish: Option<String>,
+    /// http:// URL notified when a viewer leaves.
+    pub on_done: Option<String>,
+    /// A callback that takes longer denies.
+    pub callback_timeout_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            publish_keys: Vec::new(),
+            play_keys: Vec::new(),
+            on_publish: None,
+            on_play: None,
+            on_unpublish: None,
+            on_done: None,
+            callback_timeout_ms: 3000,
+        }
+    }
+}
+
+impl AuthConfig {
+    pub fn validate(&self, section: &str) -> anyhow::Result<()> {
+        for (name, url) in [
+            ("on_publish", &self.on_publish),
+            ("on_play", &self.on_play),
+            ("on_unpublish", &self.on_unpublish),
+            ("on_done", &self.on_done),
+        ] {
+            if let Some(u) = url {
+                let uri: hyper::Uri = u.parse().map_err(|e| anyhow::anyhow!("{section}.{name}: bad URL {u:?}: {e}"))?;
+                if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                    anyhow::bail!("{section}.{name}: only http://HOST[:PORT]/PATH callbacks are supported, got {u:?}");
+                }
+            }
+        }
+        if self.callback_timeout_ms == 0 {
+            anyhow::bail!("{section}.callback_timeout_ms must be greater than 0");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Publish,
+    Play,
+    Unpublish,
+    Done,
+}
+
+/// What a callback receives.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthRequest<'a> {
+    pub action: Action,
+    pub app: &'a str,
+    pub stream: &'a str,
+    pub client: SocketAddr,
+    /// rtmp, rtmps, http_flv or hls
+    pub protocol: &'a str,
+    /// The raw query string (`key=...&...`), without the `?`.
+    pub query: &'a str,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum Denied {
+    #[error("missing or wrong key")]
+    BadKey,
+    #[error("callback answered {0}")]
+    Callback(u16),
+    #[error("callback failed: {0}")]
+    CallbackFailed(String),
+}
+
+impl Denied {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denied::BadKey => "bad_key",
+            Denied::Callback(_) => "callback_denied",
+            Denied::CallbackFailed(_) => "callback_failed",
+        }
+    }
+}
+
+/// Checks publishes and plays. Cheap to clone.
+#[derive(Clone)]
+pub struct Authorizer {
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Authorizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Authorizer {
+    pub fn new() -> Self {
+        Self { client: Client::builder(TokioExecutor::new()).build_http() }
+    }
+
+    /// Checks only the static keys of a publish or play.
+    pub fn check_keys(&self, config: &AuthConfig, req: &AuthRequest<'_>) -> Result<(), Denied> {
+        let keys = match req.action {
+            Action::Publish => &config.publish_keys,
+            Action::Play => &config.play_keys,
+            Action::Unpublish | Action::Done => return Ok(()),
+        };
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let given = query_param(req.query, "key");
+        if given.is_some_and(|k| keys.iter().any(|allowed| constant_time_eq(allowed.as_bytes(), k.as_bytes()))) {
+            Ok(())
+        } else {
+            Err(Denied::BadKey)
+        }
+    }
+
+    /// Decides a publish or play under `config`: static keys, then the callback.
+    pub async fn check(&self, config: &AuthConfig, req: &AuthRequest<'_>) -> Result<(), Denied> {
+        self.check_keys(config, req)?;
+        let hook = match req.action {
+            Action::Publish => &config.on_publish,
+            Action::Play => &config.on_play,
+            Action::Unpublish | Action::Done => return Ok(()),
+        };
+        if let Some(url) = hook {
+            let timeout = Duration::from_millis(config.callback_timeout_ms);
+            let status = tokio::time::timeout(timeout, self.post(url, req))
+                .await
+                .map_err(|_| Denied::CallbackFailed(format!("no answer within {timeout:?}")))?
+                .map_err(Denied::CallbackFailed)?;
+            if !(200..300).contains(&status) {
+                return Err(Denied::Callback(status));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fire-and-forget notification (on_unpublish, on_done).
+    pub fn notify(&self, config: &AuthConfig, req: AuthRequest<'_>) {
+        let url = match req.action {
+            Action::Unpublish => config.on_unpublish.clone(),
+            Action::Done => config.on_done.clone(),
+            _ => None,
+        };
+        let Some(url) = url else { return };
+        let Ok(body) = serde_json::to_vec(&req) else { return };
+        let this = self.clone();
+        let timeout = Duration::from_millis(config.callback_timeout_ms);
+        tokio::spawn(async move {
+            match tokio::time::timeout(timeout, this.post_body(&url, body)).await {
+                Ok(Ok(status)) => debug!(%url, status, "notification sent"),
+                Ok(Err(e)) => warn!(%url, "notification failed: {e}"),
+                Err(_) => warn!(%url, "notification timed out"),
+            }
+        });
+    }
+
+    async fn post(&self, url: &str, req: &AuthRequest<'_>) -> Result<u16, String> {
+        let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+        self.post_body(url, body).await
+    }
+
+    async fn post_body(&self, url: &str, body: Vec<u8>) -> Result<u16, String> {
+        let request = Request::post(url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = self.client.request(request).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        // drain a bounded amount so the connection can be reused
+        let _ = http_body_util::Limited::new(resp.into_body(), 64 * 1024).collect().await;
+        Ok(status)
+    }
+}
+
+/// The first value of `name` in a query string (no percent-decoding: keys are opaque tokens).
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(action: Action, query: &str) -> AuthRequest<'_> {
+        AuthRequest {
+            action,
+            app: "live",
+            stream: "s",
+            client: "127.0.0.1:9".parse().unwrap(),
+            protocol: "rtmp",
+            query,
+        }
+    }
+
+    #[tokio::test]
+    async fn static_keys() {
+        let a = Authorizer::new();
+        let open = AuthConfig::default();
+        assert_eq!(a.check(&open, &req(Action::Publish, "")).await, Ok(()));
+        let cfg = AuthConfig { publish_keys: vec!["s3cret".into()], ..Default::default() };
+        assert_eq!(a.check(&cfg, &req(Action::Publish, "key=s3cret")).await, Ok(()));
+        assert_eq!(a.check(&cfg, &req(Action::Publish, "a=1&key=s3cret")).await, Ok(()));
+        assert_eq!(a.check(&cfg, &req(Action::Publish, "key=nope")).await, Err(Denied::BadKey));
+        assert_eq!(a.check(&cfg, &req(Action::Publish, "")).await, Err(Denied::BadKey));
+        // play is open unless play keys are set
+        assert_eq!(a.check(&cfg, &req(Action::Play, "")).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn unreachable_callback_denies() {
+        let a = Authorizer::new();
+        let cfg = AuthConfig {
+            on_publish: Some("http://127.0.0.1:9/hook".into()),
+            callback_timeout_ms: 500,
+            ..Default::default()
+        };
+        assert!(matches!(a.check(&cfg, &req(Action::Publish, "")).await, Err(Denied::CallbackFailed(_))));
+    }
+
+    #[test]
+    fn callback_urls_are_validated() {
+        let bad = AuthConfig { on_play: Some("https://x/y".into()), ..Default::default() };
+        assert!(bad.validate("auth").is_err());
+        let good = AuthConfig { on_play: Some("http://127.0.0.1:8000/on_play".into()), ..Default::default() };
+        assert!(good.validate("auth").is_ok());
+    }
+}

@@ -1,0 +1,125 @@
+//! Process-wide Prometheus metrics (`prometheus-client`), rendered at `/metrics`.
+//! Counters are bumped where things happen; gauges of live state (streams,
+//! viewers) are read from the hub at scrape time.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::hub::{Hub, Protocol};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabel {
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+pub fn protocol(p: &'static str) -> ProtocolLabel {
+    ProtocolLabel { protocol: p }
+}
+
+pub fn reason(r: &'static str) -> ReasonLabel {
+    ReasonLabel { reason: r }
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Accepted connections by listener protocol (rtmp, rtmps, http).
+    pub connections: Family<ProtocolLabel, Counter>,
+    pub bytes_in: Counter,
+    /// Media bytes sent to viewers by protocol.
+    pub bytes_out: Family<ProtocolLabel, Counter>,
+    pub publishes: Counter,
+    pub lag_skips: Counter,
+    pub evictions: Counter,
+    pub segments: Counter,
+    /// Refused connections, publishes and plays by reason.
+    pub rejected: Family<ReasonLabel, Counter>,
+    pub handshake_failures: Counter,
+    streams: Gauge,
+    viewers: Family<ProtocolLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("livegate");
+        let m = Self {
+            connections: Family::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Family::default(),
+            publishes: Counter::default(),
+            lag_skips: Counter::default(),
+            evictions: Counter::default(),
+            segments: Counter::default(),
+            rejected: Family::default(),
+            handshake_failures: Counter::default(),
+            streams: Gauge::default(),
+            viewers: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("connections", "Accepted connections by protocol", m.connections.clone());
+        registry.register("bytes_in", "Bytes received from publishers", m.bytes_in.clone());
+        registry.register("bytes_out", "Media bytes sent to viewers by protocol", m.bytes_out.clone());
+        registry.register("publishes", "Publish sessions started", m.publishes.clone());
+        registry.register("lag_skips", "Times a lagging viewer skipped to the latest keyframe", m.lag_skips.clone());
+        registry.register("evictions", "Viewers disconnected for lagging or stalling", m.evictions.clone());
+        registry.register("hls_segments", "HLS segments written", m.segments.clone());
+        registry.register("rejected", "Refused connections, publishes and plays by reason", m.rejected.clone());
+        registry.register(
+            "handshake_failures",
+            "RTMP handshakes that failed or timed out",
+            m.handshake_failures.clone(),
+        );
+        registry.register("streams", "Live streams", m.streams.clone());
+        registry.register("viewers", "Current viewers by protocol", m.viewers.clone());
+        Self { registry, ..m }
+    }
+
+    /// Prometheus text exposition, with live gauges refreshed from `hub`.
+    pub fn render(&self, hub: &Hub) -> String {
+        let streams = hub.streams();
+        self.streams.set(streams.len() as i64);
+        for p in Protocol::ALL {
+            let n: usize = streams.iter().map(|s| s.stats.viewers(p)).sum();
+            self.viewers.get_or_create(&protocol(p.name())).set(n as i64);
+        }
+        let mut out = String::new();
+        // writing into a String cannot fail
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::HubConfig;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new();
+        m.connections.get_or_create(&protocol("rtmp")).inc();
+        m.rejected.get_or_create(&reason("bad_key")).inc_by(2);
+        let hub = Hub::new(HubConfig::default());
+        let text = m.render(&hub);
+        assert!(text.contains("livegate_connections_total{protocol=\"rtmp\"} 1"), "{text}");
+        assert!(text.contains("livegate_rejected_total{reason=\"bad_key\"} 2"), "{text}");
+        assert!(text.contains("livegate_streams 0"), "{text}");
+        assert!(text.contains("# TYPE livegate_viewers gauge"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
