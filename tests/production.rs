@@ -1,0 +1,285 @@
+//! Operating livegate: auth, callbacks, metrics, API, admin, RTMPS, limits, shutdown.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+fn config_file(name: &str, text: &str) -> (std::path::PathBuf, String) {
+    let dir = scratch_dir(name);
+    let path = dir.join("livegate.toml");
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    (dir, p)
+}
+
+#[test]
+fn stream_keys_gate_publishing_and_playing() {
+    let (_dir, cfg) = config_file("keys", "[auth]\npublish_keys = [\"s3cret\"]\nplay_keys = [\"v1ew\"]\n");
+    let gw = Gateway::start_with(&["--config", &cfg]);
+    let wrong = publish(&gw.rtmp_url("live/k?key=nope"), Source::default(), None);
+    let status = wrong.wait(Duration::from_secs(15)).expect("publisher with a wrong key was not closed");
+    assert!(!status.success());
+    assert!(gw.log().contains("NetStream.Publish.Unauthorized"), "{}", gw.log());
+
+    let _right = publish(&gw.rtmp_url("live/k?key=s3cret"), Source::default(), None);
+    assert!(wait_until(Duration::from_secs(15), || {
+        http_request(gw.http, "HEAD", "/live/k.flv?key=v1ew", 0, Duration::from_secs(2)).status == 200
+    }));
+    assert_eq!(http_request(gw.http, "HEAD", "/live/k.flv", 0, Duration::from_secs(2)).status, 401);
+    assert_eq!(http_request(gw.http, "GET", "/live/k.flv?key=bad", 100, Duration::from_secs(2)).status, 401);
+    let ok = http_request(gw.http, "GET", "/live/k.flv?key=v1ew", 50_000, Duration::from_secs(5));
+    assert_eq!(ok.status, 200);
+    assert!(ok.body.len() >= 50_000);
+    // RTMP play needs the key too
+    let dir = scratch_dir("keys-rtmp");
+    let r = record(&gw.rtmp_url("live/k"), 2, &dir.join("no.flv"));
+    assert!(!r.status.success(), "RTMP play without a key must fail");
+    let r = record(&gw.rtmp_url("live/k?key=v1ew"), 2, &dir.join("yes.flv"));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let metrics = http_get(gw.http, "/metrics").text();
+    assert!(metrics.contains("livegate_rejected_total{reason=\"bad_key\"}"), "{metrics}");
+}
+
+/// A tiny callback server: answers 200 when the JSON names an allowed stream, 403 otherwise; records bodies.
+fn hook_server(allowed: &'static str) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let seen = seen2.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                reader.read_exact(&mut body).unwrap();
+                let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let allow = json["stream"] == allowed;
+                seen.lock().unwrap().push(json);
+                let status = if allow { "200 OK" } else { "403 Forbidden" };
+                let mut conn = conn;
+                let _ = write!(conn, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn http_callbacks_allow_deny_and_notify() {
+    let (url, seen) = hook_server("yes");
+    let (_dir, cfg) = config_file(
+        "hooks",
+        &format!(
+            "[auth]\non_publish = \"{url}\"\non_play = \"{url}\"\non_unpublish = \"{url}\"\non_done = \"{url}\"\n"
+        ),
+    );
+    let gw = Gateway::start_with(&["--config", &cfg]);
+    let denied = publish(&gw.rtmp_url("live/no"), Source::default(), None);
+    assert!(!denied.wait(Duration::from_secs(15)).expect("denied publisher not closed").success());
+    let allowed = publish(&gw.rtmp_url("live/yes?token=abc"), Source::default(), Some(4));
+    assert!(wait_live(&gw, "live/yes", Duration::from_secs(15)));
+    let r = http_request(gw.http, "GET", "/live/yes.flv", 10_000, Duration::from_secs(5));
+    assert_eq!(r.status, 200);
+    assert!(allowed.wait(Duration::from_secs(20)).is_some());
+    assert!(wait_until(Duration::from_secs(10), || {
+        let s = seen.lock().unwrap();
+        s.iter().any(|j| j["action"] == "unpublish") && s.iter().any(|j| j["action"] == "done")
+    }));
+    let s = seen.lock().unwrap();
+    let publish_yes = s.iter().find(|j| j["action"] == "publish" && j["stream"] == "yes").expect("on_publish");
+    assert_eq!(publish_yes["app"], "live");
+    assert_eq!(publish_yes["protocol"], "rtmp");
+    assert_eq!(publish_yes["query"], "token=abc");
+    assert!(publish_yes["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(s.iter().any(|j| j["action"] == "publish" && j["stream"] == "no"));
+    assert!(s.iter().any(|j| j["action"] == "play" && j["protocol"] == "http_flv"));
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn metrics_api_and_admin_kick() {
+    let (_dir, cfg) = config_file("metrics", "[admin]\ntoken = \"0123456789abcdef-token\"\n");
+    let gw = Gateway::start_with(&["--config", &cfg]);
+    let before = http_get(gw.http, "/metrics");
+    assert!(before.header("content-type").unwrap().contains("openmetrics-text"));
+    // every sample line parses as `name{labels} value`
+    for line in before.text().lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+    }
+    let publisher = publish(&gw.rtmp_url("live/m"), Source::default(), None);
+    assert!(wait_live(&gw, "live/m", Duration::from_secs(15)));
+    let _ = http_request(gw.http, "GET", "/live/m.flv", 100_000, Duration::from_secs(5));
+    let after = http_get(gw.http, "/metrics").text();
+    assert_eq!(metric(&after, "livegate_streams"), 1.0);
+    assert!(metric(&after, "livegate_bytes_in_total") > metric(&before.text(), "livegate_bytes_in_total"));
+    assert!(metric(&after, "livegate_bytes_out_total") >= 100_000.0, "{after}");
+    assert!(metric(&after, "livegate_connections_total") >= 2.0);
+    assert!(metric(&after, "livegate_publishes_total") >= 1.0);
+
+    let one: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/streams/live/m").body).unwrap();
+    assert_eq!(one["name"], "m");
+    assert_eq!(one["video"]["codec"].as_str().map(|c| c.starts_with("avc1.")), Some(true));
+    assert!(one["publisher"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(http_get(gw.http, "/api/streams/live/none").status, 404);
+
+    // admin: token required, then the publisher is disconnected
+    let kick = |auth: Option<&str>| {
+        let mut s = TcpStream::connect(gw.http).unwrap();
+        let header = auth.map(|a| format!("Authorization: Bearer {a}\r\n")).unwrap_or_default();
+        write!(s, "DELETE /api/streams/live/m HTTP/1.1\r\nHost: x\r\n{header}Connection: close\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        resp
+    };
+    assert!(kick(None).starts_with("HTTP/1.1 401"));
+    assert!(kick(Some("wrong-token-wrong-token")).starts_with("HTTP/1.1 401"));
+    assert!(kick(Some("0123456789abcdef-token")).starts_with("HTTP/1.1 200"));
+    assert!(publisher.wait(Duration::from_secs(10)).is_some(), "kicked publisher still running");
+    assert!(wait_until(Duration::from_secs(5), || http_get(gw.http, "/api/streams/live/m").status == 404));
+}
+
+#[test]
+fn admin_api_is_off_without_a_token() {
+    let gw = Gateway::start();
+    let mut s = TcpStream::connect(gw.http).unwrap();
+    write!(
+        s,
+        "DELETE /api/streams/live/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer anything\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+}
+
+#[test]
+fn rtmps_publish_with_ffmpeg() {
+    require_tool("openssl");
+    let dir = scratch_dir("rtmps");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = dir.join("livegate.toml");
+    std::fs::write(
+        &cfg,
+        format!("[rtmps]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display()),
+    )
+    .unwrap();
+    let gw = Gateway::start_with(&["--config", cfg.to_str().unwrap()]);
+    assert!(gw.wait_log("RTMPS listening on", Duration::from_secs(5)));
+    let _pub = publish(&format!("rtmps://127.0.0.1:{port}/live/tls"), Source::default(), None);
+    assert!(wait_live(&gw, "live/tls", Duration::from_secs(20)), "{}", gw.log());
+    let out = dir.join("tls.flv");
+    let r = record(&gw.http_url("/live/tls.flv"), 3, &out);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let probe = ffprobe(out.to_str().unwrap(), &["-show_streams"]);
+    assert_eq!(probe["streams"].as_array().unwrap().len(), 2);
+    // RTMPS play
+    let r = record(&format!("rtmps://127.0.0.1:{port}/live/tls"), 2, &dir.join("play.flv"));
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}
+
+#[test]
+fn limits_refuse_the_next_connection_stream_and_viewer() {
+    let (_dir, cfg) = config_file(
+        "limits",
+        "[limits]\nmax_rtmp_connections = 2\nmax_streams = 1\nmax_viewers_per_stream = 1\n[rtmp]\nhandshake_timeout_ms = 20000\n",
+    );
+    let gw = Gateway::start_with(&["--config", &cfg]);
+    let _p = publish(&gw.rtmp_url("live/one"), Source::default(), None);
+    assert!(wait_live(&gw, "live/one", Duration::from_secs(15)));
+    // one RTMP connection is in use by the publisher; one more fits, the third is refused
+    let mut second = TcpStream::connect(gw.rtmp).unwrap();
+    second.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(gw.rtmp).unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    assert!(matches!(third.read(&mut buf), Ok(0) | Err(_)), "third connection should be closed");
+    assert!(matches!(second.read(&mut buf), Err(_)), "second connection should stay open");
+    assert!(gw.log().contains("connection limit reached"));
+    drop(second);
+    std::thread::sleep(Duration::from_millis(300));
+    // a second stream is refused (max_streams = 1)
+    let other = publish(&gw.rtmp_url("live/two"), Source::default(), None);
+    assert!(!other.wait(Duration::from_secs(15)).expect("second stream not refused").success());
+    // one viewer fits, the second gets 503
+    let viewer = std::thread::spawn({
+        let http = gw.http;
+        move || http_request(http, "GET", "/live/one.flv", 400_000, Duration::from_secs(8))
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(http_request(gw.http, "GET", "/live/one.flv", 10, Duration::from_secs(3)).status, 503);
+    assert_eq!(viewer.join().unwrap().status, 200);
+    let m = http_get(gw.http, "/metrics").text();
+    for reason in ["connection_limit", "stream_limit", "viewer_limit"] {
+        assert!(m.contains(&format!("livegate_rejected_total{{reason=\"{reason}\"}}")), "{reason}: {m}");
+    }
+}
+
+#[test]
+fn sigterm_flushes_hls_ends_playlists_and_exits_zero() {
+    let dir = scratch_dir("sigterm");
+    let mut gw = Gateway::start_with(&["--hls-dir", dir.to_str().unwrap()]);
+    let _p = publish(&gw.rtmp_url("live/bye"), Source::default(), None);
+    assert!(wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(dir.join("live/bye.m3u8")).is_ok_and(|t| t.matches("#EXTINF").count() >= 2)
+    }));
+    let viewer = std::thread::spawn({
+        let http = gw.http;
+        move || http_request(http, "GET", "/live/bye.flv", usize::MAX, Duration::from_secs(30))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    assert_eq!(gw.terminate(), Some(0), "exit code after SIGTERM");
+    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
+    let playlist = std::fs::read_to_string(dir.join("live/bye.m3u8")).unwrap();
+    assert!(playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
+    let body = viewer.join().unwrap();
+    assert_eq!(body.status, 200);
+    assert!(body.body.len() > 1000);
+}
+
+#[test]
+fn bad_config_is_rejected_at_start_with_file_key_and_reason() {
+    let (_dir, cfg) = config_file("badcfg", "[rtmp]\nlisten = \"0.0.0.0:1935\"\nchunk_sise = 4096\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_livegate")).args(["--config", &cfg]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("livegate.toml") && err.contains("chunk_sise"), "{err}");
+}
