@@ -231,7 +231,7 @@ fn limits_refuse_the_next_connection_stream_and_viewer() {
     third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 16];
     assert!(matches!(third.read(&mut buf), Ok(0) | Err(_)), "third connection should be closed");
-    assert!(matches!(second.read(&mut buf), Err(_)), "second connection should stay open");
+    assert!(second.read(&mut buf).is_err(), "second connection should stay open (read times out)");
     assert!(gw.log().contains("connection limit reached"));
     drop(second);
     std::thread::sleep(Duration::from_millis(300));
