@@ -50,6 +50,7 @@ async fn route(
         "/healthz" => return text(StatusCode::OK, "ok\n"),
         "/api/streams" => return super::api::streams(&state.hub),
         "/metrics" => return super::api::metrics(&state.hub),
+        "/" => return super::player::index(&state.hub),
         _ => {}
     }
     let Some(segments) = split_path(path) else {
@@ -73,7 +74,7 @@ async fn route(
             };
         }
     }
-    not_found()
+    super::player::route(&segments, &state.hub).unwrap_or_else(not_found)
 }
 
 /// Splits a URL path into safe segments (see [`valid_name`]: no `..`, no empty
