@@ -183,6 +183,10 @@ pub struct HlsConfig {
     /// After the publisher leaves, the ended playlist stays readable this long, and a
     /// republish within it continues the media sequence (with a discontinuity).
     pub hold_time_ms: u64,
+    /// After the publisher leaves, wait this long before adding `EXT-X-ENDLIST`: players
+    /// (hls.js) stop reloading an ended playlist for good, so an encoder that reconnects
+    /// within this delay continues seamlessly (after a discontinuity). 0: at once.
+    pub endlist_delay_ms: u64,
 }
 
 impl HlsConfig {
@@ -206,6 +210,7 @@ impl Default for HlsConfig {
             window_segments: 6,
             min_window_ms: 0,
             hold_time_ms: 60_000,
+            endlist_delay_ms: 10_000,
         }
     }
 }

@@ -93,7 +93,7 @@ fn nginx_edge_caches_segments_and_keeps_playlists_fresh() {
     assert_eq!(via_edge.header("content-type"), Some("application/vnd.apple.mpegurl"));
     let (e, o) = (media_sequence(&via_edge.text()), media_sequence(&origin));
     assert!(o >= e && o - e <= 1, "edge playlist stale: edge {e}, origin {o}");
-    assert!(media_sequence(&via_edge.text()) + 1 >= media_sequence(&playlist) + 1, "playlist went backwards");
+    assert!(media_sequence(&via_edge.text()) >= media_sequence(&playlist), "playlist went backwards");
     assert_ne!(last_segment(&via_edge.text()), last_segment(&playlist), "edge playlist did not refresh");
 
     // a player records through the edge

@@ -142,7 +142,8 @@ fn republish_continues_the_sequence_with_a_discontinuity() {
     let gw = Gateway::start();
     let first = publish(&gw.rtmp_url("live/re"), Source::default(), Some(5));
     assert!(first.wait(Duration::from_secs(20)).is_some());
-    let ended = wait_until(Duration::from_secs(10), || {
+    // EXT-X-ENDLIST comes `endlist_delay_ms` (10 s by default) after the publisher left
+    let ended = wait_until(Duration::from_secs(20), || {
         let r = http_get(gw.http, "/live/re.m3u8");
         r.status == 200 && parse_playlist(&r.body).end_list
     });

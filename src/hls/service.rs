@@ -46,6 +46,8 @@ struct KeyState {
     session: u64,
     live: bool,
     ended_at: Option<Instant>,
+    /// The playlist carries `EXT-X-ENDLIST` (added `endlist_delay_ms` after the publisher left).
+    endlisted: bool,
 }
 
 impl KeyState {
@@ -118,6 +120,7 @@ impl HlsStore {
             st.session += 1;
             st.live = true;
             st.ended_at = None;
+            st.endlisted = false;
             let resumed = st.playlist.sequences().next().is_some();
             return (state.clone(), st.session, resumed);
         }
@@ -135,6 +138,7 @@ impl HlsStore {
             session: 0,
             live: true,
             ended_at: None,
+            endlisted: false,
         }));
         keys.insert(key.clone(), state.clone());
         (state, 0, false)
@@ -203,7 +207,9 @@ impl HlsStore {
     }
 
     /// The publisher left: mark the playlist ended (it stays readable for the hold time).
-    async fn end(&self, key: &StreamKey, state: &Mutex<KeyState>, session: u64) {
+    /// `EXT-X-ENDLIST` follows after `endlist_delay_ms` (see [`Self::sweep`]), or at once
+    /// when `now` (shutdown) or when no delay is configured.
+    async fn end(&self, key: &StreamKey, state: &Mutex<KeyState>, session: u64, now: bool) {
         let text = {
             let mut st = lock(state);
             if st.session != session {
@@ -211,21 +217,33 @@ impl HlsStore {
             }
             st.live = false;
             st.ended_at = Some(Instant::now());
+            if !now && self.inner.config.endlist_delay_ms > 0 {
+                return;
+            }
+            st.endlisted = true;
             self.render(key, &mut st, true)
         };
         self.write_playlist(key, &text).await;
     }
 
-    /// Drops keys whose hold time passed and segments whose grace passed.
-    async fn sweep(&self) {
+    /// Adds `EXT-X-ENDLIST` to playlists whose publisher left `endlist_delay_ms` ago (all
+    /// of them when `shutting_down`); drops keys whose hold time passed and segments whose grace passed.
+    async fn sweep(&self, shutting_down: bool) {
         let now = Instant::now();
         let mut gone: Vec<(StreamKey, Vec<String>)> = Vec::new();
+        let mut ended: Vec<(StreamKey, Bytes)> = Vec::new();
         {
             let mut keys = lock(&self.inner.keys);
             keys.retain(|key, state| {
                 let mut st = lock(state);
                 let mut names = self.expire(key, &mut st);
                 let hold = Duration::from_millis(self.policy(key).hold_time_ms);
+                let endlist_delay = Duration::from_millis(self.policy(key).endlist_delay_ms);
+                let due = st.ended_at.is_some_and(|t| shutting_down || now.duration_since(t) >= endlist_delay);
+                if !st.live && !st.endlisted && due {
+                    st.endlisted = true;
+                    ended.push((key.clone(), self.render(key, &mut st, true)));
+                }
                 let drop_key = !st.live && st.ended_at.is_some_and(|t| now.duration_since(t) >= hold);
                 if drop_key {
                     names.extend(st.segments.keys().map(|seq| st.segment_name(key, *seq)));
@@ -237,6 +255,9 @@ impl HlsStore {
                 }
                 !drop_key
             });
+        }
+        for (key, text) in ended {
+            self.write_playlist(&key, &text).await;
         }
         for (key, names) in gone {
             self.remove_files(&key, &names).await;
@@ -259,7 +280,7 @@ pub async fn run(hub: Hub, store: HlsStore, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = sweep.tick() => store.sweep().await,
+            _ = sweep.tick() => store.sweep(false).await,
             started = new_streams.recv() => match started {
                 Ok(stream) if store.policy(stream.key()).enabled => {
                     let span = tracing::info_span!("hls", stream = %stream.key());
@@ -274,6 +295,7 @@ pub async fn run(hub: Hub, store: HlsStore, shutdown: CancellationToken) {
     }
     // let every stream flush its last segment and mark its playlist ended
     while tasks.join_next().await.is_some() {}
+    store.sweep(true).await;
 }
 
 /// Segments one publish session of a stream.
@@ -330,6 +352,6 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
     if let Some(seg) = segmenter.flush() {
         store.add_segment(&key, &state, seg).await;
     }
-    store.end(&key, &state, session).await;
+    store.end(&key, &state, session, shutdown.is_cancelled()).await;
     info!("hls: playlist ended");
 }

@@ -4,6 +4,7 @@
 
 mod api;
 mod flv;
+mod player;
 mod routes;
 
 use std::convert::Infallible;

@@ -60,6 +60,7 @@ async fn route(
             let body = ctx.hub.metrics().render(&ctx.hub);
             return full("application/openmetrics-text; version=1.0.0; charset=utf-8", "no-cache", Bytes::from(body));
         }
+        "/" => return super::player::index(&ctx.hub),
         _ => {}
     }
     let Some(segments) = split_path(path) else {
@@ -91,9 +92,9 @@ async fn route(
                     None => not_found(),
                 };
             }
-            not_found()
+            super::player::route(&segments, &ctx.hub).unwrap_or_else(not_found)
         }
-        _ => not_found(),
+        _ => super::player::route(&segments, &ctx.hub).unwrap_or_else(not_found),
     }
 }
 

@@ -1,0 +1,225 @@
+//! Real browsers: hls.js and mpegts.js in headless Chromium (Debian's, driven by
+//! playwright-core from `tests/browser/`) play what the real binary serves while
+//! ffmpeg publishes. The test page comes from another origin than the media
+//! (CORS). Each test prints the player's measurements. Needs node, chromium and
+//! `npm ci` in tests/browser: scripts/test.sh installs them; missing ones fail.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn artifacts() -> PathBuf {
+    let dir = root().join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs tests/browser/play.mjs with `opts`; `on_event` sees every `EVENT` line and may
+/// write marks to the script's stdin. Returns the `RESULT` object.
+fn run_player(opts: Value, mut on_event: impl FnMut(&Value, &mut ChildStdin)) -> Value {
+    require_tool("node");
+    let chromium = require_tool("chromium");
+    let dir = root().join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "tests/browser/node_modules is missing: run `npm ci` in tests/browser (scripts/test.sh does)"
+    );
+    let mut child = Command::new("node")
+        .arg("play.mjs")
+        .arg(opts.to_string())
+        .current_dir(&dir)
+        .env("CHROMIUM", chromium)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start node");
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut result = None;
+    for line in stdout.lines().map_while(Result::ok) {
+        if let Some(ev) = line.strip_prefix("EVENT ") {
+            on_event(&serde_json::from_str(ev).expect("event json"), &mut stdin);
+        } else if let Some(r) = line.strip_prefix("RESULT ") {
+            result = Some(serde_json::from_str::<Value>(r).expect("result json"));
+        } else {
+            println!("[play.mjs] {line}");
+        }
+    }
+    let _ = child.wait();
+    let mut r = result.expect("play.mjs printed no RESULT line");
+    assert!(r["ok"].as_bool().unwrap_or(false), "browser run failed: {}", r["failure"]);
+    let summary = summary(&r);
+    println!("{}: {summary}", opts["mode"]);
+    r["summary"] = summary;
+    r
+}
+
+/// The measurements worth watching across runs.
+fn summary(r: &Value) -> Value {
+    json!({
+        "first_frame_ms": r["firstFrameMs"].as_f64().map(|x| x.round()),
+        "latency_s": r["latencyAvg"].as_f64().map(|x| (x * 100.0).round() / 100.0),
+        "pdt_latency_s": r["pdtLatencyAvg"].as_f64().map(|x| (x * 100.0).round() / 100.0),
+        "media_advance_s": r["mediaAdvance"],
+        "wall_s": r["wallSeconds"],
+        "frames_decoded": r["framesDecoded"],
+        "dropped_frames": r["droppedFrames"],
+        "audio_bytes": r["audioBytesGrowth"],
+        "size": format!("{}x{}", r["width"], r["height"]),
+    })
+}
+
+fn fatal_errors(r: &Value) -> Vec<Value> {
+    r["errors"].as_array().unwrap().iter().filter(|e| e["fatal"].as_bool() == Some(true)).cloned().collect()
+}
+
+/// What every playback must show over `seconds` of watching.
+fn assert_played(r: &Value, seconds: f64) {
+    let fatal = fatal_errors(r);
+    assert!(fatal.is_empty(), "fatal player errors: {fatal:?}");
+    let advance = r["mediaAdvance"].as_f64().unwrap();
+    assert!(advance >= 0.6 * seconds, "media time advanced {advance:.2} s in {seconds} s");
+    assert_eq!((r["width"].as_u64(), r["height"].as_u64()), (Some(640), Some(360)), "video size");
+    let frames = r["framesDecoded"].as_u64().unwrap();
+    assert!(frames as f64 >= 30.0 * seconds * 0.5, "only {frames} frames decoded in {seconds} s");
+    let audio = r["audioBytesGrowth"].as_u64().unwrap();
+    assert!(audio > 0, "no audio decoded");
+    assert_eq!(r["ended"].as_bool(), Some(false), "the player reached the end");
+}
+
+/// Waits until the playlist lists `n` segments, so hls.js starts at its usual live distance.
+fn wait_playlist(gw: &Gateway, key: &str, n: usize) {
+    let ok = wait_until(Duration::from_secs(30), || {
+        let r = http_get(gw.http, &format!("/{key}.m3u8"));
+        r.status == 200 && r.text().matches("#EXTINF").count() >= n
+    });
+    assert!(ok, "playlist of {key} never listed {n} segments");
+}
+
+fn vendor() -> String {
+    root().join("assets/vendor").to_string_lossy().into_owned()
+}
+
+#[test]
+fn hls_js_plays_the_live_playlist_from_another_origin() {
+    let gw = Gateway::start();
+    let _pub = publish(&gw.rtmp_url("live/hlsjs"), Source::default(), None);
+    wait_playlist(&gw, "live/hlsjs", 3);
+    let r = run_player(
+        json!({"mode": "hls", "url": gw.http_url("/live/hlsjs.m3u8"), "seconds": 10, "vendor": vendor(),
+               "screenshot": artifacts().join("hlsjs.png")}),
+        |_, _| {},
+    );
+    assert_ne!(r["pageOrigin"].as_str(), Some(gw.http_url("").trim_end_matches('/')), "cross-origin page");
+    assert_played(&r, 10.0);
+    assert!(r["tracks"]["audio"].as_str().unwrap_or("").starts_with("mp4a"), "hls.js audio track: {}", r["tracks"]);
+    assert!(r["tracks"]["video"].as_str().unwrap_or("").starts_with("avc1"), "hls.js video track: {}", r["tracks"]);
+    assert!(r["firstFrameMs"].as_f64().unwrap() < 5000.0, "hls.js startup {}", r["firstFrameMs"]);
+}
+
+#[test]
+fn mpegts_js_plays_http_flv_with_a_fast_first_frame() {
+    let gw = Gateway::start();
+    let _pub = publish(&gw.rtmp_url("live/flvjs"), Source::default(), None);
+    assert!(wait_live(&gw, "live/flvjs", Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(1500)); // a full GOP in the cache
+    let r = run_player(
+        json!({"mode": "flv", "url": gw.http_url("/live/flvjs.flv"), "seconds": 10, "vendor": vendor(),
+               "screenshot": artifacts().join("mpegtsjs.png")}),
+        |_, _| {},
+    );
+    assert_played(&r, 10.0);
+    let mi = &r["mediaInfo"];
+    assert_eq!(mi["hasAudio"].as_bool(), Some(true), "mpegts.js media info: {mi}");
+    assert!(mi["audioCodec"].as_str().unwrap_or("").starts_with("mp4a"), "mpegts.js media info: {mi}");
+    let first = r["firstFrameMs"].as_f64().unwrap();
+    assert!(first <= 1500.0, "first frame after {first:.0} ms (GOP cache should make it immediate)");
+}
+
+#[test]
+fn hls_js_keeps_playing_across_an_encoder_restart() {
+    let gw = Gateway::start();
+    let key = "live/restart";
+    let mut publisher = Some(publish(&gw.rtmp_url(key), Source::default(), None));
+    wait_playlist(&gw, key, 3);
+    let mut restarted_at = None;
+    let r = run_player(
+        json!({"mode": "hls", "url": gw.http_url(&format!("/{key}.m3u8")), "seconds": 4, "vendor": vendor(),
+               "waitMarks": ["restarted"], "afterMarkSeconds": 14, "maxSeconds": 90}),
+        |ev, stdin| {
+            if ev["event"] == "playing" {
+                std::thread::sleep(Duration::from_secs(4));
+                publisher.take().unwrap().stop(); // SIGKILL: the encoder dies
+                writeln!(stdin, "killed").unwrap();
+                std::thread::sleep(Duration::from_secs(3));
+                publisher = Some(publish(&gw.rtmp_url(key), Source::default(), None));
+                restarted_at = Some(Instant::now());
+                writeln!(stdin, "restarted").unwrap();
+            }
+        },
+    );
+    assert!(restarted_at.is_some(), "the restart never happened");
+    let fatal = fatal_errors(&r);
+    assert!(fatal.is_empty(), "fatal hls.js errors across the restart: {fatal:?}");
+    assert_eq!(r["ended"].as_bool(), Some(false), "hls.js ended playback at the restart: {}", r["events"]);
+    let marks = r["marks"].as_array().unwrap();
+    let at_restart = &marks.iter().find(|m| m["name"] == "restarted").expect("restart mark")["sample"];
+    let samples = r["samples"].as_array().unwrap();
+    let last = samples.last().unwrap();
+    // everything the first session produced is buffered by the restart mark (its last segment was
+    // flushed 3 s before); what plays beyond that came from the new session
+    let old_end = at_restart["bufEnd"].as_f64().unwrap();
+    let beyond = last["ct"].as_f64().unwrap() - old_end;
+    let frames_after = last["frames"].as_u64().unwrap() - at_restart["frames"].as_u64().unwrap();
+    let live_at_end = last["live"].as_bool();
+    println!(
+        "restart: media played beyond the first session {beyond:.2} s, frames after restart {frames_after}, \
+         playlist live at the end {live_at_end:?}, events {}",
+        r["events"]
+    );
+    assert!(beyond >= 5.0, "after the restart hls.js played only {beyond:.2} s of the new session");
+    assert!(frames_after >= 300, "only {frames_after} frames decoded in the 14 s after the restart");
+    assert_eq!(live_at_end, Some(true), "hls.js no longer treats the playlist as live");
+    assert_eq!((last["w"].as_u64(), last["h"].as_u64()), (Some(640), Some(360)));
+}
+
+#[test]
+fn the_builtin_player_page_plays_both_modes() {
+    let gw = Gateway::start();
+    let _pub = publish(&gw.rtmp_url("live/page"), Source::default(), None);
+    wait_playlist(&gw, "live/page", 3);
+
+    let index = http_get(gw.http, "/");
+    assert_eq!(index.status, 200);
+    assert_eq!(index.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(index.text().contains("href=\"/live/page\""), "index links the stream:\n{}", index.text());
+    let page = http_get(gw.http, "/live/page");
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    for path in ["/_player/hls-1.7.4.min.js", "/_player/mpegts-1.8.2.js", "/_player/player.js"] {
+        let r = http_get(gw.http, path);
+        assert_eq!((r.status, r.header("content-type")), (200, Some("text/javascript; charset=utf-8")), "{path}");
+    }
+
+    for (mode, engine) in [("hls", "hls.js"), ("flv", "mpegts.js")] {
+        let r = run_player(
+            json!({"mode": "page", "url": gw.http_url(&format!("/live/page?mode={mode}")), "seconds": 8,
+                   "screenshot": artifacts().join(format!("player-page-{mode}.png"))}),
+            |_, _| {},
+        );
+        assert_played(&r, 8.0);
+        let last = r["samples"].as_array().unwrap().last().unwrap().clone();
+        assert!(last["engine"].as_str().unwrap_or("").starts_with(engine), "{mode}: engine {}", last["engine"]);
+        assert!(last["latency"].as_f64().is_some(), "{mode}: the page shows no latency");
+    }
+}
