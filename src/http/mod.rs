@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use crate::auth::Authorizer;
 use crate::config::{Apps, HttpConfig, LimitsConfig};
@@ -68,10 +68,14 @@ pub async fn serve(listener: TcpListener, ctx: HttpContext) {
         ctx.hub.metrics().connections.get_or_create(&protocol("http")).inc();
         let _ = sock.set_nodelay(true);
         let ctx = ctx.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            connection(sock, peer, ctx).await
-        });
+        let span = tracing::info_span!("http", %peer);
+        connections.spawn(
+            async move {
+                let _permit = permit;
+                connection(sock, peer, ctx).await
+            }
+            .instrument(span),
+        );
     }
     connections.close();
     connections.wait().await;
