@@ -12,3 +12,6 @@ pub mod hub;
 pub mod ingest;
 pub mod media;
 pub mod rtmp;
+
+#[doc(hidden)]
+pub mod fuzzing;
