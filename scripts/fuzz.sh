@@ -50,7 +50,7 @@ for t in "${targets[@]}"; do
   set +e
   cargo fuzz run --fuzz-dir fuzz --target-dir "$FUZZ_TARGET_DIR" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="fuzz/artifacts/$t/" 2>&1 | tee "$log" | grep --line-buffered -E '^(#[0-9]+ +(INITED|DONE|pulse)|==[0-9]+==|SUMMARY|artifact_prefix|Test unit written|stat::)' || true
+    -artifact_prefix="fuzz/artifacts/$t/" 2>&1 | tee "$log" | grep --line-buffered -E '^(#[0-9]+[[:space:]]+(INITED|DONE|pulse)|==[0-9]+==|SUMMARY|artifact_prefix|Test unit written|stat::)' || true
   rc=${PIPESTATUS[0]}
   set -e
   runs=$(grep -oE '^stat::number_of_executed_units: +[0-9]+' "$log" | awk '{print $2}' | tail -1)
