@@ -48,16 +48,18 @@ for t in "${targets[@]}"; do
   before=$(ls "fuzz/artifacts/$t" | wc -l)
   echo "== $t: ${secs}s"
   set +e
+  t0=$(date +%s)
   cargo fuzz run --fuzz-dir fuzz --target-dir "$FUZZ_TARGET_DIR" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="fuzz/artifacts/$t/" 2>&1 | tee "$log" | grep --line-buffered -E '^(#[0-9]+[[:space:]]+(INITED|DONE|pulse)|==[0-9]+==|SUMMARY|artifact_prefix|Test unit written|stat::)' || true
+    -artifact_prefix="fuzz/artifacts/$t/" 2>&1 | tee "$log" | grep --line-buffered -E '^(#[0-9]+[[:space:]]+(INITED|DONE|pulse)|==[0-9]+==|SUMMARY|artifact_prefix|Test unit written|stat::)'
   rc=${PIPESTATUS[0]}
   set -e
+  took=$(($(date +%s) - t0))
   runs=$(grep -oE '^stat::number_of_executed_units: +[0-9]+' "$log" | awk '{print $2}' | tail -1)
   eps=$(grep -oE '^stat::average_exec_per_sec: +[0-9]+' "$log" | awk '{print $2}' | tail -1)
   after=$(ls "fuzz/artifacts/$t" | wc -l)
   new=$((after - before))
-  line="$t: ${runs:-?} execs in ${secs}s (${eps:-?} exec/s), exit $rc, $new new finding(s)"
+  line="$t: ${runs:-?} execs in ${took}s incl. build (${eps:-?} exec/s), exit $rc, $new new finding(s)"
   if [ "$rc" -ne 0 ] || [ "$new" -gt 0 ]; then
     failed=1
     line="$line: $(ls -t "fuzz/artifacts/$t" | head -"$((new > 0 ? new : 1))" | tr '\n' ' ')"
