@@ -14,3 +14,6 @@ pub mod ingest;
 pub mod media;
 pub mod metrics;
 pub mod rtmp;
+
+#[doc(hidden)]
+pub mod fuzzing;

@@ -60,6 +60,9 @@ struct State {
     /// Sequence number of `ring[0]`.
     first_seq: u64,
     newest_dts: i64,
+    /// Sequence number of the first event after the latest `Discontinuity`:
+    /// lag in media time is measured only between frames of one timeline.
+    timeline_seq: u64,
     metadata: Option<Bytes>,
     codec: CodecConfig,
     gop: GopCache,
@@ -99,6 +102,7 @@ impl Stream {
                 ring_bytes: 0,
                 first_seq: 0,
                 newest_dts: 0,
+                timeline_seq: 0,
                 metadata: None,
                 codec: CodecConfig::default(),
                 gop,
@@ -230,8 +234,12 @@ impl Stream {
                 HubEvent::Discontinuity => st.gop.clear(),
                 HubEvent::EndOfStream => st.ended = true,
             }
+            let discontinuity = matches!(ev, HubEvent::Discontinuity);
             st.ring_bytes += ev.weight();
             st.ring.push_back(ev);
+            if discontinuity {
+                st.timeline_seq = st.end_seq();
+            }
             while st.ring.len() > 1
                 && (st.ring.len() > self.config.ring_events || st.ring_bytes > self.config.ring_bytes)
             {
@@ -384,7 +392,9 @@ impl Subscription {
                 return Err(Evicted);
             }
             let latest_key = st.ring.iter().rposition(|e| matches!(e, HubEvent::Frame(f) if f.is_keyframe()));
-            self.next = latest_key.map_or(end, |i| st.first_seq + i as u64);
+            // Never back: with a GOP longer than the lag limit the latest keyframe
+            // may be behind `next`; then the viewer resumes at the next keyframe.
+            self.next = latest_key.map_or(end, |i| st.first_seq + i as u64).max(self.next);
             self.need_keyframe = st.codec.video.is_some();
             if self.config_generation != Some(st.codec.generation) {
                 let ev = HubEvent::Config(st.codec.clone());
@@ -414,6 +424,11 @@ impl Subscription {
     fn is_lagging(&self, st: &State) -> bool {
         if self.next < st.first_seq {
             return true;
+        }
+        if self.next < st.timeline_seq {
+            // The viewer is still before a timestamp jump: the media-time
+            // distance to live says nothing; the ring bound still applies.
+            return false;
         }
         let idx = (self.next - st.first_seq) as usize;
         match st.ring.get(idx) {
@@ -544,6 +559,35 @@ mod tests {
         let evs = drain(&mut sub).unwrap();
         assert!(matches!(&evs[0], HubEvent::Config(_)));
         assert!(matches!(&evs[1], HubEvent::Frame(f) if f.is_keyframe() && f.dts() == 2000), "{:?}", evs[1]);
+    }
+
+    #[test]
+    fn timestamp_jump_is_not_lag_and_never_rewinds_a_viewer() {
+        // A viewer one frame behind when the publisher's timeline jumps forward by
+        // hours (ingest sends a Discontinuity first) is not lagging: it must get
+        // every frame exactly once, not be sent back to the last keyframe.
+        let hub = Hub::new(HubConfig::default());
+        let key = StreamKey::new("live", "a");
+        let p = hub.publish(key.clone(), peer()).unwrap();
+        p.send(HubEvent::Config(cfg()));
+        let mut sub = hub.subscribe(&key).unwrap();
+        for i in 0..10 {
+            p.send(video(i * 40, i == 0));
+        }
+        let mut got = Vec::new();
+        while got.iter().filter(|e| matches!(e, HubEvent::Frame(_))).count() < 9 {
+            sub.try_recv_many(&mut got, 1).unwrap();
+        }
+        p.send(HubEvent::Discontinuity);
+        for i in 0..10 {
+            p.send(video(3 * 3_600_000 + i * 40, false));
+        }
+        got.extend(drain(&mut sub).unwrap());
+        let dts: Vec<i64> =
+            got.iter().filter_map(|e| if let HubEvent::Frame(f) = e { Some(f.dts()) } else { None }).collect();
+        let want: Vec<i64> = (0..10).map(|i| i * 40).chain((0..10).map(|i| 3 * 3_600_000 + i * 40)).collect();
+        assert_eq!(dts, want);
+        assert_eq!(p.stream().stats.lag_skips.load(Ordering::Relaxed), 0);
     }
 
     #[test]
