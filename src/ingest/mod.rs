@@ -13,18 +13,17 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
 use crate::auth::{Action, AuthRequest, Authorizer};
 use crate::config::{Apps, LimitsConfig, RtmpConfig};
 use crate::flv::{audio_config_body, audio_tag_header, video_config_body, video_tag_header};
 use crate::hub::{Hub, HubEvent, Protocol, PublishError, StreamKey, Subscription, ViewerGuard};
 use crate::media::Frame;
-use crate::metrics::{protocol, reason};
+use crate::metrics::reason;
 use crate::rtmp::{MediaKind, RequestId, ServerSession, SessionConfig, SessionEvent};
 use publish::Ingest;
 use writer::Writer;
@@ -42,58 +41,29 @@ pub struct IngestContext {
 /// Accepts RTMP connections (RTMPS when `tls` is given) until shutdown.
 pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, tls: Option<TlsAcceptor>) {
     let proto: &'static str = if tls.is_some() { "rtmps" } else { "rtmp" };
-    let permits = Arc::new(Semaphore::new(ctx.limits.max_rtmp_connections));
-    let metrics = ctx.hub.metrics().clone();
-    let connections = tokio_util::task::TaskTracker::new();
-    loop {
-        let (sock, peer) = tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "{proto} accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            warn!(%peer, limit = ctx.limits.max_rtmp_connections, "{proto} connection refused: connection limit reached");
-            metrics.rejected.get_or_create(&reason("connection_limit")).inc();
-            continue;
-        };
-        metrics.connections.get_or_create(&protocol(proto)).inc();
-        let _ = sock.set_nodelay(true);
+    let (limit, metrics, shutdown) = (ctx.limits.max_rtmp_connections, ctx.hub.metrics().clone(), ctx.shutdown.clone());
+    crate::listener::accept_loop(listener, proto, limit, metrics, shutdown, |sock, peer| {
         let ctx = ctx.clone();
         let tls = tls.clone();
-        let span = tracing::info_span!("rtmp", %peer, proto);
-        connections.spawn(
-            async move {
-                let _permit = permit;
-                match tls {
-                    None => Connection::new(sock, peer, proto, ctx).run().await,
-                    Some(acceptor) => {
-                        let timeout = Duration::from_millis(ctx.config.handshake_timeout_ms);
-                        match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
-                            Ok(Ok(tls)) => Connection::new(tls, peer, proto, ctx).run().await,
-                            Ok(Err(e)) => {
-                                ctx.hub.metrics().handshake_failures.inc();
-                                warn!(%peer, "closing RTMPS connection: TLS handshake failed: {e}");
-                            }
-                            Err(_) => {
-                                ctx.hub.metrics().handshake_failures.inc();
-                                warn!(%peer, "closing RTMPS connection: TLS handshake timed out");
-                            }
-                        }
-                    }
+        async move {
+            let Some(acceptor) = tls else {
+                return Connection::new(sock, peer, proto, ctx).run().await;
+            };
+            let timeout = Duration::from_millis(ctx.config.handshake_timeout_ms);
+            match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
+                Ok(Ok(tls)) => Connection::new(tls, peer, proto, ctx).run().await,
+                Ok(Err(e)) => {
+                    ctx.hub.metrics().handshake_failures.inc();
+                    warn!(%peer, "closing RTMPS connection: TLS handshake failed: {e}");
+                }
+                Err(_) => {
+                    ctx.hub.metrics().handshake_failures.inc();
+                    warn!(%peer, "closing RTMPS connection: TLS handshake timed out");
                 }
             }
-            .instrument(span),
-        );
-    }
-    // let sessions say goodbye (they watch the same shutdown token)
-    connections.close();
-    connections.wait().await;
+        }
+    })
+    .await
 }
 
 enum Role {
