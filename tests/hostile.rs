@@ -317,13 +317,15 @@ fn config_file(name: &str, toml: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
-/// A per-stream counter from /metrics.
-fn metric(gw: &Gateway, name: &str, stream: &str) -> u64 {
-    let text = http_get(gw.http, "/metrics").text();
-    let label = format!("stream=\"{stream}\"");
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(&label))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+/// A per-stream counter (`bytes_in`, `lag_skips`, `evictions`) from /api/streams; 0 when not live.
+fn stat(gw: &Gateway, field: &str, stream: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/streams").body).expect("api json");
+    v["streams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["name"] == stream)
+        .filter_map(|s| s[field].as_u64())
         .sum()
 }
 
@@ -426,7 +428,7 @@ fn early_frames_and_timestamp_jumps_are_logged_and_hls_marks_discontinuities() {
     send_media(&mut c, 4000, 3000, 4.0, |ts| ts + 3 * HOUR);
     send_media(&mut c, 7000, 3000, 4.0, |ts| ts + HOUR);
     std::thread::sleep(Duration::from_millis(300));
-    let skips = metric(&gw, "livegate_stream_lag_skips", "jumpy");
+    let skips = stat(&gw, "lag_skips", "jumpy");
     c.unpublish();
     assert!(wait_until(Duration::from_secs(10), || playlist(&gw, "live/jumpy")
         .is_some_and(|p| p.contains("#EXT-X-ENDLIST"))));
@@ -460,7 +462,7 @@ fn stuck_viewers_are_evicted_without_slowing_the_publisher_or_others() {
     let good = flv_reader(gw.http, "live/stuck", stop.clone(), good_bytes.clone());
     std::thread::sleep(Duration::from_secs(1));
     let base_rss = rss_kb(gw.pid());
-    let base_in = metric(&gw, "livegate_stream_bytes_in", "stuck");
+    let base_in = stat(&gw, "bytes_in", "stuck");
     let base_in_at = Instant::now();
 
     // Viewers that never read: one over HTTP-FLV, one over RTMP play.
@@ -472,12 +474,11 @@ fn stuck_viewers_are_evicted_without_slowing_the_publisher_or_others() {
     let mut peak_rss = 0;
     let evicted = wait_until(Duration::from_secs(20), || {
         peak_rss = peak_rss.max(rss_kb(gw.pid()));
-        metric(&gw, "livegate_stream_evictions", "stuck") >= 2
+        stat(&gw, "evictions", "stuck") >= 2
     });
     let evict_secs = t0.elapsed().as_secs_f64();
     let good_rate = (good_bytes.load(Ordering::Relaxed) - good_at_t0) as f64 / evict_secs;
-    let in_rate =
-        (metric(&gw, "livegate_stream_bytes_in", "stuck") - base_in) as f64 / base_in_at.elapsed().as_secs_f64();
+    let in_rate = (stat(&gw, "bytes_in", "stuck") - base_in) as f64 / base_in_at.elapsed().as_secs_f64();
     let http_closed = closed_by_server(&mut stuck_http, Duration::from_secs(5));
     let rtmp_closed = closed_by_server(&mut stuck_rtmp.s, Duration::from_secs(5));
     std::thread::sleep(Duration::from_secs(1));
