@@ -317,15 +317,16 @@ fn config_file(name: &str, toml: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
-/// A per-stream counter from /metrics.
-/// A per-stream counter of live stream `live/STREAM` from `/api/streams/APP/STREAM` (0 once it is gone).
-fn stream_stat(gw: &Gateway, field: &str, stream: &str) -> u64 {
-    let r = http_get(gw.http, &format!("/api/streams/live/{stream}"));
-    if r.status != 200 {
-        return 0;
-    }
-    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-    json[field].as_u64().unwrap_or(0)
+/// A per-stream counter (`bytes_in`, `lag_skips`, `evictions`) from /api/streams; 0 when not live.
+fn stat(gw: &Gateway, field: &str, stream: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/streams").body).expect("api json");
+    v["streams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["name"] == stream)
+        .filter_map(|s| s[field].as_u64())
+        .sum()
 }
 
 /// True when the server closed `s` (EOF or reset) within `within`; drains what was buffered.
@@ -428,7 +429,7 @@ fn early_frames_and_timestamp_jumps_are_logged_and_hls_marks_discontinuities() {
     send_media(&mut c, 4000, 3000, 4.0, |ts| ts + 3 * HOUR);
     send_media(&mut c, 7000, 3000, 4.0, |ts| ts + HOUR);
     std::thread::sleep(Duration::from_millis(300));
-    let skips = stream_stat(&gw, "lag_skips", "jumpy");
+    let skips = stat(&gw, "lag_skips", "jumpy");
     c.unpublish();
     assert!(wait_until(Duration::from_secs(10), || playlist(&gw, "live/jumpy")
         .is_some_and(|p| p.contains("#EXT-X-ENDLIST"))));
@@ -462,7 +463,7 @@ fn stuck_viewers_are_evicted_without_slowing_the_publisher_or_others() {
     let good = flv_reader(gw.http, "live/stuck", stop.clone(), good_bytes.clone());
     std::thread::sleep(Duration::from_secs(1));
     let base_rss = rss_kb(gw.pid());
-    let base_in = stream_stat(&gw, "bytes_in", "stuck");
+    let base_in = stat(&gw, "bytes_in", "stuck");
     let base_in_at = Instant::now();
 
     // Viewers that never read: one over HTTP-FLV, one over RTMP play.
@@ -474,11 +475,11 @@ fn stuck_viewers_are_evicted_without_slowing_the_publisher_or_others() {
     let mut peak_rss = 0;
     let evicted = wait_until(Duration::from_secs(20), || {
         peak_rss = peak_rss.max(rss_kb(gw.pid()));
-        stream_stat(&gw, "evictions", "stuck") >= 2
+        stat(&gw, "evictions", "stuck") >= 2
     });
     let evict_secs = t0.elapsed().as_secs_f64();
     let good_rate = (good_bytes.load(Ordering::Relaxed) - good_at_t0) as f64 / evict_secs;
-    let in_rate = (stream_stat(&gw, "bytes_in", "stuck") - base_in) as f64 / base_in_at.elapsed().as_secs_f64();
+    let in_rate = (stat(&gw, "bytes_in", "stuck") - base_in) as f64 / base_in_at.elapsed().as_secs_f64();
     let http_closed = closed_by_server(&mut stuck_http, Duration::from_secs(5));
     let rtmp_closed = closed_by_server(&mut stuck_rtmp.s, Duration::from_secs(5));
     std::thread::sleep(Duration::from_secs(1));
