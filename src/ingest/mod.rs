@@ -80,6 +80,8 @@ struct Connection<S> {
     writer: Writer<tokio::io::WriteHalf<S>>,
     read: ReadHalf<S>,
     role: Role,
+    /// Since when the connection neither publishes nor plays.
+    idle_since: Instant,
     /// Close once everything queued has been written (after a refusal or the end of a played stream).
     close_after_flush: bool,
 }
@@ -95,7 +97,17 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             ..SessionConfig::default()
         });
         let (read, write) = tokio::io::split(sock);
-        Self { peer, proto, writer: Writer::new(write), ctx, session, read, role: Role::Idle, close_after_flush: false }
+        Self {
+            peer,
+            proto,
+            writer: Writer::new(write),
+            ctx,
+            session,
+            read,
+            role: Role::Idle,
+            idle_since: Instant::now(),
+            close_after_flush: false,
+        }
     }
 
     async fn run(mut self) {
@@ -113,6 +125,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
 
     /// Ends the current role: notifies callbacks and frees the stream key.
     fn leave(&mut self) {
+        if !matches!(self.role, Role::Idle) {
+            self.idle_since = Instant::now();
+        }
         match std::mem::replace(&mut self.role, Role::Idle) {
             Role::Publishing(ingest) => {
                 let key = ingest.key().clone();
@@ -158,7 +173,15 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             if self.close_after_flush {
                 return Ok(());
             }
-            let deadline = if self.session.is_handshake_done() { idle_deadline } else { handshake_deadline };
+            let deadline = if !self.session.is_handshake_done() {
+                handshake_deadline
+            } else if matches!(self.role, Role::Idle) {
+                // bytes alone do not keep a connection that neither publishes nor plays
+                // (a client dripping a byte now and then): it gets one idle period in all
+                idle_deadline.min(self.idle_since + idle)
+            } else {
+                idle_deadline
+            };
             // Viewers may legitimately stay silent; only non-viewers are subject to the idle timeout.
             let watch_idle = !matches!(self.role, Role::Playing { .. }) || !self.session.is_handshake_done();
             if buf.capacity() - buf.len() < 16 * 1024 {
