@@ -13,8 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::gop::GopCache;
 use super::{lock, HubConfig, HubEvent, StreamKey};
-use crate::media::CodecConfig;
+use crate::media::{CodecConfig, Frame};
 use crate::metrics::Metrics;
+
+/// Audio held back from waking viewers at most this long (media time) when the stream has video.
+const AUDIO_COALESCE_MS: i64 = 50;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -64,6 +67,8 @@ struct State {
     codec: CodecConfig,
     gop: GopCache,
     ended: bool,
+    /// Timestamp of the oldest audio frame pushed since viewers were last woken.
+    held_audio: Option<i64>,
 }
 
 impl State {
@@ -103,6 +108,7 @@ impl Stream {
                 codec: CodecConfig::default(),
                 gop,
                 ended: false,
+                held_audio: None,
             }),
             config,
             notify: Notify::new(),
@@ -207,7 +213,11 @@ impl Stream {
     }
 
     fn push(&self, ev: HubEvent) {
-        {
+        let audio_pts = match &ev {
+            HubEvent::Frame(Frame::Audio(a)) => Some(a.pts),
+            _ => None,
+        };
+        let wake = {
             let mut st = lock(&self.state);
             if st.ended {
                 return;
@@ -240,8 +250,28 @@ impl Stream {
                     st.first_seq += 1;
                 }
             }
+            // Waking every viewer costs a task poll and a socket write per viewer: audio frames of a
+            // stream with video ride along with the next video frame (at most one frame interval
+            // later), unless AUDIO_COALESCE_MS of audio piled up (the video stalled).
+            match audio_pts.filter(|_| st.codec.video.is_some()) {
+                Some(pts) => {
+                    let first = *st.held_audio.get_or_insert(pts);
+                    if pts.saturating_sub(first) >= AUDIO_COALESCE_MS {
+                        st.held_audio = None;
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => {
+                    st.held_audio = None;
+                    true
+                }
+            }
+        };
+        if wake {
+            self.notify.notify_waiters();
         }
-        self.notify.notify_waiters();
     }
 }
 
@@ -554,6 +584,45 @@ mod tests {
             p.send(video(i * 40, i % 30 == 0));
         }
         assert!(lock(&p.stream().state).ring_bytes <= 10_000);
+    }
+
+    #[tokio::test]
+    async fn audio_rides_along_with_the_next_video_frame() {
+        use futures_util::poll;
+        let audio = |pts| HubEvent::Frame(Frame::Audio(AudioFrame { pts, data: Bytes::from_static(&[1]) }));
+        let hub = Hub::new(HubConfig::default());
+        let key = StreamKey::new("live", "a");
+        let p = hub.publish(key.clone(), peer()).unwrap();
+        p.send(HubEvent::Config(cfg()));
+        p.send(video(0, true));
+        let mut sub = hub.subscribe(&key).unwrap();
+        drain(&mut sub).unwrap();
+        let mut out = Vec::new();
+        {
+            let fut = sub.recv_many(&mut out, 100);
+            tokio::pin!(fut);
+            assert!(poll!(fut.as_mut()).is_pending());
+            p.send(audio(10));
+            p.send(audio(31));
+            assert!(poll!(fut.as_mut()).is_pending(), "audio alone does not wake viewers of a video stream");
+            p.send(video(40, false));
+            assert!(poll!(fut.as_mut()).is_ready());
+        }
+        assert_eq!(out.len(), 3, "the held audio comes with the video frame");
+        out.clear();
+        {
+            // the video stalls: audio wakes viewers once 50 ms of it piled up
+            let fut = sub.recv_many(&mut out, 100);
+            tokio::pin!(fut);
+            assert!(poll!(fut.as_mut()).is_pending());
+            for pts in [50, 71, 92] {
+                p.send(audio(pts));
+                assert!(poll!(fut.as_mut()).is_pending());
+            }
+            p.send(audio(113));
+            assert!(poll!(fut.as_mut()).is_ready());
+        }
+        assert_eq!(out.len(), 4);
     }
 
     #[tokio::test]
