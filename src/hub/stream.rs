@@ -69,6 +69,8 @@ struct State {
     ended: bool,
     /// Timestamp of the oldest audio frame pushed since viewers were last woken.
     held_audio: Option<i64>,
+    /// Sequence number of the newest keyframe in the ring.
+    last_key_seq: Option<u64>,
 }
 
 impl State {
@@ -109,6 +111,7 @@ impl Stream {
                 gop,
                 ended: false,
                 held_audio: None,
+                last_key_seq: None,
             }),
             config,
             notify: Notify::new(),
@@ -240,6 +243,9 @@ impl Stream {
                 HubEvent::Discontinuity => st.gop.clear(),
                 HubEvent::EndOfStream => st.ended = true,
             }
+            if matches!(&ev, HubEvent::Frame(f) if f.is_keyframe()) {
+                st.last_key_seq = Some(st.end_seq());
+            }
             st.ring_bytes += ev.weight();
             st.ring.push_back(ev);
             while st.ring.len() > 1
@@ -250,6 +256,7 @@ impl Stream {
                     st.first_seq += 1;
                 }
             }
+            self.trim_lagged(&mut st);
             // Waking every viewer costs a task poll and a socket write per viewer: audio frames of a
             // stream with video ride along with the next video frame (at most one frame interval
             // later), unless AUDIO_COALESCE_MS of audio piled up (the video stalled).
@@ -271,6 +278,34 @@ impl Stream {
         };
         if wake {
             self.notify.notify_waiters();
+        }
+    }
+}
+
+impl Stream {
+    /// Drops ring events no viewer can be served any more: a viewer that reaches a frame more
+    /// than `max_lag_ms` behind the newest one skips to the newest keyframe (see
+    /// [`Subscription::try_recv_many`]), and one that fell out of the ring does the same, so
+    /// older frames only cost memory (at 30 fps + audio the 2048-event ring holds ~25 s).
+    /// The newest keyframe and everything after it always stay.
+    fn trim_lagged(&self, st: &mut State) {
+        let Some(key_seq) = st.last_key_seq else { return };
+        let horizon = st.newest_dts.saturating_sub(self.config.max_lag_ms as i64);
+        let old = |e: &HubEvent| matches!(e, HubEvent::Frame(f) if f.dts() < horizon);
+        while st.first_seq < key_seq {
+            let drop = match st.ring.front() {
+                Some(HubEvent::Frame(_)) => st.ring.front().is_some_and(old),
+                // metadata or config in front: dropped with the old frames that follow it
+                Some(_) => st.ring.iter().find(|e| matches!(e, HubEvent::Frame(_))).is_some_and(old),
+                None => false,
+            };
+            if !drop {
+                break;
+            }
+            if let Some(e) = st.ring.pop_front() {
+                st.ring_bytes -= e.weight();
+                st.first_seq += 1;
+            }
         }
     }
 }
@@ -574,6 +609,28 @@ mod tests {
         let evs = drain(&mut sub).unwrap();
         assert!(matches!(&evs[0], HubEvent::Config(_)));
         assert!(matches!(&evs[1], HubEvent::Frame(f) if f.is_keyframe() && f.dts() == 2000), "{:?}", evs[1]);
+    }
+
+    #[test]
+    fn ring_drops_frames_older_than_max_lag_but_keeps_the_newest_keyframe() {
+        let hub = Hub::new(HubConfig { max_lag_ms: 1000, ..Default::default() });
+        let p = hub.publish(StreamKey::new("live", "a"), peer()).unwrap();
+        p.send(HubEvent::Config(cfg()));
+        for i in 0..100 {
+            p.send(video(i * 40, i % 25 == 0)); // keyframe every second
+        }
+        {
+            let st = lock(&p.stream().state);
+            let HubEvent::Frame(f) = st.ring.front().unwrap() else { panic!() };
+            assert!(f.dts() >= 3960 - 1000 || f.is_keyframe(), "{}", f.dts());
+            assert!(st.ring.len() < 40);
+        }
+        // a GOP longer than max_lag: its keyframe stays
+        for i in 100..200 {
+            p.send(video(i * 40, i == 100));
+        }
+        let st = lock(&p.stream().state);
+        assert!(matches!(st.ring.front(), Some(HubEvent::Frame(f)) if f.is_keyframe() && f.dts() == 4000));
     }
 
     #[test]
