@@ -105,10 +105,17 @@ async fn run(args: Args) -> Result<()> {
     let livegate = prepare(&args)?;
     let mut results = Vec::new();
     for s in args.scenarios.clone() {
-        let r = match s.as_str() {
-            "flv" | "rtmp" | "hls" => single_publisher(&args, &livegate, &s).await?,
-            "many" => many_publishers(&args, &livegate).await?,
-            other => bail!("unknown scenario {other}"),
+        let scenario = async {
+            match s.as_str() {
+                "flv" | "rtmp" | "hls" => single_publisher(&args, &livegate, &s).await,
+                "many" => many_publishers(&args, &livegate).await,
+                other => bail!("unknown scenario {other}"),
+            }
+        };
+        // on Ctrl-C the scenario is dropped, which kills livegate and ffmpeg
+        let r = tokio::select! {
+            r = scenario => r?,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
         };
         println!("{}", r.json);
         if let Some(dir) = args.json_out.parent() {
