@@ -1057,3 +1057,58 @@ fn print_table(args: &Args, results: &[ScenarioResult]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An FLV stream: header, a video keyframe tag at 1000 ms and an audio tag at 1010 ms.
+    fn flv() -> Vec<u8> {
+        let mut v = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
+        let tag = |ty: u8, ts: u32, body: &[u8]| {
+            let mut t = vec![ty, 0, 0, body.len() as u8, (ts >> 16) as u8, (ts >> 8) as u8, ts as u8, 0, 0, 0, 0];
+            t.extend_from_slice(body);
+            t.extend_from_slice(&(11 + body.len() as u32).to_be_bytes());
+            t
+        };
+        v.extend(tag(9, 1000, &[0x17, 1, 0, 0, 0, 9, 9, 9]));
+        v.extend(tag(8, 1010, &[0xaf, 1, 7]));
+        v
+    }
+
+    #[test]
+    fn chunked_flv_is_scanned_across_any_split() {
+        let body = flv();
+        let mut wire = Vec::new();
+        for part in body.chunks(7) {
+            wire.extend(format!("{:x};ext\r\n", part.len()).as_bytes());
+            wire.extend(part);
+            wire.extend(b"\r\n");
+        }
+        wire.extend(b"0\r\n\r\n");
+        for step in [1, 3, 64, wire.len()] {
+            let st = ViewerStat::new();
+            let (mut c, mut f) = (Chunked::default(), FlvScan::default());
+            let t0 = Instant::now();
+            let mut done = false;
+            for piece in wire.chunks(step) {
+                done = c.feed(piece, |d| f.feed(d, &st, t0)).unwrap();
+                if done {
+                    break; // the body ended; what follows belongs to the next response
+                }
+            }
+            assert!(done);
+            assert!(st.first_key_us.load(Ordering::Relaxed) > 0, "step {step}");
+            assert_eq!(st.media_ms.load(Ordering::Relaxed), 1000);
+        }
+    }
+
+    #[test]
+    fn playlist_parsing() {
+        let p = parse_playlist(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.002,\nbench-a-7.ts\n#EXTINF:1.5,\nbench-a-8.ts\n",
+        );
+        assert_eq!(p.target_ms, 2000);
+        assert_eq!(p.segments, vec![(7, 2002, "bench-a-7.ts".into()), (8, 1500, "bench-a-8.ts".into())]);
+    }
+}
