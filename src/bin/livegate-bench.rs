@@ -497,13 +497,8 @@ async fn http_get(
             })?;
             buf.clear();
             if done {
-                // trailing CRLF after the last chunk
-                while buf.len() < 2 {
-                    if sock.read_buf(buf).await? == 0 {
-                        break;
-                    }
-                }
-                buf.advance(buf.len().min(2));
+                // the final CRLF came with the last chunk (hyper writes "0\r\n\r\n" at once) and was
+                // cleared with it; requests are not pipelined, so nothing else was in `buf`
                 break;
             }
             if sock.read_buf(buf).await? == 0 {
