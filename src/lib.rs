@@ -11,6 +11,10 @@ pub mod hls;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod listener;
 pub mod media;
 pub mod metrics;
 pub mod rtmp;
+
+#[doc(hidden)]
+pub mod fuzzing;

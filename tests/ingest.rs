@@ -247,6 +247,19 @@ fn hostile_clients_are_closed_and_good_streams_keep_flowing() {
     assert!(!closed_by_server(&mut s, Duration::from_millis(500)), "unknown type must not close");
     assert!(closed_by_server(&mut s, Duration::from_secs(6)), "idle timeout");
 
+    // bytes now and then do not keep a connection that neither publishes nor plays
+    let mut s = handshake(&gw);
+    let start = Instant::now();
+    let mut closed = false;
+    while start.elapsed() < Duration::from_secs(8) {
+        if s.write_all(&chunk0(0x42, &[1], None)).is_err() || closed_by_server(&mut s, Duration::from_millis(500)) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a dripping idle connection was kept open");
+    assert!(start.elapsed() < Duration::from_secs(5), "closed only after {:?}", start.elapsed());
+
     let log = gw.log();
     assert!(log.contains("closing RTMP connection"), "{log}");
     assert!(gw.is_running(), "gateway died");

@@ -7,7 +7,9 @@
 //! as `FlvError::UnsupportedCodec` so the ingest can log and drop them.
 
 mod demux;
+pub mod file;
 mod mux;
+mod stream;
 mod writer;
 
 pub use demux::{demux_audio, demux_video, Demuxed, FlvError};
@@ -15,4 +17,5 @@ pub use mux::{
     audio_config_body, audio_tag_header, file_header, tag_header, video_config_body, video_tag_header, TagType,
     PREV_TAG_SIZE_LEN, TAG_HEADER_LEN,
 };
+pub use stream::{Note, TagDemuxer, TagKind, MAX_TIMESTAMP_JUMP_MS};
 pub use writer::FlvWriter;

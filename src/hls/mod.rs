@@ -9,6 +9,8 @@ pub mod service;
 pub mod ts;
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 pub(crate) mod testutil;
 
 pub use playlist::{Playlist, PlaylistConfig, SegmentInfo};

@@ -17,16 +17,13 @@ use http_body_util::combinators::BoxBody;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::auth::Authorizer;
 use crate::config::{Apps, HttpConfig, LimitsConfig};
 use crate::hls::HlsStore;
 use crate::hub::Hub;
-use crate::metrics::{protocol, reason};
 
 pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
@@ -46,35 +43,11 @@ pub struct HttpContext {
 /// Accepts HTTP connections until shutdown, then waits for them to finish.
 pub async fn serve(listener: TcpListener, ctx: HttpContext) {
     let ctx = Arc::new(ctx);
-    let permits = Arc::new(Semaphore::new(ctx.limits.max_http_connections));
-    let connections = TaskTracker::new();
-    loop {
-        let (sock, peer) = tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            warn!(%peer, limit = ctx.limits.max_http_connections, "HTTP connection refused: connection limit reached");
-            ctx.hub.metrics().rejected.get_or_create(&reason("connection_limit")).inc();
-            continue;
-        };
-        ctx.hub.metrics().connections.get_or_create(&protocol("http")).inc();
-        let _ = sock.set_nodelay(true);
-        let ctx = ctx.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            connection(sock, peer, ctx).await
-        });
-    }
-    connections.close();
-    connections.wait().await;
+    let (limit, metrics, shutdown) = (ctx.limits.max_http_connections, ctx.hub.metrics().clone(), ctx.shutdown.clone());
+    crate::listener::accept_loop(listener, "http", limit, metrics, shutdown, |sock, peer| {
+        connection(sock, peer, ctx.clone())
+    })
+    .await
 }
 
 async fn connection(sock: tokio::net::TcpStream, peer: SocketAddr, ctx: Arc<HttpContext>) {

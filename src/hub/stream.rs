@@ -63,6 +63,9 @@ struct State {
     /// Sequence number of `ring[0]`.
     first_seq: u64,
     newest_dts: i64,
+    /// Sequence number of the first event after the latest `Discontinuity`:
+    /// lag in media time is measured only between frames of one timeline.
+    timeline_seq: u64,
     metadata: Option<Bytes>,
     codec: CodecConfig,
     gop: GopCache,
@@ -106,6 +109,7 @@ impl Stream {
                 ring_bytes: 0,
                 first_seq: 0,
                 newest_dts: 0,
+                timeline_seq: 0,
                 metadata: None,
                 codec: CodecConfig::default(),
                 gop,
@@ -246,8 +250,12 @@ impl Stream {
             if matches!(&ev, HubEvent::Frame(f) if f.is_keyframe()) {
                 st.last_key_seq = Some(st.end_seq());
             }
+            let discontinuity = matches!(ev, HubEvent::Discontinuity);
             st.ring_bytes += ev.weight();
             st.ring.push_back(ev);
+            if discontinuity {
+                st.timeline_seq = st.end_seq();
+            }
             while st.ring.len() > 1
                 && (st.ring.len() > self.config.ring_events || st.ring_bytes > self.config.ring_bytes)
             {
@@ -292,7 +300,8 @@ impl Stream {
         let Some(key_seq) = st.last_key_seq else { return };
         let horizon = st.newest_dts.saturating_sub(self.config.max_lag_ms as i64);
         let old = |e: &HubEvent| matches!(e, HubEvent::Frame(f) if f.dts() < horizon);
-        while st.first_seq < key_seq {
+        // frames before a timestamp jump are not compared with the new timeline (see `is_lagging`)
+        while st.first_seq < key_seq && st.first_seq >= st.timeline_seq {
             let drop = match st.ring.front() {
                 Some(HubEvent::Frame(_)) => st.ring.front().is_some_and(old),
                 // metadata or config in front: dropped with the old frames that follow it
@@ -449,7 +458,9 @@ impl Subscription {
                 return Err(Evicted);
             }
             let latest_key = st.ring.iter().rposition(|e| matches!(e, HubEvent::Frame(f) if f.is_keyframe()));
-            self.next = latest_key.map_or(end, |i| st.first_seq + i as u64);
+            // Never back: with a GOP longer than the lag limit the latest keyframe
+            // may be behind `next`; then the viewer resumes at the next keyframe.
+            self.next = latest_key.map_or(end, |i| st.first_seq + i as u64).max(self.next);
             self.need_keyframe = st.codec.video.is_some();
             if self.config_generation != Some(st.codec.generation) {
                 let ev = HubEvent::Config(st.codec.clone());
@@ -479,6 +490,11 @@ impl Subscription {
     fn is_lagging(&self, st: &State) -> bool {
         if self.next < st.first_seq {
             return true;
+        }
+        if self.next < st.timeline_seq {
+            // The viewer is still before a timestamp jump: the media-time
+            // distance to live says nothing; the ring bound still applies.
+            return false;
         }
         let idx = (self.next - st.first_seq) as usize;
         match st.ring.get(idx) {
@@ -631,6 +647,35 @@ mod tests {
         }
         let st = lock(&p.stream().state);
         assert!(matches!(st.ring.front(), Some(HubEvent::Frame(f)) if f.is_keyframe() && f.dts() == 4000));
+    }
+
+    #[test]
+    fn timestamp_jump_is_not_lag_and_never_rewinds_a_viewer() {
+        // A viewer one frame behind when the publisher's timeline jumps forward by
+        // hours (ingest sends a Discontinuity first) is not lagging: it must get
+        // every frame exactly once, not be sent back to the last keyframe.
+        let hub = Hub::new(HubConfig::default());
+        let key = StreamKey::new("live", "a");
+        let p = hub.publish(key.clone(), peer()).unwrap();
+        p.send(HubEvent::Config(cfg()));
+        let mut sub = hub.subscribe(&key).unwrap();
+        for i in 0..10 {
+            p.send(video(i * 40, i == 0));
+        }
+        let mut got = Vec::new();
+        while got.iter().filter(|e| matches!(e, HubEvent::Frame(_))).count() < 9 {
+            sub.try_recv_many(&mut got, 1).unwrap();
+        }
+        p.send(HubEvent::Discontinuity);
+        for i in 0..10 {
+            p.send(video(3 * 3_600_000 + i * 40, false));
+        }
+        got.extend(drain(&mut sub).unwrap());
+        let dts: Vec<i64> =
+            got.iter().filter_map(|e| if let HubEvent::Frame(f) = e { Some(f.dts()) } else { None }).collect();
+        let want: Vec<i64> = (0..10).map(|i| i * 40).chain((0..10).map(|i| 3 * 3_600_000 + i * 40)).collect();
+        assert_eq!(dts, want);
+        assert_eq!(p.stream().stats.lag_skips.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -13,18 +13,17 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
 use crate::auth::{Action, AuthRequest, Authorizer};
 use crate::config::{Apps, LimitsConfig, RtmpConfig};
 use crate::flv::{audio_config_body, audio_tag_header, video_config_body, video_tag_header};
 use crate::hub::{Hub, HubEvent, Protocol, PublishError, StreamKey, Subscription, ViewerGuard};
 use crate::media::Frame;
-use crate::metrics::{protocol, reason};
+use crate::metrics::reason;
 use crate::rtmp::{MediaKind, RequestId, ServerSession, SessionConfig, SessionEvent};
 use publish::Ingest;
 use writer::Writer;
@@ -42,58 +41,29 @@ pub struct IngestContext {
 /// Accepts RTMP connections (RTMPS when `tls` is given) until shutdown.
 pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, tls: Option<TlsAcceptor>) {
     let proto: &'static str = if tls.is_some() { "rtmps" } else { "rtmp" };
-    let permits = Arc::new(Semaphore::new(ctx.limits.max_rtmp_connections));
-    let metrics = ctx.hub.metrics().clone();
-    let connections = tokio_util::task::TaskTracker::new();
-    loop {
-        let (sock, peer) = tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "{proto} accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            warn!(%peer, limit = ctx.limits.max_rtmp_connections, "{proto} connection refused: connection limit reached");
-            metrics.rejected.get_or_create(&reason("connection_limit")).inc();
-            continue;
-        };
-        metrics.connections.get_or_create(&protocol(proto)).inc();
-        let _ = sock.set_nodelay(true);
+    let (limit, metrics, shutdown) = (ctx.limits.max_rtmp_connections, ctx.hub.metrics().clone(), ctx.shutdown.clone());
+    crate::listener::accept_loop(listener, proto, limit, metrics, shutdown, |sock, peer| {
         let ctx = ctx.clone();
         let tls = tls.clone();
-        let span = tracing::info_span!("rtmp", %peer, proto);
-        connections.spawn(
-            async move {
-                let _permit = permit;
-                match tls {
-                    None => Connection::new(sock, peer, proto, ctx).run().await,
-                    Some(acceptor) => {
-                        let timeout = Duration::from_millis(ctx.config.handshake_timeout_ms);
-                        match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
-                            Ok(Ok(tls)) => Connection::new(tls, peer, proto, ctx).run().await,
-                            Ok(Err(e)) => {
-                                ctx.hub.metrics().handshake_failures.inc();
-                                warn!(%peer, "closing RTMPS connection: TLS handshake failed: {e}");
-                            }
-                            Err(_) => {
-                                ctx.hub.metrics().handshake_failures.inc();
-                                warn!(%peer, "closing RTMPS connection: TLS handshake timed out");
-                            }
-                        }
-                    }
+        async move {
+            let Some(acceptor) = tls else {
+                return Connection::new(sock, peer, proto, ctx).run().await;
+            };
+            let timeout = Duration::from_millis(ctx.config.handshake_timeout_ms);
+            match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
+                Ok(Ok(tls)) => Connection::new(tls, peer, proto, ctx).run().await,
+                Ok(Err(e)) => {
+                    ctx.hub.metrics().handshake_failures.inc();
+                    warn!(%peer, "closing RTMPS connection: TLS handshake failed: {e}");
+                }
+                Err(_) => {
+                    ctx.hub.metrics().handshake_failures.inc();
+                    warn!(%peer, "closing RTMPS connection: TLS handshake timed out");
                 }
             }
-            .instrument(span),
-        );
-    }
-    // let sessions say goodbye (they watch the same shutdown token)
-    connections.close();
-    connections.wait().await;
+        }
+    })
+    .await
 }
 
 enum Role {
@@ -110,6 +80,8 @@ struct Connection<S> {
     writer: Writer<tokio::io::WriteHalf<S>>,
     read: ReadHalf<S>,
     role: Role,
+    /// Since when the connection neither publishes nor plays.
+    idle_since: Instant,
     /// Close once everything queued has been written (after a refusal or the end of a played stream).
     close_after_flush: bool,
 }
@@ -125,7 +97,17 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             ..SessionConfig::default()
         });
         let (read, write) = tokio::io::split(sock);
-        Self { peer, proto, writer: Writer::new(write), ctx, session, read, role: Role::Idle, close_after_flush: false }
+        Self {
+            peer,
+            proto,
+            writer: Writer::new(write),
+            ctx,
+            session,
+            read,
+            role: Role::Idle,
+            idle_since: Instant::now(),
+            close_after_flush: false,
+        }
     }
 
     async fn run(mut self) {
@@ -143,6 +125,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
 
     /// Ends the current role: notifies callbacks and frees the stream key.
     fn leave(&mut self) {
+        if !matches!(self.role, Role::Idle) {
+            self.idle_since = Instant::now();
+        }
         match std::mem::replace(&mut self.role, Role::Idle) {
             Role::Publishing(ingest) => {
                 let key = ingest.key().clone();
@@ -188,7 +173,15 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             if self.close_after_flush {
                 return Ok(());
             }
-            let deadline = if self.session.is_handshake_done() { idle_deadline } else { handshake_deadline };
+            let deadline = if !self.session.is_handshake_done() {
+                handshake_deadline
+            } else if matches!(self.role, Role::Idle) {
+                // bytes alone do not keep a connection that neither publishes nor plays
+                // (a client dripping a byte now and then): it gets one idle period in all
+                idle_deadline.min(self.idle_since + idle)
+            } else {
+                idle_deadline
+            };
             // Viewers may legitimately stay silent; only non-viewers are subject to the idle timeout.
             let watch_idle = !matches!(self.role, Role::Playing { .. }) || !self.session.is_handshake_done();
             if buf.capacity() - buf.len() < 16 * 1024 {

@@ -1,30 +1,22 @@
-//! One publisher's ingest: unwraps timestamps (once, here), demuxes FLV tag
-//! bodies and feeds the hub. Codec configuration is announced to the hub just
-//! before the first frame that follows a change, so viewers see the complete
-//! set of tracks (an encoder sends the video and audio sequence headers as two
-//! separate messages).
+//! One publisher's ingest: the sans-IO `flv::TagDemuxer` turns RTMP media
+//! messages into hub events; this feeds them to the hub and logs what the
+//! demuxer noticed.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tracing::{info, warn};
 
-use crate::flv::{demux_audio, demux_video, Demuxed};
-use crate::hub::{HubEvent, Publisher, StreamKey};
-use crate::media::{CodecConfig, Frame, Unwrapper};
+use crate::flv::{Note, TagDemuxer, TagKind};
+use crate::hub::{HubEvent, Publisher, Stream, StreamKey};
 use crate::rtmp::MediaKind;
-
-/// A forward or backward jump of the timeline larger than this is a discontinuity.
-const MAX_TIMESTAMP_JUMP_MS: i64 = 10_000;
 
 pub(super) struct Ingest {
     publisher: Publisher,
     stream_id: u32,
     query: String,
-    clock: Unwrapper,
-    config: CodecConfig,
-    config_dirty: bool,
-    last_dts: Option<i64>,
+    demuxer: TagDemuxer,
+    events: Vec<HubEvent>,
     warned_no_config: bool,
     demux_errors: u64,
 }
@@ -35,10 +27,8 @@ impl Ingest {
             publisher,
             stream_id,
             query,
-            clock: Unwrapper::new(),
-            config: CodecConfig::default(),
-            config_dirty: false,
-            last_dts: None,
+            demuxer: TagDemuxer::new(),
+            events: Vec::with_capacity(4),
             warned_no_config: false,
             demux_errors: 0,
         }
@@ -48,7 +38,7 @@ impl Ingest {
         self.publisher.stream().key()
     }
 
-    pub(super) fn stream(&self) -> &std::sync::Arc<crate::hub::Stream> {
+    pub(super) fn stream(&self) -> &Arc<Stream> {
         self.publisher.stream()
     }
 
@@ -71,63 +61,38 @@ impl Ingest {
     }
 
     pub(super) fn media(&mut self, kind: MediaKind, timestamp: u32, payload: Bytes) {
-        let ts = self.clock.unwrap(timestamp);
-        let demuxed = match kind {
-            MediaKind::Video => demux_video(ts, payload),
-            MediaKind::Audio => demux_audio(ts, payload),
+        let kind = match kind {
+            MediaKind::Video => TagKind::Video,
+            MediaKind::Audio => TagKind::Audio,
         };
-        match demuxed {
-            Ok(Demuxed::VideoConfig(v)) => {
-                if self.config.video.as_deref() != Some(&v) {
-                    info!(stream = %self.key(), codec = %v.codec_string(), width = v.width, height = v.height, "video config");
-                    self.config.video = Some(Arc::new(v));
-                    self.config_dirty = true;
+        let key = self.publisher.stream().key();
+        match self.demuxer.push(kind, timestamp, payload, &mut self.events) {
+            Ok(None) => {}
+            Ok(Some(Note::VideoConfig(v))) => {
+                info!(stream = %key, codec = %v.codec_string(), width = v.width, height = v.height, "video config")
+            }
+            Ok(Some(Note::AudioConfig(a))) => {
+                info!(stream = %key, codec = %a.codec_string(), rate = a.sample_rate, channels = a.channels, "audio config")
+            }
+            Ok(Some(Note::FrameBeforeConfig)) => {
+                if !self.warned_no_config {
+                    self.warned_no_config = true;
+                    warn!(stream = %key, "dropping frames that arrive before their sequence header");
                 }
             }
-            Ok(Demuxed::AudioConfig(a)) => {
-                if self.config.audio.as_deref() != Some(&a) {
-                    info!(stream = %self.key(), codec = %a.codec_string(), rate = a.sample_rate, channels = a.channels, "audio config");
-                    self.config.audio = Some(Arc::new(a));
-                    self.config_dirty = true;
-                }
+            Ok(Some(Note::Jump { from, to })) => {
+                warn!(stream = %key, from, to, "timestamp jump; marking a discontinuity")
             }
-            Ok(Demuxed::Frame(frame)) => self.frame(frame),
-            Ok(Demuxed::Skip) => {}
             Err(e) => {
                 self.demux_errors += 1;
                 // the first few, then one in a thousand, so a broken encoder cannot flood the log
                 if self.demux_errors <= 3 || self.demux_errors.is_multiple_of(1000) {
-                    warn!(stream = %self.key(), count = self.demux_errors, "dropping media message: {e}");
+                    warn!(stream = %key, count = self.demux_errors, "dropping media message: {e}");
                 }
             }
         }
-    }
-
-    fn frame(&mut self, frame: Frame) {
-        let has_config = match &frame {
-            Frame::Video(_) => self.config.video.is_some(),
-            Frame::Audio(_) => self.config.audio.is_some(),
-        };
-        if !has_config {
-            if !self.warned_no_config {
-                self.warned_no_config = true;
-                warn!(stream = %self.key(), "dropping frames that arrive before their sequence header");
-            }
-            return;
+        for ev in self.events.drain(..) {
+            self.publisher.send(ev);
         }
-        if self.config_dirty {
-            self.config_dirty = false;
-            self.config.generation += 1;
-            self.publisher.send(HubEvent::Config(self.config.clone()));
-        }
-        let dts = frame.dts();
-        if let Some(last) = self.last_dts {
-            if (dts - last).abs() > MAX_TIMESTAMP_JUMP_MS {
-                warn!(stream = %self.key(), from = last, to = dts, "timestamp jump; marking a discontinuity");
-                self.publisher.send(HubEvent::Discontinuity);
-            }
-        }
-        self.last_dts = Some(dts);
-        self.publisher.send(HubEvent::Frame(frame));
     }
 }

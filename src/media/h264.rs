@@ -232,7 +232,13 @@ pub fn parse_sps_resolution(sps: &[u8]) -> Result<(u32, u32), H264Error> {
                     let (mut last, mut next) = (8i32, 8i32);
                     for _ in 0..size {
                         if next != 0 {
-                            next = (last + r.se()? + 256) % 256;
+                            // delta_scale is -128..=127 (H.264 7.4.2.1.1.1); more is a broken SPS
+                            // (and would overflow the sum below).
+                            let delta = r.se()?;
+                            if !(-128..=127).contains(&delta) {
+                                return Err(H264Error::BadSps);
+                            }
+                            next = (last + delta + 256) % 256;
                         }
                         if next != 0 {
                             last = next;
@@ -289,6 +295,18 @@ pub fn parse_sps_resolution(sps: &[u8]) -> Result<(u32, u32), H264Error> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Fuzz reproducer (flv_demux): an SPS whose scaling-list delta_scale is
+    /// huge overflowed `last + delta + 256` (a panic with overflow checks on).
+    #[test]
+    fn sps_with_out_of_range_scaling_delta_is_an_error() {
+        let record: &[u8] = &[
+            0x01, 0xfc, 0x00, 0x0d, 0xff, 0xe1, 0x00, 0x19, 0x67, 0xf4, 0x00, 0xff, 0xff, 0x65, 0xff, 0xff, 0xff, 0xff,
+            0x0e, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xf8, 0x00, 0x48, 0x44, 0xff, 0xf8, 0x00,
+        ];
+        assert!(AvcConfig::parse(Bytes::from_static(record)).is_err());
+        assert_eq!(parse_sps_resolution(&record[8..]), Err(H264Error::BadSps));
+    }
 
     // avcC from x264, 320x240 High profile (captured from ffmpeg -f lavfi testsrc).
     pub(crate) const AVCC_320X240: &[u8] = &[
