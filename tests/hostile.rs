@@ -620,7 +620,7 @@ fn reconnect_storm_leaks_nothing_and_keeps_hls_sequence_monotonic() {
     let grace = Duration::from_millis(12_500);
     let mut rss = Vec::new();
     let start = Instant::now();
-    for round in 0..100 {
+    for round in 0..150 {
         short_publish(&gw, &mut refused);
         if round % 10 == 9 {
             assert!(wait_until(Duration::from_secs(5), || playlist(&gw, "live/storm").is_some()));
@@ -638,21 +638,24 @@ fn reconnect_storm_leaks_nothing_and_keeps_hls_sequence_monotonic() {
             assert_eq!(seq, uri_seq[0], "EXT-X-MEDIA-SEQUENCE is not the first segment's number:\n{pl}");
             (last_seq, last_uri_seq) = (seq, max);
         }
-        if round == 49 || round == 99 {
+        if round % 50 == 49 {
             std::thread::sleep(grace);
             rss.push(rss_kb(gw.pid()));
         }
     }
-    let secs = start.elapsed().as_secs_f64() - 2.0 * grace.as_secs_f64();
+    let secs = start.elapsed().as_secs_f64() - 3.0 * grace.as_secs_f64();
     assert!(wait_until(Duration::from_secs(5), || {
         http_request(gw.http, "HEAD", "/live/storm.flv", 0, Duration::from_secs(2)).status == 404
     }));
     println!(
-        "storm: 100 publish/unpublish cycles in {secs:.1} s ({refused} republishes refused while the previous \
-         connection was still closing); RSS {} kB after 50, {} kB after 100 (each after the segment grace); \
-         media sequence {last_seq}, last segment {last_uri_seq}",
-        rss[0], rss[1]
+        "storm: 150 publish/unpublish cycles in {secs:.1} s ({refused} republishes refused while the previous \
+         connection was still closing); RSS {} kB after 50, {} kB after 100, {} kB after 150 (each after the \
+         segment grace); media sequence {last_seq}, last segment {last_uri_seq}",
+        rss[0], rss[1], rss[2]
     );
     assert!(last_uri_seq >= 100, "expected at least a segment per publish, last is {last_uri_seq}");
-    assert!(rss[1] < rss[0] + 8 * 1024, "RSS grew from {} kB to {} kB over 50 cycles", rss[0], rss[1]);
+    // The allocator settles over the first cycles (seen: +3 to +10 MB from 50 to 100, in both
+    // directions between builds); a leak keeps growing, so the last 50 cycles must add little.
+    assert!(rss[2] < rss[1] + 8 * 1024, "RSS grew from {} kB to {} kB over the last 50 cycles", rss[1], rss[2]);
+    assert!(rss[2] < rss[0] + 16 * 1024, "RSS grew from {} kB to {} kB over 100 cycles", rss[0], rss[2]);
 }

@@ -11,6 +11,9 @@ use super::mux::{
 use crate::hub::HubEvent;
 use crate::media::{CodecConfig, Frame};
 
+/// Size of the blocks tag headers are carved from.
+const SCRATCH_BLOCK: usize = 4096;
+
 #[derive(Debug, Default)]
 pub struct FlvWriter {
     header_written: bool,
@@ -76,7 +79,11 @@ impl FlvWriter {
     fn tag(&mut self, ty: TagType, ts: i64, codec_header: &[u8], payload: Option<&Bytes>, out: &mut Vec<Bytes>) {
         let payload_len = payload.map_or(0, Bytes::len);
         let data_size = codec_header.len() + payload_len;
-        self.scratch.reserve(4 + TAG_HEADER_LEN + codec_header.len());
+        // headers are split off one shared block: one allocation per ~200 tags, not per tag
+        let need = 4 + TAG_HEADER_LEN + codec_header.len();
+        if self.scratch.capacity() < need {
+            self.scratch.reserve(SCRATCH_BLOCK.max(need));
+        }
         if self.prev_tag_size != 0 {
             self.scratch.put_u32(self.prev_tag_size);
         }

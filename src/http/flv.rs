@@ -1,7 +1,8 @@
 //! HTTP-FLV: a live, endless FLV body per viewer. A pump task turns hub
 //! events into FLV pieces and hands them to the body through a small bounded
-//! channel, so the body is written only as fast as the socket takes it; a
-//! viewer whose socket stays full is disconnected.
+//! channel, one batch (all pieces of one wake-up) per message, so the body is
+//! written only as fast as the socket takes it; a viewer whose socket stays
+//! full is disconnected.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -25,8 +26,8 @@ use crate::flv::FlvWriter;
 use crate::hub::{Protocol, StreamKey, Subscription, ViewerGuard};
 use crate::metrics::reason;
 
-/// Pieces buffered between the pump and the socket, per viewer.
-const CHANNEL_PIECES: usize = 64;
+/// Batches (one per pump wake-up) buffered between the pump and the socket, per viewer.
+const CHANNEL_BATCHES: usize = 16;
 /// Hub events taken per wake-up.
 const BATCH: usize = 64;
 
@@ -64,7 +65,7 @@ pub(crate) async fn serve(
         ctx.hub.metrics().rejected.get_or_create(&reason("viewer_limit")).inc();
         return text(StatusCode::SERVICE_UNAVAILABLE, "viewer limit reached\n");
     }
-    let (tx, rx) = mpsc::channel(CHANNEL_PIECES);
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     if !head {
         let guard = stream.viewer_guard(Protocol::HttpFlv);
         let sub = stream.subscribe();
@@ -85,7 +86,7 @@ pub(crate) async fn serve(
             ctx.auth.notify(&ctx.apps.get(&key.app).auth, req);
         });
     }
-    let mut r = Response::new(FlvBody { rx }.boxed());
+    let mut r = Response::new(FlvBody { rx, batch: Vec::new().into_iter() }.boxed());
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
     r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
     r
@@ -93,7 +94,7 @@ pub(crate) async fn serve(
 
 async fn pump(
     mut sub: Subscription,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Vec<Bytes>>,
     _guard: ViewerGuard,
     stall: Duration,
     kill: CancellationToken,
@@ -103,7 +104,6 @@ async fn pump(
     let stream = sub.stream().clone();
     let mut writer = FlvWriter::new();
     let mut events = Vec::with_capacity(BATCH);
-    let mut pieces = Vec::with_capacity(BATCH * 2);
     let mut open = true;
     while open {
         events.clear();
@@ -118,26 +118,28 @@ async fn pump(
                 }
             },
         }
+        let mut pieces = Vec::with_capacity(events.len() * 2 + 1);
         for ev in &events {
             writer.push(ev, &mut pieces);
         }
         if !open {
             writer.finish(&mut pieces);
         }
-        for piece in pieces.drain(..) {
-            let len = piece.len() as u64;
-            match tokio::time::timeout(stall, tx.send(piece)).await {
-                Ok(Ok(())) => stream.count_bytes_out(Protocol::HttpFlv, len),
-                Ok(Err(_)) => {
-                    info!(%peer, stream = %stream.key(), "HTTP-FLV viewer left");
-                    return;
-                }
-                Err(_) => {
-                    warn!(%peer, stream = %stream.key(), "HTTP-FLV viewer stalled for {stall:?}; disconnecting");
-                    stream.count_eviction();
-                    kill.cancel();
-                    return;
-                }
+        if pieces.is_empty() {
+            continue;
+        }
+        let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        match tokio::time::timeout(stall, tx.send(pieces)).await {
+            Ok(Ok(())) => stream.count_bytes_out(Protocol::HttpFlv, len),
+            Ok(Err(_)) => {
+                info!(%peer, stream = %stream.key(), "HTTP-FLV viewer left");
+                return;
+            }
+            Err(_) => {
+                warn!(%peer, stream = %stream.key(), "HTTP-FLV viewer stalled for {stall:?}; disconnecting");
+                stream.count_eviction();
+                kill.cancel();
+                return;
             }
         }
     }
@@ -145,7 +147,9 @@ async fn pump(
 }
 
 struct FlvBody {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Vec<Bytes>>,
+    /// What is left of the batch being written.
+    batch: std::vec::IntoIter<Bytes>,
 }
 
 impl hyper::body::Body for FlvBody {
@@ -153,6 +157,15 @@ impl hyper::body::Body for FlvBody {
     type Error = std::convert::Infallible;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.rx.poll_recv(cx).map(|piece| piece.map(|b| Ok(Frame::data(b))))
+        loop {
+            if let Some(piece) = self.batch.next() {
+                return Poll::Ready(Some(Ok(Frame::data(piece))));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => self.batch = batch.into_iter(),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }

@@ -13,8 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::gop::GopCache;
 use super::{lock, HubConfig, HubEvent, StreamKey};
-use crate::media::CodecConfig;
+use crate::media::{CodecConfig, Frame};
 use crate::metrics::Metrics;
+
+/// Audio held back from waking viewers at most this long (media time) when the stream has video.
+const AUDIO_COALESCE_MS: i64 = 50;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -67,6 +70,10 @@ struct State {
     codec: CodecConfig,
     gop: GopCache,
     ended: bool,
+    /// Timestamp of the oldest audio frame pushed since viewers were last woken.
+    held_audio: Option<i64>,
+    /// Sequence number of the newest keyframe in the ring.
+    last_key_seq: Option<u64>,
 }
 
 impl State {
@@ -107,6 +114,8 @@ impl Stream {
                 codec: CodecConfig::default(),
                 gop,
                 ended: false,
+                held_audio: None,
+                last_key_seq: None,
             }),
             config,
             notify: Notify::new(),
@@ -211,7 +220,11 @@ impl Stream {
     }
 
     fn push(&self, ev: HubEvent) {
-        {
+        let audio_pts = match &ev {
+            HubEvent::Frame(Frame::Audio(a)) => Some(a.pts),
+            _ => None,
+        };
+        let wake = {
             let mut st = lock(&self.state);
             if st.ended {
                 return;
@@ -234,6 +247,9 @@ impl Stream {
                 HubEvent::Discontinuity => st.gop.clear(),
                 HubEvent::EndOfStream => st.ended = true,
             }
+            if matches!(&ev, HubEvent::Frame(f) if f.is_keyframe()) {
+                st.last_key_seq = Some(st.end_seq());
+            }
             let discontinuity = matches!(ev, HubEvent::Discontinuity);
             st.ring_bytes += ev.weight();
             st.ring.push_back(ev);
@@ -248,8 +264,58 @@ impl Stream {
                     st.first_seq += 1;
                 }
             }
+            self.trim_lagged(&mut st);
+            // Waking every viewer costs a task poll and a socket write per viewer: audio frames of a
+            // stream with video ride along with the next video frame (at most one frame interval
+            // later), unless AUDIO_COALESCE_MS of audio piled up (the video stalled).
+            match audio_pts.filter(|_| st.codec.video.is_some()) {
+                Some(pts) => {
+                    let first = *st.held_audio.get_or_insert(pts);
+                    if pts.saturating_sub(first) >= AUDIO_COALESCE_MS {
+                        st.held_audio = None;
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => {
+                    st.held_audio = None;
+                    true
+                }
+            }
+        };
+        if wake {
+            self.notify.notify_waiters();
         }
-        self.notify.notify_waiters();
+    }
+}
+
+impl Stream {
+    /// Drops ring events no viewer can be served any more: a viewer that reaches a frame more
+    /// than `max_lag_ms` behind the newest one skips to the newest keyframe (see
+    /// [`Subscription::try_recv_many`]), and one that fell out of the ring does the same, so
+    /// older frames only cost memory (at 30 fps + audio the 2048-event ring holds ~25 s).
+    /// The newest keyframe and everything after it always stay.
+    fn trim_lagged(&self, st: &mut State) {
+        let Some(key_seq) = st.last_key_seq else { return };
+        let horizon = st.newest_dts.saturating_sub(self.config.max_lag_ms as i64);
+        let old = |e: &HubEvent| matches!(e, HubEvent::Frame(f) if f.dts() < horizon);
+        // frames before a timestamp jump are not compared with the new timeline (see `is_lagging`)
+        while st.first_seq < key_seq && st.first_seq >= st.timeline_seq {
+            let drop = match st.ring.front() {
+                Some(HubEvent::Frame(_)) => st.ring.front().is_some_and(old),
+                // metadata or config in front: dropped with the old frames that follow it
+                Some(_) => st.ring.iter().find(|e| matches!(e, HubEvent::Frame(_))).is_some_and(old),
+                None => false,
+            };
+            if !drop {
+                break;
+            }
+            if let Some(e) = st.ring.pop_front() {
+                st.ring_bytes -= e.weight();
+                st.first_seq += 1;
+            }
+        }
     }
 }
 
@@ -562,6 +628,28 @@ mod tests {
     }
 
     #[test]
+    fn ring_drops_frames_older_than_max_lag_but_keeps_the_newest_keyframe() {
+        let hub = Hub::new(HubConfig { max_lag_ms: 1000, ..Default::default() });
+        let p = hub.publish(StreamKey::new("live", "a"), peer()).unwrap();
+        p.send(HubEvent::Config(cfg()));
+        for i in 0..100 {
+            p.send(video(i * 40, i % 25 == 0)); // keyframe every second
+        }
+        {
+            let st = lock(&p.stream().state);
+            let HubEvent::Frame(f) = st.ring.front().unwrap() else { panic!() };
+            assert!(f.dts() >= 3960 - 1000 || f.is_keyframe(), "{}", f.dts());
+            assert!(st.ring.len() < 40);
+        }
+        // a GOP longer than max_lag: its keyframe stays
+        for i in 100..200 {
+            p.send(video(i * 40, i == 100));
+        }
+        let st = lock(&p.stream().state);
+        assert!(matches!(st.ring.front(), Some(HubEvent::Frame(f)) if f.is_keyframe() && f.dts() == 4000));
+    }
+
+    #[test]
     fn timestamp_jump_is_not_lag_and_never_rewinds_a_viewer() {
         // A viewer one frame behind when the publisher's timeline jumps forward by
         // hours (ingest sends a Discontinuity first) is not lagging: it must get
@@ -598,6 +686,45 @@ mod tests {
             p.send(video(i * 40, i % 30 == 0));
         }
         assert!(lock(&p.stream().state).ring_bytes <= 10_000);
+    }
+
+    #[tokio::test]
+    async fn audio_rides_along_with_the_next_video_frame() {
+        use futures_util::poll;
+        let audio = |pts| HubEvent::Frame(Frame::Audio(AudioFrame { pts, data: Bytes::from_static(&[1]) }));
+        let hub = Hub::new(HubConfig::default());
+        let key = StreamKey::new("live", "a");
+        let p = hub.publish(key.clone(), peer()).unwrap();
+        p.send(HubEvent::Config(cfg()));
+        p.send(video(0, true));
+        let mut sub = hub.subscribe(&key).unwrap();
+        drain(&mut sub).unwrap();
+        let mut out = Vec::new();
+        {
+            let fut = sub.recv_many(&mut out, 100);
+            tokio::pin!(fut);
+            assert!(poll!(fut.as_mut()).is_pending());
+            p.send(audio(10));
+            p.send(audio(31));
+            assert!(poll!(fut.as_mut()).is_pending(), "audio alone does not wake viewers of a video stream");
+            p.send(video(40, false));
+            assert!(poll!(fut.as_mut()).is_ready());
+        }
+        assert_eq!(out.len(), 3, "the held audio comes with the video frame");
+        out.clear();
+        {
+            // the video stalls: audio wakes viewers once 50 ms of it piled up
+            let fut = sub.recv_many(&mut out, 100);
+            tokio::pin!(fut);
+            assert!(poll!(fut.as_mut()).is_pending());
+            for pts in [50, 71, 92] {
+                p.send(audio(pts));
+                assert!(poll!(fut.as_mut()).is_pending());
+            }
+            p.send(audio(113));
+            assert!(poll!(fut.as_mut()).is_ready());
+        }
+        assert_eq!(out.len(), 4);
     }
 
     #[tokio::test]

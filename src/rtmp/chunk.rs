@@ -334,6 +334,24 @@ impl ChunkEncoder {
     #[allow(clippy::too_many_arguments)]
     pub fn write_zero_copy(
         &self,
+        emit: impl FnMut(Bytes),
+        csid: u32,
+        timestamp: u32,
+        type_id: u8,
+        stream_id: u32,
+        prefix: &[u8],
+        payload: Bytes,
+    ) {
+        let mut scratch = BytesMut::new();
+        self.write_zero_copy_in(&mut scratch, emit, csid, timestamp, type_id, stream_id, prefix, payload);
+    }
+
+    /// [`write_zero_copy`](Self::write_zero_copy) carving the header piece out of `scratch`, which
+    /// is refilled in blocks: one allocation per many messages instead of one per message.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_zero_copy_in(
+        &self,
+        scratch: &mut BytesMut,
         mut emit: impl FnMut(Bytes),
         csid: u32,
         timestamp: u32,
@@ -342,10 +360,16 @@ impl ChunkEncoder {
         prefix: &[u8],
         payload: Bytes,
     ) {
+        const BLOCK: usize = 4096;
         let size = self.chunk_size as usize;
         let total = prefix.len() + payload.len();
-        let mut hdr = BytesMut::with_capacity(16 + prefix.len());
-        put_type0_header(&mut hdr, csid, timestamp, type_id, stream_id, total);
+        // type 0 header + prefix + a type 3 header per chunk boundary inside the prefix
+        let need = 18 + prefix.len() + (prefix.len() / size.max(1) + 1) * 7;
+        if scratch.capacity() < need {
+            scratch.reserve(BLOCK.max(need));
+        }
+        let hdr = scratch;
+        put_type0_header(hdr, csid, timestamp, type_id, stream_id, total);
         // the prefix is tiny compared to any sane chunk size; split it like payload anyway
         let mut written = 0;
         let mut prefix_left = prefix;
@@ -359,7 +383,7 @@ impl ChunkEncoder {
             prefix_left = &prefix_left[n..];
             written += n;
         }
-        emit(hdr.freeze());
+        emit(hdr.split().freeze());
         let mut start = 0;
         while start < payload.len() {
             if written > 0 && written % size == 0 {

@@ -108,6 +108,8 @@ pub struct ServerSession {
     events: VecDeque<SessionEvent>,
     out: VecDeque<Bytes>,
     out_bytes: usize,
+    /// Block the chunk headers of media messages are carved from.
+    scratch: BytesMut,
     conn: Option<Connection>,
     streams: HashMap<u32, StreamRole>,
     next_stream_id: u32,
@@ -130,6 +132,7 @@ impl ServerSession {
             events: VecDeque::new(),
             out: VecDeque::new(),
             out_bytes: 0,
+            scratch: BytesMut::new(),
             conn: None,
             streams: HashMap::new(),
             next_stream_id: 1,
@@ -266,7 +269,8 @@ impl ServerSession {
         };
         let enc = &self.encoder;
         let (out, out_bytes) = (&mut self.out, &mut self.out_bytes);
-        enc.write_zero_copy(
+        enc.write_zero_copy_in(
+            &mut self.scratch,
             |b| {
                 *out_bytes += b.len();
                 out.push_back(b)
