@@ -317,6 +317,22 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         self.close_after_flush = true;
     }
 
+    /// Asks the app's auth (keys, then callback); on denial refuses `req` with `code` and returns false.
+    async fn authorize(&mut self, req: RequestId, action: Action, key: &StreamKey, query: &str, code: &str) -> bool {
+        let ctx = self.ctx.clone();
+        let policy = ctx.apps.get(&key.app);
+        let auth_req =
+            AuthRequest { action, app: &key.app, stream: &key.name, client: self.peer, protocol: self.proto, query };
+        match ctx.auth.check(&policy.auth, &auth_req).await {
+            Ok(()) => true,
+            Err(denied) => {
+                let why = format!("{action:?} of {key} denied: {denied}");
+                self.refuse(req, code, &why, denied.reason());
+                false
+            }
+        }
+    }
+
     async fn on_publish(&mut self, req: RequestId, stream_id: u32, app: &str, name: &str, query: &str) {
         const BAD_NAME: &str = "NetStream.Publish.BadName";
         if !matches!(self.role, Role::Idle) {
@@ -325,14 +341,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         let Some(key) = StreamKey::parse(app, name) else {
             return self.refuse(req, BAD_NAME, "invalid app or stream name", "bad_name");
         };
+        if !self.authorize(req, Action::Publish, &key, query, "NetStream.Publish.Unauthorized").await {
+            return;
+        }
         let ctx = self.ctx.clone();
         let policy = ctx.apps.get(app);
-        let auth_req =
-            AuthRequest { action: Action::Publish, app, stream: name, client: self.peer, protocol: self.proto, query };
-        if let Err(denied) = ctx.auth.check(&policy.auth, &auth_req).await {
-            let why = format!("publish of {key} denied: {denied}");
-            return self.refuse(req, "NetStream.Publish.Unauthorized", &why, denied.reason());
-        }
         match ctx.hub.publish_with(key.clone(), self.peer, policy.gop_cache.clone()) {
             Ok(publisher) => {
                 info!(stream = %key, "publishing");
@@ -362,14 +375,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         let Some(key) = StreamKey::parse(app, name) else {
             return self.refuse(req, NOT_FOUND, "invalid app or stream name", "bad_name");
         };
-        let ctx = self.ctx.clone();
-        let policy = ctx.apps.get(app);
-        let auth_req =
-            AuthRequest { action: Action::Play, app, stream: name, client: self.peer, protocol: self.proto, query };
-        if let Err(denied) = ctx.auth.check(&policy.auth, &auth_req).await {
-            let why = format!("play of {key} denied: {denied}");
-            return self.refuse(req, "NetStream.Play.Unauthorized", &why, denied.reason());
+        if !self.authorize(req, Action::Play, &key, query, "NetStream.Play.Unauthorized").await {
+            return;
         }
+        let ctx = self.ctx.clone();
         let Some(stream) = ctx.hub.get(&key) else {
             return self.refuse(req, NOT_FOUND, &format!("stream {key} is not live"), "not_found");
         };

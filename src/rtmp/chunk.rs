@@ -327,10 +327,9 @@ impl ChunkEncoder {
     }
 
     /// Encodes a message without copying the payload: `emit` receives header pieces and
-    /// `payload.slice(..)` pieces in wire order.
-    /// Writes one message whose body is `prefix` (small, copied into the
-    /// header piece: e.g. an FLV tag-body header) followed by `payload`
-    /// (emitted as zero-copy slices between chunk headers).
+    /// `payload.slice(..)` pieces in wire order. The message body is `prefix`
+    /// (small, copied into the header piece: e.g. an FLV tag-body header)
+    /// followed by `payload` (emitted as zero-copy slices between chunk headers).
     #[allow(clippy::too_many_arguments)]
     pub fn write_zero_copy(
         &self,
