@@ -332,9 +332,8 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
         let end = ev == HubEvent::EndOfStream;
         match segmenter.push(&ev, unix_ms()) {
             Ok(Some(seg)) => {
-                if lock(&state).playlist.sequences().next().is_none() {
-                    lock(&state).playlist.set_target_duration(segmenter.target_duration_secs());
-                }
+                // fixes the playlist's target at the first segment; later calls are no-ops
+                lock(&state).playlist.set_target_duration(segmenter.target_duration_secs());
                 store.add_segment(&key, &state, seg).await;
             }
             Ok(None) => {}

@@ -125,40 +125,28 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
 
     /// Ends the current role: notifies callbacks and frees the stream key.
     fn leave(&mut self) {
-        if !matches!(self.role, Role::Idle) {
-            self.idle_since = Instant::now();
-        }
-        match std::mem::replace(&mut self.role, Role::Idle) {
+        let (stream, action, query) = match std::mem::replace(&mut self.role, Role::Idle) {
             Role::Publishing(ingest) => {
-                let key = ingest.key().clone();
-                info!(stream = %key, "publisher left");
-                let policy = self.ctx.apps.get(&key.app);
-                let req = AuthRequest {
-                    action: Action::Unpublish,
-                    app: &key.app,
-                    stream: &key.name,
-                    client: self.peer,
-                    protocol: self.proto,
-                    query: ingest.query(),
-                };
-                self.ctx.auth.notify(&policy.auth, req);
+                info!(stream = %ingest.key(), "publisher left");
+                (ingest.stream().clone(), Action::Unpublish, ingest.query().to_string())
             }
             Role::Playing { sub, query, .. } => {
-                let key = sub.stream().key().clone();
-                info!(stream = %key, "RTMP viewer left");
-                let policy = self.ctx.apps.get(&key.app);
-                let req = AuthRequest {
-                    action: Action::Done,
-                    app: &key.app,
-                    stream: &key.name,
-                    client: self.peer,
-                    protocol: self.proto,
-                    query: &query,
-                };
-                self.ctx.auth.notify(&policy.auth, req);
+                info!(stream = %sub.stream().key(), "RTMP viewer left");
+                (sub.stream().clone(), Action::Done, query)
             }
-            Role::Idle => {}
-        }
+            Role::Idle => return,
+        };
+        self.idle_since = Instant::now();
+        let key = stream.key();
+        let req = AuthRequest {
+            action,
+            app: &key.app,
+            stream: &key.name,
+            client: self.peer,
+            protocol: self.proto,
+            query: &query,
+        };
+        self.ctx.auth.notify(&self.ctx.apps.get(&key.app).auth, req);
     }
 
     async fn serve(&mut self) -> anyhow::Result<()> {
