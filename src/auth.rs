@@ -178,9 +178,13 @@ impl Authorizer {
         };
         let Some(url) = url else { return };
         let Ok(body) = serde_json::to_vec(&req) else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            warn!(%url, "notification not sent: the runtime is shutting down");
+            return;
+        };
         let this = self.clone();
         let timeout = Duration::from_millis(config.callback_timeout_ms);
-        tokio::spawn(async move {
+        rt.spawn(async move {
             match tokio::time::timeout(timeout, this.post_body(&url, body)).await {
                 Ok(Ok(status)) => debug!(%url, status, "notification sent"),
                 Ok(Err(e)) => warn!(%url, "notification failed: {e}"),

@@ -54,6 +54,9 @@ struct Args {
     /// livegate binary (default: next to this binary; rebuilt with cargo when run through cargo).
     #[arg(long)]
     livegate: Option<PathBuf>,
+    /// Configuration file for the server (default: built-in defaults).
+    #[arg(long)]
+    server_config: Option<PathBuf>,
     /// Core for the server.
     #[arg(long, default_value_t = 0)]
     server_core: usize,
@@ -189,10 +192,12 @@ async fn start_server(args: &Args, bin: &Path, name: &str) -> Result<Server> {
     let rtmp = format!("127.0.0.1:{rp}");
     let http = format!("127.0.0.1:{hp}");
     let log = std::fs::File::create(format!("target/bench/livegate-{name}.log"))?;
-    let child = Command::new("taskset")
-        .arg("-c")
-        .arg(args.server_core.to_string())
-        .arg(bin)
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c").arg(args.server_core.to_string()).arg(bin);
+    if let Some(config) = &args.server_config {
+        cmd.arg("--config").arg(config);
+    }
+    let child = cmd
         .args(["--rtmp-listen", &rtmp, "--http-listen", &http])
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")

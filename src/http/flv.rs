@@ -1,34 +1,32 @@
-//! HTTP-FLV: a live, endless FLV body per viewer. A pump task turns hub
-//! events into FLV pieces and hands them to the body through a small bounded
-//! channel, one batch (all pieces of one wake-up) per message, so the body is
-//! written only as fast as the socket takes it; a viewer whose socket stays
-//! full is disconnected.
+//! HTTP-FLV: a live, endless FLV body per viewer. The body polls the viewer's
+//! hub subscription itself whenever hyper can write more (no task or channel in
+//! between), so it is written only as fast as the socket takes it; a small
+//! watchdog task per viewer disconnects one whose socket stays full.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Frame;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{info, warn};
 
 use super::routes::{not_found, refused, text};
 use super::{Body, HttpContext};
 use crate::auth::{Action, AuthRequest};
 use crate::flv::FlvWriter;
-use crate::hub::{Protocol, StreamKey, Subscription, ViewerGuard};
+use crate::hub::{HubEvent, Protocol, Stream, StreamKey, Subscription, ViewerGuard};
 use crate::metrics::reason;
 
-/// Batches (one per pump wake-up) buffered between the pump and the socket, per viewer.
-const CHANNEL_BATCHES: usize = 16;
-/// Hub events taken per wake-up.
+/// Hub events taken per poll.
 const BATCH: usize = 64;
 
 pub(crate) async fn serve(
@@ -65,91 +63,153 @@ pub(crate) async fn serve(
         ctx.hub.metrics().rejected.get_or_create(&reason("viewer_limit")).inc();
         return text(StatusCode::SERVICE_UNAVAILABLE, "viewer limit reached\n");
     }
-    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-    if !head {
-        let guard = stream.viewer_guard(Protocol::HttpFlv);
-        let sub = stream.subscribe();
-        let stall = Duration::from_millis(ctx.config.viewer_stall_timeout_ms);
-        info!(%peer, stream = %key, "HTTP-FLV viewer joined");
-        let ctx = ctx.clone();
-        let query = query.to_string();
-        tokio::spawn(async move {
-            pump(sub, tx, guard, stall, kill, ctx.shutdown.clone(), peer).await;
-            let req = AuthRequest {
-                action: Action::Done,
-                app: &key.app,
-                stream: &key.name,
-                client: peer,
-                protocol: "http_flv",
-                query: &query,
-            };
-            ctx.auth.notify(&ctx.apps.get(&key.app).auth, req);
-        });
+    if head {
+        return flv_response(Empty::new().boxed());
     }
-    let mut r = Response::new(FlvBody { rx, batch: Vec::new().into_iter() }.boxed());
+    let watch = Arc::new(Watch::default());
+    let body = FlvBody {
+        sub: stream.subscribe(),
+        writer: FlvWriter::new(),
+        events: Vec::with_capacity(BATCH),
+        pieces: Vec::new().into_iter(),
+        shutdown: Box::pin(ctx.shutdown.clone().cancelled_owned()),
+        watch: watch.clone(),
+        finished: false,
+        kill: kill.clone(),
+        _done: DoneNotice { ctx: ctx.clone(), key, query: query.to_string(), peer },
+        _guard: stream.viewer_guard(Protocol::HttpFlv),
+    };
+    info!(%peer, stream = %body.sub.stream().key(), "HTTP-FLV viewer joined");
+    let stall = Duration::from_millis(ctx.config.viewer_stall_timeout_ms);
+    tokio::spawn(watchdog(watch, stream, stall, kill, peer));
+    flv_response(body.boxed())
+}
+
+fn flv_response(body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
     r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
     r
 }
 
-async fn pump(
-    mut sub: Subscription,
-    tx: mpsc::Sender<Vec<Bytes>>,
-    _guard: ViewerGuard,
-    stall: Duration,
-    kill: CancellationToken,
-    shutdown: CancellationToken,
-    peer: SocketAddr,
-) {
-    let stream = sub.stream().clone();
-    let mut writer = FlvWriter::new();
-    let mut events = Vec::with_capacity(BATCH);
-    let mut open = true;
-    while open {
-        events.clear();
-        tokio::select! {
-            _ = shutdown.cancelled() => open = false,
-            got = sub.recv_many(&mut events, BATCH) => match got {
-                Ok(more) => open = more,
-                Err(e) => {
-                    warn!(%peer, stream = %stream.key(), "HTTP-FLV {e}");
-                    kill.cancel();
-                    return;
-                }
-            },
-        }
-        let mut pieces = Vec::with_capacity(events.len() * 2 + 1);
-        for ev in &events {
-            writer.push(ev, &mut pieces);
-        }
-        if !open {
-            writer.finish(&mut pieces);
-        }
-        if pieces.is_empty() {
-            continue;
-        }
-        let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
-        match tokio::time::timeout(stall, tx.send(pieces)).await {
-            Ok(Ok(())) => stream.count_bytes_out(Protocol::HttpFlv, len),
-            Ok(Err(_)) => {
-                info!(%peer, stream = %stream.key(), "HTTP-FLV viewer left");
-                return;
-            }
-            Err(_) => {
-                warn!(%peer, stream = %stream.key(), "HTTP-FLV viewer stalled for {stall:?}; disconnecting");
-                stream.count_eviction();
-                kill.cancel();
-                return;
-            }
-        }
-    }
-    info!(%peer, stream = %stream.key(), "HTTP-FLV stream ended");
+/// What the body tells its watchdog.
+#[derive(Debug, Default)]
+struct Watch {
+    /// Pieces handed to hyper so far (hyper asks for more only once it could write).
+    progress: AtomicU64,
+    /// The body waits for the stream, not for the socket.
+    waiting: AtomicBool,
 }
 
+/// Disconnects the viewer when hyper has not asked the body for more for `stall` although
+/// it has data to give (the socket accepts nothing). Ends with the body.
+async fn watchdog(watch: Arc<Watch>, stream: Arc<Stream>, stall: Duration, kill: CancellationToken, peer: SocketAddr) {
+    let tick = (stall / 4).max(Duration::from_millis(10));
+    let mut seen = watch.progress.load(Ordering::Relaxed);
+    let mut since = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = kill.cancelled() => break,
+        }
+        if Arc::strong_count(&watch) == 1 {
+            return;
+        }
+        let now = watch.progress.load(Ordering::Relaxed);
+        if now != seen || watch.waiting.load(Ordering::Relaxed) {
+            seen = now;
+            since = Instant::now();
+        } else if since.elapsed() >= stall {
+            warn!(%peer, stream = %stream.key(), "HTTP-FLV viewer stalled for {stall:?}; disconnecting");
+            stream.count_eviction();
+            kill.cancel();
+            break;
+        }
+    }
+}
+
+/// Sends the `on_done` notification when the viewer goes.
+struct DoneNotice {
+    ctx: Arc<HttpContext>,
+    key: StreamKey,
+    query: String,
+    peer: SocketAddr,
+}
+
+impl Drop for DoneNotice {
+    fn drop(&mut self) {
+        info!(peer = %self.peer, stream = %self.key, "HTTP-FLV viewer left");
+        let req = AuthRequest {
+            action: Action::Done,
+            app: &self.key.app,
+            stream: &self.key.name,
+            client: self.peer,
+            protocol: "http_flv",
+            query: &self.query,
+        };
+        self.ctx.auth.notify(&self.ctx.apps.get(&self.key.app).auth, req);
+    }
+}
+
+/// The endless FLV body: polls the viewer's subscription directly whenever hyper can take
+/// more, so a viewer costs one task (hyper's connection) and no channel.
 struct FlvBody {
-    rx: mpsc::Receiver<Vec<Bytes>>,
-    /// What is left of the batch being written.
-    batch: std::vec::IntoIter<Bytes>,
+    sub: Subscription,
+    writer: FlvWriter,
+    events: Vec<HubEvent>,
+    /// What is left of the pieces of the last batch of events.
+    pieces: std::vec::IntoIter<Bytes>,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    watch: Arc<Watch>,
+    finished: bool,
+    kill: CancellationToken,
+    /// Dropped with the body: logs the departure and sends `on_done`.
+    _done: DoneNotice,
+    _guard: ViewerGuard,
+}
+
+impl FlvBody {
+    /// Turns the next batch of events into pieces; `Ready(false)` when the body is over.
+    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.finished {
+            return Poll::Ready(false);
+        }
+        let mut out = Vec::new();
+        if self.shutdown.as_mut().poll(cx).is_ready() {
+            self.writer.finish(&mut out);
+            self.finished = true;
+        } else {
+            self.events.clear();
+            match self.sub.poll_recv_many(cx, &mut self.events, BATCH) {
+                Poll::Pending => {
+                    self.watch.waiting.store(true, Ordering::Relaxed);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(more)) => {
+                    out.reserve(self.events.len() * 2 + 1);
+                    for ev in &self.events {
+                        self.writer.push(ev, &mut out);
+                    }
+                    if !more {
+                        self.writer.finish(&mut out);
+                        self.finished = true;
+                        info!(stream = %self.sub.stream().key(), "HTTP-FLV stream ended");
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    warn!(stream = %self.sub.stream().key(), "HTTP-FLV {e}");
+                    self.finished = true;
+                    self.kill.cancel();
+                    return Poll::Ready(false);
+                }
+            }
+        }
+        self.watch.waiting.store(false, Ordering::Relaxed);
+        let len: u64 = out.iter().map(|p| p.len() as u64).sum();
+        self.sub.stream().count_bytes_out(Protocol::HttpFlv, len);
+        self.pieces = out.into_iter();
+        Poll::Ready(true)
+    }
 }
 
 impl hyper::body::Body for FlvBody {
@@ -158,14 +218,19 @@ impl hyper::body::Body for FlvBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         loop {
-            if let Some(piece) = self.batch.next() {
+            if let Some(piece) = self.pieces.next() {
+                self.watch.progress.fetch_add(1, Ordering::Relaxed);
                 return Poll::Ready(Some(Ok(Frame::data(piece))));
             }
-            match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(batch)) => self.batch = batch.into_iter(),
-                Poll::Ready(None) => return Poll::Ready(None),
+            match self.poll_batch(cx) {
+                Poll::Ready(true) => {}
+                Poll::Ready(false) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished && self.pieces.len() == 0
     }
 }

@@ -95,6 +95,10 @@ pub struct HubConfig {
     pub max_lag_ms: u64,
     /// A viewer that had to skip this many times without catching up is evicted.
     pub max_lag_skips: u32,
+    /// Viewers are woken (and their sockets written) once per this much video media time
+    /// instead of once per frame: fewer task wake-ups and socket writes per viewer, at up to
+    /// this much added delay. 0 wakes them for every video frame.
+    pub merge_write_ms: u64,
     pub gop_cache: GopCacheConfig,
 }
 
@@ -105,6 +109,7 @@ impl Default for HubConfig {
             ring_bytes: 32 * 1024 * 1024,
             max_lag_ms: 5_000,
             max_lag_skips: 3,
+            merge_write_ms: 0,
             gop_cache: GopCacheConfig::default(),
         }
     }

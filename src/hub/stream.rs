@@ -4,11 +4,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use thiserror::Error;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::gop::GopCache;
@@ -74,6 +74,12 @@ struct State {
     held_audio: Option<i64>,
     /// Sequence number of the newest keyframe in the ring.
     last_key_seq: Option<u64>,
+    /// DTS of the video frame that last woke viewers (see [`HubConfig::merge_write_ms`]).
+    last_video_wake: Option<i64>,
+    /// Viewers waiting for the next wake-up; registered under this lock, so none is missed.
+    waiters: Vec<Waker>,
+    /// Counts wake-ups: a viewer registered in the current epoch is not registered twice.
+    wake_epoch: u64,
 }
 
 impl State {
@@ -90,15 +96,18 @@ pub struct Stream {
     started_at: Instant,
     config: HubConfig,
     state: Mutex<State>,
-    notify: Notify,
     pub stats: StreamStats,
     metrics: Arc<Metrics>,
+    /// `metrics.bytes_out` of each protocol, looked up once.
+    bytes_out: [prometheus_client::metrics::counter::Counter; 3],
     kick: CancellationToken,
 }
 
 impl Stream {
     pub(super) fn new(key: StreamKey, peer: SocketAddr, config: HubConfig, metrics: Arc<Metrics>) -> Self {
         let gop = GopCache::new(config.gop_cache.clone());
+        let bytes_out =
+            Protocol::ALL.map(|p| metrics.bytes_out.get_or_create(&crate::metrics::protocol(p.name())).clone());
         Self {
             key,
             peer,
@@ -116,11 +125,14 @@ impl Stream {
                 ended: false,
                 held_audio: None,
                 last_key_seq: None,
+                last_video_wake: None,
+                waiters: Vec::new(),
+                wake_epoch: 0,
             }),
             config,
-            notify: Notify::new(),
             stats: StreamStats::default(),
             metrics,
+            bytes_out,
             kick: CancellationToken::new(),
         }
     }
@@ -138,7 +150,7 @@ impl Stream {
     /// Counts `n` bytes sent to a viewer of `protocol`.
     pub fn count_bytes_out(&self, protocol: Protocol, n: u64) {
         self.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
-        self.metrics.bytes_out.get_or_create(&crate::metrics::protocol(protocol.name())).inc_by(n);
+        self.bytes_out[protocol as usize].inc_by(n);
     }
 
     /// Counts `n` bytes received from the publisher.
@@ -216,15 +228,12 @@ impl Stream {
             config_generation: has_config.then_some(st.codec.generation),
             need_keyframe: false,
             done: false,
+            registered: None,
         }
     }
 
     fn push(&self, ev: HubEvent) {
-        let audio_pts = match &ev {
-            HubEvent::Frame(Frame::Audio(a)) => Some(a.pts),
-            _ => None,
-        };
-        let wake = {
+        let woken = {
             let mut st = lock(&self.state);
             if st.ended {
                 return;
@@ -250,6 +259,7 @@ impl Stream {
             if matches!(&ev, HubEvent::Frame(f) if f.is_keyframe()) {
                 st.last_key_seq = Some(st.end_seq());
             }
+            let wake = self.should_wake(&mut st, &ev);
             let discontinuity = matches!(ev, HubEvent::Discontinuity);
             st.ring_bytes += ev.weight();
             st.ring.push_back(ev);
@@ -265,27 +275,53 @@ impl Stream {
                 }
             }
             self.trim_lagged(&mut st);
-            // Waking every viewer costs a task poll and a socket write per viewer: audio frames of a
-            // stream with video ride along with the next video frame (at most one frame interval
-            // later), unless AUDIO_COALESCE_MS of audio piled up (the video stalled).
-            match audio_pts.filter(|_| st.codec.video.is_some()) {
-                Some(pts) => {
-                    let first = *st.held_audio.get_or_insert(pts);
-                    if pts.saturating_sub(first) >= AUDIO_COALESCE_MS {
-                        st.held_audio = None;
-                        true
-                    } else {
-                        false
-                    }
-                }
-                None => {
-                    st.held_audio = None;
-                    true
-                }
+            if wake {
+                st.wake_epoch += 1;
+                let n = st.waiters.len();
+                std::mem::replace(&mut st.waiters, Vec::with_capacity(n))
+            } else {
+                Vec::new()
             }
         };
-        if wake {
-            self.notify.notify_waiters();
+        // outside the lock: a woken viewer may run on another worker at once
+        for w in woken {
+            w.wake();
+        }
+    }
+
+    /// Whether `ev` wakes the viewers now. Waking every viewer costs a task poll and a socket
+    /// write per viewer, so frames are announced in batches:
+    /// - audio of a stream with video rides along with the next video frame (at most one frame
+    ///   interval later), unless AUDIO_COALESCE_MS of audio piled up (the video stalled);
+    /// - video wakes once per `merge_write_ms` of video media time (0: every frame);
+    /// - everything else (config, metadata, discontinuity, end) wakes at once.
+    fn should_wake(&self, st: &mut State, ev: &HubEvent) -> bool {
+        let has_video = st.codec.video.is_some();
+        match ev {
+            HubEvent::Frame(Frame::Audio(a)) if has_video => {
+                let first = *st.held_audio.get_or_insert(a.pts);
+                if a.pts.saturating_sub(first) >= AUDIO_COALESCE_MS {
+                    st.held_audio = None;
+                    true
+                } else {
+                    false
+                }
+            }
+            HubEvent::Frame(Frame::Video(v)) => {
+                let merge = self.config.merge_write_ms as i64;
+                // a backwards step (new timeline) wakes at once
+                let due = st.last_video_wake.is_none_or(|last| v.dts < last || v.dts.saturating_sub(last) >= merge);
+                if due {
+                    st.last_video_wake = Some(v.dts);
+                    st.held_audio = None;
+                }
+                due
+            }
+            _ => {
+                st.held_audio = None;
+                st.last_video_wake = None;
+                true
+            }
         }
     }
 }
@@ -378,6 +414,8 @@ pub struct Subscription {
     config_generation: Option<u32>,
     need_keyframe: bool,
     done: bool,
+    /// The wake epoch and waker this viewer is registered with, if any.
+    registered: Option<(u64, Waker)>,
 }
 
 impl Subscription {
@@ -388,40 +426,36 @@ impl Subscription {
     /// The next event; `Ok(None)` once the stream has ended and everything was delivered.
     pub async fn recv(&mut self) -> Result<Option<HubEvent>, Evicted> {
         let mut one = Vec::with_capacity(1);
-        loop {
-            if self.done {
-                return Ok(None);
-            }
-            if let Some(ev) = self.pending.pop_front() {
-                self.observe(&ev);
-                return Ok(Some(ev));
-            }
-            let stream = self.stream.clone();
-            let notified = stream.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.try_recv_many(&mut one, 1)? {
-                return Ok(one.pop());
-            }
-            notified.await;
+        if std::future::poll_fn(|cx| self.poll_recv_many(cx, &mut one, 1)).await? {
+            Ok(one.pop())
+        } else {
+            Ok(None)
         }
     }
 
     /// Waits for at least one event and appends up to `max` to `out`.
     /// Returns false once the stream has ended and everything was delivered.
     pub async fn recv_many(&mut self, out: &mut Vec<HubEvent>, max: usize) -> Result<bool, Evicted> {
-        loop {
-            if self.done {
-                return Ok(false);
-            }
-            let stream = self.stream.clone();
-            let notified = stream.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.try_recv_many(out, max)? {
-                return Ok(true);
-            }
-            notified.await;
+        std::future::poll_fn(|cx| self.poll_recv_many(cx, out, max)).await
+    }
+
+    /// Appends up to `max` available events to `out`: `Ready(Ok(true))` if any were added,
+    /// `Ready(Ok(false))` once the stream has ended and everything was delivered, `Pending`
+    /// (the task is woken at the stream's next wake-up) when nothing is available yet.
+    pub fn poll_recv_many(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<HubEvent>,
+        max: usize,
+    ) -> Poll<Result<bool, Evicted>> {
+        if self.done && self.pending.is_empty() {
+            return Poll::Ready(Ok(false));
+        }
+        match self.recv_inner(out, max, Some(cx)) {
+            Ok(true) => Poll::Ready(Ok(true)),
+            Ok(false) if self.done => Poll::Ready(Ok(false)),
+            Ok(false) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
         }
     }
 
@@ -436,6 +470,16 @@ impl Subscription {
 
     /// Appends up to `max` available events to `out` without waiting; true if any were added.
     pub fn try_recv_many(&mut self, out: &mut Vec<HubEvent>, max: usize) -> Result<bool, Evicted> {
+        self.recv_inner(out, max, None)
+    }
+
+    /// [`Self::try_recv_many`]; with `cx`, registers its waker when nothing was added.
+    fn recv_inner(
+        &mut self,
+        out: &mut Vec<HubEvent>,
+        max: usize,
+        cx: Option<&mut Context<'_>>,
+    ) -> Result<bool, Evicted> {
         let start = out.len();
         while out.len() - start < max {
             let Some(ev) = self.pending.pop_front() else { break };
@@ -446,7 +490,7 @@ impl Subscription {
             return Ok(out.len() > start);
         }
         let stream = self.stream.clone();
-        let st = lock(&stream.state);
+        let mut st = lock(&stream.state);
         let end = st.end_seq();
         if self.is_lagging(&st) {
             self.skips += 1;
@@ -484,7 +528,19 @@ impl Subscription {
         if self.next >= end {
             self.skips = 0;
         }
-        Ok(out.len() > start)
+        let got = out.len() > start;
+        if let (false, false, Some(cx)) = (got, self.done, cx) {
+            let fresh = match &self.registered {
+                Some((epoch, w)) => *epoch == st.wake_epoch && w.will_wake(cx.waker()),
+                None => false,
+            };
+            if !fresh {
+                let w = cx.waker().clone();
+                st.waiters.push(w.clone());
+                self.registered = Some((st.wake_epoch, w));
+            }
+        }
+        Ok(got)
     }
 
     fn is_lagging(&self, st: &State) -> bool {
@@ -688,43 +744,108 @@ mod tests {
         assert!(lock(&p.stream().state).ring_bytes <= 10_000);
     }
 
-    #[tokio::test]
-    async fn audio_rides_along_with_the_next_video_frame() {
-        use futures_util::poll;
-        let audio = |pts| HubEvent::Frame(Frame::Audio(AudioFrame { pts, data: Bytes::from_static(&[1]) }));
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl futures_util::task::ArcWake for Wakes {
+        fn wake_by_ref(me: &Arc<Self>) {
+            me.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A viewer parked on `sub`: `woken()` says whether the stream woke it since it last parked.
+    struct Parked {
+        wakes: Arc<Wakes>,
+        seen: usize,
+    }
+
+    impl Parked {
+        fn new() -> Self {
+            Self { wakes: Arc::new(Wakes::default()), seen: 0 }
+        }
+
+        /// Takes what is available; parks when nothing is.
+        fn poll(&mut self, sub: &mut Subscription) -> Vec<HubEvent> {
+            let waker = futures_util::task::waker(self.wakes.clone());
+            let mut cx = Context::from_waker(&waker);
+            let mut out = Vec::new();
+            while let Poll::Ready(Ok(true)) = sub.poll_recv_many(&mut cx, &mut out, 1000) {}
+            self.seen = self.wakes.0.load(Ordering::SeqCst);
+            out
+        }
+
+        fn woken(&self) -> bool {
+            self.wakes.0.load(Ordering::SeqCst) > self.seen
+        }
+    }
+
+    fn audio(pts: i64) -> HubEvent {
+        HubEvent::Frame(Frame::Audio(AudioFrame { pts, data: Bytes::from_static(&[1]) }))
+    }
+
+    #[test]
+    fn audio_rides_along_with_the_next_video_frame() {
         let hub = Hub::new(HubConfig::default());
         let key = StreamKey::new("live", "a");
         let p = hub.publish(key.clone(), peer()).unwrap();
         p.send(HubEvent::Config(cfg()));
         p.send(video(0, true));
         let mut sub = hub.subscribe(&key).unwrap();
-        drain(&mut sub).unwrap();
-        let mut out = Vec::new();
-        {
-            let fut = sub.recv_many(&mut out, 100);
-            tokio::pin!(fut);
-            assert!(poll!(fut.as_mut()).is_pending());
-            p.send(audio(10));
-            p.send(audio(31));
-            assert!(poll!(fut.as_mut()).is_pending(), "audio alone does not wake viewers of a video stream");
-            p.send(video(40, false));
-            assert!(poll!(fut.as_mut()).is_ready());
+        let mut viewer = Parked::new();
+        assert_eq!(viewer.poll(&mut sub).len(), 2);
+        p.send(audio(10));
+        p.send(audio(31));
+        assert!(!viewer.woken(), "audio alone does not wake viewers of a video stream");
+        p.send(video(40, false));
+        assert!(viewer.woken());
+        assert_eq!(viewer.poll(&mut sub).len(), 3, "the held audio comes with the video frame");
+        // the video stalls: audio wakes viewers once 50 ms of it piled up
+        for pts in [50, 71, 92] {
+            p.send(audio(pts));
+            assert!(!viewer.woken());
         }
-        assert_eq!(out.len(), 3, "the held audio comes with the video frame");
-        out.clear();
-        {
-            // the video stalls: audio wakes viewers once 50 ms of it piled up
-            let fut = sub.recv_many(&mut out, 100);
-            tokio::pin!(fut);
-            assert!(poll!(fut.as_mut()).is_pending());
-            for pts in [50, 71, 92] {
-                p.send(audio(pts));
-                assert!(poll!(fut.as_mut()).is_pending());
+        p.send(audio(113));
+        assert!(viewer.woken());
+        assert_eq!(viewer.poll(&mut sub).len(), 4);
+    }
+
+    #[test]
+    fn merge_write_wakes_once_per_interval_of_video() {
+        let hub = Hub::new(HubConfig { merge_write_ms: 50, ..Default::default() });
+        let key = StreamKey::new("live", "a");
+        let p = hub.publish(key.clone(), peer()).unwrap();
+        p.send(HubEvent::Config(cfg()));
+        p.send(video(0, true));
+        let mut sub = hub.subscribe(&key).unwrap();
+        let mut viewer = Parked::new();
+        viewer.poll(&mut sub);
+        // 30 fps: every second frame wakes (33 ms < 50 ms <= 67 ms)
+        let mut woke = Vec::new();
+        for i in 1..=6 {
+            p.send(video(i * 1000 / 30, false));
+            if viewer.woken() {
+                woke.push(i);
+                let got = viewer.poll(&mut sub);
+                assert!(!got.is_empty());
             }
-            p.send(audio(113));
-            assert!(poll!(fut.as_mut()).is_ready());
         }
-        assert_eq!(out.len(), 4);
+        assert_eq!(woke, vec![2, 4, 6]);
+        // everything but frames wakes at once; the next frame after it too
+        p.send(HubEvent::Metadata(Bytes::from_static(b"m")));
+        assert!(viewer.woken());
+        viewer.poll(&mut sub);
+        p.send(video(7 * 1000 / 30, false));
+        assert!(viewer.woken());
+        viewer.poll(&mut sub);
+        // a backwards step (a new timeline) wakes at once
+        p.send(video(10, false));
+        assert!(viewer.woken());
+        // a viewer is registered once per wake-up however often it polls
+        viewer.poll(&mut sub);
+        viewer.poll(&mut sub);
+        viewer.poll(&mut sub);
+        assert_eq!(lock(&p.stream().state).waiters.len(), 1);
     }
 
     #[tokio::test]
