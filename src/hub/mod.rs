@@ -109,7 +109,7 @@ impl Default for HubConfig {
             ring_bytes: 32 * 1024 * 1024,
             max_lag_ms: 5_000,
             max_lag_skips: 3,
-            merge_write_ms: 0,
+            merge_write_ms: 50,
             gop_cache: GopCacheConfig::default(),
         }
     }

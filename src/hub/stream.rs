@@ -786,7 +786,7 @@ mod tests {
 
     #[test]
     fn audio_rides_along_with_the_next_video_frame() {
-        let hub = Hub::new(HubConfig::default());
+        let hub = Hub::new(HubConfig { merge_write_ms: 0, ..Default::default() });
         let key = StreamKey::new("live", "a");
         let p = hub.publish(key.clone(), peer()).unwrap();
         p.send(HubEvent::Config(cfg()));
