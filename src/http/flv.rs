@@ -71,7 +71,8 @@ pub(crate) async fn serve(
         sub: stream.subscribe(),
         writer: FlvWriter::new(),
         events: Vec::with_capacity(BATCH),
-        pieces: Vec::new().into_iter(),
+        pieces: Vec::new(),
+        sent: 0,
         shutdown: Box::pin(ctx.shutdown.clone().cancelled_owned()),
         watch: watch.clone(),
         finished: false,
@@ -157,8 +158,10 @@ struct FlvBody {
     sub: Subscription,
     writer: FlvWriter,
     events: Vec<HubEvent>,
-    /// What is left of the pieces of the last batch of events.
-    pieces: std::vec::IntoIter<Bytes>,
+    /// The pieces of the last batch of events (the buffer is reused batch after batch)...
+    pieces: Vec<Bytes>,
+    /// ...of which this many went to hyper.
+    sent: usize,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     watch: Arc<Watch>,
     finished: bool,
@@ -174,7 +177,9 @@ impl FlvBody {
         if self.finished {
             return Poll::Ready(false);
         }
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.pieces);
+        out.clear();
+        self.sent = 0;
         if self.shutdown.as_mut().poll(cx).is_ready() {
             self.writer.finish(&mut out);
             self.finished = true;
@@ -182,11 +187,11 @@ impl FlvBody {
             self.events.clear();
             match self.sub.poll_recv_many(cx, &mut self.events, BATCH) {
                 Poll::Pending => {
+                    self.pieces = out;
                     self.watch.waiting.store(true, Ordering::Relaxed);
                     return Poll::Pending;
                 }
                 Poll::Ready(Ok(more)) => {
-                    out.reserve(self.events.len() * 2 + 1);
                     for ev in &self.events {
                         self.writer.push(ev, &mut out);
                     }
@@ -207,7 +212,7 @@ impl FlvBody {
         self.watch.waiting.store(false, Ordering::Relaxed);
         let len: u64 = out.iter().map(|p| p.len() as u64).sum();
         self.sub.stream().count_bytes_out(Protocol::HttpFlv, len);
-        self.pieces = out.into_iter();
+        self.pieces = out;
         Poll::Ready(true)
     }
 }
@@ -218,7 +223,10 @@ impl hyper::body::Body for FlvBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         loop {
-            if let Some(piece) = self.pieces.next() {
+            let this = &mut *self;
+            if let Some(piece) = this.pieces.get_mut(this.sent) {
+                let piece = std::mem::take(piece);
+                this.sent += 1;
                 self.watch.progress.fetch_add(1, Ordering::Relaxed);
                 return Poll::Ready(Some(Ok(Frame::data(piece))));
             }
@@ -231,6 +239,6 @@ impl hyper::body::Body for FlvBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.finished && self.pieces.len() == 0
+        self.finished && self.sent == self.pieces.len()
     }
 }

@@ -30,8 +30,13 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     pub(super) async fn flush(&mut self) -> std::io::Result<usize> {
         let mut total = 0;
         while !self.queue.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self.queue.iter().take(MAX_IOVECS).map(|b| IoSlice::new(b)).collect();
-            let mut n = self.sock.write_vectored(&slices).await?;
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (slot, b) in slices.iter_mut().zip(&self.queue) {
+                *slot = IoSlice::new(b);
+                count += 1;
+            }
+            let mut n = self.sock.write_vectored(&slices[..count]).await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
