@@ -131,6 +131,10 @@ pub struct RtmpConfig {
     pub out_chunk_size: u32,
     /// An RTMP viewer whose socket accepts nothing for this long is disconnected.
     pub viewer_stall_timeout_ms: u64,
+    /// A publish on a live key takes the stream over when its current publisher has sent
+    /// nothing for this long (a dead or half-open encoder connection the encoder is
+    /// replacing). A publisher that is sending is never replaced. 0: never take over.
+    pub takeover_idle_ms: u64,
 }
 
 impl Default for RtmpConfig {
@@ -142,6 +146,7 @@ impl Default for RtmpConfig {
             max_message_size: 8 * 1024 * 1024,
             out_chunk_size: 65_536,
             viewer_stall_timeout_ms: 10_000,
+            takeover_idle_ms: 2_000,
         }
     }
 }

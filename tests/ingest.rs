@@ -122,6 +122,45 @@ fn second_publisher_on_a_live_key_is_refused() {
 }
 
 #[test]
+fn a_reconnecting_encoder_takes_over_from_its_frozen_connection() {
+    let gw = Gateway::start();
+    let first = publish(&gw.rtmp_url("live/re"), Source::default(), None);
+    assert!(wait_live(&gw, "live/re", Duration::from_secs(15)));
+    let publisher_of = || {
+        let j: serde_json::Value =
+            serde_json::from_slice(&http_get(gw.http, "/api/streams/live/re").body).unwrap_or_default();
+        j["publisher"].as_str().unwrap_or_default().to_string()
+    };
+    let old = publisher_of();
+    // frozen: its TCP connection stays open but sends nothing, like a half-open connection
+    let signal = |sig: &str| {
+        let st = std::process::Command::new("kill").args([sig, &first.child.id().to_string()]).status().unwrap();
+        assert!(st.success());
+    };
+    signal("-STOP");
+    let started = Instant::now();
+    let second = publish(&gw.rtmp_url("live/re"), Source::default(), None);
+    assert!(gw.wait_log("taking the stream over", Duration::from_secs(10)), "{}", gw.log());
+    assert!(wait_until(Duration::from_secs(10), || {
+        let now = publisher_of();
+        !now.is_empty() && now != old
+    }));
+    let took = started.elapsed();
+    // the default takeover_idle_ms is 2 s; the old connection was idle-timed-out only after 30 s
+    assert!(took < Duration::from_secs(6), "takeover took {took:?}");
+    let r = http_request(gw.http, "GET", "/live/re.flv", 200_000, Duration::from_secs(10));
+    assert_eq!(r.status, 200);
+    assert!(r.body.len() >= 200_000);
+    signal("-CONT");
+    let status = first.wait(Duration::from_secs(15)).expect("the replaced publisher was not disconnected");
+    assert!(!status.success());
+    assert!(gw.log().contains("replaced by a new publisher"), "{}", gw.log());
+    let mut second = second;
+    assert!(second.is_running(), "the new publisher keeps publishing");
+    println!("takeover: the new publisher was live {took:?} after the old one froze");
+}
+
+#[test]
 fn viewers_end_when_the_publisher_stops() {
     let gw = Gateway::start();
     let publisher = publish(&gw.rtmp_url("live/short"), Source::default(), Some(6));

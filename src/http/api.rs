@@ -85,7 +85,7 @@ pub(crate) fn kick(path: &str, authorization: Option<&HeaderValue>, ctx: &HttpCo
     match ctx.hub.get(&StreamKey::new(*app, *name)) {
         Some(s) => {
             tracing::info!(stream = %s.key(), "publisher kicked by the admin API");
-            s.kick();
+            s.kick("kicked by the admin API");
             text(StatusCode::OK, "kicked\n")
         }
         None => not_found(),

@@ -100,7 +100,10 @@ pub struct Stream {
     metrics: Arc<Metrics>,
     /// `metrics.bytes_out` of each protocol, looked up once.
     bytes_out: [prometheus_client::metrics::counter::Counter; 3],
+    /// Milliseconds after `started_at` when the publisher last delivered bytes.
+    last_input_ms: AtomicU64,
     kick: CancellationToken,
+    kick_reason: std::sync::OnceLock<&'static str>,
 }
 
 impl Stream {
@@ -133,18 +136,28 @@ impl Stream {
             stats: StreamStats::default(),
             metrics,
             bytes_out,
+            last_input_ms: AtomicU64::new(0),
             kick: CancellationToken::new(),
+            kick_reason: std::sync::OnceLock::new(),
         }
     }
 
-    /// Asks the publisher's connection to close (admin kick).
-    pub fn kick(&self) {
+    /// Asks the publisher's connection to close (admin kick, takeover by a new publisher).
+    pub fn kick(&self, reason: &'static str) {
+        let _ = self.kick_reason.set(reason);
         self.kick.cancel();
     }
 
-    /// Resolves when the stream was kicked.
-    pub async fn kicked(&self) {
-        self.kick.cancelled().await
+    /// Resolves when the stream was kicked, with the reason given to [`Self::kick`].
+    pub async fn kicked(&self) -> &'static str {
+        self.kick.cancelled().await;
+        self.kick_reason.get().copied().unwrap_or("kicked")
+    }
+
+    /// How long the publisher has delivered no bytes (see [`Self::count_bytes_in`]).
+    pub fn input_idle(&self) -> std::time::Duration {
+        let last = std::time::Duration::from_millis(self.last_input_ms.load(Ordering::Relaxed));
+        self.started_at.elapsed().saturating_sub(last)
     }
 
     /// Counts `n` bytes sent to a viewer of `protocol`.
@@ -153,8 +166,10 @@ impl Stream {
         self.bytes_out[protocol as usize].inc_by(n);
     }
 
-    /// Counts `n` bytes received from the publisher.
+    /// Counts `n` bytes received from the publisher (and notes when, see [`Self::input_idle`]).
     pub fn count_bytes_in(&self, n: u64) {
+        let now = u64::try_from(self.started_at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_input_ms.store(now, Ordering::Relaxed);
         self.stats.bytes_in.fetch_add(n, Ordering::Relaxed);
         self.metrics.bytes_in.inc_by(n);
     }

@@ -88,6 +88,14 @@ struct Connection<S> {
 
 /// Hub events taken per wake-up for an RTMP viewer.
 const PLAY_BATCH: usize = 64;
+/// How long a kicked publisher's goodbye may take to write.
+const KICK_FLUSH: Duration = Duration::from_secs(1);
+/// How long a publish waits for its key to be freed by a publisher that is leaving
+/// (or that it took over) before it is refused.
+const KEY_WAIT: Duration = Duration::from_secs(1);
+/// A publisher silent this long is probably dead: a new publish on its key waits until it
+/// may take over (`takeover_idle_ms`) instead of being refused after `KEY_WAIT`.
+const SILENT: Duration = Duration::from_millis(500);
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
     fn new(sock: S, peer: SocketAddr, proto: &'static str, ctx: Arc<IngestContext>) -> Self {
@@ -182,10 +190,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                     self.flush().await?;
                     return Ok(());
                 }
-                _ = kicked => {
+                why = kicked => {
+                    // free the key first: the goodbye may never get through (a half-open socket)
                     self.goodbye();
-                    self.flush().await?;
-                    anyhow::bail!("publisher kicked by the admin API");
+                    self.leave();
+                    let _ = tokio::time::timeout(KICK_FLUSH, self.flush()).await;
+                    anyhow::bail!("publisher {why}");
                 }
                 read = self.read.read_buf(&mut buf) => {
                     let n = read?;
@@ -334,7 +344,31 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         }
         let ctx = self.ctx.clone();
         let policy = ctx.apps.get(app);
-        match ctx.hub.publish_with(key.clone(), self.peer, policy.gop_cache.clone()) {
+        let takeover = Duration::from_millis(ctx.config.takeover_idle_ms);
+        let mut deadline = Instant::now() + KEY_WAIT;
+        let mut took_over = false;
+        let published = loop {
+            let got = ctx.hub.publish_with(key.clone(), self.peer, policy.gop_cache.clone());
+            let Err(PublishError::AlreadyPublishing(_)) = got else { break got };
+            // the current publisher may be leaving (its teardown frees the key in a moment), or
+            // be a dead connection the encoder is replacing (it sends nothing: take over)
+            if let Some(old) = ctx.hub.get(&key).filter(|_| !took_over && !takeover.is_zero()) {
+                let idle = old.input_idle();
+                if idle >= takeover {
+                    warn!(stream = %key, old = %old.publisher_addr(), "taking the stream over: its publisher sent nothing for {idle:?}");
+                    old.kick("replaced by a new publisher after sending nothing");
+                    took_over = true;
+                } else if idle >= SILENT {
+                    // already silent for longer than any live encoder: wait until it may be replaced
+                    deadline = deadline.max(Instant::now() + (takeover - idle) + Duration::from_millis(100));
+                }
+            }
+            if Instant::now() >= deadline {
+                break got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        match published {
             Ok(publisher) => {
                 info!(stream = %key, "publishing");
                 ctx.hub.metrics().publishes.inc();
@@ -430,8 +464,8 @@ async fn recv_play(role: &mut Role, out: &mut Vec<HubEvent>) -> Result<bool, cra
     }
 }
 
-/// Resolves when the published stream is kicked; never when not publishing.
-fn kicked(role: &Role) -> impl std::future::Future<Output = ()> + 'static {
+/// Resolves when the published stream is kicked, with the reason; never when not publishing.
+fn kicked(role: &Role) -> impl std::future::Future<Output = &'static str> + 'static {
     let stream = match role {
         Role::Publishing(ingest) => Some(ingest.stream().clone()),
         _ => None,
