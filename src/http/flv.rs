@@ -57,12 +57,11 @@ pub(crate) async fn serve(
     let Some(stream) = ctx.hub.get(&key) else {
         return not_found();
     };
-    let viewers = stream.stats.viewers(Protocol::RtmpPlay) + stream.stats.viewers(Protocol::HttpFlv);
-    if viewers >= ctx.limits.max_viewers_per_stream {
+    let Some(guard) = stream.admit_viewer(Protocol::HttpFlv, ctx.limits.max_viewers_per_stream) else {
         warn!(%peer, stream = %key, "HTTP-FLV viewer refused: viewer limit reached");
         ctx.hub.metrics().rejected.get_or_create(&reason("viewer_limit")).inc();
         return text(StatusCode::SERVICE_UNAVAILABLE, "viewer limit reached\n");
-    }
+    };
     if head {
         return flv_response(Empty::new().boxed());
     }
@@ -78,7 +77,7 @@ pub(crate) async fn serve(
         finished: false,
         kill: kill.clone(),
         _done: DoneNotice { ctx: ctx.clone(), key, query: query.to_string(), peer },
-        _guard: stream.viewer_guard(Protocol::HttpFlv),
+        _guard: guard,
     };
     info!(%peer, stream = %body.sub.stream().key(), "HTTP-FLV viewer joined");
     let stall = Duration::from_millis(ctx.config.viewer_stall_timeout_ms);

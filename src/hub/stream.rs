@@ -48,11 +48,21 @@ pub struct StreamStats {
     pub lag_skips: AtomicU64,
     pub evictions: AtomicU64,
     viewers: [AtomicUsize; 3],
+    /// HTTP-FLV + RTMP-play viewers: what `max_viewers_per_stream` limits.
+    streaming_viewers: AtomicUsize,
 }
 
 impl StreamStats {
     pub fn viewers(&self, p: Protocol) -> usize {
         self.viewers[p as usize].load(Ordering::Relaxed)
+    }
+}
+
+impl Protocol {
+    /// Whether viewers of this protocol hold a live connection to the stream (count towards
+    /// the viewer limit).
+    fn is_streaming(self) -> bool {
+        matches!(self, Protocol::HttpFlv | Protocol::RtmpPlay)
     }
 }
 
@@ -216,8 +226,22 @@ impl Stream {
 
     /// Counts a viewer of `protocol` for as long as the guard lives.
     pub fn viewer_guard(self: &Arc<Self>, protocol: Protocol) -> ViewerGuard {
+        if protocol.is_streaming() {
+            self.stats.streaming_viewers.fetch_add(1, Ordering::Relaxed);
+        }
         self.stats.viewers[protocol as usize].fetch_add(1, Ordering::Relaxed);
         ViewerGuard { stream: self.clone(), protocol }
+    }
+
+    /// Counts a viewer of `protocol` unless the stream already has `max` HTTP-FLV and RTMP
+    /// viewers (checked and counted in one step, so concurrent joins cannot overshoot).
+    pub fn admit_viewer(self: &Arc<Self>, protocol: Protocol, max: usize) -> Option<ViewerGuard> {
+        if protocol.is_streaming() {
+            let n = &self.stats.streaming_viewers;
+            n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
+        }
+        self.stats.viewers[protocol as usize].fetch_add(1, Ordering::Relaxed);
+        Some(ViewerGuard { stream: self.clone(), protocol })
     }
 
     /// Metadata and codec config first, then the GOP cache, then live events.
@@ -379,6 +403,9 @@ pub struct ViewerGuard {
 
 impl Drop for ViewerGuard {
     fn drop(&mut self) {
+        if self.protocol.is_streaming() {
+            self.stream.stats.streaming_viewers.fetch_sub(1, Ordering::Relaxed);
+        }
         self.stream.stats.viewers[self.protocol as usize].fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -639,6 +666,25 @@ mod tests {
     }
 
     #[test]
+    fn viewer_limit_counts_flv_and_rtmp_viewers_together() {
+        let hub = Hub::new(HubConfig::default());
+        let p = hub.publish(StreamKey::new("live", "a"), peer()).unwrap();
+        let s = p.stream();
+        let a = s.admit_viewer(Protocol::HttpFlv, 2).unwrap();
+        let _hls = s.admit_viewer(Protocol::Hls, 2).unwrap();
+        let b = s.admit_viewer(Protocol::RtmpPlay, 2).unwrap();
+        assert!(s.admit_viewer(Protocol::HttpFlv, 2).is_none());
+        assert!(s.admit_viewer(Protocol::RtmpPlay, 2).is_none());
+        assert!(s.admit_viewer(Protocol::Hls, 2).is_some(), "HLS clients do not count");
+        drop(a);
+        assert_eq!(s.stats.viewers(Protocol::HttpFlv), 0);
+        let _c = s.admit_viewer(Protocol::RtmpPlay, 2).unwrap();
+        assert_eq!(s.stats.viewers(Protocol::RtmpPlay), 2);
+        drop(b);
+        assert!(s.admit_viewer(Protocol::HttpFlv, 2).is_some());
+    }
+
+    #[test]
     fn end_of_stream_reaches_viewers() {
         let hub = Hub::new(HubConfig::default());
         let key = StreamKey::new("live", "a");
@@ -861,6 +907,51 @@ mod tests {
         viewer.poll(&mut sub);
         viewer.poll(&mut sub);
         assert_eq!(lock(&p.stream().state).waiters.len(), 1);
+    }
+
+    /// No wake-up is lost: viewers on other threads, parked and woken thousands of times
+    /// while the publisher pushes from its own thread, each receive every frame and the end.
+    #[test]
+    fn no_lost_wakeups_across_threads() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let hub = Hub::new(HubConfig { max_lag_ms: 1_000_000, ring_events: 100_000, ..Default::default() });
+        let key = StreamKey::new("live", "a");
+        let p = hub.publish(key.clone(), peer()).unwrap();
+        p.send(HubEvent::Config(cfg()));
+        const FRAMES: i64 = 3000;
+        let viewers: Vec<_> = (0..8)
+            .map(|_| {
+                let mut sub = hub.subscribe(&key).unwrap();
+                rt.spawn(async move {
+                    let (mut frames, mut batch) = (0, Vec::new());
+                    loop {
+                        batch.clear();
+                        if !sub.recv_many(&mut batch, 7).await.unwrap() {
+                            return frames;
+                        }
+                        frames += batch.iter().filter(|e| matches!(e, HubEvent::Frame(_))).count() as i64;
+                    }
+                })
+            })
+            .collect();
+        let publisher = std::thread::spawn(move || {
+            for i in 0..FRAMES {
+                p.send(video(i * 33, i % 60 == 0));
+                if i % 3 == 0 {
+                    p.send(HubEvent::Frame(Frame::Audio(AudioFrame { pts: i * 33, data: Bytes::from_static(&[1]) })));
+                }
+                if i % 100 == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        });
+        publisher.join().unwrap();
+        rt.block_on(async {
+            for v in viewers {
+                let got = tokio::time::timeout(std::time::Duration::from_secs(10), v).await;
+                assert_eq!(got.expect("a viewer was never woken").unwrap(), FRAMES + FRAMES / 3);
+            }
+        });
     }
 
     #[tokio::test]

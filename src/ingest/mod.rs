@@ -404,14 +404,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         let Some(stream) = ctx.hub.get(&key) else {
             return self.refuse(req, NOT_FOUND, &format!("stream {key} is not live"), "not_found");
         };
-        let viewers = stream.stats.viewers(Protocol::RtmpPlay) + stream.stats.viewers(Protocol::HttpFlv);
-        if viewers >= ctx.limits.max_viewers_per_stream {
+        let Some(_guard) = stream.admit_viewer(Protocol::RtmpPlay, ctx.limits.max_viewers_per_stream) else {
             let why = format!("stream {key} has reached its limit of {} viewers", ctx.limits.max_viewers_per_stream);
             return self.refuse(req, "NetStream.Play.Failed", &why, "viewer_limit");
-        }
+        };
         info!(stream = %key, "RTMP viewer joined");
         self.session.accept(req);
-        let _guard = stream.viewer_guard(Protocol::RtmpPlay);
         let sub = stream.subscribe();
         self.role = Role::Playing { sub, stream_id, last_ts: 0, query: query.to_string(), _guard };
     }
