@@ -5,6 +5,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::amf0::{self, Amf0Value};
+use super::chunk::RawMessage;
 use super::RtmpError;
 
 pub const SET_CHUNK_SIZE: u8 = 1;
@@ -61,6 +62,37 @@ pub fn read_u32(payload: &[u8], what: &'static str) -> Result<u32, RtmpError> {
         return Err(RtmpError::MalformedMessage(what));
     }
     Ok(p.get_u32())
+}
+
+/// Splits an Aggregate message (type 22) into its sub-messages. Each is an FLV-style tag:
+/// type (1), size (3), timestamp (3 + 1 extended high byte), stream id (3), body, then the
+/// 4-byte size of the tag. The aggregate's timestamp replaces the first sub-message's; the
+/// others keep their offset from it. Sub-messages share the aggregate's chunk stream and
+/// message stream id; their bodies are slices of the aggregate's payload (no copy).
+pub fn aggregate_parts(m: &RawMessage) -> Result<Vec<RawMessage>, RtmpError> {
+    const HEADER: usize = 11;
+    let bad = || RtmpError::MalformedMessage("Aggregate");
+    let data = &m.payload;
+    let mut parts = Vec::new();
+    let mut pos = 0;
+    let mut first_ts = None;
+    while pos < data.len() {
+        let h = data.get(pos..pos + HEADER).ok_or_else(bad)?;
+        let size = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
+        let ts = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
+        let start = pos + HEADER;
+        let end = start.checked_add(size).filter(|&e| e + 4 <= data.len()).ok_or_else(bad)?;
+        let first = *first_ts.get_or_insert(ts);
+        parts.push(RawMessage {
+            csid: m.csid,
+            type_id: h[0],
+            stream_id: m.stream_id,
+            timestamp: m.timestamp.wrapping_add(ts.wrapping_sub(first)),
+            payload: data.slice(start..end),
+        });
+        pos = end + 4; // the back pointer is not needed to walk forwards
+    }
+    Ok(parts)
 }
 
 /// A decoded command message: name, transaction id, command object, further arguments.

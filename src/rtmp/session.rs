@@ -396,6 +396,15 @@ impl ServerSession {
                 let cmd = Command::parse(m.type_id, &m.payload)?;
                 self.handle_command(m.stream_id, cmd);
             }
+            msg::AGGREGATE => {
+                for sub in msg::aggregate_parts(&m)? {
+                    if matches!(sub.type_id, msg::AUDIO | msg::VIDEO | msg::DATA_AMF0 | msg::DATA_AMF3) {
+                        self.handle_message(sub)?;
+                    } else {
+                        tracing::debug!(type_id = sub.type_id, "message type not allowed in an aggregate ignored");
+                    }
+                }
+            }
             other => tracing::debug!(type_id = other, len = m.payload.len(), "unhandled message type ignored"),
         }
         Ok(())

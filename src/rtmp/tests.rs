@@ -246,6 +246,52 @@ fn timestamp_deltas_wrap_at_32_bits() {
     assert_eq!(ts, vec![0xFFFF_FFF0, 0x10, 0x30]);
 }
 
+/// An FLV-style sub-message of an Aggregate: tag header, body, back pointer.
+fn sub_message(type_id: u8, ts: u32, body: &[u8]) -> Vec<u8> {
+    let n = body.len() as u32;
+    let mut t = vec![type_id, (n >> 16) as u8, (n >> 8) as u8, n as u8, (ts >> 16) as u8, (ts >> 8) as u8, ts as u8];
+    t.extend([(ts >> 24) as u8, 0, 0, 0]);
+    t.extend_from_slice(body);
+    t.extend((11 + n).to_be_bytes());
+    t
+}
+
+#[test]
+fn aggregate_messages_are_split_into_their_media() {
+    let mut c = TestClient::new();
+    let mut w = published(&mut c);
+    // sub-message timestamps are rebased onto the aggregate's (5000): 1000 → 5000, 1033 → 5033
+    let mut agg = sub_message(msg::VIDEO, 1000, &[0x17, 1, 0, 0, 0, 9]);
+    agg.extend(sub_message(msg::AUDIO, 1010, &[0xaf, 1, 7]));
+    agg.extend(sub_message(msg::AGGREGATE, 1020, &sub_message(msg::VIDEO, 0, &[1]))); // nested: ignored
+    agg.extend(sub_message(msg::VIDEO, 1033, &[0x27, 1, 0, 0, 0, 8]));
+    w.extend(c.message(6, msg::AGGREGATE, 1, 5000, &agg));
+    let media: Vec<(MediaKind, u32, Vec<u8>)> = drive(&mut server(), [&w[..]])
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::Media { kind, timestamp, payload } => Some((kind, timestamp, payload.to_vec())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        media,
+        vec![
+            (MediaKind::Video, 5000, vec![0x17, 1, 0, 0, 0, 9]),
+            (MediaKind::Audio, 5010, vec![0xaf, 1, 7]),
+            (MediaKind::Video, 5033, vec![0x27, 1, 0, 0, 0, 8]),
+        ]
+    );
+    // a sub-message running past the end is an error, at every truncation
+    let whole_parts = [21, 39, 70]; // ends of sub-messages: a valid, shorter aggregate
+    for cut in (1..agg.len()).filter(|c| !whole_parts.contains(c)) {
+        let mut c = TestClient::new();
+        let mut s = server();
+        drive(&mut s, [&published(&mut c)[..]]);
+        let r = s.handle_input(&mut BytesMut::from(&c.message(6, msg::AGGREGATE, 1, 0, &agg[..cut])[..]));
+        assert!(matches!(r, Err(RtmpError::MalformedMessage("Aggregate"))), "cut {cut}: {r:?}");
+    }
+}
+
 #[test]
 fn three_byte_basic_header_chunk_stream() {
     let mut c = TestClient::new();
