@@ -66,7 +66,9 @@
   async function start() {
     teardown();
     const gen = generation;
-    const url = '/' + key + (mode === 'hls' ? '.m3u8' : '.flv');
+    // a play key given to the page (?key=…) goes along to the media URL
+    const playKey = params.get('key');
+    const url = '/' + key + (mode === 'hls' ? '.m3u8' : '.flv') + (playKey ? '?key=' + encodeURIComponent(playKey) : '');
     S.attempts += 1;
     setStatus('connecting…');
     if (!(await isLive(url))) { if (gen === generation) retry('not live'); return; }

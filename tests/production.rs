@@ -41,6 +41,22 @@ fn stream_keys_gate_publishing_and_playing() {
     assert!(!r.status.success(), "RTMP play without a key must fail");
     let r = record(&gw.rtmp_url("live/k?key=v1ew"), 2, &dir.join("yes.flv"));
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // HLS: the playlist and every segment need the key; the playlist's segment URIs carry it
+    assert_eq!(http_get(gw.http, "/live/k.m3u8").status, 401);
+    let mut playlist = String::new();
+    assert!(wait_until(Duration::from_secs(15), || {
+        playlist = http_get(gw.http, "/live/k.m3u8?key=v1ew").text();
+        playlist.contains(".ts")
+    }));
+    let seg = playlist.lines().find(|l| l.ends_with(".ts?key=v1ew")).unwrap_or_else(|| panic!("{playlist}"));
+    let bare = seg.trim_end_matches("?key=v1ew");
+    assert_eq!(http_get(gw.http, &format!("/live/{bare}")).status, 401);
+    assert_eq!(http_get(gw.http, &format!("/live/{bare}?key=bad")).status, 401);
+    let got = http_get(gw.http, &format!("/live/{seg}"));
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body.first(), Some(&0x47), "a TS segment");
+    let r = record(&gw.http_url("/live/k.m3u8?key=v1ew"), 2, &dir.join("hls.flv"));
+    assert!(r.status.success(), "ffmpeg plays keyed HLS: {}", String::from_utf8_lossy(&r.stderr));
     let metrics = http_get(gw.http, "/metrics").text();
     assert!(metrics.contains("livegate_rejected_total{reason=\"bad_key\"}"), "{metrics}");
 }

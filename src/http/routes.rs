@@ -82,11 +82,22 @@ async fn route(
                     return refused(ctx, &denied);
                 }
                 return match ctx.hls.playlist(&key) {
-                    Some(text) => full("application/vnd.apple.mpegurl", "max-age=1", text),
+                    // with play keys, segments need the key too: players resolve segment URIs
+                    // against the playlist URL without its query, so the URIs carry it
+                    Some(text) => match crate::auth::query_param(query, "key").filter(|_| !auth.play_keys.is_empty()) {
+                        Some(k) => full("application/vnd.apple.mpegurl", "private, max-age=1", with_key(&text, k)),
+                        None => full("application/vnd.apple.mpegurl", "max-age=1", text),
+                    },
                     None => not_found(),
                 };
             }
-            if file.ends_with(".ts") {
+            if let Some(stem) = file.strip_suffix(".ts") {
+                let auth = &ctx.apps.get(app).auth;
+                let name = stem.rsplitn(3, '-').nth(2).unwrap_or(stem);
+                let req = AuthRequest { action: Action::Play, app, stream: name, client: peer, protocol: "hls", query };
+                if let Err(denied) = ctx.auth.check_keys(auth, &req) {
+                    return refused(ctx, &denied);
+                }
                 return match ctx.hls.segment(app, file) {
                     Some(data) => full("video/mp2t", "public, max-age=31536000, immutable", data),
                     None => not_found(),
@@ -105,6 +116,22 @@ pub(crate) fn refused(ctx: &HttpContext, denied: &Denied) -> Response<Body> {
         Denied::BadKey => text(StatusCode::UNAUTHORIZED, "unauthorized\n"),
         _ => text(StatusCode::FORBIDDEN, "forbidden\n"),
     }
+}
+
+/// `playlist` with `?key=KEY` appended to every segment URI (`key` as it came in the
+/// playlist request's query, so already URL-encoded).
+fn with_key(playlist: &Bytes, key: &str) -> Bytes {
+    let text = String::from_utf8_lossy(playlist);
+    let mut out = String::with_capacity(text.len() + 64 * key.len());
+    for line in text.lines() {
+        out.push_str(line);
+        if !line.is_empty() && !line.starts_with('#') {
+            out.push_str("?key=");
+            out.push_str(key);
+        }
+        out.push('\n');
+    }
+    Bytes::from(out)
 }
 
 /// Splits a URL path into safe segments (see [`valid_name`]: no `..`, no empty
@@ -144,6 +171,16 @@ pub(crate) fn full(content_type: &'static str, cache: &'static str, body: Bytes)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segment_uris_carry_the_key() {
+        let p = Bytes::from_static(b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\ncam-19a-7.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:1.5,\ncam-19b-8.ts\n");
+        let out = with_key(&p, "a%20b");
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\ncam-19a-7.ts?key=a%20b\n#EXT-X-DISCONTINUITY\n#EXTINF:1.5,\ncam-19b-8.ts?key=a%20b\n"
+        );
+    }
 
     #[test]
     fn path_traversal_and_odd_names_are_refused() {
