@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::Authorizer;
-use crate::config::{Config, RtmpsConfig};
+use crate::config::{Config, LiveSettings, RtmpsConfig};
 use crate::hls::HlsStore;
 use crate::http::HttpContext;
 use crate::hub::Hub;
@@ -75,8 +75,12 @@ fn tls_acceptor(c: &RtmpsConfig) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(tls)))
 }
 
-/// Runs the gateway until SIGINT/SIGTERM.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Reads the configuration again for a reload (SIGHUP): the file and flags the gateway
+/// started with.
+pub type Reload = Box<dyn Fn() -> anyhow::Result<Config> + Send + Sync>;
+
+/// Runs the gateway until SIGINT/SIGTERM; SIGHUP reloads what [`crate::config::Settings`] holds.
+pub async fn run(config: Config, reload: Reload) -> anyhow::Result<()> {
     let bound = Bound::bind(&config).await?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
@@ -85,25 +89,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         info!("shutdown requested");
         signal.cancel();
     });
-    serve(config, bound, shutdown).await
+    serve(config, bound, shutdown, Some(reload)).await
 }
 
 /// Serves on already-bound listeners until `shutdown` is cancelled, then
 /// stops accepting, ends viewers, flushes HLS and returns within the grace time.
-pub async fn serve(config: Config, bound: Bound, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    bound: Bound,
+    shutdown: CancellationToken,
+    reload: Option<Reload>,
+) -> anyhow::Result<()> {
     info!(addr = %bound.rtmp_addr()?, "RTMP listening on {}", bound.rtmp_addr()?);
     info!(addr = %bound.http_addr()?, "HTTP listening on {}", bound.http_addr()?);
     let metrics = Arc::new(Metrics::new());
-    let apps = Arc::new(config.apps());
+    let settings = Arc::new(LiveSettings::new(config.settings()));
     let hub = Hub::with_limits(config.hub.clone(), config.limits.max_streams, metrics.clone());
     let auth = Authorizer::new();
-    let hls_store = HlsStore::new(config.hls.clone(), apps.clone(), metrics);
+    let hls_store = HlsStore::new(config.hls.clone(), settings.clone(), metrics);
+    if let Some(reload) = reload {
+        tokio::spawn(reload_on_hangup(config.clone(), reload, settings.clone(), hub.clone()));
+    }
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::hls::service::run(hub.clone(), hls_store.clone(), shutdown.clone()));
     let ingest = Arc::new(IngestContext {
         config: config.rtmp.clone(),
-        limits: config.limits.clone(),
-        apps: apps.clone(),
+        settings: settings.clone(),
         hub: hub.clone(),
         auth: auth.clone(),
         shutdown: shutdown.clone(),
@@ -115,9 +126,8 @@ pub async fn serve(config: Config, bound: Bound, shutdown: CancellationToken) ->
     }
     let http = HttpContext {
         config: config.http.clone(),
-        limits: config.limits.clone(),
         admin_token: config.admin.token.clone(),
-        apps,
+        settings,
         hub,
         hls: hls_store,
         auth,
@@ -132,6 +142,53 @@ pub async fn serve(config: Config, bound: Bound, shutdown: CancellationToken) ->
     }
     info!("stopped");
     Ok(())
+}
+
+/// On each SIGHUP: reads the configuration again and, when it is valid, swaps in its
+/// [`crate::config::Settings`] (auth, per-app policies, limits); live streams and connections are left
+/// alone. Changed settings that need a restart are named in the log and not applied.
+async fn reload_on_hangup(mut running: Config, reload: Reload, settings: Arc<LiveSettings>, hub: Hub) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("cannot watch SIGHUP, configuration reload is off: {e}");
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            let new = match reload() {
+                Ok(new) => new,
+                Err(e) => {
+                    warn!("configuration reload failed, the running configuration stays: {e:#}");
+                    continue;
+                }
+            };
+            let restart = running.restart_needed(&new);
+            settings.set(new.settings());
+            hub.set_max_streams(new.limits.max_streams);
+            if restart.is_empty() {
+                info!("configuration reloaded (auth, apps, limits)");
+            } else {
+                warn!(
+                    "configuration reloaded (auth, apps, limits); changed {} only take effect after a restart",
+                    restart.join(", ")
+                );
+            }
+            // what runs now: the reloadable parts of `new`, the rest as started
+            running.auth = new.auth;
+            running.apps = new.apps;
+            running.limits = new.limits;
+            running.hub.gop_cache = new.hub.gop_cache;
+            running.hls = crate::config::HlsConfig { dir: running.hls.dir.take(), ..new.hls };
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (running, reload, settings, hub);
+    }
 }
 
 async fn wait_for_signal() {

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -116,6 +117,33 @@ impl Apps {
     }
 }
 
+/// What the running gateway reads per connection or request, and SIGHUP replaces without
+/// touching live streams: per-application policies (auth, HLS, GOP cache, HTTP-FLV; HLS and
+/// GOP cache settings apply to streams that start afterwards) and limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub apps: Apps,
+    pub limits: LimitsConfig,
+}
+
+/// The current [`Settings`], swapped whole on reload; readers take a snapshot.
+#[derive(Debug)]
+pub struct LiveSettings(RwLock<Arc<Settings>>);
+
+impl LiveSettings {
+    pub fn new(settings: Settings) -> Self {
+        Self(RwLock::new(Arc::new(settings)))
+    }
+
+    pub fn get(&self) -> Arc<Settings> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, settings: Settings) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RtmpConfig {
@@ -221,6 +249,31 @@ impl Default for HlsConfig {
 }
 
 impl Config {
+    /// The part of the configuration a reload can change (see [`Settings`]).
+    pub fn settings(&self) -> Settings {
+        Settings { apps: self.apps(), limits: self.limits.clone() }
+    }
+
+    /// The sections that differ in `new` but only take effect after a restart (listeners,
+    /// TLS, hub buffers, the HLS directory, the admin token, shutdown).
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let hub = |c: &Config| HubConfig { gop_cache: GopCacheConfig::default(), ..c.hub.clone() };
+        let mut out = Vec::new();
+        let mut differs = |name, changed: bool| {
+            if changed {
+                out.push(name);
+            }
+        };
+        differs("rtmp", self.rtmp != new.rtmp);
+        differs("rtmps", self.rtmps != new.rtmps);
+        differs("http", self.http != new.http);
+        differs("hub", hub(self) != hub(new));
+        differs("hls.dir", self.hls.dir != new.hls.dir);
+        differs("admin", self.admin != new.admin);
+        differs("lifecycle", self.lifecycle != new.lifecycle);
+        out
+    }
+
     /// Per-application policies: the global sections, overridden by `[apps.NAME]`.
     pub fn apps(&self) -> Apps {
         let default = AppPolicy {

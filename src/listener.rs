@@ -8,20 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{warn, Instrument};
 
 use crate::metrics::{protocol, reason, Metrics};
 
-/// Accepts connections until `shutdown`, refusing those beyond `limit`
-/// concurrent ones (logged and counted), and runs `handle` for each in its own
+/// Accepts connections until `shutdown`, refusing those beyond `limit()`
+/// concurrent ones (logged and counted; asked per connection, so a reload applies), and runs `handle` for each in its own
 /// task with a span named after `proto`. Returns once every connection ended.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     proto: &'static str,
-    limit: usize,
+    limit: impl Fn() -> usize,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     mut handle: F,
@@ -29,7 +28,6 @@ pub async fn accept_loop<F, Fut>(
     F: FnMut(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(limit));
     let connections = TaskTracker::new();
     loop {
         let (sock, peer) = tokio::select! {
@@ -44,22 +42,17 @@ pub async fn accept_loop<F, Fut>(
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let limit = limit();
+        if connections.len() >= limit {
             warn!(%peer, limit, "{proto} connection refused: connection limit reached");
             metrics.rejected.get_or_create(&reason("connection_limit")).inc();
             continue;
-        };
+        }
         metrics.connections.get_or_create(&protocol(proto)).inc();
         let _ = sock.set_nodelay(true);
         let span = tracing::info_span!("conn", proto, %peer);
         let conn = handle(sock, peer);
-        connections.spawn(
-            async move {
-                let _permit = permit;
-                conn.await
-            }
-            .instrument(span),
-        );
+        connections.spawn(conn.instrument(span));
     }
     // connections watch the same shutdown token and say goodbye on their own
     connections.close();

@@ -31,6 +31,14 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let config = load(&args)?;
+    let reload = Box::new(move || load(&args));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(livegate::app::run(config, reload))
+}
+
+/// The configuration file (or the built-in defaults) with the flags applied over it.
+fn load(args: &Args) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -41,10 +49,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(a) = args.http_listen {
         config.http.listen = a;
     }
-    if let Some(d) = args.hls_dir {
-        config.hls.dir = Some(d);
+    if let Some(d) = &args.hls_dir {
+        config.hls.dir = Some(d.clone());
     }
     config.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(livegate::app::run(config))
+    Ok(config)
 }

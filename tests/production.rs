@@ -299,3 +299,55 @@ fn bad_config_is_rejected_at_start_with_file_key_and_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("livegate.toml") && err.contains("chunk_sise"), "{err}");
 }
+
+#[test]
+fn sighup_reloads_keys_and_limits_and_leaves_live_streams_alone() {
+    let (_dir, cfg) = config_file("reload", "[auth]\nplay_keys = [\"old\"]\n");
+    let gw = Gateway::start_with(&["--config", &cfg]);
+    let _publisher = publish(&gw.rtmp_url("live/r"), Source::default(), None);
+    let head = |q: &str| http_request(gw.http, "HEAD", &format!("/live/r.flv{q}"), 0, Duration::from_secs(2)).status;
+    let publisher_of = || -> serde_json::Value {
+        serde_json::from_slice(&http_get(gw.http, "/api/streams/live/r").body).unwrap_or_default()
+    };
+    assert!(wait_until(Duration::from_secs(15), || head("?key=old") == 200));
+    assert_eq!(head("?key=new"), 401);
+    let before = publisher_of();
+    // a viewer that joined under the old key stays
+    let mut viewer = TcpStream::connect(gw.http).unwrap();
+    viewer.write_all(b"GET /live/r.flv?key=old HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    viewer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    assert!(viewer.read(&mut buf).unwrap() > 0);
+    let hup = || {
+        let st = std::process::Command::new("kill").args(["-HUP", &gw.pid().to_string()]).status().unwrap();
+        assert!(st.success());
+    };
+
+    let text =
+        "[auth]\nplay_keys = [\"new\"]\n[limits]\nmax_viewers_per_stream = 1\n[rtmp]\nhandshake_timeout_ms = 5000\n";
+    std::fs::write(&cfg, text).unwrap();
+    hup();
+    assert!(gw.wait_log("configuration reloaded", Duration::from_secs(10)), "{}", gw.log());
+    assert!(gw.log().contains("changed rtmp only take effect after a restart"), "{}", gw.log());
+    assert_eq!(head("?key=old"), 401);
+    // the one viewer allowed is already there (it joined before): a second is refused
+    let second = http_request(gw.http, "GET", "/live/r.flv?key=new", 100, Duration::from_secs(2));
+    assert_eq!(second.status, 503);
+    let mut total = 0;
+    while total < 300_000 {
+        total += viewer.read(&mut buf).expect("the earlier viewer keeps receiving");
+    }
+    drop(viewer);
+    assert!(wait_until(Duration::from_secs(5), || head("?key=new") == 200));
+    let after = publisher_of();
+    assert_eq!(after["publisher"], before["publisher"], "the stream was not restarted");
+    assert!(after["uptime_s"].as_f64() >= before["uptime_s"].as_f64(), "{before} {after}");
+
+    // a broken file changes nothing
+    std::fs::write(&cfg, "[auth]\nplay_keyz = [\"x\"]\n").unwrap();
+    hup();
+    assert!(gw.wait_log("configuration reload failed", Duration::from_secs(10)), "{}", gw.log());
+    assert!(gw.log().contains("play_keyz"), "the log names the bad key: {}", gw.log());
+    assert_eq!(head("?key=new"), 200);
+    assert_eq!(head("?key=old"), 401);
+}

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::{Playlist, PlaylistConfig, Segment, SegmentInfo, Segmenter, SegmenterConfig};
-use crate::config::{Apps, HlsConfig};
+use crate::config::{HlsConfig, LiveSettings};
 use crate::hub::{lock, Hub, HubEvent, Stream, StreamKey};
 use crate::metrics::Metrics;
 
@@ -29,7 +29,7 @@ pub struct HlsStore {
 struct StoreInner {
     /// Global settings (the disk directory).
     config: HlsConfig,
-    apps: Arc<Apps>,
+    settings: Arc<LiveSettings>,
     metrics: Arc<Metrics>,
     keys: Mutex<HashMap<StreamKey, Arc<Mutex<KeyState>>>>,
 }
@@ -61,12 +61,12 @@ fn unix_ms() -> i64 {
 }
 
 impl HlsStore {
-    pub fn new(config: HlsConfig, apps: Arc<Apps>, metrics: Arc<Metrics>) -> Self {
-        Self { inner: Arc::new(StoreInner { config, apps, metrics, keys: Mutex::new(HashMap::new()) }) }
+    pub fn new(config: HlsConfig, settings: Arc<LiveSettings>, metrics: Arc<Metrics>) -> Self {
+        Self { inner: Arc::new(StoreInner { config, settings, metrics, keys: Mutex::new(HashMap::new()) }) }
     }
 
-    fn policy(&self, key: &StreamKey) -> &HlsConfig {
-        &self.inner.apps.get(&key.app).hls
+    fn policy(&self, key: &StreamKey) -> HlsConfig {
+        self.inner.settings.get().apps.get(&key.app).hls.clone()
     }
 
     fn state(&self, key: &StreamKey) -> Option<Arc<Mutex<KeyState>>> {

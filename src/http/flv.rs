@@ -37,7 +37,8 @@ pub(crate) async fn serve(
     ctx: &Arc<HttpContext>,
     kill: CancellationToken,
 ) -> Response<Body> {
-    let policy = ctx.apps.get(&key.app);
+    let settings = ctx.settings.get();
+    let policy = settings.apps.get(&key.app);
     if !policy.http_flv {
         return not_found();
     }
@@ -57,7 +58,7 @@ pub(crate) async fn serve(
     let Some(stream) = ctx.hub.get(&key) else {
         return not_found();
     };
-    let Some(guard) = stream.admit_viewer(Protocol::HttpFlv, ctx.limits.max_viewers_per_stream) else {
+    let Some(guard) = stream.admit_viewer(Protocol::HttpFlv, settings.limits.max_viewers_per_stream) else {
         warn!(%peer, stream = %key, "HTTP-FLV viewer refused: viewer limit reached");
         ctx.hub.metrics().rejected.get_or_create(&reason("viewer_limit")).inc();
         return text(StatusCode::SERVICE_UNAVAILABLE, "viewer limit reached\n");
@@ -147,7 +148,7 @@ impl Drop for DoneNotice {
             protocol: "http_flv",
             query: &self.query,
         };
-        self.ctx.auth.notify(&self.ctx.apps.get(&self.key.app).auth, req);
+        self.ctx.auth.notify(&self.ctx.settings.get().apps.get(&self.key.app).auth, req);
     }
 }
 

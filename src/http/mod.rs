@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::auth::Authorizer;
-use crate::config::{Apps, HttpConfig, LimitsConfig};
+use crate::config::{HttpConfig, LiveSettings};
 use crate::hls::HlsStore;
 use crate::hub::Hub;
 
@@ -30,10 +30,10 @@ pub(crate) type Body = BoxBody<Bytes, Infallible>;
 /// What the HTTP edge needs.
 pub struct HttpContext {
     pub config: HttpConfig,
-    pub limits: LimitsConfig,
     /// Bearer token of the admin API; `None` turns it off.
     pub admin_token: Option<String>,
-    pub apps: Arc<Apps>,
+    /// Per-app policies and limits (replaced on reload).
+    pub settings: Arc<LiveSettings>,
     pub hub: Hub,
     pub hls: HlsStore,
     pub auth: Authorizer,
@@ -43,7 +43,9 @@ pub struct HttpContext {
 /// Accepts HTTP connections until shutdown, then waits for them to finish.
 pub async fn serve(listener: TcpListener, ctx: HttpContext) {
     let ctx = Arc::new(ctx);
-    let (limit, metrics, shutdown) = (ctx.limits.max_http_connections, ctx.hub.metrics().clone(), ctx.shutdown.clone());
+    let (metrics, shutdown) = (ctx.hub.metrics().clone(), ctx.shutdown.clone());
+    let settings = ctx.settings.clone();
+    let limit = move || settings.get().limits.max_http_connections;
     crate::listener::accept_loop(listener, "http", limit, metrics, shutdown, |sock, peer| {
         connection(sock, peer, ctx.clone())
     })

@@ -76,7 +76,8 @@ async fn route(
             if let Some(name) = file.strip_suffix(".m3u8").filter(|n| !n.is_empty()) {
                 let key = StreamKey::new(*app, name);
                 // HLS is checked against play keys only: a callback per playlist refresh would flood it.
-                let auth = &ctx.apps.get(app).auth;
+                let settings = ctx.settings.get();
+                let auth = &settings.apps.get(app).auth;
                 let req = AuthRequest { action: Action::Play, app, stream: name, client: peer, protocol: "hls", query };
                 if let Err(denied) = ctx.auth.check_keys(auth, &req) {
                     return refused(ctx, &denied);
@@ -92,7 +93,8 @@ async fn route(
                 };
             }
             if let Some(stem) = file.strip_suffix(".ts") {
-                let auth = &ctx.apps.get(app).auth;
+                let settings = ctx.settings.get();
+                let auth = &settings.apps.get(app).auth;
                 let name = stem.rsplitn(3, '-').nth(2).unwrap_or(stem);
                 let req = AuthRequest { action: Action::Play, app, stream: name, client: peer, protocol: "hls", query };
                 if let Err(denied) = ctx.auth.check_keys(auth, &req) {

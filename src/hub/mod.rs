@@ -135,7 +135,7 @@ pub struct Hub {
 
 struct HubInner {
     config: HubConfig,
-    max_streams: usize,
+    max_streams: std::sync::atomic::AtomicUsize,
     metrics: Arc<Metrics>,
     streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
     new_streams: broadcast::Sender<Arc<Stream>>,
@@ -152,12 +152,17 @@ impl Hub {
         Self {
             inner: Arc::new(HubInner {
                 config,
-                max_streams,
+                max_streams: max_streams.into(),
                 metrics,
                 streams: Mutex::new(HashMap::new()),
                 new_streams,
             }),
         }
+    }
+
+    /// Changes the live-stream limit (configuration reload); streams beyond it keep running.
+    pub fn set_max_streams(&self, max: usize) {
+        self.inner.max_streams.store(max, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -182,8 +187,9 @@ impl Hub {
             if streams.contains_key(&key) {
                 return Err(PublishError::AlreadyPublishing(key));
             }
-            if streams.len() >= self.inner.max_streams {
-                return Err(PublishError::TooManyStreams(self.inner.max_streams));
+            let max = self.inner.max_streams.load(std::sync::atomic::Ordering::Relaxed);
+            if streams.len() >= max {
+                return Err(PublishError::TooManyStreams(max));
             }
             let config = HubConfig { gop_cache: gop, ..self.inner.config.clone() };
             let stream = Arc::new(Stream::new(key.clone(), peer, config, self.inner.metrics.clone()));

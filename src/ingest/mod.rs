@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::auth::{Action, AuthRequest, Authorizer};
-use crate::config::{Apps, LimitsConfig, RtmpConfig};
+use crate::config::{LiveSettings, RtmpConfig};
 use crate::flv::{audio_config_body, audio_tag_header, video_config_body, video_tag_header};
 use crate::hub::{Hub, HubEvent, Protocol, PublishError, StreamKey, Subscription, ViewerGuard};
 use crate::media::Frame;
@@ -31,8 +31,8 @@ use writer::Writer;
 /// What an RTMP listener needs; shared by its connections.
 pub struct IngestContext {
     pub config: RtmpConfig,
-    pub limits: LimitsConfig,
-    pub apps: Arc<Apps>,
+    /// Per-app policies and limits (replaced on reload).
+    pub settings: Arc<LiveSettings>,
     pub hub: Hub,
     pub auth: Authorizer,
     pub shutdown: CancellationToken,
@@ -41,7 +41,9 @@ pub struct IngestContext {
 /// Accepts RTMP connections (RTMPS when `tls` is given) until shutdown.
 pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, tls: Option<TlsAcceptor>) {
     let proto: &'static str = if tls.is_some() { "rtmps" } else { "rtmp" };
-    let (limit, metrics, shutdown) = (ctx.limits.max_rtmp_connections, ctx.hub.metrics().clone(), ctx.shutdown.clone());
+    let (metrics, shutdown) = (ctx.hub.metrics().clone(), ctx.shutdown.clone());
+    let settings = ctx.settings.clone();
+    let limit = move || settings.get().limits.max_rtmp_connections;
     crate::listener::accept_loop(listener, proto, limit, metrics, shutdown, |sock, peer| {
         let ctx = ctx.clone();
         let tls = tls.clone();
@@ -154,7 +156,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             protocol: self.proto,
             query: &query,
         };
-        self.ctx.auth.notify(&self.ctx.apps.get(&key.app).auth, req);
+        self.ctx.auth.notify(&self.ctx.settings.get().apps.get(&key.app).auth, req);
     }
 
     async fn serve(&mut self) -> anyhow::Result<()> {
@@ -318,7 +320,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
     /// Asks the app's auth (keys, then callback); on denial refuses `req` with `code` and returns false.
     async fn authorize(&mut self, req: RequestId, action: Action, key: &StreamKey, query: &str, code: &str) -> bool {
         let ctx = self.ctx.clone();
-        let policy = ctx.apps.get(&key.app);
+        let settings = ctx.settings.get();
+        let policy = settings.apps.get(&key.app);
         let auth_req =
             AuthRequest { action, app: &key.app, stream: &key.name, client: self.peer, protocol: self.proto, query };
         match ctx.auth.check(&policy.auth, &auth_req).await {
@@ -343,7 +346,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             return;
         }
         let ctx = self.ctx.clone();
-        let policy = ctx.apps.get(app);
+        let settings = ctx.settings.get();
+        let policy = settings.apps.get(app);
         let takeover = Duration::from_millis(ctx.config.takeover_idle_ms);
         let mut deadline = Instant::now() + KEY_WAIT;
         let mut took_over = false;
@@ -404,8 +408,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         let Some(stream) = ctx.hub.get(&key) else {
             return self.refuse(req, NOT_FOUND, &format!("stream {key} is not live"), "not_found");
         };
-        let Some(_guard) = stream.admit_viewer(Protocol::RtmpPlay, ctx.limits.max_viewers_per_stream) else {
-            let why = format!("stream {key} has reached its limit of {} viewers", ctx.limits.max_viewers_per_stream);
+        let max = ctx.settings.get().limits.max_viewers_per_stream;
+        let Some(_guard) = stream.admit_viewer(Protocol::RtmpPlay, max) else {
+            let why = format!("stream {key} has reached its limit of {max} viewers");
             return self.refuse(req, "NetStream.Play.Failed", &why, "viewer_limit");
         };
         info!(stream = %key, "RTMP viewer joined");
