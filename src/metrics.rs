@@ -94,7 +94,7 @@ impl Metrics {
         let streams = hub.streams();
         self.streams.set(streams.len() as i64);
         for p in Protocol::ALL {
-            let n: usize = streams.iter().map(|s| s.stats.viewers(p)).sum();
+            let n: usize = streams.iter().map(|s| s.viewers(p)).sum();
             self.viewers.get_or_create(&protocol(p.name())).set(n as i64);
         }
         let mut out = String::new();

@@ -152,6 +152,11 @@ fn metrics_api_and_admin_kick() {
     let publisher = publish(&gw.rtmp_url("live/m"), Source::default(), None);
     assert!(wait_live(&gw, "live/m", Duration::from_secs(15)));
     let _ = http_request(gw.http, "GET", "/live/m.flv", 100_000, Duration::from_secs(5));
+    let _ = http_get(gw.http, "/live/m.m3u8"); // an HLS client: counted for 10 s after its last playlist fetch
+                                               // the HLS client; the HTTP-FLV one is gone once the server noticed its close
+    assert!(
+        wait_until(Duration::from_secs(5), || metric(&http_get(gw.http, "/metrics").text(), "livegate_viewers") == 1.0)
+    );
     let after = http_get(gw.http, "/metrics").text();
     assert_eq!(metric(&after, "livegate_streams"), 1.0);
     assert!(metric(&after, "livegate_bytes_in_total") > metric(&before.text(), "livegate_bytes_in_total"));
@@ -161,6 +166,8 @@ fn metrics_api_and_admin_kick() {
 
     let one: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/streams/live/m").body).unwrap();
     assert_eq!(one["name"], "m");
+    assert_eq!(one["viewers"]["hls"], 1);
+    assert_eq!(one["viewers"]["http_flv"], 0);
     assert_eq!(one["video"]["codec"].as_str().map(|c| c.starts_with("avc1.")), Some(true));
     assert!(one["publisher"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert_eq!(http_get(gw.http, "/api/streams/live/none").status, 404);

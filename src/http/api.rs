@@ -17,7 +17,7 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
     let uptime = s.uptime().as_secs_f64();
     let bytes_in = s.stats.bytes_in.load(Ordering::Relaxed);
     let viewers: serde_json::Map<String, serde_json::Value> =
-        Protocol::ALL.iter().map(|p| (p.name().to_string(), json!(s.stats.viewers(*p)))).collect();
+        Protocol::ALL.iter().map(|p| (p.name().to_string(), json!(s.viewers(*p)))).collect();
     let video_frames = s.stats.video_frames_in.load(Ordering::Relaxed);
     let per_second = |n: f64| if uptime > 0.0 { n / uptime } else { 0.0 };
     let hls =

@@ -82,6 +82,9 @@ async fn route(
                 if let Err(denied) = ctx.auth.check_keys(auth, &req) {
                     return refused(ctx, &denied);
                 }
+                if let Some(stream) = ctx.hub.get(&key) {
+                    stream.hls_client_seen(peer.ip());
+                }
                 return match ctx.hls.playlist(&key) {
                     // with play keys, segments need the key too: players resolve segment URIs
                     // against the playlist URL without its query, so the URIs carry it

@@ -18,6 +18,10 @@ use crate::metrics::Metrics;
 
 /// Audio held back from waking viewers at most this long (media time) when the stream has video.
 const AUDIO_COALESCE_MS: i64 = 50;
+/// An HLS client counts as watching while it fetched a playlist within this time.
+const HLS_CLIENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+/// At most this many HLS clients are remembered per stream (memory bound against address floods).
+const MAX_HLS_CLIENTS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -114,6 +118,8 @@ pub struct Stream {
     last_input_ms: AtomicU64,
     kick: CancellationToken,
     kick_reason: std::sync::OnceLock<&'static str>,
+    /// HLS clients (by address) and when they last fetched a playlist.
+    hls_clients: Mutex<std::collections::HashMap<std::net::IpAddr, Instant>>,
 }
 
 impl Stream {
@@ -149,6 +155,7 @@ impl Stream {
             last_input_ms: AtomicU64::new(0),
             kick: CancellationToken::new(),
             kick_reason: std::sync::OnceLock::new(),
+            hls_clients: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -222,6 +229,32 @@ impl Stream {
     pub fn gop_cache_size(&self) -> (usize, usize) {
         let st = lock(&self.state);
         (st.gop.len(), st.gop.bytes())
+    }
+
+    /// Viewers of `protocol` now. HLS has no connection to count: an HLS viewer is a client
+    /// address that fetched a playlist in the last 10 s (see [`Self::hls_client_seen`]), so
+    /// clients behind one proxy, NAT or CDN edge count once.
+    pub fn viewers(&self, protocol: Protocol) -> usize {
+        match protocol {
+            Protocol::Hls => {
+                let mut clients = lock(&self.hls_clients);
+                clients.retain(|_, seen| seen.elapsed() < HLS_CLIENT_WINDOW);
+                clients.len()
+            }
+            p => self.stats.viewers(p),
+        }
+    }
+
+    /// Notes a playlist fetch by an HLS client.
+    pub fn hls_client_seen(&self, client: std::net::IpAddr) {
+        let mut clients = lock(&self.hls_clients);
+        if clients.len() >= MAX_HLS_CLIENTS && !clients.contains_key(&client) {
+            clients.retain(|_, seen| seen.elapsed() < HLS_CLIENT_WINDOW);
+            if clients.len() >= MAX_HLS_CLIENTS {
+                return;
+            }
+        }
+        clients.insert(client, Instant::now());
     }
 
     /// Counts a viewer of `protocol` for as long as the guard lives.
@@ -682,6 +715,20 @@ mod tests {
         assert_eq!(s.stats.viewers(Protocol::RtmpPlay), 2);
         drop(b);
         assert!(s.admit_viewer(Protocol::HttpFlv, 2).is_some());
+    }
+
+    #[test]
+    fn hls_viewers_are_client_addresses_seen_recently() {
+        let hub = Hub::new(HubConfig::default());
+        let p = hub.publish(StreamKey::new("live", "a"), peer()).unwrap();
+        let s = p.stream();
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        s.hls_client_seen(a);
+        s.hls_client_seen(a);
+        s.hls_client_seen(b);
+        assert_eq!(s.viewers(Protocol::Hls), 2);
+        lock(&s.hls_clients).insert(b, Instant::now() - HLS_CLIENT_WINDOW);
+        assert_eq!(s.viewers(Protocol::Hls), 1, "b's last fetch is too old");
     }
 
     #[test]
