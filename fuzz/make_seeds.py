@@ -112,6 +112,23 @@ def play_session(ts):
     return out
 
 
+def aggregate_publish():
+    """connect, createStream, publish, then an Aggregate (type 22) of video, audio and data tags."""
+    connect = amf_str("connect") + amf_num(1) + amf_obj([("app", amf_str("live")), ("tcUrl", amf_str("rtmp://h/live"))])
+    create = amf_str("createStream") + amf_num(2) + b"\x05"
+    publish = amf_str("publish") + amf_num(3) + b"\x05" + amf_str("demo") + amf_str("live")
+    out = chunk0(3, 0, 20, 0, connect) + chunk0(3, 0, 20, 0, create) + chunk0(8, 0, 20, 1, publish)
+
+    def tag(t, ts, body):
+        head = bytes([t]) + struct.pack(">I", len(body))[1:] + struct.pack(">I", ts)[1:] + bytes([ts >> 24]) + b"\0\0\0"
+        return head + body + struct.pack(">I", 11 + len(body))
+
+    meta = amf_str("onMetaData") + amf_obj([("width", amf_num(320))], marker=b"\x08\x00\x00\x00\x01")
+    agg = tag(18, 1000, meta) + tag(9, 1000, bytes([0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]))
+    agg += tag(8, 1010, bytes([0xAF, 1, 0x21])) + tag(9, 1033, bytes([0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41]))
+    return out + chunk0(6, 5000, 22, 1, agg)
+
+
 def segmenter_program(seconds, video=True, audio=True, gop=30, jump_at=None):
     """cfg byte, a config, then 30 fps video and ~43 fps audio interleaved (ops documented in fuzzing.rs)."""
     kind = (1 if video else 0) | ((1 if audio else 0) << 2)
@@ -153,6 +170,7 @@ def main():
     write("session", "ffmpeg_publish_rejected", b"\x00\x10" + stream[:4096])
     write("session", "play_extended_ts", b"\xff\x08" + play_session(0x01000010))
     write("session", "play_then_delete", b"\x01\x00" + play_session(5))
+    write("session", "aggregate_publish", b"\xff\x20" + aggregate_publish())
 
     # amf0: every command and data message of the fixture, plus hand-made values
     n = 0
