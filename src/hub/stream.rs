@@ -892,9 +892,9 @@ mod tests {
         HubEvent::Frame(Frame::Audio(AudioFrame { pts, data: Bytes::from_static(&[1]) }))
     }
 
-    #[test]
-    fn audio_rides_along_with_the_next_video_frame() {
-        let hub = Hub::new(HubConfig { merge_write_ms: 0, ..Default::default() });
+    /// A stream with a config and a keyframe, and a parked viewer that took both.
+    fn stream_with_parked_viewer(merge_write_ms: u64) -> (Publisher, Subscription, Parked) {
+        let hub = Hub::new(HubConfig { merge_write_ms, ..Default::default() });
         let key = StreamKey::new("live", "a");
         let p = hub.publish(key.clone(), peer()).unwrap();
         p.send(HubEvent::Config(cfg()));
@@ -902,6 +902,12 @@ mod tests {
         let mut sub = hub.subscribe(&key).unwrap();
         let mut viewer = Parked::new();
         assert_eq!(viewer.poll(&mut sub).len(), 2);
+        (p, sub, viewer)
+    }
+
+    #[test]
+    fn audio_rides_along_with_the_next_video_frame() {
+        let (p, mut sub, mut viewer) = stream_with_parked_viewer(0);
         p.send(audio(10));
         p.send(audio(31));
         assert!(!viewer.woken(), "audio alone does not wake viewers of a video stream");
@@ -920,14 +926,7 @@ mod tests {
 
     #[test]
     fn merge_write_wakes_once_per_interval_of_video() {
-        let hub = Hub::new(HubConfig { merge_write_ms: 50, ..Default::default() });
-        let key = StreamKey::new("live", "a");
-        let p = hub.publish(key.clone(), peer()).unwrap();
-        p.send(HubEvent::Config(cfg()));
-        p.send(video(0, true));
-        let mut sub = hub.subscribe(&key).unwrap();
-        let mut viewer = Parked::new();
-        viewer.poll(&mut sub);
+        let (p, mut sub, mut viewer) = stream_with_parked_viewer(50);
         // 30 fps: every second frame wakes (33 ms < 50 ms <= 67 ms)
         let mut woke = Vec::new();
         for i in 1..=6 {
