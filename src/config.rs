@@ -248,6 +248,9 @@ impl Default for HlsConfig {
     }
 }
 
+/// Upper bound of the timeouts (one day, in ms).
+const DAY_MS: u64 = 86_400_000;
+
 impl Config {
     /// The part of the configuration a reload can change (see [`Settings`]).
     pub fn settings(&self) -> Settings {
@@ -326,9 +329,16 @@ impl Config {
             ("rtmp.viewer_stall_timeout_ms", self.rtmp.viewer_stall_timeout_ms),
             ("http.viewer_stall_timeout_ms", self.http.viewer_stall_timeout_ms),
         ] {
-            if v == 0 {
-                bail!("{name} must be greater than 0");
+            if v == 0 || v > DAY_MS {
+                bail!("{name} must be within 1..={DAY_MS}, got {v}");
             }
+        }
+        if self.rtmp.takeover_idle_ms > self.rtmp.idle_timeout_ms {
+            bail!(
+                "rtmp.takeover_idle_ms ({}) must not exceed rtmp.idle_timeout_ms ({}): the idle timeout frees the key first",
+                self.rtmp.takeover_idle_ms,
+                self.rtmp.idle_timeout_ms
+            );
         }
         self.hls.validate("hls")?;
         self.auth.validate("auth")?;

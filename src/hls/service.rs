@@ -217,7 +217,7 @@ impl HlsStore {
             }
             st.live = false;
             st.ended_at = Some(Instant::now());
-            if !now && self.inner.config.endlist_delay_ms > 0 {
+            if !now && self.policy(key).endlist_delay_ms > 0 {
                 return;
             }
             st.endlisted = true;

@@ -67,7 +67,9 @@ pub(crate) async fn serve(
         return flv_response(Empty::new().boxed());
     }
     let watch = Arc::new(Watch::default());
+    let gone = CancellationToken::new();
     let body = FlvBody {
+        _gone: gone.clone().drop_guard(),
         sub: stream.subscribe(),
         writer: FlvWriter::new(),
         events: Vec::with_capacity(BATCH),
@@ -82,7 +84,7 @@ pub(crate) async fn serve(
     };
     info!(%peer, stream = %body.sub.stream().key(), "HTTP-FLV viewer joined");
     let stall = Duration::from_millis(ctx.config.viewer_stall_timeout_ms);
-    tokio::spawn(watchdog(watch, stream, stall, kill, peer));
+    tokio::spawn(watchdog(watch, stream, stall, kill, gone, peer));
     flv_response(body.boxed())
 }
 
@@ -104,7 +106,14 @@ struct Watch {
 
 /// Disconnects the viewer when hyper has not asked the body for more for `stall` although
 /// it has data to give (the socket accepts nothing). Ends with the body.
-async fn watchdog(watch: Arc<Watch>, stream: Arc<Stream>, stall: Duration, kill: CancellationToken, peer: SocketAddr) {
+async fn watchdog(
+    watch: Arc<Watch>,
+    stream: Arc<Stream>,
+    stall: Duration,
+    kill: CancellationToken,
+    gone: CancellationToken,
+    peer: SocketAddr,
+) {
     let tick = (stall / 4).max(Duration::from_millis(10));
     let mut seen = watch.progress.load(Ordering::Relaxed);
     let mut since = Instant::now();
@@ -112,9 +121,8 @@ async fn watchdog(watch: Arc<Watch>, stream: Arc<Stream>, stall: Duration, kill:
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
             _ = kill.cancelled() => break,
-        }
-        if Arc::strong_count(&watch) == 1 {
-            return;
+            // the body is gone: let the stream (and its ring) go at once
+            _ = gone.cancelled() => break,
         }
         let now = watch.progress.load(Ordering::Relaxed);
         if now != seen || watch.waiting.load(Ordering::Relaxed) {
@@ -166,6 +174,8 @@ struct FlvBody {
     watch: Arc<Watch>,
     finished: bool,
     kill: CancellationToken,
+    /// Cancels the watchdog when the body goes.
+    _gone: tokio_util::sync::DropGuard,
     /// Dropped with the body: logs the departure and sends `on_done`.
     _done: DoneNotice,
     _guard: ViewerGuard,

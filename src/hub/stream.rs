@@ -18,6 +18,9 @@ use crate::metrics::Metrics;
 
 /// Audio held back from waking viewers at most this long (media time) when the stream has video.
 const AUDIO_COALESCE_MS: i64 = 50;
+/// Frames held back from viewers at most (whatever their timestamps say: a publisher whose
+/// timestamps do not advance still reaches its viewers).
+const MAX_HELD_FRAMES: u32 = 8;
 /// An HLS client counts as watching while it fetched a playlist within this time.
 const HLS_CLIENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 /// At most this many HLS clients are remembered per stream (memory bound against address floods).
@@ -90,6 +93,10 @@ struct State {
     last_key_seq: Option<u64>,
     /// DTS of the video frame that last woke viewers (see [`HubConfig::merge_write_ms`]).
     last_video_wake: Option<i64>,
+    /// Frames pushed since viewers were last woken.
+    held_frames: u32,
+    /// Live subscriptions: bounds `waiters` (wakers of viewers that left are dropped).
+    subscribers: usize,
     /// Viewers waiting for the next wake-up; registered under this lock, so none is missed.
     waiters: Vec<Waker>,
     /// Counts wake-ups: a viewer registered in the current epoch is not registered twice.
@@ -118,8 +125,8 @@ pub struct Stream {
     last_input_ms: AtomicU64,
     kick: CancellationToken,
     kick_reason: std::sync::OnceLock<&'static str>,
-    /// HLS clients (by address) and when they last fetched a playlist.
-    hls_clients: Mutex<std::collections::HashMap<std::net::IpAddr, Instant>>,
+    /// HLS clients (by address) and when they last fetched a playlist; when the map was last pruned.
+    hls_clients: Mutex<(std::collections::HashMap<std::net::IpAddr, Instant>, Instant)>,
 }
 
 impl Stream {
@@ -145,6 +152,8 @@ impl Stream {
                 held_audio: None,
                 last_key_seq: None,
                 last_video_wake: None,
+                held_frames: 0,
+                subscribers: 0,
                 waiters: Vec::new(),
                 wake_epoch: 0,
             }),
@@ -155,7 +164,7 @@ impl Stream {
             last_input_ms: AtomicU64::new(0),
             kick: CancellationToken::new(),
             kick_reason: std::sync::OnceLock::new(),
-            hls_clients: Mutex::new(std::collections::HashMap::new()),
+            hls_clients: Mutex::new((std::collections::HashMap::new(), Instant::now())),
         }
     }
 
@@ -237,8 +246,9 @@ impl Stream {
     pub fn viewers(&self, protocol: Protocol) -> usize {
         match protocol {
             Protocol::Hls => {
-                let mut clients = lock(&self.hls_clients);
+                let (clients, pruned) = &mut *lock(&self.hls_clients);
                 clients.retain(|_, seen| seen.elapsed() < HLS_CLIENT_WINDOW);
+                *pruned = Instant::now();
                 clients.len()
             }
             p => self.stats.viewers(p),
@@ -247,9 +257,14 @@ impl Stream {
 
     /// Notes a playlist fetch by an HLS client.
     pub fn hls_client_seen(&self, client: std::net::IpAddr) {
-        let mut clients = lock(&self.hls_clients);
+        let (clients, pruned) = &mut *lock(&self.hls_clients);
         if clients.len() >= MAX_HLS_CLIENTS && !clients.contains_key(&client) {
+            // full: prune at most once a second (a flood of new addresses must not scan it each time)
+            if pruned.elapsed() < std::time::Duration::from_secs(1) {
+                return;
+            }
             clients.retain(|_, seen| seen.elapsed() < HLS_CLIENT_WINDOW);
+            *pruned = Instant::now();
             if clients.len() >= MAX_HLS_CLIENTS {
                 return;
             }
@@ -279,7 +294,8 @@ impl Stream {
 
     /// Metadata and codec config first, then the GOP cache, then live events.
     pub fn subscribe(self: &Arc<Self>) -> Subscription {
-        let st = lock(&self.state);
+        let mut st = lock(&self.state);
+        st.subscribers += 1;
         let mut pending = VecDeque::with_capacity(st.gop.len() + 3);
         if let Some(m) = &st.metadata {
             pending.push_back(HubEvent::Metadata(m.clone()));
@@ -366,8 +382,25 @@ impl Stream {
     /// - audio of a stream with video rides along with the next video frame (at most one frame
     ///   interval later), unless AUDIO_COALESCE_MS of audio piled up (the video stalled);
     /// - video wakes once per `merge_write_ms` of video media time (0: every frame);
-    /// - everything else (config, metadata, discontinuity, end) wakes at once.
+    /// - everything else (config, metadata, discontinuity, end) wakes at once;
+    /// - and at least every MAX_HELD_FRAMES frames, whatever the timestamps.
     fn should_wake(&self, st: &mut State, ev: &HubEvent) -> bool {
+        let wake = self.merge_due(st, ev);
+        if wake {
+            st.held_frames = 0;
+        } else {
+            st.held_frames += 1;
+            if st.held_frames >= MAX_HELD_FRAMES {
+                st.held_frames = 0;
+                st.held_audio = None;
+                return true;
+            }
+        }
+        wake
+    }
+
+    /// [`Self::should_wake`] by media time.
+    fn merge_due(&self, st: &mut State, ev: &HubEvent) -> bool {
         let has_video = st.codec.video.is_some();
         match ev {
             HubEvent::Frame(Frame::Audio(a)) if has_video => {
@@ -493,6 +526,12 @@ pub struct Subscription {
     registered: Option<(u64, Waker)>,
 }
 
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        lock(&self.stream.state).subscribers -= 1;
+    }
+}
+
 impl Subscription {
     pub fn stream(&self) -> &Arc<Stream> {
         &self.stream
@@ -526,7 +565,7 @@ impl Subscription {
         if self.done && self.pending.is_empty() {
             return Poll::Ready(Ok(false));
         }
-        match self.recv_inner(out, max, Some(cx)) {
+        match self.recv_inner(out, max.max(1), Some(cx)) {
             Ok(true) => Poll::Ready(Ok(true)),
             Ok(false) if self.done => Poll::Ready(Ok(false)),
             Ok(false) => Poll::Pending,
@@ -610,9 +649,22 @@ impl Subscription {
                 None => false,
             };
             if !fresh {
+                // wakers of viewers that left stay until the next wake-up; when a stream that
+                // does not wake (a silent publisher) sees many viewers come and go, wake them all
+                // early: the live ones register again, the others are dropped
+                let stale = if st.waiters.len() >= 2 * st.subscribers + 64 {
+                    st.wake_epoch += 1;
+                    std::mem::take(&mut st.waiters)
+                } else {
+                    Vec::new()
+                };
                 let w = cx.waker().clone();
                 st.waiters.push(w.clone());
                 self.registered = Some((st.wake_epoch, w));
+                drop(st);
+                for w in stale {
+                    w.wake();
+                }
             }
         }
         Ok(got)
@@ -727,7 +779,7 @@ mod tests {
         s.hls_client_seen(a);
         s.hls_client_seen(b);
         assert_eq!(s.viewers(Protocol::Hls), 2);
-        lock(&s.hls_clients).insert(b, Instant::now() - HLS_CLIENT_WINDOW);
+        lock(&s.hls_clients).0.insert(b, Instant::now() - HLS_CLIENT_WINDOW);
         assert_eq!(s.viewers(Protocol::Hls), 1, "b's last fetch is too old");
     }
 
@@ -922,6 +974,30 @@ mod tests {
         p.send(audio(113));
         assert!(viewer.woken());
         assert_eq!(viewer.poll(&mut sub).len(), 4);
+    }
+
+    #[test]
+    fn frozen_timestamps_still_reach_viewers() {
+        let (p, mut sub, mut viewer) = stream_with_parked_viewer(50);
+        let mut pushed = 0;
+        while !viewer.woken() {
+            p.send(video(0, false)); // a publisher whose timestamps never advance
+            pushed += 1;
+            assert!(pushed <= MAX_HELD_FRAMES, "never woken");
+        }
+        assert_eq!(viewer.poll(&mut sub).len(), pushed as usize);
+    }
+
+    #[test]
+    fn wakers_of_departed_viewers_do_not_pile_up() {
+        let (p, _sub, _viewer) = stream_with_parked_viewer(50);
+        // a stream that wakes nobody (silent publisher) while viewers come and go
+        for _ in 0..10_000 {
+            let mut sub = p.stream().subscribe();
+            Parked::new().poll(&mut sub);
+        }
+        let st = lock(&p.stream().state);
+        assert!(st.waiters.len() <= 2 * st.subscribers + 64, "{} waiters", st.waiters.len());
     }
 
     #[test]

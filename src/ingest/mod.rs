@@ -362,6 +362,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                     warn!(stream = %key, old = %old.publisher_addr(), "taking the stream over: its publisher sent nothing for {idle:?}");
                     old.kick("replaced by a new publisher after sending nothing");
                     took_over = true;
+                    // give the old connection the full wait to let go of the key
+                    deadline = deadline.max(Instant::now() + KEY_WAIT);
                 } else if idle >= SILENT {
                     // already silent for longer than any live encoder: wait until it may be replaced
                     deadline = deadline.max(Instant::now() + (takeover - idle) + Duration::from_millis(100));

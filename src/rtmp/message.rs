@@ -64,35 +64,47 @@ pub fn read_u32(payload: &[u8], what: &'static str) -> Result<u32, RtmpError> {
     Ok(p.get_u32())
 }
 
-/// Splits an Aggregate message (type 22) into its sub-messages. Each is an FLV-style tag:
-/// type (1), size (3), timestamp (3 + 1 extended high byte), stream id (3), body, then the
-/// 4-byte size of the tag. The aggregate's timestamp replaces the first sub-message's; the
-/// others keep their offset from it. Sub-messages share the aggregate's chunk stream and
-/// message stream id; their bodies are slices of the aggregate's payload (no copy).
-pub fn aggregate_parts(m: &RawMessage) -> Result<Vec<RawMessage>, RtmpError> {
+/// Sub-messages an Aggregate may carry at most (real ones carry a handful; tiny parts
+/// would turn one message into hundreds of thousands of events).
+pub const MAX_AGGREGATE_PARTS: usize = 1024;
+
+/// Splits an Aggregate message (type 22) into its sub-messages, lazily. Each is an FLV-style
+/// tag: type (1), size (3), timestamp (3 + 1 extended high byte), stream id (3), body, then
+/// the 4-byte size of the tag. The aggregate's timestamp replaces the first sub-message's;
+/// the others keep their offset from it. Sub-messages share the aggregate's chunk stream and
+/// message stream id; their bodies are slices of the aggregate's payload (no copy). A
+/// truncated part, or more than [`MAX_AGGREGATE_PARTS`], is an error.
+pub fn aggregate_parts(m: &RawMessage) -> impl Iterator<Item = Result<RawMessage, RtmpError>> + '_ {
     const HEADER: usize = 11;
-    let bad = || RtmpError::MalformedMessage("Aggregate");
     let data = &m.payload;
-    let mut parts = Vec::new();
-    let mut pos = 0;
-    let mut first_ts = None;
-    while pos < data.len() {
-        let h = data.get(pos..pos + HEADER).ok_or_else(bad)?;
+    let (mut pos, mut count, mut first_ts, mut failed) = (0usize, 0usize, None, false);
+    std::iter::from_fn(move || {
+        if failed || pos >= data.len() {
+            return None;
+        }
+        let mut bad = |what| {
+            failed = true;
+            Some(Err(RtmpError::MalformedMessage(what)))
+        };
+        count += 1;
+        if count > MAX_AGGREGATE_PARTS {
+            return bad("Aggregate (too many parts)");
+        }
+        let Some(h) = data.get(pos..pos + HEADER) else { return bad("Aggregate") };
         let size = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
         let ts = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
         let start = pos + HEADER;
-        let end = start.checked_add(size).filter(|&e| e + 4 <= data.len()).ok_or_else(bad)?;
+        let Some(end) = start.checked_add(size).filter(|&e| e + 4 <= data.len()) else { return bad("Aggregate") };
         let first = *first_ts.get_or_insert(ts);
-        parts.push(RawMessage {
+        pos = end + 4; // the back pointer is not needed to walk forwards
+        Some(Ok(RawMessage {
             csid: m.csid,
             type_id: h[0],
             stream_id: m.stream_id,
             timestamp: m.timestamp.wrapping_add(ts.wrapping_sub(first)),
             payload: data.slice(start..end),
-        });
-        pos = end + 4; // the back pointer is not needed to walk forwards
-    }
-    Ok(parts)
+        }))
+    })
 }
 
 /// A decoded command message: name, transaction id, command object, further arguments.

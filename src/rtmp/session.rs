@@ -397,7 +397,12 @@ impl ServerSession {
                 self.handle_command(m.stream_id, cmd);
             }
             msg::AGGREGATE => {
-                for sub in msg::aggregate_parts(&m)? {
+                if self.streams.get(&m.stream_id) != Some(&StreamRole::Publishing) {
+                    tracing::trace!(stream_id = m.stream_id, "aggregate on a stream that is not publishing; dropped");
+                    return Ok(());
+                }
+                for sub in msg::aggregate_parts(&m) {
+                    let sub = sub?;
                     if matches!(sub.type_id, msg::AUDIO | msg::VIDEO | msg::DATA_AMF0 | msg::DATA_AMF3) {
                         self.handle_message(sub)?;
                     } else {

@@ -281,6 +281,14 @@ fn aggregate_messages_are_split_into_their_media() {
             (MediaKind::Video, 5033, vec![0x27, 1, 0, 0, 0, 8]),
         ]
     );
+    // more parts than any encoder sends is an error (one message must not become 500k events)
+    let many: Vec<u8> =
+        (0..=msg::MAX_AGGREGATE_PARTS as u32).flat_map(|i| sub_message(msg::AUDIO, i, &[0xaf])).collect();
+    let mut c = TestClient::new();
+    let mut s = server();
+    drive(&mut s, [&published(&mut c)[..]]);
+    let r = s.handle_input(&mut BytesMut::from(&c.message(6, msg::AGGREGATE, 1, 0, &many)[..]));
+    assert!(matches!(r, Err(RtmpError::MalformedMessage("Aggregate (too many parts)"))), "{r:?}");
     // a sub-message running past the end is an error, at every truncation
     let whole_parts = [21, 39, 70]; // ends of sub-messages: a valid, shorter aggregate
     for cut in (1..agg.len()).filter(|c| !whole_parts.contains(c)) {
