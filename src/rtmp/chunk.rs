@@ -330,23 +330,8 @@ impl ChunkEncoder {
     /// `payload.slice(..)` pieces in wire order. The message body is `prefix`
     /// (small, copied into the header piece: e.g. an FLV tag-body header)
     /// followed by `payload` (emitted as zero-copy slices between chunk headers).
-    #[allow(clippy::too_many_arguments)]
-    pub fn write_zero_copy(
-        &self,
-        emit: impl FnMut(Bytes),
-        csid: u32,
-        timestamp: u32,
-        type_id: u8,
-        stream_id: u32,
-        prefix: &[u8],
-        payload: Bytes,
-    ) {
-        let mut scratch = BytesMut::new();
-        self.write_zero_copy_in(&mut scratch, emit, csid, timestamp, type_id, stream_id, prefix, payload);
-    }
-
-    /// [`write_zero_copy`](Self::write_zero_copy) carving the header piece out of `scratch`, which
-    /// is refilled in blocks: one allocation per many messages instead of one per message.
+    /// Header pieces are carved out of `scratch`, which is refilled in blocks: one
+    /// allocation per many messages instead of one per message.
     #[allow(clippy::too_many_arguments)]
     pub fn write_zero_copy_in(
         &self,

@@ -239,20 +239,7 @@ impl ServerSession {
 
     /// Sends a data message (type 18) with `payload` (AMF0 "onMetaData" + object) as given.
     pub fn send_metadata(&mut self, stream_id: u32, payload: Bytes) {
-        let enc = &self.encoder;
-        let (out, out_bytes) = (&mut self.out, &mut self.out_bytes);
-        enc.write_zero_copy(
-            |b| {
-                *out_bytes += b.len();
-                out.push_back(b)
-            },
-            msg::CSID_STREAM,
-            0,
-            msg::DATA_AMF0,
-            stream_id,
-            &[],
-            payload,
-        );
+        self.send_message(msg::CSID_STREAM, msg::DATA_AMF0, stream_id, 0, &[], payload);
     }
 
     /// Sends one audio/video message (FLV tag body) without copying the payload.
@@ -267,6 +254,12 @@ impl ServerSession {
             MediaKind::Audio => (msg::CSID_AUDIO, msg::AUDIO),
             MediaKind::Video => (msg::CSID_VIDEO, msg::VIDEO),
         };
+        self.send_message(csid, type_id, stream_id, timestamp, header, payload);
+    }
+
+    /// Queues one message whose body is `header` (copied) followed by `payload` (shared):
+    /// chunk headers are carved from the session's scratch block, the payload goes out as slices.
+    fn send_message(&mut self, csid: u32, type_id: u8, stream_id: u32, timestamp: u32, header: &[u8], payload: Bytes) {
         let enc = &self.encoder;
         let (out, out_bytes) = (&mut self.out, &mut self.out_bytes);
         enc.write_zero_copy_in(

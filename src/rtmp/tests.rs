@@ -747,7 +747,8 @@ fn media_parts_prefix_and_shared_payload_decode_as_one_message() {
         let body = Bytes::from(payload(1000, 9));
         let mut shared = 0;
         let mut buf = BytesMut::new();
-        enc.write_zero_copy(
+        enc.write_zero_copy_in(
+            &mut BytesMut::new(),
             |piece| {
                 if bytes_in(&piece, &body) {
                     shared += piece.len();
