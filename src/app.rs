@@ -167,8 +167,9 @@ async fn reload_on_hangup(mut running: Config, reload: Reload, settings: Arc<Liv
                 }
             };
             let restart = running.restart_needed(&new);
-            settings.set(new.settings());
-            hub.set_max_streams(new.limits.max_streams);
+            running = running.reloaded(new);
+            settings.set(running.settings());
+            hub.set_max_streams(running.limits.max_streams);
             if restart.is_empty() {
                 info!("configuration reloaded (auth, apps, limits)");
             } else {
@@ -177,12 +178,6 @@ async fn reload_on_hangup(mut running: Config, reload: Reload, settings: Arc<Liv
                     restart.join(", ")
                 );
             }
-            // what runs now: the reloadable parts of `new`, the rest as started
-            running.auth = new.auth;
-            running.apps = new.apps;
-            running.limits = new.limits;
-            running.hub.gop_cache = new.hub.gop_cache;
-            running.hls = crate::config::HlsConfig { dir: running.hls.dir.take(), ..new.hls };
         }
     }
     #[cfg(not(unix))]

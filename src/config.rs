@@ -277,6 +277,19 @@ impl Config {
         out
     }
 
+    /// What runs after a reload to `new`: its reloadable sections (see [`Settings`]), the rest
+    /// as started (the complement of [`Self::restart_needed`]).
+    pub fn reloaded(self, new: Config) -> Config {
+        Config {
+            auth: new.auth,
+            apps: new.apps,
+            limits: new.limits,
+            hub: HubConfig { gop_cache: new.hub.gop_cache, ..self.hub },
+            hls: HlsConfig { dir: self.hls.dir, ..new.hls },
+            ..self
+        }
+    }
+
     /// Per-application policies: the global sections, overridden by `[apps.NAME]`.
     pub fn apps(&self) -> Apps {
         let default = AppPolicy {
@@ -375,6 +388,26 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_takes_the_reloadable_sections_and_keeps_the_rest() {
+        let running = Config::default();
+        let mut new = Config::default();
+        new.auth.play_keys = vec!["k".into()];
+        new.limits.max_streams = 7;
+        new.hls.target_duration_ms = 4000;
+        new.hls.dir = Some("/tmp/elsewhere".into());
+        new.hub.gop_cache.max_frames = 10;
+        new.hub.max_lag_ms = 1;
+        new.rtmp.idle_timeout_ms = 1;
+        let restart = running.restart_needed(&new);
+        assert_eq!(restart, vec!["rtmp", "hub", "hls.dir"]);
+        let after = running.clone().reloaded(new.clone());
+        let expected = Config { hls: HlsConfig { dir: None, ..new.hls.clone() }, ..new.clone() };
+        assert_eq!(after.settings(), expected.settings(), "auth, apps, limits, HLS but its dir, GOP cache as reloaded");
+        assert_eq!(after.restart_needed(&new), restart, "the restart-only changes still wait for a restart");
+        assert_eq!((after.rtmp, after.hub.max_lag_ms), (running.rtmp, running.hub.max_lag_ms));
+    }
 
     #[test]
     fn shipped_config_file_equals_defaults() {
