@@ -92,6 +92,19 @@ pub struct AuthRequest<'a> {
     pub query: &'a str,
 }
 
+impl<'a> AuthRequest<'a> {
+    /// A request about the stream `key`.
+    pub fn for_stream(
+        action: Action,
+        key: &'a crate::hub::StreamKey,
+        client: SocketAddr,
+        protocol: &'a str,
+        query: &'a str,
+    ) -> Self {
+        Self { action, app: &key.app, stream: &key.name, client, protocol, query }
+    }
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum Denied {
     #[error("missing or wrong key")]

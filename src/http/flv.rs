@@ -42,14 +42,7 @@ pub(crate) async fn serve(
     if !policy.http_flv {
         return not_found();
     }
-    let req = AuthRequest {
-        action: Action::Play,
-        app: &key.app,
-        stream: &key.name,
-        client: peer,
-        protocol: "http_flv",
-        query,
-    };
+    let req = AuthRequest::for_stream(Action::Play, &key, peer, "http_flv", query);
     let check = if head { ctx.auth.check_keys(&policy.auth, &req) } else { ctx.auth.check(&policy.auth, &req).await };
     if let Err(denied) = check {
         warn!(%peer, stream = %key, "HTTP-FLV play denied: {denied}");
@@ -148,14 +141,7 @@ struct DoneNotice {
 impl Drop for DoneNotice {
     fn drop(&mut self) {
         info!(peer = %self.peer, stream = %self.key, "HTTP-FLV viewer left");
-        let req = AuthRequest {
-            action: Action::Done,
-            app: &self.key.app,
-            stream: &self.key.name,
-            client: self.peer,
-            protocol: "http_flv",
-            query: &self.query,
-        };
+        let req = AuthRequest::for_stream(Action::Done, &self.key, self.peer, "http_flv", &self.query);
         self.ctx.auth.notify(&self.ctx.settings.get().apps.get(&self.key.app).auth, req);
     }
 }

@@ -148,14 +148,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         };
         self.idle_since = Instant::now();
         let key = stream.key();
-        let req = AuthRequest {
-            action,
-            app: &key.app,
-            stream: &key.name,
-            client: self.peer,
-            protocol: self.proto,
-            query: &query,
-        };
+        let req = AuthRequest::for_stream(action, key, self.peer, self.proto, &query);
         self.ctx.auth.notify(&self.ctx.settings.get().apps.get(&key.app).auth, req);
     }
 
@@ -322,8 +315,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         let ctx = self.ctx.clone();
         let settings = ctx.settings.get();
         let policy = settings.apps.get(&key.app);
-        let auth_req =
-            AuthRequest { action, app: &key.app, stream: &key.name, client: self.peer, protocol: self.proto, query };
+        let auth_req = AuthRequest::for_stream(action, key, self.peer, self.proto, query);
         match ctx.auth.check(&policy.auth, &auth_req).await {
             Ok(()) => true,
             Err(denied) => {
