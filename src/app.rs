@@ -118,6 +118,7 @@ pub async fn serve(
         hub: hub.clone(),
         auth: auth.clone(),
         shutdown: shutdown.clone(),
+        unpublished_bytes: Default::default(),
     });
     tasks.spawn(crate::ingest::serve(bound.rtmp, ingest.clone(), None));
     if let Some((listener, acceptor)) = bound.rtmps {

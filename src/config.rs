@@ -51,6 +51,11 @@ pub struct LimitsConfig {
     pub max_streams: usize,
     /// Viewers per stream over HTTP-FLV and RTMP play; further viewers are refused.
     pub max_viewers_per_stream: usize,
+    /// Bytes that unfinished RTMP messages of connections that do not publish (before
+    /// `publish`, players, idle clients) may hold together, all listeners included; a
+    /// message that would go past it closes its connection. Each connection may hold at most
+    /// 2 × `rtmp.max_message_size` in unfinished messages whatever this says.
+    pub unpublished_message_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -60,6 +65,7 @@ impl Default for LimitsConfig {
             max_http_connections: 10_000,
             max_streams: 1_000,
             max_viewers_per_stream: 10_000,
+            unpublished_message_bytes: 64 * 1024 * 1024,
         }
     }
 }

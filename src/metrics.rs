@@ -21,6 +21,11 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: &'static str,
+}
+
 pub fn protocol(p: &'static str) -> ProtocolLabel {
     ProtocolLabel { protocol: p }
 }
@@ -44,6 +49,9 @@ pub struct Metrics {
     /// Refused connections, publishes and plays by reason.
     pub rejected: Family<ReasonLabel, Counter>,
     pub handshake_failures: Counter,
+    /// Times a byte or count bound was hit (a connection closed, a segment cut early, a
+    /// frame or held playlist dropped), by bound.
+    pub limit_hits: Family<LimitLabel, Counter>,
     streams: Gauge,
     viewers: Family<ProtocolLabel, Gauge>,
 }
@@ -67,6 +75,7 @@ impl Metrics {
             segments: Counter::default(),
             rejected: Family::default(),
             handshake_failures: Counter::default(),
+            limit_hits: Family::default(),
             streams: Gauge::default(),
             viewers: Family::default(),
             registry: Registry::default(),
@@ -84,9 +93,15 @@ impl Metrics {
             "RTMP handshakes that failed or timed out",
             m.handshake_failures.clone(),
         );
+        registry.register("limit_hits", "Times a memory or count bound was hit, by bound", m.limit_hits.clone());
         registry.register("streams", "Live streams", m.streams.clone());
         registry.register("viewers", "Current viewers by protocol", m.viewers.clone());
         Self { registry, ..m }
+    }
+
+    /// Counts one hit of the bound named `limit`.
+    pub fn limit_hit(&self, limit: &'static str) {
+        self.limit_hits.get_or_create(&LimitLabel { limit }).inc();
     }
 
     /// Prometheus text exposition, with live gauges refreshed from `hub`.

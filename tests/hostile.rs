@@ -306,9 +306,12 @@ fn flv_reader(addr: SocketAddr, key: &str, stop: Arc<AtomicBool>, count: Arc<Ato
 }
 
 fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    proc_status_kb(pid, "VmRSS:")
+}
+
+/// Peak RSS (VmHWM) of a process, kB.
+fn hwm_kb(pid: u32) -> u64 {
+    proc_status_kb(pid, "VmHWM:")
 }
 
 fn config_file(name: &str, toml: &str) -> String {
@@ -658,4 +661,199 @@ fn reconnect_storm_leaks_nothing_and_keeps_hls_sequence_monotonic() {
     // directions between builds); a leak keeps growing, so the last 50 cycles must add little.
     assert!(rss[2] < rss[1] + 8 * 1024, "RSS grew from {} kB to {} kB over the last 50 cycles", rss[1], rss[2]);
     assert!(rss[2] < rss[0] + 16 * 1024, "RSS grew from {} kB to {} kB over 100 cycles", rss[0], rss[2]);
+}
+
+// ---------------------------------------------------------------- memory bounds (issue 11)
+
+const MIB: u64 = 1024;
+
+impl Rtmp {
+    /// Raises the chunk size of what we send.
+    fn set_chunk_size(&mut self, size: u32) {
+        self.message(2, 1, 0, 0, &size.to_be_bytes()).expect("set chunk size");
+        self.chunk_size = size as usize;
+    }
+
+    /// Starts a message of `len` bytes on `csid` and sends only `send` bytes of its body.
+    fn partial_message(&mut self, csid: u8, type_id: u8, len: usize, send: usize) -> std::io::Result<()> {
+        let mut out = vec![csid];
+        out.extend_from_slice(&[0, 0, 0]);
+        out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+        out.push(type_id);
+        out.extend_from_slice(&0u32.to_le_bytes());
+        let body = vec![0x42u8; send];
+        for (i, c) in body.chunks(self.chunk_size).enumerate() {
+            if i > 0 {
+                out.push(0xC0 | csid);
+            }
+            out.extend_from_slice(c);
+        }
+        self.s.write_all(&out)
+    }
+}
+
+/// A normal stream published after an attack still plays over HTTP-FLV.
+fn assert_a_normal_stream_plays(gw: &Gateway, key: &str) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = background_publisher(gw.rtmp, key, 1.0, stop.clone());
+    assert!(wait_live(gw, key, Duration::from_secs(5)), "{key} did not go live after the attack");
+    let got = Arc::new(AtomicU64::new(0));
+    let viewer = flv_reader(gw.http, key, stop.clone(), got.clone());
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().unwrap();
+    viewer.join().unwrap();
+    let n = got.load(Ordering::Relaxed);
+    assert!(n > 100_000, "a normal stream after the attack delivered only {n} bytes");
+}
+
+/// Runs `attack`, then checks the server's peak RSS grew by at most `bound_kb` (the
+/// configured bounds that apply) + `margin_kb`, that it is still up, and that a normal
+/// stream plays. Prints the figures.
+fn assert_bounded(gw: &mut Gateway, what: &str, bound_kb: u64, margin_kb: u64, attack: impl FnOnce(&Gateway)) {
+    let before = hwm_kb(gw.pid());
+    let started = Instant::now();
+    attack(gw);
+    let peak = hwm_kb(gw.pid());
+    println!(
+        "{what}: VmHWM {before} kB before, {peak} kB after ({} kB more; bound {bound_kb} + margin {margin_kb} kB), \
+         attack took {:?}",
+        peak - before,
+        started.elapsed()
+    );
+    assert!(gw.is_running(), "{what}: the server died");
+    assert!(
+        peak <= before + bound_kb + margin_kb,
+        "{what}: peak RSS grew by {} kB, over the bound of {bound_kb} + {margin_kb} kB",
+        peak - before
+    );
+    assert_a_normal_stream_plays(gw, "live/after");
+    assert!(gw.is_running(), "{what}: the server died after the attack");
+}
+
+#[test]
+fn unfinished_rtmp_messages_are_bounded_per_connection_and_per_process() {
+    // Six connections right after the handshake each start messages of the maximum size on
+    // every chunk stream, sending all but the last chunk: unbounded, that is 61 × 8 MiB per
+    // connection. Each may hold 2 × max_message_size; together (none publishes) they may
+    // hold limits.unpublished_message_bytes.
+    let mut gw = Gateway::start();
+    let addr = gw.rtmp;
+    let max = 8 * 1024 * 1024;
+    // unpublished budget (64 MiB) + one connection's own budget of overshoot between checks
+    let bound = 64 * MIB + 2 * 8 * MIB;
+    assert_bounded(&mut gw, "unfinished messages", bound, 32 * MIB, |gw| {
+        let attackers: Vec<_> = (0..6)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut c = Rtmp::connect(addr);
+                    c.s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+                    c.set_chunk_size(65_536);
+                    let mut started = 0;
+                    for csid in 3..64u8 {
+                        if c.partial_message(csid, 9, max, max - 65_536).is_err() {
+                            break;
+                        }
+                        started += 1;
+                    }
+                    (started, closed_by_server(&mut c.s, Duration::from_secs(5)))
+                })
+            })
+            .collect();
+        let results: Vec<(u32, bool)> = attackers.into_iter().map(|t| t.join().unwrap()).collect();
+        println!("unfinished messages: (messages started, closed by server) per connection: {results:?}");
+        assert!(results.iter().all(|(_, closed)| *closed), "every attacking connection is closed: {results:?}");
+        assert!(results.iter().all(|(n, _)| *n <= 3), "no connection got far: {results:?}");
+        let log = gw.log();
+        assert!(log.matches("past the buffer budget").count() >= 6, "each close is logged with its reason");
+        let metrics = http_get(gw.http, "/metrics").text();
+        assert!(metrics.contains("livegate_limit_hits_total{limit=\"rtmp_message_buffer\"} 6"), "{metrics}");
+    });
+}
+
+#[test]
+fn small_frames_do_not_pin_the_buffers_of_big_ignored_messages() {
+    // A publisher with a huge chunk size sends, 100 times, an ignored 8 MiB message and right
+    // behind it a 20-byte audio frame. A frame sliced out of the same read buffer would keep
+    // the 8 MiB alive while it sits in the ring (100 × 8 MiB against ring_bytes = 32 MiB).
+    let mut gw = Gateway::start();
+    let bound = 32 * MIB + 16 * MIB + 2 * 8 * MIB; // ring_bytes + GOP max_bytes + two messages in flight
+    assert_bounded(&mut gw, "pinned buffers", bound, 32 * MIB, |gw| {
+        let mut c = Rtmp::publish(gw.rtmp, "live", "pin").expect("publish");
+        c.s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        let audio_config = source().configs.iter().find(|t| t.kind == 8).unwrap().clone();
+        c.send_tag(&audio_config).unwrap();
+        c.set_chunk_size(0x7FFF_FFFF);
+        let junk = vec![0u8; 8 * 1024 * 1024 - 64];
+        for i in 0..100u32 {
+            c.message(5, 0x55, 1, i * 23, &junk).expect("ignored message");
+            let mut frame = vec![0xAF, 0x01];
+            frame.extend_from_slice(&[0x21; 18]);
+            c.message(4, 8, 1, i * 23, &frame).expect("audio frame");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(stat(gw, "bytes_in", "pin") > 800_000_000, "the frames reached the stream");
+        c.unpublish();
+    });
+}
+
+#[test]
+fn amf0_commands_cannot_amplify_before_auth() {
+    // Right after the handshake: a connect whose arguments are a strict array of ~8 M
+    // one-byte Nulls (unbounded: 32 bytes decoded per byte sent), then one of 64 nested strict
+    // arrays each declaring as many elements as the message could hold (unbounded: gigabytes
+    // of address space reserved from one message, an abort under the 2 GiB limit).
+    let mut gw = Gateway::start();
+    let max = 8 * 1024 * 1024 - 64;
+    let bound = 2 * 8 * MIB; // the message itself, assembled
+    assert_bounded(&mut gw, "AMF0 amplification", bound, 32 * MIB, |gw| {
+        let mut nulls = amf_str("connect");
+        nulls.extend(amf_num(1.0));
+        nulls.push(0x0A);
+        let count = max - nulls.len() - 4;
+        nulls.extend_from_slice(&(count as u32).to_be_bytes());
+        nulls.resize(max, AMF_NULL);
+        let mut nested = amf_str("connect");
+        nested.extend(amf_num(1.0));
+        for _ in 0..64 {
+            nested.push(0x0A);
+            nested.extend_from_slice(&((max - nested.len()) as u32).to_be_bytes());
+        }
+        nested.resize(max, AMF_NULL);
+        for (name, payload) in [("nulls", nulls), ("nested", nested)] {
+            let mut c = Rtmp::connect(gw.rtmp);
+            c.s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+            c.set_chunk_size(65_536);
+            let _ = c.message(3, 20, 0, 0, &payload);
+            assert!(closed_by_server(&mut c.s, Duration::from_secs(10)), "{name}: connection closed");
+        }
+        let log = gw.log();
+        assert!(log.contains("AMF0 message decodes to more than 16384 values"), "reason logged");
+    });
+}
+
+#[test]
+fn frames_of_millions_of_empty_nal_units_are_dropped() {
+    // avcC with 1-byte NAL lengths, then 8 MiB keyframes of zero bytes: 8 Mi empty NAL units
+    // each. Collected into a list per frame in the TS path, that was 256 MiB per frame.
+    let mut gw = Gateway::start();
+    let bound = 32 * MIB + 16 * MIB + 2 * 8 * MIB; // ring_bytes + GOP max_bytes + two messages in flight
+    assert_bounded(&mut gw, "empty NAL units", bound, 32 * MIB, |gw| {
+        let mut c = Rtmp::publish(gw.rtmp, "live", "nals").expect("publish");
+        c.s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut video_config = source().configs.iter().find(|t| t.kind == 9).unwrap().clone();
+        video_config.body[9] = 0xFC; // avcC lengthSizeMinusOne = 0
+        c.send_tag(&video_config).unwrap();
+        c.set_chunk_size(1 << 20);
+        let mut frame = vec![0x17, 0x01, 0, 0, 0];
+        frame.resize(8 * 1024 * 1024 - 64, 0);
+        for i in 0..20u32 {
+            c.message(6, 9, 1, i * 40, &frame).expect("video frame");
+        }
+        assert!(
+            gw.wait_log("access unit has more than 1024 NAL units", Duration::from_secs(10)),
+            "the dropped frames are logged"
+        );
+        c.unpublish();
+    });
 }

@@ -7,6 +7,7 @@ mod publish;
 mod writer;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub struct IngestContext {
     pub hub: Hub,
     pub auth: Authorizer,
     pub shutdown: CancellationToken,
+    /// Bytes held by unfinished messages of connections that do not publish, all listeners
+    /// together (bounded by `limits.unpublished_message_bytes`).
+    pub unpublished_bytes: Arc<AtomicUsize>,
 }
 
 /// Accepts RTMP connections (RTMPS when `tls` is given) until shutdown.
@@ -86,6 +90,38 @@ struct Connection<S> {
     idle_since: Instant,
     /// Close once everything queued has been written (after a refusal or the end of a played stream).
     close_after_flush: bool,
+    /// This connection's share of `ctx.unpublished_bytes`.
+    budget_share: BudgetShare,
+}
+
+/// The bytes one connection counts against the process-wide budget of connections that do
+/// not publish; given back when the connection publishes or ends.
+struct BudgetShare {
+    total: Arc<AtomicUsize>,
+    mine: usize,
+}
+
+impl BudgetShare {
+    fn set(&mut self, bytes: usize) {
+        if bytes >= self.mine {
+            self.total.fetch_add(bytes - self.mine, Ordering::Relaxed);
+        } else {
+            self.total.fetch_sub(self.mine - bytes, Ordering::Relaxed);
+        }
+        self.mine = bytes;
+    }
+
+    /// What this connection may hold: `limit` less what the others hold.
+    fn allowance(&self, limit: usize) -> usize {
+        let others = self.total.load(Ordering::Relaxed).saturating_sub(self.mine);
+        limit.saturating_sub(others)
+    }
+}
+
+impl Drop for BudgetShare {
+    fn drop(&mut self) {
+        self.set(0);
+    }
 }
 
 /// Hub events taken per wake-up for an RTMP viewer.
@@ -107,6 +143,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             ..SessionConfig::default()
         });
         let (read, write) = tokio::io::split(sock);
+        let ctx_unpublished = ctx.unpublished_bytes.clone();
         Self {
             peer,
             proto,
@@ -117,7 +154,26 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             role: Role::Idle,
             idle_since: Instant::now(),
             close_after_flush: false,
+            budget_share: BudgetShare { total: ctx_unpublished, mine: 0 },
         }
+    }
+
+    /// Runs the session over newly read input, under this connection's buffer budget: twice
+    /// the message size limit for a publisher; for any other connection also no more than
+    /// what the process-wide budget of non-publishing connections has left.
+    fn handle_input(&mut self, buf: &mut BytesMut) -> Result<(), crate::rtmp::RtmpError> {
+        let own = 2 * self.ctx.config.max_message_size as usize;
+        let publishing = matches!(self.role, Role::Publishing(_));
+        let budget = if publishing {
+            own
+        } else {
+            own.min(self.budget_share.allowance(self.ctx.settings.get().limits.unpublished_message_bytes))
+        };
+        self.session.set_buffer_budget(budget);
+        let result = self.session.handle_input(buf);
+        let held = if matches!(self.role, Role::Publishing(_)) { 0 } else { self.session.buffered_bytes() };
+        self.budget_share.set(held);
+        result
     }
 
     async fn run(mut self) {
@@ -128,7 +184,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         }
         match result {
             Ok(()) => debug!("connection closed"),
-            Err(e) => warn!(peer = %self.peer, "closing RTMP connection: {e:#}"),
+            Err(e) => {
+                if matches!(e.downcast_ref(), Some(crate::rtmp::RtmpError::BufferBudget { .. })) {
+                    self.ctx.hub.metrics().limit_hit("rtmp_message_buffer");
+                }
+                warn!(peer = %self.peer, "closing RTMP connection: {e:#}")
+            }
         }
         self.leave();
     }
@@ -204,7 +265,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                     // The session pauses its input after a publish/play request until we
                     // decide; decide, then let it go on with what is already buffered.
                     loop {
-                        self.session.handle_input(&mut buf)?;
+                        self.handle_input(&mut buf)?;
                         let mut decided = false;
                         while let Some(ev) = self.session.poll_event() {
                             decided |= self.on_session_event(ev).await;

@@ -19,7 +19,14 @@ pub enum H264Error {
     BadSps,
     #[error("NAL unit length {len} runs past the frame end ({remaining} bytes left)")]
     NaluOverrun { len: usize, remaining: usize },
+    #[error("access unit has more than {0} NAL units")]
+    TooManyNalus(usize),
 }
+
+/// NAL units one access unit may carry at most. Encoders send a handful (AUD, SEI,
+/// parameter sets, a few slices; at most some hundred slices for a 4K picture); a frame of
+/// millions of empty NAL units (1-byte lengths) is malformed, not work to do.
+pub const MAX_NALUS_PER_AU: usize = 1024;
 
 /// A parsed `avcC` record. `record` keeps the original bytes so the FLV and
 /// RTMP outputs can send it on unchanged.
@@ -132,11 +139,19 @@ pub fn avcc_to_annexb(
 ) -> Result<(), H264Error> {
     const START: [u8; 4] = [0, 0, 0, 1];
     let length_size = config.map_or(4, |c| c.nalu_length_size);
-    let nalus: Vec<Bytes> = avcc_nalus(frame, length_size).collect::<Result<_, _>>()?;
+    // one pass to validate and look (no list of NAL units is built), one to write
+    let (mut count, mut has_idr, mut has_sps) = (0usize, false, false);
+    for n in avcc_nalus(frame, length_size) {
+        let n = n?;
+        count += 1;
+        if count > MAX_NALUS_PER_AU {
+            return Err(H264Error::TooManyNalus(MAX_NALUS_PER_AU));
+        }
+        has_idr |= nalu_type(&n) == NALU_IDR;
+        has_sps |= nalu_type(&n) == NALU_SPS;
+    }
     out.put_slice(&START);
     out.put_slice(&[NALU_AUD, 0xf0]);
-    let has_idr = nalus.iter().any(|n| nalu_type(n) == NALU_IDR);
-    let has_sps = nalus.iter().any(|n| nalu_type(n) == NALU_SPS);
     if (keyframe || has_idr) && !has_sps {
         if let Some(cfg) = config {
             for ps in cfg.sps.iter().chain(cfg.pps.iter()) {
@@ -145,9 +160,11 @@ pub fn avcc_to_annexb(
             }
         }
     }
-    for n in nalus.iter().filter(|n| nalu_type(n) != NALU_AUD && !n.is_empty()) {
-        out.put_slice(&START);
-        out.put_slice(n);
+    for n in avcc_nalus(frame, length_size).flatten() {
+        if nalu_type(&n) != NALU_AUD && !n.is_empty() {
+            out.put_slice(&START);
+            out.put_slice(&n);
+        }
     }
     Ok(())
 }
@@ -314,6 +331,26 @@ pub(crate) mod tests {
         0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0x99, 0x60, 0x01, 0x00, 0x06,
         0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0,
     ];
+
+    #[test]
+    fn an_access_unit_of_a_million_empty_nal_units_is_malformed() {
+        // avcC with 1-byte NAL lengths; the frame is 1 MiB of zero bytes = 1 Mi empty NAL units
+        let mut record = AVCC_320X240.to_vec();
+        record[4] = 0xfc; // lengthSizeMinusOne = 0
+        let cfg = AvcConfig::parse(Bytes::from(record)).unwrap();
+        assert_eq!(cfg.nalu_length_size, 1);
+        let frame = Bytes::from(vec![0u8; 1 << 20]);
+        let mut out = BytesMut::new();
+        let err = avcc_to_annexb(&frame, true, Some(&cfg), &mut out).unwrap_err();
+        assert_eq!(err, H264Error::TooManyNalus(MAX_NALUS_PER_AU));
+        assert!(out.is_empty(), "nothing written for a refused frame");
+        // up to the bound it is converted (empty units dropped): AUD, SPS, PPS, one slice
+        let mut ok = vec![0u8; MAX_NALUS_PER_AU - 1];
+        ok.extend_from_slice(&[2, 0x65, 0x88]);
+        avcc_to_annexb(&Bytes::from(ok), true, Some(&cfg), &mut out).unwrap();
+        let types: Vec<u8> = out.windows(5).filter(|w| w[..4] == [0, 0, 0, 1]).map(|w| w[4] & 0x1f).collect();
+        assert_eq!(&types[..], &[9, 7, 8, 5]);
+    }
 
     #[test]
     fn parses_avcc_and_resolution() {

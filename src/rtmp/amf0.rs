@@ -10,6 +10,12 @@ use super::RtmpError;
 
 /// Maximum nesting of objects/arrays accepted by the decoder.
 pub const MAX_DEPTH: usize = 64;
+/// Most values (of any kind, nested ones included) decoded from one message. Real commands
+/// and metadata carry tens; the cap keeps a message of 1-byte values (each decoding to a
+/// 32-byte [`Amf0Value`]) from turning megabytes of input into hundreds of megabytes.
+pub const MAX_VALUES: usize = 16_384;
+/// Elements reserved up front for a strict array at most; it grows as elements decode.
+const MAX_RESERVE: usize = 64;
 
 const NUMBER: u8 = 0x00;
 const BOOLEAN: u8 = 0x01;
@@ -90,16 +96,31 @@ impl Amf0Value {
     }
 }
 
-/// Decodes one value from the front of `buf`, advancing it.
+/// Decodes one value from the front of `buf`, advancing it, with a budget of
+/// [`MAX_VALUES`] values.
 pub fn decode(buf: &mut &[u8]) -> Result<Amf0Value, RtmpError> {
-    decode_depth(buf, 0)
+    let mut budget = MAX_VALUES;
+    decode_counted(buf, &mut budget)
 }
 
-/// Decodes all values in `buf`.
-pub fn decode_all(mut buf: &[u8]) -> Result<Vec<Amf0Value>, RtmpError> {
+/// Decodes one value from the front of `buf`, advancing it; every value decoded (nested
+/// ones too) takes one from `budget`, and running out is an error. Decoding the values of
+/// one message against one budget bounds what the whole message can decode to.
+pub fn decode_counted(buf: &mut &[u8], budget: &mut usize) -> Result<Amf0Value, RtmpError> {
+    Decoder { budget }.value(buf, 0)
+}
+
+/// Decodes all values in `buf` (against one budget of [`MAX_VALUES`]).
+pub fn decode_all(buf: &[u8]) -> Result<Vec<Amf0Value>, RtmpError> {
+    let mut budget = MAX_VALUES;
+    decode_all_counted(buf, &mut budget)
+}
+
+/// Decodes all values in `buf` against `budget` (see [`decode_counted`]).
+pub fn decode_all_counted(mut buf: &[u8], budget: &mut usize) -> Result<Vec<Amf0Value>, RtmpError> {
     let mut out = Vec::new();
     while !buf.is_empty() {
-        out.push(decode(&mut buf)?);
+        out.push(decode_counted(&mut buf, budget)?);
     }
     Ok(out)
 }
@@ -136,76 +157,91 @@ fn read_long_string(buf: &mut &[u8]) -> Result<String, RtmpError> {
     read_utf8(buf, len)
 }
 
-/// Reads `key, value` pairs until the empty key + object-end marker (or, leniently, the end of input).
-fn read_properties(buf: &mut &[u8], depth: usize) -> Result<Vec<(String, Amf0Value)>, RtmpError> {
-    let mut props = Vec::new();
-    loop {
-        if buf.is_empty() {
-            // Some encoders omit the terminator of the last ECMA array; tolerate it.
-            return Ok(props);
-        }
-        let key = read_short_string(buf)?;
-        if key.is_empty() && buf.first() == Some(&OBJECT_END) {
-            buf.advance(1);
-            return Ok(props);
-        }
-        let value = decode_depth(buf, depth + 1)?;
-        props.push((key, value));
-    }
+struct Decoder<'a> {
+    budget: &'a mut usize,
 }
 
-fn decode_depth(buf: &mut &[u8], depth: usize) -> Result<Amf0Value, RtmpError> {
-    if depth > MAX_DEPTH {
-        return Err(RtmpError::AmfTooDeep(MAX_DEPTH));
+impl Decoder<'_> {
+    /// Reads `key, value` pairs until the empty key + object-end marker (or, leniently, the end of input).
+    fn read_properties(&mut self, buf: &mut &[u8], depth: usize) -> Result<Vec<(String, Amf0Value)>, RtmpError> {
+        let mut props = Vec::new();
+        loop {
+            if buf.is_empty() {
+                // Some encoders omit the terminator of the last ECMA array; tolerate it.
+                return Ok(props);
+            }
+            let key = read_short_string(buf)?;
+            if key.is_empty() && buf.first() == Some(&OBJECT_END) {
+                buf.advance(1);
+                return Ok(props);
+            }
+            let value = self.value(buf, depth + 1)?;
+            props.push((key, value));
+        }
     }
-    let marker = read_u8(buf)?;
-    Ok(match marker {
-        NUMBER => {
-            need(buf, 8)?;
-            Amf0Value::Number(buf.get_f64())
+
+    fn value(&mut self, buf: &mut &[u8], depth: usize) -> Result<Amf0Value, RtmpError> {
+        if depth > MAX_DEPTH {
+            return Err(RtmpError::AmfTooDeep(MAX_DEPTH));
         }
-        BOOLEAN => Amf0Value::Boolean(read_u8(buf)? != 0),
-        STRING => Amf0Value::String(read_short_string(buf)?),
-        OBJECT => Amf0Value::Object(read_properties(buf, depth)?),
-        NULL => Amf0Value::Null,
-        UNDEFINED | UNSUPPORTED => Amf0Value::Undefined,
-        REFERENCE => {
-            need(buf, 2)?;
-            buf.advance(2);
-            Amf0Value::Undefined
-        }
-        ECMA_ARRAY => {
-            need(buf, 4)?;
-            let _count = buf.get_u32(); // advisory only; the terminator ends the array
-            Amf0Value::EcmaArray(read_properties(buf, depth)?)
-        }
-        OBJECT_END => Amf0Value::ObjectEnd,
-        STRICT_ARRAY => {
-            need(buf, 4)?;
-            let count = buf.get_u32();
-            // Every element takes at least one byte: bound the allocation by the input.
-            if count as usize > buf.len() {
-                return Err(RtmpError::AmfArrayTooLong(count));
+        let Some(left) = self.budget.checked_sub(1) else {
+            return Err(RtmpError::AmfTooManyValues(MAX_VALUES));
+        };
+        *self.budget = left;
+        let marker = read_u8(buf)?;
+        Ok(match marker {
+            NUMBER => {
+                need(buf, 8)?;
+                Amf0Value::Number(buf.get_f64())
             }
-            let mut items = Vec::with_capacity(count as usize);
-            for _ in 0..count {
-                items.push(decode_depth(buf, depth + 1)?);
+            BOOLEAN => Amf0Value::Boolean(read_u8(buf)? != 0),
+            STRING => Amf0Value::String(read_short_string(buf)?),
+            OBJECT => Amf0Value::Object(self.read_properties(buf, depth)?),
+            NULL => Amf0Value::Null,
+            UNDEFINED | UNSUPPORTED => Amf0Value::Undefined,
+            REFERENCE => {
+                need(buf, 2)?;
+                buf.advance(2);
+                Amf0Value::Undefined
             }
-            Amf0Value::StrictArray(items)
-        }
-        DATE => {
-            need(buf, 10)?;
-            let millis = buf.get_f64();
-            let tz = buf.get_i16();
-            Amf0Value::Date { millis, tz }
-        }
-        LONG_STRING | XML_DOCUMENT => Amf0Value::LongString(read_long_string(buf)?),
-        TYPED_OBJECT => {
-            let _class = read_short_string(buf)?;
-            Amf0Value::Object(read_properties(buf, depth)?)
-        }
-        other => return Err(RtmpError::AmfUnknownMarker(other)),
-    })
+            ECMA_ARRAY => {
+                need(buf, 4)?;
+                let _count = buf.get_u32(); // advisory only; the terminator ends the array
+                Amf0Value::EcmaArray(self.read_properties(buf, depth)?)
+            }
+            OBJECT_END => Amf0Value::ObjectEnd,
+            STRICT_ARRAY => {
+                need(buf, 4)?;
+                let count = buf.get_u32();
+                // Every element takes at least one byte of input and one value of the budget.
+                if count as usize > buf.len() {
+                    return Err(RtmpError::AmfArrayTooLong(count));
+                }
+                if count as usize > *self.budget {
+                    return Err(RtmpError::AmfTooManyValues(MAX_VALUES));
+                }
+                // reserve little: nested arrays each declaring a huge count must not reserve
+                // address space for elements the input never brings
+                let mut items = Vec::with_capacity((count as usize).min(MAX_RESERVE));
+                for _ in 0..count {
+                    items.push(self.value(buf, depth + 1)?);
+                }
+                Amf0Value::StrictArray(items)
+            }
+            DATE => {
+                need(buf, 10)?;
+                let millis = buf.get_f64();
+                let tz = buf.get_i16();
+                Amf0Value::Date { millis, tz }
+            }
+            LONG_STRING | XML_DOCUMENT => Amf0Value::LongString(read_long_string(buf)?),
+            TYPED_OBJECT => {
+                let _class = read_short_string(buf)?;
+                Amf0Value::Object(self.read_properties(buf, depth)?)
+            }
+            other => return Err(RtmpError::AmfUnknownMarker(other)),
+        })
+    }
 }
 
 fn write_short_str(out: &mut BytesMut, s: &str) {
@@ -320,6 +356,46 @@ mod tests {
         ]));
         round_trip(Amf0Value::StrictArray(vec![Amf0Value::Number(1.0), Amf0Value::string("a")]));
         round_trip(Amf0Value::StrictArray(vec![]));
+    }
+
+    #[test]
+    fn a_strict_array_of_a_million_nulls_is_refused() {
+        let mut input = vec![STRICT_ARRAY];
+        input.extend_from_slice(&1_000_000u32.to_be_bytes());
+        input.extend(std::iter::repeat_n(NULL, 1_000_000));
+        assert_eq!(decode(&mut &input[..]), Err(RtmpError::AmfTooManyValues(MAX_VALUES)));
+        // declared small but values spread over many arrays: the per-message budget holds
+        let mut many = Vec::new();
+        for _ in 0..100 {
+            many.push(STRICT_ARRAY);
+            many.extend_from_slice(&1000u32.to_be_bytes());
+            many.extend(std::iter::repeat_n(NULL, 1000));
+        }
+        assert_eq!(decode_all(&many), Err(RtmpError::AmfTooManyValues(MAX_VALUES)));
+        // what fits the budget still decodes
+        let mut ok = vec![STRICT_ARRAY];
+        ok.extend_from_slice(&1000u32.to_be_bytes());
+        ok.extend(std::iter::repeat_n(NULL, 1000));
+        assert!(matches!(decode(&mut &ok[..]), Ok(Amf0Value::StrictArray(v)) if v.len() == 1000));
+    }
+
+    #[test]
+    fn nested_strict_arrays_reserve_only_what_the_input_fills() {
+        // 64 levels, each declaring as many elements as the rest of the input could hold:
+        // the old decoder reserved count × 32 bytes at every level (gigabytes of address
+        // space from one message); now each level reserves at most MAX_RESERVE
+        let levels = MAX_DEPTH;
+        let mut input = Vec::new();
+        let tail = 8 * 1024 * 1024 - 5 * levels;
+        for i in 0..levels {
+            input.push(STRICT_ARRAY);
+            let count = (tail + 5 * (levels - i - 1)).min(MAX_VALUES) as u32;
+            input.extend_from_slice(&count.to_be_bytes());
+        }
+        input.extend(std::iter::repeat_n(NULL, tail));
+        let mut budget = MAX_VALUES;
+        let r = decode_counted(&mut &input[..], &mut budget);
+        assert!(matches!(r, Err(RtmpError::AmfTooManyValues(_)) | Err(RtmpError::AmfArrayTooLong(_))), "{r:?}");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! RTMP chunk stream: decoding chunks into messages and encoding messages into chunks.
 //!
 //! The decoder is direction-agnostic (the server uses it for client input, tests use it as a
-//! client for server output). It consumes only whole chunks from the input, so a partial
-//! chunk stays in the caller's buffer. A message that fits in one chunk is split off the input
-//! without copying; a multi-chunk message is assembled into one buffer (the only copy).
+//! client for server output). It consumes chunk bodies as they arrive, so the caller's buffer
+//! never holds more than a partial chunk header. Every message is copied once, into a buffer
+//! of exactly its size (the only copy): no payload keeps a read buffer, or any allocation
+//! larger than itself, alive. Unfinished messages across all chunk streams hold at most the
+//! buffer budget (2 × the message size limit unless set lower), counted by declared length.
 //! Protocol control messages (Set Chunk Size, Abort) are interpreted by the caller, which
 //! calls [`ChunkDecoder::set_chunk_size`] / [`ChunkDecoder::abort`] before decoding further.
 
@@ -20,8 +22,6 @@ const EXTENDED_TS: u32 = 0xFF_FFFF;
 pub const MAX_IN_PROGRESS: usize = 64;
 /// Distinct chunk stream ids a peer may use over a connection.
 pub const MAX_CHUNK_STREAMS: usize = 256;
-/// Up-front allocation cap for an assembling message; larger messages grow as bytes arrive.
-const MAX_PREALLOC: usize = 256 * 1024;
 
 /// One complete message off the chunk stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,11 +57,27 @@ pub struct ChunkDecoder {
     max_message_size: u32,
     streams: HashMap<u32, StreamState>,
     in_progress: usize,
+    /// Declared bytes of the unfinished messages (their buffers' sizes).
+    buffered: usize,
+    /// Most bytes unfinished messages may hold at once.
+    budget: usize,
+    /// The chunk whose body is being read: its chunk stream and the body bytes still to come.
+    partial: Option<(u32, u32)>,
 }
 
 impl ChunkDecoder {
+    /// A decoder accepting messages up to `max_message_size` bytes, with unfinished messages
+    /// holding at most twice that in all (see [`Self::set_buffer_budget`]).
     pub fn new(max_message_size: u32) -> Self {
-        ChunkDecoder { chunk_size: DEFAULT_CHUNK_SIZE, max_message_size, streams: HashMap::new(), in_progress: 0 }
+        ChunkDecoder {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            max_message_size,
+            streams: HashMap::new(),
+            in_progress: 0,
+            buffered: 0,
+            budget: 2 * max_message_size as usize,
+            partial: None,
+        }
     }
 
     pub fn chunk_size(&self) -> u32 {
@@ -69,7 +85,7 @@ impl ChunkDecoder {
     }
 
     /// Applies a peer's Set Chunk Size. Valid sizes are 1..=0x7FFFFFFF; memory is bounded by
-    /// the message size limit, not the chunk size.
+    /// the message size limit and the buffer budget, not the chunk size.
     pub fn set_chunk_size(&mut self, size: u32) -> Result<(), RtmpError> {
         match size {
             0 => Err(RtmpError::ChunkSizeZero),
@@ -81,11 +97,26 @@ impl ChunkDecoder {
         }
     }
 
+    /// Sets the most bytes that unfinished messages (across all chunk streams) may hold at
+    /// once; a message that would take the total past it is an error. The caller may lower
+    /// it at any time (a process-wide budget shared by connections); it applies to messages
+    /// that start afterwards.
+    pub fn set_buffer_budget(&mut self, bytes: usize) {
+        self.budget = bytes;
+    }
+
+    /// Bytes held by unfinished messages right now (their declared lengths: each buffer is
+    /// allocated at its message's exact size).
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
+    }
+
     /// Abort Message: discards the partly received message on `csid`.
     pub fn abort(&mut self, csid: u32) {
         if let Some(st) = self.streams.get_mut(&csid) {
             if st.received > 0 {
                 self.in_progress -= 1;
+                self.buffered -= st.length as usize;
             }
             st.received = 0;
             st.buf = None;
@@ -93,7 +124,8 @@ impl ChunkDecoder {
     }
 
     /// Decodes chunks from `input` until one message completes (returned) or the input runs
-    /// out of whole chunks (`Ok(None)`, the partial chunk stays in `input`).
+    /// out (`Ok(None)`). Chunk bodies are consumed as they arrive (into the message's own
+    /// buffer), so `input` never has to hold more than a partial chunk header.
     pub fn decode(&mut self, input: &mut BytesMut) -> Result<Option<RawMessage>, RtmpError> {
         loop {
             match self.decode_chunk(input)? {
@@ -104,7 +136,49 @@ impl ChunkDecoder {
         }
     }
 
+    /// Copies up to `left` bytes of the current chunk body into its message; completes the
+    /// message when its last byte arrived.
+    fn take_body(&mut self, input: &mut BytesMut, csid: u32, left: u32) -> Step {
+        let n = (left as usize).min(input.len());
+        let rest = left - n as u32;
+        let Some(st) = self.streams.get_mut(&csid) else {
+            input.advance(n);
+            self.partial = (rest > 0).then_some((csid, rest));
+            return if rest > 0 { Step::NeedMore } else { Step::Continue };
+        };
+        if let Some(buf) = st.buf.as_mut() {
+            buf.extend_from_slice(&input[..n]);
+        }
+        input.advance(n);
+        st.received += n as u32;
+        if rest > 0 {
+            self.partial = Some((csid, rest));
+            return Step::NeedMore;
+        }
+        self.partial = None;
+        if st.received < st.length {
+            return Step::Continue;
+        }
+        self.in_progress -= 1;
+        self.buffered -= st.length as usize;
+        st.received = 0;
+        let payload = st.buf.take().unwrap_or_default().freeze();
+        Step::Message(RawMessage {
+            csid,
+            type_id: st.type_id,
+            stream_id: st.stream_id,
+            timestamp: st.timestamp,
+            payload,
+        })
+    }
+
     fn decode_chunk(&mut self, input: &mut BytesMut) -> Result<Step, RtmpError> {
+        if let Some((csid, left)) = self.partial {
+            if input.is_empty() {
+                return Ok(Step::NeedMore);
+            }
+            return Ok(self.take_body(input, csid, left));
+        }
         let b: &[u8] = input;
         let Some(&first) = b.first() else {
             return Ok(Step::NeedMore);
@@ -178,18 +252,28 @@ impl ChunkDecoder {
         let new_message = fmt != 3 || prev_received == 0;
         let received = if new_message { 0 } else { prev_received };
         let remaining = length - received;
-        let chunk_len = remaining.min(self.chunk_size) as usize;
-        if b.len() < pos + chunk_len {
-            return Ok(Step::NeedMore);
+        let chunk_len = remaining.min(self.chunk_size);
+        let whole_message_here = new_message && chunk_len == length && b.len() >= pos + chunk_len as usize;
+        if new_message && !whole_message_here {
+            // the message stays unfinished for now: it must fit the budget
+            let held = self.buffered - if prev_received > 0 { prev.map_or(0, |p| p.length as usize) } else { 0 };
+            if held + length as usize > self.budget {
+                return Err(RtmpError::BufferBudget { held, length, budget: self.budget });
+            }
+            if prev_received == 0 && self.in_progress >= MAX_IN_PROGRESS {
+                return Err(RtmpError::TooManyChunkStreams(self.in_progress));
+            }
         }
 
-        // The whole chunk is here: commit.
+        // The header is here: commit it.
         input.advance(pos);
+        let st = self.streams.entry(csid).or_default();
         if new_message && prev_received > 0 {
             tracing::debug!(csid, "new message header while a message was in progress; dropping the partial one");
             self.in_progress -= 1;
+            self.buffered -= st.length as usize;
+            st.received = 0;
         }
-        let st = self.streams.entry(csid).or_default();
         if new_message {
             st.timestamp = if fmt == 0 { ts_field } else { st.timestamp.wrapping_add(ts_field) };
             st.ts_field = ts_field;
@@ -200,35 +284,26 @@ impl ChunkDecoder {
             st.received = 0;
             st.buf = None;
         }
-        let complete = |st: &StreamState, payload: Bytes| RawMessage {
-            csid,
-            type_id: st.type_id,
-            stream_id: st.stream_id,
-            timestamp: st.timestamp,
-            payload,
-        };
-        if new_message && chunk_len == length as usize {
-            let payload = input.split_to(chunk_len).freeze();
-            return Ok(Step::Message(complete(st, payload)));
+        if whole_message_here {
+            // Copied out into an allocation of its own: a slice of the read buffer would keep
+            // the whole buffer alive for as long as the frame is cached.
+            let payload = Bytes::copy_from_slice(&input[..chunk_len as usize]);
+            input.advance(chunk_len as usize);
+            return Ok(Step::Message(RawMessage {
+                csid,
+                type_id: st.type_id,
+                stream_id: st.stream_id,
+                timestamp: st.timestamp,
+                payload,
+            }));
         }
-        if st.received == 0 {
-            if self.in_progress >= MAX_IN_PROGRESS {
-                return Err(RtmpError::TooManyChunkStreams(self.in_progress));
-            }
+        if new_message {
             self.in_progress += 1;
-            st.buf = Some(BytesMut::with_capacity((length as usize).min(MAX_PREALLOC)));
+            self.buffered += length as usize;
+            // exactly the declared size (within the budget): the payload pins nothing more
+            st.buf = Some(BytesMut::with_capacity(length as usize));
         }
-        let buf = st.buf.get_or_insert_with(BytesMut::new);
-        buf.extend_from_slice(&input[..chunk_len]);
-        input.advance(chunk_len);
-        st.received += chunk_len as u32;
-        if st.received == st.length {
-            self.in_progress -= 1;
-            st.received = 0;
-            let payload = st.buf.take().unwrap_or_default().freeze();
-            return Ok(Step::Message(complete(st, payload)));
-        }
-        Ok(Step::Continue)
+        Ok(self.take_body(input, csid, chunk_len))
     }
 }
 
@@ -410,16 +485,86 @@ mod tests {
     }
 
     #[test]
-    fn single_chunk_message_is_not_copied() {
-        let enc = ChunkEncoder::default();
+    fn payloads_never_point_into_the_read_buffer() {
+        // a 20-byte frame after a large message must not keep the read buffer alive
+        let mut enc = ChunkEncoder::default();
+        enc.set_chunk_size(1 << 20);
         let mut out = BytesMut::new();
-        enc.write(&mut out, 4, 0, 8, 1, &[7u8; 100]);
-        let base = out.as_ptr() as usize;
-        let end = base + out.len();
+        enc.write(&mut out, 4, 0, 8, 1, &[7u8; 20]);
+        enc.write(&mut out, 5, 0, 9, 1, &vec![1u8; 300_000]);
+        enc.write(&mut out, 4, 10, 8, 1, &[8u8; 20]);
+        let (base, end) = (out.as_ptr() as usize, out.as_ptr() as usize + out.len());
         let mut dec = ChunkDecoder::new(1 << 20);
-        let m = dec.decode(&mut out).unwrap().unwrap();
-        let p = m.payload.as_ptr() as usize;
-        assert!(p >= base && p + m.payload.len() <= end);
+        dec.set_chunk_size(1 << 20).unwrap();
+        let mut got = Vec::new();
+        while let Some(m) = dec.decode(&mut out).unwrap() {
+            got.push(m);
+        }
+        assert_eq!(got.iter().map(|m| m.payload.len()).collect::<Vec<_>>(), vec![20, 300_000, 20]);
+        for m in &got {
+            let p = m.payload.as_ptr() as usize;
+            assert!(p + m.payload.len() <= base || p >= end, "payload is a slice of the input");
+        }
+    }
+
+    #[test]
+    fn chunk_bodies_are_consumed_as_they_arrive() {
+        // one 200 KB message in a single chunk, fed 1,000 bytes at a time: the input never
+        // holds more than the header, the message is whole at the end
+        let mut enc = ChunkEncoder::default();
+        enc.set_chunk_size(1 << 20);
+        let mut wire = BytesMut::new();
+        let body: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        enc.write(&mut wire, 6, 3, 9, 1, &body);
+        let mut dec = ChunkDecoder::new(1 << 20);
+        dec.set_chunk_size(1 << 20).unwrap();
+        let mut input = BytesMut::new();
+        let mut got = None;
+        for piece in wire.chunks(1000) {
+            input.extend_from_slice(piece);
+            if let Some(m) = dec.decode(&mut input).unwrap() {
+                got = Some(m);
+            }
+            assert!(input.len() < 16, "input kept {} bytes", input.len());
+        }
+        let m = got.expect("message complete");
+        assert_eq!((m.timestamp, m.type_id, &m.payload[..]), (3, 9, &body[..]));
+        assert_eq!(dec.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn unfinished_messages_are_bounded_by_the_budget_across_chunk_streams() {
+        // each chunk stream starts a message near the size limit and sends one chunk of it
+        let max = 1 << 20;
+        let enc = ChunkEncoder::default();
+        let mut dec = ChunkDecoder::new(max);
+        let mut result = Ok(None);
+        let mut started = 0;
+        for csid in 3..40u32 {
+            let mut out = BytesMut::new();
+            put_type0_header(&mut out, csid, 0, 9, 1, max as usize);
+            out.extend_from_slice(&[0u8; 128]);
+            result = dec.decode(&mut out);
+            if result.is_err() {
+                break;
+            }
+            started += 1;
+            assert!(dec.buffered_bytes() <= 2 * max as usize);
+        }
+        let _ = enc;
+        assert_eq!(started, 2, "two unfinished messages of the maximum size fit the default budget");
+        assert!(matches!(result, Err(RtmpError::BufferBudget { .. })), "{result:?}");
+        // a lower budget (process-wide share) applies to the next message
+        let mut dec = ChunkDecoder::new(max);
+        dec.set_buffer_budget(1000);
+        let mut out = BytesMut::new();
+        put_type0_header(&mut out, 3, 0, 9, 1, 5000);
+        out.extend_from_slice(&[0u8; 128]);
+        assert!(matches!(dec.decode(&mut out), Err(RtmpError::BufferBudget { held: 0, length: 5000, budget: 1000 })));
+        // messages that arrive whole are not held, whatever the budget
+        let mut out = BytesMut::new();
+        ChunkEncoder::default().write(&mut out, 3, 0, 8, 1, &[1u8; 100]);
+        assert_eq!(dec.decode(&mut out).unwrap().unwrap().payload.len(), 100);
     }
 
     #[test]

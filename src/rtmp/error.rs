@@ -12,6 +12,8 @@ pub enum RtmpError {
     ChunkSizeZero,
     #[error("message length {0} exceeds the configured maximum")]
     MessageTooLarge(u32),
+    #[error("a {length}-byte message would take unfinished messages past the buffer budget ({held} + {length} > {budget} bytes)")]
+    BufferBudget { held: usize, length: u32, budget: usize },
     #[error("too many chunk streams in progress at once ({0})")]
     TooManyChunkStreams(usize),
     #[error("chunk stream {0} continued (fmt {1}) without a preceding type-0 header")]
@@ -20,6 +22,8 @@ pub enum RtmpError {
     MessageLengthChanged { csid: u32, expected: u32, got: u32 },
     #[error("AMF0 nesting deeper than {0}")]
     AmfTooDeep(usize),
+    #[error("AMF0 message decodes to more than {0} values")]
+    AmfTooManyValues(usize),
     #[error("AMF0 value truncated")]
     AmfTruncated,
     #[error("unknown AMF0 marker 0x{0:02x}")]

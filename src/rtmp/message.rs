@@ -72,8 +72,9 @@ pub const MAX_AGGREGATE_PARTS: usize = 1024;
 /// tag: type (1), size (3), timestamp (3 + 1 extended high byte), stream id (3), body, then
 /// the 4-byte size of the tag. The aggregate's timestamp replaces the first sub-message's;
 /// the others keep their offset from it. Sub-messages share the aggregate's chunk stream and
-/// message stream id; their bodies are slices of the aggregate's payload (no copy). A
-/// truncated part, or more than [`MAX_AGGREGATE_PARTS`], is an error.
+/// message stream id. Each body is copied into its own allocation: a slice would keep the
+/// whole aggregate alive for as long as any one part is cached. A truncated part, or more
+/// than [`MAX_AGGREGATE_PARTS`], is an error.
 pub fn aggregate_parts(m: &RawMessage) -> impl Iterator<Item = Result<RawMessage, RtmpError>> + '_ {
     const HEADER: usize = 11;
     let data = &m.payload;
@@ -102,7 +103,7 @@ pub fn aggregate_parts(m: &RawMessage) -> impl Iterator<Item = Result<RawMessage
             type_id: h[0],
             stream_id: m.stream_id,
             timestamp: m.timestamp.wrapping_add(ts.wrapping_sub(first)),
-            payload: data.slice(start..end),
+            payload: Bytes::copy_from_slice(&data[start..end]),
         }))
     })
 }
@@ -123,13 +124,17 @@ impl Command {
         if type_id == COMMAND_AMF3 && !p.is_empty() {
             p = &p[1..];
         }
-        let name = match amf0::decode(&mut p)? {
+        // one value budget for the whole message
+        let mut budget = amf0::MAX_VALUES;
+        let budget = &mut budget;
+        let name = match amf0::decode_counted(&mut p, budget)? {
             Amf0Value::String(s) | Amf0Value::LongString(s) => s,
             _ => return Err(RtmpError::MalformedMessage("command (name)")),
         };
-        let transaction_id = if p.is_empty() { 0.0 } else { amf0::decode(&mut p)?.as_number().unwrap_or(0.0) };
-        let object = if p.is_empty() { Amf0Value::Null } else { amf0::decode(&mut p)? };
-        let args = amf0::decode_all(p)?;
+        let transaction_id =
+            if p.is_empty() { 0.0 } else { amf0::decode_counted(&mut p, budget)?.as_number().unwrap_or(0.0) };
+        let object = if p.is_empty() { Amf0Value::Null } else { amf0::decode_counted(&mut p, budget)? };
+        let args = amf0::decode_all_counted(p, budget)?;
         Ok(Command { name, transaction_id, object, args })
     }
 

@@ -144,6 +144,16 @@ impl ServerSession {
         }
     }
 
+    /// Bytes held by unfinished incoming messages (see [`ChunkDecoder::buffered_bytes`]).
+    pub fn buffered_bytes(&self) -> usize {
+        self.decoder.buffered_bytes()
+    }
+
+    /// Caps what unfinished incoming messages may hold (see [`ChunkDecoder::set_buffer_budget`]).
+    pub fn set_buffer_budget(&mut self, bytes: usize) {
+        self.decoder.set_buffer_budget(bytes);
+    }
+
     pub fn is_handshake_done(&self) -> bool {
         self.handshake.is_done()
     }

@@ -10,6 +10,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Address space the server may reserve in every integration test (2 GiB).
+pub const ADDRESS_SPACE_LIMIT: u64 = 2 << 30;
+
+/// A field of `/proc/PID/status` in kB (`VmRSS`, `VmHWM`).
+pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let line = status.lines().find(|l| l.starts_with(field)).expect("status field");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("status value")
+}
+
 /// A running livegate binary; killed on drop.
 pub struct Gateway {
     child: Child,
@@ -23,8 +33,22 @@ impl Gateway {
         Self::start_with(&[])
     }
 
+    /// Starts the binary with `extra` flags, under an address-space limit of
+    /// [`ADDRESS_SPACE_LIMIT`] (`prlimit --as`): every integration test runs the server as
+    /// a host with `LimitAS=` or strict overcommit would, so an attack that reserves
+    /// gigabytes aborts it and fails the test.
     pub fn start_with(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_livegate"))
+        Self::start_limited(&[], extra)
+    }
+
+    /// Like [`Self::start_with`], with further `prlimit` options (e.g. `--nofile=512`).
+    pub fn start_limited(limits: &[&str], extra: &[&str]) -> Self {
+        let prlimit = require_tool("prlimit");
+        let mut child = Command::new(prlimit)
+            .arg(format!("--as={ADDRESS_SPACE_LIMIT}"))
+            .args(limits)
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_livegate"))
             .args(["--rtmp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", std::env::var("LIVEGATE_TEST_LOG").unwrap_or_else(|_| "info".into()))
