@@ -226,6 +226,12 @@ pub struct HlsConfig {
     /// (hls.js) stop reloading an ended playlist for good, so an encoder that reconnects
     /// within this delay continues seamlessly (after a discontinuity). 0: at once.
     pub endlist_delay_ms: u64,
+    /// A segment is cut before the frame that would make it larger than this (media time
+    /// is the publisher's to choose; bytes are not).
+    pub max_segment_bytes: usize,
+    /// Bytes of segments one stream may hold (listed, and removed but still downloadable);
+    /// past it the oldest go early.
+    pub max_stream_bytes: usize,
 }
 
 impl HlsConfig {
@@ -235,6 +241,19 @@ impl HlsConfig {
         }
         if !(3..=100).contains(&self.window_segments) {
             bail!("{section}.window_segments must be within 3..=100, got {}", self.window_segments);
+        }
+        if self.min_window_ms > 3_600_000 {
+            bail!("{section}.min_window_ms must be at most 3600000 (one hour), got {}", self.min_window_ms);
+        }
+        if self.max_segment_bytes < 64 * 1024 {
+            bail!("{section}.max_segment_bytes must be at least 65536, got {}", self.max_segment_bytes);
+        }
+        if self.max_stream_bytes < 2 * self.max_segment_bytes {
+            bail!(
+                "{section}.max_stream_bytes ({}) must be at least 2 × max_segment_bytes ({})",
+                self.max_stream_bytes,
+                self.max_segment_bytes
+            );
         }
         Ok(())
     }
@@ -250,6 +269,8 @@ impl Default for HlsConfig {
             min_window_ms: 0,
             hold_time_ms: 60_000,
             endlist_delay_ms: 10_000,
+            max_segment_bytes: 16 * 1024 * 1024,
+            max_stream_bytes: 64 * 1024 * 1024,
         }
     }
 }

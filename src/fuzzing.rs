@@ -386,6 +386,8 @@ pub fn segmenter(data: &[u8]) {
     let config = SegmenterConfig {
         target_duration_ms: 500 + u64::from(cfg % 16) * 500,
         max_audio_pes_ms: 20 + u64::from(cfg >> 4) * 20,
+        // small, so that fuzzed inputs reach the byte bound
+        max_segment_bytes: 64 * 1024,
     };
     let mut seg = Segmenter::new(config, 0);
     let mut playlist = Playlist::new(PlaylistConfig::default(), seg.target_duration_secs());

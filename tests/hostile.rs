@@ -857,3 +857,123 @@ fn frames_of_millions_of_empty_nal_units_are_dropped() {
         c.unpublish();
     });
 }
+
+/// A minimal AVC access unit tag body (one 2-byte NAL unit).
+fn tiny_video(key: bool) -> Vec<u8> {
+    vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0, 0, 0, 0, 2, if key { 0x65 } else { 0x41 }, 0x88]
+}
+
+fn metric(gw: &Gateway, line_start: &str) -> u64 {
+    let text = http_get(gw.http, "/metrics").text();
+    text.lines().find_map(|l| l.strip_prefix(line_start)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn hls_segments_are_bounded_in_bytes_when_timestamps_stand_still() {
+    // One keyframe, then 400 MiB of frames whose timestamp never moves: by media time the
+    // open segment never ends. It is cut at hls.max_segment_bytes (16 MiB) and the stream's
+    // segments stay within hls.max_stream_bytes (64 MiB).
+    let mut gw = Gateway::start();
+    let key = "live/frozen";
+    // hls.max_stream_bytes + the open segment + ring_bytes + GOP max_bytes + two messages
+    let bound = 64 * MIB + 16 * MIB + 32 * MIB + 16 * MIB + 16 * MIB;
+    assert_bounded(&mut gw, "frozen timestamps", bound, 32 * MIB, |gw| {
+        let mut c = Rtmp::publish(gw.rtmp, "live", "frozen").expect("publish");
+        c.s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        c.send_configs(0);
+        let first = frames_from(0).next().unwrap();
+        c.send_tag(&first).unwrap();
+        c.set_chunk_size(1 << 20);
+        let mut frame = vec![0x27, 1, 0, 0, 0];
+        let nal = 1024 * 1024 - 64;
+        frame.extend_from_slice(&(nal as u32).to_be_bytes());
+        frame.push(0x41);
+        frame.resize(5 + 4 + nal, 0x5A);
+        for _ in 0..400 {
+            c.message(6, 9, 1, 40, &frame).expect("frozen frame");
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || metric(
+                gw,
+                "livegate_limit_hits_total{limit=\"hls_segment_bytes\"}"
+            ) >= 20),
+            "segments cut at the byte bound are counted"
+        );
+        c.unpublish();
+        std::thread::sleep(Duration::from_millis(500));
+        let pl = playlist(gw, key).expect("playlist");
+        let uris: Vec<&str> = pl.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+        assert!(!uris.is_empty());
+        let mut total = 0;
+        for uri in &uris {
+            let seg = http_get(gw.http, &format!("/live/{uri}"));
+            if seg.status == 200 {
+                assert!(seg.body.len() <= 16 * 1024 * 1024, "{uri} has {} bytes", seg.body.len());
+                total += seg.body.len();
+            }
+        }
+        println!("frozen timestamps: {} segments listed, {total} bytes downloadable", uris.len());
+        assert!(total <= 64 * 1024 * 1024, "listed segments hold {total} bytes");
+        assert!(gw.log().contains("segment reached its byte bound"), "the cut is logged");
+    });
+}
+
+#[test]
+fn tiny_segments_do_not_pile_up_in_the_window() {
+    // 3,000 keyframes whose timestamps go 2 s back and forth (every step back is a jump: a
+    // new segment with a discontinuity each time) make 3,000 segments of one frame. The
+    // window lists at most window_segments + 2 × 3 + 1 = 13 of them.
+    let mut gw = Gateway::start();
+    let mut c = Rtmp::publish(gw.rtmp, "live", "tiny").expect("publish");
+    c.send_configs(0);
+    let cpu_before = cpu_ticks(gw.pid());
+    for i in 0..3000u32 {
+        c.send_tag(&Tag { kind: 9, ts: 10_000 + (i % 2) * 2000, body: tiny_video(true) }).expect("keyframe");
+        if i % 100 == 99 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || playlist(&gw, "live/tiny")
+            .is_some_and(|pl| media_sequence(&pl) >= 2900)),
+        "the segments were made: {:?}",
+        playlist(&gw, "live/tiny")
+    );
+    let pl = playlist(&gw, "live/tiny").unwrap();
+    let listed = pl.lines().filter(|l| l.starts_with("#EXTINF")).count();
+    let cpu = cpu_ticks(gw.pid()) - cpu_before;
+    println!("tiny segments: {listed} listed after 3,000; server CPU {cpu} ticks (1/100 s) for the attack");
+    assert!(listed <= 13, "{listed} segments listed");
+    c.unpublish();
+    assert_a_normal_stream_plays(&gw, "live/after");
+    assert!(gw.is_running());
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn ended_playlists_held_are_bounded_by_max_streams() {
+    // Publish/leave churn over 40 new names with max_streams = 10: each ended playlist is
+    // held for hold_time_ms (60 s), but no more of them than max_streams.
+    let cfg = config_file("hostile-held", "[limits]\nmax_streams = 10\n[hls]\nendlist_delay_ms = 0\n");
+    let mut gw = Gateway::start_with(&["--config", &cfg]);
+    for i in 0..40 {
+        let mut c = Rtmp::publish(gw.rtmp, "live", &format!("churn{i}")).expect("publish");
+        c.send_configs(0);
+        send_media(&mut c, 0, 300, 100.0, |t| t);
+        c.unpublish();
+        let name = format!("live/churn{i}");
+        assert!(wait_until(Duration::from_secs(5), || playlist(&gw, &name).is_some()), "{name} made a playlist");
+    }
+    let held: Vec<usize> = (0..40).filter(|i| playlist(&gw, &format!("live/churn{i}")).is_some()).collect();
+    println!("held playlists after churn over 40 names with max_streams = 10: {held:?}");
+    assert!(held.len() <= 10, "{} ended playlists held", held.len());
+    assert!(held.contains(&39) && !held.contains(&0), "the oldest go first: {held:?}");
+    assert!(metric(&gw, "livegate_limit_hits_total{limit=\"hls_held_streams\"}") >= 30);
+    assert!(gw.is_running());
+}

@@ -111,24 +111,52 @@ impl Playlist {
         }
         self.started = true;
         self.next_sequence = seg.sequence + 1;
-        self.window_ms += seg.duration_ms;
+        self.window_ms += self.counted_ms(seg);
         self.segments.push_back(*seg);
         let min_ms = self.config.min_window_ms.max(3 * 1000 * self.target_secs);
         let min_segments = self.config.window_segments.max(1);
         let mut removed = Vec::new();
         while self.segments.len() > min_segments {
             let front = self.segments[0];
-            if self.window_ms - front.duration_ms < min_ms {
+            if self.window_ms - self.counted_ms(&front) < min_ms {
                 break;
             }
-            self.segments.pop_front();
-            self.window_ms -= front.duration_ms;
-            if front.discontinuity {
-                self.discontinuity_sequence += 1;
-            }
-            removed.push(front.sequence);
+            removed.extend(self.pop_oldest());
         }
         removed
+    }
+
+    /// The duration a segment counts for in the window: at least half the target, so
+    /// that tiny segments (keyframes after timestamp jumps, cuts at the byte bound) cannot
+    /// make the window list thousands of them. The window therefore lists at most
+    /// `window_segments + 2 × max(min_window_ms, 3 × target) / target + 1` segments.
+    fn counted_ms(&self, seg: &SegmentInfo) -> u64 {
+        seg.duration_ms.max(self.target_secs * 500)
+    }
+
+    /// Removes the oldest listed segment (e.g. when the store must free memory early);
+    /// returns its sequence.
+    pub fn pop_oldest(&mut self) -> Option<u64> {
+        let front = self.segments.pop_front()?;
+        self.window_ms -= self.counted_ms(&front);
+        if front.discontinuity {
+            self.discontinuity_sequence += 1;
+        }
+        Some(front.sequence)
+    }
+
+    /// A segment was ever pushed.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Segments currently listed.
+    pub fn len(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
     }
 
     /// Sequences currently listed.
@@ -282,17 +310,47 @@ mod tests {
 
     #[test]
     fn window_keeps_three_target_durations() {
-        // 0.5 s segments with a 4 s target: 6 segments are only 3 s; keep 24 (12 s).
+        // 2.5 s segments with a 4 s target and a window of 3: 3 segments are only 7.5 s;
+        // keep 5 (12.5 s)
+        let mut p = Playlist::new(PlaylistConfig { window_segments: 3, min_window_ms: 0 }, 4);
+        for seq in 0..40 {
+            p.push(&info(seq, 2500, false));
+        }
+        assert_eq!(p.sequences().count(), 5);
+        // segments shorter than half the target count as half the target: 0.5 s ones with a
+        // 4 s target count 2 s each, so 6 of them make the 12 s
         let mut p = Playlist::new(PlaylistConfig::default(), 4);
         for seq in 0..40 {
             p.push(&info(seq, 500, false));
         }
-        assert_eq!(p.sequences().count(), 24);
+        assert_eq!(p.sequences().count(), 6);
         let mut p = Playlist::new(PlaylistConfig { window_segments: 3, min_window_ms: 10_000 }, 2);
         for seq in 0..40 {
             p.push(&info(seq, 2000, false));
         }
         assert_eq!(p.sequences().count(), 5);
+    }
+
+    #[test]
+    fn tiny_segments_count_as_half_a_target_each() {
+        // 1 ms segments (keyframes after timestamp jumps): counted by media time the window
+        // would list 6,000 of them; each counts as at least half the target duration
+        let mut p = Playlist::new(PlaylistConfig::default(), 2);
+        for seq in 0..10_000 {
+            p.push(&info(seq, 1, false));
+        }
+        assert_eq!(p.len(), 6, "3 × target = 6 s of window at 1 s counted per segment");
+        let mut p = Playlist::new(PlaylistConfig { window_segments: 3, min_window_ms: 60_000 }, 2);
+        for seq in 0..10_000 {
+            p.push(&info(seq, 0, false));
+        }
+        assert_eq!(p.len(), 60);
+        // normal segments are unaffected
+        let mut p = Playlist::new(PlaylistConfig::default(), 2);
+        for seq in 0..100 {
+            p.push(&info(seq, 2000, false));
+        }
+        assert_eq!(p.len(), 6);
     }
 
     #[test]

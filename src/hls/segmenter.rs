@@ -28,6 +28,12 @@
 //! stream without keyframes for `max(4 × target, 20 s)` is cut at a non-key
 //! frame (memory bound); that segment is marked `independent: false`.
 //!
+//! # Byte bound
+//! Media time is the publisher's to choose (timestamps that stand still never
+//! reach a target), so a segment is also cut before the frame that would take
+//! it past [`SegmenterConfig::max_segment_bytes`]: at that frame, keyframe or
+//! not (`independent` tells which). [`Segment::byte_limited`] marks such cuts.
+//!
 //! # Discontinuities
 //! A codec configuration whose parameters differ (SPS/PPS, AudioSpecificConfig,
 //! or the track set), a `HubEvent::Discontinuity`, a per-track timestamp jump
@@ -57,11 +63,13 @@ pub struct SegmenterConfig {
     pub target_duration_ms: u64,
     /// Bound on the audio duration carried by one PES.
     pub max_audio_pes_ms: u64,
+    /// A segment is cut before the frame that would make it larger than this.
+    pub max_segment_bytes: usize,
 }
 
 impl Default for SegmenterConfig {
     fn default() -> Self {
-        Self { target_duration_ms: 2_000, max_audio_pes_ms: 100 }
+        Self { target_duration_ms: 2_000, max_audio_pes_ms: 100, max_segment_bytes: 16 * 1024 * 1024 }
     }
 }
 
@@ -76,8 +84,11 @@ pub struct Segment {
     pub first_dts_ms: i64,
     /// Unix time in ms at which the first frame was received (`EXT-X-PROGRAM-DATE-TIME`).
     pub wall_clock_ms: i64,
-    /// Starts with a keyframe (always, except after the no-keyframe safety cut).
+    /// Starts with a keyframe (always, except after the no-keyframe safety cut or a cut at
+    /// the byte bound).
     pub independent: bool,
+    /// Ended at the byte bound (`max_segment_bytes`) rather than at a keyframe or by time.
+    pub byte_limited: bool,
 }
 
 #[derive(Debug)]
@@ -108,6 +119,8 @@ pub struct Segmenter {
     last_video_step: i64,
     last_audio_pts: Option<i64>,
     emitted_any: bool,
+    /// Segments cut at the byte bound so far.
+    byte_limited_cuts: u64,
 }
 
 impl Segmenter {
@@ -129,7 +142,13 @@ impl Segmenter {
             last_video_step: 33,
             last_audio_pts: None,
             emitted_any: false,
+            byte_limited_cuts: 0,
         }
+    }
+
+    /// Segments cut at the byte bound (`max_segment_bytes`) so far.
+    pub fn byte_limited_cuts(&self) -> u64 {
+        self.byte_limited_cuts
     }
 
     /// `EXT-X-TARGETDURATION` in seconds. Provisional until the first segment
@@ -248,9 +267,26 @@ impl Segmenter {
                 } else {
                     elapsed >= self.config.target_duration_ms as i64
                 };
+                // what this frame adds (TS packetizing adds ~2-5 % on top of the payload)
+                let adds = match f {
+                    Frame::Video(_) => self.mux.prepared_video_len(),
+                    Frame::Audio(a) => a.data.len(),
+                };
+                let over = self.mux.segment_len() + adds + adds / 16 + 1024 > self.config.max_segment_bytes;
                 if cut {
                     self.close(Some(dts));
                     self.open_segment(dts, wall_clock_ms, true);
+                } else if over && self.mux.segment_len() > 0 {
+                    self.byte_limited_cuts += 1;
+                    if self.byte_limited_cuts == 1 {
+                        tracing::warn!(
+                            max_segment_bytes = self.config.max_segment_bytes,
+                            elapsed,
+                            "hls: segment reached its byte bound before its duration; cutting here (logged once per stream)"
+                        );
+                    }
+                    self.close_byte_limited(dts);
+                    self.open_segment(dts, wall_clock_ms, f.is_keyframe());
                 } else if elapsed >= forced_ms {
                     tracing::warn!(elapsed, "hls: no keyframe for too long; cutting at a non-key frame");
                     self.close(Some(dts));
@@ -315,6 +351,13 @@ impl Segmenter {
         });
     }
 
+    fn close_byte_limited(&mut self, end_dts: i64) {
+        self.close(Some(end_dts));
+        if let Some(seg) = self.ready.as_mut() {
+            seg.byte_limited = true;
+        }
+    }
+
     /// Closes the open segment (if any) into `ready`. `end_dts`: the DTS of
     /// the frame that starts the next segment, when cutting.
     fn close(&mut self, end_dts: Option<i64>) {
@@ -343,6 +386,7 @@ impl Segmenter {
             first_dts_ms: open.first_dts,
             wall_clock_ms: open.wall_clock_ms,
             independent: open.independent,
+            byte_limited: false,
         });
         self.next_sequence += 1;
         self.emitted_any = true;
@@ -417,6 +461,30 @@ mod tests {
         frames.extend(audio_frames(0, (n as i64 * 100 / 3 * 44_100 / 1024 / 1000) as usize));
         frames.sort_by_key(|f| (f.dts(), !f.is_video()));
         frames
+    }
+
+    #[test]
+    fn frozen_timestamps_are_cut_at_the_byte_bound() {
+        // one keyframe, then 2,000 frames whose timestamps stand still: by media time the
+        // segment never ends; by bytes it is cut before it passes max_segment_bytes
+        let max = 64 * 1024;
+        let mut s = Segmenter::new(SegmenterConfig { max_segment_bytes: max, ..SegmenterConfig::default() }, 0);
+        let mut frames = vec![Frame::Video(video_frame(0, 0, true))];
+        frames.extend((0..2000).map(|_| Frame::Video(video_frame(33, 0, false))));
+        let segs = run(&mut s, &events(codec_config(true, false), frames));
+        assert!(segs.len() > 10, "{} segments", segs.len());
+        assert_eq!(s.byte_limited_cuts(), segs.len() as u64 - 1, "all but the flushed one cut at the bound");
+        for seg in &segs {
+            assert!(seg.data.len() <= max, "segment {} has {} bytes", seg.sequence, seg.data.len());
+            assert_eq!(seg.data.len() % 188, 0);
+        }
+        assert!(segs[0].independent && !segs[1].independent, "a cut at a non-key frame is marked");
+        assert!(segs[..segs.len() - 1].iter().all(|s| s.byte_limited));
+        // an ordinary stream never reaches the bound
+        let mut s = Segmenter::new(SegmenterConfig::default(), 0);
+        let segs = run(&mut s, &events(codec_config(true, true), av_bframes(300, 30)));
+        assert_eq!(s.byte_limited_cuts(), 0);
+        assert!(segs.iter().all(|s| !s.byte_limited));
     }
 
     #[test]
@@ -676,7 +744,7 @@ mod golden {
             .collect();
         frames.extend(audio_frames(0, 64));
         frames.sort_by_key(|f| (f.dts(), !f.is_video()));
-        let mut s = Segmenter::new(SegmenterConfig { target_duration_ms: 1000, max_audio_pes_ms: 100 }, 0);
+        let mut s = Segmenter::new(SegmenterConfig { target_duration_ms: 1000, ..SegmenterConfig::default() }, 0);
         s.push(&HubEvent::Config(codec_config(true, true)), 0).unwrap();
         let mut segs: Vec<Segment> =
             frames.iter().filter_map(|f| s.push(&HubEvent::Frame(f.clone()), 0).unwrap()).collect();

@@ -20,6 +20,11 @@ use crate::config::{HlsConfig, LiveSettings};
 use crate::hub::{lock, Hub, HubEvent, Stream, StreamKey};
 use crate::metrics::Metrics;
 
+/// What [`HlsStore::begin`] gives a publish session: its key state, its session number,
+/// whether it resumes a held playlist, and the ended playlists dropped to make room (with
+/// the file names to remove).
+type Begun = (Arc<Mutex<KeyState>>, u64, bool, Vec<(StreamKey, Vec<String>)>);
+
 /// Shared, read by the HTTP side.
 #[derive(Clone)]
 pub struct HlsStore {
@@ -35,11 +40,18 @@ struct StoreInner {
 }
 
 struct KeyState {
-    /// Part of every segment name: segment names never repeat for a key, even across restarts.
+    /// Part of every segment name: random, so segment URIs of a keyed stream cannot be
+    /// computed without the playlist, and never repeating for a key, even across restarts.
     token: String,
     playlist: Playlist,
-    rendered: Bytes,
+    /// The playlist text as last rendered; `None` when the playlist changed since (it is
+    /// rendered again when someone asks, not on every change).
+    rendered: Option<Bytes>,
     segments: HashMap<u64, Bytes>,
+    /// Bytes of `segments` (listed and retired), bounded by `max_stream_bytes`.
+    held_bytes: usize,
+    /// The byte bound of the stream was hit (logged once per key).
+    over_budget_logged: bool,
     /// Segments that left the window, readable until the instant given.
     retired: VecDeque<(u64, Instant)>,
     /// Bumped on every publish, so a finished task cannot end a newer session.
@@ -73,11 +85,15 @@ impl HlsStore {
         lock(&self.inner.keys).get(key).cloned()
     }
 
-    /// The current playlist text of a live or recently ended stream.
+    /// The current playlist text of a live or recently ended stream (rendered here when it
+    /// changed since it was last asked for).
     pub fn playlist(&self, key: &StreamKey) -> Option<Bytes> {
         let state = self.state(key)?;
-        let st = lock(&state);
-        (!st.rendered.is_empty()).then(|| st.rendered.clone())
+        let mut st = lock(&state);
+        if !st.playlist.started() {
+            return None;
+        }
+        Some(self.render(key, &mut st))
     }
 
     /// A segment by file name (`STREAM-TOKEN-SEQ.ts`).
@@ -112,8 +128,10 @@ impl HlsStore {
         self.inner.config.dir.as_ref().map(|d| d.join(&key.app))
     }
 
-    /// Starts (or resumes, within the hold time) the state of `key`.
-    fn begin(&self, key: &StreamKey) -> (Arc<Mutex<KeyState>>, u64, bool) {
+    /// Starts (or resumes, within the hold time) the state of `key`. Ended playlists are
+    /// kept for their hold time, but no more of them than `limits.max_streams`: beyond that
+    /// the oldest ended ones go first (returned, to remove their files).
+    fn begin(&self, key: &StreamKey) -> Begun {
         let mut keys = lock(&self.inner.keys);
         if let Some(state) = keys.get(key) {
             let mut st = lock(state);
@@ -122,7 +140,30 @@ impl HlsStore {
             st.ended_at = None;
             st.endlisted = false;
             let resumed = st.playlist.sequences().next().is_some();
-            return (state.clone(), st.session, resumed);
+            return (state.clone(), st.session, resumed, Vec::new());
+        }
+        let max_held = self.inner.settings.get().limits.max_streams;
+        let mut ended: Vec<(Instant, StreamKey)> = keys
+            .iter()
+            .filter_map(|(k, state)| {
+                let st = lock(state);
+                st.ended_at.filter(|_| !st.live).map(|t| (t, k.clone()))
+            })
+            .collect();
+        let mut dropped = Vec::new();
+        let excess = (ended.len() + 1).saturating_sub(max_held.max(1));
+        if excess > 0 {
+            ended.sort();
+            for (_, old) in ended.drain(..excess) {
+                if let Some(state) = keys.remove(&old) {
+                    let st = lock(&state);
+                    let mut names: Vec<String> = st.segments.keys().map(|seq| st.segment_name(&old, *seq)).collect();
+                    names.push(format!("{}.m3u8", old.name));
+                    info!(stream = %old, "hls: more than {max_held} ended playlists held; dropping the oldest early");
+                    self.inner.metrics.limit_hit("hls_held_streams");
+                    dropped.push((old, names));
+                }
+            }
         }
         let cfg = self.policy(key);
         let playlist = Playlist::new(
@@ -130,10 +171,12 @@ impl HlsStore {
             cfg.target_duration_ms.div_ceil(1000).max(1),
         );
         let state = Arc::new(Mutex::new(KeyState {
-            token: format!("{:x}", unix_ms()),
-            rendered: Bytes::new(),
+            token: format!("{:016x}", rand::random::<u64>()),
+            rendered: None,
             playlist,
             segments: HashMap::new(),
+            held_bytes: 0,
+            over_budget_logged: false,
             retired: VecDeque::new(),
             session: 0,
             live: true,
@@ -141,7 +184,7 @@ impl HlsStore {
             endlisted: false,
         }));
         keys.insert(key.clone(), state.clone());
-        (state, 0, false)
+        (state, 0, false, dropped)
     }
 
     /// Makes a finished segment readable, then lists it.
@@ -157,24 +200,68 @@ impl HlsStore {
         }
         let (playlist_text, expired) = {
             let mut st = lock(state);
-            st.segments.insert(seg.sequence, seg.data.clone());
+            st.held_bytes += seg.data.len();
+            if let Some(old) = st.segments.insert(seg.sequence, seg.data.clone()) {
+                st.held_bytes -= old.len();
+            }
             let removed = st.playlist.push(&SegmentInfo::from(&seg));
             let until = Instant::now() + self.grace(key, &st);
             st.retired.extend(removed.into_iter().map(|s| (s, until)));
-            let expired = self.expire(key, &mut st);
-            (self.render(key, &mut st, false), expired)
+            let mut expired = self.expire(key, &mut st);
+            expired.extend(self.enforce_byte_bound(key, &mut st));
+            st.rendered = None;
+            // the disk mirror needs every version; in memory, rendering waits for a request
+            let text = self.dir_of(key).map(|_| self.render(key, &mut st));
+            (text, expired)
         };
         self.inner.metrics.segments.inc();
         debug!(stream = %key, seq = seg.sequence, ms = seg.duration_ms, bytes = seg.data.len(), "hls segment");
-        self.write_playlist(key, &playlist_text).await;
+        if let Some(text) = playlist_text {
+            self.write_playlist(key, &text).await;
+        }
         self.remove_files(key, &expired).await;
     }
 
-    fn render(&self, key: &StreamKey, st: &mut KeyState, ended: bool) -> Bytes {
+    /// Keeps the segments of one stream within `max_stream_bytes`: retired segments go
+    /// first (before their grace ends), then the oldest listed ones (the window shrinks).
+    /// Returns the file names removed.
+    fn enforce_byte_bound(&self, key: &StreamKey, st: &mut KeyState) -> Vec<String> {
+        let max = self.policy(key).max_stream_bytes;
+        let mut names = Vec::new();
+        while st.held_bytes > max {
+            let seq = match st.retired.pop_front() {
+                Some((seq, _)) => seq,
+                // keep the newest segment whatever it weighs (it is within max_segment_bytes)
+                None if st.playlist.len() > 1 => match st.playlist.pop_oldest() {
+                    Some(seq) => seq,
+                    None => break,
+                },
+                None => break,
+            };
+            if let Some(data) = st.segments.remove(&seq) {
+                st.held_bytes -= data.len();
+            }
+            names.push(st.segment_name(key, seq));
+        }
+        if !names.is_empty() {
+            self.inner.metrics.limit_hit("hls_stream_bytes");
+            if !std::mem::replace(&mut st.over_budget_logged, true) {
+                warn!(stream = %key, max_stream_bytes = max, "hls: segments of this stream outgrew their byte bound; dropping the oldest early (logged once per stream)");
+            }
+        }
+        names
+    }
+
+    /// The playlist text, rendered again only when it changed since the last time.
+    fn render(&self, key: &StreamKey, st: &mut KeyState) -> Bytes {
+        if let Some(text) = &st.rendered {
+            return text.clone();
+        }
         let token = st.token.clone();
         let name = key.name.clone();
-        st.rendered = st.playlist.render(ended, |seq| format!("{name}-{token}-{seq}.ts"));
-        st.rendered.clone()
+        let text = st.playlist.render(st.endlisted, |seq| format!("{name}-{token}-{seq}.ts"));
+        st.rendered = Some(text.clone());
+        text
     }
 
     /// Drops retired segments past their grace; returns their file names.
@@ -183,7 +270,9 @@ impl HlsStore {
         let mut names = Vec::new();
         while st.retired.front().is_some_and(|(_, until)| *until <= now) {
             if let Some((seq, _)) = st.retired.pop_front() {
-                st.segments.remove(&seq);
+                if let Some(data) = st.segments.remove(&seq) {
+                    st.held_bytes -= data.len();
+                }
                 names.push(st.segment_name(key, seq));
             }
         }
@@ -221,7 +310,8 @@ impl HlsStore {
                 return;
             }
             st.endlisted = true;
-            self.render(key, &mut st, true)
+            st.rendered = None;
+            self.render(key, &mut st)
         };
         self.write_playlist(key, &text).await;
     }
@@ -242,7 +332,8 @@ impl HlsStore {
                 let due = st.ended_at.is_some_and(|t| shutting_down || now.duration_since(t) >= endlist_delay);
                 if !st.live && !st.endlisted && due {
                     st.endlisted = true;
-                    ended.push((key.clone(), self.render(key, &mut st, true)));
+                    st.rendered = None;
+                    ended.push((key.clone(), self.render(key, &mut st)));
                 }
                 let drop_key = !st.live && st.ended_at.is_some_and(|t| now.duration_since(t) >= hold);
                 if drop_key {
@@ -302,10 +393,17 @@ pub async fn run(hub: Hub, store: HlsStore, shutdown: CancellationToken) {
 async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToken) {
     let key = stream.key().clone();
     let mut sub = stream.subscribe();
-    let (state, session, resumed) = store.begin(&key);
+    let (state, session, resumed, dropped) = store.begin(&key);
+    for (old, names) in dropped {
+        store.remove_files(&old, &names).await;
+    }
     let cfg = store.policy(&key);
     let mut segmenter = Segmenter::new(
-        SegmenterConfig { target_duration_ms: cfg.target_duration_ms, ..SegmenterConfig::default() },
+        SegmenterConfig {
+            target_duration_ms: cfg.target_duration_ms,
+            max_segment_bytes: cfg.max_segment_bytes,
+            ..SegmenterConfig::default()
+        },
         lock(&state).playlist.next_sequence(),
     );
     if resumed {
@@ -332,12 +430,18 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
         let end = ev == HubEvent::EndOfStream;
         match segmenter.push(&ev, unix_ms()) {
             Ok(Some(seg)) => {
+                if seg.byte_limited {
+                    store.inner.metrics.limit_hit("hls_segment_bytes");
+                }
                 // fixes the playlist's target at the first segment; later calls are no-ops
                 lock(&state).playlist.set_target_duration(segmenter.target_duration_secs());
                 store.add_segment(&key, &state, seg).await;
             }
             Ok(None) => {}
             Err(e) => {
+                if matches!(e, crate::hls::MuxError::H264(crate::media::h264::H264Error::TooManyNalus(_))) {
+                    store.inner.metrics.limit_hit("h264_nal_units");
+                }
                 errors += 1;
                 if errors <= 3 || errors.is_multiple_of(1000) {
                     warn!(count = errors, "hls: dropping a frame: {e}");

@@ -213,11 +213,20 @@ impl TsMuxer {
     pub fn finish_segment(&mut self) -> Bytes {
         self.flush_audio();
         self.segment_open = false;
-        self.out.split().freeze()
+        // copied out at its exact size: a split-off view would pin the buffer's spare
+        // capacity (up to as much again) for as long as the segment is held
+        let segment = Bytes::copy_from_slice(&self.out);
+        self.out.clear();
+        segment
     }
 
     pub fn segment_len(&self) -> usize {
         self.out.len()
+    }
+
+    /// Length of the access unit prepared by [`prepare_video`](Self::prepare_video).
+    pub fn prepared_video_len(&self) -> usize {
+        self.video_au.len()
     }
 
     /// Converts an access unit to Annex-B into the muxer's scratch buffer
