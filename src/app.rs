@@ -105,10 +105,10 @@ pub async fn serve(
     let metrics = Arc::new(Metrics::new());
     let settings = Arc::new(LiveSettings::new(config.settings()));
     let hub = Hub::with_limits(config.hub.clone(), config.limits.max_streams, metrics.clone());
-    let auth = Authorizer::new();
+    let auth = Authorizer::with_max_concurrent(config.limits.max_concurrent_callbacks);
     let hls_store = HlsStore::new(config.hls.clone(), settings.clone(), metrics);
     if let Some(reload) = reload {
-        tokio::spawn(reload_on_hangup(config.clone(), reload, settings.clone(), hub.clone()));
+        tokio::spawn(reload_on_hangup(config.clone(), reload, settings.clone(), hub.clone(), auth.clone()));
     }
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::hls::service::run(hub.clone(), hls_store.clone(), shutdown.clone()));
@@ -148,7 +148,13 @@ pub async fn serve(
 /// On each SIGHUP: reads the configuration again and, when it is valid, swaps in its
 /// [`crate::config::Settings`] (auth, per-app policies, limits); live streams and connections are left
 /// alone. Changed settings that need a restart are named in the log and not applied.
-async fn reload_on_hangup(mut running: Config, reload: Reload, settings: Arc<LiveSettings>, hub: Hub) {
+async fn reload_on_hangup(
+    mut running: Config,
+    reload: Reload,
+    settings: Arc<LiveSettings>,
+    hub: Hub,
+    auth: Authorizer,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -171,6 +177,7 @@ async fn reload_on_hangup(mut running: Config, reload: Reload, settings: Arc<Liv
             running = running.reloaded(new);
             settings.set(running.settings());
             hub.set_max_streams(running.limits.max_streams);
+            auth.set_max_concurrent(running.limits.max_concurrent_callbacks);
             if restart.is_empty() {
                 info!("configuration reloaded (auth, apps, limits)");
             } else {
@@ -183,7 +190,7 @@ async fn reload_on_hangup(mut running: Config, reload: Reload, settings: Arc<Liv
     }
     #[cfg(not(unix))]
     {
-        let _ = (running, reload, settings, hub);
+        let _ = (running, reload, settings, hub, auth);
     }
 }
 

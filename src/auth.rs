@@ -4,6 +4,7 @@
 //! a timeout denies. on_unpublish / on_done are fire-and-forget notifications.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -70,6 +72,43 @@ impl AuthConfig {
     }
 }
 
+/// `[apps.NAME.auth]`: what an application changes of the global `[auth]`. Each key it
+/// sets replaces the global one; each key it leaves out is inherited (an app that sets only
+/// `publish_keys` keeps the global `play_keys`). An explicit empty list (`play_keys = []`)
+/// opens that action for the app; an empty callback URL (`on_play = ""`) turns the global
+/// callback off for it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthOverride {
+    pub publish_keys: Option<Vec<String>>,
+    pub play_keys: Option<Vec<String>>,
+    pub on_publish: Option<String>,
+    pub on_play: Option<String>,
+    pub on_unpublish: Option<String>,
+    pub on_done: Option<String>,
+    pub callback_timeout_ms: Option<u64>,
+}
+
+impl AuthOverride {
+    /// The global settings with this app's changes applied.
+    pub fn apply(&self, global: &AuthConfig) -> AuthConfig {
+        let url = |own: &Option<String>, inherited: &Option<String>| match own {
+            Some(u) if u.is_empty() => None,
+            Some(u) => Some(u.clone()),
+            None => inherited.clone(),
+        };
+        AuthConfig {
+            publish_keys: self.publish_keys.clone().unwrap_or_else(|| global.publish_keys.clone()),
+            play_keys: self.play_keys.clone().unwrap_or_else(|| global.play_keys.clone()),
+            on_publish: url(&self.on_publish, &global.on_publish),
+            on_play: url(&self.on_play, &global.on_play),
+            on_unpublish: url(&self.on_unpublish, &global.on_unpublish),
+            on_done: url(&self.on_done, &global.on_done),
+            callback_timeout_ms: self.callback_timeout_ms.unwrap_or(global.callback_timeout_ms),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
@@ -113,6 +152,8 @@ pub enum Denied {
     Callback(u16),
     #[error("callback failed: {0}")]
     CallbackFailed(String),
+    #[error("too many callbacks in flight (limits.max_concurrent_callbacks); try again")]
+    Busy,
 }
 
 impl Denied {
@@ -122,6 +163,7 @@ impl Denied {
             Denied::BadKey => "bad_key",
             Denied::Callback(_) => "callback_denied",
             Denied::CallbackFailed(_) => "callback_failed",
+            Denied::Busy => "callback_busy",
         }
     }
 }
@@ -130,6 +172,10 @@ impl Denied {
 #[derive(Clone)]
 pub struct Authorizer {
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// One permit per callback or notification in flight.
+    permits: Arc<Semaphore>,
+    /// How many permits there are in all (changed by [`Self::set_max_concurrent`]).
+    capacity: Arc<Mutex<usize>>,
 }
 
 impl Default for Authorizer {
@@ -138,9 +184,43 @@ impl Default for Authorizer {
     }
 }
 
+/// Callbacks and notifications in flight at once unless configured otherwise.
+pub const DEFAULT_MAX_CONCURRENT_CALLBACKS: usize = 64;
+
 impl Authorizer {
     pub fn new() -> Self {
-        Self { client: Client::builder(TokioExecutor::new()).build_http() }
+        Self::with_max_concurrent(DEFAULT_MAX_CONCURRENT_CALLBACKS)
+    }
+
+    /// At most `max` callbacks (and notifications) in flight at once; more wait for a free
+    /// slot within their timeout, then are refused ([`Denied::Busy`]).
+    pub fn with_max_concurrent(max: usize) -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            permits: Arc::new(Semaphore::new(max)),
+            capacity: Arc::new(Mutex::new(max)),
+        }
+    }
+
+    /// Changes the cap (a reload); callbacks in flight finish.
+    pub fn set_max_concurrent(&self, max: usize) {
+        let mut cap = self.capacity.lock().unwrap_or_else(|e| e.into_inner());
+        if max > *cap {
+            self.permits.add_permits(max - *cap);
+        } else {
+            // permits in use now are not taken away; they are forgotten as they come back
+            let forgotten = self.permits.forget_permits(*cap - max);
+            let missing = *cap - max - forgotten;
+            if missing > 0 {
+                let permits = self.permits.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = permits.acquire_many_owned(missing as u32).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+        *cap = max;
     }
 
     /// Checks only the static keys of a publish or play.
@@ -171,7 +251,14 @@ impl Authorizer {
         };
         if let Some(url) = hook {
             let timeout = Duration::from_millis(config.callback_timeout_ms);
-            let status = tokio::time::timeout(timeout, self.post(url, req))
+            let deadline = tokio::time::Instant::now() + timeout;
+            // a slot first, within the same timeout: a flood of requests queues briefly
+            // instead of sending the callback server a POST each at once
+            let _permit = match tokio::time::timeout_at(deadline, self.permits.acquire()).await {
+                Ok(Ok(p)) if tokio::time::Instant::now() < deadline => p,
+                _ => return Err(Denied::Busy),
+            };
+            let status = tokio::time::timeout_at(deadline, self.post(url, req))
                 .await
                 .map_err(|_| Denied::CallbackFailed(format!("no answer within {timeout:?}")))?
                 .map_err(Denied::CallbackFailed)?;
@@ -198,7 +285,12 @@ impl Authorizer {
         let this = self.clone();
         let timeout = Duration::from_millis(config.callback_timeout_ms);
         rt.spawn(async move {
-            match tokio::time::timeout(timeout, this.post_body(&url, body)).await {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, this.permits.acquire()).await else {
+                warn!(%url, "notification dropped: too many callbacks in flight");
+                return;
+            };
+            match tokio::time::timeout_at(deadline, this.post_body(&url, body)).await {
                 Ok(Ok(status)) => debug!(%url, status, "notification sent"),
                 Ok(Err(e)) => warn!(%url, "notification failed: {e}"),
                 Err(_) => warn!(%url, "notification timed out"),

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::auth::AuthConfig;
+use crate::auth::{AuthConfig, AuthOverride};
 use crate::hub::{GopCacheConfig, HubConfig};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -25,8 +25,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub admin: AdminConfig,
     pub lifecycle: LifecycleConfig,
-    /// Per-application overrides: `[apps.NAME]`. A section given for an app
-    /// replaces the global one for that app (its unset keys take built-in defaults).
+    /// Per-application overrides: `[apps.NAME]`. `auth` is merged key by key over the
+    /// global `[auth]`; any other section given for an app replaces the global one for that
+    /// app (its unset keys take built-in defaults).
     pub apps: BTreeMap<String, AppConfig>,
 }
 
@@ -51,6 +52,9 @@ pub struct LimitsConfig {
     pub max_streams: usize,
     /// Viewers per stream over HTTP-FLV and RTMP play; further viewers are refused.
     pub max_viewers_per_stream: usize,
+    /// Auth callbacks (and leave notifications) in flight at once, all apps together; more
+    /// wait within their callback timeout, then are refused (HTTP 503, an RTMP error status).
+    pub max_concurrent_callbacks: usize,
     /// Bytes that unfinished RTMP messages of connections that do not publish (before
     /// `publish`, players, idle clients) may hold together, all listeners included; a
     /// message that would go past it closes its connection. Each connection may hold at most
@@ -66,6 +70,7 @@ impl Default for LimitsConfig {
             max_streams: 1_000,
             max_viewers_per_stream: 10_000,
             unpublished_message_bytes: 64 * 1024 * 1024,
+            max_concurrent_callbacks: crate::auth::DEFAULT_MAX_CONCURRENT_CALLBACKS,
         }
     }
 }
@@ -98,7 +103,8 @@ pub struct AppConfig {
     pub http_flv: Option<bool>,
     pub hls: Option<HlsConfig>,
     pub gop_cache: Option<GopCacheConfig>,
-    pub auth: Option<AuthConfig>,
+    /// Merged key by key over `[auth]` (see [`AuthOverride`]).
+    pub auth: Option<AuthOverride>,
 }
 
 /// The settings that apply to one application.
@@ -336,7 +342,7 @@ impl Config {
                         .clone()
                         .map_or_else(|| default.hls.clone(), |h| HlsConfig { dir: self.hls.dir.clone(), ..h }),
                     gop_cache: a.gop_cache.clone().unwrap_or_else(|| default.gop_cache.clone()),
-                    auth: a.auth.clone().unwrap_or_else(|| default.auth.clone()),
+                    auth: a.auth.as_ref().map_or_else(|| default.auth.clone(), |o| o.apply(&default.auth)),
                 };
                 (name.clone(), policy)
             })
@@ -393,11 +399,14 @@ impl Config {
                 }
             }
             if let Some(a) = &app.auth {
-                a.validate(&format!("apps.{name}.auth"))?;
+                a.apply(&self.auth).validate(&format!("apps.{name}.auth"))?;
             }
         }
         if self.lifecycle.shutdown_grace_ms == 0 {
             bail!("lifecycle.shutdown_grace_ms must be greater than 0");
+        }
+        if self.limits.max_concurrent_callbacks == 0 {
+            bail!("limits.max_concurrent_callbacks must be greater than 0");
         }
         if self.limits.max_rtmp_connections == 0 || self.limits.max_http_connections == 0 {
             bail!("limits.max_rtmp_connections and limits.max_http_connections must be greater than 0");
@@ -455,6 +464,23 @@ mod tests {
     }
 
     #[test]
+    fn app_auth_is_merged_key_by_key_over_the_global_one() {
+        let c = Config::parse(
+            "[auth]\nplay_keys = [\"watch\"]\npublish_keys = [\"pub\"]\non_play = \"http://127.0.0.1:1/p\"\n             [apps.a.auth]\npublish_keys = [\"other\"]\n             [apps.open.auth]\nplay_keys = []\non_play = \"\"\n",
+        )
+        .unwrap();
+        let apps = c.apps();
+        let a = &apps.get("a").auth;
+        assert_eq!(a.publish_keys, vec!["other".to_string()]);
+        assert_eq!(a.play_keys, vec!["watch".to_string()], "play_keys inherited");
+        assert_eq!(a.on_play.as_deref(), Some("http://127.0.0.1:1/p"), "on_play inherited");
+        let open = &apps.get("open").auth;
+        assert!(open.play_keys.is_empty(), "an explicit empty list opens playing");
+        assert_eq!(open.on_play, None, "an empty URL turns the callback off");
+        assert_eq!(open.publish_keys, vec!["pub".to_string()]);
+    }
+
+    #[test]
     fn apps_override_the_global_sections() {
         let c = Config::parse(
             "[auth]\npublish_keys = [\"k\"]\n[apps.open]\nhttp_flv = false\n[apps.open.auth]\n[apps.open.hls]\ntarget_duration_ms = 1000\n",
@@ -464,7 +490,7 @@ mod tests {
         assert_eq!(apps.get("live").auth.publish_keys, vec!["k".to_string()]);
         assert!(apps.get("live").http_flv);
         let open = apps.get("open");
-        assert!(open.auth.publish_keys.is_empty());
+        assert_eq!(open.auth.publish_keys, vec!["k".to_string()], "an empty [apps.open.auth] inherits everything");
         assert!(!open.http_flv);
         assert_eq!(open.hls.target_duration_ms, 1000);
         assert_eq!(open.hls.window_segments, 6);

@@ -358,3 +358,165 @@ fn sighup_reloads_keys_and_limits_and_leaves_live_streams_alone() {
     assert_eq!(head("?key=new"), 200);
     assert_eq!(head("?key=old"), 401);
 }
+
+#[test]
+fn app_auth_inherits_what_it_does_not_set_and_keyed_segments_are_private() {
+    let (_dir, cfg) = config_file(
+        "app-auth",
+        "[auth]\nplay_keys = [\"v1ew\"]\n[apps.cam.auth]\npublish_keys = [\"camkey\"]\n[apps.open.auth]\nplay_keys = []\n",
+    );
+    let gw = Gateway::start_with(&["--config", &cfg]);
+    let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let _cam = publish(&gw.rtmp_url("cam/x?key=camkey"), Source::default(), None);
+    let _open = publish(&gw.rtmp_url("open/y"), Source::default(), None);
+    assert!(wait_until(Duration::from_secs(15), || {
+        http_request(gw.http, "HEAD", "/cam/x.flv?key=v1ew", 0, Duration::from_secs(2)).status == 200
+    }));
+    // [apps.cam.auth] sets only publish_keys: playing still needs the global play key
+    assert_eq!(http_request(gw.http, "HEAD", "/cam/x.flv", 0, Duration::from_secs(2)).status, 401);
+    assert_eq!(http_request(gw.http, "GET", "/cam/x.flv", 100, Duration::from_secs(2)).status, 401);
+    assert_eq!(http_get(gw.http, "/cam/x.m3u8").status, 401);
+    // [apps.open.auth] play_keys = [] opens it explicitly
+    assert!(wait_live(&gw, "open/y", Duration::from_secs(15)));
+    assert_eq!(http_request(gw.http, "GET", "/open/y.flv", 100, Duration::from_secs(5)).status, 200);
+
+    let mut keyed = String::new();
+    let mut open = String::new();
+    assert!(wait_until(Duration::from_secs(15), || {
+        keyed = http_get(gw.http, "/cam/x.m3u8?key=v1ew").text();
+        open = http_get(gw.http, "/open/y.m3u8").text();
+        keyed.contains(".ts") && open.contains(".ts")
+    }));
+    let seg = keyed.lines().find(|l| l.ends_with(".ts?key=v1ew")).unwrap().to_string();
+    let bare = seg.trim_end_matches("?key=v1ew");
+    assert_eq!(http_get(gw.http, &format!("/cam/{bare}")).status, 401, "no segment without the key");
+    let got = http_get(gw.http, &format!("/cam/{seg}"));
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("cache-control"), Some("private, max-age=31536000, immutable"));
+    let open_seg = open.lines().find(|l| l.ends_with(".ts")).unwrap();
+    let got = http_get(gw.http, &format!("/open/{open_seg}"));
+    assert_eq!(got.header("cache-control"), Some("public, max-age=31536000, immutable"));
+    // the segment token is random: not the publish start time (which /api/streams shows)
+    let token = bare.strip_suffix(".ts").unwrap().rsplit('-').nth(1).unwrap();
+    assert_eq!(token.len(), 16, "{token}");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let as_time = u64::from_str_radix(token, 16).unwrap();
+    assert!(!(started_ms - 60_000..=now_ms).contains(&as_time), "token {token} is a timestamp");
+    // HEAD on a playlist and a segment carries the length GET sends
+    for path in [format!("/open/{open_seg}"), "/open/y.m3u8".to_string()] {
+        let get = http_get(gw.http, &path);
+        let head = http_request(gw.http, "HEAD", &path, 0, Duration::from_secs(2));
+        assert_eq!(head.status, 200);
+        let len: usize = head.header("content-length").unwrap_or_else(|| panic!("{path}: no length")).parse().unwrap();
+        if path.ends_with(".ts") {
+            assert_eq!(len, get.body.len(), "{path}");
+        } else {
+            assert!(len > 0, "{path}");
+        }
+    }
+}
+
+/// Requests seen by a callback server, and (in flight now, most in flight).
+type HookCounts = (Arc<std::sync::atomic::AtomicUsize>, Arc<Mutex<(usize, usize)>>);
+
+/// A callback server that answers 200 after `delay`, counting requests and the most in flight.
+fn slow_hook_server(delay: Duration) -> (String, HookCounts) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    // (in flight now, most in flight)
+    let flight = Arc::new(Mutex::new((0usize, 0usize)));
+    let (count2, flight2) = (count.clone(), flight.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let (count, flight) = (count2.clone(), flight2.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = reader.read_exact(&mut body);
+                count.fetch_add(1, Ordering::SeqCst);
+                {
+                    let mut f = flight.lock().unwrap();
+                    f.0 += 1;
+                    f.1 = f.1.max(f.0);
+                }
+                std::thread::sleep(delay);
+                flight.lock().unwrap().0 -= 1;
+                let mut conn = conn;
+                let _ = write!(conn, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            });
+        }
+    });
+    (url, (count, flight))
+}
+
+#[test]
+fn play_callbacks_are_asked_only_for_live_streams_for_head_too_and_capped() {
+    use std::sync::atomic::Ordering;
+    let (url, (count, flight)) = slow_hook_server(Duration::from_millis(500));
+    let (_dir, cfg) = config_file(
+        "hook-cap",
+        &format!("[auth]\non_play = \"{url}\"\ncallback_timeout_ms = 800\n[limits]\nmax_concurrent_callbacks = 4\n"),
+    );
+    let gw = Gateway::start_with(&["--config", &cfg]);
+    // 200 requests for a name that is not live: 404 each, and no callback at all
+    let statuses: Vec<u16> = (0..200)
+        .map(|_| {
+            std::thread::spawn({
+                let http = gw.http;
+                move || http_request(http, "GET", "/live/nobody.flv", 0, Duration::from_secs(5)).status
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert!(statuses.iter().all(|s| *s == 404), "{statuses:?}");
+    assert_eq!(count.load(Ordering::SeqCst), 0, "callbacks for a stream that is not live");
+    assert_eq!(http_request(gw.http, "HEAD", "/live/nobody.flv", 0, Duration::from_secs(2)).status, 404);
+
+    let _p = publish(&gw.rtmp_url("live/cap"), Source::default(), None);
+    assert!(wait_until(Duration::from_secs(15), || gw.log().contains("publishing")));
+    // HEAD asks the callback like GET
+    let before = count.load(Ordering::SeqCst);
+    assert!(wait_until(Duration::from_secs(15), || {
+        http_request(gw.http, "HEAD", "/live/cap.flv", 0, Duration::from_secs(3)).status == 200
+    }));
+    assert!(count.load(Ordering::SeqCst) > before, "HEAD asked the callback");
+    // 20 viewers at once with a 500 ms callback, 4 at a time, 800 ms to get an answer:
+    // at most 4 in flight; the first 4 are answered, those that got a slot late time out
+    // (403), those that cannot get a slot in time get 503
+    let statuses: Vec<u16> = (0..20)
+        .map(|_| {
+            std::thread::spawn({
+                let http = gw.http;
+                move || http_request(http, "GET", "/live/cap.flv", 1000, Duration::from_secs(5)).status
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let most = flight.lock().unwrap().1;
+    println!("callback cap: statuses {statuses:?}, most callbacks in flight {most}");
+    assert!(most <= 4, "{most} callbacks in flight");
+    assert!(statuses.iter().filter(|s| **s == 200).count() >= 4, "{statuses:?}");
+    assert!(statuses.contains(&503), "past the cap: 503 {statuses:?}");
+    assert!(statuses.iter().all(|s| [200, 403, 503].contains(s)), "{statuses:?}");
+    let m = http_get(gw.http, "/metrics").text();
+    assert!(m.contains("livegate_rejected_total{reason=\"callback_busy\"}"), "{m}");
+}

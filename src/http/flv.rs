@@ -42,9 +42,18 @@ pub(crate) async fn serve(
     if !policy.http_flv {
         return not_found();
     }
+    // keys first (they answer nothing about liveness), then liveness (a stream that is not
+    // live costs no callback), then the callback: for HEAD as for GET, so HEAD reveals no
+    // more than GET does
     let req = AuthRequest::for_stream(Action::Play, &key, peer, "http_flv", query);
-    let check = if head { ctx.auth.check_keys(&policy.auth, &req) } else { ctx.auth.check(&policy.auth, &req).await };
-    if let Err(denied) = check {
+    if let Err(denied) = ctx.auth.check_keys(&policy.auth, &req) {
+        warn!(%peer, stream = %key, "HTTP-FLV play denied: {denied}");
+        return refused(ctx, &denied);
+    }
+    if ctx.hub.get(&key).is_none() {
+        return not_found();
+    }
+    if let Err(denied) = ctx.auth.check(&policy.auth, &req).await {
         warn!(%peer, stream = %key, "HTTP-FLV play denied: {denied}");
         return refused(ctx, &denied);
     }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +41,12 @@ pub(crate) async fn handle<B>(
         resp.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, v);
     }
     if head {
-        let (parts, _) = resp.into_parts();
+        // the length GET would send, when it is known (playlists, segments; not live bodies)
+        let length = hyper::body::Body::size_hint(resp.body()).exact();
+        let (mut parts, _) = resp.into_parts();
+        if let Some(n) = length {
+            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        }
         resp = Response::from_parts(parts, Empty::new().boxed());
     }
     resp
@@ -103,8 +110,15 @@ async fn route(
                 if let Err(denied) = ctx.auth.check_keys(auth, &req) {
                     return refused(ctx, &denied);
                 }
+                // segments of a keyed app must not sit in shared caches, where anyone could
+                // fetch them by URL without the key
+                let cache = if auth.play_keys.is_empty() {
+                    "public, max-age=31536000, immutable"
+                } else {
+                    "private, max-age=31536000, immutable"
+                };
                 return match ctx.hls.segment(app, file) {
-                    Some(data) => full("video/mp2t", "public, max-age=31536000, immutable", data),
+                    Some(data) => full("video/mp2t", cache, data),
                     None => not_found(),
                 };
             }
@@ -119,6 +133,7 @@ pub(crate) fn refused(ctx: &HttpContext, denied: &Denied) -> Response<Body> {
     ctx.hub.metrics().rejected.get_or_create(&reason(denied.reason())).inc();
     match denied {
         Denied::BadKey => text(StatusCode::UNAUTHORIZED, "unauthorized\n"),
+        Denied::Busy => text(StatusCode::SERVICE_UNAVAILABLE, "busy, try again\n"),
         _ => text(StatusCode::FORBIDDEN, "forbidden\n"),
     }
 }
