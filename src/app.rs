@@ -27,21 +27,13 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// Binds the listeners (backlogs `rtmp.backlog`, `http.backlog`; RTMPS takes the RTMP one).
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        let rtmp = TcpListener::bind(config.rtmp.listen)
-            .await
-            .with_context(|| format!("binding RTMP listener on {}", config.rtmp.listen))?;
-        let http = TcpListener::bind(config.http.listen)
-            .await
-            .with_context(|| format!("binding HTTP listener on {}", config.http.listen))?;
+        use crate::listener::bind;
+        let rtmp = bind(config.rtmp.listen, config.rtmp.backlog, "RTMP")?;
+        let http = bind(config.http.listen, config.http.backlog, "HTTP")?;
         let rtmps = match &config.rtmps {
-            Some(c) => {
-                let acceptor = tls_acceptor(c)?;
-                let l = TcpListener::bind(c.listen)
-                    .await
-                    .with_context(|| format!("binding RTMPS listener on {}", c.listen))?;
-                Some((l, acceptor))
-            }
+            Some(c) => Some((bind(c.listen, config.rtmp.backlog, "RTMPS")?, tls_acceptor(c)?)),
             None => None,
         };
         Ok(Self { rtmp, rtmps, http })
@@ -102,6 +94,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     info!(addr = %bound.rtmp_addr()?, "RTMP listening on {}", bound.rtmp_addr()?);
     info!(addr = %bound.http_addr()?, "HTTP listening on {}", bound.http_addr()?);
+    crate::listener::check_fd_budget(config.limits.max_rtmp_connections, config.limits.max_http_connections);
     let metrics = Arc::new(Metrics::new());
     let settings = Arc::new(LiveSettings::new(config.settings()));
     let hub = Hub::with_limits(config.hub.clone(), config.limits.max_streams, metrics.clone());
@@ -119,6 +112,7 @@ pub async fn serve(
         auth: auth.clone(),
         shutdown: shutdown.clone(),
         unpublished_bytes: Default::default(),
+        connections: crate::listener::ConnectionLimiter::new(),
     });
     tasks.spawn(crate::ingest::serve(bound.rtmp, ingest.clone(), None));
     if let Some((listener, acceptor)) = bound.rtmps {

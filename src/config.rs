@@ -44,10 +44,16 @@ pub struct RtmpsConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Concurrent RTMP (and RTMPS) connections; more are refused at accept.
+    /// Concurrent RTMP and RTMPS connections together; more are refused at accept. With
+    /// `max_http_connections` scaled down in proportion when both do not fit the open-file
+    /// limit.
     pub max_rtmp_connections: usize,
     /// Concurrent HTTP connections; more are refused at accept.
     pub max_http_connections: usize,
+    /// Concurrent RTMP + RTMPS connections from one client address; 0: no such limit.
+    pub max_rtmp_connections_per_ip: usize,
+    /// Concurrent HTTP connections from one client address; 0: no such limit.
+    pub max_http_connections_per_ip: usize,
     /// Live streams; further publishes are refused.
     pub max_streams: usize,
     /// Viewers per stream over HTTP-FLV and RTMP play; further viewers are refused.
@@ -67,6 +73,8 @@ impl Default for LimitsConfig {
         Self {
             max_rtmp_connections: 10_000,
             max_http_connections: 10_000,
+            max_rtmp_connections_per_ip: 0,
+            max_http_connections_per_ip: 0,
             max_streams: 1_000,
             max_viewers_per_stream: 10_000,
             unpublished_message_bytes: 64 * 1024 * 1024,
@@ -175,6 +183,9 @@ pub struct RtmpConfig {
     /// nothing for this long (a dead or half-open encoder connection the encoder is
     /// replacing). A publisher that is sending is never replaced. 0: never take over.
     pub takeover_idle_ms: u64,
+    /// Listen backlog of the RTMP (and RTMPS) listener: connections the kernel queues
+    /// before they are accepted (capped by `net.core.somaxconn`).
+    pub backlog: u32,
 }
 
 impl Default for RtmpConfig {
@@ -187,6 +198,7 @@ impl Default for RtmpConfig {
             out_chunk_size: 65_536,
             viewer_stall_timeout_ms: 10_000,
             takeover_idle_ms: 2_000,
+            backlog: 4096,
         }
     }
 }
@@ -200,6 +212,8 @@ pub struct HttpConfig {
     pub viewer_stall_timeout_ms: u64,
     /// Value of `Access-Control-Allow-Origin` on every response.
     pub cors_allow_origin: String,
+    /// Listen backlog of the HTTP listener (capped by `net.core.somaxconn`).
+    pub backlog: u32,
 }
 
 impl Default for HttpConfig {
@@ -208,6 +222,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             viewer_stall_timeout_ms: 10_000,
             cors_allow_origin: "*".to_string(),
+            backlog: 4096,
         }
     }
 }

@@ -32,6 +32,11 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some((before, now)) = livegate::listener::raise_nofile_limit() {
+        if now > before {
+            tracing::info!("open-file limit raised from {before} to {now} (the hard limit)");
+        }
+    }
     let config = load(&args)?;
     let reload = Box::new(move || load(&args));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -977,3 +977,34 @@ fn ended_playlists_held_are_bounded_by_max_streams() {
     assert!(metric(&gw, "livegate_limit_hits_total{limit=\"hls_held_streams\"}") >= 30);
     assert!(gw.is_running());
 }
+
+#[test]
+fn idle_http_sockets_cannot_use_up_the_files_publishers_need() {
+    // With an open-file limit of 512 the default limits (10,000 + 10,000) do not fit: they
+    // are scaled to 128 + 128, logged at start. 400 idle HTTP sockets then take at most 128
+    // files, and a publisher still gets in.
+    let mut gw = Gateway::start_limited(&["--nofile=512:512"], &[]);
+    assert!(gw.wait_log("do not fit the open-file limit", Duration::from_secs(5)), "{}", gw.log());
+    let idle: Vec<TcpStream> = (0..400).filter_map(|_| TcpStream::connect(gw.http).ok()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let open_fds = std::fs::read_dir(format!("/proc/{}/fd", gw.pid())).unwrap().count();
+    println!("fd limit 512: {} idle HTTP sockets opened, server holds {open_fds} files", idle.len());
+    assert!(open_fds < 400, "the server holds {open_fds} files");
+    assert_a_normal_stream_plays_over_rtmp(&gw, "live/fds");
+    drop(idle);
+    assert!(gw.is_running());
+}
+
+/// A publisher gets in and an RTMP viewer receives its media (no HTTP needed).
+fn assert_a_normal_stream_plays_over_rtmp(gw: &Gateway, key: &str) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = background_publisher(gw.rtmp, key, 1.0, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let (app, name) = key.split_once('/').unwrap();
+    let mut viewer = Rtmp::play(gw.rtmp, app, name);
+    let got = viewer.wait_for(&[b"\0never\0"], Duration::from_secs(2));
+    assert!(got.is_none());
+    assert!(viewer.seen.len() > 50_000, "the RTMP viewer got only {} bytes", viewer.seen.len());
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().unwrap();
+}

@@ -520,3 +520,90 @@ fn play_callbacks_are_asked_only_for_live_streams_for_head_too_and_capped() {
     let m = http_get(gw.http, "/metrics").text();
     assert!(m.contains("livegate_rejected_total{reason=\"callback_busy\"}"), "{m}");
 }
+
+/// True when the server closes a fresh connection at once (refused at accept).
+fn refused_at_accept(addr: std::net::SocketAddr) -> bool {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(0) | Err(_))
+        && {
+            // a read timeout is an error too: tell it apart from a close
+            let mut s2 = s;
+            s2.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+            !matches!(s2.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
+        }
+}
+
+#[test]
+fn rtmp_and_rtmps_share_one_connection_limit_and_per_address_limits_apply() {
+    require_tool("openssl");
+    let dir = scratch_dir("shared-limit");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = dir.join("livegate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[rtmp]\nhandshake_timeout_ms = 20000\n[rtmps]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+             [limits]\nmax_rtmp_connections = 2\nmax_http_connections_per_ip = 3\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let gw = Gateway::start_with(&["--config", cfg.to_str().unwrap()]);
+    assert!(gw.wait_log("RTMPS listening on", Duration::from_secs(5)));
+    let rtmps: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // one RTMP and one RTMPS connection use up the shared limit of 2
+    let _plain = TcpStream::connect(gw.rtmp).unwrap();
+    let _tls = TcpStream::connect(rtmps).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(refused_at_accept(gw.rtmp), "a third connection over RTMP is refused");
+    assert!(refused_at_accept(rtmps), "a third connection over RTMPS is refused");
+    // three HTTP connections from one address fit, the fourth is refused; a request on
+    // one that fits is answered
+    let idle: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(gw.http).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(refused_at_accept(gw.http), "a fourth HTTP connection from the same address is refused");
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http_get(gw.http, "/healthz").status, 200);
+    let m = http_get(gw.http, "/metrics").text();
+    assert!(m.contains("livegate_rejected_total{reason=\"connection_limit\"} 2"), "{m}");
+    assert!(m.contains("livegate_rejected_total{reason=\"connection_limit_per_ip\"} 1"), "{m}");
+    assert!(gw.log().contains("per-address connection limit reached"));
+}
+
+/// The listen backlog of the socket listening on `addr` (`ss`'s Send-Q of a LISTEN socket).
+fn listen_backlog(addr: std::net::SocketAddr) -> u32 {
+    require_tool("ss");
+    let out = std::process::Command::new("ss").args(["-Hltn"]).output().expect("run ss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().nth(3) == Some(addr.to_string().as_str()))
+        .unwrap_or_else(|| panic!("{addr} not listening: {text}"));
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn listen_backlogs_default_to_4096_capped_by_somaxconn_and_are_configurable() {
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+    let gw = Gateway::start();
+    assert_eq!(listen_backlog(gw.rtmp), 4096.min(somaxconn));
+    assert_eq!(listen_backlog(gw.http), 4096.min(somaxconn));
+    let (_dir, cfg) = config_file("backlog", "[rtmp]\nbacklog = 64\n[http]\nbacklog = 100\n");
+    let gw = Gateway::start_with(&["--config", &cfg]);
+    assert_eq!(listen_backlog(gw.rtmp), 64);
+    assert_eq!(listen_backlog(gw.http), 100);
+}

@@ -45,8 +45,13 @@ pub async fn serve(listener: TcpListener, ctx: HttpContext) {
     let ctx = Arc::new(ctx);
     let (metrics, shutdown) = (ctx.hub.metrics().clone(), ctx.shutdown.clone());
     let settings = ctx.settings.clone();
-    let limit = move || settings.get().limits.max_http_connections;
-    crate::listener::accept_loop(listener, "http", limit, metrics, shutdown, |sock, peer| {
+    let limits = move || {
+        let l = &settings.get().limits;
+        let (_, http) = crate::listener::fd_limited(l.max_rtmp_connections, l.max_http_connections);
+        (http, l.max_http_connections_per_ip)
+    };
+    let limiter = crate::listener::ConnectionLimiter::new();
+    crate::listener::accept_loop(listener, "http", limits, limiter, metrics, shutdown, |sock, peer| {
         connection(sock, peer, ctx.clone())
     })
     .await

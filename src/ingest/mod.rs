@@ -40,6 +40,8 @@ pub struct IngestContext {
     /// Bytes held by unfinished messages of connections that do not publish, all listeners
     /// together (bounded by `limits.unpublished_message_bytes`).
     pub unpublished_bytes: Arc<AtomicUsize>,
+    /// Open RTMP and RTMPS connections together (one `limits.max_rtmp_connections`).
+    pub connections: Arc<crate::listener::ConnectionLimiter>,
 }
 
 /// Accepts RTMP connections (RTMPS when `tls` is given) until shutdown.
@@ -47,8 +49,13 @@ pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, tls: Option<T
     let proto: &'static str = if tls.is_some() { "rtmps" } else { "rtmp" };
     let (metrics, shutdown) = (ctx.hub.metrics().clone(), ctx.shutdown.clone());
     let settings = ctx.settings.clone();
-    let limit = move || settings.get().limits.max_rtmp_connections;
-    crate::listener::accept_loop(listener, proto, limit, metrics, shutdown, |sock, peer| {
+    let limits = move || {
+        let l = &settings.get().limits;
+        let (rtmp, _) = crate::listener::fd_limited(l.max_rtmp_connections, l.max_http_connections);
+        (rtmp, l.max_rtmp_connections_per_ip)
+    };
+    let limiter = ctx.connections.clone();
+    crate::listener::accept_loop(listener, proto, limits, limiter, metrics, shutdown, |sock, peer| {
         let ctx = ctx.clone();
         let tls = tls.clone();
         async move {
