@@ -891,6 +891,8 @@ fn hls_segments_are_bounded_in_bytes_when_timestamps_stand_still() {
         frame.resize(5 + 4 + nal, 0x5A);
         for _ in 0..400 {
             c.message(6, 9, 1, 40, &frame).expect("frozen frame");
+            // paced like a (very high bitrate) encoder, so HLS keeps up and sees every frame
+            std::thread::sleep(Duration::from_millis(15));
         }
         assert!(
             wait_until(Duration::from_secs(10), || metric(
@@ -920,22 +922,22 @@ fn hls_segments_are_bounded_in_bytes_when_timestamps_stand_still() {
 
 #[test]
 fn tiny_segments_do_not_pile_up_in_the_window() {
-    // 3,000 keyframes whose timestamps go 2 s back and forth (every step back is a jump: a
-    // new segment with a discontinuity each time) make 3,000 segments of one frame. The
-    // window lists at most window_segments + 2 × 3 + 1 = 13 of them.
+    // 3,000 keyframes, each 11 s after the last (a timestamp jump: a new segment with a
+    // discontinuity each time), make 3,000 segments of one frame (33 ms). Sized by media
+    // time the window would list 180 of them; it lists at most window_segments + 2 × 3 + 1
+    // = 13.
     let mut gw = Gateway::start();
     let mut c = Rtmp::publish(gw.rtmp, "live", "tiny").expect("publish");
     c.send_configs(0);
     let cpu_before = cpu_ticks(gw.pid());
     for i in 0..3000u32 {
-        c.send_tag(&Tag { kind: 9, ts: 10_000 + (i % 2) * 2000, body: tiny_video(true) }).expect("keyframe");
-        if i % 100 == 99 {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        c.send_tag(&Tag { kind: 9, ts: i * 11_000, body: tiny_video(true) }).expect("keyframe");
+        // paced, so that HLS keeps up and sees every frame
+        std::thread::sleep(Duration::from_millis(1));
     }
     assert!(
         wait_until(Duration::from_secs(20), || playlist(&gw, "live/tiny")
-            .is_some_and(|pl| media_sequence(&pl) >= 2900)),
+            .is_some_and(|pl| media_sequence(&pl) + pl.matches("#EXTINF").count() as u64 >= 2990)),
         "the segments were made: {:?}",
         playlist(&gw, "live/tiny")
     );
