@@ -3,6 +3,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY proto ./proto
+COPY bench ./bench
 COPY assets ./assets
 COPY config ./config
 RUN cargo build --release --locked --bin livegate

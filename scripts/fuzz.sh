@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh [TARGET|all] [SECONDS]      e.g. scripts/fuzz.sh session 600
 #
-# Targets (bodies in src/fuzzing.rs): handshake session amf0 flv_demux segmenter.
+# Targets (bodies in proto/src/fuzzing.rs): handshake session amf0 flv_demux segmenter.
 # Runs each chosen target for SECONDS (default 60), one after another, on one
 # core (in-process libFuzzer: one job, one worker), starting from the committed
 # seeds (fuzz/seeds/TARGET, regenerate with fuzz/make_seeds.py) plus the

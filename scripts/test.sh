@@ -96,5 +96,5 @@ fi
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --release -- -D warnings
-cargo test --release -- --test-threads="${LIVEGATE_TEST_THREADS:-2}"
+cargo clippy --workspace --all-targets --release -- -D warnings
+cargo test --workspace --release -- --test-threads="${LIVEGATE_TEST_THREADS:-2}"

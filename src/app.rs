@@ -14,10 +14,10 @@ use tracing::{info, warn};
 use crate::auth::Authorizer;
 use crate::config::{Config, LiveSettings, RtmpsConfig};
 use crate::hls::HlsStore;
-use crate::http::HttpContext;
 use crate::hub::Hub;
-use crate::ingest::IngestContext;
 use crate::metrics::Metrics;
+use crate::server::http::HttpContext;
+use crate::server::rtmp::RtmpContext;
 
 /// Bound listeners, ready to serve.
 pub struct Bound {
@@ -29,7 +29,7 @@ pub struct Bound {
 impl Bound {
     /// Binds the listeners (backlogs `rtmp.backlog`, `http.backlog`; RTMPS takes the RTMP one).
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        use crate::listener::bind;
+        use crate::server::listener::bind;
         let rtmp = bind(config.rtmp.listen, config.rtmp.backlog, "RTMP")?;
         let http = bind(config.http.listen, config.http.backlog, "HTTP")?;
         let rtmps = match &config.rtmps {
@@ -94,41 +94,43 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     info!(addr = %bound.rtmp_addr()?, "RTMP listening on {}", bound.rtmp_addr()?);
     info!(addr = %bound.http_addr()?, "HTTP listening on {}", bound.http_addr()?);
-    crate::listener::check_fd_budget(config.limits.max_rtmp_connections, config.limits.max_http_connections);
+    crate::server::listener::check_fd_budget(config.limits.max_rtmp_connections, config.limits.max_http_connections);
     let metrics = Arc::new(Metrics::new());
     let settings = Arc::new(LiveSettings::new(config.settings()));
     let hub = Hub::with_limits(config.hub.clone(), config.limits.max_streams, metrics.clone());
     let auth = Authorizer::with_max_concurrent(config.limits.max_concurrent_callbacks);
-    let hls_store = HlsStore::new(config.hls.clone(), settings.clone(), metrics);
+    let hls_store = HlsStore::new(config.hls.clone(), settings.clone(), metrics.clone());
     if let Some(reload) = reload {
         tokio::spawn(reload_on_hangup(config.clone(), reload, settings.clone(), hub.clone(), auth.clone()));
     }
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::hls::service::run(hub.clone(), hls_store.clone(), shutdown.clone()));
-    let ingest = Arc::new(IngestContext {
+    let ingest = Arc::new(RtmpContext {
         config: config.rtmp.clone(),
         settings: settings.clone(),
         hub: hub.clone(),
+        metrics: metrics.clone(),
         auth: auth.clone(),
         shutdown: shutdown.clone(),
         unpublished_bytes: Default::default(),
-        connections: crate::listener::ConnectionLimiter::new(),
+        connections: crate::server::listener::ConnectionLimiter::new(),
     });
-    tasks.spawn(crate::ingest::serve(bound.rtmp, ingest.clone(), None));
+    tasks.spawn(crate::server::rtmp::serve(bound.rtmp, ingest.clone(), None));
     if let Some((listener, acceptor)) = bound.rtmps {
         info!("RTMPS listening on {}", listener.local_addr()?);
-        tasks.spawn(crate::ingest::serve(listener, ingest, Some(acceptor)));
+        tasks.spawn(crate::server::rtmp::serve(listener, ingest, Some(acceptor)));
     }
     let http = HttpContext {
         config: config.http.clone(),
         admin_token: config.admin.token.clone(),
         settings,
         hub,
+        metrics,
         hls: hls_store,
         auth,
         shutdown: shutdown.clone(),
     };
-    tasks.spawn(crate::http::serve(bound.http, http));
+    tasks.spawn(crate::server::http::serve(bound.http, http));
     shutdown.cancelled().await;
     let grace = Duration::from_millis(config.lifecycle.shutdown_grace_ms);
     let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;

@@ -1,20 +1,15 @@
 //! livegate: a live-streaming gateway. RTMP in; HLS, HTTP-FLV and RTMP play out.
 //!
-//! Protocol and container code (`rtmp`, `flv`, `media`, `hls` muxing) is sans-IO;
-//! `ingest`, `http` and `app` are the thin I/O edges. See ARCHITECTURE.md.
+//! Protocol and container code (`rtmp`, `flv`, `media`, `hls` muxing) is sans-IO and
+//! lives in the `livegate-proto` crate (re-exported here under the same names);
+//! `server` (`server::rtmp`, `server::http`) and `app` are the I/O edges. See ARCHITECTURE.md.
+
+pub use livegate_proto::{flv, media, rtmp};
 
 pub mod app;
 pub mod auth;
 pub mod config;
-pub mod flv;
 pub mod hls;
-pub mod http;
 pub mod hub;
-pub mod ingest;
-pub mod listener;
-pub mod media;
 pub mod metrics;
-pub mod rtmp;
-
-#[doc(hidden)]
-pub mod fuzzing;
+pub mod server;

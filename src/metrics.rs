@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::hub::{Hub, Protocol};
+use crate::hub::{Hub, HubObserver, Protocol};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabel {
@@ -54,6 +54,8 @@ pub struct Metrics {
     pub limit_hits: Family<LimitLabel, Counter>,
     streams: Gauge,
     viewers: Family<ProtocolLabel, Gauge>,
+    /// `bytes_out` of each protocol, looked up once (the hub counts on every write).
+    bytes_out_by: [Counter; 3],
 }
 
 impl Default for Metrics {
@@ -78,8 +80,10 @@ impl Metrics {
             limit_hits: Family::default(),
             streams: Gauge::default(),
             viewers: Family::default(),
+            bytes_out_by: Default::default(),
             registry: Registry::default(),
         };
+        let bytes_out_by = Protocol::ALL.map(|p| m.bytes_out.get_or_create(&protocol(p.name())).clone());
         registry.register("connections", "Accepted connections by protocol", m.connections.clone());
         registry.register("bytes_in", "Bytes received from publishers", m.bytes_in.clone());
         registry.register("bytes_out", "Media bytes sent to viewers by protocol", m.bytes_out.clone());
@@ -96,7 +100,7 @@ impl Metrics {
         registry.register("limit_hits", "Times a memory or count bound was hit, by bound", m.limit_hits.clone());
         registry.register("streams", "Live streams", m.streams.clone());
         registry.register("viewers", "Current viewers by protocol", m.viewers.clone());
-        Self { registry, ..m }
+        Self { registry, bytes_out_by, ..m }
     }
 
     /// Counts one hit of the bound named `limit`.
@@ -116,6 +120,24 @@ impl Metrics {
         // writing into a String cannot fail
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+impl HubObserver for Metrics {
+    fn bytes_in(&self, n: u64) {
+        self.bytes_in.inc_by(n);
+    }
+
+    fn bytes_out(&self, protocol: Protocol, n: u64) {
+        self.bytes_out_by[protocol as usize].inc_by(n);
+    }
+
+    fn lag_skip(&self) {
+        self.lag_skips.inc();
+    }
+
+    fn eviction(&self) {
+        self.evictions.inc();
     }
 }
 

@@ -1,5 +1,5 @@
 #![no_main]
-//! See `livegate::fuzzing::amf0_round_trip` for what this target feeds and checks.
+//! See `livegate_proto::fuzzing::amf0_round_trip` for what this target feeds and checks.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| livegate::fuzzing::amf0_round_trip(data));
+fuzz_target!(|data: &[u8]| livegate_proto::fuzzing::amf0_round_trip(data));

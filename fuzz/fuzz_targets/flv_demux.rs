@@ -1,5 +1,5 @@
 #![no_main]
-//! See `livegate::fuzzing::flv_demux` for what this target feeds and checks.
+//! See `livegate_proto::fuzzing::flv_demux` for what this target feeds and checks.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| livegate::fuzzing::flv_demux(data));
+fuzz_target!(|data: &[u8]| livegate_proto::fuzzing::flv_demux(data));

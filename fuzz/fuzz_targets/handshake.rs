@@ -1,5 +1,5 @@
 #![no_main]
-//! See `livegate::fuzzing::handshake` for what this target feeds and checks.
+//! See `livegate_proto::fuzzing::handshake` for what this target feeds and checks.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| livegate::fuzzing::handshake(data));
+fuzz_target!(|data: &[u8]| livegate_proto::fuzzing::handshake(data));

@@ -1,19 +1,13 @@
-//! HLS output. `ts` (MPEG-TS muxer), `segmenter` (where to cut) and
-//! `playlist` (the live media playlist) are sans-IO: no tokio, no clocks;
-//! wall-clock time is passed in by the caller. `service` is the I/O side:
-//! one task per stream, the in-memory store and the optional disk mirror.
+//! HLS output. The muxer (`ts`), the segmenter and the playlist are sans-IO and live
+//! in `livegate-proto` (re-exported here); `service` is the I/O side: one task per
+//! stream, the in-memory store and the optional disk mirror.
 
-pub mod playlist;
-pub mod segmenter;
+pub mod name;
 pub mod service;
-pub mod ts;
 
-#[cfg(test)]
-mod golden;
-#[cfg(test)]
-pub(crate) mod testutil;
-
-pub use playlist::{Playlist, PlaylistConfig, SegmentInfo};
-pub use segmenter::{Segment, Segmenter, SegmenterConfig};
+pub use livegate_proto::hls::{playlist, segmenter, ts};
+pub use livegate_proto::hls::{
+    MuxError, Playlist, PlaylistConfig, Segment, SegmentInfo, Segmenter, SegmenterConfig, TsMuxer,
+};
+pub use name::SegmentName;
 pub use service::HlsStore;
-pub use ts::{MuxError, TsMuxer};

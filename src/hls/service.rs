@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::{Playlist, PlaylistConfig, Segment, SegmentInfo, Segmenter, SegmenterConfig};
+use super::{Playlist, PlaylistConfig, Segment, SegmentInfo, SegmentName, Segmenter, SegmenterConfig};
 use crate::config::{HlsConfig, LiveSettings};
 use crate::hub::{lock, Hub, HubEvent, Stream, StreamKey};
 use crate::metrics::Metrics;
@@ -64,7 +64,7 @@ struct KeyState {
 
 impl KeyState {
     fn segment_name(&self, key: &StreamKey, seq: u64) -> String {
-        format!("{}-{}-{}.ts", key.name, self.token, seq)
+        SegmentName { stream: &key.name, token: &self.token, sequence: seq }.to_string()
     }
 }
 
@@ -98,17 +98,13 @@ impl HlsStore {
 
     /// A segment by file name (`STREAM-TOKEN-SEQ.ts`).
     pub fn segment(&self, app: &str, file: &str) -> Option<Bytes> {
-        let stem = file.strip_suffix(".ts")?;
-        let mut parts = stem.rsplitn(3, '-');
-        let seq: u64 = parts.next()?.parse().ok()?;
-        let token = parts.next()?;
-        let name = parts.next()?;
-        let state = self.state(&StreamKey::new(app, name))?;
+        let name = SegmentName::parse(file)?;
+        let state = self.state(&StreamKey::new(app, name.stream))?;
         let st = lock(&state);
-        if st.token != token {
+        if st.token != name.token {
             return None;
         }
-        st.segments.get(&seq).cloned()
+        st.segments.get(&name.sequence).cloned()
     }
 
     /// (first listed, last listed) media sequence numbers, for the API.
@@ -259,7 +255,9 @@ impl HlsStore {
         }
         let token = st.token.clone();
         let name = key.name.clone();
-        let text = st.playlist.render(st.endlisted, |seq| format!("{name}-{token}-{seq}.ts"));
+        let text = st
+            .playlist
+            .render(st.endlisted, |seq| SegmentName { stream: &name, token: &token, sequence: seq }.to_string());
         st.rendered = Some(text.clone());
         text
     }
@@ -373,13 +371,12 @@ pub async fn run(hub: Hub, store: HlsStore, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = sweep.tick() => store.sweep(false).await,
             started = new_streams.recv() => match started {
-                Ok(stream) if store.policy(stream.key()).enabled => {
+                Some(stream) if store.policy(stream.key()).enabled => {
                     let span = tracing::info_span!("hls", stream = %stream.key());
                     tasks.spawn(follow(stream, store.clone(), shutdown.clone()).instrument(span));
                 }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => warn!("hls: missed {n} new streams"),
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                Some(_) => {}
+                None => break,
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }

@@ -6,83 +6,25 @@
 //! ring and every viewer clones the handle, never the payload.
 
 mod gop;
+mod observer;
 mod stream;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use serde::Deserialize;
 use thiserror::Error;
-use tokio::sync::broadcast;
-
-use crate::media::{CodecConfig, Frame};
-use crate::metrics::Metrics;
+use tokio::sync::mpsc;
 
 pub use gop::GopCacheConfig;
+pub use observer::{HubObserver, NoObserver};
 pub use stream::{Evicted, Protocol, Publisher, Stream, StreamStats, Subscription, ViewerGuard};
 
-/// What flows from a publisher to its viewers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HubEvent {
-    /// `onMetaData` as an AMF0-encoded script data body: the string
-    /// "onMetaData" followed by its object / ECMA array.
-    Metadata(Bytes),
-    /// New codec configuration (sent before the first frame and whenever it changes).
-    Config(CodecConfig),
-    Frame(Frame),
-    /// The timeline breaks here (e.g. timestamps jumped); outputs restart their clocks.
-    Discontinuity,
-    /// The publisher left.
-    EndOfStream,
-}
-
-impl HubEvent {
-    /// Approximate heap bytes this event keeps alive.
-    pub fn weight(&self) -> usize {
-        let payload = match self {
-            HubEvent::Metadata(b) => b.len(),
-            HubEvent::Frame(f) => f.payload_len(),
-            _ => 0,
-        };
-        payload + 64
-    }
-}
-
-/// `APP/STREAM`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamKey {
-    pub app: String,
-    pub name: String,
-}
-
-impl StreamKey {
-    pub fn new(app: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { app: app.into(), name: name.into() }
-    }
-
-    /// A key from client input, or `None` unless both parts are safe names (see [`valid_name`]).
-    pub fn parse(app: &str, name: &str) -> Option<Self> {
-        (valid_name(app) && valid_name(name)).then(|| Self::new(app, name))
-    }
-}
-
-/// Names usable as app and stream: 1 to 128 of `[A-Za-z0-9_.-]`, not starting
-/// with a dot. They become URL path segments, file names and metric labels.
-pub fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with('.')
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
-impl fmt::Display for StreamKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.app, self.name)
-    }
-}
+/// The event vocabulary lives in the sans-IO core (`livegate_proto::media::Event`); the
+/// hub keeps its historical name for it.
+pub use livegate_proto::media::Event as HubEvent;
+pub use livegate_proto::{valid_name, StreamKey};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -136,26 +78,27 @@ pub struct Hub {
 struct HubInner {
     config: HubConfig,
     max_streams: std::sync::atomic::AtomicUsize,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn HubObserver>,
     streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
-    new_streams: broadcast::Sender<Arc<Stream>>,
+    /// Outputs that follow every stream (HLS): told of each new one, losslessly.
+    watchers: Mutex<Vec<mpsc::UnboundedSender<Arc<Stream>>>>,
 }
 
 impl Hub {
-    /// A hub with no stream limit and its own metrics (tests, tools).
+    /// A hub with no stream limit that reports to nobody (tests, tools).
     pub fn new(config: HubConfig) -> Self {
-        Self::with_limits(config, usize::MAX, Arc::new(Metrics::new()))
+        Self::with_limits(config, usize::MAX, Arc::new(NoObserver))
     }
 
-    pub fn with_limits(config: HubConfig, max_streams: usize, metrics: Arc<Metrics>) -> Self {
-        let (new_streams, _) = broadcast::channel(256);
+    /// A hub of at most `max_streams` live streams that reports its counts to `observer`.
+    pub fn with_limits(config: HubConfig, max_streams: usize, observer: Arc<dyn HubObserver>) -> Self {
         Self {
             inner: Arc::new(HubInner {
                 config,
                 max_streams: max_streams.into(),
-                metrics,
+                observer,
                 streams: Mutex::new(HashMap::new()),
-                new_streams,
+                watchers: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -163,10 +106,6 @@ impl Hub {
     /// Changes the live-stream limit (configuration reload); streams beyond it keep running.
     pub fn set_max_streams(&self, max: usize) {
         self.inner.max_streams.store(max, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.inner.metrics
     }
 
     /// Registers a publisher for `key` with the default GOP cache settings.
@@ -192,11 +131,13 @@ impl Hub {
                 return Err(PublishError::TooManyStreams(max));
             }
             let config = HubConfig { gop_cache: gop, ..self.inner.config.clone() };
-            let stream = Arc::new(Stream::new(key.clone(), peer, config, self.inner.metrics.clone()));
+            let stream = Arc::new(Stream::new(key.clone(), peer, config, self.inner.observer.clone()));
             streams.insert(key, stream.clone());
             stream
         };
-        let _ = self.inner.new_streams.send(stream.clone());
+        // every watcher hears of every stream (a closed watcher is dropped); the channel
+        // holds at most the streams started before the watcher read them
+        lock(&self.inner.watchers).retain(|w| w.send(stream.clone()).is_ok());
         let hub = Arc::downgrade(&self.inner);
         Ok(Publisher::new(
             stream,
@@ -227,9 +168,12 @@ impl Hub {
         v
     }
 
-    /// Notifies of every stream that starts from now on (for outputs that follow all streams, like HLS).
-    pub fn watch_new_streams(&self) -> broadcast::Receiver<Arc<Stream>> {
-        self.inner.new_streams.subscribe()
+    /// Notifies of every stream that starts from now on (for outputs that follow all
+    /// streams, like HLS). Lossless: a watcher that is slow to read misses nothing.
+    pub fn watch_new_streams(&self) -> mpsc::UnboundedReceiver<Arc<Stream>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.inner.watchers).push(tx);
+        rx
     }
 }
 

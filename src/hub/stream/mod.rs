@@ -17,9 +17,8 @@ mod tests;
 pub use subscription::{Evicted, Subscription};
 
 use super::gop::GopCache;
-use super::{lock, HubConfig, HubEvent, StreamKey};
+use super::{lock, HubConfig, HubEvent, HubObserver, StreamKey};
 use crate::media::{CodecConfig, Frame};
-use crate::metrics::Metrics;
 
 /// Audio held back from waking viewers at most this long (media time) when the stream has video.
 const AUDIO_COALESCE_MS: i64 = 50;
@@ -123,9 +122,7 @@ pub struct Stream {
     config: HubConfig,
     state: Mutex<State>,
     pub stats: StreamStats,
-    metrics: Arc<Metrics>,
-    /// `metrics.bytes_out` of each protocol, looked up once.
-    bytes_out: [prometheus_client::metrics::counter::Counter; 3],
+    observer: Arc<dyn HubObserver>,
     /// Milliseconds after `started_at` when the publisher last delivered bytes.
     last_input_ms: AtomicU64,
     kick: CancellationToken,
@@ -135,10 +132,8 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub(super) fn new(key: StreamKey, peer: SocketAddr, config: HubConfig, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(key: StreamKey, peer: SocketAddr, config: HubConfig, observer: Arc<dyn HubObserver>) -> Self {
         let gop = GopCache::new(config.gop_cache.clone());
-        let bytes_out =
-            Protocol::ALL.map(|p| metrics.bytes_out.get_or_create(&crate::metrics::protocol(p.name())).clone());
         Self {
             key,
             peer,
@@ -164,8 +159,7 @@ impl Stream {
             }),
             config,
             stats: StreamStats::default(),
-            metrics,
-            bytes_out,
+            observer,
             last_input_ms: AtomicU64::new(0),
             kick: CancellationToken::new(),
             kick_reason: std::sync::OnceLock::new(),
@@ -194,7 +188,7 @@ impl Stream {
     /// Counts `n` bytes sent to a viewer of `protocol`.
     pub fn count_bytes_out(&self, protocol: Protocol, n: u64) {
         self.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
-        self.bytes_out[protocol as usize].inc_by(n);
+        self.observer.bytes_out(protocol, n);
     }
 
     /// Counts `n` bytes received from the publisher (and notes when, see [`Self::input_idle`]).
@@ -202,13 +196,13 @@ impl Stream {
         let now = u64::try_from(self.started_at.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_input_ms.store(now, Ordering::Relaxed);
         self.stats.bytes_in.fetch_add(n, Ordering::Relaxed);
-        self.metrics.bytes_in.inc_by(n);
+        self.observer.bytes_in(n);
     }
 
     /// Counts a viewer disconnected for stalling.
     pub fn count_eviction(&self) {
         self.stats.evictions.fetch_add(1, Ordering::Relaxed);
-        self.metrics.evictions.inc();
+        self.observer.eviction();
     }
 
     pub fn key(&self) -> &StreamKey {

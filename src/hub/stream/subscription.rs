@@ -143,7 +143,7 @@ impl Subscription {
         if self.is_lagging(&st) {
             self.skips += 1;
             self.stream.stats.lag_skips.fetch_add(1, Ordering::Relaxed);
-            self.stream.metrics.lag_skips.inc();
+            self.stream.observer.lag_skip();
             if self.skips > self.stream.config.max_lag_skips {
                 self.stream.count_eviction();
                 self.done = true;

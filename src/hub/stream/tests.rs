@@ -3,6 +3,13 @@
 use std::task::{Context, Poll};
 
 use super::super::*;
+
+/// avcC from x264, 320x240 High profile (the same as livegate-proto's test fixture).
+const AVCC_320X240: &[u8] = &[
+    0x01, 0x64, 0x00, 0x0d, 0xff, 0xe1, 0x00, 0x19, 0x67, 0x64, 0x00, 0x0d, 0xac, 0xd9, 0x41, 0x41, 0xfb, 0x01, 0x10,
+    0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0x99, 0x60, 0x01, 0x00, 0x06, 0x68, 0xeb,
+    0xe3, 0xcb, 0x22, 0xc0,
+];
 use super::*;
 use crate::media::{AudioFrame, Frame, VideoFrame};
 
@@ -15,7 +22,7 @@ fn video(dts: i64, key: bool) -> HubEvent {
 }
 
 fn cfg() -> CodecConfig {
-    let avc = crate::media::AvcConfig::parse(Bytes::from_static(crate::media::h264::tests::AVCC_320X240)).unwrap();
+    let avc = crate::media::AvcConfig::parse(Bytes::from_static(AVCC_320X240)).unwrap();
     CodecConfig { video: Some(Arc::new(avc)), audio: None, generation: 1 }
 }
 

@@ -1,0 +1,508 @@
+//! The load client: HTTP-FLV, RTMP-play and HLS viewers and RTMP publishers, each a
+//! lightweight tokio task that records what it saw in a `ViewerStat`.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::{Buf, Bytes, BytesMut};
+use livegate_proto::rtmp::amf0::Amf0Value;
+use livegate_proto::rtmp::chunk::{ChunkDecoder, ChunkEncoder};
+use livegate_proto::rtmp::message as msg;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Default)]
+pub(crate) struct ViewerStat {
+    /// µs from connect start to the first video keyframe (0: none yet)
+    pub(crate) first_key_us: AtomicU64,
+    /// latest media timestamp (ms), -1 before any
+    pub(crate) media_ms: AtomicI64,
+    pub(crate) error: AtomicBool,
+    pub(crate) bytes: AtomicU64,
+}
+
+impl ViewerStat {
+    pub(crate) fn new() -> Self {
+        let s = Self::default();
+        s.media_ms.store(-1, Ordering::Relaxed);
+        s
+    }
+    pub(crate) fn key(&self, t0: Instant) {
+        if self.first_key_us.load(Ordering::Relaxed) == 0 {
+            self.first_key_us.store(t0.elapsed().as_micros().max(1) as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+pub(crate) async fn flv_viewer(http: String, path: String, st: Arc<ViewerStat>) -> Result<()> {
+    let t0 = Instant::now();
+    let mut sock = TcpStream::connect(&http).await?;
+    sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes()).await?;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let head = read_head(&mut sock, &mut buf).await?;
+    if head.status != 200 || !head.chunked {
+        bail!("HTTP-FLV answered {} (chunked: {})", head.status, head.chunked);
+    }
+    let mut chunked = Chunked::default();
+    let mut flv = FlvScan::default();
+    loop {
+        if !buf.is_empty() {
+            st.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            let done = chunked.feed(&buf, |data| flv.feed(data, &st, t0))?;
+            buf.clear();
+            if done {
+                return Ok(());
+            }
+        }
+        if sock.read_buf(&mut buf).await? == 0 {
+            bail!("HTTP-FLV connection closed");
+        }
+    }
+}
+
+/// HTTP/1.1 chunked transfer decoding, passing data through without copies.
+#[derive(Default)]
+pub(crate) struct Chunked {
+    /// data bytes left in the current chunk
+    pub(crate) left: usize,
+    /// bytes of CRLF to skip after a chunk's data
+    pub(crate) crlf: usize,
+    pub(crate) line: Vec<u8>,
+}
+
+impl Chunked {
+    /// Returns true at the last (zero-size) chunk.
+    pub(crate) fn feed(&mut self, mut b: &[u8], mut sink: impl FnMut(&[u8])) -> Result<bool> {
+        while !b.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(b.len());
+                sink(&b[..n]);
+                self.left -= n;
+                b = &b[n..];
+                if self.left == 0 {
+                    self.crlf = 2;
+                }
+            } else if self.crlf > 0 {
+                let n = self.crlf.min(b.len());
+                self.crlf -= n;
+                b = &b[n..];
+            } else {
+                let Some(i) = b.iter().position(|&c| c == b'\n') else {
+                    self.line.extend_from_slice(b);
+                    return Ok(false);
+                };
+                self.line.extend_from_slice(&b[..i]);
+                b = &b[i + 1..];
+                let line = std::str::from_utf8(&self.line)?.trim();
+                let size_str = line.split(';').next().unwrap_or("");
+                let size = usize::from_str_radix(size_str, 16).with_context(|| format!("chunk size {line:?}"))?;
+                self.line.clear();
+                if size == 0 {
+                    return Ok(true);
+                }
+                self.left = size;
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Walks an FLV byte stream reading only tag headers and the first two body bytes.
+#[derive(Default)]
+pub(crate) struct FlvScan {
+    pub(crate) started: bool,
+    pub(crate) hdr: [u8; 13],
+    pub(crate) have: usize,
+    pub(crate) skip: usize,
+}
+
+impl FlvScan {
+    pub(crate) fn feed(&mut self, mut b: &[u8], st: &ViewerStat, t0: Instant) {
+        while !b.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(b.len());
+                self.skip -= n;
+                b = &b[n..];
+                continue;
+            }
+            if !self.started {
+                // file header (9) + PreviousTagSize0 (4)
+                self.skip = 13;
+                self.started = true;
+                continue;
+            }
+            // tag header (11) + 2 body bytes
+            let n = (13 - self.have).min(b.len());
+            self.hdr[self.have..self.have + n].copy_from_slice(&b[..n]);
+            self.have += n;
+            b = &b[n..];
+            if self.have < 13 {
+                continue;
+            }
+            self.have = 0;
+            let h = &self.hdr;
+            let size = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
+            let ts =
+                ((u32::from(h[7]) << 24) | (u32::from(h[4]) << 16) | (u32::from(h[5]) << 8) | u32::from(h[6])) as i64;
+            match h[0] {
+                9 => {
+                    if h[11] >> 4 == 1 && h[12] == 1 {
+                        st.key(t0);
+                    }
+                    st.media_ms.store(ts, Ordering::Relaxed);
+                }
+                8 => {}
+                _ => {}
+            }
+            // rest of the body + PreviousTagSize (a body shorter than 2 bytes never occurs in practice)
+            self.skip = size.saturating_sub(2) + 4;
+        }
+    }
+}
+
+pub(crate) struct Head {
+    pub(crate) status: u16,
+    pub(crate) chunked: bool,
+    pub(crate) content_length: Option<usize>,
+}
+
+/// Reads a response head; what follows it stays in `buf`.
+pub(crate) async fn read_head(sock: &mut TcpStream, buf: &mut BytesMut) -> Result<Head> {
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            buf.advance(i + 4);
+            let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let chunked = text.contains("transfer-encoding: chunked");
+            let content_length =
+                text.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok());
+            return Ok(Head { status, chunked, content_length });
+        }
+        if sock.read_buf(buf).await? == 0 {
+            bail!("connection closed before the response head");
+        }
+    }
+}
+
+/// One GET on a keep-alive connection; the body is kept when `keep`, else only counted.
+pub(crate) async fn http_get(
+    sock: &mut TcpStream,
+    buf: &mut BytesMut,
+    host: &str,
+    path: &str,
+    keep: bool,
+) -> Result<(u16, Vec<u8>, usize)> {
+    sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await?;
+    let head = read_head(sock, buf).await?;
+    let mut body = Vec::new();
+    let mut n = 0usize;
+    if head.chunked {
+        let mut c = Chunked::default();
+        loop {
+            let done = c.feed(buf, |d| {
+                n += d.len();
+                if keep {
+                    body.extend_from_slice(d);
+                }
+            })?;
+            buf.clear();
+            if done {
+                // the final CRLF came with the last chunk (hyper writes "0\r\n\r\n" at once) and was
+                // cleared with it; requests are not pipelined, so nothing else was in `buf`
+                break;
+            }
+            if sock.read_buf(buf).await? == 0 {
+                bail!("closed in a chunked body");
+            }
+        }
+    } else {
+        let want = head.content_length.unwrap_or(0);
+        while n < want {
+            if buf.is_empty() && sock.read_buf(buf).await? == 0 {
+                bail!("closed in a body");
+            }
+            let k = (want - n).min(buf.len());
+            if keep {
+                body.extend_from_slice(&buf[..k]);
+            }
+            buf.advance(k);
+            n += k;
+        }
+    }
+    Ok((head.status, body, n))
+}
+
+pub(crate) async fn http_get_once(host: &str, path: &str) -> Result<(u16, Vec<u8>)> {
+    let mut sock = TcpStream::connect(host).await?;
+    let mut buf = BytesMut::new();
+    let (s, b, _) = http_get(&mut sock, &mut buf, host, path, true).await?;
+    Ok((s, b))
+}
+
+pub(crate) struct Playlist {
+    pub(crate) seq: u64,
+    pub(crate) target_ms: i64,
+    /// (sequence number, duration ms, uri)
+    pub(crate) segments: Vec<(u64, i64, String)>,
+}
+
+pub(crate) fn parse_playlist(text: &str) -> Playlist {
+    let mut p = Playlist { seq: 0, target_ms: 2000, segments: Vec::new() };
+    let mut dur = 0i64;
+    for l in text.lines() {
+        if let Some(v) = l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            p.seq = v.trim().parse().unwrap_or(0);
+        } else if let Some(v) = l.strip_prefix("#EXT-X-TARGETDURATION:") {
+            p.target_ms = v.trim().parse::<i64>().unwrap_or(2) * 1000;
+        } else if let Some(v) = l.strip_prefix("#EXTINF:") {
+            dur = (v.split(',').next().unwrap_or("0").parse::<f64>().unwrap_or(0.0) * 1000.0).round() as i64;
+        } else if !l.is_empty() && !l.starts_with('#') {
+            let n = p.seq + p.segments.len() as u64;
+            p.segments.push((n, dur, l.trim().to_string()));
+        }
+    }
+    p
+}
+
+/// An HLS client: polls the playlist (every half target duration), downloads new segments in order,
+/// starting with the newest. Media time = sum of the downloaded segments' durations.
+pub(crate) async fn hls_viewer(http: String, path: String, st: Arc<ViewerStat>) -> Result<()> {
+    let t0 = Instant::now();
+    let mut sock = TcpStream::connect(&http).await?;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let dir = path.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+    let mut next: Option<u64> = None;
+    let mut media = 0i64;
+    loop {
+        let (status, body, _) = http_get(&mut sock, &mut buf, &http, &path, true).await?;
+        if status != 200 {
+            bail!("playlist answered {status}");
+        }
+        let pl = parse_playlist(std::str::from_utf8(&body)?);
+        let start = next.unwrap_or_else(|| pl.segments.last().map_or(u64::MAX, |s| s.0));
+        for (n, dur, uri) in pl.segments.iter().filter(|s| s.0 >= start) {
+            let seg = if uri.starts_with('/') { uri.clone() } else { format!("{dir}/{uri}") };
+            let (status, _, len) = http_get(&mut sock, &mut buf, &http, &seg, false).await?;
+            if status != 200 {
+                bail!("segment answered {status}");
+            }
+            st.bytes.fetch_add(len as u64, Ordering::Relaxed);
+            st.key(t0);
+            media += dur;
+            st.media_ms.store(media, Ordering::Relaxed);
+            next = Some(n + 1);
+        }
+        tokio::time::sleep(Duration::from_millis((pl.target_ms / 2).max(100) as u64)).await;
+    }
+}
+
+// ---------------------------------------------------------------- RTMP
+
+pub(crate) async fn rtmp_handshake(sock: &mut TcpStream) -> Result<()> {
+    let mut c01 = vec![3u8];
+    c01.extend((0..1536u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8));
+    c01[1..9].fill(0);
+    sock.write_all(&c01).await?;
+    let mut s012 = vec![0u8; 1 + 1536 * 2];
+    sock.read_exact(&mut s012).await?;
+    sock.write_all(&s012[1..1537]).await?;
+    Ok(())
+}
+
+pub(crate) fn command(enc: &ChunkEncoder, out: &mut BytesMut, sid: u32, tx: f64, name: &str, values: &[Amf0Value]) {
+    let p = msg::command_payload(name, tx, values);
+    enc.write(out, if sid == 0 { msg::CSID_COMMAND } else { msg::CSID_STREAM }, 0, msg::COMMAND_AMF0, sid, &p);
+}
+
+pub(crate) fn connect_cmds(enc: &ChunkEncoder, out: &mut BytesMut, app: &str, tc: &str) {
+    let obj = Amf0Value::object([
+        ("app", Amf0Value::string(app)),
+        ("type", Amf0Value::string("nonprivate")),
+        ("tcUrl", Amf0Value::string(format!("rtmp://{tc}/{app}"))),
+    ]);
+    command(enc, out, 0, 1.0, "connect", &[obj]);
+    command(enc, out, 0, 2.0, "createStream", &[Amf0Value::Null]);
+}
+
+/// Minimal RTMP play client: handshake, connect, createStream, play; then decodes chunks
+/// and looks only at video message types and first bytes.
+pub(crate) async fn rtmp_viewer(rtmp: String, app: String, name: String, st: Arc<ViewerStat>) -> Result<()> {
+    let t0 = Instant::now();
+    let mut sock = TcpStream::connect(&rtmp).await?;
+    sock.set_nodelay(true)?;
+    rtmp_handshake(&mut sock).await?;
+    let enc = ChunkEncoder::default();
+    let mut out = BytesMut::new();
+    connect_cmds(&enc, &mut out, &app, &rtmp);
+    command(&enc, &mut out, 1, 3.0, "play", &[Amf0Value::Null, Amf0Value::string(name), Amf0Value::Number(-1000.0)]);
+    sock.write_all(&out).await?;
+    let mut dec = ChunkDecoder::new(64 << 20);
+    let mut buf = BytesMut::with_capacity(128 * 1024);
+    loop {
+        if sock.read_buf(&mut buf).await? == 0 {
+            bail!("RTMP connection closed");
+        }
+        st.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        while let Some(m) = dec.decode(&mut buf)? {
+            match m.type_id {
+                msg::SET_CHUNK_SIZE => dec.set_chunk_size(msg::read_u32(&m.payload, "chunk size")?)?,
+                msg::VIDEO => {
+                    if m.payload.len() >= 2 && m.payload[0] >> 4 == 1 && m.payload[1] == 1 {
+                        st.key(t0);
+                    }
+                    st.media_ms.store(m.timestamp as i64, Ordering::Relaxed);
+                }
+                msg::USER_CONTROL if m.payload.len() >= 2 && m.payload[..2] == [0, 1] => bail!("stream EOF"),
+                _ => {}
+            }
+        }
+        // keep the read buffer from growing: decode() consumed the whole chunks
+        if buf.capacity() < 64 * 1024 {
+            buf.reserve(128 * 1024);
+        }
+    }
+}
+
+/// An FLV file as (type, timestamp ms, body) tags.
+/// Tags of a fixture (type, timestamp ms, body) and its duration in ms.
+pub(crate) type Fixture = (Vec<(u8, u32, Bytes)>, u32);
+
+pub(crate) fn read_flv(path: &Path) -> Result<Fixture> {
+    let data = Bytes::from(std::fs::read(path).with_context(|| format!("read {}", path.display()))?);
+    if data.len() < 13 || &data[..3] != b"FLV" {
+        bail!("{} is not FLV", path.display());
+    }
+    let mut pos = 13;
+    let mut tags = Vec::new();
+    let mut last = 0;
+    while pos + 11 <= data.len() {
+        let h = &data[pos..pos + 11];
+        let size = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
+        let ts = (u32::from(h[7]) << 24) | (u32::from(h[4]) << 16) | (u32::from(h[5]) << 8) | u32::from(h[6]);
+        if pos + 11 + size > data.len() {
+            break;
+        }
+        tags.push((h[0], ts, data.slice(pos + 11..pos + 11 + size)));
+        last = last.max(ts);
+        pos += 11 + size + 4;
+    }
+    Ok((tags, last + 33))
+}
+
+/// RTMP publisher that loops an FLV file at real time (for the many-publishers scenario).
+pub(crate) async fn rtmp_publisher(
+    rtmp: String,
+    name: String,
+    tags: Arc<Fixture>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let mut sock = TcpStream::connect(&rtmp).await?;
+    sock.set_nodelay(true)?;
+    rtmp_handshake(&mut sock).await?;
+    let mut enc = ChunkEncoder::default();
+    let mut out = BytesMut::new();
+    enc.write(&mut out, msg::CSID_CONTROL, 0, msg::SET_CHUNK_SIZE, 0, &65536u32.to_be_bytes());
+    enc.set_chunk_size(65536);
+    connect_cmds(&enc, &mut out, "live", &rtmp);
+    command(&enc, &mut out, 1, 3.0, "publish", &[Amf0Value::Null, Amf0Value::string(name), Amf0Value::string("live")]);
+    sock.write_all(&out).await?;
+    out.clear();
+    let (mut rd, mut wr) = sock.into_split();
+    tokio::spawn(async move {
+        let mut b = vec![0u8; 4096];
+        while rd.read(&mut b).await.is_ok_and(|n| n > 0) {}
+    });
+    let start = tokio::time::Instant::now();
+    let (tags, dur) = (&tags.0, tags.1);
+    let mut offset = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        for (ty, ts, body) in tags.iter() {
+            if *ty == 18 && offset > 0 {
+                continue;
+            }
+            // codec headers only once
+            if offset > 0
+                && body.len() >= 2
+                && body[1] == 0
+                && (*ty == 9 && body[0] & 0x0f == 7 || *ty == 8 && body[0] >> 4 == 10)
+            {
+                continue;
+            }
+            let t = ts + offset;
+            let due = start + Duration::from_millis(t as u64);
+            if tokio::time::Instant::now() < due {
+                if !out.is_empty() {
+                    wr.write_all(&out).await?;
+                    out.clear();
+                }
+                tokio::time::sleep_until(due).await;
+            }
+            let (csid, type_id) = match ty {
+                9 => (msg::CSID_VIDEO, msg::VIDEO),
+                8 => (msg::CSID_AUDIO, msg::AUDIO),
+                _ => (msg::CSID_STREAM, msg::DATA_AMF0),
+            };
+            enc.write(&mut out, csid, t, type_id, 1, body);
+        }
+        offset += dur;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An FLV stream: header, a video keyframe tag at 1000 ms and an audio tag at 1010 ms.
+    fn flv() -> Vec<u8> {
+        let mut v = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
+        let tag = |ty: u8, ts: u32, body: &[u8]| {
+            let mut t = vec![ty, 0, 0, body.len() as u8, (ts >> 16) as u8, (ts >> 8) as u8, ts as u8, 0, 0, 0, 0];
+            t.extend_from_slice(body);
+            t.extend_from_slice(&(11 + body.len() as u32).to_be_bytes());
+            t
+        };
+        v.extend(tag(9, 1000, &[0x17, 1, 0, 0, 0, 9, 9, 9]));
+        v.extend(tag(8, 1010, &[0xaf, 1, 7]));
+        v
+    }
+
+    #[test]
+    fn chunked_flv_is_scanned_across_any_split() {
+        let body = flv();
+        let mut wire = Vec::new();
+        for part in body.chunks(7) {
+            wire.extend(format!("{:x};ext\r\n", part.len()).as_bytes());
+            wire.extend(part);
+            wire.extend(b"\r\n");
+        }
+        wire.extend(b"0\r\n\r\n");
+        for step in [1, 3, 64, wire.len()] {
+            let st = ViewerStat::new();
+            let (mut c, mut f) = (Chunked::default(), FlvScan::default());
+            let t0 = Instant::now();
+            let mut done = false;
+            for piece in wire.chunks(step) {
+                done = c.feed(piece, |d| f.feed(d, &st, t0)).unwrap();
+                if done {
+                    break; // the body ended; what follows belongs to the next response
+                }
+            }
+            assert!(done);
+            assert!(st.first_key_us.load(Ordering::Relaxed) > 0, "step {step}");
+            assert_eq!(st.media_ms.load(Ordering::Relaxed), 1000);
+        }
+    }
+
+    #[test]
+    fn playlist_parsing() {
+        let p = parse_playlist(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.002,\nbench-a-7.ts\n#EXTINF:1.5,\nbench-a-8.ts\n",
+        );
+        assert_eq!(p.target_ms, 2000);
+        assert_eq!(p.segments, vec![(7, 2002, "bench-a-7.ts".into()), (8, 1500, "bench-a-8.ts".into())]);
+    }
+}

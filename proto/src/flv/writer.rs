@@ -1,0 +1,159 @@
+//! Hub events → an FLV byte stream (HTTP-FLV). Sans-IO: produces `Bytes`
+//! pieces; each tag is one small header piece (previous tag size, tag header,
+//! codec header) followed by the shared payload, never a copy of it.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::mux::{file_header, tag_bodies, tag_header, TagBody, TAG_HEADER_LEN};
+use crate::media::Event;
+
+/// Size of the blocks tag headers are carved from.
+const SCRATCH_BLOCK: usize = 4096;
+
+#[derive(Debug, Default)]
+pub struct FlvWriter {
+    header_written: bool,
+    stashed_metadata: Option<Bytes>,
+    prev_tag_size: u32,
+    last_ts: i64,
+    scratch: BytesMut,
+}
+
+impl FlvWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True once the FLV file header went out (after the first codec config).
+    pub fn started(&self) -> bool {
+        self.header_written
+    }
+
+    /// Appends the bytes for `ev` to `out`. Frames before the first codec
+    /// configuration are dropped: a player cannot decode them.
+    pub fn push(&mut self, ev: &Event, out: &mut Vec<Bytes>) {
+        match ev {
+            Event::Metadata(m) if !self.header_written => {
+                self.stashed_metadata = Some(m.clone());
+                return;
+            }
+            Event::Config(cfg) if !self.header_written => {
+                self.header_written = true;
+                out.push(Bytes::copy_from_slice(&file_header(cfg.audio.is_some(), cfg.video.is_some())));
+                if let Some(m) = self.stashed_metadata.take() {
+                    self.tag(&TagBody::script(m, 0), out);
+                }
+            }
+            Event::Frame(frame) if self.header_written => self.last_ts = frame.dts(),
+            _ if !self.header_written => return,
+            _ => {}
+        }
+        for body in tag_bodies(ev, self.last_ts) {
+            self.tag(&body, out);
+        }
+    }
+
+    fn tag(&mut self, body: &TagBody, out: &mut Vec<Bytes>) {
+        let codec_header = body.header();
+        let data_size = body.len();
+        let (ty, ts, payload) = (body.tag_type, body.timestamp, Some(&body.payload));
+        // headers are split off one shared block: one allocation per ~200 tags, not per tag
+        let need = 4 + TAG_HEADER_LEN + codec_header.len();
+        if self.scratch.capacity() < need {
+            self.scratch.reserve(SCRATCH_BLOCK.max(need));
+        }
+        if self.prev_tag_size != 0 {
+            self.scratch.put_u32(self.prev_tag_size);
+        }
+        self.scratch.put_slice(&tag_header(ty, data_size, ts));
+        self.scratch.put_slice(codec_header);
+        out.push(self.scratch.split().freeze());
+        if let Some(p) = payload.filter(|p| !p.is_empty()) {
+            out.push(p.clone());
+        }
+        self.prev_tag_size = (TAG_HEADER_LEN + data_size) as u32;
+    }
+
+    /// The trailing PreviousTagSize of the last tag, for a clean end of file.
+    pub fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if self.prev_tag_size != 0 {
+            out.push(Bytes::copy_from_slice(&self.prev_tag_size.to_be_bytes()));
+            self.prev_tag_size = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::media::h264::tests::AVCC_320X240;
+    use crate::media::{AacConfig, AudioFrame, AvcConfig, CodecConfig, Frame, VideoFrame};
+
+    fn config() -> CodecConfig {
+        CodecConfig {
+            video: Some(Arc::new(AvcConfig::parse(Bytes::from_static(AVCC_320X240)).unwrap())),
+            audio: Some(Arc::new(AacConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap())),
+            generation: 1,
+        }
+    }
+
+    /// Walks an FLV byte stream, returning (type, timestamp, body) per tag and checking every PreviousTagSize.
+    fn parse(flv: &[u8]) -> Vec<(u8, u32, Vec<u8>)> {
+        assert_eq!(&flv[..3], b"FLV");
+        let mut pos = 9;
+        let mut tags = Vec::new();
+        let mut prev = 0u32;
+        while pos + 4 <= flv.len() {
+            let p = u32::from_be_bytes(flv[pos..pos + 4].try_into().unwrap());
+            assert_eq!(p, prev, "PreviousTagSize at {pos}");
+            pos += 4;
+            if pos == flv.len() {
+                break;
+            }
+            let h = &flv[pos..pos + 11];
+            let size = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
+            let ts = (u32::from(h[7]) << 24) | (u32::from(h[4]) << 16) | (u32::from(h[5]) << 8) | u32::from(h[6]);
+            tags.push((h[0], ts, flv[pos + 11..pos + 11 + size].to_vec()));
+            pos += 11 + size;
+            prev = (11 + size) as u32;
+        }
+        assert_eq!(pos, flv.len());
+        tags
+    }
+
+    #[test]
+    fn writes_header_metadata_sequence_headers_then_frames() {
+        let mut w = FlvWriter::new();
+        let mut out = Vec::new();
+        let key = VideoFrame { dts: 1000, cts: 80, keyframe: true, data: Bytes::from_static(&[0, 0, 0, 1, 0x65]) };
+        w.push(&Event::Frame(Frame::Video(key.clone())), &mut out);
+        assert!(out.is_empty(), "frames before the config are dropped");
+        w.push(&Event::Metadata(Bytes::from_static(b"\x02\x00\x0aonMetaData\x05")), &mut out);
+        w.push(&Event::Config(config()), &mut out);
+        w.push(&Event::Frame(Frame::Video(key.clone())), &mut out);
+        w.push(&Event::Frame(Frame::Audio(AudioFrame { pts: 1010, data: Bytes::from_static(&[0x21, 0]) })), &mut out);
+        w.finish(&mut out);
+        // the frame payload goes out as the very same buffer
+        assert!(out.iter().any(|b| b.as_ptr() == key.data.as_ptr()));
+        let flv: Vec<u8> = out.concat();
+        assert_eq!(flv[4], 5, "audio and video flags");
+        let tags = parse(&flv);
+        let types: Vec<u8> = tags.iter().map(|t| t.0).collect();
+        assert_eq!(types, vec![18, 9, 8, 9, 8]);
+        assert_eq!(&tags[1].2[..5], &[0x17, 0, 0, 0, 0]);
+        assert_eq!(&tags[1].2[5..], AVCC_320X240);
+        assert_eq!(tags[3], (9, 1000, vec![0x17, 1, 0, 0, 80, 0, 0, 0, 1, 0x65]));
+        assert_eq!(tags[4], (8, 1010, vec![0xaf, 1, 0x21, 0]));
+    }
+
+    #[test]
+    fn video_only_header_flags() {
+        let mut w = FlvWriter::new();
+        let mut out = Vec::new();
+        let cfg = CodecConfig { audio: None, ..config() };
+        w.push(&Event::Config(cfg), &mut out);
+        assert_eq!(out[0][4], 1);
+    }
+}

@@ -1,0 +1,17 @@
+//! The pure parts of HLS: `ts` (the MPEG-TS muxer), `segmenter` (where to cut) and
+//! `playlist` (the live media playlist). No clocks: wall-clock time is passed in by
+//! the caller. The store, the per-stream task and the disk mirror are the I/O side, in
+//! the `livegate` crate.
+
+pub mod playlist;
+pub mod segmenter;
+pub mod ts;
+
+#[cfg(test)]
+mod golden;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+pub use playlist::{Playlist, PlaylistConfig, SegmentInfo};
+pub use segmenter::{Segment, Segmenter, SegmenterConfig};
+pub use ts::{MuxError, TsMuxer};

@@ -1,0 +1,115 @@
+//! Codec-level media model shared by every output: frames with 64-bit
+//! millisecond timestamps, codec configurations parsed from the FLV sequence
+//! headers, and timestamp unwrapping. Sans-IO: no sockets, no clocks.
+//!
+//! Payloads are `bytes::Bytes`: the RTMP decoder copies each message once into a buffer
+//! of its own size, and everything after it (frames, events, the outputs) shares that
+//! buffer by reference count; nothing here copies a payload.
+
+pub mod aac;
+pub mod h264;
+pub mod timestamp;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use aac::AacConfig;
+pub use h264::AvcConfig;
+pub use timestamp::Unwrapper;
+
+/// One H.264 access unit as FLV carries it: AVCC (length-prefixed) NAL units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoFrame {
+    /// Decode timestamp in milliseconds, unwrapped to 64 bits at ingest.
+    pub dts: i64,
+    /// Composition time offset (PTS - DTS) in milliseconds, signed, as FLV gives it.
+    pub cts: i32,
+    pub keyframe: bool,
+    /// AVCC NAL units (each prefixed by a `nalu_length_size`-byte length).
+    pub data: Bytes,
+}
+
+impl VideoFrame {
+    pub fn pts(&self) -> i64 {
+        self.dts + i64::from(self.cts)
+    }
+}
+
+/// One raw AAC frame (no ADTS header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioFrame {
+    /// Presentation timestamp in milliseconds, unwrapped to 64 bits at ingest.
+    pub pts: i64,
+    pub data: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Video(VideoFrame),
+    Audio(AudioFrame),
+}
+
+impl Frame {
+    /// Decode time in milliseconds (audio: its presentation time).
+    pub fn dts(&self) -> i64 {
+        match self {
+            Frame::Video(v) => v.dts,
+            Frame::Audio(a) => a.pts,
+        }
+    }
+
+    pub fn is_keyframe(&self) -> bool {
+        matches!(self, Frame::Video(v) if v.keyframe)
+    }
+
+    pub fn is_video(&self) -> bool {
+        matches!(self, Frame::Video(_))
+    }
+
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Frame::Video(v) => v.data.len(),
+            Frame::Audio(a) => a.data.len(),
+        }
+    }
+}
+
+/// The codec configuration of a stream at one point in time. `generation`
+/// increases whenever either track's configuration changes, so consumers
+/// (the HLS segmenter) can tell a real change from a repeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CodecConfig {
+    pub video: Option<Arc<AvcConfig>>,
+    pub audio: Option<Arc<AacConfig>>,
+    pub generation: u32,
+}
+
+/// What flows from a publisher to its viewers: the event vocabulary shared by the
+/// hub and every output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `onMetaData` as an AMF0-encoded script data body: the string
+    /// "onMetaData" followed by its object / ECMA array.
+    Metadata(Bytes),
+    /// New codec configuration (sent before the first frame and whenever it changes).
+    Config(CodecConfig),
+    Frame(Frame),
+    /// The timeline breaks here (e.g. timestamps jumped); outputs restart their clocks.
+    Discontinuity,
+    /// The publisher left.
+    EndOfStream,
+}
+
+impl Event {
+    /// Approximate heap bytes this event keeps alive (its payload is allocated at exactly
+    /// its size, see `rtmp::chunk`).
+    pub fn weight(&self) -> usize {
+        let payload = match self {
+            Event::Metadata(b) => b.len(),
+            Event::Frame(f) => f.payload_len(),
+            _ => 0,
+        };
+        payload + 64
+    }
+}

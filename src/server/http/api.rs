@@ -1,0 +1,94 @@
+//! `/api/streams` (JSON) and the admin API (`DELETE /api/streams/APP/STREAM`).
+
+use std::sync::atomic::Ordering;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use hyper::header::HeaderValue;
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+use super::path::split_path;
+use super::response::{full, not_found, text};
+use super::{Body, HttpContext};
+use crate::hub::{Protocol, Stream, StreamKey};
+
+fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
+    let codec = s.codec();
+    let uptime = s.uptime().as_secs_f64();
+    let bytes_in = s.stats.bytes_in.load(Ordering::Relaxed);
+    let viewers: serde_json::Map<String, serde_json::Value> =
+        Protocol::ALL.iter().map(|p| (p.name().to_string(), json!(s.viewers(*p)))).collect();
+    let video_frames = s.stats.video_frames_in.load(Ordering::Relaxed);
+    let per_second = |n: f64| if uptime > 0.0 { n / uptime } else { 0.0 };
+    let hls =
+        ctx.hls.sequence_range(s.key()).map(|(first, last)| json!({ "first_sequence": first, "last_sequence": last }));
+    json!({
+        "app": s.key().app,
+        "name": s.key().name,
+        "publisher": s.publisher_addr().to_string(),
+        "started_unix_ms": s.started().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        "uptime_s": (uptime * 10.0).round() / 10.0,
+        "video": codec.video.as_ref().map(|v| json!({
+            "codec": v.codec_string(),
+            "width": v.width,
+            "height": v.height,
+            "fps": (per_second(video_frames as f64) * 100.0).round() / 100.0,
+        })),
+        "audio": codec.audio.as_ref().map(|a| json!({
+            "codec": a.codec_string(),
+            "sample_rate": a.sample_rate,
+            "channels": a.channels,
+        })),
+        "bytes_in": bytes_in,
+        "bitrate_in_kbps": (per_second(bytes_in as f64 * 8.0) / 1000.0).round(),
+        "bytes_out": s.stats.bytes_out.load(Ordering::Relaxed),
+        "viewers": viewers,
+        "lag_skips": s.stats.lag_skips.load(Ordering::Relaxed),
+        "evictions": s.stats.evictions.load(Ordering::Relaxed),
+        "hls": hls,
+    })
+}
+
+fn json_response(v: &serde_json::Value) -> Response<Body> {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    full("application/json", "no-cache", Bytes::from(body))
+}
+
+pub(crate) fn streams(ctx: &HttpContext) -> Response<Body> {
+    let list: Vec<_> = ctx.hub.streams().iter().map(|s| stream_json(ctx, s)).collect();
+    json_response(&json!({ "streams": list }))
+}
+
+pub(crate) fn stream(ctx: &HttpContext, key: &StreamKey) -> Response<Body> {
+    match ctx.hub.get(key) {
+        Some(s) => json_response(&stream_json(ctx, &s)),
+        None => not_found(),
+    }
+}
+
+/// `DELETE /api/streams/APP/STREAM` with `Authorization: Bearer TOKEN`: disconnects the publisher.
+pub(crate) fn kick(path: &str, authorization: Option<&HeaderValue>, ctx: &HttpContext) -> Response<Body> {
+    let Some(token) = &ctx.admin_token else {
+        return text(StatusCode::NOT_FOUND, "admin API is off (no admin.token configured)\n");
+    };
+    let given = authorization.and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let ok = given.is_some_and(|g| {
+        g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    });
+    if !ok {
+        return text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+    }
+    let segments = split_path(path);
+    let Some(["api", "streams", app, name]) = segments.as_deref() else {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    };
+    match ctx.hub.get(&StreamKey::new(*app, *name)) {
+        Some(s) => {
+            tracing::info!(stream = %s.key(), "publisher kicked by the admin API");
+            s.kick("kicked by the admin API");
+            text(StatusCode::OK, "kicked\n")
+        }
+        None => not_found(),
+    }
+}

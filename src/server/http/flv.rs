@@ -1,0 +1,249 @@
+//! HTTP-FLV: a live, endless FLV body per viewer. The body polls the viewer's
+//! hub subscription itself whenever hyper can write more (no task or channel in
+//! between), so it is written only as fast as the socket takes it; a small
+//! watchdog task per viewer disconnects one whose socket stays full.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Frame;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tracing::{info, warn};
+
+use super::response::{not_found, refused, text};
+use super::{Body, HttpContext};
+use crate::auth::{Action, AuthRequest};
+use crate::flv::FlvWriter;
+use crate::hub::{HubEvent, Protocol, Stream, StreamKey, Subscription, ViewerGuard};
+use crate::metrics::reason;
+
+/// Hub events taken per poll.
+const BATCH: usize = 64;
+
+pub(crate) async fn serve(
+    key: StreamKey,
+    query: &str,
+    head: bool,
+    peer: SocketAddr,
+    ctx: &Arc<HttpContext>,
+    kill: CancellationToken,
+) -> Response<Body> {
+    let settings = ctx.settings.get();
+    let policy = settings.apps.get(&key.app);
+    if !policy.http_flv {
+        return not_found();
+    }
+    // keys first (they answer nothing about liveness), then liveness (a stream that is not
+    // live costs no callback), then the callback: for HEAD as for GET, so HEAD reveals no
+    // more than GET does
+    let req = AuthRequest::for_stream(Action::Play, &key, peer, "http_flv", query);
+    if let Err(denied) = ctx.auth.check_keys(&policy.auth, &req) {
+        warn!(%peer, stream = %key, "HTTP-FLV play denied: {denied}");
+        return refused(ctx, &denied);
+    }
+    if ctx.hub.get(&key).is_none() {
+        return not_found();
+    }
+    if let Err(denied) = ctx.auth.check(&policy.auth, &req).await {
+        warn!(%peer, stream = %key, "HTTP-FLV play denied: {denied}");
+        return refused(ctx, &denied);
+    }
+    let Some(stream) = ctx.hub.get(&key) else {
+        return not_found();
+    };
+    let Some(guard) = stream.admit_viewer(Protocol::HttpFlv, settings.limits.max_viewers_per_stream) else {
+        warn!(%peer, stream = %key, "HTTP-FLV viewer refused: viewer limit reached");
+        ctx.metrics.rejected.get_or_create(&reason("viewer_limit")).inc();
+        return text(StatusCode::SERVICE_UNAVAILABLE, "viewer limit reached\n");
+    };
+    if head {
+        return flv_response(Empty::new().boxed());
+    }
+    let watch = Arc::new(Watch::default());
+    let gone = CancellationToken::new();
+    let body = FlvBody {
+        _gone: gone.clone().drop_guard(),
+        sub: stream.subscribe(),
+        writer: FlvWriter::new(),
+        events: Vec::with_capacity(BATCH),
+        pieces: Vec::new(),
+        sent: 0,
+        shutdown: Box::pin(ctx.shutdown.clone().cancelled_owned()),
+        watch: watch.clone(),
+        finished: false,
+        kill: kill.clone(),
+        _done: DoneNotice { ctx: ctx.clone(), key, query: query.to_string(), peer },
+        _guard: guard,
+    };
+    info!(%peer, stream = %body.sub.stream().key(), "HTTP-FLV viewer joined");
+    let stall = Duration::from_millis(ctx.config.viewer_stall_timeout_ms);
+    tokio::spawn(watchdog(watch, stream, stall, kill, gone, peer));
+    flv_response(body.boxed())
+}
+
+fn flv_response(body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
+    r
+}
+
+/// What the body tells its watchdog.
+#[derive(Debug, Default)]
+struct Watch {
+    /// Pieces handed to hyper so far (hyper asks for more only once it could write).
+    progress: AtomicU64,
+    /// The body waits for the stream, not for the socket.
+    waiting: AtomicBool,
+}
+
+/// Disconnects the viewer when hyper has not asked the body for more for `stall` although
+/// it has data to give (the socket accepts nothing). Ends with the body.
+async fn watchdog(
+    watch: Arc<Watch>,
+    stream: Arc<Stream>,
+    stall: Duration,
+    kill: CancellationToken,
+    gone: CancellationToken,
+    peer: SocketAddr,
+) {
+    let tick = (stall / 4).max(Duration::from_millis(10));
+    let mut seen = watch.progress.load(Ordering::Relaxed);
+    let mut since = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = kill.cancelled() => break,
+            // the body is gone: let the stream (and its ring) go at once
+            _ = gone.cancelled() => break,
+        }
+        let now = watch.progress.load(Ordering::Relaxed);
+        if now != seen || watch.waiting.load(Ordering::Relaxed) {
+            seen = now;
+            since = Instant::now();
+        } else if since.elapsed() >= stall {
+            warn!(%peer, stream = %stream.key(), "HTTP-FLV viewer stalled for {stall:?}; disconnecting");
+            stream.count_eviction();
+            kill.cancel();
+            break;
+        }
+    }
+}
+
+/// Sends the `on_done` notification when the viewer goes.
+struct DoneNotice {
+    ctx: Arc<HttpContext>,
+    key: StreamKey,
+    query: String,
+    peer: SocketAddr,
+}
+
+impl Drop for DoneNotice {
+    fn drop(&mut self) {
+        info!(peer = %self.peer, stream = %self.key, "HTTP-FLV viewer left");
+        let req = AuthRequest::for_stream(Action::Done, &self.key, self.peer, "http_flv", &self.query);
+        self.ctx.auth.notify(&self.ctx.settings.get().apps.get(&self.key.app).auth, req);
+    }
+}
+
+/// The endless FLV body: polls the viewer's subscription directly whenever hyper can take
+/// more, so a viewer costs one task (hyper's connection) and no channel.
+struct FlvBody {
+    sub: Subscription,
+    writer: FlvWriter,
+    events: Vec<HubEvent>,
+    /// The pieces of the last batch of events (the buffer is reused batch after batch)...
+    pieces: Vec<Bytes>,
+    /// ...of which this many went to hyper.
+    sent: usize,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    watch: Arc<Watch>,
+    finished: bool,
+    kill: CancellationToken,
+    /// Cancels the watchdog when the body goes.
+    _gone: tokio_util::sync::DropGuard,
+    /// Dropped with the body: logs the departure and sends `on_done`.
+    _done: DoneNotice,
+    _guard: ViewerGuard,
+}
+
+impl FlvBody {
+    /// Turns the next batch of events into pieces; `Ready(false)` when the body is over.
+    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.finished {
+            return Poll::Ready(false);
+        }
+        let mut out = std::mem::take(&mut self.pieces);
+        out.clear();
+        self.sent = 0;
+        if self.shutdown.as_mut().poll(cx).is_ready() {
+            self.writer.finish(&mut out);
+            self.finished = true;
+        } else {
+            self.events.clear();
+            match self.sub.poll_recv_many(cx, &mut self.events, BATCH) {
+                Poll::Pending => {
+                    self.pieces = out;
+                    self.watch.waiting.store(true, Ordering::Relaxed);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(more)) => {
+                    for ev in &self.events {
+                        self.writer.push(ev, &mut out);
+                    }
+                    if !more {
+                        self.writer.finish(&mut out);
+                        self.finished = true;
+                        info!(stream = %self.sub.stream().key(), "HTTP-FLV stream ended");
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    warn!(stream = %self.sub.stream().key(), "HTTP-FLV {e}");
+                    self.finished = true;
+                    self.kill.cancel();
+                    return Poll::Ready(false);
+                }
+            }
+        }
+        self.watch.waiting.store(false, Ordering::Relaxed);
+        let len: u64 = out.iter().map(|p| p.len() as u64).sum();
+        self.sub.stream().count_bytes_out(Protocol::HttpFlv, len);
+        self.pieces = out;
+        Poll::Ready(true)
+    }
+}
+
+impl hyper::body::Body for FlvBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        loop {
+            let this = &mut *self;
+            if let Some(piece) = this.pieces.get_mut(this.sent) {
+                let piece = std::mem::take(piece);
+                this.sent += 1;
+                self.watch.progress.fetch_add(1, Ordering::Relaxed);
+                return Poll::Ready(Some(Ok(Frame::data(piece))));
+            }
+            match self.poll_batch(cx) {
+                Poll::Ready(true) => {}
+                Poll::Ready(false) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished && self.sent == self.pieces.len()
+    }
+}

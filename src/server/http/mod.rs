@@ -1,0 +1,91 @@
+//! The HTTP edge (hyper 1): HTTP-FLV, HLS playlists and segments, the API,
+//! metrics and health. Thin: it routes requests and pumps hub events through
+//! the sans-IO FLV writer.
+
+mod api;
+mod flv;
+mod path;
+mod player;
+mod response;
+mod routes;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::auth::Authorizer;
+use crate::config::{HttpConfig, LiveSettings};
+use crate::hls::HlsStore;
+use crate::hub::Hub;
+
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
+
+/// What the HTTP edge needs.
+pub struct HttpContext {
+    pub config: HttpConfig,
+    /// Bearer token of the admin API; `None` turns it off.
+    pub admin_token: Option<String>,
+    /// Per-app policies and limits (replaced on reload).
+    pub settings: Arc<LiveSettings>,
+    pub hub: Hub,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub hls: HlsStore,
+    pub auth: Authorizer,
+    pub shutdown: CancellationToken,
+}
+
+/// Accepts HTTP connections until shutdown, then waits for them to finish.
+pub async fn serve(listener: TcpListener, ctx: HttpContext) {
+    let ctx = Arc::new(ctx);
+    let (metrics, shutdown) = (ctx.metrics.clone(), ctx.shutdown.clone());
+    let settings = ctx.settings.clone();
+    let limits = move || {
+        let l = &settings.get().limits;
+        let (_, http) = crate::server::listener::fd_limited(l.max_rtmp_connections, l.max_http_connections);
+        (http, l.max_http_connections_per_ip)
+    };
+    let limiter = crate::server::listener::ConnectionLimiter::new();
+    crate::server::listener::accept_loop(listener, "http", limits, limiter, metrics, shutdown, |sock, peer| {
+        connection(sock, peer, ctx.clone())
+    })
+    .await
+}
+
+async fn connection(sock: tokio::net::TcpStream, peer: SocketAddr, ctx: Arc<HttpContext>) {
+    // Cancelled to drop the connection outright (a stalled HTTP-FLV viewer).
+    let kill = CancellationToken::new();
+    let svc_ctx = ctx.clone();
+    let svc_kill = kill.clone();
+    let svc = service_fn(move |req| {
+        let ctx = svc_ctx.clone();
+        let kill = svc_kill.clone();
+        async move { Ok::<_, Infallible>(routes::handle(req, peer, ctx, kill).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(sock), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        }
+        _ = kill.cancelled() => debug!(%peer, "HTTP connection dropped"),
+        _ = ctx.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+        }
+    }
+}

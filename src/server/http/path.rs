@@ -1,0 +1,25 @@
+//! URL paths: splitting them into safe segments (a leaf module).
+
+use crate::hub::valid_name;
+
+/// Splits a URL path into safe segments (see [`valid_name`]: no `..`, no empty
+/// segments, no percent-escapes).
+pub(crate) fn split_path(path: &str) -> Option<Vec<&str>> {
+    let rest = path.strip_prefix('/')?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let ok = segments.iter().all(|s| valid_name(s));
+    (ok && segments.len() <= 4).then_some(segments)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_traversal_and_odd_names_are_refused() {
+        assert_eq!(split_path("/live/a.flv"), Some(vec!["live", "a.flv"]));
+        for bad in ["/live/../etc/passwd", "/../x", "/live/%2e%2e/x", "//x", "/live/.hidden", "live/a", "/a/b/c/d/e"] {
+            assert_eq!(split_path(bad), None, "{bad}");
+        }
+    }
+}

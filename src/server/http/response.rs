@@ -1,0 +1,46 @@
+//! Response helpers shared by the HTTP handlers: a leaf module (it imports no handler
+//! and not the router).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+
+use super::{Body, HttpContext};
+use crate::auth::Denied;
+use crate::metrics::reason;
+
+/// 401 for a missing or wrong key, 403 when a callback said no.
+pub(crate) fn refused(ctx: &HttpContext, denied: &Denied) -> Response<Body> {
+    ctx.metrics.rejected.get_or_create(&reason(denied.reason())).inc();
+    match denied {
+        Denied::BadKey => text(StatusCode::UNAUTHORIZED, "unauthorized\n"),
+        Denied::Busy => text(StatusCode::SERVICE_UNAVAILABLE, "busy, try again\n"),
+        _ => text(StatusCode::FORBIDDEN, "forbidden\n"),
+    }
+}
+
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+pub(crate) fn not_found() -> Response<Body> {
+    text(StatusCode::NOT_FOUND, "not found\n")
+}
+
+pub(crate) fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Empty::new().boxed());
+    *r.status_mut() = status;
+    r
+}
+
+pub(crate) fn full(content_type: &'static str, cache: &'static str, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body).boxed());
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static(cache));
+    r
+}

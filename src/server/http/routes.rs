@@ -1,0 +1,161 @@
+//! Request routing: matches a request to its handler (`flv`, `api`, `player`, HLS
+//! playlists and segments here). Response helpers live in `response`, a leaf module the
+//! handlers share; nothing imports from the router.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, AUTHORIZATION, CONTENT_LENGTH};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio_util::sync::CancellationToken;
+
+use super::path::split_path;
+use super::response::{empty, full, not_found, refused, text};
+use super::{Body, HttpContext};
+use crate::auth::{Action, AuthRequest};
+use crate::hub::StreamKey;
+
+pub(crate) async fn handle<B>(
+    req: Request<B>,
+    peer: SocketAddr,
+    ctx: Arc<HttpContext>,
+    kill: CancellationToken,
+) -> Response<Body> {
+    let head = req.method() == Method::HEAD;
+    let path = req.uri().path();
+    let query = req.uri().query().unwrap_or("");
+    let mut resp = match *req.method() {
+        Method::GET | Method::HEAD => route(path, query, head, peer, &ctx, kill).await,
+        Method::DELETE => super::api::kick(path, req.headers().get(AUTHORIZATION), &ctx),
+        Method::OPTIONS => {
+            let mut r = empty(StatusCode::NO_CONTENT);
+            r.headers_mut().insert("access-control-allow-methods", HeaderValue::from_static("GET, HEAD, OPTIONS"));
+            r.headers_mut().insert("access-control-allow-headers", HeaderValue::from_static("*"));
+            r.headers_mut().insert("access-control-max-age", HeaderValue::from_static("86400"));
+            r
+        }
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+    };
+    if let Ok(v) = HeaderValue::from_str(&ctx.config.cors_allow_origin) {
+        resp.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    if head {
+        // the length GET would send, when it is known (playlists, segments; not live bodies)
+        let length = hyper::body::Body::size_hint(resp.body()).exact();
+        let (mut parts, _) = resp.into_parts();
+        if let Some(n) = length {
+            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        resp = Response::from_parts(parts, Empty::new().boxed());
+    }
+    resp
+}
+
+async fn route(
+    path: &str,
+    query: &str,
+    head: bool,
+    peer: SocketAddr,
+    ctx: &Arc<HttpContext>,
+    kill: CancellationToken,
+) -> Response<Body> {
+    match path {
+        "/healthz" => return text(StatusCode::OK, "ok\n"),
+        "/api/streams" => return super::api::streams(ctx),
+        "/metrics" => {
+            let body = ctx.metrics.render(&ctx.hub);
+            return full("application/openmetrics-text; version=1.0.0; charset=utf-8", "no-cache", Bytes::from(body));
+        }
+        "/" => return super::player::index(&ctx.hub),
+        _ => {}
+    }
+    let Some(segments) = split_path(path) else {
+        return text(StatusCode::BAD_REQUEST, "bad path\n");
+    };
+    match segments.as_slice() {
+        ["api", "streams", app, name] => super::api::stream(ctx, &StreamKey::new(*app, *name)),
+        [app, file] => {
+            if let Some(name) = file.strip_suffix(".flv").filter(|n| !n.is_empty()) {
+                let key = StreamKey::new(*app, name);
+                return super::flv::serve(key, query, head, peer, ctx, kill).await;
+            }
+            if let Some(name) = file.strip_suffix(".m3u8").filter(|n| !n.is_empty()) {
+                let key = StreamKey::new(*app, name);
+                // HLS is checked against play keys only: a callback per playlist refresh would flood it.
+                let settings = ctx.settings.get();
+                let auth = &settings.apps.get(app).auth;
+                let req = AuthRequest { action: Action::Play, app, stream: name, client: peer, protocol: "hls", query };
+                if let Err(denied) = ctx.auth.check_keys(auth, &req) {
+                    return refused(ctx, &denied);
+                }
+                if let Some(stream) = ctx.hub.get(&key) {
+                    stream.hls_client_seen(peer.ip());
+                }
+                return match ctx.hls.playlist(&key) {
+                    // with play keys, segments need the key too: players resolve segment URIs
+                    // against the playlist URL without its query, so the URIs carry it
+                    Some(text) => match crate::auth::query_param(query, "key").filter(|_| !auth.play_keys.is_empty()) {
+                        Some(k) => full("application/vnd.apple.mpegurl", "private, max-age=1", with_key(&text, k)),
+                        None => full("application/vnd.apple.mpegurl", "max-age=1", text),
+                    },
+                    None => not_found(),
+                };
+            }
+            if let Some(stem) = file.strip_suffix(".ts") {
+                let settings = ctx.settings.get();
+                let auth = &settings.apps.get(app).auth;
+                let name = crate::hls::SegmentName::parse(file).map_or(stem, |n| n.stream);
+                let req = AuthRequest { action: Action::Play, app, stream: name, client: peer, protocol: "hls", query };
+                if let Err(denied) = ctx.auth.check_keys(auth, &req) {
+                    return refused(ctx, &denied);
+                }
+                // segments of a keyed app must not sit in shared caches, where anyone could
+                // fetch them by URL without the key
+                let cache = if auth.play_keys.is_empty() {
+                    "public, max-age=31536000, immutable"
+                } else {
+                    "private, max-age=31536000, immutable"
+                };
+                return match ctx.hls.segment(app, file) {
+                    Some(data) => full("video/mp2t", cache, data),
+                    None => not_found(),
+                };
+            }
+            super::player::route(&segments, &ctx.hub).unwrap_or_else(not_found)
+        }
+        _ => super::player::route(&segments, &ctx.hub).unwrap_or_else(not_found),
+    }
+}
+
+/// `playlist` with `?key=KEY` appended to every segment URI (`key` as it came in the
+/// playlist request's query, so already URL-encoded).
+fn with_key(playlist: &Bytes, key: &str) -> Bytes {
+    let text = String::from_utf8_lossy(playlist);
+    let mut out = String::with_capacity(text.len() + 64 * key.len());
+    for line in text.lines() {
+        out.push_str(line);
+        if !line.is_empty() && !line.starts_with('#') {
+            out.push_str("?key=");
+            out.push_str(key);
+        }
+        out.push('\n');
+    }
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_uris_carry_the_key() {
+        let p = Bytes::from_static(b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\ncam-19a-7.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:1.5,\ncam-19b-8.ts\n");
+        let out = with_key(&p, "a%20b");
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\ncam-19a-7.ts?key=a%20b\n#EXT-X-DISCONTINUITY\n#EXTINF:1.5,\ncam-19b-8.ts?key=a%20b\n"
+        );
+    }
+}
