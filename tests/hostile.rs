@@ -70,22 +70,10 @@ fn source() -> &'static Source {
     })
 }
 
-/// Tags of an FLV file (header and previous-tag-size fields skipped).
+/// Tags of an FLV file, read with the gateway's own FLV file reader.
 fn parse_flv(data: &[u8]) -> Vec<Tag> {
-    assert_eq!(&data[..3], b"FLV");
-    let mut pos = u32::from_be_bytes(data[5..9].try_into().unwrap()) as usize + 4;
-    let mut tags = Vec::new();
-    while pos + 11 <= data.len() {
-        let h = &data[pos..pos + 11];
-        let size = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
-        let ts = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
-        if pos + 11 + size > data.len() {
-            break;
-        }
-        tags.push(Tag { kind: h[0] & 0x1f, ts, body: data[pos + 11..pos + 11 + size].to_vec() });
-        pos += 11 + size + 4;
-    }
-    tags
+    let tags = livegate::flv::file::read_tags(&bytes::Bytes::copy_from_slice(data)).expect("an FLV file");
+    tags.into_iter().map(|t| Tag { kind: t.tag_type, ts: t.timestamp, body: t.body.to_vec() }).collect()
 }
 
 /// The source's frames looped forever, with timestamps relative to 0.

@@ -372,23 +372,9 @@ pub(crate) type Fixture = (Vec<(u8, u32, Bytes)>, u32);
 
 pub(crate) fn read_flv(path: &Path) -> Result<Fixture> {
     let data = Bytes::from(std::fs::read(path).with_context(|| format!("read {}", path.display()))?);
-    if data.len() < 13 || &data[..3] != b"FLV" {
-        bail!("{} is not FLV", path.display());
-    }
-    let mut pos = 13;
-    let mut tags = Vec::new();
-    let mut last = 0;
-    while pos + 11 <= data.len() {
-        let h = &data[pos..pos + 11];
-        let size = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
-        let ts = (u32::from(h[7]) << 24) | (u32::from(h[4]) << 16) | (u32::from(h[5]) << 8) | u32::from(h[6]);
-        if pos + 11 + size > data.len() {
-            break;
-        }
-        tags.push((h[0], ts, data.slice(pos + 11..pos + 11 + size)));
-        last = last.max(ts);
-        pos += 11 + size + 4;
-    }
+    let file = livegate_proto::flv::file::read_tags(&data).with_context(|| format!("{}", path.display()))?;
+    let last = file.iter().map(|t| t.timestamp).max().unwrap_or(0);
+    let tags = file.into_iter().map(|t| (t.tag_type, t.timestamp, t.body)).collect();
     Ok((tags, last + 33))
 }
 

@@ -80,6 +80,8 @@ struct HubInner {
     max_streams: std::sync::atomic::AtomicUsize,
     observer: Arc<dyn HubObserver>,
     streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
+    /// Woken whenever a stream key is freed (a publisher left), for publishes waiting on a key.
+    released: tokio::sync::Notify,
     /// Outputs that follow every stream (HLS): told of each new one, losslessly.
     watchers: Mutex<Vec<mpsc::UnboundedSender<Arc<Stream>>>>,
 }
@@ -98,6 +100,7 @@ impl Hub {
                 max_streams: max_streams.into(),
                 observer,
                 streams: Mutex::new(HashMap::new()),
+                released: tokio::sync::Notify::new(),
                 watchers: Mutex::new(Vec::new()),
             }),
         }
@@ -146,10 +149,21 @@ impl Hub {
                     let mut streams = lock(&inner.streams);
                     if streams.get(s.key()).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
                         streams.remove(s.key());
+                        drop(streams);
+                        inner.released.notify_waiters();
                     }
                 }
             }),
         ))
+    }
+
+    /// Resolves the next time any stream key is freed (its publisher left). Call it before
+    /// trying [`Self::publish_with`] and await it after a failure, so no release is missed
+    /// in between (`Notify::notified` counts from its creation once enabled).
+    pub fn key_released(&self) -> impl std::future::Future<Output = ()> + '_ {
+        let mut notified = Box::pin(self.inner.released.notified());
+        notified.as_mut().enable();
+        notified
     }
 
     pub fn get(&self, key: &StreamKey) -> Option<Arc<Stream>> {

@@ -17,5 +17,5 @@ pub use mux::{
     audio_config_body, audio_tag_header, file_header, tag_bodies, tag_header, video_config_body, video_tag_header,
     TagBody, TagType, PREV_TAG_SIZE_LEN, TAG_HEADER_LEN,
 };
-pub use stream::{Note, TagDemuxer, TagKind, MAX_TIMESTAMP_JUMP_MS};
+pub use stream::{Note, TagDemuxer, MAX_TIMESTAMP_JUMP_MS};
 pub use writer::FlvWriter;

@@ -15,11 +15,7 @@ use crate::media::{AacConfig, AvcConfig, CodecConfig, Frame, Unwrapper};
 /// A forward or backward jump of the timeline larger than this is a discontinuity.
 pub const MAX_TIMESTAMP_JUMP_MS: i64 = 10_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TagKind {
-    Audio,
-    Video,
-}
+use crate::media::MediaKind;
 
 /// What `push` did besides emitting events, for the caller to log.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,15 +48,15 @@ impl TagDemuxer {
     /// appending hub events to `out`.
     pub fn push(
         &mut self,
-        kind: TagKind,
+        kind: MediaKind,
         timestamp: u32,
         body: Bytes,
         out: &mut Vec<Event>,
     ) -> Result<Option<Note>, FlvError> {
         let ts = self.clock.unwrap(timestamp);
         let demuxed = match kind {
-            TagKind::Video => demux_video(ts, body)?,
-            TagKind::Audio => demux_audio(ts, body)?,
+            MediaKind::Video => demux_video(ts, body)?,
+            MediaKind::Audio => demux_audio(ts, body)?,
         };
         Ok(match demuxed {
             Demuxed::VideoConfig(v) => {
@@ -128,19 +124,19 @@ mod tests {
     fn config_is_announced_once_before_the_first_frame_with_both_tracks() {
         let mut d = TagDemuxer::new();
         let mut out = Vec::new();
-        assert!(matches!(d.push(TagKind::Video, 0, video_seq(), &mut out), Ok(Some(Note::VideoConfig(_)))));
+        assert!(matches!(d.push(MediaKind::Video, 0, video_seq(), &mut out), Ok(Some(Note::VideoConfig(_)))));
         assert!(matches!(
-            d.push(TagKind::Audio, 0, Bytes::from_static(&[0xaf, 0, 0x12, 0x10]), &mut out),
+            d.push(MediaKind::Audio, 0, Bytes::from_static(&[0xaf, 0, 0x12, 0x10]), &mut out),
             Ok(Some(Note::AudioConfig(_)))
         ));
         assert!(out.is_empty());
-        d.push(TagKind::Video, 0, Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]), &mut out).unwrap();
-        d.push(TagKind::Audio, 10, Bytes::from_static(&[0xaf, 1, 0x21]), &mut out).unwrap();
+        d.push(MediaKind::Video, 0, Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]), &mut out).unwrap();
+        d.push(MediaKind::Audio, 10, Bytes::from_static(&[0xaf, 1, 0x21]), &mut out).unwrap();
         assert!(matches!(&out[0], Event::Config(c) if c.video.is_some() && c.audio.is_some() && c.generation == 1));
         assert!(matches!(out[1], Event::Frame(Frame::Video(_))));
         assert!(matches!(out[2], Event::Frame(Frame::Audio(_))));
         // a repeated sequence header changes nothing
-        assert_eq!(d.push(TagKind::Video, 20, video_seq(), &mut out), Ok(None));
+        assert_eq!(d.push(MediaKind::Video, 20, video_seq(), &mut out), Ok(None));
         assert_eq!(out.len(), 3);
     }
 
@@ -149,11 +145,11 @@ mod tests {
         let mut d = TagDemuxer::new();
         let mut out = Vec::new();
         let key = Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]);
-        assert_eq!(d.push(TagKind::Video, 0, key.clone(), &mut out), Ok(Some(Note::FrameBeforeConfig)));
+        assert_eq!(d.push(MediaKind::Video, 0, key.clone(), &mut out), Ok(Some(Note::FrameBeforeConfig)));
         assert!(out.is_empty());
-        d.push(TagKind::Video, 0, video_seq(), &mut out).unwrap();
-        d.push(TagKind::Video, 40, key.clone(), &mut out).unwrap();
-        let jump = d.push(TagKind::Video, 40 + 3_600_000, key, &mut out).unwrap();
+        d.push(MediaKind::Video, 0, video_seq(), &mut out).unwrap();
+        d.push(MediaKind::Video, 40, key.clone(), &mut out).unwrap();
+        let jump = d.push(MediaKind::Video, 40 + 3_600_000, key, &mut out).unwrap();
         assert_eq!(jump, Some(Note::Jump { from: 40, to: 3_600_040 }));
         assert!(matches!(out[out.len() - 2], Event::Discontinuity));
     }
@@ -162,9 +158,9 @@ mod tests {
     fn timestamps_are_unwrapped_across_2_pow_32() {
         let mut d = TagDemuxer::new();
         let mut out = Vec::new();
-        d.push(TagKind::Video, u32::MAX - 40, video_seq(), &mut out).unwrap();
+        d.push(MediaKind::Video, u32::MAX - 40, video_seq(), &mut out).unwrap();
         for ts in [u32::MAX - 40, u32::MAX - 7, 26, 59] {
-            d.push(TagKind::Video, ts, Bytes::from_static(&[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41]), &mut out).unwrap();
+            d.push(MediaKind::Video, ts, Bytes::from_static(&[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41]), &mut out).unwrap();
         }
         let dts: Vec<i64> =
             out.iter().filter_map(|e| if let Event::Frame(f) = e { Some(f.dts()) } else { None }).collect();

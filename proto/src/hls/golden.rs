@@ -8,8 +8,9 @@ use bytes::Bytes;
 
 use super::{Segment, Segmenter, SegmenterConfig};
 use crate::flv::file::read_tags;
-use crate::flv::{TagDemuxer, TagKind};
+use crate::flv::TagDemuxer;
 use crate::media::Event;
+use crate::media::MediaKind;
 
 const SOURCE: &[u8] = include_bytes!("../../../fixtures/hls/source.flv");
 /// A fixed wall clock so PROGRAM-DATE-TIME inputs are deterministic.
@@ -23,8 +24,8 @@ fn segments() -> Vec<Segment> {
     let mut out = Vec::new();
     for tag in tags {
         let kind = match tag.tag_type {
-            8 => TagKind::Audio,
-            9 => TagKind::Video,
+            8 => MediaKind::Audio,
+            9 => MediaKind::Video,
             _ => continue,
         };
         demuxer.push(kind, tag.timestamp, tag.body, &mut events).expect("fixture demuxes");

@@ -18,6 +18,14 @@ pub use aac::AacConfig;
 pub use h264::AvcConfig;
 pub use timestamp::Unwrapper;
 
+/// The two kinds of media a stream carries: what an RTMP message (type 8 or 9) and an
+/// FLV tag hold. One enum for the RTMP session, the FLV demuxer and the outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
 /// One H.264 access unit as FLV carries it: AVCC (length-prefixed) NAL units.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoFrame {

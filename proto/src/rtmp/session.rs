@@ -46,11 +46,7 @@ impl Default for SessionConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequestId(pub u64);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaKind {
-    Audio,
-    Video,
-}
+pub use crate::media::MediaKind;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionEvent {

@@ -1,6 +1,12 @@
 //! The HTTP edge (hyper 1): HTTP-FLV, HLS playlists and segments, the API,
-//! metrics and health. Thin: it routes requests and pumps hub events through
-//! the sans-IO FLV writer.
+//! metrics and health.
+//!
+//! - `routes`: matches a request to its handler (and serves HLS playlists and segments
+//!   from the store); imports handlers, never the reverse.
+//! - `flv`: the HTTP-FLV body (polls the viewer's hub subscription through the sans-IO
+//!   FLV writer) and its stall watchdog.
+//! - `api`, `player`: the JSON API and admin kick; the built-in player page and assets.
+//! - `response`, `path`: leaf helpers (responses, safe path segments) shared by all.
 
 mod api;
 mod flv;

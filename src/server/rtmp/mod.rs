@@ -1,7 +1,10 @@
 //! The RTMP edge: accepts TCP (and TLS) connections and drives one sans-IO
 //! `rtmp::ServerSession` per connection, connecting publishers and RTMP
-//! viewers to the hub. Thin: protocol logic lives in `rtmp`, demuxing in
-//! `flv`, fan-out in `hub`, decisions in `auth`.
+//! viewers to the hub. Protocol logic lives in `rtmp`, demuxing in `flv`,
+//! fan-out in `hub`, decisions in `auth`; what stays here is the connection's
+//! `select!` loop (socket, play subscription, kick, timeouts), the byte budgets
+//! of connections that do not publish, and the publish/play admission (a publish
+//! waiting for its key is woken when the key is freed).
 
 mod publish;
 mod writer;
@@ -413,12 +416,17 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         let mut deadline = Instant::now() + KEY_WAIT;
         let mut took_over = false;
         let published = loop {
+            let released = ctx.hub.key_released();
             let got = ctx.hub.publish_with(key.clone(), self.peer, policy.gop_cache.clone());
             let Err(PublishError::AlreadyPublishing(_)) = got else { break got };
+            // when to look at the old publisher's silence again, unless the key is freed first
+            let mut recheck = deadline;
             // the current publisher may be leaving (its teardown frees the key in a moment), or
             // be a dead connection the encoder is replacing (it sends nothing: take over)
             if let Some(old) = ctx.hub.get(&key).filter(|_| !took_over && !takeover.is_zero()) {
                 let idle = old.input_idle();
+                let now = Instant::now();
+                recheck = if idle < SILENT { now + (SILENT - idle) } else { now + takeover.saturating_sub(idle) };
                 if idle >= takeover {
                     warn!(stream = %key, old = %old.publisher_addr(), "taking the stream over: its publisher sent nothing for {idle:?}");
                     old.kick("replaced by a new publisher after sending nothing");
@@ -433,7 +441,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             if Instant::now() >= deadline {
                 break got;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // wait for the key to be freed (a notification, not a polling loop), or until
+            // it is time to look at the old publisher's silence again
+            let _ = tokio::time::timeout_at(recheck.min(deadline), released).await;
         };
         match published {
             Ok(publisher) => {

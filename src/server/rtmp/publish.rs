@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::{info, warn};
 
-use crate::flv::{Note, TagDemuxer, TagKind};
+use crate::flv::{Note, TagDemuxer};
 use crate::hub::{HubEvent, Publisher, Stream, StreamKey};
 use crate::rtmp::MediaKind;
 
@@ -61,10 +61,6 @@ impl Ingest {
     }
 
     pub(super) fn media(&mut self, kind: MediaKind, timestamp: u32, payload: Bytes) {
-        let kind = match kind {
-            MediaKind::Video => TagKind::Video,
-            MediaKind::Audio => TagKind::Audio,
-        };
         let key = self.publisher.stream().key();
         match self.demuxer.push(kind, timestamp, payload, &mut self.events) {
             Ok(None) => {}
