@@ -108,12 +108,14 @@ impl Metrics {
         self.limit_hits.get_or_create(&LimitLabel { limit }).inc();
     }
 
-    /// Prometheus text exposition, with live gauges refreshed from `hub`.
-    pub fn render(&self, hub: &Hub) -> String {
+    /// Prometheus text exposition, with live gauges refreshed from `hub` (and the HLS
+    /// viewers of each stream from `hls_viewers`).
+    pub fn render(&self, hub: &Hub, hls_viewers: impl Fn(&crate::hub::StreamKey) -> usize) -> String {
         let streams = hub.streams();
         self.streams.set(streams.len() as i64);
         for p in Protocol::ALL {
-            let n: usize = streams.iter().map(|s| s.viewers(p)).sum();
+            let n: usize =
+                streams.iter().map(|s| if p == Protocol::Hls { hls_viewers(s.key()) } else { s.viewers(p) }).sum();
             self.viewers.get_or_create(&protocol(p.name())).set(n as i64);
         }
         let mut out = String::new();
@@ -152,7 +154,7 @@ mod tests {
         m.connections.get_or_create(&protocol("rtmp")).inc();
         m.rejected.get_or_create(&reason("bad_key")).inc_by(2);
         let hub = Hub::new(HubConfig::default());
-        let text = m.render(&hub);
+        let text = m.render(&hub, |_| 0);
         assert!(text.contains("livegate_connections_total{protocol=\"rtmp\"} 1"), "{text}");
         assert!(text.contains("livegate_rejected_total{reason=\"bad_key\"} 2"), "{text}");
         assert!(text.contains("livegate_streams 0"), "{text}");

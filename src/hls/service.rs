@@ -54,6 +54,10 @@ struct KeyState {
     over_budget_logged: bool,
     /// Segments that left the window, readable until the instant given.
     retired: VecDeque<(u64, Instant)>,
+    /// HLS clients (by address) and when they last fetched the playlist; when the map was
+    /// last pruned (see [`HlsStore::viewers`]).
+    clients: HashMap<std::net::IpAddr, Instant>,
+    clients_pruned: Instant,
     /// Bumped on every publish, so a finished task cannot end a newer session.
     session: u64,
     live: bool,
@@ -67,6 +71,11 @@ impl KeyState {
         SegmentName { stream: &key.name, token: &self.token, sequence: seq }.to_string()
     }
 }
+
+/// An HLS client counts as watching while it fetched a playlist within this time.
+const CLIENT_WINDOW: Duration = Duration::from_secs(10);
+/// HLS client addresses tracked per stream at most.
+const MAX_CLIENTS: usize = 100_000;
 
 fn unix_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -105,6 +114,35 @@ impl HlsStore {
             return None;
         }
         st.segments.get(&name.sequence).cloned()
+    }
+
+    /// Notes a playlist fetch by an HLS client of `key`.
+    pub fn client_seen(&self, key: &StreamKey, client: std::net::IpAddr) {
+        let Some(state) = self.state(key) else { return };
+        let st = &mut *lock(&state);
+        if st.clients.len() >= MAX_CLIENTS && !st.clients.contains_key(&client) {
+            // full: prune at most once a second (a flood of new addresses must not scan it each time)
+            if st.clients_pruned.elapsed() < Duration::from_secs(1) {
+                return;
+            }
+            st.clients.retain(|_, seen| seen.elapsed() < CLIENT_WINDOW);
+            st.clients_pruned = Instant::now();
+            if st.clients.len() >= MAX_CLIENTS {
+                return;
+            }
+        }
+        st.clients.insert(client, Instant::now());
+    }
+
+    /// HLS viewers of `key` now. HLS has no connection to count: a viewer is a client
+    /// address that fetched the playlist in the last 10 s, so clients behind one proxy, NAT
+    /// or CDN edge count once.
+    pub fn viewers(&self, key: &StreamKey) -> usize {
+        let Some(state) = self.state(key) else { return 0 };
+        let st = &mut *lock(&state);
+        st.clients.retain(|_, seen| seen.elapsed() < CLIENT_WINDOW);
+        st.clients_pruned = Instant::now();
+        st.clients.len()
     }
 
     /// (first listed, last listed) media sequence numbers, for the API.
@@ -173,6 +211,8 @@ impl HlsStore {
             segments: HashMap::new(),
             held_bytes: 0,
             over_budget_logged: false,
+            clients: HashMap::new(),
+            clients_pruned: Instant::now(),
             retired: VecDeque::new(),
             session: 0,
             live: true,
@@ -454,4 +494,27 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
     }
     store.end(&key, &state, session, shutdown.is_cancelled()).await;
     info!("hls: playlist ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hls_viewers_are_client_addresses_seen_recently() {
+        let settings = Arc::new(LiveSettings::new(crate::config::Config::default().settings()));
+        let store = HlsStore::new(HlsConfig::default(), settings, Arc::new(Metrics::new()));
+        let key = StreamKey::new("live", "a");
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        store.client_seen(&key, a);
+        assert_eq!(store.viewers(&key), 0, "no HLS state for the key yet");
+        let _ = store.begin(&key);
+        store.client_seen(&key, a);
+        store.client_seen(&key, a);
+        store.client_seen(&key, b);
+        assert_eq!(store.viewers(&key), 2);
+        let state = store.state(&key).unwrap();
+        lock(&state).clients.insert(b, Instant::now() - CLIENT_WINDOW);
+        assert_eq!(store.viewers(&key), 1, "b's last fetch is too old");
+    }
 }

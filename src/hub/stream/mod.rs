@@ -25,10 +25,6 @@ const AUDIO_COALESCE_MS: i64 = 50;
 /// Frames held back from viewers at most (whatever their timestamps say: a publisher whose
 /// timestamps do not advance still reaches its viewers).
 const MAX_HELD_FRAMES: u32 = 8;
-/// An HLS client counts as watching while it fetched a playlist within this time.
-const HLS_CLIENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
-/// At most this many HLS clients are remembered per stream (memory bound against address floods).
-const MAX_HLS_CLIENTS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -127,8 +123,6 @@ pub struct Stream {
     last_input_ms: AtomicU64,
     kick: CancellationToken,
     kick_reason: std::sync::OnceLock<&'static str>,
-    /// HLS clients (by address) and when they last fetched a playlist; when the map was last pruned.
-    hls_clients: Mutex<(std::collections::HashMap<std::net::IpAddr, Instant>, Instant)>,
 }
 
 impl Stream {
@@ -163,7 +157,6 @@ impl Stream {
             last_input_ms: AtomicU64::new(0),
             kick: CancellationToken::new(),
             kick_reason: std::sync::OnceLock::new(),
-            hls_clients: Mutex::new((std::collections::HashMap::new(), Instant::now())),
         }
     }
 
@@ -239,36 +232,10 @@ impl Stream {
         (st.gop.len(), st.gop.bytes())
     }
 
-    /// Viewers of `protocol` now. HLS has no connection to count: an HLS viewer is a client
-    /// address that fetched a playlist in the last 10 s (see [`Self::hls_client_seen`]), so
-    /// clients behind one proxy, NAT or CDN edge count once.
+    /// Viewers of `protocol` connected now (HTTP-FLV, RTMP play). HLS has no connection to
+    /// count: the HLS store counts its viewers (`HlsStore::viewers`).
     pub fn viewers(&self, protocol: Protocol) -> usize {
-        match protocol {
-            Protocol::Hls => {
-                let (clients, pruned) = &mut *lock(&self.hls_clients);
-                clients.retain(|_, seen| seen.elapsed() < HLS_CLIENT_WINDOW);
-                *pruned = Instant::now();
-                clients.len()
-            }
-            p => self.stats.viewers(p),
-        }
-    }
-
-    /// Notes a playlist fetch by an HLS client.
-    pub fn hls_client_seen(&self, client: std::net::IpAddr) {
-        let (clients, pruned) = &mut *lock(&self.hls_clients);
-        if clients.len() >= MAX_HLS_CLIENTS && !clients.contains_key(&client) {
-            // full: prune at most once a second (a flood of new addresses must not scan it each time)
-            if pruned.elapsed() < std::time::Duration::from_secs(1) {
-                return;
-            }
-            clients.retain(|_, seen| seen.elapsed() < HLS_CLIENT_WINDOW);
-            *pruned = Instant::now();
-            if clients.len() >= MAX_HLS_CLIENTS {
-                return;
-            }
-        }
-        clients.insert(client, Instant::now());
+        self.stats.viewers(protocol)
     }
 
     /// Counts a viewer of `protocol` for as long as the guard lives.

@@ -89,20 +89,6 @@ fn viewer_limit_counts_flv_and_rtmp_viewers_together() {
 }
 
 #[test]
-fn hls_viewers_are_client_addresses_seen_recently() {
-    let hub = Hub::new(HubConfig::default());
-    let p = hub.publish(StreamKey::new("live", "a"), peer()).unwrap();
-    let s = p.stream();
-    let (a, b): (std::net::IpAddr, std::net::IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-    s.hls_client_seen(a);
-    s.hls_client_seen(a);
-    s.hls_client_seen(b);
-    assert_eq!(s.viewers(Protocol::Hls), 2);
-    lock(&s.hls_clients).0.insert(b, Instant::now() - HLS_CLIENT_WINDOW);
-    assert_eq!(s.viewers(Protocol::Hls), 1, "b's last fetch is too old");
-}
-
-#[test]
 fn end_of_stream_reaches_viewers() {
     let hub = Hub::new(HubConfig::default());
     let key = StreamKey::new("live", "a");

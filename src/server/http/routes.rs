@@ -65,7 +65,7 @@ async fn route(
         "/healthz" => return text(StatusCode::OK, "ok\n"),
         "/api/streams" => return super::api::streams(ctx),
         "/metrics" => {
-            let body = ctx.metrics.render(&ctx.hub);
+            let body = ctx.metrics.render(&ctx.hub, |k| ctx.hls.viewers(k));
             return full("application/openmetrics-text; version=1.0.0; charset=utf-8", "no-cache", Bytes::from(body));
         }
         "/" => return super::player::index(&ctx.hub),
@@ -90,9 +90,7 @@ async fn route(
                 if let Err(denied) = ctx.auth.check_keys(auth, &req) {
                     return refused(ctx, &denied);
                 }
-                if let Some(stream) = ctx.hub.get(&key) {
-                    stream.hls_client_seen(peer.ip());
-                }
+                ctx.hls.client_seen(&key, peer.ip());
                 return match ctx.hls.playlist(&key) {
                     // with play keys, segments need the key too: players resolve segment URIs
                     // against the playlist URL without its query, so the URIs carry it
