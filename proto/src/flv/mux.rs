@@ -100,6 +100,11 @@ impl TagBody {
         &self.header[..usize::from(self.header_len)]
     }
 
+    /// The codec header (as an array and its length) and the payload, taken apart.
+    pub fn into_parts(self) -> ([u8; 5], usize, bytes::Bytes) {
+        (self.header, usize::from(self.header_len), self.payload)
+    }
+
     /// Length of the whole tag body.
     pub fn len(&self) -> usize {
         usize::from(self.header_len) + self.payload.len()

@@ -167,10 +167,12 @@ impl Playlist {
     /// Renders the playlist; `ended` adds `EXT-X-ENDLIST`. `uri(seq)` names segments.
     ///
     /// EXTINF is written with three decimals through m3u8-rs's process-wide
-    /// `WRITE_OPT_FLOAT_PRECISION` (set to 3 here). PROGRAM-DATE-TIME goes in
-    /// as a raw tag: m3u8-rs wants a `chrono` value and we format it ourselves.
+    /// `WRITE_OPT_FLOAT_PRECISION` (set to 3 once, the first time any playlist renders;
+    /// m3u8-rs has no per-call option). PROGRAM-DATE-TIME goes in as a raw tag: m3u8-rs
+    /// wants a `chrono` value and we format it ourselves.
     pub fn render(&self, ended: bool, uri: impl Fn(u64) -> String) -> Bytes {
-        WRITE_OPT_FLOAT_PRECISION.store(3, Ordering::Relaxed);
+        static PRECISION: std::sync::Once = std::sync::Once::new();
+        PRECISION.call_once(|| WRITE_OPT_FLOAT_PRECISION.store(3, Ordering::Relaxed));
         let media_sequence = self.segments.front().map_or(self.next_sequence, |s| s.sequence);
         let playlist = MediaPlaylist {
             version: Some(3),

@@ -515,7 +515,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                     TagType::Video => MediaKind::Video,
                     TagType::Audio => MediaKind::Audio,
                 };
-                self.session.send_media_parts(sid, kind, body.timestamp as u32, body.header(), body.payload.clone());
+                let ts = body.timestamp as u32;
+                let (header, len, payload) = body.into_parts();
+                self.session.send_media_parts(sid, kind, ts, &header[..len], payload);
             }
         }
     }
