@@ -190,3 +190,27 @@ fn hls_dir_files_match_what_http_serves() {
         .collect();
     assert!(leftovers.is_empty(), "temp files left behind");
 }
+
+#[test]
+fn an_ended_playlist_gets_its_endlist_and_goes_at_its_deadlines() {
+    // endlist after 700 ms, dropped after 2 s: the lifecycle sleeps until each deadline
+    let dir = scratch_dir("hls-deadlines");
+    let cfg = dir.join("livegate.toml");
+    std::fs::write(&cfg, "[hls]\nendlist_delay_ms = 700\nhold_time_ms = 2000\n").unwrap();
+    let gw = Gateway::start_with(&["--config", cfg.to_str().unwrap()]);
+    let ff = publish(&gw.rtmp_url("live/dl"), Source::default(), Some(3));
+    wait_segments(&gw, "live/dl", 1, Duration::from_secs(15));
+    assert!(ff.wait(Duration::from_secs(15)).is_some(), "ffmpeg finished");
+    assert!(gw.wait_log("hls: playlist ended", Duration::from_secs(5)));
+    let ended = Instant::now();
+    assert!(!http_get(gw.http, "/live/dl.m3u8").text().contains("#EXT-X-ENDLIST"), "not before the delay");
+    assert!(wait_until(Duration::from_secs(3), || http_get(gw.http, "/live/dl.m3u8")
+        .text()
+        .contains("#EXT-X-ENDLIST")));
+    let endlist_after = ended.elapsed();
+    assert!(wait_until(Duration::from_secs(4), || http_get(gw.http, "/live/dl.m3u8").status == 404));
+    let gone_after = ended.elapsed();
+    println!("ENDLIST {endlist_after:?} and drop {gone_after:?} after the publisher left (700 ms / 2 s configured)");
+    assert!(endlist_after < Duration::from_millis(1500), "{endlist_after:?}");
+    assert!(gone_after >= Duration::from_millis(1500) && gone_after < Duration::from_millis(3000), "{gone_after:?}");
+}

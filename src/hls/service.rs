@@ -37,6 +37,10 @@ struct StoreInner {
     settings: Arc<LiveSettings>,
     metrics: Arc<Metrics>,
     keys: Mutex<HashMap<StreamKey, Arc<Mutex<KeyState>>>>,
+    /// The earliest deadline of any key (see [`KeyState::poll_timeout`]); the lifecycle
+    /// driver sleeps until it and is woken through `rescheduled` when it moves earlier.
+    next_deadline: Mutex<Option<Instant>>,
+    rescheduled: tokio::sync::Notify,
 }
 
 struct KeyState {
@@ -66,12 +70,67 @@ struct KeyState {
     endlisted: bool,
 }
 
+/// What is due for one key at some instant (see [`KeyState::handle_timeout`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Due {
+    /// Retired segments whose grace passed: remove them.
+    expired: Vec<u64>,
+    /// Add `EXT-X-ENDLIST` now.
+    endlist: bool,
+    /// The hold time passed: drop the key.
+    drop_key: bool,
+}
+
+/// The times a key's lifecycle depends on (from its app's policy).
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    endlist_delay: Duration,
+    hold: Duration,
+}
+
 impl KeyState {
+    /// The next instant something is due for this key (a retired segment's grace ends,
+    /// `EXT-X-ENDLIST` is added, the hold time ends), or `None` while nothing is pending.
+    /// Time is an input: the driver sleeps until the earliest deadline of all keys.
+    fn poll_timeout(&self, t: Timing) -> Option<Instant> {
+        let retired = self.retired.front().map(|(_, until)| *until);
+        let ended = self.ended_at.filter(|_| !self.live);
+        // (a delay too large for the clock never comes due)
+        let endlist = ended.filter(|_| !self.endlisted).and_then(|at| at.checked_add(t.endlist_delay));
+        let hold = ended.and_then(|at| at.checked_add(t.hold));
+        [retired, endlist, hold].into_iter().flatten().min()
+    }
+
+    /// Takes what is due at `now` (everything at once when `shutting_down`, but the key
+    /// and its segments stay for their hold time).
+    fn handle_timeout(&mut self, now: Instant, t: Timing, shutting_down: bool) -> Due {
+        let mut due = Due::default();
+        while self.retired.front().is_some_and(|(_, until)| *until <= now) {
+            if let Some((seq, _)) = self.retired.pop_front() {
+                if let Some(data) = self.segments.remove(&seq) {
+                    self.held_bytes -= data.len();
+                }
+                due.expired.push(seq);
+            }
+        }
+        let ended = self.ended_at.filter(|_| !self.live);
+        let passed = |at: Instant, d: Duration| now.checked_duration_since(at).is_some_and(|e| e >= d);
+        if !self.endlisted && ended.is_some_and(|at| shutting_down || passed(at, t.endlist_delay)) {
+            self.endlisted = true;
+            self.rendered = None;
+            due.endlist = true;
+        }
+        due.drop_key = ended.is_some_and(|at| passed(at, t.hold));
+        due
+    }
+
     fn segment_name(&self, key: &StreamKey, seq: u64) -> String {
         SegmentName { stream: &key.name, token: &self.token, sequence: seq }.to_string()
     }
 }
 
+/// The lifecycle driver sweeps at most this often.
+const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// An HLS client counts as watching while it fetched a playlist within this time.
 const CLIENT_WINDOW: Duration = Duration::from_secs(10);
 /// HLS client addresses tracked per stream at most.
@@ -83,11 +142,41 @@ fn unix_ms() -> i64 {
 
 impl HlsStore {
     pub fn new(config: HlsConfig, settings: Arc<LiveSettings>, metrics: Arc<Metrics>) -> Self {
-        Self { inner: Arc::new(StoreInner { config, settings, metrics, keys: Mutex::new(HashMap::new()) }) }
+        Self {
+            inner: Arc::new(StoreInner {
+                config,
+                settings,
+                metrics,
+                keys: Mutex::new(HashMap::new()),
+                next_deadline: Mutex::new(None),
+                rescheduled: tokio::sync::Notify::new(),
+            }),
+        }
     }
 
     fn policy(&self, key: &StreamKey) -> HlsConfig {
         self.inner.settings.get().apps.get(&key.app).hls.clone()
+    }
+
+    fn timing(&self, key: &StreamKey) -> Timing {
+        let p = self.policy(key);
+        Timing { endlist_delay: Duration::from_millis(p.endlist_delay_ms), hold: Duration::from_millis(p.hold_time_ms) }
+    }
+
+    /// Something of `st` will be due: make sure the lifecycle driver wakes for it.
+    fn schedule(&self, key: &StreamKey, st: &KeyState) {
+        let Some(at) = st.poll_timeout(self.timing(key)) else { return };
+        let mut next = lock(&self.inner.next_deadline);
+        if next.is_none_or(|n| at < n) {
+            *next = Some(at);
+            drop(next);
+            self.inner.rescheduled.notify_one();
+        }
+    }
+
+    /// The earliest instant anything is due, over all keys.
+    fn poll_timeout(&self) -> Option<Instant> {
+        *lock(&self.inner.next_deadline)
     }
 
     fn state(&self, key: &StreamKey) -> Option<Arc<Mutex<KeyState>>> {
@@ -245,6 +334,7 @@ impl HlsStore {
             st.retired.extend(removed.into_iter().map(|s| (s, until)));
             let mut expired = self.expire(key, &mut st);
             expired.extend(self.enforce_byte_bound(key, &mut st));
+            self.schedule(key, &st);
             st.rendered = None;
             // the disk mirror needs every version; in memory, rendering waits for a request
             let text = self.dir_of(key).map(|_| self.render(key, &mut st));
@@ -304,9 +394,8 @@ impl HlsStore {
 
     /// Drops retired segments past their grace; returns their file names.
     fn expire(&self, key: &StreamKey, st: &mut KeyState) -> Vec<String> {
-        let now = Instant::now();
         let mut names = Vec::new();
-        while st.retired.front().is_some_and(|(_, until)| *until <= now) {
+        while st.retired.front().is_some_and(|(_, until)| *until <= Instant::now()) {
             if let Some((seq, _)) = st.retired.pop_front() {
                 if let Some(data) = st.segments.remove(&seq) {
                     st.held_bytes -= data.len();
@@ -344,6 +433,7 @@ impl HlsStore {
             }
             st.live = false;
             st.ended_at = Some(Instant::now());
+            self.schedule(key, &st);
             if !now && self.policy(key).endlist_delay_ms > 0 {
                 return;
             }
@@ -354,36 +444,43 @@ impl HlsStore {
         self.write_playlist(key, &text).await;
     }
 
-    /// Adds `EXT-X-ENDLIST` to playlists whose publisher left `endlist_delay_ms` ago (all
-    /// of them when `shutting_down`); drops keys whose hold time passed and segments whose grace passed.
-    async fn sweep(&self, shutting_down: bool) {
-        let now = Instant::now();
+    /// Does what is due at `now` for every key (see [`KeyState::handle_timeout`]): adds
+    /// `EXT-X-ENDLIST` to playlists whose publisher left `endlist_delay_ms` ago (all of
+    /// them when `shutting_down`), drops keys whose hold time passed and segments whose
+    /// grace passed; then notes the next deadline.
+    async fn sweep(&self, now: Instant, shutting_down: bool) {
         let mut gone: Vec<(StreamKey, Vec<String>)> = Vec::new();
         let mut ended: Vec<(StreamKey, Bytes)> = Vec::new();
+        let mut next: Option<Instant> = None;
         {
             let mut keys = lock(&self.inner.keys);
             keys.retain(|key, state| {
                 let mut st = lock(state);
-                let mut names = self.expire(key, &mut st);
-                let hold = Duration::from_millis(self.policy(key).hold_time_ms);
-                let endlist_delay = Duration::from_millis(self.policy(key).endlist_delay_ms);
-                let due = st.ended_at.is_some_and(|t| shutting_down || now.duration_since(t) >= endlist_delay);
-                if !st.live && !st.endlisted && due {
-                    st.endlisted = true;
-                    st.rendered = None;
+                let timing = self.timing(key);
+                let due = st.handle_timeout(now, timing, shutting_down);
+                let mut names: Vec<String> = due.expired.iter().map(|seq| st.segment_name(key, *seq)).collect();
+                if due.endlist {
                     ended.push((key.clone(), self.render(key, &mut st)));
                 }
-                let drop_key = !st.live && st.ended_at.is_some_and(|t| now.duration_since(t) >= hold);
-                if drop_key {
+                if due.drop_key {
                     names.extend(st.segments.keys().map(|seq| st.segment_name(key, *seq)));
                     names.push(format!("{}.m3u8", key.name));
                     info!(stream = %key, "hls: hold time over, playlist dropped");
+                } else if let Some(at) = st.poll_timeout(timing) {
+                    next = Some(next.map_or(at, |n| n.min(at)));
                 }
                 if !names.is_empty() {
                     gone.push((key.clone(), names));
                 }
-                !drop_key
+                !due.drop_key
             });
+            // keys scheduled meanwhile (they are locked after `keys`) moved it earlier only
+            let mut earliest = lock(&self.inner.next_deadline);
+            *earliest = match (*earliest, next) {
+                (Some(e), Some(n)) if e > now => Some(e.min(n)),
+                (Some(e), None) if e > now => Some(e),
+                (_, n) => n,
+            };
         }
         for (key, text) in ended {
             self.write_playlist(&key, &text).await;
@@ -404,12 +501,20 @@ async fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()
 /// Follows every stream the hub starts, until `shutdown`.
 pub async fn run(hub: Hub, store: HlsStore, shutdown: CancellationToken) {
     let mut new_streams = hub.watch_new_streams();
-    let mut sweep = tokio::time::interval(Duration::from_secs(1));
     let mut tasks = tokio::task::JoinSet::new();
+    let mut last_sweep = Instant::now();
     loop {
+        // sleep until the next deadline (none: until something is scheduled); sweeps at
+        // most every 250 ms, since deadlines of many streams come close together
+        let rescheduled = store.inner.rescheduled.notified();
+        let wake = store.poll_timeout().map(|at| at.max(last_sweep + MIN_SWEEP_INTERVAL));
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = sweep.tick() => store.sweep(false).await,
+            _ = rescheduled => {}
+            _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into()), if wake.is_some() => {
+                last_sweep = Instant::now();
+                store.sweep(last_sweep, false).await;
+            }
             started = new_streams.recv() => match started {
                 Some(stream) if store.policy(stream.key()).enabled => {
                     let span = tracing::info_span!("hls", stream = %stream.key());
@@ -423,7 +528,7 @@ pub async fn run(hub: Hub, store: HlsStore, shutdown: CancellationToken) {
     }
     // let every stream flush its last segment and mark its playlist ended
     while tasks.join_next().await.is_some() {}
-    store.sweep(true).await;
+    store.sweep(Instant::now(), true).await;
 }
 
 /// Segments one publish session of a stream.
@@ -499,6 +604,52 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key_state(t0: Instant) -> KeyState {
+        KeyState {
+            token: "t".into(),
+            playlist: Playlist::new(PlaylistConfig::default(), 2),
+            rendered: None,
+            segments: HashMap::from([(1, Bytes::from_static(b"one")), (2, Bytes::from_static(b"two"))]),
+            held_bytes: 6,
+            over_budget_logged: false,
+            retired: VecDeque::from([(1, t0 + Duration::from_secs(5))]),
+            clients: HashMap::new(),
+            clients_pruned: t0,
+            session: 0,
+            live: true,
+            ended_at: None,
+            endlisted: false,
+        }
+    }
+
+    #[test]
+    fn the_lifecycle_is_driven_by_deadlines_not_ticks() {
+        // time is an input: step it, no sleeping
+        let t0 = Instant::now();
+        let t = Timing { endlist_delay: Duration::from_secs(10), hold: Duration::from_secs(60) };
+        let mut st = key_state(t0);
+        assert_eq!(st.poll_timeout(t), Some(t0 + Duration::from_secs(5)), "the retired segment's grace");
+        assert_eq!(st.handle_timeout(t0 + Duration::from_secs(4), t, false), Due::default(), "nothing due yet");
+        let due = st.handle_timeout(t0 + Duration::from_secs(5), t, false);
+        assert_eq!(due.expired, vec![1]);
+        assert_eq!((st.held_bytes, st.segments.len()), (3, 1));
+        assert_eq!(st.poll_timeout(t), None, "live, nothing retired: nothing pending");
+        // the publisher leaves at t0 + 20 s
+        st.live = false;
+        st.ended_at = Some(t0 + Duration::from_secs(20));
+        assert_eq!(st.poll_timeout(t), Some(t0 + Duration::from_secs(30)), "ENDLIST after endlist_delay");
+        let due = st.handle_timeout(t0 + Duration::from_secs(30), t, false);
+        assert!(due.endlist && !due.drop_key && st.endlisted);
+        assert_eq!(st.poll_timeout(t), Some(t0 + Duration::from_secs(80)), "then the end of the hold time");
+        assert!(st.handle_timeout(t0 + Duration::from_secs(80), t, false).drop_key);
+        // at shutdown ENDLIST is due at once, the hold time still applies
+        let mut st = key_state(t0);
+        st.live = false;
+        st.ended_at = Some(t0);
+        let due = st.handle_timeout(t0, t, true);
+        assert!(due.endlist && !due.drop_key);
+    }
 
     #[test]
     fn hls_viewers_are_client_addresses_seen_recently() {
