@@ -420,8 +420,11 @@ impl Config {
         if self.lifecycle.shutdown_grace_ms == 0 {
             bail!("lifecycle.shutdown_grace_ms must be greater than 0");
         }
-        if self.limits.max_concurrent_callbacks == 0 {
-            bail!("limits.max_concurrent_callbacks must be greater than 0");
+        if !(1..=1_000_000).contains(&self.limits.max_concurrent_callbacks) {
+            bail!(
+                "limits.max_concurrent_callbacks must be within 1..=1000000, got {}",
+                self.limits.max_concurrent_callbacks
+            );
         }
         if self.limits.max_rtmp_connections == 0 || self.limits.max_http_connections == 0 {
             bail!("limits.max_rtmp_connections and limits.max_http_connections must be greater than 0");

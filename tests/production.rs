@@ -378,6 +378,8 @@ fn app_auth_inherits_what_it_does_not_set_and_keyed_segments_are_private() {
     assert_eq!(http_get(gw.http, "/cam/x.m3u8").status, 401);
     // [apps.open.auth] play_keys = [] opens it explicitly
     assert!(wait_live(&gw, "open/y", Duration::from_secs(15)));
+    let head = http_request(gw.http, "HEAD", "/open/y.flv", 0, Duration::from_secs(2));
+    assert_eq!(head.header("content-length"), None, "the endless FLV body has no length");
     assert_eq!(http_request(gw.http, "GET", "/open/y.flv", 100, Duration::from_secs(5)).status, 200);
 
     let mut keyed = String::new();

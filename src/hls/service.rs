@@ -262,6 +262,7 @@ impl HlsStore {
             st.live = true;
             st.ended_at = None;
             st.endlisted = false;
+            st.rendered = None;
             let resumed = st.playlist.sequences().next().is_some();
             return (state.clone(), st.session, resumed, Vec::new());
         }
@@ -325,6 +326,10 @@ impl HlsStore {
         }
         let (playlist_text, expired) = {
             let mut st = lock(state);
+            if st.playlist.started() && seg.sequence < st.playlist.next_sequence() {
+                warn!(stream = %key, seq = seg.sequence, "hls: segment of an older session ignored");
+                return;
+            }
             st.held_bytes += seg.data.len();
             if let Some(old) = st.segments.insert(seg.sequence, seg.data.clone()) {
                 st.held_bytes -= old.len();
@@ -452,6 +457,9 @@ impl HlsStore {
         let mut gone: Vec<(StreamKey, Vec<String>)> = Vec::new();
         let mut ended: Vec<(StreamKey, Bytes)> = Vec::new();
         let mut next: Option<Instant> = None;
+        // taken first: what keys schedule while this sweep runs is stored (and wakes the
+        // driver) instead of being compared with the deadline being handled now
+        lock(&self.inner.next_deadline).take();
         {
             let mut keys = lock(&self.inner.keys);
             keys.retain(|key, state| {
@@ -474,13 +482,9 @@ impl HlsStore {
                 }
                 !due.drop_key
             });
-            // keys scheduled meanwhile (they are locked after `keys`) moved it earlier only
+            // what keys scheduled meanwhile, or what this sweep found, whichever is first
             let mut earliest = lock(&self.inner.next_deadline);
-            *earliest = match (*earliest, next) {
-                (Some(e), Some(n)) if e > now => Some(e.min(n)),
-                (Some(e), None) if e > now => Some(e),
-                (_, n) => n,
-            };
+            *earliest = [*earliest, next].into_iter().flatten().min();
         }
         for (key, text) in ended {
             self.write_playlist(&key, &text).await;

@@ -272,7 +272,8 @@ impl Segmenter {
                     Frame::Video(_) => self.mux.prepared_video_len(),
                     Frame::Audio(a) => a.data.len(),
                 };
-                let over = self.mux.segment_len() + adds + adds / 16 + 1024 > self.config.max_segment_bytes;
+                let held = self.mux.segment_len() + self.mux.pending_audio_len();
+                let over = held + adds + adds / 16 + 1024 > self.config.max_segment_bytes;
                 if cut {
                     self.close(Some(dts));
                     self.open_segment(dts, wall_clock_ms, true);

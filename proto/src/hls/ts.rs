@@ -224,6 +224,11 @@ impl TsMuxer {
         self.out.len()
     }
 
+    /// Bytes of audio waiting in the pending PES (written with the next flush).
+    pub fn pending_audio_len(&self) -> usize {
+        self.pending.data.len()
+    }
+
     /// Length of the access unit prepared by [`prepare_video`](Self::prepare_video).
     pub fn prepared_video_len(&self) -> usize {
         self.video_au.len()

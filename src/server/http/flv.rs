@@ -66,6 +66,9 @@ pub(crate) async fn serve(
         return text(StatusCode::SERVICE_UNAVAILABLE, "viewer limit reached\n");
     };
     if head {
+        // a HEAD asked the callback like a GET, so its callback server hears it leave too
+        drop(DoneNotice { ctx: ctx.clone(), key, query: query.to_string(), peer });
+        drop(guard);
         return flv_response(Empty::new().boxed());
     }
     let watch = Arc::new(Watch::default());

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, AUTHORIZATION, CONTENT_LENGTH};
+use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
@@ -42,8 +42,10 @@ pub(crate) async fn handle<B>(
         resp.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, v);
     }
     if head {
-        // the length GET would send, when it is known (playlists, segments; not live bodies)
-        let length = hyper::body::Body::size_hint(resp.body()).exact();
+        // the length GET would send, when it is known (playlists, segments; not the endless
+        // HTTP-FLV body, whose HEAD answer has an empty body standing in for it)
+        let endless = resp.headers().get(CONTENT_TYPE).is_some_and(|v| v == "video/x-flv");
+        let length = hyper::body::Body::size_hint(resp.body()).exact().filter(|_| !endless);
         let (mut parts, _) = resp.into_parts();
         if let Some(n) = length {
             parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));

@@ -426,7 +426,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             if let Some(old) = ctx.hub.get(&key).filter(|_| !took_over && !takeover.is_zero()) {
                 let idle = old.input_idle();
                 let now = Instant::now();
-                recheck = if idle < SILENT { now + (SILENT - idle) } else { now + takeover.saturating_sub(idle) };
+                // the next silence that matters: SILENT (the wait is extended) or takeover
+                let next = if idle < SILENT.min(takeover) { SILENT.min(takeover) } else { takeover };
+                recheck = now + next.saturating_sub(idle);
                 if idle >= takeover {
                     warn!(stream = %key, old = %old.publisher_addr(), "taking the stream over: its publisher sent nothing for {idle:?}");
                     old.kick("replaced by a new publisher after sending nothing");
