@@ -202,10 +202,9 @@ fn admin_api_is_off_without_a_token() {
     assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
 }
 
-#[test]
-fn rtmps_publish_with_ffmpeg() {
+/// A self-signed certificate and key for 127.0.0.1 in `dir` (openssl): (cert, key).
+fn self_signed_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     require_tool("openssl");
-    let dir = scratch_dir("rtmps");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = std::process::Command::new("openssl")
         .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
@@ -216,6 +215,13 @@ fn rtmps_publish_with_ffmpeg() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
+}
+
+#[test]
+fn rtmps_publish_with_ffmpeg() {
+    let dir = scratch_dir("rtmps");
+    let (cert, key) = self_signed_cert(&dir);
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg = dir.join("livegate.toml");
     std::fs::write(
@@ -539,18 +545,8 @@ fn refused_at_accept(addr: std::net::SocketAddr) -> bool {
 
 #[test]
 fn rtmp_and_rtmps_share_one_connection_limit_and_per_address_limits_apply() {
-    require_tool("openssl");
     let dir = scratch_dir("shared-limit");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (cert, key) = self_signed_cert(&dir);
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg = dir.join("livegate.toml");
     std::fs::write(
