@@ -10,6 +10,7 @@
 //! calls [`ChunkDecoder::set_chunk_size`] / [`ChunkDecoder::abort`] before decoding further.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -22,6 +23,17 @@ const EXTENDED_TS: u32 = 0xFF_FFFF;
 pub const MAX_IN_PROGRESS: usize = 64;
 /// Distinct chunk stream ids a peer may use over a connection.
 pub const MAX_CHUNK_STREAMS: usize = 256;
+
+/// A byte budget shared by many decoders (e.g. every connection of a process that does
+/// not publish). The decoder reserves each unfinished message's declared length before it
+/// holds it and releases it when the message completes or is dropped, so the shared bound
+/// holds exactly, whatever runs concurrently. Implementations are the caller's (an atomic).
+pub trait SharedBudget: Send + Sync + std::fmt::Debug {
+    /// Takes `bytes` from the budget, or returns false when that would pass it.
+    fn try_reserve(&self, bytes: usize) -> bool;
+    /// Gives back `bytes` taken with [`Self::try_reserve`].
+    fn release(&self, bytes: usize);
+}
 
 /// One complete message off the chunk stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +75,16 @@ pub struct ChunkDecoder {
     budget: usize,
     /// The chunk whose body is being read: its chunk stream and the body bytes still to come.
     partial: Option<(u32, u32)>,
+    /// Also counts `buffered` here (see [`SharedBudget`]).
+    shared: Option<Arc<dyn SharedBudget>>,
+}
+
+impl Drop for ChunkDecoder {
+    fn drop(&mut self) {
+        if let Some(s) = &self.shared {
+            s.release(self.buffered);
+        }
+    }
 }
 
 impl ChunkDecoder {
@@ -77,6 +99,32 @@ impl ChunkDecoder {
             buffered: 0,
             budget: 2 * max_message_size as usize,
             partial: None,
+            shared: None,
+        }
+    }
+
+    /// Counts the bytes of unfinished messages in `shared` too, from now on (`None`: no
+    /// longer, and what is held is given back). What is held already moves to the new
+    /// budget; false (and no shared budget) when it does not fit there.
+    pub fn set_shared_budget(&mut self, shared: Option<Arc<dyn SharedBudget>>) -> bool {
+        if let Some(old) = self.shared.take() {
+            old.release(self.buffered);
+        }
+        match shared {
+            Some(new) if new.try_reserve(self.buffered) => {
+                self.shared = Some(new);
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
+    /// Gives back `bytes` of unfinished messages (completed, aborted or replaced).
+    fn unhold(&mut self, bytes: usize) {
+        self.buffered -= bytes;
+        if let Some(s) = &self.shared {
+            s.release(bytes);
         }
     }
 
@@ -116,7 +164,11 @@ impl ChunkDecoder {
         if let Some(st) = self.streams.get_mut(&csid) {
             if st.received > 0 {
                 self.in_progress -= 1;
-                self.buffered -= st.length as usize;
+                let length = st.length as usize;
+                st.received = 0;
+                st.buf = None;
+                self.unhold(length);
+                return;
             }
             st.received = 0;
             st.buf = None;
@@ -160,16 +212,13 @@ impl ChunkDecoder {
             return Step::Continue;
         }
         self.in_progress -= 1;
-        self.buffered -= st.length as usize;
         st.received = 0;
         let payload = st.buf.take().unwrap_or_default().freeze();
-        Step::Message(RawMessage {
-            csid,
-            type_id: st.type_id,
-            stream_id: st.stream_id,
-            timestamp: st.timestamp,
-            payload,
-        })
+        let message =
+            RawMessage { csid, type_id: st.type_id, stream_id: st.stream_id, timestamp: st.timestamp, payload };
+        let length = st.length as usize;
+        self.unhold(length);
+        Step::Message(message)
     }
 
     fn decode_chunk(&mut self, input: &mut BytesMut) -> Result<Step, RtmpError> {
@@ -263,6 +312,9 @@ impl ChunkDecoder {
             if prev_received == 0 && self.in_progress >= MAX_IN_PROGRESS {
                 return Err(RtmpError::TooManyChunkStreams(self.in_progress));
             }
+            if self.shared.as_ref().is_some_and(|s| !s.try_reserve(length as usize)) {
+                return Err(RtmpError::SharedBudget { length });
+            }
         }
 
         // The header is here: commit it.
@@ -271,9 +323,11 @@ impl ChunkDecoder {
         if new_message && prev_received > 0 {
             tracing::debug!(csid, "new message header while a message was in progress; dropping the partial one");
             self.in_progress -= 1;
-            self.buffered -= st.length as usize;
+            let old = st.length as usize;
             st.received = 0;
+            self.unhold(old);
         }
+        let st = self.streams.entry(csid).or_default();
         if new_message {
             st.timestamp = if fmt == 0 { ts_field } else { st.timestamp.wrapping_add(ts_field) };
             st.ts_field = ts_field;
@@ -565,6 +619,48 @@ mod tests {
         let mut out = BytesMut::new();
         ChunkEncoder::default().write(&mut out, 3, 0, 8, 1, &[1u8; 100]);
         assert_eq!(dec.decode(&mut out).unwrap().unwrap().payload.len(), 100);
+    }
+
+    #[derive(Debug, Default)]
+    struct Shared(std::sync::atomic::AtomicUsize, usize);
+
+    impl SharedBudget for Shared {
+        fn try_reserve(&self, bytes: usize) -> bool {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.0.fetch_update(SeqCst, SeqCst, |u| Some(u + bytes).filter(|&n| n <= self.1)).is_ok()
+        }
+        fn release(&self, bytes: usize) {
+            self.0.fetch_sub(bytes, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_shared_budget_is_reserved_message_by_message_and_given_back() {
+        let shared = Arc::new(Shared(Default::default(), 150_000));
+        let start = |dec: &mut ChunkDecoder, csid: u32, len: usize| {
+            let mut out = BytesMut::new();
+            put_type0_header(&mut out, csid, 0, 9, 1, len);
+            out.extend_from_slice(&[0u8; 128]);
+            dec.decode(&mut out)
+        };
+        let mut a = ChunkDecoder::new(1 << 20);
+        let mut b = ChunkDecoder::new(1 << 20);
+        assert!(a.set_shared_budget(Some(shared.clone())));
+        assert!(b.set_shared_budget(Some(shared.clone())));
+        assert_eq!(start(&mut a, 3, 100_000), Ok(None));
+        assert_eq!(shared.0.load(std::sync::atomic::Ordering::SeqCst), 100_000);
+        // the other decoder's message would pass the shared 150,000
+        assert_eq!(start(&mut b, 3, 60_000), Err(RtmpError::SharedBudget { length: 60_000 }));
+        // aborting gives it back, so it fits now
+        a.abort(3);
+        assert_eq!(shared.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(start(&mut b, 4, 60_000), Ok(None));
+        // leaving the shared budget (a publisher) and dropping give back what is held
+        assert!(b.set_shared_budget(None));
+        assert_eq!(shared.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(start(&mut a, 5, 100_000), Ok(None));
+        drop(a);
+        assert_eq!(shared.0.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[test]

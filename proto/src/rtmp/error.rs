@@ -14,6 +14,8 @@ pub enum RtmpError {
     MessageTooLarge(u32),
     #[error("a {length}-byte message would take unfinished messages past the buffer budget ({held} + {length} > {budget} bytes)")]
     BufferBudget { held: usize, length: u32, budget: usize },
+    #[error("a {length}-byte message would take the shared budget of unfinished messages past its limit")]
+    SharedBudget { length: u32 },
     #[error("too many chunk streams in progress at once ({0})")]
     TooManyChunkStreams(usize),
     #[error("chunk stream {0} continued (fmt {1}) without a preceding type-0 header")]

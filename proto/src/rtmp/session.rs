@@ -149,6 +149,12 @@ impl ServerSession {
         self.decoder.buffered_bytes()
     }
 
+    /// Counts unfinished incoming messages in a budget shared with other sessions (see
+    /// [`ChunkDecoder::set_shared_budget`]).
+    pub fn set_shared_budget(&mut self, shared: Option<std::sync::Arc<dyn super::chunk::SharedBudget>>) -> bool {
+        self.decoder.set_shared_budget(shared)
+    }
+
     /// Caps what unfinished incoming messages may hold (see [`ChunkDecoder::set_buffer_budget`]).
     pub fn set_buffer_budget(&mut self, bytes: usize) {
         self.decoder.set_buffer_budget(bytes);

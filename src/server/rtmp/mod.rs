@@ -42,7 +42,7 @@ pub struct RtmpContext {
     pub shutdown: CancellationToken,
     /// Bytes held by unfinished messages of connections that do not publish, all listeners
     /// together (bounded by `limits.unpublished_message_bytes`).
-    pub unpublished_bytes: Arc<AtomicUsize>,
+    pub unpublished_bytes: Arc<UnpublishedBudget>,
     /// Open RTMP and RTMPS connections together (one `limits.max_rtmp_connections`).
     pub connections: Arc<crate::server::listener::ConnectionLimiter>,
 }
@@ -100,37 +100,38 @@ struct Connection<S> {
     idle_since: Instant,
     /// Close once everything queued has been written (after a refusal or the end of a played stream).
     close_after_flush: bool,
-    /// This connection's share of `ctx.unpublished_bytes`.
-    budget_share: BudgetShare,
 }
 
-/// The bytes one connection counts against the process-wide budget of connections that do
-/// not publish; given back when the connection publishes or ends.
-struct BudgetShare {
-    total: Arc<AtomicUsize>,
-    mine: usize,
+/// The process-wide budget of unfinished RTMP messages of connections that do not
+/// publish (`limits.unpublished_message_bytes`, read at each reservation so a reload
+/// applies).
+#[derive(Debug)]
+pub struct UnpublishedBudget {
+    used: AtomicUsize,
+    settings: Arc<LiveSettings>,
 }
 
-impl BudgetShare {
-    fn set(&mut self, bytes: usize) {
-        if bytes >= self.mine {
-            self.total.fetch_add(bytes - self.mine, Ordering::Relaxed);
-        } else {
-            self.total.fetch_sub(self.mine - bytes, Ordering::Relaxed);
-        }
-        self.mine = bytes;
+impl UnpublishedBudget {
+    pub fn new(settings: Arc<LiveSettings>) -> Self {
+        Self { used: AtomicUsize::new(0), settings }
     }
 
-    /// What this connection may hold: `limit` less what the others hold.
-    fn allowance(&self, limit: usize) -> usize {
-        let others = self.total.load(Ordering::Relaxed).saturating_sub(self.mine);
-        limit.saturating_sub(others)
+    /// Bytes reserved now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
     }
 }
 
-impl Drop for BudgetShare {
-    fn drop(&mut self) {
-        self.set(0);
+impl crate::rtmp::chunk::SharedBudget for UnpublishedBudget {
+    fn try_reserve(&self, bytes: usize) -> bool {
+        let limit = self.settings.get().limits.unpublished_message_bytes;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_add(bytes).filter(|&n| n <= limit))
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
     }
 }
 
@@ -147,14 +148,15 @@ const SILENT: Duration = Duration::from_millis(500);
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
     fn new(sock: S, peer: SocketAddr, proto: &'static str, ctx: Arc<RtmpContext>) -> Self {
-        let session = ServerSession::new(SessionConfig {
+        let mut session = ServerSession::new(SessionConfig {
             max_message_size: ctx.config.max_message_size,
             out_chunk_size: ctx.config.out_chunk_size,
             rng_seed: rand::random(),
             ..SessionConfig::default()
         });
+        // nothing is held yet, so this always fits
+        let _ = session.set_shared_budget(Some(ctx.unpublished_bytes.clone()));
         let (read, write) = tokio::io::split(sock);
-        let ctx_unpublished = ctx.unpublished_bytes.clone();
         Self {
             peer,
             proto,
@@ -165,26 +167,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             role: Role::Idle,
             idle_since: Instant::now(),
             close_after_flush: false,
-            budget_share: BudgetShare { total: ctx_unpublished, mine: 0 },
         }
-    }
-
-    /// Runs the session over newly read input, under this connection's buffer budget: twice
-    /// the message size limit for a publisher; for any other connection also no more than
-    /// what the process-wide budget of non-publishing connections has left.
-    fn handle_input(&mut self, buf: &mut BytesMut) -> Result<(), crate::rtmp::RtmpError> {
-        let own = 2 * self.ctx.config.max_message_size as usize;
-        let publishing = matches!(self.role, Role::Publishing(_));
-        let budget = if publishing {
-            own
-        } else {
-            own.min(self.budget_share.allowance(self.ctx.settings.get().limits.unpublished_message_bytes))
-        };
-        self.session.set_buffer_budget(budget);
-        let result = self.session.handle_input(buf);
-        let held = if matches!(self.role, Role::Publishing(_)) { 0 } else { self.session.buffered_bytes() };
-        self.budget_share.set(held);
-        result
     }
 
     async fn run(mut self) {
@@ -196,7 +179,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         match result {
             Ok(()) => debug!("connection closed"),
             Err(e) => {
-                if matches!(e.downcast_ref(), Some(crate::rtmp::RtmpError::BufferBudget { .. })) {
+                if matches!(
+                    e.downcast_ref(),
+                    Some(crate::rtmp::RtmpError::BufferBudget { .. } | crate::rtmp::RtmpError::SharedBudget { .. })
+                ) {
                     self.ctx.metrics.limit_hit("rtmp_message_buffer");
                 }
                 warn!(peer = %self.peer, "closing RTMP connection: {e:#}")
@@ -276,7 +262,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                     // The session pauses its input after a publish/play request until we
                     // decide; decide, then let it go on with what is already buffered.
                     loop {
-                        self.handle_input(&mut buf)?;
+                        self.session.handle_input(&mut buf)?;
                         let mut decided = false;
                         while let Some(ev) = self.session.poll_event() {
                             decided |= self.on_session_event(ev).await;
@@ -452,6 +438,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                 info!(stream = %key, "publishing");
                 ctx.metrics.publishes.inc();
                 self.session.accept(req);
+                // a publisher's unfinished messages no longer count against the budget of
+                // connections that do not publish (its own 2 × max_message_size still holds)
+                self.session.set_shared_budget(None);
                 self.role = Role::Publishing(Box::new(Ingest::new(publisher, stream_id, query.to_string())));
             }
             Err(e @ PublishError::AlreadyPublishing(_)) => {
