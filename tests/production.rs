@@ -462,9 +462,22 @@ fn slow_hook_server(delay: Duration) -> (String, HookCounts) {
                     f.0 += 1;
                     f.1 = f.1.max(f.0);
                 }
-                std::thread::sleep(delay);
-                flight.lock().unwrap().0 -= 1;
+                // wait `delay`, or until livegate gives up on the callback and closes the
+                // connection: then it is no longer in flight on livegate's side either
                 let mut conn = conn;
+                let until = std::time::Instant::now() + delay;
+                conn.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+                let mut byte = [0u8; 1];
+                while std::time::Instant::now() < until {
+                    match conn.read(&mut byte) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                        }
+                        Err(_) => break,
+                    }
+                }
+                flight.lock().unwrap().0 -= 1;
                 let _ = write!(conn, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             });
         }
