@@ -112,7 +112,7 @@ pub async fn serve(
         metrics: metrics.clone(),
         auth: auth.clone(),
         shutdown: shutdown.clone(),
-        unpublished_bytes: Arc::new(crate::server::rtmp::UnpublishedBudget::new(settings.clone())),
+        unpublished_budget: Arc::new(crate::server::rtmp::UnpublishedBudget::new(settings.clone())),
         connections: crate::server::listener::ConnectionLimiter::new(),
     });
     tasks.spawn(crate::server::rtmp::serve(bound.rtmp, ingest.clone(), None));

@@ -61,6 +61,27 @@ fn stream_keys_gate_publishing_and_playing() {
     assert!(metrics.contains("livegate_rejected_total{reason=\"bad_key\"}"), "{metrics}");
 }
 
+/// Reads one HTTP request from `conn` and returns its body (`None` when the peer closed first).
+fn read_request_body(conn: &TcpStream) -> Option<Vec<u8>> {
+    let mut reader = BufReader::new(conn.try_clone().ok()?);
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
 /// A tiny callback server: answers 200 when the JSON names an allowed stream, 403 otherwise; records bodies.
 fn hook_server(allowed: &'static str) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -71,22 +92,7 @@ fn hook_server(allowed: &'static str) -> (String, Arc<Mutex<Vec<serde_json::Valu
         for conn in listener.incoming().map_while(Result::ok) {
             let seen = seen2.clone();
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0u8; len];
-                reader.read_exact(&mut body).unwrap();
+                let Some(body) = read_request_body(&conn) else { return };
                 let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 let allow = json["stream"] == allowed;
                 seen.lock().unwrap().push(json);
@@ -440,22 +446,7 @@ fn slow_hook_server(delay: Duration) -> (String, HookCounts) {
         for conn in listener.incoming().map_while(Result::ok) {
             let (count, flight) = (count2.clone(), flight2.clone());
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0u8; len];
-                let _ = reader.read_exact(&mut body);
+                let Some(_body) = read_request_body(&conn) else { return };
                 count.fetch_add(1, Ordering::SeqCst);
                 {
                     let mut f = flight.lock().unwrap();

@@ -104,15 +104,7 @@ impl KeyState {
     /// Takes what is due at `now` (everything at once when `shutting_down`, but the key
     /// and its segments stay for their hold time).
     fn handle_timeout(&mut self, now: Instant, t: Timing, shutting_down: bool) -> Due {
-        let mut due = Due::default();
-        while self.retired.front().is_some_and(|(_, until)| *until <= now) {
-            if let Some((seq, _)) = self.retired.pop_front() {
-                if let Some(data) = self.segments.remove(&seq) {
-                    self.held_bytes -= data.len();
-                }
-                due.expired.push(seq);
-            }
-        }
+        let mut due = Due { expired: self.expire_retired(now), ..Due::default() };
         let ended = self.ended_at.filter(|_| !self.live);
         let passed = |at: Instant, d: Duration| now.checked_duration_since(at).is_some_and(|e| e >= d);
         if !self.endlisted && ended.is_some_and(|at| shutting_down || passed(at, t.endlist_delay)) {
@@ -122,6 +114,27 @@ impl KeyState {
         }
         due.drop_key = ended.is_some_and(|at| passed(at, t.hold));
         due
+    }
+
+    /// Removes the retired segments whose grace ended by `now`; returns their sequences.
+    fn expire_retired(&mut self, now: Instant) -> Vec<u64> {
+        let mut expired = Vec::new();
+        while let Some(&(seq, until)) = self.retired.front() {
+            if until > now {
+                break;
+            }
+            self.retired.pop_front();
+            self.remove_segment(seq);
+            expired.push(seq);
+        }
+        expired
+    }
+
+    /// Removes one segment (listed or retired) from what the key holds.
+    fn remove_segment(&mut self, seq: u64) {
+        if let Some(data) = self.segments.remove(&seq) {
+            self.held_bytes -= data.len();
+        }
     }
 
     fn segment_name(&self, key: &StreamKey, seq: u64) -> String {
@@ -369,9 +382,7 @@ impl HlsStore {
                 },
                 None => break,
             };
-            if let Some(data) = st.segments.remove(&seq) {
-                st.held_bytes -= data.len();
-            }
+            st.remove_segment(seq);
             names.push(st.segment_name(key, seq));
         }
         if !names.is_empty() {
@@ -388,27 +399,17 @@ impl HlsStore {
         if let Some(text) = &st.rendered {
             return text.clone();
         }
-        let token = st.token.clone();
-        let name = key.name.clone();
         let text = st
             .playlist
-            .render(st.endlisted, |seq| SegmentName { stream: &name, token: &token, sequence: seq }.to_string());
+            .render(st.endlisted, |seq| SegmentName { stream: &key.name, token: &st.token, sequence: seq }.to_string());
         st.rendered = Some(text.clone());
         text
     }
 
     /// Drops retired segments past their grace; returns their file names.
     fn expire(&self, key: &StreamKey, st: &mut KeyState) -> Vec<String> {
-        let mut names = Vec::new();
-        while st.retired.front().is_some_and(|(_, until)| *until <= Instant::now()) {
-            if let Some((seq, _)) = st.retired.pop_front() {
-                if let Some(data) = st.segments.remove(&seq) {
-                    st.held_bytes -= data.len();
-                }
-                names.push(st.segment_name(key, seq));
-            }
-        }
-        names
+        let expired = st.expire_retired(Instant::now());
+        expired.into_iter().map(|seq| st.segment_name(key, seq)).collect()
     }
 
     async fn write_playlist(&self, key: &StreamKey, text: &Bytes) {

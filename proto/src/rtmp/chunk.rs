@@ -145,10 +145,10 @@ impl ChunkDecoder {
         }
     }
 
-    /// Sets the most bytes that unfinished messages (across all chunk streams) may hold at
-    /// once; a message that would take the total past it is an error. The caller may lower
-    /// it at any time (a process-wide budget shared by connections); it applies to messages
-    /// that start afterwards.
+    /// Sets the most bytes that unfinished messages (across all chunk streams) of this
+    /// decoder may hold at once (2 × the message size limit by default); a message that
+    /// would take the total past it is an error. Applies to messages that start afterwards.
+    /// A budget shared with other decoders is [`Self::set_shared_budget`].
     pub fn set_buffer_budget(&mut self, bytes: usize) {
         self.budget = bytes;
     }
@@ -162,16 +162,13 @@ impl ChunkDecoder {
     /// Abort Message: discards the partly received message on `csid`.
     pub fn abort(&mut self, csid: u32) {
         if let Some(st) = self.streams.get_mut(&csid) {
-            if st.received > 0 {
-                self.in_progress -= 1;
-                let length = st.length as usize;
-                st.received = 0;
-                st.buf = None;
-                self.unhold(length);
-                return;
-            }
+            let held = (st.received > 0).then_some(st.length as usize);
             st.received = 0;
             st.buf = None;
+            if let Some(length) = held {
+                self.in_progress -= 1;
+                self.unhold(length);
+            }
         }
     }
 

@@ -144,20 +144,10 @@ impl ServerSession {
         }
     }
 
-    /// Bytes held by unfinished incoming messages (see [`ChunkDecoder::buffered_bytes`]).
-    pub fn buffered_bytes(&self) -> usize {
-        self.decoder.buffered_bytes()
-    }
-
     /// Counts unfinished incoming messages in a budget shared with other sessions (see
     /// [`ChunkDecoder::set_shared_budget`]).
     pub fn set_shared_budget(&mut self, shared: Option<std::sync::Arc<dyn super::chunk::SharedBudget>>) -> bool {
         self.decoder.set_shared_budget(shared)
-    }
-
-    /// Caps what unfinished incoming messages may hold (see [`ChunkDecoder::set_buffer_budget`]).
-    pub fn set_buffer_budget(&mut self, bytes: usize) {
-        self.decoder.set_buffer_budget(bytes);
     }
 
     pub fn is_handshake_done(&self) -> bool {

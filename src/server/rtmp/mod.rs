@@ -40,9 +40,9 @@ pub struct RtmpContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub auth: Authorizer,
     pub shutdown: CancellationToken,
-    /// Bytes held by unfinished messages of connections that do not publish, all listeners
-    /// together (bounded by `limits.unpublished_message_bytes`).
-    pub unpublished_bytes: Arc<UnpublishedBudget>,
+    /// The budget of unfinished messages of connections that do not publish, all listeners
+    /// together (`limits.unpublished_message_bytes`).
+    pub unpublished_budget: Arc<UnpublishedBudget>,
     /// Open RTMP and RTMPS connections together (one `limits.max_rtmp_connections`).
     pub connections: Arc<crate::server::listener::ConnectionLimiter>,
 }
@@ -115,11 +115,6 @@ impl UnpublishedBudget {
     pub fn new(settings: Arc<LiveSettings>) -> Self {
         Self { used: AtomicUsize::new(0), settings }
     }
-
-    /// Bytes reserved now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
 }
 
 impl crate::rtmp::chunk::SharedBudget for UnpublishedBudget {
@@ -155,7 +150,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             ..SessionConfig::default()
         });
         // nothing is held yet, so this always fits
-        let _ = session.set_shared_budget(Some(ctx.unpublished_bytes.clone()));
+        let _ = session.set_shared_budget(Some(ctx.unpublished_budget.clone()));
         let (read, write) = tokio::io::split(sock);
         Self {
             peer,
