@@ -5,9 +5,12 @@
 //! Fan-out is by `Bytes` reference: an event is stored once in the stream's
 //! ring and every viewer clones the handle, never the payload.
 
+mod fanout;
 mod gop;
 mod observer;
 mod stream;
+#[cfg(test)]
+mod testutil;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -3,42 +3,21 @@
 //! keyframe and is evicted when it keeps lagging. Viewers park their wakers in the stream's
 //! state, under the same lock as the ring, so no wake-up is missed.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use thiserror::Error;
 
-use super::{lock, HubEvent, State, Stream};
+use super::{lock, HubEvent, Stream};
+use crate::hub::fanout::Cursor;
 
 impl Stream {
     /// Metadata and codec config first, then the GOP cache, then live events.
     pub fn subscribe(self: &Arc<Self>) -> Subscription {
         let mut st = lock(&self.state);
         st.subscribers += 1;
-        let mut pending = VecDeque::with_capacity(st.gop.len() + 3);
-        if let Some(m) = &st.metadata {
-            pending.push_back(HubEvent::Metadata(m.clone()));
-        }
-        let has_config = st.codec.video.is_some() || st.codec.audio.is_some();
-        if has_config {
-            pending.push_back(HubEvent::Config(st.codec.clone()));
-        }
-        pending.extend(st.gop.events().cloned());
-        if st.ended {
-            pending.push_back(HubEvent::EndOfStream);
-        }
-        Subscription {
-            stream: self.clone(),
-            pending,
-            next: st.end_seq(),
-            skips: 0,
-            config_generation: has_config.then_some(st.codec.generation),
-            need_keyframe: false,
-            done: false,
-            registered: None,
-        }
+        Subscription { stream: self.clone(), cursor: st.fanout.cursor(), registered: None }
     }
 }
 
@@ -50,12 +29,7 @@ pub struct Evicted;
 #[derive(Debug)]
 pub struct Subscription {
     stream: Arc<Stream>,
-    pending: VecDeque<HubEvent>,
-    next: u64,
-    skips: u32,
-    config_generation: Option<u32>,
-    need_keyframe: bool,
-    done: bool,
+    cursor: Cursor,
     /// The wake epoch and waker this viewer is registered with, if any.
     registered: Option<(u64, Waker)>,
 }
@@ -96,23 +70,14 @@ impl Subscription {
         out: &mut Vec<HubEvent>,
         max: usize,
     ) -> Poll<Result<bool, Evicted>> {
-        if self.done && self.pending.is_empty() {
+        if self.cursor.is_done() && self.cursor.pending_is_empty() {
             return Poll::Ready(Ok(false));
         }
         match self.recv_inner(out, max.max(1), Some(cx)) {
             Ok(true) => Poll::Ready(Ok(true)),
-            Ok(false) if self.done => Poll::Ready(Ok(false)),
+            Ok(false) if self.cursor.is_done() => Poll::Ready(Ok(false)),
             Ok(false) => Poll::Pending,
             Err(e) => Poll::Ready(Err(e)),
-        }
-    }
-
-    fn observe(&mut self, ev: &HubEvent) {
-        match ev {
-            HubEvent::Config(c) => self.config_generation = Some(c.generation),
-            HubEvent::EndOfStream => self.done = true,
-            HubEvent::Frame(f) if f.is_keyframe() => self.need_keyframe = false,
-            _ => {}
         }
     }
 
@@ -129,55 +94,24 @@ impl Subscription {
         cx: Option<&mut Context<'_>>,
     ) -> Result<bool, Evicted> {
         let start = out.len();
-        while out.len() - start < max {
-            let Some(ev) = self.pending.pop_front() else { break };
-            self.observe(&ev);
-            out.push(ev);
-        }
-        if self.done || out.len() - start >= max {
+        self.cursor.take_pending(out, max);
+        if self.cursor.is_done() || out.len() - start >= max {
             return Ok(out.len() > start);
         }
         let stream = self.stream.clone();
         let mut st = lock(&stream.state);
-        let end = st.end_seq();
-        if self.is_lagging(&st) {
-            self.skips += 1;
+        let read = st.fanout.read(&mut self.cursor, out, max - (out.len() - start));
+        if read.as_ref().map_or(true, |r| r.skipped) {
             self.stream.stats.lag_skips.fetch_add(1, Ordering::Relaxed);
             self.stream.observer.lag_skip();
-            if self.skips > self.stream.config.max_lag_skips {
-                self.stream.count_eviction();
-                self.done = true;
-                return Err(Evicted);
-            }
-            let latest_key = st.ring.iter().rposition(|e| matches!(e, HubEvent::Frame(f) if f.is_keyframe()));
-            // Never back: with a GOP longer than the lag limit the latest keyframe
-            // may be behind `next`; then the viewer resumes at the next keyframe.
-            self.next = latest_key.map_or(end, |i| st.first_seq + i as u64).max(self.next);
-            self.need_keyframe = st.codec.video.is_some();
-            if self.config_generation != Some(st.codec.generation) {
-                let ev = HubEvent::Config(st.codec.clone());
-                self.observe(&ev);
-                out.push(ev);
-            }
         }
-        while self.next < end && out.len() - start < max {
-            let idx = (self.next - st.first_seq) as usize;
-            self.next += 1;
-            let Some(ev) = st.ring.get(idx) else { break };
-            if self.need_keyframe && matches!(ev, HubEvent::Frame(f) if f.is_video() && !f.is_keyframe()) {
-                continue;
-            }
-            self.observe(ev);
-            out.push(ev.clone());
-            if self.done {
-                break;
-            }
-        }
-        if self.next >= end {
-            self.skips = 0;
+        if read.is_err() {
+            drop(st);
+            self.stream.count_eviction();
+            return Err(Evicted);
         }
         let got = out.len() > start;
-        if let (false, false, Some(cx)) = (got, self.done, cx) {
+        if let (false, false, Some(cx)) = (got, self.cursor.is_done(), cx) {
             let fresh = match &self.registered {
                 Some((epoch, w)) => *epoch == st.wake_epoch && w.will_wake(cx.waker()),
                 None => false,
@@ -202,21 +136,5 @@ impl Subscription {
             }
         }
         Ok(got)
-    }
-
-    fn is_lagging(&self, st: &State) -> bool {
-        if self.next < st.first_seq {
-            return true;
-        }
-        if self.next < st.timeline_seq {
-            // The viewer is still before a timestamp jump: the media-time
-            // distance to live says nothing; the ring bound still applies.
-            return false;
-        }
-        let idx = (self.next - st.first_seq) as usize;
-        match st.ring.get(idx) {
-            Some(HubEvent::Frame(f)) => st.newest_dts.saturating_sub(f.dts()) > self.stream.config.max_lag_ms as i64,
-            _ => false,
-        }
     }
 }
