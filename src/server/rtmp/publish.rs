@@ -1,15 +1,21 @@
-//! One publisher's ingest: the sans-IO `flv::TagDemuxer` turns RTMP media
-//! messages into hub events; this feeds them to the hub and logs what the
-//! demuxer noticed.
+//! RTMP publish: admission (auth, the stream limit, waiting for a key that is being
+//! freed, takeover of a silent publisher) and the publisher's ingest: the sans-IO
+//! `flv::TagDemuxer` turns RTMP media messages into hub events; this feeds them to the hub
+//! and logs what the demuxer noticed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::conn::{Connection, Role, KEY_WAIT, SILENT};
+use crate::auth::Action;
 use crate::flv::{Note, TagDemuxer};
-use crate::hub::{HubEvent, Publisher, Stream, StreamKey};
-use crate::rtmp::MediaKind;
+use crate::hub::{HubEvent, PublishError, Publisher, Stream, StreamKey};
+use crate::rtmp::{MediaKind, RequestId};
 
 pub(super) struct Ingest {
     publisher: Publisher,
@@ -89,6 +95,76 @@ impl Ingest {
         }
         for ev in self.events.drain(..) {
             self.publisher.send(ev);
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
+    pub(super) async fn on_publish(&mut self, req: RequestId, stream_id: u32, app: &str, name: &str, query: &str) {
+        const BAD_NAME: &str = "NetStream.Publish.BadName";
+        if !matches!(self.role, Role::Idle) {
+            return self.refuse(req, BAD_NAME, "this connection already publishes or plays", "bad_request");
+        }
+        let Some(key) = StreamKey::parse(app, name) else {
+            return self.refuse(req, BAD_NAME, "invalid app or stream name", "bad_name");
+        };
+        if !self.authorize(req, Action::Publish, &key, query, "NetStream.Publish.Unauthorized").await {
+            return;
+        }
+        let ctx = self.ctx.clone();
+        let settings = ctx.settings.get();
+        let policy = settings.apps.get(app);
+        let takeover = Duration::from_millis(ctx.config.takeover_idle_ms);
+        let mut deadline = Instant::now() + KEY_WAIT;
+        let mut took_over = false;
+        let published = loop {
+            let released = ctx.hub.key_released();
+            let got = ctx.hub.publish_with(key.clone(), self.peer, policy.gop_cache.clone());
+            let Err(PublishError::AlreadyPublishing(_)) = got else { break got };
+            // when to look at the old publisher's silence again, unless the key is freed first
+            let mut recheck = deadline;
+            // the current publisher may be leaving (its teardown frees the key in a moment), or
+            // be a dead connection the encoder is replacing (it sends nothing: take over)
+            if let Some(old) = ctx.hub.get(&key).filter(|_| !took_over && !takeover.is_zero()) {
+                let idle = old.input_idle();
+                let now = Instant::now();
+                // the next silence that matters: SILENT (the wait is extended) or takeover
+                let next = if idle < SILENT.min(takeover) { SILENT.min(takeover) } else { takeover };
+                recheck = now + next.saturating_sub(idle);
+                if idle >= takeover {
+                    warn!(stream = %key, old = %old.publisher_addr(), "taking the stream over: its publisher sent nothing for {idle:?}");
+                    old.kick("replaced by a new publisher after sending nothing");
+                    took_over = true;
+                    // give the old connection the full wait to let go of the key
+                    deadline = deadline.max(Instant::now() + KEY_WAIT);
+                } else if idle >= SILENT {
+                    // already silent for longer than any live encoder: wait until it may be replaced
+                    deadline = deadline.max(Instant::now() + (takeover - idle) + Duration::from_millis(100));
+                }
+            }
+            if Instant::now() >= deadline {
+                break got;
+            }
+            // wait for the key to be freed (a notification, not a polling loop), or until
+            // it is time to look at the old publisher's silence again
+            let _ = tokio::time::timeout_at(recheck.min(deadline), released).await;
+        };
+        match published {
+            Ok(publisher) => {
+                info!(stream = %key, "publishing");
+                ctx.metrics.publishes.inc();
+                self.session.accept(req);
+                // a publisher's unfinished messages no longer count against the budget of
+                // connections that do not publish (its own 2 × max_message_size still holds)
+                self.session.set_shared_budget(None);
+                self.role = Role::Publishing(Box::new(Ingest::new(publisher, stream_id, query.to_string())));
+            }
+            Err(e @ PublishError::AlreadyPublishing(_)) => {
+                self.refuse(req, BAD_NAME, &e.to_string(), "already_publishing")
+            }
+            Err(e @ PublishError::TooManyStreams(_)) => {
+                self.refuse(req, "NetStream.Publish.Rejected", &e.to_string(), "stream_limit")
+            }
         }
     }
 }

@@ -1,0 +1,320 @@
+//! One RTMP connection: the `select!` loop between the socket and its sans-IO
+//! `rtmp::ServerSession` (socket reads, the played subscription, a kick, timeouts), the
+//! session's events and the admission checks shared by publish and play. What a publish
+//! does is in `publish`, what a play does in `play`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::publish::Ingest;
+use super::writer::Writer;
+use super::RtmpContext;
+use crate::auth::{Action, AuthRequest};
+use crate::hub::{HubEvent, Protocol, StreamKey, Subscription, ViewerGuard};
+use crate::metrics::reason;
+use crate::rtmp::{RequestId, ServerSession, SessionConfig, SessionEvent};
+
+pub(super) enum Role {
+    Idle,
+    Publishing(Box<Ingest>),
+    Playing { sub: Subscription, stream_id: u32, last_ts: i64, query: String, _guard: ViewerGuard },
+}
+
+pub(super) struct Connection<S> {
+    pub(super) peer: SocketAddr,
+    pub(super) proto: &'static str,
+    pub(super) ctx: Arc<RtmpContext>,
+    pub(super) session: ServerSession,
+    pub(super) writer: Writer<tokio::io::WriteHalf<S>>,
+    pub(super) read: ReadHalf<S>,
+    pub(super) role: Role,
+    /// Since when the connection neither publishes nor plays.
+    pub(super) idle_since: Instant,
+    /// Close once everything queued has been written (after a refusal or the end of a played stream).
+    pub(super) close_after_flush: bool,
+}
+
+/// Hub events taken per wake-up for an RTMP viewer.
+pub(super) const PLAY_BATCH: usize = 64;
+/// How long a kicked publisher's goodbye may take to write.
+const KICK_FLUSH: Duration = Duration::from_secs(1);
+/// How long a publish waits for its key to be freed by a publisher that is leaving
+/// (or that it took over) before it is refused.
+pub(super) const KEY_WAIT: Duration = Duration::from_secs(1);
+/// A publisher silent this long is probably dead: a new publish on its key waits until it
+/// may take over (`takeover_idle_ms`) instead of being refused after `KEY_WAIT`.
+pub(super) const SILENT: Duration = Duration::from_millis(500);
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
+    pub(super) fn new(sock: S, peer: SocketAddr, proto: &'static str, ctx: Arc<RtmpContext>) -> Self {
+        let mut session = ServerSession::new(SessionConfig {
+            max_message_size: ctx.config.max_message_size,
+            out_chunk_size: ctx.config.out_chunk_size,
+            rng_seed: rand::random(),
+            ..SessionConfig::default()
+        });
+        // nothing is held yet, so this always fits
+        let _ = session.set_shared_budget(Some(ctx.unpublished_budget.clone()));
+        let (read, write) = tokio::io::split(sock);
+        Self {
+            peer,
+            proto,
+            writer: Writer::new(write),
+            ctx,
+            session,
+            read,
+            role: Role::Idle,
+            idle_since: Instant::now(),
+            close_after_flush: false,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        debug!("connected");
+        let result = self.serve().await;
+        if !self.session.is_handshake_done() {
+            self.ctx.metrics.handshake_failures.inc();
+        }
+        match result {
+            Ok(()) => debug!("connection closed"),
+            Err(e) => {
+                if matches!(
+                    e.downcast_ref(),
+                    Some(crate::rtmp::RtmpError::BufferBudget { .. } | crate::rtmp::RtmpError::SharedBudget { .. })
+                ) {
+                    self.ctx.metrics.limit_hit("rtmp_message_buffer");
+                }
+                warn!(peer = %self.peer, "closing RTMP connection: {e:#}")
+            }
+        }
+        self.leave();
+    }
+
+    /// Ends the current role: notifies callbacks and frees the stream key.
+    fn leave(&mut self) {
+        let (stream, action, query) = match std::mem::replace(&mut self.role, Role::Idle) {
+            Role::Publishing(ingest) => {
+                info!(stream = %ingest.key(), "publisher left");
+                (ingest.stream().clone(), Action::Unpublish, ingest.query().to_string())
+            }
+            Role::Playing { sub, query, .. } => {
+                info!(stream = %sub.stream().key(), "RTMP viewer left");
+                (sub.stream().clone(), Action::Done, query)
+            }
+            Role::Idle => return,
+        };
+        self.idle_since = Instant::now();
+        let key = stream.key();
+        let req = AuthRequest::for_stream(action, key, self.peer, self.proto, &query);
+        self.ctx.auth.notify(&self.ctx.settings.get().apps.get(&key.app).auth, req);
+    }
+
+    async fn serve(&mut self) -> anyhow::Result<()> {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut events = Vec::with_capacity(PLAY_BATCH);
+        let handshake_deadline = Instant::now() + Duration::from_millis(self.ctx.config.handshake_timeout_ms);
+        let idle = Duration::from_millis(self.ctx.config.idle_timeout_ms);
+        let mut idle_deadline = Instant::now() + idle;
+        let shutdown = self.ctx.shutdown.clone();
+        loop {
+            self.flush().await?;
+            if self.close_after_flush {
+                return Ok(());
+            }
+            let deadline = if !self.session.is_handshake_done() {
+                handshake_deadline
+            } else if matches!(self.role, Role::Idle) {
+                // bytes alone do not keep a connection that neither publishes nor plays
+                // (a client dripping a byte now and then): it gets one idle period in all
+                idle_deadline.min(self.idle_since + idle)
+            } else {
+                idle_deadline
+            };
+            // Viewers may legitimately stay silent; only non-viewers are subject to the idle timeout.
+            let watch_idle = !matches!(self.role, Role::Playing { .. }) || !self.session.is_handshake_done();
+            if buf.capacity() - buf.len() < 16 * 1024 {
+                buf.reserve(64 * 1024);
+            }
+            let kicked = kicked(&self.role);
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.goodbye();
+                    self.flush().await?;
+                    return Ok(());
+                }
+                why = kicked => {
+                    // free the key first: the goodbye may never get through (a half-open socket)
+                    self.goodbye();
+                    self.leave();
+                    let _ = tokio::time::timeout(KICK_FLUSH, self.flush()).await;
+                    anyhow::bail!("publisher {why}");
+                }
+                read = self.read.read_buf(&mut buf) => {
+                    let n = read?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    idle_deadline = Instant::now() + idle;
+                    if let Role::Publishing(ingest) = &self.role {
+                        ingest.count_bytes(n);
+                    }
+                    // The session pauses its input after a publish/play request until we
+                    // decide; decide, then let it go on with what is already buffered.
+                    loop {
+                        self.session.handle_input(&mut buf)?;
+                        let mut decided = false;
+                        while let Some(ev) = self.session.poll_event() {
+                            decided |= self.on_session_event(ev).await;
+                        }
+                        if !decided {
+                            break;
+                        }
+                    }
+                }
+                got = recv_play(&mut self.role, &mut events) => {
+                    match got {
+                        Ok(true) => self.send_play_events(&mut events),
+                        Ok(false) => self.end_play(),
+                        Err(e) => {
+                            if let Role::Playing { sub, .. } = &self.role {
+                                warn!(stream = %sub.stream().key(), "RTMP {e}");
+                            }
+                            return Ok(());
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline), if watch_idle => {
+                    if self.session.is_handshake_done() {
+                        anyhow::bail!("idle for {idle:?}");
+                    }
+                    anyhow::bail!("handshake not completed within {}ms", self.ctx.config.handshake_timeout_ms);
+                }
+            }
+        }
+    }
+
+    /// Tells the peer the session is over (server shutdown or kick).
+    fn goodbye(&mut self) {
+        match &self.role {
+            Role::Playing { stream_id, .. } => self.session.send_end_of_stream(*stream_id),
+            Role::Publishing(ingest) => {
+                self.session.send_status(ingest.stream_id(), "status", "NetStream.Unpublish.Success", "server closing")
+            }
+            Role::Idle => {}
+        }
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        while let Some(b) = self.session.poll_transmit() {
+            self.writer.queue(b);
+        }
+        let stall = Duration::from_millis(self.ctx.config.viewer_stall_timeout_ms);
+        let written = match tokio::time::timeout(stall, self.writer.flush()).await {
+            Ok(r) => r?,
+            Err(_) => {
+                if let Role::Playing { sub, .. } = &self.role {
+                    sub.stream().count_eviction();
+                }
+                anyhow::bail!("peer accepted nothing for {stall:?}");
+            }
+        };
+        if let Role::Playing { sub, .. } = &self.role {
+            sub.stream().count_bytes_out(Protocol::RtmpPlay, written as u64);
+        }
+        Ok(())
+    }
+
+    /// Handles one session event; true when it was a request we answered.
+    async fn on_session_event(&mut self, ev: SessionEvent) -> bool {
+        match ev {
+            SessionEvent::Connected { app, .. } => debug!(%app, "connect"),
+            SessionEvent::PublishRequested { req, stream_id, app, name, query } => {
+                self.on_publish(req, stream_id, &app, &name, &query).await;
+                return true;
+            }
+            SessionEvent::PlayRequested { req, stream_id, app, name, query } => {
+                self.on_play(req, stream_id, &app, &name, &query).await;
+                return true;
+            }
+            SessionEvent::Media { kind, timestamp, payload } => {
+                if let Role::Publishing(ingest) = &mut self.role {
+                    ingest.media(kind, timestamp, payload);
+                }
+            }
+            SessionEvent::Metadata { payload } => {
+                if let Role::Publishing(ingest) = &mut self.role {
+                    ingest.metadata(payload);
+                }
+            }
+            SessionEvent::Unpublished => {
+                if matches!(self.role, Role::Publishing(_)) {
+                    self.leave();
+                }
+            }
+            SessionEvent::PlayStopped => {
+                if matches!(self.role, Role::Playing { .. }) {
+                    self.leave();
+                }
+            }
+        }
+        false
+    }
+
+    pub(super) fn refuse(&mut self, req: RequestId, code: &str, why: &str, metric: &'static str) {
+        warn!(peer = %self.peer, code, "refused: {why}");
+        self.ctx.metrics.rejected.get_or_create(&reason(metric)).inc();
+        self.session.reject(req, code, why);
+        self.close_after_flush = true;
+    }
+
+    /// Asks the app's auth (keys, then callback); on denial refuses `req` with `code` and returns false.
+    pub(super) async fn authorize(
+        &mut self,
+        req: RequestId,
+        action: Action,
+        key: &StreamKey,
+        query: &str,
+        code: &str,
+    ) -> bool {
+        let ctx = self.ctx.clone();
+        let settings = ctx.settings.get();
+        let policy = settings.apps.get(&key.app);
+        let auth_req = AuthRequest::for_stream(action, key, self.peer, self.proto, query);
+        match ctx.auth.check(&policy.auth, &auth_req).await {
+            Ok(()) => true,
+            Err(denied) => {
+                let why = format!("{action:?} of {key} denied: {denied}");
+                self.refuse(req, code, &why, denied.reason());
+                false
+            }
+        }
+    }
+}
+
+/// Waits for events of the played stream; never resolves when not playing.
+async fn recv_play(role: &mut Role, out: &mut Vec<HubEvent>) -> Result<bool, crate::hub::Evicted> {
+    match role {
+        Role::Playing { sub, .. } => sub.recv_many(out, PLAY_BATCH).await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// Resolves when the published stream is kicked, with the reason; never when not publishing.
+fn kicked(role: &Role) -> impl std::future::Future<Output = &'static str> + 'static {
+    let stream = match role {
+        Role::Publishing(ingest) => Some(ingest.stream().clone()),
+        _ => None,
+    };
+    async move {
+        match stream {
+            Some(s) => s.kicked().await,
+            None => std::future::pending().await,
+        }
+    }
+}
