@@ -104,7 +104,7 @@ pub async fn serve(
         tokio::spawn(reload_on_hangup(config.clone(), reload, settings.clone(), hub.clone(), auth.clone()));
     }
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(crate::hls::service::run(hub.clone(), hls_store.clone(), shutdown.clone()));
+    tasks.spawn(crate::hls::run(hub.clone(), hls_store.clone(), shutdown.clone()));
     let ingest = Arc::new(RtmpContext {
         config: config.rtmp.clone(),
         settings: settings.clone(),

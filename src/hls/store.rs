@@ -1,6 +1,7 @@
-//! The HLS I/O side: one task per live stream feeds the sans-IO segmenter and
-//! playlist; the store keeps playlists and segments in memory (bounded to the
-//! window plus a grace period) and optionally mirrors them to disk, atomically.
+//! The HLS store, shared with the HTTP side: playlists and segments of every key in memory
+//! (bounded to the window plus a grace period, and in bytes per stream), optionally mirrored
+//! to disk, atomically; HLS viewers by client address; and the sweep that carries out what
+//! each key's lifecycle says is due.
 //!
 //! Per-key state outlives a publish session by `hold_time_ms`, so a
 //! republish continues the media sequence with a discontinuity instead of
@@ -12,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
-use super::{Playlist, PlaylistConfig, Segment, SegmentInfo, SegmentName, Segmenter, SegmenterConfig};
+use super::lifecycle::{KeyState, Timing};
+use super::{Playlist, PlaylistConfig, Segment, SegmentInfo, SegmentName};
 use crate::config::{HlsConfig, LiveSettings};
-use crate::hub::{lock, Hub, HubEvent, Stream, StreamKey};
+use crate::hub::{lock, StreamKey};
 use crate::metrics::Metrics;
 
 /// What [`HlsStore::begin`] gives a publish session: its key state, its session number,
@@ -28,128 +29,29 @@ type Begun = (Arc<Mutex<KeyState>>, u64, bool, Vec<(StreamKey, Vec<String>)>);
 /// Shared, read by the HTTP side.
 #[derive(Clone)]
 pub struct HlsStore {
-    inner: Arc<StoreInner>,
+    pub(super) inner: Arc<StoreInner>,
 }
 
-struct StoreInner {
+pub(super) struct StoreInner {
     /// Global settings (the disk directory).
-    config: HlsConfig,
-    settings: Arc<LiveSettings>,
-    metrics: Arc<Metrics>,
-    keys: Mutex<HashMap<StreamKey, Arc<Mutex<KeyState>>>>,
+    pub(super) config: HlsConfig,
+    pub(super) settings: Arc<LiveSettings>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) keys: Mutex<HashMap<StreamKey, Arc<Mutex<KeyState>>>>,
     /// The earliest deadline of any key (see [`KeyState::poll_timeout`]); the lifecycle
     /// driver sleeps until it and is woken through `rescheduled` when it moves earlier.
-    next_deadline: Mutex<Option<Instant>>,
-    rescheduled: tokio::sync::Notify,
-}
-
-struct KeyState {
-    /// Part of every segment name: random, so segment URIs of a keyed stream cannot be
-    /// computed without the playlist, and never repeating for a key, even across restarts.
-    token: String,
-    playlist: Playlist,
-    /// The playlist text as last rendered; `None` when the playlist changed since (it is
-    /// rendered again when someone asks, not on every change).
-    rendered: Option<Bytes>,
-    segments: HashMap<u64, Bytes>,
-    /// Bytes of `segments` (listed and retired), bounded by `max_stream_bytes`.
-    held_bytes: usize,
-    /// The byte bound of the stream was hit (logged once per key).
-    over_budget_logged: bool,
-    /// Segments that left the window, readable until the instant given.
-    retired: VecDeque<(u64, Instant)>,
-    /// HLS clients (by address) and when they last fetched the playlist; when the map was
-    /// last pruned (see [`HlsStore::viewers`]).
-    clients: HashMap<std::net::IpAddr, Instant>,
-    clients_pruned: Instant,
-    /// Bumped on every publish, so a finished task cannot end a newer session.
-    session: u64,
-    live: bool,
-    ended_at: Option<Instant>,
-    /// The playlist carries `EXT-X-ENDLIST` (added `endlist_delay_ms` after the publisher left).
-    endlisted: bool,
-}
-
-/// What is due for one key at some instant (see [`KeyState::handle_timeout`]).
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Due {
-    /// Retired segments whose grace passed: remove them.
-    expired: Vec<u64>,
-    /// Add `EXT-X-ENDLIST` now.
-    endlist: bool,
-    /// The hold time passed: drop the key.
-    drop_key: bool,
-}
-
-/// The times a key's lifecycle depends on (from its app's policy).
-#[derive(Debug, Clone, Copy)]
-struct Timing {
-    endlist_delay: Duration,
-    hold: Duration,
-}
-
-impl KeyState {
-    /// The next instant something is due for this key (a retired segment's grace ends,
-    /// `EXT-X-ENDLIST` is added, the hold time ends), or `None` while nothing is pending.
-    /// Time is an input: the driver sleeps until the earliest deadline of all keys.
-    fn poll_timeout(&self, t: Timing) -> Option<Instant> {
-        let retired = self.retired.front().map(|(_, until)| *until);
-        let ended = self.ended_at.filter(|_| !self.live);
-        // (a delay too large for the clock never comes due)
-        let endlist = ended.filter(|_| !self.endlisted).and_then(|at| at.checked_add(t.endlist_delay));
-        let hold = ended.and_then(|at| at.checked_add(t.hold));
-        [retired, endlist, hold].into_iter().flatten().min()
-    }
-
-    /// Takes what is due at `now` (everything at once when `shutting_down`, but the key
-    /// and its segments stay for their hold time).
-    fn handle_timeout(&mut self, now: Instant, t: Timing, shutting_down: bool) -> Due {
-        let mut due = Due { expired: self.expire_retired(now), ..Due::default() };
-        let ended = self.ended_at.filter(|_| !self.live);
-        let passed = |at: Instant, d: Duration| now.checked_duration_since(at).is_some_and(|e| e >= d);
-        if !self.endlisted && ended.is_some_and(|at| shutting_down || passed(at, t.endlist_delay)) {
-            self.endlisted = true;
-            self.rendered = None;
-            due.endlist = true;
-        }
-        due.drop_key = ended.is_some_and(|at| passed(at, t.hold));
-        due
-    }
-
-    /// Removes the retired segments whose grace ended by `now`; returns their sequences.
-    fn expire_retired(&mut self, now: Instant) -> Vec<u64> {
-        let mut expired = Vec::new();
-        while let Some(&(seq, until)) = self.retired.front() {
-            if until > now {
-                break;
-            }
-            self.retired.pop_front();
-            self.remove_segment(seq);
-            expired.push(seq);
-        }
-        expired
-    }
-
-    /// Removes one segment (listed or retired) from what the key holds.
-    fn remove_segment(&mut self, seq: u64) {
-        if let Some(data) = self.segments.remove(&seq) {
-            self.held_bytes -= data.len();
-        }
-    }
-
-    fn segment_name(&self, key: &StreamKey, seq: u64) -> String {
-        SegmentName { stream: &key.name, token: &self.token, sequence: seq }.to_string()
-    }
+    pub(super) next_deadline: Mutex<Option<Instant>>,
+    pub(super) rescheduled: tokio::sync::Notify,
 }
 
 /// The lifecycle driver sweeps at most this often.
-const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+pub(super) const MIN_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// An HLS client counts as watching while it fetched a playlist within this time.
 const CLIENT_WINDOW: Duration = Duration::from_secs(10);
 /// HLS client addresses tracked per stream at most.
 const MAX_CLIENTS: usize = 100_000;
 
-fn unix_ms() -> i64 {
+pub(super) fn unix_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -167,7 +69,7 @@ impl HlsStore {
         }
     }
 
-    fn policy(&self, key: &StreamKey) -> HlsConfig {
+    pub(super) fn policy(&self, key: &StreamKey) -> HlsConfig {
         self.inner.settings.get().apps.get(&key.app).hls.clone()
     }
 
@@ -188,7 +90,7 @@ impl HlsStore {
     }
 
     /// The earliest instant anything is due, over all keys.
-    fn poll_timeout(&self) -> Option<Instant> {
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
         *lock(&self.inner.next_deadline)
     }
 
@@ -267,7 +169,7 @@ impl HlsStore {
     /// Starts (or resumes, within the hold time) the state of `key`. Ended playlists are
     /// kept for their hold time, but no more of them than `limits.max_streams`: beyond that
     /// the oldest ended ones go first (returned, to remove their files).
-    fn begin(&self, key: &StreamKey) -> Begun {
+    pub(super) fn begin(&self, key: &StreamKey) -> Begun {
         let mut keys = lock(&self.inner.keys);
         if let Some(state) = keys.get(key) {
             let mut st = lock(state);
@@ -327,7 +229,7 @@ impl HlsStore {
     }
 
     /// Makes a finished segment readable, then lists it.
-    async fn add_segment(&self, key: &StreamKey, state: &Mutex<KeyState>, seg: Segment) {
+    pub(super) async fn add_segment(&self, key: &StreamKey, state: &Mutex<KeyState>, seg: Segment) {
         let (name, seg_dir) = {
             let st = lock(state);
             (st.segment_name(key, seg.sequence), self.dir_of(key))
@@ -420,7 +322,7 @@ impl HlsStore {
         }
     }
 
-    async fn remove_files(&self, key: &StreamKey, names: &[String]) {
+    pub(super) async fn remove_files(&self, key: &StreamKey, names: &[String]) {
         if let Some(dir) = self.dir_of(key) {
             for n in names {
                 let _ = tokio::fs::remove_file(dir.join(n)).await;
@@ -431,7 +333,7 @@ impl HlsStore {
     /// The publisher left: mark the playlist ended (it stays readable for the hold time).
     /// `EXT-X-ENDLIST` follows after `endlist_delay_ms` (see [`Self::sweep`]), or at once
     /// when `now` (shutdown) or when no delay is configured.
-    async fn end(&self, key: &StreamKey, state: &Mutex<KeyState>, session: u64, now: bool) {
+    pub(super) async fn end(&self, key: &StreamKey, state: &Mutex<KeyState>, session: u64, now: bool) {
         let text = {
             let mut st = lock(state);
             if st.session != session {
@@ -454,7 +356,7 @@ impl HlsStore {
     /// `EXT-X-ENDLIST` to playlists whose publisher left `endlist_delay_ms` ago (all of
     /// them when `shutting_down`), drops keys whose hold time passed and segments whose
     /// grace passed; then notes the next deadline.
-    async fn sweep(&self, now: Instant, shutting_down: bool) {
+    pub(super) async fn sweep(&self, now: Instant, shutting_down: bool) {
         let mut gone: Vec<(StreamKey, Vec<String>)> = Vec::new();
         let mut ended: Vec<(StreamKey, Bytes)> = Vec::new();
         let mut next: Option<Instant> = None;
@@ -503,158 +405,9 @@ async fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()
     tokio::fs::rename(&tmp, dir.join(name)).await
 }
 
-/// Follows every stream the hub starts, until `shutdown`.
-pub async fn run(hub: Hub, store: HlsStore, shutdown: CancellationToken) {
-    let mut new_streams = hub.watch_new_streams();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut last_sweep = Instant::now();
-    loop {
-        // sleep until the next deadline (none: until something is scheduled); sweeps at
-        // most every 250 ms, since deadlines of many streams come close together
-        let rescheduled = store.inner.rescheduled.notified();
-        let wake = store.poll_timeout().map(|at| at.max(last_sweep + MIN_SWEEP_INTERVAL));
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = rescheduled => {}
-            _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into()), if wake.is_some() => {
-                last_sweep = Instant::now();
-                store.sweep(last_sweep, false).await;
-            }
-            started = new_streams.recv() => match started {
-                Some(stream) if store.policy(stream.key()).enabled => {
-                    let span = tracing::info_span!("hls", stream = %stream.key());
-                    tasks.spawn(follow(stream, store.clone(), shutdown.clone()).instrument(span));
-                }
-                Some(_) => {}
-                None => break,
-            },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-        }
-    }
-    // let every stream flush its last segment and mark its playlist ended
-    while tasks.join_next().await.is_some() {}
-    store.sweep(Instant::now(), true).await;
-}
-
-/// Segments one publish session of a stream.
-async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToken) {
-    let key = stream.key().clone();
-    let mut sub = stream.subscribe();
-    let (state, session, resumed, dropped) = store.begin(&key);
-    for (old, names) in dropped {
-        store.remove_files(&old, &names).await;
-    }
-    let cfg = store.policy(&key);
-    let mut segmenter = Segmenter::new(
-        SegmenterConfig {
-            target_duration_ms: cfg.target_duration_ms,
-            max_segment_bytes: cfg.max_segment_bytes,
-            ..SegmenterConfig::default()
-        },
-        lock(&state).playlist.next_sequence(),
-    );
-    if resumed {
-        segmenter.lock_target_duration(lock(&state).playlist.target_duration_secs());
-        segmenter.mark_discontinuity();
-        info!("hls: republish continues the playlist with a discontinuity");
-    }
-    let mut errors = 0u64;
-    loop {
-        let ev = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            ev = sub.recv() => ev,
-        };
-        let ev = match ev {
-            Ok(Some(ev)) => ev,
-            Ok(None) => break,
-            Err(e) => {
-                warn!("hls: {e}; resubscribing");
-                sub = stream.subscribe();
-                segmenter.mark_discontinuity();
-                continue;
-            }
-        };
-        let end = ev == HubEvent::EndOfStream;
-        match segmenter.push(&ev, unix_ms()) {
-            Ok(Some(seg)) => {
-                if seg.byte_limited {
-                    store.inner.metrics.limit_hit("hls_segment_bytes");
-                }
-                // fixes the playlist's target at the first segment; later calls are no-ops
-                lock(&state).playlist.set_target_duration(segmenter.target_duration_secs());
-                store.add_segment(&key, &state, seg).await;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                if matches!(e, crate::hls::MuxError::H264(crate::media::h264::H264Error::TooManyNalus(_))) {
-                    store.inner.metrics.limit_hit("h264_nal_units");
-                }
-                errors += 1;
-                if errors <= 3 || errors.is_multiple_of(1000) {
-                    warn!(count = errors, "hls: dropping a frame: {e}");
-                }
-            }
-        }
-        if end {
-            break;
-        }
-    }
-    if let Some(seg) = segmenter.flush() {
-        store.add_segment(&key, &state, seg).await;
-    }
-    store.end(&key, &state, session, shutdown.is_cancelled()).await;
-    info!("hls: playlist ended");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key_state(t0: Instant) -> KeyState {
-        KeyState {
-            token: "t".into(),
-            playlist: Playlist::new(PlaylistConfig::default(), 2),
-            rendered: None,
-            segments: HashMap::from([(1, Bytes::from_static(b"one")), (2, Bytes::from_static(b"two"))]),
-            held_bytes: 6,
-            over_budget_logged: false,
-            retired: VecDeque::from([(1, t0 + Duration::from_secs(5))]),
-            clients: HashMap::new(),
-            clients_pruned: t0,
-            session: 0,
-            live: true,
-            ended_at: None,
-            endlisted: false,
-        }
-    }
-
-    #[test]
-    fn the_lifecycle_is_driven_by_deadlines_not_ticks() {
-        // time is an input: step it, no sleeping
-        let t0 = Instant::now();
-        let t = Timing { endlist_delay: Duration::from_secs(10), hold: Duration::from_secs(60) };
-        let mut st = key_state(t0);
-        assert_eq!(st.poll_timeout(t), Some(t0 + Duration::from_secs(5)), "the retired segment's grace");
-        assert_eq!(st.handle_timeout(t0 + Duration::from_secs(4), t, false), Due::default(), "nothing due yet");
-        let due = st.handle_timeout(t0 + Duration::from_secs(5), t, false);
-        assert_eq!(due.expired, vec![1]);
-        assert_eq!((st.held_bytes, st.segments.len()), (3, 1));
-        assert_eq!(st.poll_timeout(t), None, "live, nothing retired: nothing pending");
-        // the publisher leaves at t0 + 20 s
-        st.live = false;
-        st.ended_at = Some(t0 + Duration::from_secs(20));
-        assert_eq!(st.poll_timeout(t), Some(t0 + Duration::from_secs(30)), "ENDLIST after endlist_delay");
-        let due = st.handle_timeout(t0 + Duration::from_secs(30), t, false);
-        assert!(due.endlist && !due.drop_key && st.endlisted);
-        assert_eq!(st.poll_timeout(t), Some(t0 + Duration::from_secs(80)), "then the end of the hold time");
-        assert!(st.handle_timeout(t0 + Duration::from_secs(80), t, false).drop_key);
-        // at shutdown ENDLIST is due at once, the hold time still applies
-        let mut st = key_state(t0);
-        st.live = false;
-        st.ended_at = Some(t0);
-        let due = st.handle_timeout(t0, t, true);
-        assert!(due.endlist && !due.drop_key);
-    }
 
     #[test]
     fn hls_viewers_are_client_addresses_seen_recently() {
