@@ -1,7 +1,8 @@
 //! HTTP-FLV: a live, endless FLV body per viewer. The body polls the viewer's
 //! hub subscription itself whenever hyper can write more (no task or channel in
 //! between), so it is written only as fast as the socket takes it; a small
-//! watchdog task per viewer disconnects one whose socket stays full.
+//! watchdog task per viewer, asleep until the next instant a stall could be due,
+//! disconnects one whose socket stays full.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -71,7 +72,7 @@ pub(crate) async fn serve(
         drop(guard);
         return flv_response(Empty::new().boxed());
     }
-    let watch = Arc::new(Watch::default());
+    let watch = Arc::new(Watch::new());
     let gone = CancellationToken::new();
     let body = FlvBody {
         _gone: gone.clone().drop_guard(),
@@ -101,16 +102,66 @@ fn flv_response(body: Body) -> Response<Body> {
 }
 
 /// What the body tells its watchdog.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Watch {
+    /// The instant `*_ms` fields count from.
+    base: Instant,
+    /// When hyper last asked for a new batch (it had written the previous one), in ms
+    /// after `base`.
+    drained_ms: AtomicU64,
     /// Pieces handed to hyper so far (hyper asks for more only once it could write).
-    progress: AtomicU64,
+    pieces: AtomicU64,
     /// The body waits for the stream, not for the socket.
     waiting: AtomicBool,
 }
 
-/// Disconnects the viewer when hyper has not asked the body for more for `stall` although
-/// it has data to give (the socket accepts nothing). Ends with the body.
+impl Watch {
+    fn new() -> Self {
+        Self { base: Instant::now(), drained_ms: AtomicU64::new(0), pieces: AtomicU64::new(0), waiting: false.into() }
+    }
+
+    fn note_drained(&self, now: Instant) {
+        let ms = u64::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX);
+        self.drained_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn drained_at(&self) -> Instant {
+        self.base + Duration::from_millis(self.drained_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// What the watchdog decides when it wakes.
+#[derive(Debug, PartialEq, Eq)]
+enum Check {
+    Stalled,
+    /// Look again at this instant.
+    WakeAt(Instant),
+}
+
+/// The stall policy, with time as an input: a viewer is stalled when hyper has neither
+/// taken a piece nor asked for a new batch for `stall` although the body had data for it.
+/// `pieces_seen` is the piece count at the previous look (updated here).
+fn check_stall(watch: &Watch, pieces_seen: &mut u64, now: Instant, stall: Duration) -> Check {
+    let pieces = watch.pieces.load(Ordering::Relaxed);
+    let moved = std::mem::replace(pieces_seen, pieces) != pieces;
+    if watch.waiting.load(Ordering::Relaxed) {
+        // nothing to write: not stalled; a stall can start no earlier than now
+        return Check::WakeAt(now + stall);
+    }
+    if moved {
+        // hyper is working through a large batch: it took a piece since the last look
+        return Check::WakeAt(now + (stall / 4).max(Duration::from_millis(10)));
+    }
+    let deadline = watch.drained_at() + stall;
+    if now >= deadline {
+        Check::Stalled
+    } else {
+        Check::WakeAt(deadline)
+    }
+}
+
+/// Disconnects the viewer when [`check_stall`] says so; sleeps until the next instant that
+/// can matter (no ticking). Ends with the body.
 async fn watchdog(
     watch: Arc<Watch>,
     stream: Arc<Stream>,
@@ -119,25 +170,23 @@ async fn watchdog(
     gone: CancellationToken,
     peer: SocketAddr,
 ) {
-    let tick = (stall / 4).max(Duration::from_millis(10));
-    let mut seen = watch.progress.load(Ordering::Relaxed);
-    let mut since = Instant::now();
+    let mut pieces_seen = watch.pieces.load(Ordering::Relaxed);
+    let mut wake = Instant::now() + stall;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
             _ = kill.cancelled() => break,
             // the body is gone: let the stream (and its ring) go at once
             _ = gone.cancelled() => break,
         }
-        let now = watch.progress.load(Ordering::Relaxed);
-        if now != seen || watch.waiting.load(Ordering::Relaxed) {
-            seen = now;
-            since = Instant::now();
-        } else if since.elapsed() >= stall {
-            warn!(%peer, stream = %stream.key(), "HTTP-FLV viewer stalled for {stall:?}; disconnecting");
-            stream.count_eviction();
-            kill.cancel();
-            break;
+        match check_stall(&watch, &mut pieces_seen, Instant::now(), stall) {
+            Check::WakeAt(at) => wake = at,
+            Check::Stalled => {
+                warn!(%peer, stream = %stream.key(), "HTTP-FLV viewer stalled for {stall:?}; disconnecting");
+                stream.count_eviction();
+                kill.cancel();
+                break;
+            }
         }
     }
 }
@@ -188,6 +237,8 @@ impl FlvBody {
         let mut out = std::mem::take(&mut self.pieces);
         out.clear();
         self.sent = 0;
+        // hyper wrote the previous batch and asks for more
+        self.watch.note_drained(Instant::now());
         if self.shutdown.as_mut().poll(cx).is_ready() {
             self.writer.finish(&mut out);
             self.finished = true;
@@ -235,7 +286,7 @@ impl hyper::body::Body for FlvBody {
             if let Some(piece) = this.pieces.get_mut(this.sent) {
                 let piece = std::mem::take(piece);
                 this.sent += 1;
-                self.watch.progress.fetch_add(1, Ordering::Relaxed);
+                self.watch.pieces.fetch_add(1, Ordering::Relaxed);
                 return Poll::Ready(Some(Ok(Frame::data(piece))));
             }
             match self.poll_batch(cx) {
@@ -248,5 +299,34 @@ impl hyper::body::Body for FlvBody {
 
     fn is_end_stream(&self) -> bool {
         self.finished && self.sent == self.pieces.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stall_policy_steps_through_time() {
+        // time is an input: step it, no sleeping
+        let stall = Duration::from_secs(10);
+        let w = Watch::new();
+        let t0 = w.base;
+        let mut seen = 0;
+        w.note_drained(t0);
+        assert_eq!(check_stall(&w, &mut seen, t0 + Duration::from_secs(3), stall), Check::WakeAt(t0 + stall));
+        assert_eq!(check_stall(&w, &mut seen, t0 + stall, stall), Check::Stalled, "nothing taken for 10 s");
+        // hyper takes pieces of a long batch: not stalled, look again soon
+        w.pieces.fetch_add(1, Ordering::Relaxed);
+        let t = t0 + Duration::from_secs(11);
+        assert_eq!(check_stall(&w, &mut seen, t, stall), Check::WakeAt(t + stall / 4));
+        // it drains the batch and asks for more; then the socket stays full
+        w.note_drained(t);
+        assert_eq!(check_stall(&w, &mut seen, t + stall / 4, stall), Check::WakeAt(t + stall));
+        assert_eq!(check_stall(&w, &mut seen, t + stall, stall), Check::Stalled);
+        // waiting for the stream is never a stall, however long
+        w.waiting.store(true, Ordering::Relaxed);
+        let late = t + Duration::from_secs(3600);
+        assert_eq!(check_stall(&w, &mut seen, late, stall), Check::WakeAt(late + stall));
     }
 }
