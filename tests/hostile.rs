@@ -1,8 +1,9 @@
 //! Hostile and faulty clients against the real binary: connection floods,
 //! broken timelines, stuck viewers, timestamp wrap, reconnect storms. The
-//! publishers here are hand-rolled RTMP (handshake, connect, createStream,
-//! publish, then FLV tag bodies from a short ffmpeg-made file, re-timed at
-//! will). tests/ingest.rs covers malformed protocol input.
+//! publishers here speak RTMP through livegate's own sans-IO `ClientSession`
+//! (handshake, connect, createStream, publish), then send FLV tag bodies from a
+//! short ffmpeg-made file, re-timed at will; attacks write raw bytes where they
+//! must. tests/ingest.rs covers malformed protocol input.
 
 mod common;
 
@@ -14,6 +15,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::*;
+use livegate::rtmp::amf0::Amf0Value;
+use livegate::rtmp::{ClientConfig, ClientSession};
 
 // ---------------------------------------------------------------- media source
 
@@ -103,54 +106,30 @@ const AMF_NULL: u8 = 5;
 
 struct Rtmp {
     s: TcpStream,
-    chunk_size: usize,
+    /// Encodes what we send (livegate's own sans-IO client session; fmt-0 headers and
+    /// repeated extended timestamps, as ffmpeg writes them).
+    client: ClientSession,
     seen: Vec<u8>,
 }
 
 impl Rtmp {
-    /// TCP connect and plain handshake.
+    /// TCP connect and plain handshake (C2 echoes S1).
     fn connect(addr: SocketAddr) -> Rtmp {
         let mut s = TcpStream::connect(addr).expect("connect rtmp");
         s.set_nodelay(true).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut c0c1 = vec![3u8];
-        c0c1.extend((0..1536).map(|i| (i * 13 + 1) as u8));
-        s.write_all(&c0c1).unwrap();
-        let mut s0s1s2 = vec![0u8; 1 + 2 * 1536];
+        let mut client = ClientSession::new(ClientConfig { compress: false, rng_seed: 13, ..ClientConfig::default() });
+        s.write_all(&client.handshake_start()).unwrap();
+        let mut s0s1s2 = bytes::BytesMut::zeroed(1 + 2 * 1536);
         s.read_exact(&mut s0s1s2).expect("S0 S1 S2");
-        s.write_all(&s0s1s2[1..1 + 1536]).unwrap(); // C2 echoes S1
-        Rtmp { s, chunk_size: 128, seen: Vec::new() }
+        client.handle_input(&mut s0s1s2, &mut Vec::new()).expect("a valid S0");
+        s.write_all(&client.poll_transmit().expect("C2")).unwrap();
+        Rtmp { s, client, seen: Vec::new() }
     }
 
-    /// Writes one message: a type-0 header (extended timestamp when ≥ 0xFFFFFF)
-    /// and type-3 continuations that repeat the extended timestamp, as ffmpeg does.
     fn message(&mut self, csid: u8, type_id: u8, stream_id: u32, ts: u32, payload: &[u8]) -> std::io::Result<()> {
-        let ext = ts >= 0xFF_FFFF;
-        let mut out = Vec::with_capacity(payload.len() + 64);
-        out.push(csid);
-        out.extend_from_slice(&ts.min(0xFF_FFFF).to_be_bytes()[1..]);
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
-        out.push(type_id);
-        out.extend_from_slice(&stream_id.to_le_bytes());
-        if ext {
-            out.extend_from_slice(&ts.to_be_bytes());
-        }
-        for (i, c) in payload.chunks(self.chunk_size).enumerate() {
-            if i > 0 {
-                out.push(0xC0 | csid);
-                if ext {
-                    out.extend_from_slice(&ts.to_be_bytes());
-                }
-            }
-            out.extend_from_slice(c);
-        }
-        self.s.write_all(&out)
-    }
-
-    fn command(&mut self, stream_id: u32, parts: &[Vec<u8>]) {
-        let payload: Vec<u8> = parts.concat();
-        let csid = if stream_id == 0 { 3 } else { 8 };
-        self.message(csid, 20, stream_id, 0, &payload).expect("send command");
+        let m = self.client.message(csid.into(), type_id, stream_id, ts, payload);
+        self.s.write_all(&m)
     }
 
     /// Reads until `needle` shows up in what the server sent (true) or `timeout` passes.
@@ -177,17 +156,10 @@ impl Rtmp {
     /// connect + createStream (stream 1), with chunk size 4096 for what we send.
     fn connect_app(addr: SocketAddr, app: &str) -> Rtmp {
         let mut c = Rtmp::connect(addr);
-        c.message(2, 1, 0, 0, &4096u32.to_be_bytes()).unwrap();
-        c.chunk_size = 4096;
-        let mut obj = vec![3u8];
-        for (k, v) in [("app", app), ("tcUrl", &format!("rtmp://{addr}/{app}"))] {
-            obj.extend_from_slice(&(k.len() as u16).to_be_bytes());
-            obj.extend_from_slice(k.as_bytes());
-            obj.extend(amf_str(v));
-        }
-        obj.extend_from_slice(&[0, 0, 9]);
-        c.command(0, &[amf_str("connect"), amf_num(1.0), obj]);
-        c.command(0, &[amf_str("createStream"), amf_num(2.0), vec![AMF_NULL]]);
+        c.set_chunk_size(4096);
+        let mut out = c.client.connect(app);
+        out.extend(c.client.create_stream());
+        c.s.write_all(&out).expect("send connect");
         assert!(c.wait_for(&[b"NetConnection.Connect.Success"], Duration::from_secs(10)).is_some(), "connect");
         c
     }
@@ -195,7 +167,8 @@ impl Rtmp {
     /// A publisher on `app/name`; Err when the server refuses.
     fn publish(addr: SocketAddr, app: &str, name: &str) -> Result<Rtmp, String> {
         let mut c = Rtmp::connect_app(addr, app);
-        c.command(1, &[amf_str("publish"), amf_num(3.0), vec![AMF_NULL], amf_str(name), amf_str("live")]);
+        let m = c.client.publish(1, name);
+        c.s.write_all(&m).expect("send publish");
         match c.wait_for(&[b"NetStream.Publish.Start", b"NetStream.Publish."], Duration::from_secs(10)) {
             Some(0) => Ok(c),
             _ => Err(String::from_utf8_lossy(&c.seen).into_owned()),
@@ -205,7 +178,8 @@ impl Rtmp {
     /// A viewer of `app/name` that never reads what it is sent.
     fn play(addr: SocketAddr, app: &str, name: &str) -> Rtmp {
         let mut c = Rtmp::connect_app(addr, app);
-        c.command(1, &[amf_str("play"), amf_num(3.0), vec![AMF_NULL], amf_str(name)]);
+        let m = c.client.play(1, name);
+        c.s.write_all(&m).expect("send play");
         assert!(c.wait_for(&[b"NetStream.Play.Start"], Duration::from_secs(10)).is_some(), "play");
         c
     }
@@ -222,7 +196,8 @@ impl Rtmp {
     }
 
     fn unpublish(mut self) {
-        self.command(1, &[amf_str("deleteStream"), amf_num(4.0), vec![AMF_NULL], amf_num(1.0)]);
+        let m = self.client.command(1, "deleteStream", &[Amf0Value::Null, Amf0Value::Number(1.0)]);
+        self.s.write_all(&m).expect("send deleteStream");
         let _ = self.s.shutdown(std::net::Shutdown::Write);
         let _ = self.wait_for(&[b"\0never\0"], Duration::from_millis(0));
     }
@@ -658,8 +633,8 @@ const MIB: u64 = 1024;
 impl Rtmp {
     /// Raises the chunk size of what we send.
     fn set_chunk_size(&mut self, size: u32) {
-        self.message(2, 1, 0, 0, &size.to_be_bytes()).expect("set chunk size");
-        self.chunk_size = size as usize;
+        let m = self.client.set_chunk_size(size);
+        self.s.write_all(&m).expect("set chunk size");
     }
 
     /// Starts a message of `len` bytes on `csid` and sends only `send` bytes of its body.
@@ -670,7 +645,7 @@ impl Rtmp {
         out.push(type_id);
         out.extend_from_slice(&0u32.to_le_bytes());
         let body = vec![0x42u8; send];
-        for (i, c) in body.chunks(self.chunk_size).enumerate() {
+        for (i, c) in body.chunks(self.client.config.chunk_size as usize).enumerate() {
             if i > 0 {
                 out.push(0xC0 | csid);
             }

@@ -192,12 +192,12 @@ fn viewers_end_when_the_publisher_stops() {
 fn handshake(gw: &Gateway) -> TcpStream {
     let mut s = TcpStream::connect(gw.rtmp).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut c0c1 = vec![3u8];
-    c0c1.extend_from_slice(&[0u8; 1536]);
-    s.write_all(&c0c1).unwrap();
-    let mut s0s1s2 = vec![0u8; 3073];
+    let mut client = livegate::rtmp::ClientSession::new(Default::default());
+    s.write_all(&client.handshake_start()).unwrap();
+    let mut s0s1s2 = bytes::BytesMut::zeroed(3073);
     s.read_exact(&mut s0s1s2).unwrap();
-    s.write_all(&s0s1s2[1..1537]).unwrap();
+    client.handle_input(&mut s0s1s2, &mut Vec::new()).unwrap();
+    s.write_all(&client.poll_transmit().unwrap()).unwrap();
     s
 }
 

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::{Buf, Bytes, BytesMut};
-use livegate_proto::rtmp::amf0::Amf0Value;
-use livegate_proto::rtmp::chunk::{ChunkDecoder, ChunkEncoder};
+use livegate_proto::flv::file::{TagHeader, TagScanner};
 use livegate_proto::rtmp::message as msg;
+use livegate_proto::rtmp::{ClientConfig, ClientSession, MediaKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -47,11 +47,11 @@ pub(crate) async fn flv_viewer(http: String, path: String, st: Arc<ViewerStat>) 
         bail!("HTTP-FLV answered {} (chunked: {})", head.status, head.chunked);
     }
     let mut chunked = Chunked::default();
-    let mut flv = FlvScan::default();
+    let mut flv = TagScanner::default();
     loop {
         if !buf.is_empty() {
             st.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
-            let done = chunked.feed(&buf, |data| flv.feed(data, &st, t0))?;
+            let done = chunked.feed(&buf, |data| flv.feed(data, |h, first| note_tag(&st, t0, h, first)))?;
             buf.clear();
             if done {
                 return Ok(());
@@ -110,56 +110,14 @@ impl Chunked {
     }
 }
 
-/// Walks an FLV byte stream reading only tag headers and the first two body bytes.
-#[derive(Default)]
-pub(crate) struct FlvScan {
-    pub(crate) started: bool,
-    pub(crate) hdr: [u8; 13],
-    pub(crate) have: usize,
-    pub(crate) skip: usize,
-}
-
-impl FlvScan {
-    pub(crate) fn feed(&mut self, mut b: &[u8], st: &ViewerStat, t0: Instant) {
-        while !b.is_empty() {
-            if self.skip > 0 {
-                let n = self.skip.min(b.len());
-                self.skip -= n;
-                b = &b[n..];
-                continue;
-            }
-            if !self.started {
-                // file header (9) + PreviousTagSize0 (4)
-                self.skip = 13;
-                self.started = true;
-                continue;
-            }
-            // tag header (11) + 2 body bytes
-            let n = (13 - self.have).min(b.len());
-            self.hdr[self.have..self.have + n].copy_from_slice(&b[..n]);
-            self.have += n;
-            b = &b[n..];
-            if self.have < 13 {
-                continue;
-            }
-            self.have = 0;
-            let h = &self.hdr;
-            let size = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
-            let ts =
-                ((u32::from(h[7]) << 24) | (u32::from(h[4]) << 16) | (u32::from(h[5]) << 8) | u32::from(h[6])) as i64;
-            match h[0] {
-                9 => {
-                    if h[11] >> 4 == 1 && h[12] == 1 {
-                        st.key(t0);
-                    }
-                    st.media_ms.store(ts, Ordering::Relaxed);
-                }
-                8 => {}
-                _ => {}
-            }
-            // rest of the body + PreviousTagSize (a body shorter than 2 bytes never occurs in practice)
-            self.skip = size.saturating_sub(2) + 4;
+/// What a viewer notes of each FLV tag: keyframes (for the time to first frame) and the
+/// newest media time.
+pub(crate) fn note_tag(st: &ViewerStat, t0: Instant, h: TagHeader, first: [u8; 2]) {
+    if h.tag_type == 9 {
+        if first[0] >> 4 == 1 && first[1] == 1 {
+            st.key(t0);
         }
+        st.media_ms.store(i64::from(h.timestamp), Ordering::Relaxed);
     }
 }
 
@@ -301,54 +259,49 @@ pub(crate) async fn hls_viewer(http: String, path: String, st: Arc<ViewerStat>) 
 
 // ---------------------------------------------------------------- RTMP
 
-pub(crate) async fn rtmp_handshake(sock: &mut TcpStream) -> Result<()> {
-    let mut c01 = vec![3u8];
-    c01.extend((0..1536u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8));
-    c01[1..9].fill(0);
-    sock.write_all(&c01).await?;
-    let mut s012 = vec![0u8; 1 + 1536 * 2];
-    sock.read_exact(&mut s012).await?;
-    sock.write_all(&s012[1..1537]).await?;
-    Ok(())
+/// TCP connect and the handshake through `session` (C0 + C1, then C2 echoing S1); what the
+/// server sent after S2 stays in `buf`.
+pub(crate) async fn rtmp_connect(addr: &str, session: &mut ClientSession, buf: &mut BytesMut) -> Result<TcpStream> {
+    let mut sock = TcpStream::connect(addr).await?;
+    sock.set_nodelay(true)?;
+    sock.write_all(&session.handshake_start()).await?;
+    let mut ignored = Vec::new();
+    while !session.is_handshake_done() {
+        if sock.read_buf(buf).await? == 0 {
+            bail!("RTMP connection closed during the handshake");
+        }
+        session.handle_input(buf, &mut ignored)?;
+    }
+    if let Some(c2) = session.poll_transmit() {
+        sock.write_all(&c2).await?;
+    }
+    Ok(sock)
 }
 
-pub(crate) fn command(enc: &ChunkEncoder, out: &mut BytesMut, sid: u32, tx: f64, name: &str, values: &[Amf0Value]) {
-    let p = msg::command_payload(name, tx, values);
-    enc.write(out, if sid == 0 { msg::CSID_COMMAND } else { msg::CSID_STREAM }, 0, msg::COMMAND_AMF0, sid, &p);
-}
-
-pub(crate) fn connect_cmds(enc: &ChunkEncoder, out: &mut BytesMut, app: &str, tc: &str) {
-    let obj = Amf0Value::object([
-        ("app", Amf0Value::string(app)),
-        ("type", Amf0Value::string("nonprivate")),
-        ("tcUrl", Amf0Value::string(format!("rtmp://{tc}/{app}"))),
-    ]);
-    command(enc, out, 0, 1.0, "connect", &[obj]);
-    command(enc, out, 0, 2.0, "createStream", &[Amf0Value::Null]);
+/// connect (app `app`) and createStream (stream 1).
+pub(crate) fn connect_cmds(session: &mut ClientSession, out: &mut Vec<u8>, app: &str) {
+    out.extend(session.connect(app));
+    out.extend(session.create_stream());
 }
 
 /// Minimal RTMP play client: handshake, connect, createStream, play; then decodes chunks
 /// and looks only at video message types and first bytes.
 pub(crate) async fn rtmp_viewer(rtmp: String, app: String, name: String, st: Arc<ViewerStat>) -> Result<()> {
     let t0 = Instant::now();
-    let mut sock = TcpStream::connect(&rtmp).await?;
-    sock.set_nodelay(true)?;
-    rtmp_handshake(&mut sock).await?;
-    let enc = ChunkEncoder::default();
-    let mut out = BytesMut::new();
-    connect_cmds(&enc, &mut out, &app, &rtmp);
-    command(&enc, &mut out, 1, 3.0, "play", &[Amf0Value::Null, Amf0Value::string(name), Amf0Value::Number(-1000.0)]);
-    sock.write_all(&out).await?;
-    let mut dec = ChunkDecoder::new(64 << 20);
+    let mut session = ClientSession::new(ClientConfig { rng_seed: 1, ..ClientConfig::default() });
     let mut buf = BytesMut::with_capacity(128 * 1024);
+    let mut sock = rtmp_connect(&rtmp, &mut session, &mut buf).await?;
+    let mut out = Vec::new();
+    connect_cmds(&mut session, &mut out, &app);
+    out.extend(session.play(1, &name));
+    sock.write_all(&out).await?;
+    let mut messages = Vec::new();
+    // what came after S2 is decoded first
+    st.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
     loop {
-        if sock.read_buf(&mut buf).await? == 0 {
-            bail!("RTMP connection closed");
-        }
-        st.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        while let Some(m) = dec.decode(&mut buf)? {
+        session.handle_input(&mut buf, &mut messages)?;
+        for m in messages.drain(..) {
             match m.type_id {
-                msg::SET_CHUNK_SIZE => dec.set_chunk_size(msg::read_u32(&m.payload, "chunk size")?)?,
                 msg::VIDEO => {
                     if m.payload.len() >= 2 && m.payload[0] >> 4 == 1 && m.payload[1] == 1 {
                         st.key(t0);
@@ -363,6 +316,11 @@ pub(crate) async fn rtmp_viewer(rtmp: String, app: String, name: String, st: Arc
         if buf.capacity() < 64 * 1024 {
             buf.reserve(128 * 1024);
         }
+        let n = sock.read_buf(&mut buf).await?;
+        if n == 0 {
+            bail!("RTMP connection closed");
+        }
+        st.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -385,15 +343,11 @@ pub(crate) async fn rtmp_publisher(
     tags: Arc<Fixture>,
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
-    let mut sock = TcpStream::connect(&rtmp).await?;
-    sock.set_nodelay(true)?;
-    rtmp_handshake(&mut sock).await?;
-    let mut enc = ChunkEncoder::default();
-    let mut out = BytesMut::new();
-    enc.write(&mut out, msg::CSID_CONTROL, 0, msg::SET_CHUNK_SIZE, 0, &65536u32.to_be_bytes());
-    enc.set_chunk_size(65536);
-    connect_cmds(&enc, &mut out, "live", &rtmp);
-    command(&enc, &mut out, 1, 3.0, "publish", &[Amf0Value::Null, Amf0Value::string(name), Amf0Value::string("live")]);
+    let mut session = ClientSession::new(ClientConfig { rng_seed: 2, ..ClientConfig::default() });
+    let mut sock = rtmp_connect(&rtmp, &mut session, &mut BytesMut::new()).await?;
+    let mut out = session.set_chunk_size(65536);
+    connect_cmds(&mut session, &mut out, "live");
+    out.extend(session.publish(1, &name));
     sock.write_all(&out).await?;
     out.clear();
     let (mut rd, mut wr) = sock.into_split();
@@ -426,12 +380,11 @@ pub(crate) async fn rtmp_publisher(
                 }
                 tokio::time::sleep_until(due).await;
             }
-            let (csid, type_id) = match ty {
-                9 => (msg::CSID_VIDEO, msg::VIDEO),
-                8 => (msg::CSID_AUDIO, msg::AUDIO),
-                _ => (msg::CSID_STREAM, msg::DATA_AMF0),
-            };
-            enc.write(&mut out, csid, t, type_id, 1, body);
+            match ty {
+                9 => out.extend(session.media(1, MediaKind::Video, t, body)),
+                8 => out.extend(session.media(1, MediaKind::Audio, t, body)),
+                _ => out.extend(session.message(msg::CSID_STREAM, msg::DATA_AMF0, 1, t, body)),
+            }
         }
         offset += dur;
     }
@@ -468,11 +421,11 @@ mod tests {
         wire.extend(b"0\r\n\r\n");
         for step in [1, 3, 64, wire.len()] {
             let st = ViewerStat::new();
-            let (mut c, mut f) = (Chunked::default(), FlvScan::default());
+            let (mut c, mut f) = (Chunked::default(), TagScanner::default());
             let t0 = Instant::now();
             let mut done = false;
             for piece in wire.chunks(step) {
-                done = c.feed(piece, |d| f.feed(d, &st, t0)).unwrap();
+                done = c.feed(piece, |d| f.feed(d, |h, first| note_tag(&st, t0, h, first))).unwrap();
                 if done {
                     break; // the body ended; what follows belongs to the next response
                 }

@@ -112,10 +112,9 @@ mod tests {
             if pos == flv.len() {
                 break;
             }
-            let h = &flv[pos..pos + 11];
-            let size = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
-            let ts = (u32::from(h[7]) << 24) | (u32::from(h[4]) << 16) | (u32::from(h[5]) << 8) | u32::from(h[6]);
-            tags.push((h[0], ts, flv[pos + 11..pos + 11 + size].to_vec()));
+            let h = crate::flv::file::TagHeader::parse(flv[pos..pos + 11].try_into().unwrap());
+            let size = h.size;
+            tags.push((h.tag_type, h.timestamp, flv[pos + 11..pos + 11 + size].to_vec()));
             pos += 11 + size;
             prev = (11 + size) as u32;
         }

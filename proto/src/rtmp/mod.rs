@@ -4,6 +4,7 @@
 
 pub mod amf0;
 pub mod chunk;
+mod client;
 mod error;
 pub mod handshake;
 pub mod message;
@@ -11,6 +12,7 @@ pub mod session;
 #[cfg(test)]
 mod testclient;
 
+pub use client::{ClientConfig, ClientSession};
 pub use error::RtmpError;
 pub use session::{MediaKind, RequestId, ServerSession, SessionConfig, SessionEvent};
 #[cfg(test)]

@@ -5,7 +5,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::amf0::{self, Amf0Value};
 use super::message as msg;
-use super::testclient::{bytes_in, drive, request_id, TestClient};
+use super::testclient::{bytes_in, drive, receive, receive_commands, request_id};
+use super::{ClientConfig, ClientSession};
 use super::{MediaKind, RtmpError, ServerSession, SessionConfig, SessionEvent};
 
 fn server() -> ServerSession {
@@ -44,7 +45,7 @@ fn publish_media() -> Vec<(MediaKind, u32, Vec<u8>)> {
 }
 
 /// A whole publish session as a client would send it.
-fn publish_stream(c: &mut TestClient) -> Vec<u8> {
+fn publish_stream(c: &mut ClientSession) -> Vec<u8> {
     let mut w = c.handshake();
     w.extend(c.connect("live"));
     w.extend(c.command(0, "releaseStream", &[Amf0Value::Null, Amf0Value::string("x")]));
@@ -87,7 +88,7 @@ fn expected_publish_events(events: &[SessionEvent]) {
 
 #[test]
 fn publish_session_events_and_replies() {
-    let mut c = TestClient::new();
+    let mut c = ClientSession::new(ClientConfig::default());
     let wire = publish_stream(&mut c);
     let mut s = server();
     let events = drive(&mut s, [&wire[..]]);
@@ -100,13 +101,13 @@ fn publish_session_events_and_replies() {
 #[test]
 fn publish_session_both_ext_timestamp_conventions() {
     for repeat in [true, false] {
-        let mut c = TestClient::new();
-        c.repeat_ext_on_continuation = repeat;
+        let mut c = ClientSession::new(ClientConfig::default());
+        c.config.repeat_ext_on_continuation = repeat;
         let wire = publish_stream(&mut c);
         expected_publish_events(&drive(&mut server(), [&wire[..]]));
-        let mut c = TestClient::new();
-        c.repeat_ext_on_continuation = repeat;
-        c.compress = false;
+        let mut c = ClientSession::new(ClientConfig::default());
+        c.config.repeat_ext_on_continuation = repeat;
+        c.config.compress = false;
         let wire = publish_stream(&mut c);
         expected_publish_events(&drive(&mut server(), [&wire[..]]));
     }
@@ -114,7 +115,7 @@ fn publish_session_both_ext_timestamp_conventions() {
 
 #[test]
 fn publish_session_every_split_point_and_byte_by_byte() {
-    let mut c = TestClient::new();
+    let mut c = ClientSession::new(ClientConfig::default());
     let wire = publish_stream(&mut c);
     let reference = drive(&mut server(), [&wire[..]]);
     for k in 0..=wire.len() {
@@ -127,7 +128,7 @@ fn publish_session_every_split_point_and_byte_by_byte() {
 
 #[test]
 fn server_replies_to_connect_create_stream_and_publish() {
-    let mut c = TestClient::new();
+    let mut c = ClientSession::new(ClientConfig::default());
     let mut s = server();
     let mut input = BytesMut::new();
     input.extend_from_slice(&c.handshake());
@@ -136,7 +137,7 @@ fn server_replies_to_connect_create_stream_and_publish() {
     input.extend_from_slice(&c.publish(1, "x"));
     s.handle_input(&mut input).unwrap();
     assert!(s.is_handshake_done());
-    let msgs = c.receive(&mut s);
+    let msgs = receive(&mut c, &mut s);
     let types: Vec<u8> = msgs.iter().map(|m| m.type_id).collect();
     assert_eq!(&types[..3], &[msg::WINDOW_ACK_SIZE, msg::SET_PEER_BANDWIDTH, msg::SET_CHUNK_SIZE]);
     assert_eq!(&msgs[2].payload[..], &65536u32.to_be_bytes());
@@ -153,7 +154,7 @@ fn server_replies_to_connect_create_stream_and_publish() {
     assert!(matches!(s.poll_event(), Some(SessionEvent::Connected { .. })));
     let req = request_id(&s.poll_event().unwrap()).unwrap();
     s.accept(req);
-    let replies = c.receive(&mut s);
+    let replies = receive(&mut c, &mut s);
     assert!(replies.iter().any(|m| m.type_id == msg::USER_CONTROL && m.payload[..2] == [0, 0]));
     let status = replies.iter().find(|m| m.type_id == msg::COMMAND_AMF0).unwrap();
     assert_eq!(status.stream_id, 1);
@@ -164,7 +165,7 @@ fn server_replies_to_connect_create_stream_and_publish() {
 
 #[test]
 fn media_before_accept_waits_and_rejected_publish_gets_error_status() {
-    let mut c = TestClient::new();
+    let mut c = ClientSession::new(ClientConfig::default());
     let mut s = server();
     let mut input = BytesMut::new();
     input.extend_from_slice(&c.handshake());
@@ -177,12 +178,12 @@ fn media_before_accept_waits_and_rejected_publish_gets_error_status() {
     let _connected = s.poll_event();
     let req = request_id(&s.poll_event().unwrap()).unwrap();
     assert_eq!(s.poll_event(), None);
-    c.receive(&mut s);
+    receive(&mut c, &mut s);
     s.reject(req, "NetStream.Publish.BadName", "no such key");
     s.handle_input(&mut input).unwrap();
     assert!(input.is_empty());
     assert_eq!(s.poll_event(), None, "media of a rejected publish is dropped");
-    let cmds = c.receive_commands(&mut s);
+    let cmds = receive_commands(&mut c, &mut s);
     let info = &cmds[0].args[0];
     assert_eq!(info.get("level").and_then(Amf0Value::as_str), Some("error"));
     assert_eq!(info.get("code").and_then(Amf0Value::as_str), Some("NetStream.Publish.BadName"));
@@ -190,7 +191,7 @@ fn media_before_accept_waits_and_rejected_publish_gets_error_status() {
 
 #[test]
 fn interleaved_chunk_streams() {
-    let mut c = TestClient::new();
+    let mut c = ClientSession::new(ClientConfig::default());
     let mut wire = c.handshake();
     wire.extend(c.connect("live"));
     wire.extend(c.create_stream());
@@ -217,7 +218,7 @@ fn interleaved_chunk_streams() {
     );
 }
 
-fn published(c: &mut TestClient) -> Vec<u8> {
+fn published(c: &mut ClientSession) -> Vec<u8> {
     let mut w = c.handshake();
     w.extend(c.connect("live"));
     w.extend(c.create_stream());
@@ -227,7 +228,7 @@ fn published(c: &mut TestClient) -> Vec<u8> {
 
 #[test]
 fn timestamp_deltas_wrap_at_32_bits() {
-    let mut c = TestClient::new();
+    let mut c = ClientSession::new(ClientConfig::default());
     let mut w = published(&mut c);
     // fmt 0, csid 4, ts = 0xFFFFFF (extended) 0xFFFFFFF0, len 1, audio, stream 1
     w.extend([0x04, 0xFF, 0xFF, 0xFF, 0, 0, 1, 8, 1, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xF0, 0xAA]);
@@ -258,7 +259,7 @@ fn sub_message(type_id: u8, ts: u32, body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn aggregate_messages_are_split_into_their_media() {
-    let mut c = TestClient::new();
+    let mut c = ClientSession::new(ClientConfig::default());
     let mut w = published(&mut c);
     // sub-message timestamps are rebased onto the aggregate's (5000): 1000 → 5000, 1033 → 5033
     let mut agg = sub_message(msg::VIDEO, 1000, &[0x17, 1, 0, 0, 0, 9]);
@@ -284,7 +285,7 @@ fn aggregate_messages_are_split_into_their_media() {
     // more parts than any encoder sends is an error (one message must not become 500k events)
     let many: Vec<u8> =
         (0..=msg::MAX_AGGREGATE_PARTS as u32).flat_map(|i| sub_message(msg::AUDIO, i, &[0xaf])).collect();
-    let mut c = TestClient::new();
+    let mut c = ClientSession::new(ClientConfig::default());
     let mut s = server();
     drive(&mut s, [&published(&mut c)[..]]);
     let r = s.handle_input(&mut BytesMut::from(&c.message(6, msg::AGGREGATE, 1, 0, &many)[..]));
@@ -292,7 +293,7 @@ fn aggregate_messages_are_split_into_their_media() {
     // a sub-message running past the end is an error, at every truncation
     let whole_parts = [21, 39, 70]; // ends of sub-messages: a valid, shorter aggregate
     for cut in (1..agg.len()).filter(|c| !whole_parts.contains(c)) {
-        let mut c = TestClient::new();
+        let mut c = ClientSession::new(ClientConfig::default());
         let mut s = server();
         drive(&mut s, [&published(&mut c)[..]]);
         let r = s.handle_input(&mut BytesMut::from(&c.message(6, msg::AGGREGATE, 1, 0, &agg[..cut])[..]));
@@ -302,7 +303,7 @@ fn aggregate_messages_are_split_into_their_media() {
 
 #[test]
 fn three_byte_basic_header_chunk_stream() {
-    let mut c = TestClient::new();
+    let mut c = ClientSession::new(ClientConfig::default());
     let mut w = published(&mut c);
     w.extend(c.message(40_000, msg::VIDEO, 1, 5, &payload(300, 1)));
     let events = drive(&mut server(), [&w[..]]);
@@ -333,7 +334,7 @@ fn expect_error(wire: &[u8], err: RtmpError) {
 #[test]
 fn bad_chunk_sizes_are_errors() {
     for (size, err) in [(0u32, RtmpError::ChunkSizeZero), (0x8000_0000, RtmpError::ChunkSizeTooLarge(0x8000_0000))] {
-        let mut c = TestClient::new();
+        let mut c = ClientSession::new(ClientConfig::default());
         let mut w = published(&mut c);
         w.extend(c.message(2, msg::SET_CHUNK_SIZE, 0, 0, &size.to_be_bytes()));
         expect_error(&w, err);
@@ -342,7 +343,7 @@ fn bad_chunk_sizes_are_errors() {
 
 #[test]
 fn huge_message_length_is_an_error() {
-    let mut c = TestClient::new();
+    let mut c = ClientSession::new(ClientConfig::default());
     let mut w = published(&mut c);
     w.extend([0x06, 0, 0, 0, 0xFF, 0xFF, 0xFF, 9, 1, 0, 0, 0]);
     expect_error(&w, RtmpError::MessageTooLarge(0xFF_FFFF));
@@ -350,7 +351,7 @@ fn huge_message_length_is_an_error() {
 
 #[test]
 fn deeply_nested_amf_command_is_an_error() {
-    let mut c = TestClient::new();
+    let mut c = ClientSession::new(ClientConfig::default());
     let mut w = published(&mut c);
     let mut p = BytesMut::new();
     amf0::encode(&mut p, &Amf0Value::string("connect"));
@@ -370,7 +371,7 @@ fn bad_handshake_version_is_an_error() {
 
 #[test]
 fn ping_unknown_command_ack_and_amf3_command() {
-    let mut c = TestClient::new();
+    let mut c = ClientSession::new(ClientConfig::default());
     let mut s = ServerSession::new(SessionConfig { window_ack_size: 1000, ..SessionConfig::default() });
     let mut w = c.handshake();
     w.extend(c.connect("live"));
@@ -384,7 +385,7 @@ fn ping_unknown_command_ack_and_amf3_command() {
     let mut input = BytesMut::from(&w[..]);
     s.handle_input(&mut input).unwrap();
     assert!(input.is_empty());
-    let msgs = c.receive(&mut s);
+    let msgs = receive(&mut c, &mut s);
     assert!(msgs.iter().any(|m| m.type_id == msg::USER_CONTROL && m.payload[..] == [0, 7, 0, 0, 0x12, 0x34]));
     let ack = msgs.iter().find(|m| m.type_id == msg::ACKNOWLEDGEMENT).expect("ack after window");
     assert_eq!(&ack.payload[..], &(w.len() as u32).to_be_bytes());
@@ -400,7 +401,7 @@ fn ping_unknown_command_ack_and_amf3_command() {
 
 #[test]
 fn publish_before_connect_does_not_panic() {
-    let mut c = TestClient::new();
+    let mut c = ClientSession::new(ClientConfig::default());
     let mut w = c.handshake();
     w.extend(c.publish(1, "x"));
     w.extend(c.media(1, MediaKind::Audio, 0, &[1]));
@@ -408,13 +409,13 @@ fn publish_before_connect_does_not_panic() {
     let mut input = BytesMut::from(&w[..]);
     s.handle_input(&mut input).unwrap();
     assert_eq!(s.poll_event(), None);
-    let cmds = c.receive_commands(&mut s);
+    let cmds = receive_commands(&mut c, &mut s);
     assert_eq!(cmds[0].args[0].get("level").and_then(Amf0Value::as_str), Some("error"));
 }
 
 #[test]
 fn play_session_round_trip_zero_copy() {
-    let mut c = TestClient::new();
+    let mut c = ClientSession::new(ClientConfig::default());
     let mut s = ServerSession::new(SessionConfig { out_chunk_size: 4096, ..SessionConfig::default() });
     let mut w = c.handshake();
     w.extend(c.connect("live?tok=1"));
@@ -433,10 +434,9 @@ fn play_session_round_trip_zero_copy() {
         ev,
         SessionEvent::PlayRequested { req, stream_id: 1, app: "live".into(), name: "x".into(), query: "tok=1".into() }
     );
-    c.receive(&mut s);
+    receive(&mut c, &mut s);
     s.accept(req);
-    let codes: Vec<String> = c
-        .receive_commands(&mut s)
+    let codes: Vec<String> = receive_commands(&mut c, &mut s)
         .iter()
         .filter_map(|c| c.args.first().and_then(|a| a.get("code")).and_then(Amf0Value::as_str).map(String::from))
         .collect();
@@ -729,7 +729,7 @@ fn mutated_inputs_never_panic() {
         }
         feed(&data, 1 + (next() as usize) % 4096);
     }
-    let mut c = TestClient::new();
+    let mut c = ClientSession::new(ClientConfig::default());
     let start = published(&mut c);
     for _ in 0..500 {
         let mut data = start.clone();
