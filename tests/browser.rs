@@ -113,7 +113,7 @@ fn vendor() -> String {
 
 #[test]
 fn hls_js_plays_the_live_playlist_from_another_origin() {
-    let gw = Gateway::start();
+    let gw = Gateway::in_process("");
     let _pub = publish(&gw.rtmp_url("live/hlsjs"), Source::default(), None);
     wait_playlist(&gw, "live/hlsjs", 3);
     let r = run_player(
@@ -130,7 +130,7 @@ fn hls_js_plays_the_live_playlist_from_another_origin() {
 
 #[test]
 fn mpegts_js_plays_http_flv_with_a_fast_first_frame() {
-    let gw = Gateway::start();
+    let gw = Gateway::in_process("");
     let _pub = publish(&gw.rtmp_url("live/flvjs"), Source::default(), None);
     assert!(wait_live(&gw, "live/flvjs", Duration::from_secs(20)));
     std::thread::sleep(Duration::from_millis(1500)); // a full GOP in the cache
@@ -149,7 +149,7 @@ fn mpegts_js_plays_http_flv_with_a_fast_first_frame() {
 
 #[test]
 fn hls_js_keeps_playing_across_an_encoder_restart() {
-    let gw = Gateway::start();
+    let gw = Gateway::in_process("");
     let key = "live/restart";
     let mut publisher = Some(publish(&gw.rtmp_url(key), Source::default(), None));
     wait_playlist(&gw, key, 3);
@@ -196,7 +196,7 @@ fn hls_js_keeps_playing_across_an_encoder_restart() {
 
 #[test]
 fn the_builtin_player_page_plays_both_modes() {
-    let gw = Gateway::start();
+    let gw = Gateway::in_process("");
     let _pub = publish(&gw.rtmp_url("live/page"), Source::default(), None);
     wait_playlist(&gw, "live/page", 3);
 

@@ -67,7 +67,7 @@ fn last_segment(text: &str) -> String {
 
 #[test]
 fn nginx_edge_caches_segments_and_keeps_playlists_fresh() {
-    let gw = Gateway::start();
+    let gw = Gateway::in_process("");
     let _pub = publish(&gw.rtmp_url("live/edge"), Source::default(), None);
     let (_nginx, edge) = start_edge(gw.http);
     assert!(wait_until(Duration::from_secs(20), || {

@@ -56,7 +56,7 @@ fn kinds(probe: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn live_playlist_and_segments_follow_the_rules() {
-    let gw = Gateway::start();
+    let gw = Gateway::in_process("");
     let started = Instant::now();
     let _pub = publish(&gw.rtmp_url("live/hls"), Source::default(), None);
     let first = wait_segments(&gw, "live/hls", 1, Duration::from_secs(20));
@@ -120,7 +120,7 @@ fn live_playlist_and_segments_follow_the_rules() {
 
 #[test]
 fn audio_only_and_video_only_streams_declare_only_their_tracks() {
-    let gw = Gateway::start();
+    let gw = Gateway::in_process("");
     let dir = scratch_dir("hls-tracks");
     let _a = publish(&gw.rtmp_url("live/audio"), Source { video: false, ..Source::default() }, None);
     let _v = publish(&gw.rtmp_url("live/video"), Source { audio: false, ..Source::default() }, None);
@@ -139,7 +139,7 @@ fn audio_only_and_video_only_streams_declare_only_their_tracks() {
 
 #[test]
 fn republish_continues_the_sequence_with_a_discontinuity() {
-    let gw = Gateway::start();
+    let gw = Gateway::in_process("");
     let first = publish(&gw.rtmp_url("live/re"), Source::default(), Some(5));
     assert!(first.wait(Duration::from_secs(20)).is_some());
     // EXT-X-ENDLIST comes `endlist_delay_ms` (10 s by default) after the publisher left

@@ -41,7 +41,7 @@ fn check_recording(path: &std::path::Path, width: u64, height: u64) {
 
 #[test]
 fn http_flv_serves_h264_and_aac_with_bframes_from_the_gop_cache() {
-    let gw = Gateway::start();
+    let gw = Gateway::in_process("");
     let _pub = publish(&gw.rtmp_url("live/demo"), Source::default(), None);
     assert!(wait_live(&gw, "live/demo", Duration::from_secs(15)), "stream never went live");
     std::thread::sleep(Duration::from_millis(1500)); // join mid-GOP
@@ -96,7 +96,7 @@ fn http_flv_serves_h264_and_aac_with_bframes_from_the_gop_cache() {
 
 #[test]
 fn rtmp_play_pulls_the_stream() {
-    let gw = Gateway::start();
+    let gw = Gateway::in_process("");
     let _pub = publish(&gw.rtmp_url("live/cam"), Source::default(), None);
     assert!(wait_live(&gw, "live/cam", Duration::from_secs(15)));
     let dir = scratch_dir("rtmp-play");
@@ -162,7 +162,7 @@ fn a_reconnecting_encoder_takes_over_from_its_frozen_connection() {
 
 #[test]
 fn viewers_end_when_the_publisher_stops() {
-    let gw = Gateway::start();
+    let gw = Gateway::in_process("");
     let publisher = publish(&gw.rtmp_url("live/short"), Source::default(), Some(6));
     assert!(wait_live(&gw, "live/short", Duration::from_secs(15)));
     let dir = scratch_dir("ends");

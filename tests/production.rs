@@ -114,7 +114,7 @@ fn http_callbacks_allow_deny_and_notify() {
             "[auth]\non_publish = \"{url}\"\non_play = \"{url}\"\non_unpublish = \"{url}\"\non_done = \"{url}\"\n"
         ),
     );
-    let gw = Gateway::start_with(&["--config", &cfg]);
+    let gw = Gateway::in_process_file(&cfg);
     let denied = publish(&gw.rtmp_url("live/no"), Source::default(), None);
     assert!(!denied.wait(Duration::from_secs(15)).expect("denied publisher not closed").success());
     let allowed = publish(&gw.rtmp_url("live/yes?token=abc"), Source::default(), Some(4));
@@ -147,7 +147,7 @@ fn metric(text: &str, name: &str) -> f64 {
 #[test]
 fn metrics_api_and_admin_kick() {
     let (_dir, cfg) = config_file("metrics", "[admin]\ntoken = \"0123456789abcdef-token\"\n");
-    let gw = Gateway::start_with(&["--config", &cfg]);
+    let gw = Gateway::in_process_file(&cfg);
     let before = http_get(gw.http, "/metrics");
     assert!(before.header("content-type").unwrap().contains("openmetrics-text"));
     // every sample line parses as `name{labels} value`
@@ -196,7 +196,7 @@ fn metrics_api_and_admin_kick() {
 
 #[test]
 fn admin_api_is_off_without_a_token() {
-    let gw = Gateway::start();
+    let gw = Gateway::in_process("");
     let mut s = TcpStream::connect(gw.http).unwrap();
     write!(
         s,
@@ -377,7 +377,7 @@ fn app_auth_inherits_what_it_does_not_set_and_keyed_segments_are_private() {
         "app-auth",
         "[auth]\nplay_keys = [\"v1ew\"]\n[apps.cam.auth]\npublish_keys = [\"camkey\"]\n[apps.open.auth]\nplay_keys = []\n",
     );
-    let gw = Gateway::start_with(&["--config", &cfg]);
+    let gw = Gateway::in_process_file(&cfg);
     let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let _cam = publish(&gw.rtmp_url("cam/x?key=camkey"), Source::default(), None);
     let _open = publish(&gw.rtmp_url("open/y"), Source::default(), None);

@@ -1,6 +1,7 @@
-//! Shared helpers for integration tests: start the real binary on ephemeral
-//! ports, publish with ffmpeg, fetch over HTTP. A test that needs a tool
-//! fails loudly when it is missing.
+//! Shared helpers for integration tests: start the gateway on ephemeral ports (in this
+//! process through `app::Bound` / `app::serve`, or the real binary where the process itself
+//! is the point: signals, flags, memory measured by VmHWM, log lines), publish with ffmpeg,
+//! fetch over HTTP. A test that needs a tool fails loudly when it is missing.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -20,17 +21,54 @@ pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
     line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("status value")
 }
 
-/// A running livegate binary; killed on drop.
+/// A running gateway: the binary (killed on drop) or a server in this process (shut down
+/// on drop).
 pub struct Gateway {
-    child: Child,
+    child: Option<Child>,
+    in_process: Option<InProcess>,
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
     log: Arc<Mutex<String>>,
 }
 
+/// A gateway served by `livegate::app::serve` on a runtime thread of its own.
+struct InProcess {
+    shutdown: tokio_util::sync::CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
 impl Gateway {
+    /// The binary with the built-in defaults.
     pub fn start() -> Self {
         Self::start_with(&[])
+    }
+
+    /// A gateway in this process with the configuration `toml` (listeners on port 0). Its
+    /// ports come from the bound listeners (`app::Bound`), not from its log; it has no log,
+    /// pid or signals: tests about those start the binary ([`Self::start_with`]).
+    /// [`Self::in_process`] with the configuration file at `path`.
+    pub fn in_process_file(path: &str) -> Self {
+        Self::in_process(&std::fs::read_to_string(path).expect("test configuration file"))
+    }
+
+    pub fn in_process(toml: &str) -> Self {
+        let mut config = livegate::config::Config::parse(toml).expect("test configuration");
+        config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
+        config.http.listen = "127.0.0.1:0".parse().unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let bound = livegate::app::Bound::bind(&config).await.expect("bind");
+                tx.send((bound.rtmp_addr().unwrap(), bound.http_addr().unwrap())).unwrap();
+                livegate::app::serve(config, bound, stop, None).await.expect("serve");
+            });
+        });
+        let (rtmp, http) = rx.recv_timeout(Duration::from_secs(20)).expect("the in-process gateway did not bind");
+        let in_process = Some(InProcess { shutdown, thread: Some(thread) });
+        Gateway { child: None, in_process, rtmp, http, log: Arc::new(Mutex::new(String::new())) }
     }
 
     /// Starts the binary with `extra` flags, under an address-space limit of
@@ -89,7 +127,7 @@ impl Gateway {
                 http = Some(addr);
             }
         }
-        Gateway { child, rtmp: rtmp.unwrap(), http: http.unwrap(), log }
+        Gateway { child: Some(child), in_process: None, rtmp: rtmp.unwrap(), http: http.unwrap(), log }
     }
 
     pub fn rtmp_url(&self, key: &str) -> String {
@@ -101,7 +139,12 @@ impl Gateway {
     }
 
     pub fn log(&self) -> String {
+        assert!(self.child.is_some(), "an in-process gateway has no log of its own: start the binary");
         self.log.lock().unwrap().clone()
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("an in-process gateway has no process: start the binary")
     }
 
     /// Waits until the log contains `needle`.
@@ -110,19 +153,19 @@ impl Gateway {
     }
 
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        matches!(self.child().try_wait(), Ok(None))
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().expect("an in-process gateway has no pid: start the binary").id()
     }
 
     /// Sends SIGTERM and waits for the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child().try_wait() {
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -133,8 +176,16 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(p) = &mut self.in_process {
+            p.shutdown.cancel();
+            if let Some(t) = p.thread.take() {
+                let _ = t.join();
+            }
+        }
     }
 }
 
