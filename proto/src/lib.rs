@@ -5,9 +5,11 @@
 //!
 //! # Layout
 //! - [`rtmp`]: the server side of an RTMP connection (handshake, chunk stream, AMF0,
-//!   commands) as a state machine ([`rtmp::ServerSession`]), plus a client session for
-//!   tests. Every byte bound on input lives here (message size, unfinished-message budget).
-//! - [`flv`]: FLV tag bodies to and from [`media`] frames and configs; the FLV writer.
+//!   commands) as a state machine ([`rtmp::ServerSession`]), and the client side
+//!   ([`rtmp::ClientSession`]: tests, fuzzing, the benchmark, relays to come). Every byte
+//!   bound on input lives here (message size, unfinished-message budget).
+//! - [`flv`]: FLV tag bodies to and from [`media`] frames and configs; the FLV writer; the
+//!   one FLV tag reader ([`flv::file`]: whole files and live streams).
 //! - [`media`]: frames, codec configurations (H.264, AAC), the 64-bit timestamp
 //!   unwrapper and [`media::Event`], what flows from a publisher to its viewers.
 //! - [`hls`]: the MPEG-TS muxer, the segmenter and the live playlist.

@@ -4,6 +4,8 @@
 //! fetch over HTTP. A test that needs a tool fails loudly when it is missing.
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -121,6 +121,7 @@ impl ClientSession {
     }
 
     /// Bytes the session itself wants sent (C2), if any.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         (!self.transmit.is_empty()).then(|| std::mem::take(&mut self.transmit))
     }
