@@ -232,6 +232,9 @@ impl Default for HttpConfig {
 pub struct HlsConfig {
     /// Serve every live stream as HLS at /APP/STREAM.m3u8.
     pub enabled: bool,
+    /// The segment container: `mpegts` (`.ts`, every HLS player, old set-top boxes and TVs)
+    /// or `fmp4` (fragmented MP4 `.m4s` with an `EXT-X-MAP` initialization segment).
+    pub variant: HlsVariant,
     /// Also write playlists and segments under this directory (`DIR/APP/STREAM.m3u8`).
     pub dir: Option<PathBuf>,
     /// Wanted segment duration; segments are cut at the first keyframe past it.
@@ -253,6 +256,24 @@ pub struct HlsConfig {
     /// Bytes of segments one stream may hold (listed, and removed but still downloadable);
     /// past it the oldest go early.
     pub max_stream_bytes: usize,
+}
+
+/// See [`HlsConfig::variant`].
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HlsVariant {
+    #[default]
+    Mpegts,
+    Fmp4,
+}
+
+impl HlsVariant {
+    pub fn container(self) -> livegate_proto::hls::Container {
+        match self {
+            HlsVariant::Mpegts => livegate_proto::hls::Container::MpegTs,
+            HlsVariant::Fmp4 => livegate_proto::hls::Container::Fmp4,
+        }
+    }
 }
 
 impl HlsConfig {
@@ -284,6 +305,7 @@ impl Default for HlsConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            variant: HlsVariant::Mpegts,
             dir: None,
             target_duration_ms: 2000,
             window_segments: 6,

@@ -129,6 +129,24 @@ fn hls_js_plays_the_live_playlist_from_another_origin() {
 }
 
 #[test]
+fn hls_js_plays_fmp4_segments() {
+    let gw = Gateway::in_process("[hls]\nvariant = \"fmp4\"\n");
+    let _pub = publish(&gw.rtmp_url("live/fmp4"), Source::default(), None);
+    wait_playlist(&gw, "live/fmp4", 3);
+    let playlist = http_get(gw.http, "/live/fmp4.m3u8").text();
+    assert!(playlist.contains("#EXT-X-MAP:URI=") && playlist.contains(".m4s"), "{playlist}");
+    let r = run_player(
+        json!({"mode": "hls", "url": gw.http_url("/live/fmp4.m3u8"), "seconds": 10, "vendor": vendor(),
+               "screenshot": artifacts().join("hlsjs-fmp4.png")}),
+        |_, _| {},
+    );
+    assert_played(&r, 10.0);
+    // one fMP4 file carries both tracks: hls.js feeds them to one "audiovideo" buffer
+    let codecs = r["tracks"]["audiovideo"].as_str().unwrap_or("");
+    assert!(codecs.contains("avc1") && codecs.contains("mp4a"), "hls.js tracks: {}", r["tracks"]);
+}
+
+#[test]
 fn mpegts_js_plays_http_flv_with_a_fast_first_frame() {
     let gw = Gateway::in_process("");
     let _pub = publish(&gw.rtmp_url("live/flvjs"), Source::default(), None);

@@ -214,3 +214,94 @@ fn an_ended_playlist_gets_its_endlist_and_goes_at_its_deadlines() {
     assert!(endlist_after < Duration::from_millis(1500), "{endlist_after:?}");
     assert!(gone_after >= Duration::from_millis(1500) && gone_after < Duration::from_millis(3000), "{gone_after:?}");
 }
+
+/// The initialization segment and every listed segment of an fMP4 playlist, concatenated
+/// as a player's source buffer would receive them.
+fn fmp4_stream(gw: &Gateway, key: &str, pl: &MediaPlaylist) -> Vec<u8> {
+    let app = key.split('/').next().unwrap();
+    let map = pl.segments[0].map.as_ref().expect("EXT-X-MAP before the first segment");
+    let init = http_get(gw.http, &format!("/{app}/{}", map.uri));
+    assert_eq!(init.status, 200, "{}", map.uri);
+    assert_eq!(init.header("content-type"), Some("video/mp4"));
+    assert_eq!(init.header("cache-control"), Some("public, max-age=31536000, immutable"));
+    let mut all = init.body.clone();
+    for seg in &pl.segments {
+        assert!(seg.uri.ends_with(".m4s"), "{}", seg.uri);
+        let r = http_get(gw.http, &format!("/{app}/{}", seg.uri));
+        assert_eq!(r.status, 200, "{}", seg.uri);
+        assert_eq!(r.header("content-type"), Some("video/iso.segment"));
+        all.extend_from_slice(&r.body);
+    }
+    all
+}
+
+fn packets(probe: &serde_json::Value, kind: &str) -> Vec<(f64, f64, bool)> {
+    let index: Vec<i64> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["codec_type"] == kind)
+        .map(|s| s["index"].as_i64().unwrap())
+        .collect();
+    probe["packets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| index.contains(&p["stream_index"].as_i64().unwrap()))
+        .map(|p| {
+            let t = |k: &str| p[k].as_str().and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+            (t("dts_time"), t("pts_time"), p["flags"].as_str().unwrap_or("").starts_with('K'))
+        })
+        .collect()
+}
+
+#[test]
+fn fmp4_variant_serves_an_init_segment_and_continuous_fragments() {
+    let gw = Gateway::in_process("[hls]\nvariant = \"fmp4\"\n");
+    let dir = scratch_dir("hls-fmp4");
+    let _av = publish(&gw.rtmp_url("live/cmaf"), Source::default(), None);
+    let _a = publish(&gw.rtmp_url("live/cmafa"), Source { video: false, ..Source::default() }, None);
+    let _v = publish(&gw.rtmp_url("live/cmafv"), Source { audio: false, ..Source::default() }, None);
+    let pl = wait_segments(&gw, "live/cmaf", 4, Duration::from_secs(30));
+    let text = http_get(gw.http, "/live/cmaf.m3u8").text();
+    assert!(text.starts_with("#EXTM3U\n#EXT-X-VERSION:6\n"), "{text}");
+    assert_eq!(text.matches("#EXT-X-MAP:").count(), 1, "{text}");
+    let path = dir.join("cmaf.mp4");
+    std::fs::write(&path, fmp4_stream(&gw, "live/cmaf", &pl)).unwrap();
+    let probe = ffprobe(path.to_str().unwrap(), &["-show_streams", "-show_packets"]);
+    let streams = probe["streams"].as_array().unwrap();
+    let video = streams.iter().find(|s| s["codec_type"] == "video").expect("a video track");
+    assert_eq!((video["codec_name"].as_str(), video["width"].as_i64()), (Some("h264"), Some(640)));
+    assert!(streams.iter().any(|s| s["codec_name"] == "aac"), "an AAC track");
+    // video: starts at a keyframe, DTS strictly increasing across all segments, PTS ≥ DTS
+    let v = packets(&probe, "video");
+    assert!(v.len() >= 4 * 55, "{} video packets in 4 segments", v.len());
+    assert!(v[0].2, "the first video sample is a keyframe");
+    for w in v.windows(2) {
+        assert!(w[1].0 > w[0].0, "video DTS {} then {}", w[0].0, w[1].0);
+        assert!(w[1].1 >= w[1].0 - 1e-6, "PTS before DTS");
+    }
+    // audio: 1024-sample frames back to back across segment boundaries (no gaps, no overlaps)
+    let a = packets(&probe, "audio");
+    for w in a.windows(2) {
+        let step = w[1].1 - w[0].1;
+        assert!((step - 1024.0 / 44_100.0).abs() < 0.002, "audio step {step:.4} s at {:.3}", w[0].1);
+    }
+    // the whole stream decodes
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i", path.to_str().unwrap(), "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    // audio-only and video-only publishes: an init segment with only the track they have
+    for (key, kind) in [("live/cmafa", "audio"), ("live/cmafv", "video")] {
+        let pl = wait_segments(&gw, key, 2, Duration::from_secs(30));
+        let path = dir.join(format!("{kind}.mp4"));
+        std::fs::write(&path, fmp4_stream(&gw, key, &pl)).unwrap();
+        let probe = ffprobe(path.to_str().unwrap(), &["-show_streams"]);
+        assert_eq!(kinds(&probe), vec![kind], "{key}");
+    }
+    // the API tells the variant
+    let api: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/streams/live/cmaf").body).unwrap();
+    assert_eq!(api["hls"]["variant"], "fmp4", "{api}");
+}

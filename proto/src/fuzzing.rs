@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::flv::Demuxed;
 use crate::flv::{audio_config_body, audio_tag_header, demux_audio, demux_video, video_config_body, video_tag_header};
-use crate::hls::{Playlist, PlaylistConfig, SegmentInfo, Segmenter, SegmenterConfig};
+use crate::hls::{Container, Playlist, PlaylistConfig, SegmentInfo, Segmenter, SegmenterConfig};
 use crate::media::Event as HubEvent;
 use crate::media::{AacConfig, AudioFrame, AvcConfig, CodecConfig, Frame, Unwrapper, VideoFrame};
 use crate::rtmp::amf0;
@@ -365,14 +365,30 @@ fn codec_config(r: &mut Reader, generation: u32) -> Option<CodecConfig> {
 /// A hand-rolled interpreter turns the input into hub events (configs valid
 /// and garbage-derived, frames with arbitrary timestamps, flags and sizes,
 /// discontinuities) for a segmenter, whose segments then feed a playlist.
-/// Invariants: TS output is whole 188-byte packets with 0x47 sync; sequence
+/// Invariants: TS output is whole 188-byte packets with 0x47 sync, fMP4 output is
+/// `moof` + `mdat` (and its initialization segment `ftyp` + `moov`) whose box sizes tile
+/// it exactly; sequence
 /// numbers increase by one; the target duration never changes once fixed.
+/// Panics unless `data` is exactly the top-level boxes `kinds`, in order.
+fn assert_boxes(mut data: &[u8], kinds: &[&[u8; 4]]) {
+    for kind in kinds {
+        assert!(data.len() >= 8, "truncated box");
+        let size = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        assert!(size >= 8 && size <= data.len(), "box size {size} of {} bytes", data.len());
+        assert_eq!(&data[4..8], *kind);
+        data = &data[size..];
+    }
+    assert!(data.is_empty(), "{} bytes after the last box", data.len());
+}
+
 pub fn segmenter(data: &[u8]) {
     let mut r = Reader(data);
     let Some(cfg) = r.u8() else { return };
+    let container = if cfg & 0x80 != 0 { Container::Fmp4 } else { Container::MpegTs };
     let config = SegmenterConfig {
+        container,
         target_duration_ms: 500 + u64::from(cfg % 16) * 500,
-        max_audio_pes_ms: 20 + u64::from(cfg >> 4) * 20,
+        max_audio_pes_ms: 20 + u64::from((cfg >> 4) & 7) * 20,
         // small, so that fuzzed inputs reach the byte bound
         max_segment_bytes: 64 * 1024,
     };
@@ -388,8 +404,14 @@ pub fn segmenter(data: &[u8]) {
 
     let mut check = |s: Option<crate::hls::Segment>, seg: &Segmenter, playlist: &mut Playlist| {
         if let Some(s) = s {
-            assert_eq!(s.data.len() % 188, 0, "segment of {} bytes", s.data.len());
-            assert!(s.data.chunks(188).all(|p| p[0] == 0x47), "TS packet without sync byte");
+            if container == Container::MpegTs {
+                assert_eq!(s.data.len() % 188, 0, "segment of {} bytes", s.data.len());
+                assert!(s.data.chunks(188).all(|p| p[0] == 0x47), "TS packet without sync byte");
+            } else {
+                assert_boxes(&s.data, &[b"moof", b"mdat"]);
+                let init = s.init.as_ref().expect("an fMP4 segment names its initialization segment");
+                assert_boxes(&init.data, &[b"ftyp", b"moov"]);
+            }
             assert_eq!(s.sequence, next_seq);
             next_seq += 1;
             let target = seg.target_duration_secs();
@@ -398,7 +420,7 @@ pub fn segmenter(data: &[u8]) {
                 playlist.set_target_duration(target);
             }
             playlist.push(&SegmentInfo::from(&s));
-            let text = playlist.render(false, |n| format!("{n}.ts"));
+            let text = playlist.render(false, |n| format!("{n}.ts"), |n| format!("{n}.mp4"));
             assert!(text.starts_with(b"#EXTM3U"));
         }
     };
@@ -452,7 +474,7 @@ pub fn segmenter(data: &[u8]) {
     }
     let s = seg.flush();
     check(s, &seg, &mut playlist);
-    let _ = playlist.render(true, |n| format!("{n}.ts"));
+    let _ = playlist.render(true, |n| format!("{n}.ts"), |n| format!("{n}.mp4"));
 }
 
 #[cfg(test)]

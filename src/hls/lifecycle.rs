@@ -9,13 +9,25 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Playlist, SegmentName};
+use super::name::FileKind;
+use super::{Container, Playlist, SegmentName};
+
+/// Initialization segments kept per key (each codec change or republish with a changed
+/// configuration makes one; the window rarely spans more than two).
+pub(super) const MAX_INITS: usize = 4;
 use crate::hub::StreamKey;
 
 pub(super) struct KeyState {
     /// Part of every segment name: random, so segment URIs of a keyed stream cannot be
     /// computed without the playlist, and never repeating for a key, even across restarts.
     pub(super) token: String,
+    /// The container of the key's segments (fixed for the key's life: a republish under a
+    /// changed policy starts a new key state).
+    pub(super) container: Container,
+    /// fMP4: the initialization segments still referenced (newest last), by number.
+    pub(super) inits: VecDeque<(u32, Bytes)>,
+    /// fMP4: initialization segments numbered so far.
+    pub(super) init_count: u32,
     pub(super) playlist: Playlist,
     /// The playlist text as last rendered; `None` when the playlist changed since (it is
     /// rendered again when someone asks, not on every change).
@@ -107,7 +119,40 @@ impl KeyState {
     }
 
     pub(super) fn segment_name(&self, key: &StreamKey, seq: u64) -> String {
-        SegmentName { stream: &key.name, token: &self.token, sequence: seq }.to_string()
+        let kind = match self.container {
+            Container::MpegTs => FileKind::Ts,
+            Container::Fmp4 => FileKind::M4s,
+        };
+        SegmentName { stream: &key.name, token: &self.token, sequence: seq, kind }.to_string()
+    }
+
+    /// Every file the key has on disk (when mirrored): segments, initialization segments
+    /// and the playlist.
+    pub(super) fn file_names(&self, key: &StreamKey) -> Vec<String> {
+        let mut names: Vec<String> = self.segments.keys().map(|seq| self.segment_name(key, *seq)).collect();
+        names.extend(self.inits.iter().map(|(n, _)| self.init_name(key, *n)));
+        names.push(format!("{}.m3u8", key.name));
+        names
+    }
+
+    pub(super) fn init_name(&self, key: &StreamKey, n: u32) -> String {
+        SegmentName { stream: &key.name, token: &self.token, sequence: u64::from(n), kind: FileKind::Init }.to_string()
+    }
+
+    /// The number of the initialization segment `data` (a new one when it differs from
+    /// the newest); at most [`MAX_INITS`] are kept. Returns the number and whether it is new.
+    pub(super) fn init_number(&mut self, data: &Bytes) -> (u32, bool) {
+        if let Some((n, newest)) = self.inits.back() {
+            if newest == data {
+                return (*n, false);
+            }
+        }
+        self.init_count += 1;
+        self.inits.push_back((self.init_count, data.clone()));
+        while self.inits.len() > MAX_INITS {
+            self.inits.pop_front();
+        }
+        (self.init_count, true)
     }
 }
 
@@ -119,6 +164,9 @@ mod tests {
     fn key_state(t0: Instant) -> KeyState {
         KeyState {
             token: "t".into(),
+            container: Container::MpegTs,
+            inits: VecDeque::new(),
+            init_count: 0,
             playlist: Playlist::new(PlaylistConfig::default(), 2),
             rendered: None,
             segments: HashMap::from([(1, Bytes::from_static(b"one")), (2, Bytes::from_static(b"two"))]),

@@ -11,8 +11,8 @@ mod task;
 
 pub use livegate_proto::hls::{playlist, segmenter, ts};
 pub use livegate_proto::hls::{
-    MuxError, Playlist, PlaylistConfig, Segment, SegmentInfo, Segmenter, SegmenterConfig, TsMuxer,
+    Container, MuxError, Playlist, PlaylistConfig, Segment, SegmentInfo, Segmenter, SegmenterConfig, TsMuxer,
 };
-pub use name::SegmentName;
+pub use name::{FileKind, SegmentName};
 pub use store::HlsStore;
 pub use task::run;

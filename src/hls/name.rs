@@ -1,31 +1,75 @@
-//! HLS segment file names, `STREAM-TOKEN-SEQ.ts`: one type for writing and parsing them.
+//! HLS file names: segments `STREAM-TOKEN-SEQ.ts` (MPEG-TS) or `STREAM-TOKEN-SEQ.m4s`
+//! (fMP4), initialization segments `STREAM-TOKEN-initN.mp4`; one type for writing and
+//! parsing them.
 
 use std::fmt;
 
-/// The name of one segment: the stream name, the key's random token (so names never
-/// repeat for a key and cannot be guessed) and the media sequence number.
+/// What a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// An MPEG-TS segment.
+    Ts,
+    /// An fMP4 media segment.
+    M4s,
+    /// An fMP4 initialization segment (`EXT-X-MAP`); `sequence` is its number.
+    Init,
+}
+
+impl FileKind {
+    /// The `Content-Type` it is served with.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            FileKind::Ts => "video/mp2t",
+            FileKind::M4s => "video/iso.segment",
+            FileKind::Init => "video/mp4",
+        }
+    }
+}
+
+/// The name of one file: the stream name, the key's random token (so names never repeat
+/// for a key and cannot be guessed), the media sequence number (or the initialization
+/// segment's number) and the kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentName<'a> {
     pub stream: &'a str,
     pub token: &'a str,
     pub sequence: u64,
+    pub kind: FileKind,
 }
 
 impl<'a> SegmentName<'a> {
-    /// Parses `STREAM-TOKEN-SEQ.ts` (the stream name may itself contain `-`).
+    /// Parses a segment or initialization segment name (the stream name may itself
+    /// contain `-`).
     pub fn parse(file: &'a str) -> Option<Self> {
-        let stem = file.strip_suffix(".ts")?;
+        let (stem, kind) = if let Some(s) = file.strip_suffix(".ts") {
+            (s, FileKind::Ts)
+        } else if let Some(s) = file.strip_suffix(".m4s") {
+            (s, FileKind::M4s)
+        } else {
+            (file.strip_suffix(".mp4")?, FileKind::Init)
+        };
         let mut parts = stem.rsplitn(3, '-');
-        let sequence = parts.next()?.parse().ok()?;
+        let last = parts.next()?;
+        let number = if kind == FileKind::Init { last.strip_prefix("init")? } else { last };
+        // digits only: `parse` would also take a leading `+`
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let sequence = number.parse().ok()?;
         let token = parts.next().filter(|t| !t.is_empty())?;
         let stream = parts.next().filter(|s| !s.is_empty())?;
-        Some(Self { stream, token, sequence })
+        Some(Self { stream, token, sequence, kind })
     }
 }
 
 impl fmt::Display for SegmentName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}-{}.ts", self.stream, self.token, self.sequence)
+        let (stream, token, n) = (self.stream, self.token, self.sequence);
+        match self.kind {
+            FileKind::Ts => write!(f, "{stream}-{token}-{n}.ts"),
+            FileKind::M4s => write!(f, "{stream}-{token}-{n}.m4s"),
+            FileKind::Init => write!(f, "{stream}-{token}-init{n}.mp4"),
+        }
     }
 }
 
@@ -35,11 +79,26 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_bad_ones_are_refused() {
-        let n = SegmentName { stream: "my-cam", token: "0123456789abcdef", sequence: 42 };
-        let text = n.to_string();
-        assert_eq!(text, "my-cam-0123456789abcdef-42.ts");
-        assert_eq!(SegmentName::parse(&text), Some(n));
-        for bad in ["x.ts", "a-b.ts", "a-b-c.ts", "a-b-1.m3u8", "-tok-1.ts", "a-b--1.ts"] {
+        for (kind, text) in [
+            (FileKind::Ts, "my-cam-0123456789abcdef-42.ts"),
+            (FileKind::M4s, "my-cam-0123456789abcdef-42.m4s"),
+            (FileKind::Init, "my-cam-0123456789abcdef-init42.mp4"),
+        ] {
+            let n = SegmentName { stream: "my-cam", token: "0123456789abcdef", sequence: 42, kind };
+            assert_eq!(n.to_string(), text);
+            assert_eq!(SegmentName::parse(text), Some(n));
+        }
+        for bad in [
+            "x.ts",
+            "a-b.ts",
+            "a-b-c.ts",
+            "a-b-1.m3u8",
+            "-tok-1.ts",
+            "a-b--1.ts",
+            "a-b-+1.ts",
+            "a-b-1.mp4",
+            "a-b-init.mp4",
+        ] {
             assert_eq!(SegmentName::parse(bad), None, "{bad}");
         }
     }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::lifecycle::{KeyState, Timing};
-use super::{Playlist, PlaylistConfig, Segment, SegmentInfo, SegmentName};
+use super::{Container, FileKind, Playlist, PlaylistConfig, Segment, SegmentInfo, SegmentName};
 use crate::config::{HlsConfig, LiveSettings};
 use crate::hub::{lock, StreamKey};
 use crate::metrics::Metrics;
@@ -109,15 +109,24 @@ impl HlsStore {
         Some(self.render(key, &mut st))
     }
 
-    /// A segment by file name (`STREAM-TOKEN-SEQ.ts`).
-    pub fn segment(&self, app: &str, file: &str) -> Option<Bytes> {
+    /// A segment or initialization segment by file name (see [`SegmentName`]), with its kind.
+    pub fn segment(&self, app: &str, file: &str) -> Option<(FileKind, Bytes)> {
         let name = SegmentName::parse(file)?;
         let state = self.state(&StreamKey::new(app, name.stream))?;
         let st = lock(&state);
         if st.token != name.token {
             return None;
         }
-        st.segments.get(&name.sequence).cloned()
+        let data = match (name.kind, st.container) {
+            (FileKind::Ts, Container::MpegTs) | (FileKind::M4s, Container::Fmp4) => {
+                st.segments.get(&name.sequence).cloned()
+            }
+            (FileKind::Init, Container::Fmp4) => {
+                st.inits.iter().find(|(n, _)| u64::from(*n) == name.sequence).map(|(_, d)| d.clone())
+            }
+            _ => None,
+        }?;
+        Some((name.kind, data))
     }
 
     /// Notes a playlist fetch by an HLS client of `key`.
@@ -157,6 +166,13 @@ impl HlsStore {
         Some((first, st.playlist.next_sequence().saturating_sub(1)))
     }
 
+    /// The container of a key's segments, while the store holds it.
+    pub fn container(&self, key: &StreamKey) -> Option<Container> {
+        let state = self.state(key)?;
+        let container = lock(&state).container;
+        Some(container)
+    }
+
     fn grace(&self, key: &StreamKey, st: &KeyState) -> Duration {
         let window = st.playlist.target_duration_secs() * self.policy(key).window_segments.max(1) as u64;
         Duration::from_secs(window.max(12))
@@ -171,6 +187,17 @@ impl HlsStore {
     /// the oldest ended ones go first (returned, to remove their files).
     pub(super) fn begin(&self, key: &StreamKey) -> Begun {
         let mut keys = lock(&self.inner.keys);
+        let cfg = self.policy(key);
+        let container = cfg.variant.container();
+        let mut dropped = Vec::new();
+        // a republish under a changed variant (configuration reload) starts afresh: one
+        // playlist cannot list both kinds of segment
+        if let Some(old) = keys.get(key).filter(|s| lock(s).container != container).cloned() {
+            keys.remove(key);
+            let st = lock(&old);
+            info!(stream = %key, "hls: the app's HLS variant changed; the held playlist is replaced");
+            dropped.push((key.clone(), st.file_names(key)));
+        }
         if let Some(state) = keys.get(key) {
             let mut st = lock(state);
             st.session += 1;
@@ -189,28 +216,27 @@ impl HlsStore {
                 st.ended_at.filter(|_| !st.live).map(|t| (t, k.clone()))
             })
             .collect();
-        let mut dropped = Vec::new();
         let excess = (ended.len() + 1).saturating_sub(max_held.max(1));
         if excess > 0 {
             ended.sort();
             for (_, old) in ended.drain(..excess) {
                 if let Some(state) = keys.remove(&old) {
-                    let st = lock(&state);
-                    let mut names: Vec<String> = st.segments.keys().map(|seq| st.segment_name(&old, *seq)).collect();
-                    names.push(format!("{}.m3u8", old.name));
+                    let names = lock(&state).file_names(&old);
                     info!(stream = %old, "hls: more than {max_held} ended playlists held; dropping the oldest early");
                     self.inner.metrics.limit_hit("hls_held_streams");
                     dropped.push((old, names));
                 }
             }
         }
-        let cfg = self.policy(key);
         let playlist = Playlist::new(
             PlaylistConfig { window_segments: cfg.window_segments, min_window_ms: cfg.min_window_ms },
             cfg.target_duration_ms.div_ceil(1000).max(1),
         );
         let state = Arc::new(Mutex::new(KeyState {
             token: format!("{:016x}", rand::random::<u64>()),
+            container,
+            inits: VecDeque::new(),
+            init_count: 0,
             rendered: None,
             playlist,
             segments: HashMap::new(),
@@ -230,11 +256,23 @@ impl HlsStore {
 
     /// Makes a finished segment readable, then lists it.
     pub(super) async fn add_segment(&self, key: &StreamKey, state: &Mutex<KeyState>, seg: Segment) {
-        let (name, seg_dir) = {
-            let st = lock(state);
-            (st.segment_name(key, seg.sequence), self.dir_of(key))
+        let (name, seg_dir, map, new_init) = {
+            let mut st = lock(state);
+            let (map, new_init) = match &seg.init {
+                Some(init) => {
+                    let (n, new) = st.init_number(&init.data);
+                    (Some(n), new.then(|| (st.init_name(key, n), init.data.clone())))
+                }
+                None => (None, None),
+            };
+            (st.segment_name(key, seg.sequence), self.dir_of(key), map, new_init)
         };
         if let Some(dir) = &seg_dir {
+            if let Some((init_name, data)) = &new_init {
+                if let Err(e) = write_atomic(dir, init_name, data).await {
+                    warn!(stream = %key, "hls: writing {init_name}: {e}");
+                }
+            }
             if let Err(e) = write_atomic(dir, &name, &seg.data).await {
                 warn!(stream = %key, "hls: writing {name}: {e}");
             }
@@ -249,7 +287,7 @@ impl HlsStore {
             if let Some(old) = st.segments.insert(seg.sequence, seg.data.clone()) {
                 st.held_bytes -= old.len();
             }
-            let removed = st.playlist.push(&SegmentInfo::from(&seg));
+            let removed = st.playlist.push(&SegmentInfo { map, ..SegmentInfo::from(&seg) });
             let until = Instant::now() + self.grace(key, &st);
             st.retired.extend(removed.into_iter().map(|s| (s, until)));
             let mut expired = self.expire(key, &mut st);
@@ -301,9 +339,7 @@ impl HlsStore {
         if let Some(text) = &st.rendered {
             return text.clone();
         }
-        let text = st
-            .playlist
-            .render(st.endlisted, |seq| SegmentName { stream: &key.name, token: &st.token, sequence: seq }.to_string());
+        let text = st.playlist.render(st.endlisted, |seq| st.segment_name(key, seq), |n| st.init_name(key, n));
         st.rendered = Some(text.clone());
         text
     }

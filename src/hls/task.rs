@@ -57,6 +57,7 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
     let cfg = store.policy(&key);
     let mut segmenter = Segmenter::new(
         SegmenterConfig {
+            container: cfg.variant.container(),
             target_duration_ms: cfg.target_duration_ms,
             max_segment_bytes: cfg.max_segment_bytes,
             ..SegmenterConfig::default()

@@ -1,8 +1,10 @@
-//! The pure parts of HLS: `ts` (the MPEG-TS muxer), `segmenter` (where to cut) and
+//! The pure parts of HLS: `ts` (the MPEG-TS muxer), `fmp4` (the fragmented MP4 muxer),
+//! `segmenter` (where to cut, driving either muxer) and
 //! `playlist` (the live media playlist). No clocks: wall-clock time is passed in by
 //! the caller. The store, the per-stream task and the disk mirror are the I/O side, in
 //! the `livegate` crate.
 
+pub mod fmp4;
 pub mod playlist;
 pub mod segmenter;
 pub mod ts;
@@ -12,6 +14,7 @@ mod golden;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use fmp4::Fmp4Muxer;
 pub use playlist::{Playlist, PlaylistConfig, SegmentInfo};
-pub use segmenter::{Segment, Segmenter, SegmenterConfig};
+pub use segmenter::{Container, InitSegment, Segment, Segmenter, SegmenterConfig};
 pub use ts::{MuxError, TsMuxer};

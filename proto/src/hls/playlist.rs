@@ -38,6 +38,9 @@ pub struct SegmentInfo {
     /// Starts with a keyframe; `EXT-X-INDEPENDENT-SEGMENTS` is written only
     /// while every segment in the window is.
     pub independent: bool,
+    /// fMP4: the initialization segment the segment needs (`EXT-X-MAP`), by the store's
+    /// number for it; `None` for MPEG-TS.
+    pub map: Option<u32>,
 }
 
 impl From<&Segment> for SegmentInfo {
@@ -48,6 +51,7 @@ impl From<&Segment> for SegmentInfo {
             discontinuity: s.discontinuity,
             wall_clock_ms: s.wall_clock_ms,
             independent: s.independent,
+            map: None,
         }
     }
 }
@@ -164,18 +168,23 @@ impl Playlist {
         self.segments.iter().map(|s| s.sequence)
     }
 
-    /// Renders the playlist; `ended` adds `EXT-X-ENDLIST`. `uri(seq)` names segments.
+    /// Renders the playlist; `ended` adds `EXT-X-ENDLIST`. `uri(seq)` names segments,
+    /// `map_uri(id)` initialization segments: `EXT-X-MAP` goes before the first segment and
+    /// wherever the segment's map differs from the one before (a new codec configuration,
+    /// a republish), and the playlist then declares version 6.
     ///
     /// EXTINF is written with three decimals through m3u8-rs's process-wide
     /// `WRITE_OPT_FLOAT_PRECISION` (set to 3 once, the first time any playlist renders;
     /// m3u8-rs has no per-call option). PROGRAM-DATE-TIME goes in as a raw tag: m3u8-rs
     /// wants a `chrono` value and we format it ourselves.
-    pub fn render(&self, ended: bool, uri: impl Fn(u64) -> String) -> Bytes {
+    pub fn render(&self, ended: bool, uri: impl Fn(u64) -> String, map_uri: impl Fn(u32) -> String) -> Bytes {
         static PRECISION: std::sync::Once = std::sync::Once::new();
         PRECISION.call_once(|| WRITE_OPT_FLOAT_PRECISION.store(3, Ordering::Relaxed));
         let media_sequence = self.segments.front().map_or(self.next_sequence, |s| s.sequence);
+        let has_maps = self.segments.iter().any(|s| s.map.is_some());
+        let mut previous_map = None;
         let playlist = MediaPlaylist {
-            version: Some(3),
+            version: Some(if has_maps { 6 } else { 3 }),
             target_duration: self.target_secs,
             media_sequence,
             discontinuity_sequence: self.discontinuity_sequence,
@@ -188,6 +197,12 @@ impl Playlist {
                     uri: uri(s.sequence),
                     duration: s.duration_ms as f32 / 1000.0,
                     discontinuity: s.discontinuity,
+                    map: match s.map {
+                        Some(id) if previous_map.replace(id) != Some(id) => {
+                            Some(m3u8_rs::Map { uri: map_uri(id), ..m3u8_rs::Map::default() })
+                        }
+                        _ => None,
+                    },
                     unknown_tags: vec![ExtTag {
                         tag: "X-PROGRAM-DATE-TIME".into(),
                         rest: Some(format_iso8601_ms(s.wall_clock_ms)),
@@ -248,11 +263,16 @@ mod tests {
             discontinuity,
             wall_clock_ms: WALL0 + sequence as i64 * 2000,
             independent: true,
+            map: None,
         }
     }
 
     fn uri(seq: u64) -> String {
         format!("STREAM-{seq}.ts")
+    }
+
+    fn map_uri(id: u32) -> String {
+        format!("STREAM-init{id}.mp4")
     }
 
     fn parse(bytes: &[u8]) -> MediaPlaylist {
@@ -274,7 +294,7 @@ mod tests {
         for seq in 0..3 {
             p.push(&info(seq, 2002, false));
         }
-        let text = p.render(false, uri);
+        let text = p.render(false, uri, map_uri);
         let s = std::str::from_utf8(&text).unwrap();
         assert!(s.starts_with("#EXTM3U\n#EXT-X-VERSION:3\n"));
         assert!(s.contains("#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"), "{s}");
@@ -291,7 +311,7 @@ mod tests {
         assert!((pl.segments[2].duration - 2.002).abs() < 1e-6);
         let pdt = pl.segments[1].program_date_time.expect("PROGRAM-DATE-TIME parsed");
         assert_eq!(pdt.timestamp_millis(), WALL0 + 2000);
-        assert!(parse(&p.render(true, uri)).end_list);
+        assert!(parse(&p.render(true, uri, map_uri)).end_list);
     }
 
     #[test]
@@ -304,7 +324,7 @@ mod tests {
         assert_eq!(removed, vec![10, 11, 12, 13]);
         assert_eq!(p.sequences().collect::<Vec<_>>(), (14..20).collect::<Vec<_>>());
         assert_eq!(p.next_sequence(), 20);
-        let pl = parse(&p.render(false, uri));
+        let pl = parse(&p.render(false, uri, map_uri));
         assert_eq!(pl.media_sequence, 14);
         assert_eq!(pl.segments.len(), 6);
         assert_eq!(pl.segments[0].uri, "STREAM-14.ts");
@@ -362,7 +382,7 @@ mod tests {
             p.push(&info(seq, 2000, seq == 1 || seq == 5));
         }
         // window 2..8: the discontinuity before 1 left, the one before 5 is listed
-        let text = p.render(false, uri);
+        let text = p.render(false, uri, map_uri);
         let pl = parse(&text);
         assert_eq!(pl.media_sequence, 2);
         assert_eq!(pl.discontinuity_sequence, 1);
@@ -372,7 +392,7 @@ mod tests {
         for seq in 8..12 {
             p.push(&info(seq, 2000, false));
         }
-        assert_eq!(parse(&p.render(false, uri)).discontinuity_sequence, 2);
+        assert_eq!(parse(&p.render(false, uri, map_uri)).discontinuity_sequence, 2);
     }
 
     #[test]
@@ -384,7 +404,7 @@ mod tests {
         assert_eq!(p.target_duration_secs(), 3);
         assert!(p.push(&info(2, 2000, false)).is_empty());
         assert_eq!(p.next_sequence(), 6);
-        assert_eq!(parse(&p.render(false, uri)).media_sequence, 5);
+        assert_eq!(parse(&p.render(false, uri, map_uri)).media_sequence, 5);
     }
 
     #[test]
@@ -392,13 +412,33 @@ mod tests {
         let mut p = Playlist::new(PlaylistConfig::default(), 2);
         p.push(&info(0, 2000, false));
         p.push(&SegmentInfo { independent: false, ..info(1, 2000, false) });
-        assert!(!parse(&p.render(false, uri)).independent_segments);
+        assert!(!parse(&p.render(false, uri, map_uri)).independent_segments);
     }
 
     #[test]
     fn empty_playlist_renders() {
         let p = Playlist::new(PlaylistConfig::default(), 2);
-        let pl = parse(&p.render(true, uri));
+        let pl = parse(&p.render(true, uri, map_uri));
         assert!(pl.segments.is_empty() && pl.end_list);
+    }
+
+    #[test]
+    fn fmp4_segments_get_a_map_first_and_where_it_changes() {
+        let mut p = Playlist::new(PlaylistConfig::default(), 2);
+        p.push(&SegmentInfo { map: Some(1), ..info(0, 2000, false) });
+        p.push(&SegmentInfo { map: Some(1), ..info(1, 2000, false) });
+        p.push(&SegmentInfo { map: Some(2), ..info(2, 2000, true) });
+        let text = p.render(false, uri, map_uri);
+        let s = std::str::from_utf8(&text).unwrap();
+        assert!(s.starts_with("#EXTM3U\n#EXT-X-VERSION:6\n"), "{s}");
+        assert_eq!(s.matches("#EXT-X-MAP:").count(), 2, "{s}");
+        let pl = parse(&text);
+        let maps: Vec<_> = pl.segments.iter().map(|s| s.map.as_ref().map(|m| m.uri.clone())).collect();
+        assert_eq!(maps, vec![Some("STREAM-init1.mp4".into()), None, Some("STREAM-init2.mp4".into())]);
+        // MPEG-TS playlists stay at version 3, without maps
+        let mut ts = Playlist::new(PlaylistConfig::default(), 2);
+        ts.push(&info(0, 2000, false));
+        let text = ts.render(false, uri, map_uri);
+        assert!(text.starts_with(b"#EXTM3U\n#EXT-X-VERSION:3\n") && !text.windows(8).any(|w| w == b"EXT-X-MAP"));
     }
 }

@@ -44,6 +44,7 @@
 
 use bytes::Bytes;
 
+use super::fmp4::Fmp4Muxer;
 use super::ts::{MuxError, TsMuxer};
 use crate::media::Event;
 use crate::media::{CodecConfig, Frame};
@@ -57,8 +58,19 @@ const TARGET_JITTER_MS: u64 = 100;
 /// Lower bound of the no-keyframe safety cut.
 const MIN_FORCED_CUT_MS: i64 = 20_000;
 
+/// The container segments are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Container {
+    /// MPEG-TS (`.ts`): H.264/AAC for every HLS player, old set-top boxes and TVs included.
+    #[default]
+    MpegTs,
+    /// Fragmented MP4 (`.m4s` with an initialization segment for `EXT-X-MAP`).
+    Fmp4,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmenterConfig {
+    pub container: Container,
     /// Wanted segment duration; segments are cut at the first keyframe at or past it.
     pub target_duration_ms: u64,
     /// Bound on the audio duration carried by one PES.
@@ -69,7 +81,12 @@ pub struct SegmenterConfig {
 
 impl Default for SegmenterConfig {
     fn default() -> Self {
-        Self { target_duration_ms: 2_000, max_audio_pes_ms: 100, max_segment_bytes: 16 * 1024 * 1024 }
+        Self {
+            container: Container::MpegTs,
+            target_duration_ms: 2_000,
+            max_audio_pes_ms: 100,
+            max_segment_bytes: 16 * 1024 * 1024,
+        }
     }
 }
 
@@ -89,6 +106,112 @@ pub struct Segment {
     pub independent: bool,
     /// Ended at the byte bound (`max_segment_bytes`) rather than at a keyframe or by time.
     pub byte_limited: bool,
+    /// fMP4: the initialization segment this segment needs (`EXT-X-MAP`), numbered by the
+    /// codec configuration generation that made it. `None` for MPEG-TS.
+    pub init: Option<InitSegment>,
+}
+
+/// An fMP4 initialization segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitSegment {
+    /// Changes whenever the codec configuration does (the `CodecConfig` generation).
+    pub id: u32,
+    pub data: Bytes,
+}
+
+/// The muxer a segmenter drives: the same calls for both containers.
+#[derive(Debug)]
+enum Muxer {
+    Ts(Box<TsMuxer>),
+    Fmp4(Fmp4Muxer),
+}
+
+impl Muxer {
+    fn set_config(&mut self, c: &CodecConfig) -> Result<(), MuxError> {
+        match self {
+            Muxer::Ts(m) => m.set_config(c),
+            Muxer::Fmp4(m) => m.set_config(c),
+        }
+    }
+
+    fn reset_timing(&mut self) {
+        match self {
+            Muxer::Ts(m) => m.reset_timing(),
+            Muxer::Fmp4(m) => m.reset_timing(),
+        }
+    }
+
+    fn start_segment(&mut self) {
+        match self {
+            Muxer::Ts(m) => m.start_segment(),
+            Muxer::Fmp4(m) => m.start_segment(),
+        }
+    }
+
+    fn finish_segment(&mut self, end_dts: Option<i64>) -> Bytes {
+        match self {
+            Muxer::Ts(m) => m.finish_segment(),
+            Muxer::Fmp4(m) => m.finish_segment(end_dts),
+        }
+    }
+
+    /// Bytes held for the open segment (written or waiting to be).
+    fn held_len(&self) -> usize {
+        match self {
+            Muxer::Ts(m) => m.segment_len() + m.pending_audio_len(),
+            Muxer::Fmp4(m) => m.segment_len(),
+        }
+    }
+
+    fn segment_len(&self) -> usize {
+        match self {
+            Muxer::Ts(m) => m.segment_len(),
+            Muxer::Fmp4(m) => m.segment_len(),
+        }
+    }
+
+    fn prepare_video(&mut self, v: &crate::media::VideoFrame) -> Result<(), MuxError> {
+        match self {
+            Muxer::Ts(m) => m.prepare_video(v),
+            Muxer::Fmp4(m) => m.prepare_video(v),
+        }
+    }
+
+    fn prepared_video_len(&self) -> usize {
+        match self {
+            Muxer::Ts(m) => m.prepared_video_len(),
+            Muxer::Fmp4(m) => m.prepared_video_len(),
+        }
+    }
+
+    fn commit_video(&mut self, v: &crate::media::VideoFrame) {
+        match self {
+            Muxer::Ts(m) => m.commit_video(v),
+            Muxer::Fmp4(m) => m.commit_video(v),
+        }
+    }
+
+    fn check_audio(&self, a: &crate::media::AudioFrame) -> Result<(), MuxError> {
+        match self {
+            Muxer::Ts(m) => m.check_audio(a),
+            Muxer::Fmp4(m) => m.check_audio(a),
+        }
+    }
+
+    fn write_audio(&mut self, a: &crate::media::AudioFrame) -> Result<(), MuxError> {
+        match self {
+            Muxer::Ts(m) => m.write_audio(a),
+            Muxer::Fmp4(m) => m.write_audio(a),
+        }
+    }
+
+    /// The initialization segment of the current configuration (fMP4 only).
+    fn init(&self) -> Option<&Bytes> {
+        match self {
+            Muxer::Ts(_) => None,
+            Muxer::Fmp4(m) => m.init_segment(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -104,7 +227,7 @@ struct OpenSegment {
 #[derive(Debug)]
 pub struct Segmenter {
     config: SegmenterConfig,
-    mux: TsMuxer,
+    mux: Muxer,
     codec: Option<CodecConfig>,
     next_sequence: u64,
     open: Option<OpenSegment>,
@@ -121,13 +244,18 @@ pub struct Segmenter {
     emitted_any: bool,
     /// Segments cut at the byte bound so far.
     byte_limited_cuts: u64,
+    /// fMP4: the initialization segment of the current configuration.
+    init: Option<InitSegment>,
 }
 
 impl Segmenter {
     pub fn new(config: SegmenterConfig, first_sequence: u64) -> Self {
         let target_secs = config.target_duration_ms.div_ceil(1000).max(1);
         Self {
-            mux: TsMuxer::new(config.max_audio_pes_ms),
+            mux: match config.container {
+                Container::MpegTs => Muxer::Ts(Box::new(TsMuxer::new(config.max_audio_pes_ms))),
+                Container::Fmp4 => Muxer::Fmp4(Fmp4Muxer::new()),
+            },
             config,
             codec: None,
             next_sequence: first_sequence,
@@ -143,6 +271,7 @@ impl Segmenter {
             last_audio_pts: None,
             emitted_any: false,
             byte_limited_cuts: 0,
+            init: None,
         }
     }
 
@@ -227,6 +356,7 @@ impl Segmenter {
             }
         }
         self.mux.set_config(c)?;
+        self.init = self.mux.init().map(|data| InitSegment { id: c.generation, data: data.clone() });
         self.codec = Some(c.clone());
         Ok(())
     }
@@ -272,7 +402,7 @@ impl Segmenter {
                     Frame::Video(_) => self.mux.prepared_video_len(),
                     Frame::Audio(a) => a.data.len(),
                 };
-                let held = self.mux.segment_len() + self.mux.pending_audio_len();
+                let held = self.mux.held_len();
                 let over = held + adds + adds / 16 + 1024 > self.config.max_segment_bytes;
                 if cut {
                     self.close(Some(dts));
@@ -363,7 +493,7 @@ impl Segmenter {
     /// the frame that starts the next segment, when cutting.
     fn close(&mut self, end_dts: Option<i64>) {
         let Some(open) = self.open.take() else { return };
-        let data = self.mux.finish_segment();
+        let data = self.mux.finish_segment(end_dts);
         let end = end_dts.unwrap_or(open.end);
         let duration_ms = u64::try_from(end - open.first_dts).unwrap_or(0);
         if !self.target_locked {
@@ -388,6 +518,7 @@ impl Segmenter {
             wall_clock_ms: open.wall_clock_ms,
             independent: open.independent,
             byte_limited: false,
+            init: self.init.clone(),
         });
         self.next_sequence += 1;
         self.emitted_any = true;

@@ -29,8 +29,14 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
         Protocol::ALL.iter().map(|p| (p.name().to_string(), json!(viewers(ctx, s, *p)))).collect();
     let video_frames = s.stats.video_frames_in.load(Ordering::Relaxed);
     let per_second = |n: f64| if uptime > 0.0 { n / uptime } else { 0.0 };
-    let hls =
-        ctx.hls.sequence_range(s.key()).map(|(first, last)| json!({ "first_sequence": first, "last_sequence": last }));
+    let variant = ctx.hls.container(s.key()).map(|c| match c {
+        crate::hls::Container::MpegTs => "mpegts",
+        crate::hls::Container::Fmp4 => "fmp4",
+    });
+    let hls = ctx
+        .hls
+        .sequence_range(s.key())
+        .map(|(first, last)| json!({ "variant": variant, "first_sequence": first, "last_sequence": last }));
     json!({
         "app": s.key().app,
         "name": s.key().name,

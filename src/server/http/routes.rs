@@ -103,7 +103,7 @@ async fn route(
                     None => not_found(),
                 };
             }
-            if let Some(stem) = file.strip_suffix(".ts") {
+            if let Some(stem) = [".ts", ".m4s", ".mp4"].iter().find_map(|ext| file.strip_suffix(ext)) {
                 let settings = ctx.settings.get();
                 let auth = &settings.apps.get(app).auth;
                 let name = crate::hls::SegmentName::parse(file).map_or(stem, |n| n.stream);
@@ -119,7 +119,7 @@ async fn route(
                     "private, max-age=31536000, immutable"
                 };
                 return match ctx.hls.segment(app, file) {
-                    Some(data) => full("video/mp2t", cache, data),
+                    Some((kind, data)) => full(kind.content_type(), cache, data),
                     None => not_found(),
                 };
             }
@@ -129,16 +129,28 @@ async fn route(
     }
 }
 
-/// `playlist` with `?key=KEY` appended to every segment URI (`key` as it came in the
-/// playlist request's query, so already URL-encoded).
+/// `playlist` with `?key=KEY` appended to every segment URI and `EXT-X-MAP` URI (`key` as
+/// it came in the playlist request's query, so already URL-encoded).
 fn with_key(playlist: &Bytes, key: &str) -> Bytes {
+    const MAP: &str = "#EXT-X-MAP:URI=\"";
     let text = String::from_utf8_lossy(playlist);
     let mut out = String::with_capacity(text.len() + 64 * key.len());
     for line in text.lines() {
-        out.push_str(line);
-        if !line.is_empty() && !line.starts_with('#') {
-            out.push_str("?key=");
-            out.push_str(key);
+        match line.strip_prefix(MAP).and_then(|rest| rest.find('"').map(|end| rest.split_at(end))) {
+            Some((uri, rest)) => {
+                out.push_str(MAP);
+                out.push_str(uri);
+                out.push_str("?key=");
+                out.push_str(key);
+                out.push_str(rest);
+            }
+            None => {
+                out.push_str(line);
+                if !line.is_empty() && !line.starts_with('#') {
+                    out.push_str("?key=");
+                    out.push_str(key);
+                }
+            }
         }
         out.push('\n');
     }
@@ -156,6 +168,16 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\ncam-19a-7.ts?key=a%20b\n#EXT-X-DISCONTINUITY\n#EXTINF:1.5,\ncam-19b-8.ts?key=a%20b\n"
+        );
+    }
+
+    #[test]
+    fn map_uris_carry_the_key_too() {
+        let p = Bytes::from_static(b"#EXTM3U\n#EXT-X-MAP:URI=\"cam-19a-init1.mp4\"\n#EXTINF:2.000,\ncam-19a-7.m4s\n");
+        let out = with_key(&p, "k");
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "#EXTM3U\n#EXT-X-MAP:URI=\"cam-19a-init1.mp4?key=k\"\n#EXTINF:2.000,\ncam-19a-7.m4s?key=k\n"
         );
     }
 }
