@@ -232,9 +232,12 @@ impl Default for HttpConfig {
 pub struct HlsConfig {
     /// Serve every live stream as HLS at /APP/STREAM.m3u8.
     pub enabled: bool,
-    /// The segment container: `mpegts` (`.ts`, every HLS player, old set-top boxes and TVs)
-    /// or `fmp4` (fragmented MP4 `.m4s` with an `EXT-X-MAP` initialization segment).
+    /// The segment container: `mpegts` (`.ts`, every HLS player, old set-top boxes and TVs),
+    /// `fmp4` (fragmented MP4 `.m4s` with an `EXT-X-MAP` initialization segment) or
+    /// `lowlatency` (fMP4 cut into parts, Low-Latency HLS with blocking playlist reload).
     pub variant: HlsVariant,
+    /// `lowlatency`: the longest a part lasts (`EXT-X-PART-INF:PART-TARGET`).
+    pub part_target_ms: u64,
     /// Also write playlists and segments under this directory (`DIR/APP/STREAM.m3u8`).
     pub dir: Option<PathBuf>,
     /// Wanted segment duration; segments are cut at the first keyframe past it.
@@ -265,19 +268,33 @@ pub enum HlsVariant {
     #[default]
     Mpegts,
     Fmp4,
+    Lowlatency,
 }
 
 impl HlsVariant {
     pub fn container(self) -> livegate_proto::hls::Container {
         match self {
             HlsVariant::Mpegts => livegate_proto::hls::Container::MpegTs,
-            HlsVariant::Fmp4 => livegate_proto::hls::Container::Fmp4,
+            HlsVariant::Fmp4 | HlsVariant::Lowlatency => livegate_proto::hls::Container::Fmp4,
         }
     }
 }
 
 impl HlsConfig {
+    /// The part target when parts are made (`lowlatency`).
+    pub fn parts(&self) -> Option<u64> {
+        (self.variant == HlsVariant::Lowlatency).then_some(self.part_target_ms)
+    }
+
     fn validate(&self, section: &str) -> anyhow::Result<()> {
+        let bad_part =
+            !(100..=2000).contains(&self.part_target_ms) || self.part_target_ms * 2 > self.target_duration_ms;
+        if self.variant == HlsVariant::Lowlatency && bad_part {
+            bail!(
+                "{section}.part_target_ms must be within 100..=2000 and at most half of target_duration_ms, got {}",
+                self.part_target_ms
+            );
+        }
         if !(500..=30_000).contains(&self.target_duration_ms) {
             bail!("{section}.target_duration_ms must be within 500..=30000, got {}", self.target_duration_ms);
         }
@@ -306,6 +323,7 @@ impl Default for HlsConfig {
         Self {
             enabled: true,
             variant: HlsVariant::Mpegts,
+            part_target_ms: 333,
             dir: None,
             target_duration_ms: 2000,
             window_segments: 6,

@@ -147,6 +147,23 @@ fn hls_js_plays_fmp4_segments() {
 }
 
 #[test]
+fn hls_js_plays_low_latency_hls_with_parts_and_blocking_reload() {
+    let gw = Gateway::in_process("[hls]\nvariant = \"lowlatency\"\n");
+    let _pub = publish(&gw.rtmp_url("live/ll"), Source::default(), None);
+    wait_playlist(&gw, "live/ll", 2);
+    let r = run_player(
+        json!({"mode": "hls", "url": gw.http_url("/live/ll.m3u8"), "seconds": 12, "vendor": vendor(),
+               "screenshot": artifacts().join("hlsjs-ll.png")}),
+        |_, _| {},
+    );
+    assert_played(&r, 12.0);
+    assert!(r["canBlockReload"].as_bool().unwrap_or(false), "hls.js saw no CAN-BLOCK-RELOAD");
+    assert!(r["parts"].as_u64().unwrap_or(0) >= 6, "hls.js saw {} parts", r["parts"]);
+    // measured, not judged here (the benchmark holds the targets): printed with the summary
+    println!("LL-HLS latency {} s (PDT {} s)", r["latencyAvg"], r["pdtLatencyAvg"]);
+}
+
+#[test]
 fn mpegts_js_plays_http_flv_with_a_fast_first_frame() {
     let gw = Gateway::in_process("");
     let _pub = publish(&gw.rtmp_url("live/flvjs"), Source::default(), None);

@@ -305,3 +305,69 @@ fn fmp4_variant_serves_an_init_segment_and_continuous_fragments() {
     let api: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/streams/live/cmaf").body).unwrap();
     assert_eq!(api["hls"]["variant"], "fmp4", "{api}");
 }
+
+/// The URI of `EXT-X-PRELOAD-HINT` and the (msn, part) it names.
+fn preload_hint(text: &str) -> (String, u64, u32) {
+    let line = text.lines().find(|l| l.starts_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=")).expect("a preload hint");
+    let uri = line.split('"').nth(1).unwrap().to_string();
+    let stem = uri.strip_suffix(".m4s").unwrap();
+    let (msn, part) = stem.rsplit('-').next().unwrap().split_once('.').unwrap();
+    (uri.clone(), msn.parse().unwrap(), part.parse().unwrap())
+}
+
+#[test]
+fn low_latency_hls_blocks_until_the_part_exists_and_serves_hinted_parts() {
+    let gw = Gateway::in_process("[hls]\nvariant = \"lowlatency\"\n");
+    let _pub = publish(&gw.rtmp_url("live/llhls"), Source::default(), None);
+    let pl = wait_segments(&gw, "live/llhls", 2, Duration::from_secs(30));
+    assert_eq!(pl.media_sequence, 1, "LL playlists start at 1");
+    let text = http_get(gw.http, "/live/llhls.m3u8").text();
+    for tag in [
+        "#EXT-X-VERSION:6",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.002,",
+        "#EXT-X-PART-INF:PART-TARGET=0.334",
+        "#EXT-X-MAP:URI=",
+    ] {
+        assert!(text.contains(tag), "{tag} missing:\n{text}");
+    }
+    // a blocking reload for the hinted part is answered when it exists, with it listed
+    let (uri, msn, part) = preload_hint(&text);
+    let t0 = Instant::now();
+    let r = http_get(gw.http, &format!("/live/llhls.m3u8?_HLS_msn={msn}&_HLS_part={part}"));
+    let waited = t0.elapsed();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("cache-control"), Some("public, max-age=6"));
+    assert!(r.text().contains(&format!("URI=\"{uri}\"")), "the part asked for is listed:\n{}", r.text());
+    assert!(waited < Duration::from_secs(2), "blocked {waited:?} for one part");
+    println!("blocking reload for the hinted part answered after {waited:?}");
+    // the next hinted part: a request for it waits for it, then gets one moof + mdat
+    let (next_uri, ..) = preload_hint(&r.text());
+    let p = http_get(gw.http, &format!("/live/{next_uri}"));
+    assert_eq!(p.status, 200, "{next_uri}");
+    assert_eq!(p.header("content-type"), Some("video/iso.segment"));
+    assert_eq!(p.header("cache-control"), Some("public, max-age=31536000, immutable"));
+    assert_eq!(&p.body[4..8], b"moof");
+    // a complete segment is its parts, in order
+    let text = http_get(gw.http, "/live/llhls.m3u8").text();
+    let lines: Vec<&str> = text.lines().collect();
+    let seg_at = lines.iter().position(|l| l.ends_with(".m4s") && !l.starts_with('#')).unwrap();
+    let seg_uri = lines[seg_at];
+    let parts: Vec<&str> = lines[..seg_at]
+        .iter()
+        .rev()
+        .take_while(|l| l.starts_with("#EXT-X-PART:") || l.starts_with("#EXTINF"))
+        .filter(|l| l.starts_with("#EXT-X-PART:"))
+        .map(|l| l.split('"').nth(1).unwrap())
+        .collect();
+    assert!(!parts.is_empty(), "the oldest listed segment has no parts listed:\n{text}");
+    let joined: Vec<u8> = parts.iter().rev().flat_map(|u| http_get(gw.http, &format!("/live/{u}")).body).collect();
+    assert_eq!(joined, http_get(gw.http, &format!("/live/{seg_uri}")).body, "{seg_uri} is its parts");
+    // malformed or far-ahead directives: 400; a part that is neither listed nor hinted: 404
+    for q in ["_HLS_part=1", "_HLS_msn=x", &format!("_HLS_msn={}", msn + 5), "_HLS_msn=1&_HLS_skip=NO"] {
+        assert_eq!(http_get(gw.http, &format!("/live/llhls.m3u8?{q}")).status, 400, "{q}");
+    }
+    let unknown = uri.replace(&format!("-{msn}.{part}.m4s"), &format!("-{}.0.m4s", msn + 3));
+    assert_eq!(http_get(gw.http, &format!("/live/{unknown}")).status, 404);
+    // a delta update is a playlist too
+    assert_eq!(http_get(gw.http, "/live/llhls.m3u8?_HLS_skip=YES").status, 200);
+}

@@ -385,10 +385,12 @@ pub fn segmenter(data: &[u8]) {
     let mut r = Reader(data);
     let Some(cfg) = r.u8() else { return };
     let container = if cfg & 0x80 != 0 { Container::Fmp4 } else { Container::MpegTs };
+    let parts = container == Container::Fmp4 && cfg & 0x40 != 0;
     let config = SegmenterConfig {
         container,
+        part_target_ms: parts.then_some(200),
         target_duration_ms: 500 + u64::from(cfg % 16) * 500,
-        max_audio_pes_ms: 20 + u64::from((cfg >> 4) & 7) * 20,
+        max_audio_pes_ms: 20 + u64::from((cfg >> 4) & 3) * 20,
         // small, so that fuzzed inputs reach the byte bound
         max_segment_bytes: 64 * 1024,
     };
@@ -402,15 +404,29 @@ pub fn segmenter(data: &[u8]) {
     let mut wall = 1_700_000_000_000i64;
     let mut generation = 0;
 
-    let mut check = |s: Option<crate::hls::Segment>, seg: &Segmenter, playlist: &mut Playlist| {
+    let mut open_parts: Vec<crate::hls::Part> = Vec::new();
+    let mut check = |s: Option<crate::hls::Segment>, seg: &mut Segmenter, playlist: &mut Playlist| {
+        while let Some(p) = seg.poll_part() {
+            assert!(parts, "a part without a part target");
+            assert_boxes(&p.data, &[b"moof", b"mdat"]);
+            open_parts.push(p);
+        }
         if let Some(s) = s {
             if container == Container::MpegTs {
                 assert_eq!(s.data.len() % 188, 0, "segment of {} bytes", s.data.len());
                 assert!(s.data.chunks(188).all(|p| p[0] == 0x47), "TS packet without sync byte");
             } else {
-                assert_boxes(&s.data, &[b"moof", b"mdat"]);
+                let n = if parts { open_parts.iter().filter(|p| p.sequence == s.sequence).count() } else { 1 };
+                let pairs: Vec<&[u8; 4]> = (0..n).flat_map(|_| [b"moof", b"mdat"]).collect();
+                assert_boxes(&s.data, &pairs);
                 let init = s.init.as_ref().expect("an fMP4 segment names its initialization segment");
                 assert_boxes(&init.data, &[b"ftyp", b"moov"]);
+            }
+            if parts {
+                let mine: Vec<u8> =
+                    open_parts.iter().filter(|p| p.sequence == s.sequence).flat_map(|p| p.data.to_vec()).collect();
+                assert_eq!(mine, s.data.to_vec(), "a segment is its parts, in order");
+                open_parts.retain(|p| p.sequence > s.sequence);
             }
             assert_eq!(s.sequence, next_seq);
             next_seq += 1;
@@ -464,16 +480,16 @@ pub fn segmenter(data: &[u8]) {
             }
             _ => {
                 let s = seg.flush();
-                check(s, &seg, &mut playlist);
+                check(s, &mut seg, &mut playlist);
                 continue;
             }
         };
         if let Ok(s) = seg.push(&ev, wall) {
-            check(s, &seg, &mut playlist);
+            check(s, &mut seg, &mut playlist);
         }
     }
     let s = seg.flush();
-    check(s, &seg, &mut playlist);
+    check(s, &mut seg, &mut playlist);
     let _ = playlist.render(true, |n| format!("{n}.ts"), |n| format!("{n}.mp4"));
 }
 

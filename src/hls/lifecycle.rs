@@ -32,6 +32,15 @@ pub(super) struct KeyState {
     /// The playlist text as last rendered; `None` when the playlist changed since (it is
     /// rendered again when someone asks, not on every change).
     pub(super) rendered: Option<Bytes>,
+    /// Low-Latency HLS: the delta update (`_HLS_skip`) as last rendered.
+    pub(super) rendered_skip: Option<Bytes>,
+    /// Low-Latency HLS: the part target; `None` when the key makes no parts.
+    pub(super) part_target_ms: Option<u64>,
+    /// Low-Latency HLS: parts by (sequence, index), those listed and a few segments older.
+    pub(super) parts: HashMap<(u64, u32), Bytes>,
+    /// Woken whenever a part or segment is added or the playlist ends (blocking reloads and
+    /// requests for the hinted part wait on it).
+    pub(super) changed: std::sync::Arc<tokio::sync::Notify>,
     pub(super) segments: HashMap<u64, Bytes>,
     /// Bytes of `segments` (listed and retired), bounded by `max_stream_bytes`.
     pub(super) held_bytes: usize,
@@ -91,6 +100,8 @@ impl KeyState {
         if !self.endlisted && ended.is_some_and(|at| shutting_down || passed(at, t.endlist_delay)) {
             self.endlisted = true;
             self.rendered = None;
+            self.rendered_skip = None;
+            self.changed.notify_waiters();
             due.endlist = true;
         }
         due.drop_key = ended.is_some_and(|at| passed(at, t.hold));
@@ -169,6 +180,10 @@ mod tests {
             init_count: 0,
             playlist: Playlist::new(PlaylistConfig::default(), 2),
             rendered: None,
+            rendered_skip: None,
+            part_target_ms: None,
+            parts: HashMap::new(),
+            changed: Default::default(),
             segments: HashMap::from([(1, Bytes::from_static(b"one")), (2, Bytes::from_static(b"two"))]),
             held_bytes: 6,
             over_budget_logged: false,

@@ -14,5 +14,5 @@ pub use livegate_proto::hls::{
     Container, MuxError, Playlist, PlaylistConfig, Segment, SegmentInfo, Segmenter, SegmenterConfig, TsMuxer,
 };
 pub use name::{FileKind, SegmentName};
-pub use store::HlsStore;
+pub use store::{HlsStore, PlaylistReply};
 pub use task::run;

@@ -1,5 +1,6 @@
 //! HLS file names: segments `STREAM-TOKEN-SEQ.ts` (MPEG-TS) or `STREAM-TOKEN-SEQ.m4s`
-//! (fMP4), initialization segments `STREAM-TOKEN-initN.mp4`; one type for writing and
+//! (fMP4), their parts `STREAM-TOKEN-SEQ.PART.m4s` (Low-Latency HLS), initialization
+//! segments `STREAM-TOKEN-initN.mp4`; one type for writing and
 //! parsing them.
 
 use std::fmt;
@@ -13,6 +14,8 @@ pub enum FileKind {
     M4s,
     /// An fMP4 initialization segment (`EXT-X-MAP`); `sequence` is its number.
     Init,
+    /// A part of an fMP4 segment (Low-Latency HLS): `STREAM-TOKEN-SEQ.PART.m4s`.
+    Part(u32),
 }
 
 impl FileKind {
@@ -20,7 +23,7 @@ impl FileKind {
     pub fn content_type(self) -> &'static str {
         match self {
             FileKind::Ts => "video/mp2t",
-            FileKind::M4s => "video/iso.segment",
+            FileKind::M4s | FileKind::Part(_) => "video/iso.segment",
             FileKind::Init => "video/mp4",
         }
     }
@@ -50,7 +53,17 @@ impl<'a> SegmentName<'a> {
         };
         let mut parts = stem.rsplitn(3, '-');
         let last = parts.next()?;
-        let number = if kind == FileKind::Init { last.strip_prefix("init")? } else { last };
+        let (number, kind) = match kind {
+            FileKind::Init => (last.strip_prefix("init")?, kind),
+            FileKind::M4s => match last.split_once('.') {
+                Some((seq, part)) if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) => {
+                    (seq, FileKind::Part(part.parse().ok()?))
+                }
+                Some(_) => return None,
+                None => (last, kind),
+            },
+            _ => (last, kind),
+        };
         // digits only: `parse` would also take a leading `+`
         if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
             return None;
@@ -69,6 +82,7 @@ impl fmt::Display for SegmentName<'_> {
             FileKind::Ts => write!(f, "{stream}-{token}-{n}.ts"),
             FileKind::M4s => write!(f, "{stream}-{token}-{n}.m4s"),
             FileKind::Init => write!(f, "{stream}-{token}-init{n}.mp4"),
+            FileKind::Part(p) => write!(f, "{stream}-{token}-{n}.{p}.m4s"),
         }
     }
 }
@@ -83,6 +97,7 @@ mod tests {
             (FileKind::Ts, "my-cam-0123456789abcdef-42.ts"),
             (FileKind::M4s, "my-cam-0123456789abcdef-42.m4s"),
             (FileKind::Init, "my-cam-0123456789abcdef-init42.mp4"),
+            (FileKind::Part(3), "my-cam-0123456789abcdef-42.3.m4s"),
         ] {
             let n = SegmentName { stream: "my-cam", token: "0123456789abcdef", sequence: 42, kind };
             assert_eq!(n.to_string(), text);

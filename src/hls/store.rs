@@ -17,6 +17,23 @@ use tracing::{debug, info, warn};
 
 use super::lifecycle::{KeyState, Timing};
 use super::{Container, FileKind, Playlist, PlaylistConfig, Segment, SegmentInfo, SegmentName};
+use livegate_proto::hls::{llhls, llhls::Directives, Part, PartInfo};
+
+/// What [`HlsStore::playlist`] answers.
+#[derive(Debug)]
+pub enum PlaylistReply {
+    /// The playlist; `blocking` when it answered delivery directives (cacheable for a
+    /// while under its full URL).
+    Text {
+        text: Bytes,
+        blocking: bool,
+    },
+    NotFound,
+    /// Malformed directives, or a segment/part too far ahead (HTTP 400).
+    BadRequest(String),
+    /// What a blocking reload asked for did not come within 3 target durations (HTTP 503).
+    Unavailable,
+}
 use crate::config::{HlsConfig, LiveSettings};
 use crate::hub::{lock, StreamKey};
 use crate::metrics::Metrics;
@@ -99,21 +116,85 @@ impl HlsStore {
     }
 
     /// The current playlist text of a live or recently ended stream (rendered here when it
-    /// changed since it was last asked for).
-    pub fn playlist(&self, key: &StreamKey) -> Option<Bytes> {
-        let state = self.state(key)?;
-        let mut st = lock(&state);
-        if !st.playlist.started() {
-            return None;
+    /// changed since it was last asked for). A Low-Latency playlist answers the blocking
+    /// reload directives of `query` (`_HLS_msn`, `_HLS_part`, `_HLS_skip`): it waits until
+    /// the segment or part asked for exists, at most 3 target durations (then
+    /// [`PlaylistReply::Unavailable`]). Other playlists ignore them.
+    pub async fn playlist(&self, key: &StreamKey, query: &str) -> PlaylistReply {
+        let Some(state) = self.state(key) else { return PlaylistReply::NotFound };
+        let (part_target, target_secs) = {
+            let st = lock(&state);
+            (st.part_target_ms, st.playlist.target_duration_secs())
+        };
+        let Some(part_target) = part_target else {
+            let mut st = lock(&state);
+            if !st.playlist.started() {
+                return PlaylistReply::NotFound;
+            }
+            return PlaylistReply::Text { text: self.render(key, &mut st), blocking: false };
+        };
+        let d = match Directives::parse(query) {
+            Ok(d) => d,
+            Err(e) => return PlaylistReply::BadRequest(e.to_string()),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * target_secs);
+        loop {
+            let changed = lock(&state).changed.clone();
+            let notified = changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable(); // before looking: no change between look and wait is missed
+            {
+                let mut st = lock(&state);
+                if !st.playlist.started() {
+                    return PlaylistReply::NotFound;
+                }
+                match llhls::ready(&st.playlist, &d, part_target, st.endlisted) {
+                    Err(e) => return PlaylistReply::BadRequest(e.to_string()),
+                    Ok(true) => {
+                        let text = self.render_ll(key, &mut st, d.skip);
+                        return PlaylistReply::Text { text, blocking: d.blocks() };
+                    }
+                    Ok(false) => {}
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return PlaylistReply::Unavailable;
+            }
         }
-        Some(self.render(key, &mut st))
     }
 
-    /// A segment or initialization segment by file name (see [`SegmentName`]), with its kind.
-    pub fn segment(&self, app: &str, file: &str) -> Option<(FileKind, Bytes)> {
+    /// A segment, part or initialization segment by file name (see [`SegmentName`]), with
+    /// its kind. A request for the part the playlist hints at (`EXT-X-PRELOAD-HINT`) waits
+    /// for it, at most 3 target durations.
+    pub async fn segment(&self, app: &str, file: &str) -> Option<(FileKind, Bytes)> {
         let name = SegmentName::parse(file)?;
         let state = self.state(&StreamKey::new(app, name.stream))?;
-        let st = lock(&state);
+        let FileKind::Part(index) = name.kind else { return self.file(&state, &name) };
+        let target_secs = lock(&state).playlist.target_duration_secs();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * target_secs);
+        loop {
+            let changed = lock(&state).changed.clone();
+            let notified = changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(found) = self.file(&state, &name) {
+                return Some(found);
+            }
+            {
+                let st = lock(&state);
+                // only the hinted part is worth waiting for; anything else is unknown
+                if st.token != name.token || st.endlisted || llhls::next_part(&st.playlist) != (name.sequence, index) {
+                    return None;
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    fn file(&self, state: &Mutex<KeyState>, name: &SegmentName<'_>) -> Option<(FileKind, Bytes)> {
+        let st = lock(state);
         if st.token != name.token {
             return None;
         }
@@ -124,6 +205,7 @@ impl HlsStore {
             (FileKind::Init, Container::Fmp4) => {
                 st.inits.iter().find(|(n, _)| u64::from(*n) == name.sequence).map(|(_, d)| d.clone())
             }
+            (FileKind::Part(i), Container::Fmp4) => st.parts.get(&(name.sequence, i)).cloned(),
             _ => None,
         }?;
         Some((name.kind, data))
@@ -205,6 +287,8 @@ impl HlsStore {
             st.ended_at = None;
             st.endlisted = false;
             st.rendered = None;
+            st.rendered_skip = None;
+            st.part_target_ms = cfg.parts();
             let resumed = st.playlist.sequences().next().is_some();
             return (state.clone(), st.session, resumed, Vec::new());
         }
@@ -228,16 +312,23 @@ impl HlsStore {
                 }
             }
         }
-        let playlist = Playlist::new(
+        let mut playlist = Playlist::new(
             PlaylistConfig { window_segments: cfg.window_segments, min_window_ms: cfg.min_window_ms },
             cfg.target_duration_ms.div_ceil(1000).max(1),
         );
+        if cfg.parts().is_some() {
+            playlist.start_at(1);
+        }
         let state = Arc::new(Mutex::new(KeyState {
             token: format!("{:016x}", rand::random::<u64>()),
             container,
             inits: VecDeque::new(),
             init_count: 0,
             rendered: None,
+            rendered_skip: None,
+            part_target_ms: cfg.parts(),
+            parts: HashMap::new(),
+            changed: Default::default(),
             playlist,
             segments: HashMap::new(),
             held_bytes: 0,
@@ -294,6 +385,8 @@ impl HlsStore {
             expired.extend(self.enforce_byte_bound(key, &mut st));
             self.schedule(key, &st);
             st.rendered = None;
+            st.rendered_skip = None;
+            st.changed.notify_waiters();
             // the disk mirror needs every version; in memory, rendering waits for a request
             let text = self.dir_of(key).map(|_| self.render(key, &mut st));
             (text, expired)
@@ -334,8 +427,61 @@ impl HlsStore {
         names
     }
 
+    /// Makes a finished part readable and lists it (Low-Latency HLS); wakes the requests
+    /// waiting for it. Parts stay readable for two segments after they leave the playlist.
+    pub(super) fn add_part(&self, key: &StreamKey, state: &Mutex<KeyState>, part: Part) {
+        let mut st = lock(state);
+        if st.part_target_ms.is_none() {
+            return;
+        }
+        let map = part.init.as_ref().map(|init| st.init_number(&init.data).0);
+        st.parts.insert((part.sequence, part.index), part.data.clone());
+        st.playlist.push_part(&PartInfo {
+            sequence: part.sequence,
+            index: part.index,
+            duration_ms: part.duration_ms,
+            independent: part.independent,
+            discontinuity: part.discontinuity,
+            map,
+            wall_clock_ms: part.wall_clock_ms,
+        });
+        let oldest = st.playlist.parts().next().map_or(part.sequence, |p| p.sequence).saturating_sub(2);
+        st.parts.retain(|(seq, _), _| *seq >= oldest);
+        st.rendered = None;
+        st.rendered_skip = None;
+        st.changed.notify_waiters();
+        debug!(stream = %key, seq = part.sequence, part = part.index, ms = part.duration_ms, "hls part");
+    }
+
+    /// The Low-Latency playlist (or its delta update), rendered again only when it changed.
+    fn render_ll(&self, key: &StreamKey, st: &mut KeyState, skip: bool) -> Bytes {
+        let cached = if skip { &st.rendered_skip } else { &st.rendered };
+        if let Some(text) = cached {
+            return text.clone();
+        }
+        let st_ref = &*st;
+        let names = llhls::Names {
+            segment: &|seq| st_ref.segment_name(key, seq),
+            part: &|seq, i| {
+                SegmentName { stream: &key.name, token: &st_ref.token, sequence: seq, kind: FileKind::Part(i) }
+                    .to_string()
+            },
+            map: &|n| st_ref.init_name(key, n),
+        };
+        let text = llhls::render(&st.playlist, st.part_target_ms.unwrap_or(333), st.endlisted, skip, &names);
+        if skip {
+            st.rendered_skip = Some(text.clone());
+        } else {
+            st.rendered = Some(text.clone());
+        }
+        text
+    }
+
     /// The playlist text, rendered again only when it changed since the last time.
     fn render(&self, key: &StreamKey, st: &mut KeyState) -> Bytes {
+        if st.part_target_ms.is_some() {
+            return self.render_ll(key, st, false);
+        }
         if let Some(text) = &st.rendered {
             return text.clone();
         }
@@ -383,6 +529,8 @@ impl HlsStore {
             }
             st.endlisted = true;
             st.rendered = None;
+            st.rendered_skip = None;
+            st.changed.notify_waiters();
             self.render(key, &mut st)
         };
         self.write_playlist(key, &text).await;

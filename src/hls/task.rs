@@ -58,6 +58,7 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
     let mut segmenter = Segmenter::new(
         SegmenterConfig {
             container: cfg.variant.container(),
+            part_target_ms: cfg.parts(),
             target_duration_ms: cfg.target_duration_ms,
             max_segment_bytes: cfg.max_segment_bytes,
             ..SegmenterConfig::default()
@@ -86,7 +87,12 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
             }
         };
         let end = ev == HubEvent::EndOfStream;
-        match segmenter.push(&ev, unix_ms()) {
+        let pushed = segmenter.push(&ev, unix_ms());
+        // a segment's parts come before the segment (its last part is finished with it)
+        while let Some(part) = segmenter.poll_part() {
+            store.add_part(&key, &state, part);
+        }
+        match pushed {
             Ok(Some(seg)) => {
                 if seg.byte_limited {
                     store.inner.metrics.limit_hit("hls_segment_bytes");
@@ -110,7 +116,11 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
             break;
         }
     }
-    if let Some(seg) = segmenter.flush() {
+    let last = segmenter.flush();
+    while let Some(part) = segmenter.poll_part() {
+        store.add_part(&key, &state, part);
+    }
+    if let Some(seg) = last {
         store.add_segment(&key, &state, seg).await;
     }
     store.end(&key, &state, session, shutdown.is_cancelled()).await;

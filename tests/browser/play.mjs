@@ -84,7 +84,11 @@ H.sample = () => {
     s.audioCodecs = H.hls.levels.map((l) => l.audioCodec || '').join(',');
     s.videoCodecs = H.hls.levels.map((l) => l.videoCodec || '').join(',');
     s.tracks = H.tracks || null;
-    s.live = H.hls.levels[H.hls.currentLevel]?.details?.live ?? null;
+    const details = H.hls.levels[H.hls.currentLevel]?.details;
+    s.live = details?.live ?? null;
+    // Low-Latency HLS: parts listed and blocking reload offered
+    s.parts = details?.partList?.length ?? 0;
+    s.canBlockReload = details?.canBlockReload ?? false;
   } else {
     s.latency = s.bufEnd - s.ct;
   }
@@ -199,6 +203,8 @@ try {
     audioCodecs: last.audioCodecs ?? null,
     videoCodecs: last.videoCodecs ?? null,
     tracks: last.tracks ?? null,
+    parts: last.parts ?? 0,
+    canBlockReload: last.canBlockReload ?? false,
     mediaInfo: st.mediaInfo ?? null,
     ended: st.ended ?? false,
     events: st.events,

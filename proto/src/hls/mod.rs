@@ -5,6 +5,7 @@
 //! the `livegate` crate.
 
 pub mod fmp4;
+pub mod llhls;
 pub mod playlist;
 pub mod segmenter;
 pub mod ts;
@@ -15,6 +16,6 @@ mod golden;
 pub(crate) mod testutil;
 
 pub use fmp4::Fmp4Muxer;
-pub use playlist::{Playlist, PlaylistConfig, SegmentInfo};
-pub use segmenter::{Container, InitSegment, Segment, Segmenter, SegmenterConfig};
+pub use playlist::{PartInfo, Playlist, PlaylistConfig, SegmentInfo};
+pub use segmenter::{Container, InitSegment, Part, Segment, Segmenter, SegmenterConfig};
 pub use ts::{MuxError, TsMuxer};

@@ -56,11 +56,29 @@ impl From<&Segment> for SegmentInfo {
     }
 }
 
+/// What the playlist needs to know about a part (Low-Latency HLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartInfo {
+    /// The media sequence number of its segment.
+    pub sequence: u64,
+    pub index: u32,
+    pub duration_ms: u64,
+    pub independent: bool,
+    /// Of its segment (the first part brings them): `EXT-X-DISCONTINUITY`, `EXT-X-MAP`
+    /// and the wall clock of its first frame.
+    pub discontinuity: bool,
+    pub map: Option<u32>,
+    pub wall_clock_ms: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Playlist {
     config: PlaylistConfig,
     target_secs: u64,
     segments: VecDeque<SegmentInfo>,
+    /// Parts of the newest segments (those within 3 target durations of the live edge) and
+    /// of the segment being written, oldest first.
+    parts: VecDeque<PartInfo>,
     window_ms: u64,
     /// Discontinuities that left the window.
     discontinuity_sequence: u64,
@@ -74,6 +92,7 @@ impl Playlist {
             config,
             target_secs: target_duration_secs.max(1),
             segments: VecDeque::new(),
+            parts: VecDeque::new(),
             window_ms: 0,
             discontinuity_sequence: 0,
             next_sequence: 0,
@@ -97,6 +116,15 @@ impl Playlist {
         self.target_secs
     }
 
+    /// Starts the media sequence at `sequence` (before the first segment; ignored after).
+    /// Low-Latency playlists start at 1: hls.js 1.7 does not block on a playlist whose
+    /// newest segment is number 0.
+    pub fn start_at(&mut self, sequence: u64) {
+        if !self.started {
+            self.next_sequence = sequence;
+        }
+    }
+
     /// Sequence number for the next segment (continue here after a republish).
     pub fn next_sequence(&self) -> u64 {
         self.next_sequence
@@ -116,7 +144,14 @@ impl Playlist {
         self.started = true;
         self.next_sequence = seg.sequence + 1;
         self.window_ms += self.counted_ms(seg);
-        self.segments.push_back(*seg);
+        let mut seg = *seg;
+        // EXT-X-PROGRAM-DATE-TIME of consecutive segments differs by exactly the previous
+        // EXTINF (wall-clock arrival times jitter); a discontinuity re-anchors it
+        if let Some(prev) = self.segments.back().filter(|_| !seg.discontinuity) {
+            seg.wall_clock_ms = prev.wall_clock_ms + prev.duration_ms as i64;
+        }
+        self.segments.push_back(seg);
+        self.prune_parts();
         let min_ms = self.config.min_window_ms.max(3 * 1000 * self.target_secs);
         let min_segments = self.config.window_segments.max(1);
         let mut removed = Vec::new();
@@ -128,6 +163,57 @@ impl Playlist {
             removed.extend(self.pop_oldest());
         }
         removed
+    }
+
+    /// Appends a part of the segment being written (its segment is pushed after its last
+    /// part). A part of an older segment, or one that does not follow the last, is ignored.
+    pub fn push_part(&mut self, part: &PartInfo) {
+        let follows = match self.parts.back() {
+            Some(last) if last.sequence == part.sequence => part.index == last.index + 1,
+            _ => part.index == 0,
+        };
+        if part.sequence < self.next_sequence || !follows {
+            tracing::warn!(seq = part.sequence, index = part.index, "hls: part out of order; ignored");
+            return;
+        }
+        self.parts.push_back(*part);
+    }
+
+    /// Keeps the parts of the segment being written and of the complete segments that end
+    /// within 3 target durations of the live edge (RFC 8216bis §6.2.2).
+    fn prune_parts(&mut self) {
+        let mut span = 0;
+        let mut oldest_kept = self.next_sequence;
+        for s in self.segments.iter().rev() {
+            if span >= 3 * 1000 * self.target_secs {
+                break;
+            }
+            span += s.duration_ms;
+            oldest_kept = s.sequence;
+        }
+        while self.parts.front().is_some_and(|p| p.sequence < oldest_kept) {
+            self.parts.pop_front();
+        }
+    }
+
+    /// Parts listed, oldest first (see [`Self::push_part`]).
+    pub fn parts(&self) -> impl DoubleEndedIterator<Item = &PartInfo> {
+        self.parts.iter()
+    }
+
+    /// Segments listed, oldest first.
+    pub fn segments(&self) -> impl DoubleEndedIterator<Item = &SegmentInfo> + Clone {
+        self.segments.iter()
+    }
+
+    /// `EXT-X-MEDIA-SEQUENCE`.
+    pub fn media_sequence(&self) -> u64 {
+        self.segments.front().map_or(self.next_sequence, |s| s.sequence)
+    }
+
+    /// `EXT-X-DISCONTINUITY-SEQUENCE`.
+    pub fn discontinuity_sequence(&self) -> u64 {
+        self.discontinuity_sequence
     }
 
     /// The duration a segment counts for in the window: at least half the target, so
@@ -299,7 +385,8 @@ mod tests {
         assert!(s.starts_with("#EXTM3U\n#EXT-X-VERSION:3\n"));
         assert!(s.contains("#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"), "{s}");
         assert!(s.contains("#EXT-X-INDEPENDENT-SEGMENTS\n"));
-        assert!(s.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.000Z\n#EXTINF:2.002,\nSTREAM-1.ts\n"), "{s}");
+        // PDT follows the EXTINF before it (2.002 s), not the arrival times (2.000 s apart)
+        assert!(s.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.002Z\n#EXTINF:2.002,\nSTREAM-1.ts\n"), "{s}");
         assert!(!s.contains("ENDLIST"));
         let pl = parse(&text);
         assert_eq!(pl.version, Some(3));
@@ -310,7 +397,7 @@ mod tests {
         assert_eq!(pl.segments[2].uri, "STREAM-2.ts");
         assert!((pl.segments[2].duration - 2.002).abs() < 1e-6);
         let pdt = pl.segments[1].program_date_time.expect("PROGRAM-DATE-TIME parsed");
-        assert_eq!(pdt.timestamp_millis(), WALL0 + 2000);
+        assert_eq!(pdt.timestamp_millis(), WALL0 + 2002);
         assert!(parse(&p.render(true, uri, map_uri)).end_list);
     }
 

@@ -71,6 +71,9 @@ pub enum Container {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmenterConfig {
     pub container: Container,
+    /// fMP4 only: cut each segment into parts (Low-Latency HLS) of at most this duration
+    /// plus 1 ms (millisecond timestamps round whole frames up to it).
+    pub part_target_ms: Option<u64>,
     /// Wanted segment duration; segments are cut at the first keyframe at or past it.
     pub target_duration_ms: u64,
     /// Bound on the audio duration carried by one PES.
@@ -83,6 +86,7 @@ impl Default for SegmenterConfig {
     fn default() -> Self {
         Self {
             container: Container::MpegTs,
+            part_target_ms: None,
             target_duration_ms: 2_000,
             max_audio_pes_ms: 100,
             max_segment_bytes: 16 * 1024 * 1024,
@@ -117,6 +121,25 @@ pub struct InitSegment {
     /// Changes whenever the codec configuration does (the `CodecConfig` generation).
     pub id: u32,
     pub data: Bytes,
+}
+
+/// A part of a segment (Low-Latency HLS): one `moof` + `mdat`; a segment's parts, in
+/// order, are its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// The media sequence number of the segment it belongs to.
+    pub sequence: u64,
+    /// Its index in the segment, from 0.
+    pub index: u32,
+    pub duration_ms: u64,
+    /// Starts with a keyframe (`INDEPENDENT=YES`).
+    pub independent: bool,
+    pub data: Bytes,
+    /// The segment's first part: it carries the segment's discontinuity and init segment.
+    pub discontinuity: bool,
+    pub init: Option<InitSegment>,
+    /// Unix ms at which the segment's first frame was received.
+    pub wall_clock_ms: i64,
 }
 
 /// The muxer a segmenter drives: the same calls for both containers.
@@ -222,6 +245,12 @@ struct OpenSegment {
     wall_clock_ms: i64,
     discontinuity: bool,
     independent: bool,
+    /// Parts: the finished ones' bytes, where the open one starts, whether it starts at a
+    /// keyframe.
+    parts: Vec<Bytes>,
+    parts_bytes: usize,
+    part_start: i64,
+    part_independent: bool,
 }
 
 #[derive(Debug)]
@@ -240,12 +269,17 @@ pub struct Segmenter {
     last_gop_ms: Option<i64>,
     last_video_dts: Option<i64>,
     last_video_step: i64,
+    /// The step before `last_video_step` (FLV's millisecond timestamps alternate, e.g.
+    /// 33 and 34 ms at 30 fps; parts are planned with the smaller).
+    prev_video_step: i64,
     last_audio_pts: Option<i64>,
     emitted_any: bool,
     /// Segments cut at the byte bound so far.
     byte_limited_cuts: u64,
     /// fMP4: the initialization segment of the current configuration.
     init: Option<InitSegment>,
+    /// Finished parts not yet handed out ([`Segmenter::poll_part`]).
+    parts: std::collections::VecDeque<Part>,
 }
 
 impl Segmenter {
@@ -268,10 +302,12 @@ impl Segmenter {
             last_gop_ms: None,
             last_video_dts: None,
             last_video_step: 33,
+            prev_video_step: 33,
             last_audio_pts: None,
             emitted_any: false,
             byte_limited_cuts: 0,
             init: None,
+            parts: std::collections::VecDeque::new(),
         }
     }
 
@@ -299,6 +335,20 @@ impl Segmenter {
     /// Sequence number the next segment will get.
     pub fn next_sequence(&self) -> u64 {
         self.next_sequence
+    }
+
+    /// The next finished part (Low-Latency HLS), oldest first. Take them after every
+    /// [`Self::push`] / [`Self::flush`], before the segment it returned: a segment's last
+    /// part is finished with it.
+    pub fn poll_part(&mut self) -> Option<Part> {
+        self.parts.pop_front()
+    }
+
+    /// Where the open segment and its open part stand: (sequence, index of the open part),
+    /// or `None` between segments. The part is what `EXT-X-PRELOAD-HINT` names.
+    pub fn open_part(&self) -> Option<(u64, u32)> {
+        let open = self.open.as_ref()?;
+        Some((self.next_sequence, open.parts.len() as u32))
     }
 
     /// Feeds one hub event received at `wall_clock_ms` (unix ms). Returns a
@@ -402,7 +452,7 @@ impl Segmenter {
                     Frame::Video(_) => self.mux.prepared_video_len(),
                     Frame::Audio(a) => a.data.len(),
                 };
-                let held = self.mux.held_len();
+                let held = self.mux.held_len() + self.open.as_ref().map_or(0, |o| o.parts_bytes);
                 let over = held + adds + adds / 16 + 1024 > self.config.max_segment_bytes;
                 if cut {
                     self.close(Some(dts));
@@ -428,13 +478,15 @@ impl Segmenter {
         if f.is_keyframe() {
             self.last_keyframe_dts = Some(dts);
         }
+        self.maybe_cut_part(f, has_video, audio_frame_ms);
 
-        let open = self.open.as_mut().expect("segment open");
+        let Some(open) = self.open.as_mut() else { return Ok(()) };
         match f {
             Frame::Video(v) => {
                 if let Some(prev) = self.last_video_dts {
                     let step = v.dts - prev;
                     if (1..1000).contains(&step) {
+                        self.prev_video_step = self.last_video_step;
                         self.last_video_step = step;
                     }
                 }
@@ -449,6 +501,49 @@ impl Segmenter {
             }
         }
         Ok(())
+    }
+
+    /// Low-Latency HLS: finishes the open part before `f` when `f` would take it past the
+    /// part target (streams with video cut parts only before video frames).
+    fn maybe_cut_part(&mut self, f: &Frame, has_video: bool, audio_frame_ms: i64) {
+        let Some(target) = self.config.part_target_ms else { return };
+        if has_video && !f.is_video() {
+            return;
+        }
+        let step = if f.is_video() { self.last_video_step.min(self.prev_video_step) } else { audio_frame_ms };
+        let Some(open) = self.open.as_ref() else { return };
+        let dts = f.dts();
+        // + 1: parts of whole frames reach the target only to the millisecond (10 frames at
+        // 30 fps last 333 or 334 ms); the advertised part target is one more (see `llhls`)
+        if self.mux.segment_len() == 0 || dts - open.part_start + step <= target as i64 + 1 {
+            return;
+        }
+        self.finish_part(dts, f.is_keyframe());
+    }
+
+    /// Finishes the open part at `end` (the DTS of the frame that starts the next one).
+    fn finish_part(&mut self, end: i64, next_independent: bool) {
+        let Some(open) = self.open.as_mut() else { return };
+        let data = self.mux.finish_segment(Some(end));
+        if data.is_empty() {
+            return;
+        }
+        let index = open.parts.len() as u32;
+        self.parts.push_back(Part {
+            sequence: self.next_sequence,
+            index,
+            duration_ms: u64::try_from(end - open.part_start).unwrap_or(0),
+            independent: open.part_independent,
+            data: data.clone(),
+            discontinuity: open.discontinuity,
+            init: self.init.clone(),
+            wall_clock_ms: open.wall_clock_ms,
+        });
+        open.parts_bytes += data.len();
+        open.parts.push(data);
+        open.part_start = end;
+        open.part_independent = next_independent;
+        self.mux.start_segment();
     }
 
     fn should_cut_at_keyframe(&self, elapsed: i64) -> bool {
@@ -479,6 +574,10 @@ impl Segmenter {
             wall_clock_ms,
             discontinuity: std::mem::take(&mut self.pending_discontinuity),
             independent,
+            parts: Vec::new(),
+            parts_bytes: 0,
+            part_start: dts,
+            part_independent: independent,
         });
     }
 
@@ -492,8 +591,21 @@ impl Segmenter {
     /// Closes the open segment (if any) into `ready`. `end_dts`: the DTS of
     /// the frame that starts the next segment, when cutting.
     fn close(&mut self, end_dts: Option<i64>) {
+        if self.config.part_target_ms.is_some() {
+            let end = end_dts.or(self.open.as_ref().map(|o| o.end));
+            if let Some(end) = end {
+                self.finish_part(end, true);
+            }
+        }
         let Some(open) = self.open.take() else { return };
-        let data = self.mux.finish_segment(end_dts);
+        let data = if self.config.part_target_ms.is_some() {
+            // the parts, in order, are the segment (one copy, at its exact size)
+            let mut all = bytes::BytesMut::with_capacity(open.parts_bytes);
+            open.parts.iter().for_each(|p| all.extend_from_slice(p));
+            all.freeze()
+        } else {
+            self.mux.finish_segment(end_dts)
+        };
         let end = end_dts.unwrap_or(open.end);
         let duration_ms = u64::try_from(end - open.first_dts).unwrap_or(0);
         if !self.target_locked {

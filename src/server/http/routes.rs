@@ -10,11 +10,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use super::path::split_path;
 use super::response::{empty, full, not_found, refused, text};
 use super::{Body, HttpContext};
 use crate::auth::{Action, AuthRequest};
+use crate::hls::PlaylistReply;
 use crate::hub::StreamKey;
 
 pub(crate) async fn handle<B>(
@@ -93,14 +95,23 @@ async fn route(
                     return refused(ctx, &denied);
                 }
                 ctx.hls.client_seen(&key, peer.ip());
-                return match ctx.hls.playlist(&key) {
-                    // with play keys, segments need the key too: players resolve segment URIs
-                    // against the playlist URL without its query, so the URIs carry it
-                    Some(text) => match crate::auth::query_param(query, "key").filter(|_| !auth.play_keys.is_empty()) {
-                        Some(k) => full("application/vnd.apple.mpegurl", "private, max-age=1", with_key(&text, k)),
-                        None => full("application/vnd.apple.mpegurl", "max-age=1", text),
-                    },
-                    None => not_found(),
+                let (playlist, blocking) = match ctx.hls.playlist(&key, query).await {
+                    PlaylistReply::Text { text, blocking } => (text, blocking),
+                    PlaylistReply::NotFound => return not_found(),
+                    PlaylistReply::BadRequest(why) => {
+                        warn!(%peer, stream = %key, "HLS playlist request refused: {why}");
+                        return text(StatusCode::BAD_REQUEST, "bad delivery directives\n");
+                    }
+                    PlaylistReply::Unavailable => return text(StatusCode::SERVICE_UNAVAILABLE, "not available yet\n"),
+                };
+                // a blocking reload's answer holds what was asked for whenever it is served
+                // again: caches may keep it a while, keyed by the whole URL
+                let cache = if blocking { "public, max-age=6" } else { "max-age=1" };
+                // with play keys, segments need the key too: players resolve segment URIs
+                // against the playlist URL without its query, so the URIs carry it
+                return match crate::auth::query_param(query, "key").filter(|_| !auth.play_keys.is_empty()) {
+                    Some(k) => full("application/vnd.apple.mpegurl", "private, max-age=1", with_key(&playlist, k)),
+                    None => full("application/vnd.apple.mpegurl", cache, playlist),
                 };
             }
             if let Some(stem) = [".ts", ".m4s", ".mp4"].iter().find_map(|ext| file.strip_suffix(ext)) {
@@ -118,7 +129,7 @@ async fn route(
                 } else {
                     "private, max-age=31536000, immutable"
                 };
-                return match ctx.hls.segment(app, file) {
+                return match ctx.hls.segment(app, file).await {
                     Some((kind, data)) => full(kind.content_type(), cache, data),
                     None => not_found(),
                 };

@@ -435,3 +435,40 @@ fn real_encoder_segments() {
     }
     assert_eq!(segs.len(), 2);
 }
+
+#[test]
+fn low_latency_segments_are_their_parts_each_within_the_part_target() {
+    let config = SegmenterConfig {
+        container: Container::Fmp4,
+        part_target_ms: Some(333),
+        target_duration_ms: 2000,
+        ..SegmenterConfig::default()
+    };
+    let mut s = Segmenter::new(config, 0);
+    s.push(&Event::Config(codec_config(true, true)), WALL0).unwrap();
+    let mut parts = Vec::new();
+    let mut segments = Vec::new();
+    for f in av_frames(0, 200, 60, 0) {
+        let seg = s.push(&Event::Frame(f), WALL0).unwrap();
+        parts.extend(std::iter::from_fn(|| s.poll_part()));
+        segments.extend(seg);
+    }
+    assert!(segments.len() >= 2);
+    assert_eq!(s.open_part().map(|(seq, _)| seq), Some(segments.len() as u64));
+    for seg in &segments {
+        let mine: Vec<&Part> = parts.iter().filter(|p| p.sequence == seg.sequence).collect();
+        let d: Vec<u64> = mine.iter().map(|p| p.duration_ms).collect();
+        assert_eq!(mine.len(), 6, "2 s at 30 fps: six parts of 10 frames or fewer: {d:?}");
+        assert_eq!(mine.iter().map(|p| p.index).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>());
+        assert!(mine[0].independent && mine[1..].iter().all(|p| !p.independent));
+        assert!(
+            mine.iter().all(|p| p.duration_ms <= 334),
+            "{:?}",
+            mine.iter().map(|p| p.duration_ms).collect::<Vec<_>>()
+        );
+        assert_eq!(mine.iter().map(|p| p.duration_ms).sum::<u64>(), seg.duration_ms);
+        let joined: Vec<u8> = mine.iter().flat_map(|p| p.data.to_vec()).collect();
+        assert_eq!(joined, seg.data.to_vec(), "a segment is its parts, in order");
+        assert!(mine.iter().all(|p| p.init.as_ref() == seg.init.as_ref()));
+    }
+}
