@@ -82,7 +82,8 @@
       video.play().catch(() => {});
     } else if (mode === 'hls') {
       S.engine = 'hls.js ' + Hls.version;
-      hls = new Hls({ enableWorker: true });
+      // lowLatencyMode: parts and blocking reloads when the playlist offers them (variant = "lowlatency")
+      hls = new Hls({ enableWorker: true, lowLatencyMode: true });
       hls.on(Hls.Events.ERROR, (_, d) => {
         S.errors.push({ fatal: !!d.fatal, type: d.type, details: d.details });
         if (d.fatal && gen === generation) retry(d.details);

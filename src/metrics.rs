@@ -26,6 +26,11 @@ pub struct LimitLabel {
     pub limit: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
 pub fn protocol(p: &'static str) -> ProtocolLabel {
     ProtocolLabel { protocol: p }
 }
@@ -52,6 +57,9 @@ pub struct Metrics {
     /// Times a byte or count bound was hit (a connection closed, a segment cut early, a
     /// frame or held playlist dropped), by bound.
     pub limit_hits: Family<LimitLabel, Counter>,
+    /// HLS requests answered, by kind: `playlist`, `blocking_playlist` (Low-Latency
+    /// delivery directives), `segment`, `part`, `init`.
+    pub hls_requests: Family<KindLabel, Counter>,
     streams: Gauge,
     viewers: Family<ProtocolLabel, Gauge>,
     /// `bytes_out` of each protocol, looked up once (the hub counts on every write).
@@ -78,6 +86,7 @@ impl Metrics {
             rejected: Family::default(),
             handshake_failures: Counter::default(),
             limit_hits: Family::default(),
+            hls_requests: Family::default(),
             streams: Gauge::default(),
             viewers: Family::default(),
             bytes_out_by: Default::default(),
@@ -98,6 +107,7 @@ impl Metrics {
             m.handshake_failures.clone(),
         );
         registry.register("limit_hits", "Times a memory or count bound was hit, by bound", m.limit_hits.clone());
+        registry.register("hls_requests", "HLS requests answered, by kind", m.hls_requests.clone());
         registry.register("streams", "Live streams", m.streams.clone());
         registry.register("viewers", "Current viewers by protocol", m.viewers.clone());
         Self { registry, bytes_out_by, ..m }
@@ -106,6 +116,11 @@ impl Metrics {
     /// Counts one hit of the bound named `limit`.
     pub fn limit_hit(&self, limit: &'static str) {
         self.limit_hits.get_or_create(&LimitLabel { limit }).inc();
+    }
+
+    /// Counts one HLS request of `kind` (see [`Self::hls_requests`]).
+    pub fn hls_request(&self, kind: &'static str) {
+        self.hls_requests.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// Prometheus text exposition, with live gauges refreshed from `hub` (and the HLS

@@ -1,5 +1,6 @@
 //! The nginx caching edge from deploy/nginx/edge.conf, run for real with
-//! Debian's nginx in front of a local livegate.
+//! Debian's nginx in front of a local livegate: MPEG-TS HLS and HTTP-FLV through it, and
+//! Low-Latency HLS (blocking reloads and parts, counted at the origin; hls.js through it).
 
 mod common;
 
@@ -21,14 +22,15 @@ impl Drop for Nginx {
     }
 }
 
-/// Starts nginx with the repository's edge.conf, pointed at `origin` and listening on a free port.
-fn start_edge(origin: std::net::SocketAddr) -> (Nginx, std::net::SocketAddr) {
+/// Starts nginx with the repository's edge.conf, pointed at `origin` and listening on a free port
+/// (its prefix, pid file and cache in a scratch directory of its own, `name`).
+fn start_edge(name: &str, origin: std::net::SocketAddr) -> (Nginx, std::net::SocketAddr) {
     let nginx = ["/usr/sbin/nginx", "nginx"]
         .into_iter()
         .find(|p| Command::new(p).arg("-v").output().is_ok())
         .map(String::from)
         .unwrap_or_else(|| require_tool("nginx").display().to_string());
-    let prefix = scratch_dir("edge-nginx");
+    let prefix = scratch_dir(name);
     for d in ["tmp", "cache"] {
         std::fs::create_dir_all(prefix.join(d)).unwrap();
     }
@@ -69,7 +71,7 @@ fn last_segment(text: &str) -> String {
 fn nginx_edge_caches_segments_and_keeps_playlists_fresh() {
     let gw = Gateway::in_process("");
     let _pub = publish(&gw.rtmp_url("live/edge"), Source::default(), None);
-    let (_nginx, edge) = start_edge(gw.http);
+    let (_nginx, edge) = start_edge("edge-nginx", gw.http);
     assert!(wait_until(Duration::from_secs(20), || {
         let r = http_get(edge, "/live/edge.m3u8");
         r.status == 200 && r.text().matches("#EXTINF").count() >= 2
@@ -107,4 +109,69 @@ fn nginx_edge_caches_segments_and_keeps_playlists_fresh() {
     assert_eq!(flv.status, 200);
     assert!(flv.body.starts_with(b"FLV"));
     assert!(flv.body.len() >= 100_000, "only {} bytes through the edge", flv.body.len());
+}
+
+/// `livegate_hls_requests_total{kind="KIND"}` of the origin.
+fn origin_requests(gw: &Gateway, kind: &str) -> u64 {
+    let text = http_get(gw.http, "/metrics").text();
+    let prefix = format!("livegate_hls_requests_total{{kind=\"{kind}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The URI, msn and part of a playlist's `EXT-X-PRELOAD-HINT`.
+fn hint(text: &str) -> Option<(String, u64, u32)> {
+    let uri = text.lines().find(|l| l.starts_with("#EXT-X-PRELOAD-HINT:"))?.split('"').nth(1)?.to_string();
+    let (msn, part) = uri.strip_suffix(".m4s")?.rsplit('-').next()?.split_once('.')?;
+    Some((uri.clone(), msn.parse().ok()?, part.parse().ok()?))
+}
+
+#[test]
+fn low_latency_hls_through_the_edge_reaches_the_origin_once_per_part() {
+    let gw = Gateway::in_process("[hls]\nvariant = \"lowlatency\"\n");
+    let _pub = publish(&gw.rtmp_url("live/lledge"), Source::default(), None);
+    let (_nginx, edge) = start_edge("edge-nginx-ll", gw.http);
+    assert!(wait_until(Duration::from_secs(20), || {
+        let r = http_get(edge, "/live/lledge.m3u8");
+        r.status == 200 && r.text().matches("#EXTINF").count() >= 2
+    }));
+    let (blocking0, parts0) = (origin_requests(&gw, "blocking_playlist"), origin_requests(&gw, "part"));
+    // 20 players behaving like hls.js: a blocking reload for the hinted part, then the part
+    const PLAYERS: usize = 20;
+    let players: Vec<_> = (0..PLAYERS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut text = http_get(edge, "/live/lledge.m3u8").text();
+                let (mut reloads, start) = (0u64, std::time::Instant::now());
+                while start.elapsed() < Duration::from_secs(6) {
+                    let (uri, msn, part) = hint(&text).expect("a preload hint");
+                    let r = http_get(edge, &format!("/live/lledge.m3u8?_HLS_msn={msn}&_HLS_part={part}"));
+                    assert_eq!(r.status, 200);
+                    text = r.text();
+                    assert!(text.contains(&uri), "the part asked for is listed");
+                    let p = http_get(edge, &format!("/live/{uri}"));
+                    assert_eq!(p.status, 200, "{uri}");
+                    reloads += 1;
+                }
+                reloads
+            })
+        })
+        .collect();
+    let reloads: u64 = players.into_iter().map(|p| p.join().unwrap()).sum();
+    let origin_blocking = origin_requests(&gw, "blocking_playlist") - blocking0;
+    let origin_parts = origin_requests(&gw, "part") - parts0;
+    println!("{reloads} blocking reloads and parts by {PLAYERS} players through the edge: the origin saw {origin_blocking} blocking reloads and {origin_parts} part requests");
+    assert!(reloads >= PLAYERS as u64 * 10, "only {reloads} reloads in 6 s");
+    // about one origin request per (msn, part) and per part, whatever the audience
+    assert!(origin_blocking * 4 <= reloads, "{origin_blocking} origin reloads for {reloads}");
+    assert!(origin_parts * 4 <= reloads, "{origin_parts} origin part requests for {reloads}");
+
+    // and hls.js plays it through the edge at low latency
+    let r = common::browser::run_player(
+        serde_json::json!({"mode": "hls", "url": format!("http://{edge}/live/lledge.m3u8"), "seconds": 10,
+                           "vendor": common::browser::vendor()}),
+        |_, _| {},
+    );
+    common::browser::assert_played(&r, 10.0);
+    assert!(r["parts"].as_u64().unwrap_or(0) > 0 && r["canBlockReload"].as_bool() == Some(true));
+    println!("LL-HLS through the edge: latency {} s", r["latencyAvg"]);
 }

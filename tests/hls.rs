@@ -370,4 +370,9 @@ fn low_latency_hls_blocks_until_the_part_exists_and_serves_hinted_parts() {
     assert_eq!(http_get(gw.http, &format!("/live/{unknown}")).status, 404);
     // a delta update is a playlist too
     assert_eq!(http_get(gw.http, "/live/llhls.m3u8?_HLS_skip=YES").status, 200);
+    let api: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/streams/live/llhls").body).unwrap();
+    assert_eq!(
+        (api["hls"]["variant"].as_str(), api["hls"]["part_target_ms"].as_u64()),
+        (Some("lowlatency"), Some(333))
+    );
 }

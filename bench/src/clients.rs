@@ -257,6 +257,70 @@ pub(crate) async fn hls_viewer(http: String, path: String, st: Arc<ViewerStat>) 
     }
 }
 
+/// A listed part: ((msn, index), duration ms, uri).
+pub(crate) type ListedPart = ((u64, u32), i64, String);
+
+/// The parts a Low-Latency playlist lists, and its preload hint as (msn, index).
+pub(crate) fn parse_ll_playlist(text: &str) -> (Vec<ListedPart>, Option<(u64, u32)>) {
+    let part_of = |uri: &str| -> Option<(u64, u32)> {
+        let (msn, idx) = uri.strip_suffix(".m4s")?.rsplit('-').next()?.split_once('.')?;
+        Some((msn.parse().ok()?, idx.parse().ok()?))
+    };
+    let mut parts = Vec::new();
+    let mut hint = None;
+    for l in text.lines() {
+        if let Some(attrs) = l.strip_prefix("#EXT-X-PART:") {
+            let dur = attrs
+                .split(',')
+                .find_map(|a| a.strip_prefix("DURATION="))
+                .and_then(|d| d.parse::<f64>().ok())
+                .map_or(0, |d| (d * 1000.0).round() as i64);
+            if let Some(uri) = attrs.split('"').nth(1) {
+                if let Some(id) = part_of(uri) {
+                    parts.push((id, dur, uri.to_string()));
+                }
+            }
+        } else if l.starts_with("#EXT-X-PRELOAD-HINT:") {
+            hint = l.split('"').nth(1).and_then(part_of);
+        }
+    }
+    (parts, hint)
+}
+
+/// A Low-Latency HLS client behaving like hls.js in low-latency mode: a blocking playlist
+/// reload for the hinted part (`_HLS_msn`/`_HLS_part`), then every part it lists that it
+/// has not fetched, in order, starting at the newest. Media time = the parts' durations.
+pub(crate) async fn ll_viewer(http: String, path: String, st: Arc<ViewerStat>) -> Result<()> {
+    let t0 = Instant::now();
+    let mut sock = TcpStream::connect(&http).await?;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let dir = path.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+    let mut last: Option<(u64, u32)> = None;
+    let mut media = 0i64;
+    let mut query = String::new();
+    loop {
+        let (status, body, _) = http_get(&mut sock, &mut buf, &http, &format!("{path}{query}"), true).await?;
+        if status != 200 {
+            bail!("LL playlist answered {status}");
+        }
+        let (parts, hint) = parse_ll_playlist(std::str::from_utf8(&body)?);
+        let start = last.or_else(|| parts.last().map(|p| (p.0 .0, p.0 .1.wrapping_sub(1))));
+        for (id, dur, uri) in parts.iter().filter(|p| start.is_none_or(|s| p.0 > s)) {
+            let (status, _, len) = http_get(&mut sock, &mut buf, &http, &format!("{dir}/{uri}"), false).await?;
+            if status != 200 {
+                bail!("part answered {status}");
+            }
+            st.bytes.fetch_add(len as u64, Ordering::Relaxed);
+            st.key(t0);
+            media += dur;
+            st.media_ms.store(media, Ordering::Relaxed);
+            last = Some(*id);
+        }
+        let Some((msn, part)) = hint else { bail!("no EXT-X-PRELOAD-HINT") };
+        query = format!("?_HLS_msn={msn}&_HLS_part={part}");
+    }
+}
+
 // ---------------------------------------------------------------- RTMP
 
 /// TCP connect and the handshake through `session` (C0 + C1, then C2 echoing S1); what the

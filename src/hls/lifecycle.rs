@@ -38,6 +38,8 @@ pub(super) struct KeyState {
     pub(super) part_target_ms: Option<u64>,
     /// Low-Latency HLS: parts by (sequence, index), those listed and a few segments older.
     pub(super) parts: HashMap<(u64, u32), Bytes>,
+    /// Bytes of `parts` (bounded by half of `max_stream_bytes`, apart from the segments).
+    pub(super) parts_bytes: usize,
     /// Woken whenever a part or segment is added or the playlist ends (blocking reloads and
     /// requests for the hinted part wait on it).
     pub(super) changed: std::sync::Arc<tokio::sync::Notify>,
@@ -183,6 +185,7 @@ mod tests {
             rendered_skip: None,
             part_target_ms: None,
             parts: HashMap::new(),
+            parts_bytes: 0,
             changed: Default::default(),
             segments: HashMap::from([(1, Bytes::from_static(b"one")), (2, Bytes::from_static(b"two"))]),
             held_bytes: 6,

@@ -248,11 +248,12 @@ impl HlsStore {
         Some((first, st.playlist.next_sequence().saturating_sub(1)))
     }
 
-    /// The container of a key's segments, while the store holds it.
-    pub fn container(&self, key: &StreamKey) -> Option<Container> {
+    /// The container of a key's segments and its part target (Low-Latency HLS), while the
+    /// store holds it.
+    pub fn container(&self, key: &StreamKey) -> Option<(Container, Option<u64>)> {
         let state = self.state(key)?;
-        let container = lock(&state).container;
-        Some(container)
+        let st = lock(&state);
+        Some((st.container, st.part_target_ms))
     }
 
     fn grace(&self, key: &StreamKey, st: &KeyState) -> Duration {
@@ -328,6 +329,7 @@ impl HlsStore {
             rendered_skip: None,
             part_target_ms: cfg.parts(),
             parts: HashMap::new(),
+            parts_bytes: 0,
             changed: Default::default(),
             playlist,
             segments: HashMap::new(),
@@ -388,7 +390,7 @@ impl HlsStore {
             st.rendered_skip = None;
             st.changed.notify_waiters();
             // the disk mirror needs every version; in memory, rendering waits for a request
-            let text = self.dir_of(key).map(|_| self.render(key, &mut st));
+            let text = self.dir_of(key).map(|_| self.render_disk(key, &st));
             (text, expired)
         };
         self.inner.metrics.segments.inc();
@@ -435,7 +437,10 @@ impl HlsStore {
             return;
         }
         let map = part.init.as_ref().map(|init| st.init_number(&init.data).0);
-        st.parts.insert((part.sequence, part.index), part.data.clone());
+        st.parts_bytes += part.data.len();
+        if let Some(old) = st.parts.insert((part.sequence, part.index), part.data.clone()) {
+            st.parts_bytes -= old.len();
+        }
         st.playlist.push_part(&PartInfo {
             sequence: part.sequence,
             index: part.index,
@@ -446,7 +451,23 @@ impl HlsStore {
             wall_clock_ms: part.wall_clock_ms,
         });
         let oldest = st.playlist.parts().next().map_or(part.sequence, |p| p.sequence).saturating_sub(2);
-        st.parts.retain(|(seq, _), _| *seq >= oldest);
+        // parts are bounded apart from the segments: at most half of max_stream_bytes
+        let max = self.policy(key).max_stream_bytes / 2;
+        let mut keys: Vec<(u64, u32)> = st.parts.keys().copied().collect();
+        keys.sort_unstable();
+        let mut bytes = st.parts_bytes;
+        for k in keys {
+            if k.0 >= oldest && bytes <= max {
+                break;
+            }
+            if let Some(d) = st.parts.remove(&k) {
+                bytes -= d.len();
+            }
+        }
+        if bytes > max {
+            self.inner.metrics.limit_hit("hls_stream_bytes");
+        }
+        st.parts_bytes = bytes;
         st.rendered = None;
         st.rendered_skip = None;
         st.changed.notify_waiters();
@@ -475,6 +496,13 @@ impl HlsStore {
             st.rendered = Some(text.clone());
         }
         text
+    }
+
+    /// The playlist for the disk mirror: a plain web server cannot answer blocking reloads
+    /// or serve parts (they are not written), so a Low-Latency key's mirror lists its
+    /// segments only, as the `fmp4` variant would.
+    fn render_disk(&self, key: &StreamKey, st: &KeyState) -> Bytes {
+        st.playlist.render(st.endlisted, |seq| st.segment_name(key, seq), |n| st.init_name(key, n))
     }
 
     /// The playlist text, rendered again only when it changed since the last time.
@@ -531,7 +559,7 @@ impl HlsStore {
             st.rendered = None;
             st.rendered_skip = None;
             st.changed.notify_waiters();
-            self.render(key, &mut st)
+            self.render_disk(key, &st)
         };
         self.write_playlist(key, &text).await;
     }
@@ -555,7 +583,7 @@ impl HlsStore {
                 let due = st.handle_timeout(now, timing, shutting_down);
                 let mut names: Vec<String> = due.expired.iter().map(|seq| st.segment_name(key, *seq)).collect();
                 if due.endlist {
-                    ended.push((key.clone(), self.render(key, &mut st)));
+                    ended.push((key.clone(), self.render_disk(key, &st)));
                 }
                 if due.drop_key {
                     names.extend(st.segments.keys().map(|seq| st.segment_name(key, *seq)));

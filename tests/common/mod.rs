@@ -4,6 +4,7 @@
 //! fetch over HTTP. A test that needs a tool fails loudly when it is missing.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod hostile;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -29,14 +29,16 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
         Protocol::ALL.iter().map(|p| (p.name().to_string(), json!(viewers(ctx, s, *p)))).collect();
     let video_frames = s.stats.video_frames_in.load(Ordering::Relaxed);
     let per_second = |n: f64| if uptime > 0.0 { n / uptime } else { 0.0 };
-    let variant = ctx.hls.container(s.key()).map(|c| match c {
-        crate::hls::Container::MpegTs => "mpegts",
-        crate::hls::Container::Fmp4 => "fmp4",
+    let container = ctx.hls.container(s.key());
+    let variant = container.map(|c| match c {
+        (crate::hls::Container::MpegTs, _) => "mpegts",
+        (crate::hls::Container::Fmp4, None) => "fmp4",
+        (crate::hls::Container::Fmp4, Some(_)) => "lowlatency",
     });
-    let hls = ctx
-        .hls
-        .sequence_range(s.key())
-        .map(|(first, last)| json!({ "variant": variant, "first_sequence": first, "last_sequence": last }));
+    let part_target_ms = container.and_then(|(_, p)| p);
+    let hls = ctx.hls.sequence_range(s.key()).map(|(first, last)| {
+        json!({ "variant": variant, "part_target_ms": part_target_ms, "first_sequence": first, "last_sequence": last })
+    });
     json!({
         "app": s.key().app,
         "name": s.key().name,

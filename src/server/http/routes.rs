@@ -96,7 +96,10 @@ async fn route(
                 }
                 ctx.hls.client_seen(&key, peer.ip());
                 let (playlist, blocking) = match ctx.hls.playlist(&key, query).await {
-                    PlaylistReply::Text { text, blocking } => (text, blocking),
+                    PlaylistReply::Text { text, blocking } => {
+                        ctx.metrics.hls_request(if blocking { "blocking_playlist" } else { "playlist" });
+                        (text, blocking)
+                    }
                     PlaylistReply::NotFound => return not_found(),
                     PlaylistReply::BadRequest(why) => {
                         warn!(%peer, stream = %key, "HLS playlist request refused: {why}");
@@ -130,7 +133,14 @@ async fn route(
                     "private, max-age=31536000, immutable"
                 };
                 return match ctx.hls.segment(app, file).await {
-                    Some((kind, data)) => full(kind.content_type(), cache, data),
+                    Some((kind, data)) => {
+                        ctx.metrics.hls_request(match kind {
+                            crate::hls::FileKind::Part(_) => "part",
+                            crate::hls::FileKind::Init => "init",
+                            _ => "segment",
+                        });
+                        full(kind.content_type(), cache, data)
+                    }
                     None => not_found(),
                 };
             }
