@@ -238,6 +238,9 @@ pub struct HlsConfig {
     pub variant: HlsVariant,
     /// `lowlatency`: the longest a part lasts (`EXT-X-PART-INF:PART-TARGET`).
     pub part_target_ms: u64,
+    /// `lowlatency`: requests one stream holds waiting at once (blocking playlist reloads
+    /// and hinted parts); past it they are answered 503 at once.
+    pub max_blocked_requests: usize,
     /// Also write playlists and segments under this directory (`DIR/APP/STREAM.m3u8`).
     pub dir: Option<PathBuf>,
     /// Wanted segment duration; segments are cut at the first keyframe past it.
@@ -301,6 +304,9 @@ impl HlsConfig {
         if !(3..=100).contains(&self.window_segments) {
             bail!("{section}.window_segments must be within 3..=100, got {}", self.window_segments);
         }
+        if !(1..=1_000_000).contains(&self.max_blocked_requests) {
+            bail!("{section}.max_blocked_requests must be within 1..=1000000, got {}", self.max_blocked_requests);
+        }
         if self.min_window_ms > 3_600_000 {
             bail!("{section}.min_window_ms must be at most 3600000 (one hour), got {}", self.min_window_ms);
         }
@@ -324,6 +330,7 @@ impl Default for HlsConfig {
             enabled: true,
             variant: HlsVariant::Mpegts,
             part_target_ms: 333,
+            max_blocked_requests: 10_000,
             dir: None,
             target_duration_ms: 2000,
             window_segments: 6,

@@ -376,3 +376,52 @@ fn low_latency_hls_blocks_until_the_part_exists_and_serves_hinted_parts() {
         (Some("lowlatency"), Some(333))
     );
 }
+
+#[test]
+fn low_latency_hls_refuses_bad_directives_caps_waiting_requests_and_never_hangs_after_the_end() {
+    let gw = Gateway::in_process(
+        "[hls]\nvariant = \"lowlatency\"\nmax_blocked_requests = 5\nendlist_delay_ms = 500\nhold_time_ms = 30000\n",
+    );
+    let ff = publish(&gw.rtmp_url("live/llbad"), Source::default(), Some(8));
+    let pl = wait_segments(&gw, "live/llbad", 1, Duration::from_secs(30));
+    for q in ["_HLS_msn=-1", "_HLS_msn=99999999999999999999", "_HLS_msn=abc", "_HLS_part=2", "_HLS_msn=1&_HLS_part=-3"]
+    {
+        assert_eq!(http_get(gw.http, &format!("/live/llbad.m3u8?{q}")).status, 400, "{q}");
+    }
+    // more waiting requests than the cap: the ones past it get 503 at once
+    let next = pl.media_sequence + pl.segments.len() as u64 + 1;
+    let http = gw.http;
+    let waiting: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let t0 = Instant::now();
+                let r = http_get(http, &format!("/live/llbad.m3u8?_HLS_msn={next}"));
+                (r.status, t0.elapsed())
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, Duration)> = waiting.into_iter().map(|t| t.join().unwrap()).collect();
+    let refused = answers.iter().filter(|(s, d)| *s == 503 && *d < Duration::from_secs(1)).count();
+    assert!(refused >= 3, "8 waiting requests with a cap of 5: {answers:?}");
+    assert!(answers.iter().filter(|(s, _)| *s == 200).count() >= 1, "{answers:?}");
+    // the publisher leaves: a request waiting for what will never come is answered with the
+    // ended playlist once ENDLIST is added (500 ms), and a hinted part is refused, never a hang
+    let text = http_get(gw.http, "/live/llbad.m3u8").text();
+    let hint =
+        text.lines().find(|l| l.starts_with("#EXT-X-PRELOAD-HINT")).unwrap().split('"').nth(1).unwrap().to_string();
+    assert!(ff.wait(Duration::from_secs(20)).is_some(), "ffmpeg finished");
+    let t0 = Instant::now();
+    let r = http_get(gw.http, "/live/llbad.m3u8?_HLS_msn=999999&_HLS_part=0");
+    assert!(t0.elapsed() < Duration::from_secs(4), "waited {:?}", t0.elapsed());
+    assert!(r.status == 200 && r.text().contains("#EXT-X-ENDLIST") || r.status == 400, "{} {}", r.status, r.text());
+    assert!(wait_until(Duration::from_secs(5), || http_get(gw.http, "/live/llbad.m3u8")
+        .text()
+        .contains("#EXT-X-ENDLIST")));
+    let t0 = Instant::now();
+    let r = http_get(gw.http, &format!("/live/llbad.m3u8?_HLS_msn={next}&_HLS_part=3"));
+    assert_eq!(r.status, 200, "directives are ignored once the playlist ended");
+    assert!(r.text().contains("#EXT-X-ENDLIST") && !r.text().contains("PRELOAD-HINT"));
+    let p = http_get(gw.http, &format!("/live/{hint}"));
+    assert!(t0.elapsed() < Duration::from_secs(1), "answered after {:?}", t0.elapsed());
+    assert!(p.status == 200 || p.status == 404, "hinted part of an ended stream: {}", p.status);
+}

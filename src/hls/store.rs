@@ -19,6 +19,24 @@ use super::lifecycle::{KeyState, Timing};
 use super::{Container, FileKind, Playlist, PlaylistConfig, Segment, SegmentInfo, SegmentName};
 use livegate_proto::hls::{llhls, llhls::Directives, Part, PartInfo};
 
+/// Counts a request waiting on a key's changes for as long as it lives.
+struct Blocked(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Blocked {
+    /// `None` when `max` requests already wait.
+    fn enter(counter: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Blocked(counter.clone()))
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// What [`HlsStore::playlist`] answers.
 #[derive(Debug)]
 pub enum PlaylistReply {
@@ -138,6 +156,8 @@ impl HlsStore {
             Err(e) => return PlaylistReply::BadRequest(e.to_string()),
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * target_secs);
+        let max_blocked = self.policy(key).max_blocked_requests;
+        let mut _blocked = None;
         loop {
             let changed = lock(&state).changed.clone();
             let notified = changed.notified();
@@ -148,6 +168,9 @@ impl HlsStore {
                 if !st.playlist.started() {
                     return PlaylistReply::NotFound;
                 }
+                // once the playlist has ENDLIST nothing more comes: directives are ignored and
+                // waiting requests are answered with it (while the publisher may still come
+                // back, they wait as usual, at most 3 target durations)
                 match llhls::ready(&st.playlist, &d, part_target, st.endlisted) {
                     Err(e) => return PlaylistReply::BadRequest(e.to_string()),
                     Ok(true) => {
@@ -155,6 +178,13 @@ impl HlsStore {
                         return PlaylistReply::Text { text, blocking: d.blocks() };
                     }
                     Ok(false) => {}
+                }
+                if _blocked.is_none() {
+                    _blocked = Blocked::enter(&st.blocked, max_blocked);
+                    if _blocked.is_none() {
+                        self.inner.metrics.limit_hit("hls_blocked_requests");
+                        return PlaylistReply::Unavailable;
+                    }
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -172,6 +202,8 @@ impl HlsStore {
         let FileKind::Part(index) = name.kind else { return self.file(&state, &name) };
         let target_secs = lock(&state).playlist.target_duration_secs();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * target_secs);
+        let max_blocked = self.policy(&StreamKey::new(app, name.stream)).max_blocked_requests;
+        let mut _blocked = None;
         loop {
             let changed = lock(&state).changed.clone();
             let notified = changed.notified();
@@ -183,8 +215,19 @@ impl HlsStore {
             {
                 let st = lock(&state);
                 // only the hinted part is worth waiting for; anything else is unknown
-                if st.token != name.token || st.endlisted || llhls::next_part(&st.playlist) != (name.sequence, index) {
+                if st.token != name.token
+                    || st.endlisted
+                    || !st.live
+                    || llhls::next_part(&st.playlist) != (name.sequence, index)
+                {
                     return None;
+                }
+                if _blocked.is_none() {
+                    _blocked = Blocked::enter(&st.blocked, max_blocked);
+                    if _blocked.is_none() {
+                        self.inner.metrics.limit_hit("hls_blocked_requests");
+                        return None;
+                    }
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -256,9 +299,14 @@ impl HlsStore {
         Some((st.container, st.part_target_ms))
     }
 
+    /// How long a segment that left the playlist stays downloadable: at least its duration
+    /// plus the duration of the longest playlist that held it (RFC 8216 §6.2.2), taken as
+    /// the playlist now plus one target duration: 14 s with the defaults.
     fn grace(&self, key: &StreamKey, st: &KeyState) -> Duration {
-        let window = st.playlist.target_duration_secs() * self.policy(key).window_segments.max(1) as u64;
-        Duration::from_secs(window.max(12))
+        let window = st.playlist.target_duration_secs() * self.policy(key).window_segments.max(1) as u64 * 1000;
+        let listed = st.playlist.segments().map(|s| s.duration_ms).sum::<u64>();
+        let target = st.playlist.target_duration_secs() * 1000;
+        Duration::from_millis(window.max(listed).max(12_000) + target)
     }
 
     fn dir_of(&self, key: &StreamKey) -> Option<PathBuf> {
@@ -331,6 +379,7 @@ impl HlsStore {
             parts: HashMap::new(),
             parts_bytes: 0,
             changed: Default::default(),
+            blocked: Default::default(),
             playlist,
             segments: HashMap::new(),
             held_bytes: 0,
@@ -551,6 +600,11 @@ impl HlsStore {
             }
             st.live = false;
             st.ended_at = Some(Instant::now());
+            // waiting requests for hinted parts give up (the publisher may come back, but
+            // its next segment starts afresh)
+            st.rendered = None;
+            st.rendered_skip = None;
+            st.changed.notify_waiters();
             self.schedule(key, &st);
             if !now && self.policy(key).endlist_delay_ms > 0 {
                 return;
