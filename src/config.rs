@@ -268,9 +268,9 @@ pub struct HlsConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum HlsVariant {
-    #[default]
     Mpegts,
     Fmp4,
+    #[default]
     Lowlatency,
 }
 
@@ -328,7 +328,7 @@ impl Default for HlsConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            variant: HlsVariant::Mpegts,
+            variant: HlsVariant::Lowlatency,
             part_target_ms: 333,
             max_blocked_requests: 10_000,
             dir: None,

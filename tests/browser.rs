@@ -15,7 +15,7 @@ use serde_json::json;
 
 #[test]
 fn hls_js_plays_the_live_playlist_from_another_origin() {
-    let gw = Gateway::in_process("");
+    let gw = Gateway::in_process("[hls]\nvariant = \"mpegts\"\n");
     let _pub = publish(&gw.rtmp_url("live/hlsjs"), Source::default(), None);
     wait_playlist(&gw, "live/hlsjs", 3);
     let r = run_player(
@@ -86,7 +86,7 @@ fn mpegts_js_plays_http_flv_with_a_fast_first_frame() {
 
 #[test]
 fn hls_js_keeps_playing_across_an_encoder_restart() {
-    let gw = Gateway::in_process("");
+    let gw = Gateway::in_process("[hls]\nvariant = \"mpegts\"\n");
     let key = "live/restart";
     let mut publisher = Some(publish(&gw.rtmp_url(key), Source::default(), None));
     wait_playlist(&gw, key, 3);

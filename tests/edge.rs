@@ -69,7 +69,7 @@ fn last_segment(text: &str) -> String {
 
 #[test]
 fn nginx_edge_caches_segments_and_keeps_playlists_fresh() {
-    let gw = Gateway::in_process("");
+    let gw = Gateway::in_process("[hls]\nvariant = \"mpegts\"\n");
     let _pub = publish(&gw.rtmp_url("live/edge"), Source::default(), None);
     let (_nginx, edge) = start_edge("edge-nginx", gw.http);
     assert!(wait_until(Duration::from_secs(20), || {

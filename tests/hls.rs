@@ -56,7 +56,7 @@ fn kinds(probe: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn live_playlist_and_segments_follow_the_rules() {
-    let gw = Gateway::in_process("");
+    let gw = Gateway::in_process("[hls]\nvariant = \"mpegts\"\n");
     let started = Instant::now();
     let _pub = publish(&gw.rtmp_url("live/hls"), Source::default(), None);
     let first = wait_segments(&gw, "live/hls", 1, Duration::from_secs(20));
@@ -120,7 +120,7 @@ fn live_playlist_and_segments_follow_the_rules() {
 
 #[test]
 fn audio_only_and_video_only_streams_declare_only_their_tracks() {
-    let gw = Gateway::in_process("");
+    let gw = Gateway::in_process("[hls]\nvariant = \"mpegts\"\n");
     let dir = scratch_dir("hls-tracks");
     let _a = publish(&gw.rtmp_url("live/audio"), Source { video: false, ..Source::default() }, None);
     let _v = publish(&gw.rtmp_url("live/video"), Source { audio: false, ..Source::default() }, None);
@@ -139,7 +139,7 @@ fn audio_only_and_video_only_streams_declare_only_their_tracks() {
 
 #[test]
 fn republish_continues_the_sequence_with_a_discontinuity() {
-    let gw = Gateway::in_process("");
+    let gw = Gateway::in_process("[hls]\nvariant = \"mpegts\"\n");
     let first = publish(&gw.rtmp_url("live/re"), Source::default(), Some(5));
     assert!(first.wait(Duration::from_secs(20)).is_some());
     // EXT-X-ENDLIST comes `endlist_delay_ms` (10 s by default) after the publisher left
@@ -317,7 +317,8 @@ fn preload_hint(text: &str) -> (String, u64, u32) {
 
 #[test]
 fn low_latency_hls_blocks_until_the_part_exists_and_serves_hinted_parts() {
-    let gw = Gateway::in_process("[hls]\nvariant = \"lowlatency\"\n");
+    // lowlatency is the default variant
+    let gw = Gateway::in_process("");
     let _pub = publish(&gw.rtmp_url("live/llhls"), Source::default(), None);
     let pl = wait_segments(&gw, "live/llhls", 2, Duration::from_secs(30));
     assert_eq!(pl.media_sequence, 1, "LL playlists start at 1");
@@ -370,6 +371,13 @@ fn low_latency_hls_blocks_until_the_part_exists_and_serves_hinted_parts() {
     assert_eq!(http_get(gw.http, &format!("/live/{unknown}")).status, 404);
     // a delta update is a playlist too
     assert_eq!(http_get(gw.http, "/live/llhls.m3u8?_HLS_skip=YES").status, 200);
+    // players that know nothing of LL-HLS (ffmpeg 5.1) play the same URL from its segments
+    let dir = scratch_dir("hls-ll-record");
+    let out = dir.join("rec.mkv");
+    let rec = record(&gw.http_url("/live/llhls.m3u8"), 4, &out);
+    assert!(rec.status.success(), "{}", String::from_utf8_lossy(&rec.stderr));
+    let probe = ffprobe(out.to_str().unwrap(), &["-show_streams"]);
+    assert_eq!(kinds(&probe), vec!["audio", "video"]);
     let api: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/streams/live/llhls").body).unwrap();
     assert_eq!(
         (api["hls"]["variant"].as_str(), api["hls"]["part_target_ms"].as_u64()),

@@ -76,8 +76,10 @@ fn silent_and_dripping_connections_time_out_while_streams_keep_flowing() {
 
 #[test]
 fn early_frames_and_timestamp_jumps_are_logged_and_hls_marks_discontinuities() {
-    let cfg =
-        config_file("hostile-jumps", "[hls]\ntarget_duration_ms = 1000\nwindow_segments = 30\nendlist_delay_ms = 0\n");
+    let cfg = config_file(
+        "hostile-jumps",
+        "[hls]\nvariant = \"mpegts\"\ntarget_duration_ms = 1000\nwindow_segments = 30\nendlist_delay_ms = 0\n",
+    );
     let mut gw = Gateway::start_with(&["--config", &cfg]);
     let mut c = Rtmp::publish(gw.rtmp, "live", "jumpy").expect("publish");
     // Video (and audio) before any sequence header.
@@ -246,7 +248,8 @@ fn wrap_case(gw: &Gateway, name: &str, start: u32) {
 
 #[test]
 fn timestamps_cross_the_24_and_32_bit_boundaries_continuously() {
-    let cfg = config_file("hostile-wrap", "[hls]\ntarget_duration_ms = 1000\nwindow_segments = 30\n");
+    let cfg =
+        config_file("hostile-wrap", "[hls]\nvariant = \"mpegts\"\ntarget_duration_ms = 1000\nwindow_segments = 30\n");
     let gw = Gateway::start_with(&["--config", &cfg]);
     wrap_case(&gw, "wrap24", (1 << 24) - 3000);
     wrap_case(&gw, "wrap32", u32::MAX - 2999);
@@ -274,7 +277,7 @@ fn short_publish(gw: &Gateway, refused: &mut u32) {
 
 #[test]
 fn reconnect_storm_leaks_nothing_and_keeps_hls_sequence_monotonic() {
-    let cfg = config_file("hostile-storm", "[hls]\ntarget_duration_ms = 1000\n");
+    let cfg = config_file("hostile-storm", "[hls]\nvariant = \"mpegts\"\ntarget_duration_ms = 1000\n");
     let gw = Gateway::start_with(&["--config", &cfg]);
     let (mut last_seq, mut last_uri_seq, mut refused) = (0, 0, 0);
     // Retired segments stay readable for a grace period (12 s here): memory is

@@ -19,7 +19,10 @@ fn config_file(name: &str, text: &str) -> (std::path::PathBuf, String) {
 
 #[test]
 fn stream_keys_gate_publishing_and_playing() {
-    let (_dir, cfg) = config_file("keys", "[auth]\npublish_keys = [\"s3cret\"]\nplay_keys = [\"v1ew\"]\n");
+    let (_dir, cfg) = config_file(
+        "keys",
+        "[hls]\nvariant = \"mpegts\"\n[auth]\npublish_keys = [\"s3cret\"]\nplay_keys = [\"v1ew\"]\n",
+    );
     let gw = Gateway::start_with(&["--config", &cfg]);
     let wrong = publish(&gw.rtmp_url("live/k?key=nope"), Source::default(), None);
     let status = wrong.wait(Duration::from_secs(15)).expect("publisher with a wrong key was not closed");
@@ -375,7 +378,7 @@ fn sighup_reloads_keys_and_limits_and_leaves_live_streams_alone() {
 fn app_auth_inherits_what_it_does_not_set_and_keyed_segments_are_private() {
     let (_dir, cfg) = config_file(
         "app-auth",
-        "[auth]\nplay_keys = [\"v1ew\"]\n[apps.cam.auth]\npublish_keys = [\"camkey\"]\n[apps.open.auth]\nplay_keys = []\n",
+        "[hls]\nvariant = \"mpegts\"\n[auth]\nplay_keys = [\"v1ew\"]\n[apps.cam.auth]\npublish_keys = [\"camkey\"]\n[apps.open.auth]\nplay_keys = []\n",
     );
     let gw = Gateway::in_process_file(&cfg);
     let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;

@@ -200,9 +200,10 @@ async fn start_server(args: &Args, bin: &Path, name: &str) -> Result<Server> {
     cmd.arg("-c").arg(args.server_core.to_string()).arg(bin);
     if let Some(config) = &args.server_config {
         cmd.arg("--config").arg(config);
-    } else if name.starts_with("llhls") {
-        let config = "target/bench/llhls.toml";
-        std::fs::write(config, "[hls]\nvariant = \"lowlatency\"\n")?;
+    } else if name == "hls" {
+        // the classic HLS client polls playlists and fetches .ts segments
+        let config = "target/bench/hls.toml";
+        std::fs::write(config, "[hls]\nvariant = \"mpegts\"\n")?;
         cmd.arg("--config").arg(config);
     }
     let child = cmd

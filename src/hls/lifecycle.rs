@@ -38,7 +38,7 @@ pub(super) struct KeyState {
     pub(super) part_target_ms: Option<u64>,
     /// Low-Latency HLS: parts by (sequence, index), those listed and a few segments older.
     pub(super) parts: HashMap<(u64, u32), Bytes>,
-    /// Bytes of `parts` (bounded by half of `max_stream_bytes`, apart from the segments).
+    /// Bytes of the open segment's parts (the others are slices of their segments).
     pub(super) parts_bytes: usize,
     /// Woken whenever a part or segment is added or the playlist ends (blocking reloads and
     /// requests for the hinted part wait on it).

@@ -19,6 +19,13 @@ use super::lifecycle::{KeyState, Timing};
 use super::{Container, FileKind, Playlist, PlaylistConfig, Segment, SegmentInfo, SegmentName};
 use livegate_proto::hls::{llhls, llhls::Directives, Part, PartInfo};
 
+/// Bytes of the parts of the segment being written (parts of complete segments are
+/// slices of them and held with them).
+fn open_parts_bytes(st: &KeyState) -> usize {
+    let open = st.playlist.next_sequence();
+    st.parts.iter().filter(|((seq, _), _)| *seq >= open).map(|(_, d)| d.len()).sum()
+}
+
 /// Counts a request waiting on a key's changes for as long as it lives.
 struct Blocked(Arc<std::sync::atomic::AtomicUsize>);
 
@@ -429,6 +436,20 @@ impl HlsStore {
             if let Some(old) = st.segments.insert(seg.sequence, seg.data.clone()) {
                 st.held_bytes -= old.len();
             }
+            // Low-Latency HLS: the segment is its parts; its stored parts become slices of
+            // it, so the bytes are held once
+            if st.part_target_ms.is_some() {
+                let mut offset = 0;
+                for i in 0.. {
+                    let Some(len) = st.parts.get(&(seg.sequence, i)).map(Bytes::len) else { break };
+                    if offset + len > seg.data.len() {
+                        break;
+                    }
+                    st.parts.insert((seg.sequence, i), seg.data.slice(offset..offset + len));
+                    offset += len;
+                }
+                st.parts_bytes = open_parts_bytes(&st);
+            }
             let removed = st.playlist.push(&SegmentInfo { map, ..SegmentInfo::from(&seg) });
             let until = Instant::now() + self.grace(key, &st);
             st.retired.extend(removed.into_iter().map(|s| (s, until)));
@@ -486,10 +507,8 @@ impl HlsStore {
             return;
         }
         let map = part.init.as_ref().map(|init| st.init_number(&init.data).0);
-        st.parts_bytes += part.data.len();
-        if let Some(old) = st.parts.insert((part.sequence, part.index), part.data.clone()) {
-            st.parts_bytes -= old.len();
-        }
+        st.parts.insert((part.sequence, part.index), part.data.clone());
+        st.parts_bytes = open_parts_bytes(&st);
         st.playlist.push_part(&PartInfo {
             sequence: part.sequence,
             index: part.index,
@@ -500,23 +519,28 @@ impl HlsStore {
             wall_clock_ms: part.wall_clock_ms,
         });
         let oldest = st.playlist.parts().next().map_or(part.sequence, |p| p.sequence).saturating_sub(2);
-        // parts are bounded apart from the segments: at most half of max_stream_bytes
+        // the open segment's parts are bounded apart from the segments (they are within
+        // max_segment_bytes anyway): at most half of max_stream_bytes
         let max = self.policy(key).max_stream_bytes / 2;
         let mut keys: Vec<(u64, u32)> = st.parts.keys().copied().collect();
         keys.sort_unstable();
+        let open = st.playlist.next_sequence();
         let mut bytes = st.parts_bytes;
         for k in keys {
             if k.0 >= oldest && bytes <= max {
                 break;
             }
             if let Some(d) = st.parts.remove(&k) {
-                bytes -= d.len();
+                // parts of complete segments are slices of them (held with the segment)
+                if k.0 >= open {
+                    bytes -= d.len();
+                }
             }
         }
         if bytes > max {
             self.inner.metrics.limit_hit("hls_stream_bytes");
         }
-        st.parts_bytes = bytes;
+        st.parts_bytes = open_parts_bytes(&st);
         st.rendered = None;
         st.rendered_skip = None;
         st.changed.notify_waiters();

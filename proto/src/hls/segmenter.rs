@@ -598,7 +598,10 @@ impl Segmenter {
             }
         }
         let Some(open) = self.open.take() else { return };
-        let data = if self.config.part_target_ms.is_some() {
+        let data = if self.config.part_target_ms.is_some() && open.parts.len() == 1 {
+            // one part (a segment cut at the byte bound before any part was due) is the segment
+            open.parts[0].clone()
+        } else if self.config.part_target_ms.is_some() {
             // the parts, in order, are the segment (one copy, at its exact size)
             let mut all = bytes::BytesMut::with_capacity(open.parts_bytes);
             open.parts.iter().for_each(|p| all.extend_from_slice(p));
