@@ -50,8 +50,9 @@ fn hls_js_plays_fmp4_segments() {
 
 #[test]
 fn hls_js_plays_low_latency_hls_with_parts_and_blocking_reload() {
-    let gw = Gateway::in_process("[hls]\nvariant = \"lowlatency\"\n");
-    let _pub = publish(&gw.rtmp_url("live/ll"), Source::default(), None);
+    // the default variant, and 2 s keyframes as encoders are told to use
+    let gw = Gateway::in_process("");
+    let _pub = publish(&gw.rtmp_url("live/ll"), Source { gop: 60, ..Source::default() }, None);
     wait_playlist(&gw, "live/ll", 2);
     let r = run_player(
         json!({"mode": "hls", "url": gw.http_url("/live/ll.m3u8"), "seconds": 12, "vendor": vendor(),
@@ -86,7 +87,15 @@ fn mpegts_js_plays_http_flv_with_a_fast_first_frame() {
 
 #[test]
 fn hls_js_keeps_playing_across_an_encoder_restart() {
-    let gw = Gateway::in_process("[hls]\nvariant = \"mpegts\"\n");
+    // MPEG-TS, and Low-Latency HLS over fMP4 (a new init segment or not, a discontinuity)
+    for variant in ["mpegts", "lowlatency"] {
+        println!("== {variant}");
+        encoder_restart_case(variant);
+    }
+}
+
+fn encoder_restart_case(variant: &str) {
+    let gw = Gateway::in_process(&format!("[hls]\nvariant = \"{variant}\"\n"));
     let key = "live/restart";
     let mut publisher = Some(publish(&gw.rtmp_url(key), Source::default(), None));
     wait_playlist(&gw, key, 3);

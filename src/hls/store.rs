@@ -699,6 +699,42 @@ async fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()
 mod tests {
     use super::*;
 
+    /// RFC 8216 §6.2.2: a segment removed from the playlist stays available for at least
+    /// its duration plus the duration of the longest playlist that held it.
+    #[tokio::test]
+    async fn a_removed_segment_stays_downloadable_for_its_duration_and_the_playlists() {
+        let settings = Arc::new(LiveSettings::new(crate::config::Config::default().settings()));
+        let store = HlsStore::new(HlsConfig::default(), settings, Arc::new(Metrics::new()));
+        let key = StreamKey::new("live", "keep");
+        let (state, ..) = store.begin(&key);
+        lock(&state).playlist.set_target_duration(2);
+        let first = lock(&state).playlist.next_sequence();
+        let mut longest_ms = 0u64;
+        for i in 0..8u64 {
+            let seg = Segment {
+                sequence: first + i,
+                duration_ms: 2000,
+                data: Bytes::from_static(b"segment"),
+                discontinuity: false,
+                first_dts_ms: i as i64 * 2000,
+                wall_clock_ms: 0,
+                independent: true,
+                byte_limited: false,
+                init: None,
+            };
+            let before = Instant::now();
+            store.add_segment(&key, &state, seg).await;
+            let st = lock(&state);
+            longest_ms = longest_ms.max(st.playlist.segments().map(|s| s.duration_ms).sum());
+            if let Some(&(seq, until)) = st.retired.back() {
+                let kept = until.duration_since(before);
+                assert!(kept >= Duration::from_millis(2000 + longest_ms), "segment {seq} kept {kept:?}");
+            }
+        }
+        assert!(!lock(&state).retired.is_empty(), "segments left the window");
+        assert_eq!(longest_ms, 12_000, "6 segments of 2 s: removed ones stay 14 s");
+    }
+
     #[test]
     fn hls_viewers_are_client_addresses_seen_recently() {
         let settings = Arc::new(LiveSettings::new(crate::config::Config::default().settings()));
