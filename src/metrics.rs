@@ -60,6 +60,8 @@ pub struct Metrics {
     /// HLS requests answered, by kind: `playlist`, `blocking_playlist` (Low-Latency
     /// delivery directives), `segment`, `part`, `init`.
     pub hls_requests: Family<KindLabel, Counter>,
+    /// Low-Latency HLS: from the arrival of a part's last frame to the part being listed.
+    pub hls_part_delay: prometheus_client::metrics::histogram::Histogram,
     streams: Gauge,
     viewers: Family<ProtocolLabel, Gauge>,
     /// `bytes_out` of each protocol, looked up once (the hub counts on every write).
@@ -87,6 +89,9 @@ impl Metrics {
             handshake_failures: Counter::default(),
             limit_hits: Family::default(),
             hls_requests: Family::default(),
+            hls_part_delay: prometheus_client::metrics::histogram::Histogram::new([
+                0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.2, 0.5,
+            ]),
             streams: Gauge::default(),
             viewers: Family::default(),
             bytes_out_by: Default::default(),
@@ -108,6 +113,11 @@ impl Metrics {
         );
         registry.register("limit_hits", "Times a memory or count bound was hit, by bound", m.limit_hits.clone());
         registry.register("hls_requests", "HLS requests answered, by kind", m.hls_requests.clone());
+        registry.register(
+            "hls_part_delay_seconds",
+            "Low-Latency HLS: from the arrival of a part's last frame to the part being listed",
+            m.hls_part_delay.clone(),
+        );
         registry.register("streams", "Live streams", m.streams.clone());
         registry.register("viewers", "Current viewers by protocol", m.viewers.clone());
         Self { registry, bytes_out_by, ..m }

@@ -378,6 +378,18 @@ fn low_latency_hls_blocks_until_the_part_exists_and_serves_hinted_parts() {
     assert!(rec.status.success(), "{}", String::from_utf8_lossy(&rec.stderr));
     let probe = ffprobe(out.to_str().unwrap(), &["-show_streams"]);
     assert_eq!(kinds(&probe), vec!["audio", "video"]);
+    // how long after its last frame arrived a part is listed (measured by the server)
+    let metrics = http_get(gw.http, "/metrics").text();
+    let value = |name: &str| -> f64 {
+        metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(f64::NAN)
+    };
+    let (sum, count) = (value("livegate_hls_part_delay_seconds_sum "), value("livegate_hls_part_delay_seconds_count "));
+    let within_50ms = value("livegate_hls_part_delay_seconds_bucket{le=\"0.05\"} ");
+    assert!(count > 10.0, "{metrics}");
+    println!(
+        "parts listed {:.1} ms after their last frame on average; {within_50ms} of {count} within 50 ms",
+        1000.0 * sum / count
+    );
     let api: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/streams/live/llhls").body).unwrap();
     assert_eq!(
         (api["hls"]["variant"].as_str(), api["hls"]["part_target_ms"].as_u64()),

@@ -544,7 +544,9 @@ impl HlsStore {
         st.rendered = None;
         st.rendered_skip = None;
         st.changed.notify_waiters();
-        debug!(stream = %key, seq = part.sequence, part = part.index, ms = part.duration_ms, "hls part");
+        let delay_ms = (unix_ms() - part.last_frame_wall_ms).max(0);
+        self.inner.metrics.hls_part_delay.observe(delay_ms as f64 / 1000.0);
+        debug!(stream = %key, seq = part.sequence, part = part.index, ms = part.duration_ms, delay_ms, "hls part");
     }
 
     /// The Low-Latency playlist (or its delta update), rendered again only when it changed.

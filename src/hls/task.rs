@@ -49,7 +49,9 @@ pub async fn run(hub: Hub, store: HlsStore, shutdown: CancellationToken) {
 /// Segments one publish session of a stream.
 async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToken) {
     let key = stream.key().clone();
-    let mut sub = stream.subscribe();
+    // parts are finished when the next frame arrives: be woken for every frame, not in
+    // the viewers' merged batches
+    let mut sub = stream.subscribe_eager();
     let (state, session, resumed, dropped) = store.begin(&key);
     for (old, names) in dropped {
         store.remove_files(&old, &names).await;
@@ -81,7 +83,7 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
             Ok(None) => break,
             Err(e) => {
                 warn!("hls: {e}; resubscribing");
-                sub = stream.subscribe();
+                sub = stream.subscribe_eager();
                 segmenter.mark_discontinuity();
                 continue;
             }

@@ -140,6 +140,9 @@ pub struct Part {
     pub init: Option<InitSegment>,
     /// Unix ms at which the segment's first frame was received.
     pub wall_clock_ms: i64,
+    /// Unix ms at which the part's last frame was received (the part is finished when the
+    /// next frame arrives: the delay until it is listed starts here).
+    pub last_frame_wall_ms: i64,
 }
 
 /// The muxer a segmenter drives: the same calls for both containers.
@@ -280,6 +283,8 @@ pub struct Segmenter {
     init: Option<InitSegment>,
     /// Finished parts not yet handed out ([`Segmenter::poll_part`]).
     parts: std::collections::VecDeque<Part>,
+    /// Unix ms at which the last frame written was received.
+    last_frame_wall: i64,
 }
 
 impl Segmenter {
@@ -308,6 +313,7 @@ impl Segmenter {
             byte_limited_cuts: 0,
             init: None,
             parts: std::collections::VecDeque::new(),
+            last_frame_wall: 0,
         }
     }
 
@@ -480,6 +486,7 @@ impl Segmenter {
         }
         self.maybe_cut_part(f, has_video, audio_frame_ms);
 
+        self.last_frame_wall = wall_clock_ms;
         let Some(open) = self.open.as_mut() else { return Ok(()) };
         match f {
             Frame::Video(v) => {
@@ -538,6 +545,7 @@ impl Segmenter {
             discontinuity: open.discontinuity,
             init: self.init.clone(),
             wall_clock_ms: open.wall_clock_ms,
+            last_frame_wall_ms: self.last_frame_wall,
         });
         open.parts_bytes += data.len();
         open.parts.push(data);

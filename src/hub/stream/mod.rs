@@ -31,6 +31,10 @@ struct State {
     waiters: Vec<Waker>,
     /// Counts wake-ups: a viewer registered in the current epoch is not registered twice.
     wake_epoch: u64,
+    /// Subscriptions woken by every event, not in batches (see [`Stream::subscribe_eager`]).
+    eager: Vec<Waker>,
+    /// Counts the events that woke `eager`.
+    eager_epoch: u64,
 }
 
 #[derive(Debug)]
@@ -60,6 +64,8 @@ impl Stream {
                 subscribers: 0,
                 waiters: Vec::new(),
                 wake_epoch: 0,
+                eager: Vec::new(),
+                eager_epoch: 0,
             }),
             stats: StreamStats::default(),
             observer,
@@ -147,18 +153,20 @@ impl Stream {
                 self.stats.video_frames_in.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let woken = {
+        let (woken, eager) = {
             let mut st = lock(&self.state);
-            if st.fanout.push(ev) {
+            let woken = if st.fanout.push(ev) {
                 st.wake_epoch += 1;
                 let n = st.waiters.len();
                 std::mem::replace(&mut st.waiters, Vec::with_capacity(n))
             } else {
                 Vec::new()
-            }
+            };
+            st.eager_epoch += 1;
+            (woken, std::mem::take(&mut st.eager))
         };
         // outside the lock: a woken viewer may run on another worker at once
-        for w in woken {
+        for w in woken.into_iter().chain(eager) {
             w.wake();
         }
     }

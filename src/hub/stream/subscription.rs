@@ -17,7 +17,16 @@ impl Stream {
     pub fn subscribe(self: &Arc<Self>) -> Subscription {
         let mut st = lock(&self.state);
         st.subscribers += 1;
-        Subscription { stream: self.clone(), cursor: st.fanout.cursor(), registered: None }
+        Subscription { stream: self.clone(), cursor: st.fanout.cursor(), registered: None, eager: false }
+    }
+
+    /// [`Self::subscribe`], woken for every event instead of in batches: for outputs whose
+    /// latency is measured in frames (Low-Latency HLS finishes a part when the next frame
+    /// arrives), at one wake-up per frame for this one subscription.
+    pub fn subscribe_eager(self: &Arc<Self>) -> Subscription {
+        let mut sub = self.subscribe();
+        sub.eager = true;
+        sub
     }
 }
 
@@ -32,6 +41,8 @@ pub struct Subscription {
     cursor: Cursor,
     /// The wake epoch and waker this viewer is registered with, if any.
     registered: Option<(u64, Waker)>,
+    /// Woken by every event (see [`Stream::subscribe_eager`]).
+    eager: bool,
 }
 
 impl Drop for Subscription {
@@ -111,6 +122,16 @@ impl Subscription {
             return Err(Evicted);
         }
         let got = out.len() > start;
+        if let (false, false, Some(cx), true) = (got, self.cursor.is_done(), cx.as_deref(), self.eager) {
+            let fresh =
+                matches!(&self.registered, Some((epoch, w)) if *epoch == st.eager_epoch && w.will_wake(cx.waker()));
+            if !fresh {
+                let w = cx.waker().clone();
+                st.eager.push(w.clone());
+                self.registered = Some((st.eager_epoch, w));
+            }
+            return Ok(got);
+        }
         if let (false, false, Some(cx)) = (got, self.cursor.is_done(), cx) {
             let fresh = match &self.registered {
                 Some((epoch, w)) => *epoch == st.wake_epoch && w.will_wake(cx.waker()),

@@ -231,3 +231,23 @@ async fn recv_wakes_on_publish() {
     let got = h.await.unwrap().unwrap();
     assert!(matches!(got, Some(HubEvent::Frame(_))));
 }
+
+#[test]
+fn an_eager_subscription_is_woken_by_every_event() {
+    let hub = Hub::new(HubConfig { merge_write_ms: 50, ..Default::default() });
+    let key = StreamKey::new("live", "a");
+    let p = hub.publish(key.clone(), peer()).unwrap();
+    p.send(HubEvent::Config(cfg()));
+    p.send(video(0, true));
+    let mut batched = hub.subscribe(&key).unwrap();
+    let mut eager = p.stream().subscribe_eager();
+    let (mut b, mut e) = (Parked::new(), Parked::new());
+    b.poll(&mut batched);
+    e.poll(&mut eager);
+    p.send(audio(10)); // audio of a video stream: batched viewers wait for the next video frame
+    assert!(!b.woken());
+    assert!(e.woken(), "the eager subscription hears of it at once");
+    assert_eq!(e.poll(&mut eager).len(), 1);
+    p.send(video(33, false)); // within merge_write_ms: batched viewers still wait
+    assert!(!b.woken() && e.woken());
+}
