@@ -395,6 +395,17 @@ fn low_latency_hls_blocks_until_the_part_exists_and_serves_hinted_parts() {
         (api["hls"]["variant"].as_str(), api["hls"]["part_target_ms"].as_u64()),
         (Some("lowlatency"), Some(333))
     );
+    // the encoder dies: a blocking reload for what does not come is answered 503 after 3
+    // target durations (ENDLIST comes only after endlist_delay_ms, 10 s)
+    drop(_pub);
+    std::thread::sleep(Duration::from_millis(500));
+    let now = parse_playlist(&http_get(gw.http, "/live/llhls.m3u8").body);
+    let next = now.media_sequence + now.segments.len() as u64 + 1;
+    let t0 = Instant::now();
+    let r = http_get(gw.http, &format!("/live/llhls.m3u8?_HLS_msn={next}"));
+    let waited = t0.elapsed();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(waited >= Duration::from_secs(5) && waited < Duration::from_secs(8), "503 after {waited:?}");
 }
 
 #[test]
