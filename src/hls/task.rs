@@ -49,9 +49,11 @@ pub async fn run(hub: Hub, store: HlsStore, shutdown: CancellationToken) {
 /// Segments one publish session of a stream.
 async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToken) {
     let key = stream.key().clone();
-    // parts are finished when the next frame arrives: be woken for every frame, not in
-    // the viewers' merged batches
-    let mut sub = stream.subscribe_eager();
+    // Low-Latency HLS finishes a part when the next frame arrives: be woken for every
+    // frame, not in the viewers' merged batches (segments can wait for the batch)
+    let eager = store.policy(&key).parts().is_some();
+    let subscribe = |s: &Arc<Stream>| if eager { s.subscribe_eager() } else { s.subscribe() };
+    let mut sub = subscribe(&stream);
     let (state, session, resumed, dropped) = store.begin(&key);
     for (old, names) in dropped {
         store.remove_files(&old, &names).await;
@@ -83,7 +85,7 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
             Ok(None) => break,
             Err(e) => {
                 warn!("hls: {e}; resubscribing");
-                sub = stream.subscribe_eager();
+                sub = subscribe(&stream);
                 segmenter.mark_discontinuity();
                 continue;
             }
