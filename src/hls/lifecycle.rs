@@ -103,13 +103,18 @@ impl KeyState {
         let passed = |at: Instant, d: Duration| now.checked_duration_since(at).is_some_and(|e| e >= d);
         if !self.endlisted && ended.is_some_and(|at| shutting_down || passed(at, t.endlist_delay)) {
             self.endlisted = true;
-            self.rendered = None;
-            self.rendered_skip = None;
-            self.changed.notify_waiters();
+            self.mark_changed();
             due.endlist = true;
         }
         due.drop_key = ended.is_some_and(|at| passed(at, t.hold));
         due
+    }
+
+    /// The playlist changed: its renderings are stale and waiting requests look again.
+    pub(super) fn mark_changed(&mut self) {
+        self.rendered = None;
+        self.rendered_skip = None;
+        self.changed.notify_waiters();
     }
 
     /// Removes the retired segments whose grace ended by `now`; returns their sequences.

@@ -26,6 +26,24 @@ fn open_parts_bytes(st: &KeyState) -> usize {
     st.parts.iter().filter(|((seq, _), _)| *seq >= open).map(|(_, d)| d.len()).sum()
 }
 
+/// A segment, part or initialization segment of `st` by its name, with its kind.
+fn file_in(st: &KeyState, name: &SegmentName<'_>) -> Option<(FileKind, Bytes)> {
+    if st.token != name.token {
+        return None;
+    }
+    let data = match (name.kind, st.container) {
+        (FileKind::Ts, Container::MpegTs) | (FileKind::M4s, Container::Fmp4) => {
+            st.segments.get(&name.sequence).cloned()
+        }
+        (FileKind::Init, Container::Fmp4) => {
+            st.inits.iter().find(|(n, _)| u64::from(*n) == name.sequence).map(|(_, d)| d.clone())
+        }
+        (FileKind::Part(i), Container::Fmp4) => st.parts.get(&(name.sequence, i)).cloned(),
+        _ => None,
+    }?;
+    Some((name.kind, data))
+}
+
 /// Counts a request waiting on a key's changes for as long as it lives.
 struct Blocked(Arc<std::sync::atomic::AtomicUsize>);
 
@@ -147,10 +165,7 @@ impl HlsStore {
     /// [`PlaylistReply::Unavailable`]). Other playlists ignore them.
     pub async fn playlist(&self, key: &StreamKey, query: &str) -> PlaylistReply {
         let Some(state) = self.state(key) else { return PlaylistReply::NotFound };
-        let (part_target, target_secs) = {
-            let st = lock(&state);
-            (st.part_target_ms, st.playlist.target_duration_secs())
-        };
+        let part_target = lock(&state).part_target_ms;
         let Some(part_target) = part_target else {
             let mut st = lock(&state);
             if !st.playlist.started() {
@@ -162,42 +177,20 @@ impl HlsStore {
             Ok(d) => d,
             Err(e) => return PlaylistReply::BadRequest(e.to_string()),
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * target_secs);
-        let max_blocked = self.policy(key).max_blocked_requests;
-        let mut _blocked = None;
-        loop {
-            let changed = lock(&state).changed.clone();
-            let notified = changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable(); // before looking: no change between look and wait is missed
-            {
-                let mut st = lock(&state);
-                if !st.playlist.started() {
-                    return PlaylistReply::NotFound;
-                }
-                // once the playlist has ENDLIST nothing more comes: directives are ignored and
-                // waiting requests are answered with it (while the publisher may still come
-                // back, they wait as usual, at most 3 target durations)
-                match llhls::ready(&st.playlist, &d, part_target, st.endlisted) {
-                    Err(e) => return PlaylistReply::BadRequest(e.to_string()),
-                    Ok(true) => {
-                        let text = self.render_ll(key, &mut st, d.skip);
-                        return PlaylistReply::Text { text, blocking: d.blocks() };
-                    }
-                    Ok(false) => {}
-                }
-                if _blocked.is_none() {
-                    _blocked = Blocked::enter(&st.blocked, max_blocked);
-                    if _blocked.is_none() {
-                        self.inner.metrics.limit_hit("hls_blocked_requests");
-                        return PlaylistReply::Unavailable;
-                    }
-                }
+        let answer = self.wait_on(key, &state, |st| {
+            if !st.playlist.started() {
+                return Some(PlaylistReply::NotFound);
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return PlaylistReply::Unavailable;
+            // once the playlist has ENDLIST nothing more comes: directives are ignored and
+            // waiting requests are answered with it (while the publisher may still come
+            // back, they wait as usual, at most 3 target durations)
+            match llhls::ready(&st.playlist, &d, part_target, st.endlisted) {
+                Err(e) => Some(PlaylistReply::BadRequest(e.to_string())),
+                Ok(true) => Some(PlaylistReply::Text { text: self.render_ll(key, st, d.skip), blocking: d.blocks() }),
+                Ok(false) => None,
             }
-        }
+        });
+        answer.await.unwrap_or(PlaylistReply::Unavailable)
     }
 
     /// A segment, part or initialization segment by file name (see [`SegmentName`]), with
@@ -205,60 +198,54 @@ impl HlsStore {
     /// for it, at most 3 target durations.
     pub async fn segment(&self, app: &str, file: &str) -> Option<(FileKind, Bytes)> {
         let name = SegmentName::parse(file)?;
-        let state = self.state(&StreamKey::new(app, name.stream))?;
-        let FileKind::Part(index) = name.kind else { return self.file(&state, &name) };
-        let target_secs = lock(&state).playlist.target_duration_secs();
+        let key = StreamKey::new(app, name.stream);
+        let state = self.state(&key)?;
+        let FileKind::Part(index) = name.kind else { return file_in(&lock(&state), &name) };
+        let found = self.wait_on(&key, &state, |st| {
+            if let Some(found) = file_in(st, &name) {
+                return Some(Some(found));
+            }
+            // only the hinted part is worth waiting for; anything else is unknown
+            let hinted = llhls::next_part(&st.playlist) == (name.sequence, index);
+            (st.token != name.token || st.endlisted || !st.live || !hinted).then_some(None)
+        });
+        found.await.flatten()
+    }
+
+    /// Waits until `look` (called under the key's lock, first at once, then after every
+    /// change of the key) gives an answer: at most 3 target durations, and only while fewer
+    /// than `max_blocked_requests` requests wait on the key. `None` when it timed out or the
+    /// key had too many waiting.
+    async fn wait_on<T>(
+        &self,
+        key: &StreamKey,
+        state: &Mutex<KeyState>,
+        mut look: impl FnMut(&mut KeyState) -> Option<T>,
+    ) -> Option<T> {
+        let target_secs = lock(state).playlist.target_duration_secs();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * target_secs);
-        let max_blocked = self.policy(&StreamKey::new(app, name.stream)).max_blocked_requests;
-        let mut _blocked = None;
+        let max_blocked = self.policy(key).max_blocked_requests;
+        let mut blocked = None;
         loop {
-            let changed = lock(&state).changed.clone();
+            let changed = lock(state).changed.clone();
             let notified = changed.notified();
             tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(found) = self.file(&state, &name) {
-                return Some(found);
-            }
+            notified.as_mut().enable(); // before looking: no change between look and wait is missed
             {
-                let st = lock(&state);
-                // only the hinted part is worth waiting for; anything else is unknown
-                if st.token != name.token
-                    || st.endlisted
-                    || !st.live
-                    || llhls::next_part(&st.playlist) != (name.sequence, index)
-                {
-                    return None;
+                let mut st = lock(state);
+                if let Some(answer) = look(&mut st) {
+                    return Some(answer);
                 }
-                if _blocked.is_none() {
-                    _blocked = Blocked::enter(&st.blocked, max_blocked);
-                    if _blocked.is_none() {
+                if blocked.is_none() {
+                    blocked = Blocked::enter(&st.blocked, max_blocked);
+                    if blocked.is_none() {
                         self.inner.metrics.limit_hit("hls_blocked_requests");
                         return None;
                     }
                 }
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return None;
-            }
+            tokio::time::timeout_at(deadline, notified).await.ok()?;
         }
-    }
-
-    fn file(&self, state: &Mutex<KeyState>, name: &SegmentName<'_>) -> Option<(FileKind, Bytes)> {
-        let st = lock(state);
-        if st.token != name.token {
-            return None;
-        }
-        let data = match (name.kind, st.container) {
-            (FileKind::Ts, Container::MpegTs) | (FileKind::M4s, Container::Fmp4) => {
-                st.segments.get(&name.sequence).cloned()
-            }
-            (FileKind::Init, Container::Fmp4) => {
-                st.inits.iter().find(|(n, _)| u64::from(*n) == name.sequence).map(|(_, d)| d.clone())
-            }
-            (FileKind::Part(i), Container::Fmp4) => st.parts.get(&(name.sequence, i)).cloned(),
-            _ => None,
-        }?;
-        Some((name.kind, data))
     }
 
     /// Notes a playlist fetch by an HLS client of `key`.
@@ -342,8 +329,7 @@ impl HlsStore {
             st.live = true;
             st.ended_at = None;
             st.endlisted = false;
-            st.rendered = None;
-            st.rendered_skip = None;
+            st.mark_changed();
             st.part_target_ms = cfg.parts();
             let resumed = st.playlist.sequences().next().is_some();
             return (state.clone(), st.session, resumed, Vec::new());
@@ -456,9 +442,7 @@ impl HlsStore {
             let mut expired = self.expire(key, &mut st);
             expired.extend(self.enforce_byte_bound(key, &mut st));
             self.schedule(key, &st);
-            st.rendered = None;
-            st.rendered_skip = None;
-            st.changed.notify_waiters();
+            st.mark_changed();
             // the disk mirror needs every version; in memory, rendering waits for a request
             let text = self.dir_of(key).map(|_| self.render_disk(key, &st));
             (text, expired)
@@ -541,9 +525,7 @@ impl HlsStore {
             self.inner.metrics.limit_hit("hls_stream_bytes");
         }
         st.parts_bytes = open_parts_bytes(&st);
-        st.rendered = None;
-        st.rendered_skip = None;
-        st.changed.notify_waiters();
+        st.mark_changed();
         let delay_ms = (unix_ms() - part.last_frame_wall_ms).max(0);
         self.inner.metrics.hls_part_delay.observe(delay_ms as f64 / 1000.0);
         debug!(stream = %key, seq = part.sequence, part = part.index, ms = part.duration_ms, delay_ms, "hls part");
@@ -628,17 +610,13 @@ impl HlsStore {
             st.ended_at = Some(Instant::now());
             // waiting requests for hinted parts give up (the publisher may come back, but
             // its next segment starts afresh)
-            st.rendered = None;
-            st.rendered_skip = None;
-            st.changed.notify_waiters();
+            st.mark_changed();
             self.schedule(key, &st);
             if !now && self.policy(key).endlist_delay_ms > 0 {
                 return;
             }
             st.endlisted = true;
-            st.rendered = None;
-            st.rendered_skip = None;
-            st.changed.notify_waiters();
+            st.mark_changed();
             self.render_disk(key, &st)
         };
         self.write_playlist(key, &text).await;
