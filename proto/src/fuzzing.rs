@@ -16,7 +16,10 @@ use crate::flv::Demuxed;
 use crate::flv::{audio_config_body, audio_tag_header, demux_audio, demux_video, video_config_body, video_tag_header};
 use crate::hls::{Container, Playlist, PlaylistConfig, SegmentInfo, Segmenter, SegmenterConfig};
 use crate::media::Event as HubEvent;
-use crate::media::{AacConfig, AudioFrame, AvcConfig, CodecConfig, Frame, Unwrapper, VideoFrame};
+use crate::media::{
+    AacConfig, AudioCodec, AudioConfig, AudioFrame, AvcConfig, CodecConfig, Frame, OpusConfig, Unwrapper, VideoCodec,
+    VideoConfig, VideoFrame,
+};
 use crate::rtmp::amf0;
 use crate::rtmp::chunk::RawMessage;
 use crate::rtmp::handshake::HANDSHAKE_SIZE;
@@ -250,39 +253,55 @@ pub fn flv_demux(data: &[u8]) {
     }
     let ts = i64::from_be_bytes(data[1..9].try_into().unwrap()) >> (data[0] % 32);
     let body = Bytes::copy_from_slice(&data[9..]);
-    if data[0] & 0x80 == 0 {
-        match demux_video(ts, body) {
-            Ok(Demuxed::VideoConfig(c)) => {
-                let again = demux_video(ts, Bytes::from(video_config_body(&c))).expect("re-muxed avcC demuxes");
-                assert_eq!(again, Demuxed::VideoConfig(c));
+    let mut out = Vec::new();
+    let video = data[0] & 0x80 == 0;
+    let r = if video { demux_video(ts, body, &mut out) } else { demux_audio(ts, body, &mut out) };
+    if r.is_err() {
+        return;
+    }
+    assert!(out.len() <= crate::flv::MAX_TRACKS_PER_MESSAGE, "tracks per message are bounded");
+    let remux = |body: Vec<u8>| {
+        let mut again = Vec::new();
+        let r = if video {
+            demux_video(ts, Bytes::from(body), &mut again)
+        } else {
+            demux_audio(ts, Bytes::from(body), &mut again)
+        };
+        r.expect("re-muxed body demuxes");
+        assert_eq!(again.len(), 1);
+        again.remove(0).1
+    };
+    for (_, item) in out {
+        match item {
+            Demuxed::VideoConfig(c) => {
+                assert!(video, "audio demuxed to video");
+                assert_eq!(remux(video_config_body(&c)), Demuxed::VideoConfig(c));
             }
-            Ok(Demuxed::Frame(Frame::Video(v))) => {
-                assert_eq!(v.dts, ts);
-                assert!(!v.data.is_empty());
-                let mut b = video_tag_header(&v).to_vec();
-                b.extend_from_slice(&v.data);
-                assert_eq!(demux_video(ts, Bytes::from(b)), Ok(Demuxed::Frame(Frame::Video(v))));
+            Demuxed::AudioConfig(c) => {
+                assert!(!video, "video demuxed to audio");
+                assert_eq!(remux(audio_config_body(&c)), Demuxed::AudioConfig(c));
             }
-            Ok(Demuxed::Frame(Frame::Audio(_))) | Ok(Demuxed::AudioConfig(_)) => panic!("video demuxed to audio"),
-            Ok(Demuxed::Skip) | Err(_) => {}
-        }
-    } else {
-        match demux_audio(ts, body) {
-            Ok(Demuxed::AudioConfig(c)) => {
-                let again = demux_audio(ts, Bytes::from(audio_config_body(&c))).expect("re-muxed ASC demuxes");
-                assert_eq!(again, Demuxed::AudioConfig(c));
+            Demuxed::Video(codec, v) => {
+                assert!(video && v.dts == ts && !v.data.is_empty());
+                // composition times survive only where the codec carries them
+                let v =
+                    if matches!(codec, VideoCodec::Avc | VideoCodec::Hevc) { v } else { VideoFrame { cts: 0, ..v } };
+                let (h, len) = video_tag_header(&v, Some(codec));
+                assert_eq!(remux([&h[..len], &v.data[..]].concat()), Demuxed::Video(codec, v));
             }
-            Ok(Demuxed::Frame(Frame::Audio(a))) => {
-                assert_eq!(a.pts, ts);
-                let mut b = audio_tag_header(&a).to_vec();
-                b.extend_from_slice(&a.data);
-                assert_eq!(demux_audio(ts, Bytes::from(b)), Ok(Demuxed::Frame(Frame::Audio(a))));
+            Demuxed::Audio(codec, a) => {
+                assert!(!video && a.pts == ts && !a.data.is_empty());
+                let (h, len) = audio_tag_header(Some(codec));
+                assert_eq!(remux([&h[..len], &a.data[..]].concat()), Demuxed::Audio(codec, a));
             }
-            Ok(Demuxed::Frame(Frame::Video(_))) | Ok(Demuxed::VideoConfig(_)) => panic!("audio demuxed to video"),
-            Ok(Demuxed::Skip) | Err(_) => {}
+            Demuxed::VideoMetadata(_) => assert!(video),
+            Demuxed::Skip => {}
         }
     }
 }
+
+/// OpusHead, mono, 48 kHz.
+const OPUS_HEAD: &[u8] = b"OpusHead\x01\x01\x38\x01\x80\xbb\x00\x00\x00\x00\x00";
 
 /// avcC from x264, 320x240 High profile.
 const AVCC_320X240: &[u8] = &[
@@ -359,7 +378,15 @@ fn codec_config(r: &mut Reader, generation: u32) -> Option<CodecConfig> {
         1 | 2 => Some(AacConfig::parse(Bytes::from_static(&[0x12, 0x10])).expect("valid ASC")),
         _ => AacConfig::parse(Bytes::copy_from_slice(r.bytes(2))).ok(),
     };
-    Some(CodecConfig { video: video.map(Arc::new), audio: audio.map(Arc::new), generation })
+    let video = video.map(|v| Arc::new(VideoConfig::Avc(v)));
+    // the other audio codecs go through the fMP4 muxer's per-codec frame lengths
+    let audio = match (kind >> 4) % 4 {
+        1 => Some(AudioConfig::Opus(OpusConfig::parse(Bytes::from_static(OPUS_HEAD)).expect("valid OpusHead"))),
+        2 => AudioConfig::from_frame(AudioCodec::Ac3, &[0x0b, 0x77, 0, 0, 0x04, 0x40, 0x00, 0x00]),
+        _ => audio.map(AudioConfig::Aac),
+    }
+    .map(Arc::new);
+    Some(CodecConfig { video, audio, generation, ..Default::default() })
 }
 
 /// A hand-rolled interpreter turns the input into hub events (configs valid

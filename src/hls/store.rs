@@ -310,13 +310,13 @@ impl HlsStore {
     /// Starts (or resumes, within the hold time) the state of `key`. Ended playlists are
     /// kept for their hold time, but no more of them than `limits.max_streams`: beyond that
     /// the oldest ended ones go first (returned, to remove their files).
-    pub(super) fn begin(&self, key: &StreamKey) -> Begun {
+    /// `container`: the app's variant's, or fMP4 for codecs MPEG-TS cannot carry.
+    pub(super) fn begin(&self, key: &StreamKey, container: Container) -> Begun {
         let mut keys = lock(&self.inner.keys);
         let cfg = self.policy(key);
-        let container = cfg.variant.container();
         let mut dropped = Vec::new();
-        // a republish under a changed variant (configuration reload) starts afresh: one
-        // playlist cannot list both kinds of segment
+        // a republish under a changed variant (configuration reload) or with codecs of the
+        // other container starts afresh: one playlist cannot list both kinds of segment
         if let Some(old) = keys.get(key).filter(|s| lock(s).container != container).cloned() {
             keys.remove(key);
             let st = lock(&old);
@@ -330,7 +330,7 @@ impl HlsStore {
             st.ended_at = None;
             st.endlisted = false;
             st.mark_changed();
-            st.part_target_ms = cfg.parts();
+            st.part_target_ms = cfg.parts().filter(|_| container == Container::Fmp4);
             let resumed = st.playlist.sequences().next().is_some();
             return (state.clone(), st.session, resumed, Vec::new());
         }
@@ -358,7 +358,8 @@ impl HlsStore {
             PlaylistConfig { window_segments: cfg.window_segments, min_window_ms: cfg.min_window_ms },
             cfg.target_duration_ms.div_ceil(1000).max(1),
         );
-        if cfg.parts().is_some() {
+        let part_target_ms = cfg.parts().filter(|_| container == Container::Fmp4);
+        if part_target_ms.is_some() {
             playlist.start_at(1);
         }
         let state = Arc::new(Mutex::new(KeyState {
@@ -368,7 +369,7 @@ impl HlsStore {
             init_count: 0,
             rendered: None,
             rendered_skip: None,
-            part_target_ms: cfg.parts(),
+            part_target_ms,
             parts: HashMap::new(),
             parts_bytes: 0,
             changed: Default::default(),
@@ -686,7 +687,7 @@ mod tests {
         let settings = Arc::new(LiveSettings::new(crate::config::Config::default().settings()));
         let store = HlsStore::new(HlsConfig::default(), settings, Arc::new(Metrics::new()));
         let key = StreamKey::new("live", "keep");
-        let (state, ..) = store.begin(&key);
+        let (state, ..) = store.begin(&key, store.policy(&key).variant.container());
         lock(&state).playlist.set_target_duration(2);
         let first = lock(&state).playlist.next_sequence();
         let mut longest_ms = 0u64;
@@ -723,7 +724,7 @@ mod tests {
         let (a, b): (std::net::IpAddr, std::net::IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         store.client_seen(&key, a);
         assert_eq!(store.viewers(&key), 0, "no HLS state for the key yet");
-        let _ = store.begin(&key);
+        let _ = store.begin(&key, store.policy(&key).variant.container());
         store.client_seen(&key, a);
         store.client_seen(&key, a);
         store.client_seen(&key, b);

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use super::store::{unix_ms, MIN_SWEEP_INTERVAL};
-use super::{HlsStore, Segmenter, SegmenterConfig};
+use super::{ts, Container, HlsStore, Segmenter, SegmenterConfig};
 use crate::hub::{lock, Hub, HubEvent, Stream};
 
 /// Follows every stream the hub starts, until `shutdown`.
@@ -54,15 +54,43 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
     let eager = store.policy(&key).parts().is_some();
     let subscribe = |s: &Arc<Stream>| if eager { s.subscribe_eager() } else { s.subscribe() };
     let mut sub = subscribe(&stream);
-    let (state, session, resumed, dropped) = store.begin(&key);
+    // MPEG-TS carries H.264/AAC only: the container follows the first codec configuration,
+    // so the playlist starts when it arrives (the events before it are kept for the loop)
+    let mut container = store.policy(&key).variant.container();
+    let mut early = Vec::new();
+    while early.last().is_none_or(|ev| !matches!(ev, HubEvent::Config(_) | HubEvent::EndOfStream)) {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            ev = sub.recv() => ev,
+        };
+        match ev {
+            Ok(Some(HubEvent::Config(c))) => {
+                if container == Container::MpegTs && !ts::carries(&c) {
+                    container = Container::Fmp4;
+                    let video = c.video.as_ref().map(|v| v.codec_string());
+                    let audio = c.audio.as_ref().map(|a| a.codec_string());
+                    info!(?video, ?audio, "hls: MPEG-TS cannot carry these codecs; serving fMP4 segments instead");
+                }
+                early.push(HubEvent::Config(c));
+            }
+            Ok(Some(ev)) => early.push(ev),
+            Ok(None) => break,
+            Err(e) => {
+                warn!("hls: {e}; resubscribing");
+                early.clear();
+                sub = subscribe(&stream);
+            }
+        }
+    }
+    let (state, session, resumed, dropped) = store.begin(&key, container);
     for (old, names) in dropped {
         store.remove_files(&old, &names).await;
     }
     let cfg = store.policy(&key);
     let mut segmenter = Segmenter::new(
         SegmenterConfig {
-            container: cfg.variant.container(),
-            part_target_ms: cfg.parts(),
+            container,
+            part_target_ms: cfg.parts().filter(|_| container == Container::Fmp4),
             target_duration_ms: cfg.target_duration_ms,
             max_segment_bytes: cfg.max_segment_bytes,
             ..SegmenterConfig::default()
@@ -74,11 +102,15 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
         segmenter.mark_discontinuity();
         info!("hls: republish continues the playlist with a discontinuity");
     }
+    let mut early = early.into_iter();
     let mut errors = 0u64;
     loop {
-        let ev = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            ev = sub.recv() => ev,
+        let ev = match early.next() {
+            Some(ev) => Ok(Some(ev)),
+            None => tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ev = sub.recv() => ev,
+            },
         };
         let ev = match ev {
             Ok(Some(ev)) => ev,

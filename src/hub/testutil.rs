@@ -27,5 +27,10 @@ pub(super) fn audio(pts: i64) -> HubEvent {
 /// A video-only codec config.
 pub(super) fn config() -> CodecConfig {
     let avc = crate::media::AvcConfig::parse(Bytes::from_static(AVCC_320X240)).unwrap();
-    CodecConfig { video: Some(Arc::new(avc)), audio: None, generation: 1 }
+    CodecConfig {
+        video: Some(Arc::new(crate::media::VideoConfig::Avc(avc))),
+        audio: None,
+        generation: 1,
+        ..Default::default()
+    }
 }

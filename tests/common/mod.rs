@@ -461,3 +461,46 @@ pub fn wait_live(gw: &Gateway, key: &str, timeout: Duration) -> bool {
         http_request(gw.http, "HEAD", &format!("/{key}.flv"), 0, Duration::from_secs(2)).status == 200
     })
 }
+
+/// A current ffmpeg (9.x, with libx265, libsvtav1, libopus and Enhanced RTMP): the one
+/// scripts/test.sh fetches (PyPI imageio-ffmpeg) and names in `LIVEGATE_FFMPEG9`, or the
+/// installed `imageio_ffmpeg` Python package's.
+pub fn ffmpeg9() -> PathBuf {
+    if let Some(p) = std::env::var_os("LIVEGATE_FFMPEG9").map(PathBuf::from).filter(|p| p.exists()) {
+        return p;
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    let path = out.map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())).filter(|p| p.exists());
+    path.expect(
+        "ffmpeg 9 (Enhanced RTMP) is not installed: run the README's test command (scripts/test.sh), which fetches \
+         it from PyPI imageio-ffmpeg and sets LIVEGATE_FFMPEG9",
+    )
+}
+
+/// Runs ffmpeg 9 with `args` in the background (killed on drop).
+pub fn ffmpeg9_spawn(args: &[&str]) -> Ffmpeg {
+    let child = Command::new(ffmpeg9())
+        .env("SVT_LOG", "1") // SVT-AV1: errors only
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(args)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start ffmpeg 9");
+    Ffmpeg { child }
+}
+
+/// `ffmpeg9 -i URL -t SECONDS -f null -`: what it printed about the input's streams and
+/// whether it decoded without an error.
+pub fn ffmpeg9_decode(url: &str, seconds: u32) -> (bool, String) {
+    let out = Command::new(ffmpeg9())
+        .args(["-hide_banner", "-rw_timeout", "10000000", "-i", url, "-t", &seconds.to_string(), "-f", "null", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ffmpeg 9");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.success(), text)
+}

@@ -2,9 +2,10 @@
 //! configurations, and the reverse (tag headers for HTTP-FLV and RTMP play).
 //! Sans-IO.
 //!
-//! Only H.264 (codec id 7) and AAC (sound format 10) are supported, which is
-//! what hls.js, mpegts.js and MPEG-TS outputs carry. Other codecs are reported
-//! as `FlvError::UnsupportedCodec` so the ingest can log and drop them.
+//! Legacy FLV (H.264, HEVC as codec id 12, AAC, MP3) and Enhanced RTMP (HEVC, AV1, VP9,
+//! H.264 by FourCC; Opus, FLAC, AC-3, E-AC-3, MP3, AAC; ModEx; multitrack) are read.
+//! Other codecs are reported as `FlvError::UnsupportedCodec`/`UnsupportedFourCc` so the
+//! ingest can log, count and drop them.
 
 mod demux;
 pub mod file;
@@ -12,10 +13,10 @@ mod mux;
 mod stream;
 mod writer;
 
-pub use demux::{demux_audio, demux_video, Demuxed, FlvError};
+pub use demux::{demux_audio, demux_video, Demuxed, FlvError, TrackDemuxed, MAX_MODEX, MAX_TRACKS_PER_MESSAGE};
 pub use mux::{
     audio_config_body, audio_tag_header, file_header, tag_bodies, tag_header, video_config_body, video_tag_header,
-    TagBody, TagType, PREV_TAG_SIZE_LEN, TAG_HEADER_LEN,
+    TagBody, TagCodecs, TagType, MAX_CODEC_HEADER, PREV_TAG_SIZE_LEN, TAG_HEADER_LEN,
 };
 pub use stream::{Note, TagDemuxer, MAX_TIMESTAMP_JUMP_MS};
 pub use writer::FlvWriter;

@@ -2,7 +2,9 @@
 //! headers that precede a shared payload. Callers write header and payload as
 //! separate buffers (vectored), so payloads are never copied per viewer.
 
-use crate::media::{AacConfig, AudioFrame, AvcConfig, VideoFrame};
+use bytes::Bytes;
+
+use crate::media::{AudioCodec, AudioConfig, CodecConfig, Event, Frame, VideoCodec, VideoConfig, VideoFrame};
 
 pub const TAG_HEADER_LEN: usize = 11;
 pub const PREV_TAG_SIZE_LEN: usize = 4;
@@ -40,59 +42,141 @@ pub fn tag_header(tag_type: TagType, data_size: usize, timestamp: i64) -> [u8; T
     ]
 }
 
-/// The 5-byte AVC video tag-body header for a coded frame.
-pub fn video_tag_header(frame: &VideoFrame) -> [u8; 5] {
+/// The codecs of the tracks a viewer is being sent, which decide the tag-body headers:
+/// legacy FLV for H.264, AAC and MP3 (every player reads it), Enhanced RTMP (FourCC
+/// headers) for the others. Updated from each `Event::Config`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TagCodecs {
+    pub video: Option<VideoCodec>,
+    pub audio: Option<AudioCodec>,
+}
+
+impl TagCodecs {
+    pub fn of(cfg: &CodecConfig) -> Self {
+        Self { video: cfg.video.as_ref().map(|v| v.codec()), audio: cfg.audio.as_ref().map(|a| a.codec()) }
+    }
+}
+
+/// Longest codec header before a payload: the enhanced video header with a FourCC and a
+/// composition time.
+pub const MAX_CODEC_HEADER: usize = 8;
+const EX_VIDEO: u8 = 0x80;
+const EX_AUDIO: u8 = 0x90;
+
+fn ex_header(first: u8, fourcc: &[u8; 4]) -> [u8; 5] {
+    [first, fourcc[0], fourcc[1], fourcc[2], fourcc[3]]
+}
+
+/// The video tag-body header for a coded frame of `codec` (H.264 when unknown).
+pub fn video_tag_header(frame: &VideoFrame, codec: Option<VideoCodec>) -> ([u8; MAX_CODEC_HEADER], usize) {
     let cts = frame.cts as u32;
-    [if frame.keyframe { 0x17 } else { 0x27 }, 1, (cts >> 16) as u8, (cts >> 8) as u8, cts as u8]
+    let cts = [(cts >> 16) as u8, (cts >> 8) as u8, cts as u8];
+    let mut h = [0u8; MAX_CODEC_HEADER];
+    let frame_type: u8 = if frame.keyframe { 1 } else { 2 };
+    let len = match codec.unwrap_or(VideoCodec::Avc) {
+        VideoCodec::Avc => {
+            h[..5].copy_from_slice(&[(frame_type << 4) | 7, 1, cts[0], cts[1], cts[2]]);
+            5
+        }
+        c => {
+            // CodedFrames; only HEVC (and H.264) carry a composition time in it
+            h[..5].copy_from_slice(&ex_header(EX_VIDEO | (frame_type << 4) | 1, c.fourcc()));
+            if c == VideoCodec::Hevc {
+                h[5..8].copy_from_slice(&cts);
+                8
+            } else {
+                5
+            }
+        }
+    };
+    (h, len)
 }
 
-/// The 2-byte AAC audio tag-body header for a raw frame.
-pub fn audio_tag_header(_frame: &AudioFrame) -> [u8; 2] {
-    // AAC always signals 44 kHz, 16-bit, stereo here; the real values are in the AudioSpecificConfig.
-    [0xaf, 1]
+/// The audio tag-body header for a frame of `codec` (AAC when unknown).
+pub fn audio_tag_header(codec: Option<AudioCodec>) -> ([u8; MAX_CODEC_HEADER], usize) {
+    let mut h = [0u8; MAX_CODEC_HEADER];
+    let len = match codec.unwrap_or(AudioCodec::Aac) {
+        // AAC always signals 44 kHz, 16-bit, stereo; the real values are in the AudioSpecificConfig
+        AudioCodec::Aac => {
+            h[..2].copy_from_slice(&[0xaf, 1]);
+            2
+        }
+        // legacy MP3: the MPEG audio frame header carries the real parameters
+        AudioCodec::Mp3 => {
+            h[0] = 0x2f;
+            1
+        }
+        c => {
+            h[..5].copy_from_slice(&ex_header(EX_AUDIO | 1, c.fourcc()));
+            5
+        }
+    };
+    (h, len)
 }
 
-/// The full video tag body of the AVC sequence header.
-pub fn video_config_body(cfg: &AvcConfig) -> Vec<u8> {
-    let mut v = Vec::with_capacity(5 + cfg.record.len());
-    v.extend_from_slice(&[0x17, 0, 0, 0, 0]);
-    v.extend_from_slice(&cfg.record);
-    v
+/// The video sequence header: legacy for H.264, an Enhanced RTMP SequenceStart otherwise.
+fn video_config_header(cfg: &VideoConfig) -> ([u8; MAX_CODEC_HEADER], usize) {
+    let mut h = [0u8; MAX_CODEC_HEADER];
+    match cfg.codec() {
+        VideoCodec::Avc => h[..5].copy_from_slice(&[0x17, 0, 0, 0, 0]),
+        c => h[..5].copy_from_slice(&ex_header(EX_VIDEO | 0x10, c.fourcc())),
+    }
+    (h, 5)
 }
 
-/// The full audio tag body of the AAC sequence header.
-pub fn audio_config_body(cfg: &AacConfig) -> Vec<u8> {
-    let mut v = Vec::with_capacity(2 + cfg.raw.len());
-    v.extend_from_slice(&[0xaf, 0]);
-    v.extend_from_slice(&cfg.raw);
-    v
+/// The audio sequence header, or none (MP3 has no sequence header).
+fn audio_config_header(cfg: &AudioConfig) -> Option<([u8; MAX_CODEC_HEADER], usize)> {
+    let mut h = [0u8; MAX_CODEC_HEADER];
+    match cfg.codec() {
+        AudioCodec::Aac => {
+            h[..2].copy_from_slice(&[0xaf, 0]);
+            Some((h, 2))
+        }
+        AudioCodec::Mp3 => None,
+        c => {
+            h[..5].copy_from_slice(&ex_header(EX_AUDIO, c.fourcc()));
+            Some((h, 5))
+        }
+    }
+}
+
+/// The full video tag body of the sequence header.
+pub fn video_config_body(cfg: &VideoConfig) -> Vec<u8> {
+    let (h, len) = video_config_header(cfg);
+    [&h[..len], &cfg.record()[..]].concat()
+}
+
+/// The full audio tag body of the sequence header (empty for MP3, which has none).
+pub fn audio_config_body(cfg: &AudioConfig) -> Vec<u8> {
+    match audio_config_header(cfg) {
+        Some((h, len)) => [&h[..len], &cfg.record()[..]].concat(),
+        None => Vec::new(),
+    }
 }
 
 /// One FLV tag body as a small codec header and a shared payload: what HTTP-FLV writes
 /// after its tag header and RTMP play sends as one message. Built from a
 /// [`media::Event`](crate::media::Event) by [`tag_bodies`] without copying or allocating:
-/// sequence-header bodies are the 5- or 2-byte header and the configuration record the
-/// stream already holds.
+/// sequence-header bodies are the codec header and the configuration record the stream
+/// already holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagBody {
     pub tag_type: TagType,
     /// Milliseconds on the stream's 64-bit timeline.
     pub timestamp: i64,
-    header: [u8; 5],
+    header: [u8; MAX_CODEC_HEADER],
     header_len: u8,
     pub payload: bytes::Bytes,
 }
 
 impl TagBody {
-    fn new(tag_type: TagType, timestamp: i64, header: &[u8], payload: bytes::Bytes) -> Self {
-        let mut h = [0u8; 5];
-        h[..header.len()].copy_from_slice(header);
-        Self { tag_type, timestamp, header: h, header_len: header.len() as u8, payload }
+    fn new(tag_type: TagType, timestamp: i64, (header, len): ([u8; MAX_CODEC_HEADER], usize), payload: Bytes) -> Self {
+        Self { tag_type, timestamp, header, header_len: len as u8, payload }
     }
 
     /// The script-data (`onMetaData`) tag body of `metadata`.
     pub fn script(metadata: bytes::Bytes, timestamp: i64) -> Self {
-        Self::new(TagType::Script, timestamp, &[], metadata)
+        Self::new(TagType::Script, timestamp, ([0; MAX_CODEC_HEADER], 0), metadata)
     }
 
     /// The codec header that precedes the payload in the tag body.
@@ -101,7 +185,7 @@ impl TagBody {
     }
 
     /// The codec header (as an array and its length) and the payload, taken apart.
-    pub fn into_parts(self) -> ([u8; 5], usize, bytes::Bytes) {
+    pub fn into_parts(self) -> ([u8; MAX_CODEC_HEADER], usize, bytes::Bytes) {
         (self.header, usize::from(self.header_len), self.payload)
     }
 
@@ -116,54 +200,68 @@ impl TagBody {
 }
 
 /// The tag bodies of one event, in order: the sequence headers of a codec configuration
-/// (stamped `config_ts`, the time of the last frame), a frame, or metadata; nothing for
-/// the other events. The one mapping from events to FLV, shared by HTTP-FLV and RTMP play.
-pub fn tag_bodies(ev: &crate::media::Event, config_ts: i64) -> impl Iterator<Item = TagBody> {
-    use crate::media::{Event, Frame};
-    let (a, b) = match ev {
-        Event::Metadata(m) => (Some(TagBody::script(m.clone(), config_ts)), None),
-        Event::Config(cfg) => (
-            cfg.video.as_ref().map(|v| TagBody::new(TagType::Video, config_ts, &[0x17, 0, 0, 0, 0], v.record.clone())),
-            cfg.audio.as_ref().map(|a| TagBody::new(TagType::Audio, config_ts, &[0xaf, 0], a.raw.clone())),
-        ),
+/// (stamped `config_ts`, the time of the last frame) and its Enhanced RTMP video metadata,
+/// a frame, or metadata; nothing for the other events. `codecs` follows the
+/// configurations. The one mapping from events to FLV, shared by HTTP-FLV and RTMP play.
+pub fn tag_bodies(ev: &Event, config_ts: i64, codecs: &mut TagCodecs) -> impl Iterator<Item = TagBody> {
+    let (a, b, c) = match ev {
+        Event::Metadata(m) => (Some(TagBody::script(m.clone(), config_ts)), None, None),
+        Event::Config(cfg) => {
+            *codecs = TagCodecs::of(cfg);
+            let video = cfg.video.as_ref();
+            let meta = video.filter(|v| v.codec() != VideoCodec::Avc).and(cfg.video_metadata.as_ref()).map(|m| {
+                let fourcc = video.map_or(b"avc1", |v| v.codec().fourcc());
+                // frame type 5 (command) with packet type Metadata, as encoders send it
+                let mut h = [0u8; MAX_CODEC_HEADER];
+                h[..5].copy_from_slice(&ex_header(EX_VIDEO | 0x50 | 4, fourcc));
+                TagBody::new(TagType::Video, config_ts, (h, 5), m.clone())
+            });
+            (
+                video.map(|v| TagBody::new(TagType::Video, config_ts, video_config_header(v), v.record().clone())),
+                meta,
+                cfg.audio.as_ref().and_then(|a| {
+                    audio_config_header(a).map(|h| TagBody::new(TagType::Audio, config_ts, h, a.record()))
+                }),
+            )
+        }
         Event::Frame(Frame::Video(v)) => {
-            (Some(TagBody::new(TagType::Video, v.dts, &video_tag_header(v), v.data.clone())), None)
+            (Some(TagBody::new(TagType::Video, v.dts, video_tag_header(v, codecs.video), v.data.clone())), None, None)
         }
         Event::Frame(Frame::Audio(a)) => {
-            (Some(TagBody::new(TagType::Audio, a.pts, &audio_tag_header(a), a.data.clone())), None)
+            (Some(TagBody::new(TagType::Audio, a.pts, audio_tag_header(codecs.audio), a.data.clone())), None, None)
         }
-        Event::Discontinuity | Event::EndOfStream => (None, None),
+        Event::Discontinuity | Event::EndOfStream => (None, None, None),
     };
-    a.into_iter().chain(b)
+    a.into_iter().chain(b).chain(c)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flv::{demux_video, Demuxed};
-    use crate::media::Frame;
-    use bytes::Bytes;
+    use crate::flv::{demux_audio, demux_video, Demuxed};
+    use crate::media::{AacConfig, AudioFrame, AvcConfig};
 
     #[test]
     fn tag_bodies_equal_the_full_bodies_and_share_the_payload() {
         use crate::media::h264::tests::AVCC_320X240;
-        use crate::media::{CodecConfig, Event};
         use std::sync::Arc;
-        let avc = Arc::new(AvcConfig::parse(Bytes::from_static(AVCC_320X240)).unwrap());
-        let aac = Arc::new(AacConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap());
-        let cfg = CodecConfig { video: Some(avc.clone()), audio: Some(aac.clone()), generation: 1 };
-        let bodies: Vec<TagBody> = tag_bodies(&Event::Config(cfg), 7).collect();
+        let avc = Arc::new(VideoConfig::Avc(AvcConfig::parse(Bytes::from_static(AVCC_320X240)).unwrap()));
+        let aac = Arc::new(AudioConfig::Aac(AacConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap()));
+        let cfg =
+            CodecConfig { video: Some(avc.clone()), audio: Some(aac.clone()), generation: 1, ..Default::default() };
+        let mut codecs = TagCodecs::default();
+        let bodies: Vec<TagBody> = tag_bodies(&Event::Config(cfg), 7, &mut codecs).collect();
         assert_eq!(bodies.len(), 2);
         let whole = |b: &TagBody| [b.header(), &b.payload[..]].concat();
         assert_eq!((bodies[0].tag_type, bodies[0].timestamp), (TagType::Video, 7));
         assert_eq!(whole(&bodies[0]), video_config_body(&avc));
-        assert_eq!(bodies[0].payload.as_ptr(), avc.record.as_ptr(), "the record is shared, not copied");
+        assert_eq!(bodies[0].payload.as_ptr(), avc.record().as_ptr(), "the record is shared, not copied");
         assert_eq!(whole(&bodies[1]), audio_config_body(&aac));
         let frame = VideoFrame { dts: 40, cts: 80, keyframe: true, data: Bytes::from_static(&[0, 0, 0, 1, 0x65]) };
-        let b: Vec<_> = tag_bodies(&Event::Frame(Frame::Video(frame.clone())), 0).collect();
+        let b: Vec<_> = tag_bodies(&Event::Frame(Frame::Video(frame.clone())), 0, &mut codecs).collect();
         assert_eq!((b[0].tag_type, b[0].timestamp, b[0].len()), (TagType::Video, 40, 10));
-        assert_eq!(b[0].header(), &video_tag_header(&frame));
-        assert_eq!(tag_bodies(&Event::EndOfStream, 0).count(), 0);
+        assert_eq!(b[0].header(), &[0x17, 1, 0, 0, 80]);
+        assert_eq!(tag_bodies(&Event::EndOfStream, 0, &mut codecs).count(), 0);
     }
 
     #[test]
@@ -178,10 +276,53 @@ mod tests {
     #[test]
     fn video_header_round_trips_negative_cts() {
         let frame = VideoFrame { dts: 10, cts: -40, keyframe: false, data: Bytes::from_static(&[0, 0, 0, 1, 1]) };
-        let mut body = video_tag_header(&frame).to_vec();
-        body.extend_from_slice(&frame.data);
-        let Demuxed::Frame(Frame::Video(back)) = demux_video(10, Bytes::from(body)).unwrap() else { panic!() };
-        assert_eq!(back, frame);
+        for codec in [VideoCodec::Avc, VideoCodec::Hevc] {
+            let (h, len) = video_tag_header(&frame, Some(codec));
+            let mut out = Vec::new();
+            demux_video(10, Bytes::from([&h[..len], &frame.data[..]].concat()), &mut out).unwrap();
+            assert_eq!(out, vec![(0, Demuxed::Video(codec, frame.clone()))]);
+        }
+    }
+
+    #[test]
+    fn enhanced_outputs_demux_back_to_what_the_encoder_sent() {
+        // every fixture through demux → tag_bodies → demux: the same configs and frames
+        for file in [
+            &include_bytes!("../../../fixtures/ertmp/hevc_opus.flv")[..],
+            include_bytes!("../../../fixtures/ertmp/av1_aac.flv"),
+            include_bytes!("../../../fixtures/ertmp/vp9_flac.flv"),
+            include_bytes!("../../../fixtures/ertmp/h264_eac3.flv"),
+            include_bytes!("../../../fixtures/ertmp/h264_mp3.flv"),
+        ] {
+            let tags = crate::flv::file::read_tags(&Bytes::copy_from_slice(file)).unwrap();
+            let (mut d, mut events, mut notes) = (crate::flv::TagDemuxer::new(), Vec::new(), Vec::new());
+            for t in tags.into_iter().filter(|t| t.tag_type != 18) {
+                let kind =
+                    if t.tag_type == 8 { crate::media::MediaKind::Audio } else { crate::media::MediaKind::Video };
+                d.push(kind, t.timestamp, t.body, &mut events, &mut notes).unwrap();
+            }
+            let (mut again, mut codecs) = (crate::flv::TagDemuxer::new(), TagCodecs::default());
+            let mut replayed = Vec::new();
+            for ev in &events {
+                for body in tag_bodies(ev, 0, &mut codecs) {
+                    let kind = match body.tag_type {
+                        TagType::Audio => crate::media::MediaKind::Audio,
+                        TagType::Video => crate::media::MediaKind::Video,
+                        TagType::Script => continue,
+                    };
+                    let ts = body.timestamp as u32;
+                    let whole = Bytes::from([body.header(), &body.payload[..]].concat());
+                    again.push(kind, ts, whole, &mut replayed, &mut notes).unwrap();
+                }
+            }
+            let frames = |e: &[Event]| e.iter().filter(|e| matches!(e, Event::Frame(_))).cloned().collect::<Vec<_>>();
+            assert_eq!(frames(&replayed), frames(&events));
+            let cfg =
+                |e: &[Event]| e.iter().find_map(|e| if let Event::Config(c) = e { Some(c.clone()) } else { None });
+            let (a, b) = (cfg(&events).unwrap(), cfg(&replayed).unwrap());
+            assert_eq!((a.video, a.audio, a.video_metadata), (b.video, b.audio, b.video_metadata));
+        }
+        let _ = (demux_audio, AudioFrame { pts: 0, data: Bytes::new() });
     }
 
     #[test]

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::demux::{demux_audio, demux_video, Demuxed, FlvError};
+use super::demux::{demux_audio, demux_video, Demuxed, FlvError, TrackDemuxed};
 use crate::media::Event;
-use crate::media::{AacConfig, AvcConfig, CodecConfig, Frame, Unwrapper};
+use crate::media::{AudioConfig, CodecConfig, Frame, Unwrapper, VideoConfig};
 
 /// A forward or backward jump of the timeline larger than this is a discontinuity.
 pub const MAX_TIMESTAMP_JUMP_MS: i64 = 10_000;
@@ -20,10 +20,23 @@ use crate::media::MediaKind;
 /// What `push` did besides emitting events, for the caller to log.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Note {
-    VideoConfig(Arc<AvcConfig>),
-    AudioConfig(Arc<AacConfig>),
+    VideoConfig(Arc<VideoConfig>),
+    AudioConfig(Arc<AudioConfig>),
     /// A frame arrived before its track's sequence header and was dropped.
     FrameBeforeConfig,
+    /// A frame's codec is not the one its track's sequence header named (a FourCC that
+    /// switched without a new sequence start); it was dropped.
+    CodecMismatch {
+        kind: MediaKind,
+        configured: &'static str,
+        frame: &'static str,
+    },
+    /// A multitrack publish sent a track other than the one served (the first track
+    /// with a sequence start); noted once per track.
+    OtherTrack {
+        kind: MediaKind,
+        track: u8,
+    },
     /// The timeline jumped from `from` to `to` ms.
     Jump {
         from: i64,
@@ -37,6 +50,11 @@ pub struct TagDemuxer {
     config: CodecConfig,
     config_dirty: bool,
     last_dts: Option<i64>,
+    /// The track served per kind (video, audio): the first with a sequence start.
+    served: [Option<u8>; 2],
+    /// Other tracks already noted, per kind (a bit per track id).
+    noted: [[u64; 4]; 2],
+    scratch: Vec<TrackDemuxed>,
 }
 
 impl TagDemuxer {
@@ -45,67 +63,133 @@ impl TagDemuxer {
     }
 
     /// Demuxes one audio or video tag body with its 32-bit RTMP/FLV timestamp,
-    /// appending hub events to `out`.
+    /// appending hub events to `out` and what is worth logging to `notes`.
     pub fn push(
         &mut self,
         kind: MediaKind,
         timestamp: u32,
         body: Bytes,
         out: &mut Vec<Event>,
-    ) -> Result<Option<Note>, FlvError> {
+        notes: &mut Vec<Note>,
+    ) -> Result<(), FlvError> {
         let ts = self.clock.unwrap(timestamp);
-        let demuxed = match kind {
-            MediaKind::Video => demux_video(ts, body)?,
-            MediaKind::Audio => demux_audio(ts, body)?,
+        let mut items = std::mem::take(&mut self.scratch);
+        items.clear();
+        let r = match kind {
+            MediaKind::Video => demux_video(ts, body, &mut items),
+            MediaKind::Audio => demux_audio(ts, body, &mut items),
         };
-        Ok(match demuxed {
+        if r.is_ok() {
+            for (track, item) in items.drain(..) {
+                self.item(kind, track, item, out, notes);
+            }
+        }
+        self.scratch = items;
+        r
+    }
+
+    fn item(&mut self, kind: MediaKind, track: u8, item: Demuxed, out: &mut Vec<Event>, notes: &mut Vec<Note>) {
+        if matches!(item, Demuxed::Skip) {
+            return;
+        }
+        let k = usize::from(kind == MediaKind::Audio);
+        let served = match self.served[k] {
+            Some(t) => t,
+            None if matches!(item, Demuxed::VideoConfig(_) | Demuxed::AudioConfig(_))
+                || matches!(&item, Demuxed::Audio(c, _) if c.self_describing()) =>
+            {
+                self.served[k] = Some(track);
+                track
+            }
+            None => track,
+        };
+        if track != served {
+            let bit = &mut self.noted[k][usize::from(track / 64)];
+            if *bit & (1 << (track % 64)) == 0 {
+                *bit |= 1 << (track % 64);
+                notes.push(Note::OtherTrack { kind, track });
+            }
+            return;
+        }
+        match item {
             Demuxed::VideoConfig(v) => {
                 if self.config.video.as_deref() == Some(&v) {
-                    return Ok(None);
+                    return;
                 }
                 let v = Arc::new(v);
                 self.config.video = Some(v.clone());
                 self.config_dirty = true;
-                Some(Note::VideoConfig(v))
+                notes.push(Note::VideoConfig(v));
             }
             Demuxed::AudioConfig(a) => {
                 if self.config.audio.as_deref() == Some(&a) {
-                    return Ok(None);
+                    return;
                 }
                 let a = Arc::new(a);
                 self.config.audio = Some(a.clone());
                 self.config_dirty = true;
-                Some(Note::AudioConfig(a))
+                notes.push(Note::AudioConfig(a));
             }
-            Demuxed::Frame(frame) => self.frame(frame, out),
-            Demuxed::Skip => None,
-        })
+            Demuxed::VideoMetadata(m) => {
+                if self.config.video_metadata.as_ref() != Some(&m) {
+                    self.config.video_metadata = Some(m);
+                    self.config_dirty = true;
+                }
+            }
+            Demuxed::Video(codec, frame) => match self.config.video.as_deref().map(VideoConfig::codec) {
+                None => notes.push(Note::FrameBeforeConfig),
+                Some(c) if c != codec => {
+                    notes.push(Note::CodecMismatch { kind, configured: c.name(), frame: codec.name() })
+                }
+                Some(_) => self.frame(Frame::Video(frame), out, notes),
+            },
+            Demuxed::Audio(codec, frame) => {
+                let configured = self.config.audio.as_deref().map(AudioConfig::codec);
+                if configured != Some(codec) && codec.self_describing() {
+                    if let Some(a) = AudioConfig::from_frame(codec, &frame.data) {
+                        let a = Arc::new(a);
+                        self.config.audio = Some(a.clone());
+                        self.config_dirty = true;
+                        notes.push(Note::AudioConfig(a));
+                        return self.frame(Frame::Audio(frame), out, notes);
+                    }
+                }
+                match configured {
+                    None => notes.push(Note::FrameBeforeConfig),
+                    Some(c) if c != codec => {
+                        notes.push(Note::CodecMismatch { kind, configured: c.name(), frame: codec.name() })
+                    }
+                    Some(_) => self.frame(Frame::Audio(frame), out, notes),
+                }
+            }
+            Demuxed::Skip => {}
+        }
     }
 
-    fn frame(&mut self, frame: Frame, out: &mut Vec<Event>) -> Option<Note> {
-        let has_config = match &frame {
-            Frame::Video(_) => self.config.video.is_some(),
-            Frame::Audio(_) => self.config.audio.is_some(),
-        };
-        if !has_config {
-            return Some(Note::FrameBeforeConfig);
-        }
+    fn frame(&mut self, frame: Frame, out: &mut Vec<Event>, notes: &mut Vec<Note>) {
         if self.config_dirty {
+            if let (Frame::Video(v), Some(cfg)) = (&frame, &self.config.video) {
+                // VP9 (and AV1 from a TS descriptor) learn their picture size here
+                if v.keyframe && cfg.width() == 0 {
+                    let mut c = VideoConfig::clone(cfg);
+                    if c.fill_size_from_keyframe(&v.data) {
+                        self.config.video = Some(Arc::new(c));
+                    }
+                }
+            }
             self.config_dirty = false;
             self.config.generation += 1;
             out.push(Event::Config(self.config.clone()));
         }
         let dts = frame.dts();
-        let mut note = None;
         if let Some(last) = self.last_dts {
             if (dts - last).abs() > MAX_TIMESTAMP_JUMP_MS {
                 out.push(Event::Discontinuity);
-                note = Some(Note::Jump { from: last, to: dts });
+                notes.push(Note::Jump { from: last, to: dts });
             }
         }
         self.last_dts = Some(dts);
         out.push(Event::Frame(frame));
-        note
     }
 }
 
@@ -113,6 +197,12 @@ impl TagDemuxer {
 mod tests {
     use super::*;
     use crate::media::h264::tests::AVCC_320X240;
+
+    fn push(d: &mut TagDemuxer, kind: MediaKind, ts: u32, body: Bytes, out: &mut Vec<Event>) -> Vec<Note> {
+        let mut notes = Vec::new();
+        d.push(kind, ts, body, out, &mut notes).unwrap();
+        notes
+    }
 
     fn video_seq() -> Bytes {
         let mut v = vec![0x17, 0, 0, 0, 0];
@@ -124,19 +214,19 @@ mod tests {
     fn config_is_announced_once_before_the_first_frame_with_both_tracks() {
         let mut d = TagDemuxer::new();
         let mut out = Vec::new();
-        assert!(matches!(d.push(MediaKind::Video, 0, video_seq(), &mut out), Ok(Some(Note::VideoConfig(_)))));
+        assert!(matches!(&push(&mut d, MediaKind::Video, 0, video_seq(), &mut out)[..], [Note::VideoConfig(_)]));
         assert!(matches!(
-            d.push(MediaKind::Audio, 0, Bytes::from_static(&[0xaf, 0, 0x12, 0x10]), &mut out),
-            Ok(Some(Note::AudioConfig(_)))
+            &push(&mut d, MediaKind::Audio, 0, Bytes::from_static(&[0xaf, 0, 0x12, 0x10]), &mut out)[..],
+            [Note::AudioConfig(_)]
         ));
         assert!(out.is_empty());
-        d.push(MediaKind::Video, 0, Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]), &mut out).unwrap();
-        d.push(MediaKind::Audio, 10, Bytes::from_static(&[0xaf, 1, 0x21]), &mut out).unwrap();
+        push(&mut d, MediaKind::Video, 0, Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]), &mut out);
+        push(&mut d, MediaKind::Audio, 10, Bytes::from_static(&[0xaf, 1, 0x21]), &mut out);
         assert!(matches!(&out[0], Event::Config(c) if c.video.is_some() && c.audio.is_some() && c.generation == 1));
         assert!(matches!(out[1], Event::Frame(Frame::Video(_))));
         assert!(matches!(out[2], Event::Frame(Frame::Audio(_))));
         // a repeated sequence header changes nothing
-        assert_eq!(d.push(MediaKind::Video, 20, video_seq(), &mut out), Ok(None));
+        assert_eq!(push(&mut d, MediaKind::Video, 20, video_seq(), &mut out), vec![]);
         assert_eq!(out.len(), 3);
     }
 
@@ -145,12 +235,12 @@ mod tests {
         let mut d = TagDemuxer::new();
         let mut out = Vec::new();
         let key = Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]);
-        assert_eq!(d.push(MediaKind::Video, 0, key.clone(), &mut out), Ok(Some(Note::FrameBeforeConfig)));
+        assert_eq!(push(&mut d, MediaKind::Video, 0, key.clone(), &mut out), vec![Note::FrameBeforeConfig]);
         assert!(out.is_empty());
-        d.push(MediaKind::Video, 0, video_seq(), &mut out).unwrap();
-        d.push(MediaKind::Video, 40, key.clone(), &mut out).unwrap();
-        let jump = d.push(MediaKind::Video, 40 + 3_600_000, key, &mut out).unwrap();
-        assert_eq!(jump, Some(Note::Jump { from: 40, to: 3_600_040 }));
+        push(&mut d, MediaKind::Video, 0, video_seq(), &mut out);
+        push(&mut d, MediaKind::Video, 40, key.clone(), &mut out);
+        let jump = push(&mut d, MediaKind::Video, 40 + 3_600_000, key, &mut out);
+        assert_eq!(jump, vec![Note::Jump { from: 40, to: 3_600_040 }]);
         assert!(matches!(out[out.len() - 2], Event::Discontinuity));
     }
 
@@ -158,14 +248,62 @@ mod tests {
     fn timestamps_are_unwrapped_across_2_pow_32() {
         let mut d = TagDemuxer::new();
         let mut out = Vec::new();
-        d.push(MediaKind::Video, u32::MAX - 40, video_seq(), &mut out).unwrap();
+        push(&mut d, MediaKind::Video, u32::MAX - 40, video_seq(), &mut out);
         for ts in [u32::MAX - 40, u32::MAX - 7, 26, 59] {
-            d.push(MediaKind::Video, ts, Bytes::from_static(&[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41]), &mut out).unwrap();
+            push(&mut d, MediaKind::Video, ts, Bytes::from_static(&[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41]), &mut out);
         }
         let dts: Vec<i64> =
             out.iter().filter_map(|e| if let Event::Frame(f) = e { Some(f.dts()) } else { None }).collect();
         let base = i64::from(u32::MAX);
         assert_eq!(dts, vec![base - 40, base - 7, base + 27, base + 60]);
         assert!(!out.contains(&Event::Discontinuity));
+    }
+
+    fn fixture(file: &'static [u8]) -> (Vec<Event>, Vec<Note>) {
+        let tags = crate::flv::file::read_tags(&Bytes::from_static(file)).unwrap();
+        let (mut d, mut out, mut notes) = (TagDemuxer::new(), Vec::new(), Vec::new());
+        for t in tags {
+            let kind = match t.tag_type {
+                8 => MediaKind::Audio,
+                9 => MediaKind::Video,
+                _ => continue,
+            };
+            d.push(kind, t.timestamp, t.body, &mut out, &mut notes).unwrap();
+        }
+        (out, notes)
+    }
+
+    #[test]
+    fn a_multitrack_publish_serves_its_first_track_and_notes_the_other_once() {
+        let (out, notes) = fixture(include_bytes!("../../../fixtures/ertmp/multi.flv"));
+        let others: Vec<_> = notes.iter().filter(|n| matches!(n, Note::OtherTrack { .. })).collect();
+        assert_eq!(others, vec![&Note::OtherTrack { kind: MediaKind::Video, track: 1 }]);
+        let Some(Event::Config(c)) = out.first() else { panic!("{:?}", out.first()) };
+        assert_eq!(c.video.as_ref().map(|v| v.width()), Some(320));
+        assert!(!notes.contains(&Note::FrameBeforeConfig));
+    }
+
+    #[test]
+    fn self_describing_audio_and_vp9_sizes_are_learnt_from_frames() {
+        let (out, notes) = fixture(include_bytes!("../../../fixtures/ertmp/h264_ac3.flv"));
+        assert!(!notes.contains(&Note::FrameBeforeConfig), "{notes:?}");
+        let configs: Vec<&CodecConfig> =
+            out.iter().filter_map(|e| if let Event::Config(c) = e { Some(c) } else { None }).collect();
+        assert!(configs.last().is_some_and(|c| c.audio.as_ref().is_some_and(|a| a.codec_string() == "ac-3")));
+        let (out, _) = fixture(include_bytes!("../../../fixtures/ertmp/vp9_flac.flv"));
+        let Some(Event::Config(c)) = out.first() else { panic!() };
+        let v = c.video.as_ref().unwrap();
+        assert_eq!((v.codec_string().as_str(), v.width(), v.height()), ("vp09.00.10.08", 160, 120));
+        assert!(c.video_metadata.as_ref().is_some_and(|m| m.windows(9).any(|w| w == b"colorInfo")));
+    }
+
+    #[test]
+    fn a_fourcc_switch_without_a_sequence_start_drops_the_frame() {
+        let mut d = TagDemuxer::new();
+        let mut out = Vec::new();
+        push(&mut d, MediaKind::Video, 0, video_seq(), &mut out);
+        let notes = push(&mut d, MediaKind::Video, 40, Bytes::from_static(b"\x93av01\x12\x00"), &mut out);
+        assert_eq!(notes, vec![Note::CodecMismatch { kind: MediaKind::Video, configured: "h264", frame: "av1" }]);
+        assert!(out.is_empty());
     }
 }

@@ -4,7 +4,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::mux::{file_header, tag_bodies, tag_header, TagBody, TAG_HEADER_LEN};
+use super::mux::{file_header, tag_bodies, tag_header, TagBody, TagCodecs, TAG_HEADER_LEN};
 use crate::media::Event;
 
 /// Size of the blocks tag headers are carved from.
@@ -16,6 +16,7 @@ pub struct FlvWriter {
     stashed_metadata: Option<Bytes>,
     prev_tag_size: u32,
     last_ts: i64,
+    codecs: TagCodecs,
     scratch: BytesMut,
 }
 
@@ -48,7 +49,7 @@ impl FlvWriter {
             _ if !self.header_written => return,
             _ => {}
         }
-        for body in tag_bodies(ev, self.last_ts) {
+        for body in tag_bodies(ev, self.last_ts, &mut self.codecs) {
             self.tag(&body, out);
         }
     }
@@ -89,13 +90,14 @@ mod tests {
 
     use super::*;
     use crate::media::h264::tests::AVCC_320X240;
-    use crate::media::{AacConfig, AudioFrame, AvcConfig, CodecConfig, Frame, VideoFrame};
+    use crate::media::{AacConfig, AudioConfig, AudioFrame, AvcConfig, CodecConfig, Frame, VideoConfig, VideoFrame};
 
     fn config() -> CodecConfig {
         CodecConfig {
-            video: Some(Arc::new(AvcConfig::parse(Bytes::from_static(AVCC_320X240)).unwrap())),
-            audio: Some(Arc::new(AacConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap())),
+            video: Some(Arc::new(VideoConfig::Avc(AvcConfig::parse(Bytes::from_static(AVCC_320X240)).unwrap()))),
+            audio: Some(Arc::new(AudioConfig::Aac(AacConfig::parse(Bytes::from_static(&[0x12, 0x10])).unwrap()))),
             generation: 1,
+            ..Default::default()
         }
     }
 

@@ -1,13 +1,19 @@
 //! Fragmented MP4 (CMAF-style) muxer for HLS: the initialization segment (`ftyp` + `moov`
-//! with `avc1`/`avcC`, `mp4a`/`esds` and `mvex`) and media fragments (`moof` with `mfhd`,
+//! with the sample entry of each track and `mvex`) and media fragments (`moof` with `mfhd`,
 //! and per track `traf` = `tfhd` + `tfdt` (64-bit base decode time) + `trun` (sizes,
 //! durations, sync-sample flags, signed composition offsets), then one `mdat`).
 //!
 //! Like the TS muxer it does not decide where segments are cut (`hls::segmenter` does); it
 //! buffers the samples it is given and writes them on [`Fmp4Muxer::finish_segment`]. The
-//! FLV payloads are already MP4 samples (H.264 as AVCC length-prefixed NAL units with the
-//! record's length size, AAC as raw frames), so each payload is copied once, into the
-//! fragment. Sans-IO: no clocks, no sockets.
+//! FLV payloads are already MP4 samples (H.264/HEVC as length-prefixed NAL units with the
+//! record's length size, AV1 as OBUs (the temporal delimiter is sliced off), VP9 frames,
+//! raw AAC, Opus packets, FLAC frames, AC-3 syncframes, MPEG audio frames), so each
+//! payload is copied once, into the fragment. Sans-IO: no clocks, no sockets.
+//!
+//! Sample entries: `avc1`/`avcC`, `hvc1`/`hvcC` (the entry Safari requires, parameter
+//! sets in the record), `av01`/`av1C`, `vp09`/`vpcC`; `mp4a`/`esds` (AAC, and MP3 with
+//! object type 0x6B/0x69), `Opus`/`dOps`, `fLaC`/`dfLa`, `ac-3`/`dac3`, `ec-3`/`dec3`.
+//! The codec records are the bytes the encoder sent.
 //!
 //! Boxes are written by hand rather than with `mp4-atom`: about twenty fixed layouts, the
 //! codec boxes are byte copies of the records FLV carries (mp4-atom would parse and
@@ -18,7 +24,8 @@
 //! - Video: timescale 90 kHz; `tfdt` = DTS × 90; each sample lasts until the next one's
 //!   DTS (the last one of a segment until the DTS that ends the segment, or the previous
 //!   step); composition offsets are signed (`trun` version 1).
-//! - Audio: timescale = the AAC sample rate; each frame is 1024 samples. Decode times
+//! - Audio: timescale = the sample rate (48 kHz for Opus); a frame lasts what its codec
+//!   says (1024 samples for AAC, the TOC for Opus, 1536 for AC-3, ...). Decode times
 //!   count samples from the first frame, so they do not jitter with the millisecond
 //!   timestamps FLV gives; the count re-anchors to a frame's timestamp only when it is more
 //!   than half a frame ahead of it (a gap) and after [`Fmp4Muxer::reset_timing`].
@@ -29,7 +36,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::ts::MuxError;
 use crate::media::h264::{avcc_nalus, H264Error, MAX_NALUS_PER_AU};
-use crate::media::{AacConfig, AudioFrame, AvcConfig, CodecConfig, VideoFrame};
+use crate::media::{AudioConfig, AudioFrame, CodecConfig, VideoCodec, VideoConfig, VideoFrame};
 
 /// Track id of the video track (when there is one).
 pub const TRACK_VIDEO: u32 = 1;
@@ -37,8 +44,6 @@ pub const TRACK_VIDEO: u32 = 1;
 pub const TRACK_AUDIO: u32 = 2;
 /// Timescale of the video track.
 pub const VIDEO_TIMESCALE: u32 = 90_000;
-/// Samples per AAC frame.
-const AAC_FRAME_SAMPLES: u64 = 1024;
 /// `trun` sample flags of a sync sample: depends on no other sample.
 const SAMPLE_SYNC: u32 = 0x0200_0000;
 /// `trun` sample flags of a non-sync sample: depends on others, `sample_is_non_sync_sample`.
@@ -56,6 +61,8 @@ struct VideoSample {
 struct AudioSample {
     /// Decode time in samples.
     time: u64,
+    /// Samples the frame decodes to.
+    samples: u64,
     data: Bytes,
 }
 
@@ -64,8 +71,8 @@ struct AudioSample {
 /// segments.
 #[derive(Debug, Default)]
 pub struct Fmp4Muxer {
-    video: Option<Arc<AvcConfig>>,
-    audio: Option<Arc<AacConfig>>,
+    video: Option<Arc<VideoConfig>>,
+    audio: Option<Arc<AudioConfig>>,
     init: Option<Bytes>,
     /// `mfhd` sequence number of the next fragment.
     sequence: u32,
@@ -125,15 +132,16 @@ impl Fmp4Muxer {
     /// NAL unit bound) without buffering it. Follow with [`Self::commit_video`].
     pub fn prepare_video(&mut self, frame: &VideoFrame) -> Result<(), MuxError> {
         let cfg = self.video.as_deref().ok_or(MuxError::NoVideoConfig)?;
+        self.prepared = frame.data.len();
+        let Some(length_size) = cfg.nalu_length_size() else { return Ok(()) };
         let mut n = 0;
-        for nalu in avcc_nalus(&frame.data, cfg.nalu_length_size) {
+        for nalu in avcc_nalus(&frame.data, length_size) {
             nalu?;
             n += 1;
             if n > MAX_NALUS_PER_AU {
                 return Err(H264Error::TooManyNalus(MAX_NALUS_PER_AU).into());
             }
         }
-        self.prepared = frame.data.len();
         Ok(())
     }
 
@@ -145,12 +153,17 @@ impl Fmp4Muxer {
                 self.last_video_step = step;
             }
         }
-        self.buffered += frame.data.len();
+        // AV1 samples carry no temporal delimiter (AV1-ISOBMFF §2.4): a slice, not a copy
+        let data = match self.video.as_deref().map(VideoConfig::codec) {
+            Some(VideoCodec::Av1) => frame.data.slice(crate::media::av1::temporal_delimiter_len(&frame.data)..),
+            _ => frame.data.clone(),
+        };
+        self.buffered += data.len();
         self.video_samples.push(VideoSample {
             dts: frame.dts * 90,
             cts: i64::from(frame.cts) * 90,
             keyframe: frame.keyframe,
-            data: frame.data.clone(),
+            data,
         });
     }
 
@@ -161,19 +174,21 @@ impl Fmp4Muxer {
         Ok(())
     }
 
-    /// Buffers an AAC frame at its decode time in samples (see the module's *Timing*).
+    /// Buffers an audio frame at its decode time in samples (see the module's *Timing*).
     pub fn write_audio(&mut self, frame: &AudioFrame) -> Result<(), MuxError> {
         self.check_audio(frame)?;
-        let rate = self.audio.as_deref().map_or(48_000, |a| u64::from(a.sample_rate.max(1)));
+        let Some(cfg) = self.audio.as_deref() else { return Err(MuxError::NoAudioConfig) };
+        let rate = u64::from(cfg.sample_rate().max(1));
+        let samples = u64::from(cfg.frame_samples(&frame.data).unwrap_or_else(|| cfg.nominal_frame_samples()));
         let at = (u64::try_from(frame.pts.max(0)).unwrap_or(0) * rate + 500) / 1000;
         let time = match self.next_audio_time {
             // jitter of the millisecond timestamps, or a small step back: stay continuous
-            Some(next) if at < next + AAC_FRAME_SAMPLES / 2 => next,
+            Some(next) if at < next + samples / 2 => next,
             _ => at,
         };
-        self.next_audio_time = Some(time + AAC_FRAME_SAMPLES);
+        self.next_audio_time = Some(time + samples);
         self.buffered += frame.data.len();
-        self.audio_samples.push(AudioSample { time, data: frame.data.clone() });
+        self.audio_samples.push(AudioSample { time, samples, data: frame.data.clone() });
         Ok(())
     }
 
@@ -215,13 +230,13 @@ impl Fmp4Muxer {
             if !audio.is_empty() {
                 bx(b, b"traf", |b| {
                     track_header(b, TRACK_AUDIO, audio[0].time);
-                    // data-offset, duration, size (every AAC frame is a sync sample)
+                    // data-offset, duration, size (every audio frame is a sync sample)
                     full(b, b"trun", 0, 0x000301, |b| {
                         b.put_u32(audio.len() as u32);
                         offsets.push((b.len(), video_bytes));
                         b.put_i32(0);
                         for (i, s) in audio.iter().enumerate() {
-                            let next = audio.get(i + 1).map_or(s.time + AAC_FRAME_SAMPLES, |n| n.time);
+                            let next = audio.get(i + 1).map_or(s.time + s.samples, |n| n.time);
                             b.put_u32(u32::try_from(next.saturating_sub(s.time)).unwrap_or(0));
                             b.put_u32(s.data.len() as u32);
                         }
@@ -278,7 +293,7 @@ fn full(b: &mut BytesMut, kind: &[u8; 4], version: u8, flags: u32, body: impl Fn
 const UNITY_MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000];
 
 /// `ftyp` + `moov` for the tracks configured.
-pub fn init_segment(video: Option<&AvcConfig>, audio: Option<&AacConfig>) -> Bytes {
+pub fn init_segment(video: Option<&VideoConfig>, audio: Option<&AudioConfig>) -> Bytes {
     let mut b = BytesMut::with_capacity(1024);
     bx(&mut b, b"ftyp", |b| {
         b.put_slice(b"iso6");
@@ -301,10 +316,10 @@ pub fn init_segment(video: Option<&AvcConfig>, audio: Option<&AacConfig>) -> Byt
             b.put_u32(TRACK_AUDIO + 1); // next track id
         });
         if let Some(v) = video {
-            trak(b, TRACK_VIDEO, VIDEO_TIMESCALE, Some((v.width, v.height)), |b| avc1(b, v));
+            trak(b, TRACK_VIDEO, VIDEO_TIMESCALE, Some((v.width(), v.height())), |b| video_entry(b, v));
         }
         if let Some(a) = audio {
-            trak(b, TRACK_AUDIO, a.sample_rate.max(1), None, |b| mp4a(b, a));
+            trak(b, TRACK_AUDIO, a.sample_rate().max(1), None, |b| audio_entry(b, a));
         }
         bx(b, b"mvex", |b| {
             let tracks = [(video.is_some(), TRACK_VIDEO), (audio.is_some(), TRACK_AUDIO)];
@@ -389,14 +404,21 @@ fn trak(b: &mut BytesMut, id: u32, timescale: u32, size: Option<(u32, u32)>, ent
     });
 }
 
-/// `avc1` sample entry with the stream's `avcC` (the record FLV carried, as it is).
-fn avc1(b: &mut BytesMut, v: &AvcConfig) {
-    bx(b, b"avc1", |b| {
+/// The video sample entry (`avc1`, `hvc1`, `av01`, `vp09`) with the stream's record as it
+/// is (`vpcC` is a full box whose version and flags the record starts with).
+fn video_entry(b: &mut BytesMut, v: &VideoConfig) {
+    let (entry, record): (&[u8; 4], &[u8; 4]) = match v.codec() {
+        VideoCodec::Avc => (b"avc1", b"avcC"),
+        VideoCodec::Hevc => (b"hvc1", b"hvcC"),
+        VideoCodec::Av1 => (b"av01", b"av1C"),
+        VideoCodec::Vp9 => (b"vp09", b"vpcC"),
+    };
+    bx(b, entry, |b| {
         b.put_bytes(0, 6);
         b.put_u16(1); // data reference index
         b.put_bytes(0, 16); // pre-defined, reserved
-        b.put_u16(u16::try_from(v.width).unwrap_or(u16::MAX));
-        b.put_u16(u16::try_from(v.height).unwrap_or(u16::MAX));
+        b.put_u16(u16::try_from(v.width()).unwrap_or(u16::MAX));
+        b.put_u16(u16::try_from(v.height()).unwrap_or(u16::MAX));
         b.put_u32(0x0048_0000); // 72 dpi
         b.put_u32(0x0048_0000);
         b.put_u32(0);
@@ -404,38 +426,61 @@ fn avc1(b: &mut BytesMut, v: &AvcConfig) {
         b.put_bytes(0, 32); // compressor name
         b.put_u16(0x0018); // depth
         b.put_i16(-1);
-        bx(b, b"avcC", |b| b.put_slice(&v.record));
+        bx(b, record, |b| b.put_slice(v.record()));
     });
 }
 
-/// `mp4a` sample entry with an `esds` carrying the AudioSpecificConfig as it is.
-fn mp4a(b: &mut BytesMut, a: &AacConfig) {
-    bx(b, b"mp4a", |b| {
+/// The audio sample entry with its codec box: `mp4a`/`esds` (AAC, MP3), `Opus`/`dOps`,
+/// `fLaC`/`dfLa`, `ac-3`/`dac3`, `ec-3`/`dec3`.
+fn audio_entry(b: &mut BytesMut, a: &AudioConfig) {
+    let entry: &[u8; 4] = match a {
+        AudioConfig::Aac(_) | AudioConfig::Mp3(_) => b"mp4a",
+        AudioConfig::Opus(_) => b"Opus",
+        AudioConfig::Flac(_) => b"fLaC",
+        AudioConfig::Ac3(c) if c.enhanced => b"ec-3",
+        AudioConfig::Ac3(_) => b"ac-3",
+    };
+    bx(b, entry, |b| {
         b.put_bytes(0, 6);
         b.put_u16(1); // data reference index
         b.put_bytes(0, 8);
-        b.put_u16(u16::from(a.channels.max(1)));
+        b.put_u16(u16::from(a.channels().max(1)));
         b.put_u16(16); // sample size
         b.put_u32(0);
-        b.put_u32(a.sample_rate.min(0xffff) << 16);
-        full(b, b"esds", 0, 0, |b| {
-            let asc = &a.raw[..];
-            let dsi = 2 + asc.len();
-            let dcd = 2 + 13 + dsi;
-            let esd = 3 + dcd + 3;
-            descriptor(b, 0x03, esd, |b| {
-                b.put_u16(TRACK_AUDIO as u16); // ES id
-                b.put_u8(0); // flags
-                descriptor(b, 0x04, dcd - 2, |b| {
-                    b.put_u8(0x40); // MPEG-4 audio
-                    b.put_u8(0x15); // audio stream
-                    b.put_bytes(0, 3); // buffer size
-                    b.put_u32(0); // max bitrate
-                    b.put_u32(0); // average bitrate
-                    descriptor(b, 0x05, asc.len(), |b| b.put_slice(asc));
-                });
-                descriptor(b, 0x06, 1, |b| b.put_u8(0x02)); // SL config: predefined MP4
+        let rate = a.sample_rate();
+        b.put_u32(if rate <= 0xffff { rate << 16 } else { 0 });
+        match a {
+            AudioConfig::Aac(c) => esds(b, 0x40, &c.raw),
+            AudioConfig::Mp3(c) => esds(b, c.object_type(), &[]),
+            AudioConfig::Opus(c) => bx(b, b"dOps", |b| b.put_slice(&c.dops())),
+            AudioConfig::Flac(c) => bx(b, b"dfLa", |b| b.put_slice(&c.dfla())),
+            AudioConfig::Ac3(c) if c.enhanced => bx(b, b"dec3", |b| b.put_slice(&c.specific)),
+            AudioConfig::Ac3(c) => bx(b, b"dac3", |b| b.put_slice(&c.specific)),
+        }
+    });
+}
+
+/// An `esds` for an MPEG-4 object type, with its decoder specific info (the AAC
+/// AudioSpecificConfig as it is; none for MP3).
+fn esds(b: &mut BytesMut, object_type: u8, dsi: &[u8]) {
+    full(b, b"esds", 0, 0, |b| {
+        let dsi_len = if dsi.is_empty() { 0 } else { 2 + dsi.len() };
+        let dcd = 2 + 13 + dsi_len;
+        let esd = 3 + dcd + 3;
+        descriptor(b, 0x03, esd, |b| {
+            b.put_u16(TRACK_AUDIO as u16); // ES id
+            b.put_u8(0); // flags
+            descriptor(b, 0x04, dcd - 2, |b| {
+                b.put_u8(object_type);
+                b.put_u8(0x15); // audio stream
+                b.put_bytes(0, 3); // buffer size
+                b.put_u32(0); // max bitrate
+                b.put_u32(0); // average bitrate
+                if !dsi.is_empty() {
+                    descriptor(b, 0x05, dsi.len(), |b| b.put_slice(dsi));
+                }
             });
+            descriptor(b, 0x06, 1, |b| b.put_u8(0x02)); // SL config: predefined MP4
         });
     });
 }

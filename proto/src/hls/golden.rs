@@ -28,7 +28,7 @@ fn segments() -> Vec<Segment> {
             9 => MediaKind::Video,
             _ => continue,
         };
-        demuxer.push(kind, tag.timestamp, tag.body, &mut events).expect("fixture demuxes");
+        demuxer.push(kind, tag.timestamp, tag.body, &mut events, &mut Vec::new()).expect("fixture demuxes");
         for ev in events.drain(..) {
             let wall = WALL_START_MS + if let Event::Frame(f) = &ev { f.dts() } else { 0 };
             out.extend(segmenter.push(&ev, wall).expect("fixture muxes"));

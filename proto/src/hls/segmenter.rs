@@ -423,7 +423,10 @@ impl Segmenter {
             return Ok(());
         };
         let has_video = codec.video.is_some();
-        let audio_frame_ms = codec.audio.as_ref().map_or(21, |c| (1_024_000 / i64::from(c.sample_rate.max(1))).max(1));
+        let audio_frame_ms = codec
+            .audio
+            .as_ref()
+            .map_or(21, |c| (i64::from(c.nominal_frame_samples()) * 1000 / i64::from(c.sample_rate().max(1))).max(1));
         // Validate (and for video, convert) before any state changes, so a bad
         // frame cannot lose a segment that is being cut.
         match f {
@@ -652,12 +655,12 @@ impl Segmenter {
 fn same_parameters(a: &CodecConfig, b: &CodecConfig) -> bool {
     let video = match (&a.video, &b.video) {
         (None, None) => true,
-        (Some(x), Some(y)) => x.record == y.record,
+        (Some(x), Some(y)) => x.codec() == y.codec() && x.record() == y.record(),
         _ => false,
     };
     let audio = match (&a.audio, &b.audio) {
         (None, None) => true,
-        (Some(x), Some(y)) => x.raw == y.raw,
+        (Some(x), Some(y)) => x == y,
         _ => false,
     };
     video && audio

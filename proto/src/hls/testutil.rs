@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::ts::{TsMuxer, PID_PAT, PID_PMT, TS_PACKET_SIZE};
-use crate::media::{AacConfig, AudioFrame, AvcConfig, CodecConfig, Frame, VideoFrame};
+use crate::media::{AacConfig, AudioConfig, AudioFrame, AvcConfig, CodecConfig, Frame, VideoConfig, VideoFrame};
 
 /// avcC from x264, 320x240 High profile (same capture as the media::h264 tests).
 pub(crate) const AVCC_320X240: &[u8] = &[
@@ -18,16 +18,16 @@ pub(crate) const AVCC_320X240: &[u8] = &[
 /// AAC LC, 44.1 kHz, stereo.
 pub(crate) const ASC_LC_44100_STEREO: &[u8] = &[0x12, 0x10];
 
-pub(crate) fn avc_config() -> Arc<AvcConfig> {
-    Arc::new(AvcConfig::parse(Bytes::from_static(AVCC_320X240)).unwrap())
+pub(crate) fn avc_config() -> Arc<VideoConfig> {
+    Arc::new(VideoConfig::Avc(AvcConfig::parse(Bytes::from_static(AVCC_320X240)).unwrap()))
 }
 
-pub(crate) fn aac_config() -> Arc<AacConfig> {
-    Arc::new(AacConfig::parse(Bytes::from_static(ASC_LC_44100_STEREO)).unwrap())
+pub(crate) fn aac_config() -> Arc<AudioConfig> {
+    Arc::new(AudioConfig::Aac(AacConfig::parse(Bytes::from_static(ASC_LC_44100_STEREO)).unwrap()))
 }
 
 pub(crate) fn codec_config(video: bool, audio: bool) -> CodecConfig {
-    CodecConfig { video: video.then(avc_config), audio: audio.then(aac_config), generation: 1 }
+    CodecConfig { video: video.then(avc_config), audio: audio.then(aac_config), generation: 1, ..Default::default() }
 }
 
 /// A one-slice AVCC access unit (IDR or non-IDR), size varying with `dts`.

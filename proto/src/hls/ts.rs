@@ -33,7 +33,7 @@ use thiserror::Error;
 
 use crate::media::aac::AacError;
 use crate::media::h264::{avcc_to_annexb, H264Error};
-use crate::media::{AacConfig, AudioFrame, AvcConfig, CodecConfig, VideoFrame};
+use crate::media::{AudioConfig, AudioFrame, CodecConfig, VideoConfig, VideoFrame};
 
 pub const TS_PACKET_SIZE: usize = 188;
 pub const PID_PAT: u16 = 0x0000;
@@ -71,6 +71,21 @@ pub enum MuxError {
     Aac(#[from] AacError),
     #[error("PSI encoding failed: {0}")]
     Psi(String),
+    #[error("MPEG-TS segments carry H.264 and AAC only, not {0}")]
+    NotInTs(&'static str),
+}
+
+/// Whether MPEG-TS segments can carry a stream of these codecs (H.264 and AAC: what every
+/// HLS player reads from TS). Other streams are served as fMP4.
+pub fn carries(config: &CodecConfig) -> bool {
+    not_in_ts(config).is_none()
+}
+
+fn not_in_ts(config: &CodecConfig) -> Option<&'static str> {
+    if let Some(v) = config.video.as_deref().filter(|v| v.avc().is_none()) {
+        return Some(v.codec().name());
+    }
+    config.audio.as_deref().filter(|a| a.aac().is_none()).map(|a| a.codec().name())
 }
 
 /// Milliseconds to unwrapped 90 kHz ticks (offset applied, not masked).
@@ -113,8 +128,8 @@ struct PendingAudio {
 /// persist across segments.
 #[derive(Debug)]
 pub struct TsMuxer {
-    video: Option<Arc<AvcConfig>>,
-    audio: Option<Arc<AacConfig>>,
+    video: Option<Arc<VideoConfig>>,
+    audio: Option<Arc<AudioConfig>>,
     tracks: Tracks,
     pmt_version: u8,
     pat_packet: [u8; TS_PACKET_SIZE],
@@ -169,6 +184,9 @@ impl TsMuxer {
     /// [`start_segment`](Self::start_segment); the caller cuts the segment
     /// when the configuration really changes.
     pub fn set_config(&mut self, config: &CodecConfig) -> Result<(), MuxError> {
+        if let Some(codec) = not_in_ts(config) {
+            return Err(MuxError::NotInTs(codec));
+        }
         let tracks = Tracks { video: config.video.is_some(), audio: config.audio.is_some() };
         self.video = config.video.clone();
         self.audio = config.audio.clone();
@@ -238,7 +256,7 @@ impl TsMuxer {
     /// without writing anything, so a bad frame fails before the caller
     /// commits to a cut. Follow with [`commit_video`](Self::commit_video).
     pub fn prepare_video(&mut self, frame: &VideoFrame) -> Result<(), MuxError> {
-        let cfg = self.video.as_deref().ok_or(MuxError::NoVideoConfig)?;
+        let cfg = self.video.as_deref().and_then(VideoConfig::avc).ok_or(MuxError::NoVideoConfig)?;
         self.video_au.clear();
         avcc_to_annexb(&frame.data, frame.keyframe, Some(cfg), &mut self.video_au)?;
         Ok(())
@@ -273,7 +291,7 @@ impl TsMuxer {
 
     /// Checks that an audio frame can be muxed, without writing anything.
     pub fn check_audio(&self, frame: &AudioFrame) -> Result<(), MuxError> {
-        let cfg = self.audio.as_deref().ok_or(MuxError::NoAudioConfig)?;
+        let cfg = self.audio.as_deref().and_then(AudioConfig::aac).ok_or(MuxError::NoAudioConfig)?;
         cfg.adts_header(frame.data.len())?;
         Ok(())
     }
@@ -282,7 +300,7 @@ impl TsMuxer {
     /// the PES is written when it would exceed its bound, on a gap, before a
     /// video keyframe and at the end of the segment.
     pub fn write_audio(&mut self, frame: &AudioFrame) -> Result<(), MuxError> {
-        let cfg = self.audio.as_deref().ok_or(MuxError::NoAudioConfig)?;
+        let cfg = self.audio.as_deref().and_then(AudioConfig::aac).ok_or(MuxError::NoAudioConfig)?;
         let adts = cfg.adts_header(frame.data.len())?;
         let dur = i64::try_from(cfg.frame_duration_90k()).unwrap_or(1);
         let pts = ms_to_90k(frame.pts);

@@ -5,6 +5,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
+use super::bits::{rbsp, BitReader, OutOfBits};
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum H264Error {
     #[error("avcC record too short ({0} bytes)")]
@@ -169,57 +171,10 @@ pub fn avcc_to_annexb(
     Ok(())
 }
 
-/// Bit reader over an RBSP (emulation-prevention bytes already removed).
-struct BitReader<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> BitReader<'a> {
-    fn bit(&mut self) -> Result<u32, H264Error> {
-        let byte = self.data.get(self.pos / 8).ok_or(H264Error::BadSps)?;
-        let b = (byte >> (7 - (self.pos % 8))) & 1;
-        self.pos += 1;
-        Ok(u32::from(b))
+impl From<OutOfBits> for H264Error {
+    fn from(_: OutOfBits) -> Self {
+        H264Error::BadSps
     }
-
-    fn bits(&mut self, n: u32) -> Result<u32, H264Error> {
-        let mut v = 0;
-        for _ in 0..n {
-            v = (v << 1) | self.bit()?;
-        }
-        Ok(v)
-    }
-
-    fn ue(&mut self) -> Result<u32, H264Error> {
-        let mut zeros = 0;
-        while self.bit()? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return Err(H264Error::BadSps);
-            }
-        }
-        Ok(((1u64 << zeros) - 1 + u64::from(self.bits(zeros)?)) as u32)
-    }
-
-    fn se(&mut self) -> Result<i32, H264Error> {
-        let k = self.ue()?;
-        Ok(if k % 2 == 1 { k.div_ceil(2) as i32 } else { -((k / 2) as i32) })
-    }
-}
-
-fn rbsp(nalu: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(nalu.len());
-    let mut zeros = 0;
-    for &b in nalu {
-        if zeros >= 2 && b == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if b == 0 { zeros + 1 } else { 0 };
-        out.push(b);
-    }
-    out
 }
 
 /// Reads the coded picture size from an SPS NAL unit (with its header byte).
@@ -228,7 +183,7 @@ pub fn parse_sps_resolution(sps: &[u8]) -> Result<(u32, u32), H264Error> {
         return Err(H264Error::BadSps);
     }
     let data = rbsp(&sps[1..]);
-    let mut r = BitReader { data: &data, pos: 0 };
+    let mut r = BitReader::new(&data);
     let profile_idc = r.bits(8)?;
     r.bits(16)?; // constraint flags + level
     r.ue()?; // seq_parameter_set_id

@@ -7,16 +7,33 @@
 //! buffer by reference count; nothing here copies a payload.
 
 pub mod aac;
+pub mod ac3;
+pub mod av1;
+pub mod bits;
+mod codec;
+pub mod flac;
 pub mod h264;
+pub mod hevc;
+pub mod mp3;
+pub mod opus;
 pub mod timestamp;
+pub mod vp9;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 pub use aac::AacConfig;
+pub use ac3::Ac3Config;
+pub use av1::Av1Config;
+pub use codec::{AudioCodec, AudioConfig, VideoCodec, VideoConfig};
+pub use flac::FlacConfig;
 pub use h264::AvcConfig;
+pub use hevc::HevcConfig;
+pub use mp3::Mp3Config;
+pub use opus::OpusConfig;
 pub use timestamp::Unwrapper;
+pub use vp9::Vp9Config;
 
 /// The two kinds of media a stream carries: what an RTMP message (type 8 or 9) and an
 /// FLV tag hold. One enum for the RTMP session, the FLV demuxer and the outputs.
@@ -26,7 +43,8 @@ pub enum MediaKind {
     Video,
 }
 
-/// One H.264 access unit as FLV carries it: AVCC (length-prefixed) NAL units.
+/// One video access unit as FLV carries it: H.264/HEVC as length-prefixed NAL units, AV1
+/// as a temporal unit of OBUs, VP9 as a frame (the MP4 sample formats, too).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoFrame {
     /// Decode timestamp in milliseconds, unwrapped to 64 bits at ingest.
@@ -34,7 +52,7 @@ pub struct VideoFrame {
     /// Composition time offset (PTS - DTS) in milliseconds, signed, as FLV gives it.
     pub cts: i32,
     pub keyframe: bool,
-    /// AVCC NAL units (each prefixed by a `nalu_length_size`-byte length).
+    /// The sample (for H.264/HEVC each NAL unit is prefixed by a `nalu_length_size`-byte length).
     pub data: Bytes,
 }
 
@@ -44,7 +62,8 @@ impl VideoFrame {
     }
 }
 
-/// One raw AAC frame (no ADTS header).
+/// One audio frame as FLV carries it (AAC without ADTS, an Opus packet, a FLAC frame, an
+/// AC-3 syncframe, an MPEG audio frame).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AudioFrame {
     /// Presentation timestamp in milliseconds, unwrapped to 64 bits at ingest.
@@ -88,8 +107,11 @@ impl Frame {
 /// (the HLS segmenter) can tell a real change from a repeat.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CodecConfig {
-    pub video: Option<Arc<AvcConfig>>,
-    pub audio: Option<Arc<AacConfig>>,
+    pub video: Option<Arc<VideoConfig>>,
+    pub audio: Option<Arc<AudioConfig>>,
+    /// Enhanced RTMP video Metadata (an AMF0 `colorInfo` body: colour and HDR
+    /// information) as the encoder last sent it, passed on to FLV and RTMP viewers.
+    pub video_metadata: Option<Bytes>,
     pub generation: u32,
 }
 

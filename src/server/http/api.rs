@@ -47,14 +47,14 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
         "uptime_s": (uptime * 10.0).round() / 10.0,
         "video": codec.video.as_ref().map(|v| json!({
             "codec": v.codec_string(),
-            "width": v.width,
-            "height": v.height,
+            "width": v.width(),
+            "height": v.height(),
             "fps": (per_second(video_frames as f64) * 100.0).round() / 100.0,
         })),
         "audio": codec.audio.as_ref().map(|a| json!({
             "codec": a.codec_string(),
-            "sample_rate": a.sample_rate,
-            "channels": a.channels,
+            "sample_rate": a.sample_rate(),
+            "channels": a.channels(),
         })),
         "bytes_in": bytes_in,
         "bitrate_in_kbps": (per_second(bytes_in as f64 * 8.0) / 1000.0).round(),

@@ -68,8 +68,8 @@ pub(crate) fn index(hub: &Hub) -> Response<Body> {
     for s in &streams {
         let key = esc(&s.key().to_string());
         let codec = s.codec();
-        let video = codec.video.as_ref().map(|v| format!("{} {}x{}", v.codec_string(), v.width, v.height));
-        let audio = codec.audio.as_ref().map(|a| format!("{} {} Hz", a.codec_string(), a.sample_rate));
+        let video = codec.video.as_ref().map(|v| format!("{} {}x{}", v.codec_string(), v.width(), v.height()));
+        let audio = codec.audio.as_ref().map(|a| format!("{} {} Hz", a.codec_string(), a.sample_rate()));
         let media = [video, audio].into_iter().flatten().collect::<Vec<_>>().join(", ");
         let _ = writeln!(
             rows,

@@ -16,6 +16,7 @@ use super::publish::Ingest;
 use super::writer::Writer;
 use super::RtmpContext;
 use crate::auth::{Action, AuthRequest};
+use crate::flv::TagCodecs;
 use crate::hub::{HubEvent, Protocol, StreamKey, Subscription, ViewerGuard};
 use crate::metrics::reason;
 use crate::rtmp::{RequestId, ServerSession, SessionConfig, SessionEvent};
@@ -23,7 +24,7 @@ use crate::rtmp::{RequestId, ServerSession, SessionConfig, SessionEvent};
 pub(super) enum Role {
     Idle,
     Publishing(Box<Ingest>),
-    Playing { sub: Subscription, stream_id: u32, last_ts: i64, query: String, _guard: ViewerGuard },
+    Playing { sub: Subscription, stream_id: u32, last_ts: i64, codecs: TagCodecs, query: String, _guard: ViewerGuard },
 }
 
 pub(super) struct Connection<S> {

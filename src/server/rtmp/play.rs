@@ -39,11 +39,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         info!(stream = %key, "RTMP viewer joined");
         self.session.accept(req);
         let sub = stream.subscribe();
-        self.role = Role::Playing { sub, stream_id, last_ts: 0, query: query.to_string(), _guard };
+        self.role =
+            Role::Playing { sub, stream_id, last_ts: 0, codecs: Default::default(), query: query.to_string(), _guard };
     }
 
     pub(super) fn send_play_events(&mut self, events: &mut Vec<HubEvent>) {
-        let Role::Playing { stream_id, last_ts, .. } = &mut self.role else { return };
+        let Role::Playing { stream_id, last_ts, codecs, .. } = &mut self.role else { return };
         let sid = *stream_id;
         for ev in events.drain(..) {
             if let HubEvent::Frame(f) = &ev {
@@ -56,7 +57,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             }
             // the same event → tag body mapping as HTTP-FLV (sequence headers share the
             // configuration record: nothing is built per viewer)
-            for body in tag_bodies(&ev, *last_ts) {
+            for body in tag_bodies(&ev, *last_ts, codecs) {
                 let kind = match body.tag_type {
                     TagType::Script => {
                         self.session.send_metadata(sid, body.payload);

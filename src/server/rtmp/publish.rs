@@ -23,6 +23,7 @@ pub(super) struct Ingest {
     query: String,
     demuxer: TagDemuxer,
     events: Vec<HubEvent>,
+    notes: Vec<Note>,
     warned_no_config: bool,
     demux_errors: u64,
 }
@@ -35,6 +36,7 @@ impl Ingest {
             query,
             demuxer: TagDemuxer::new(),
             events: Vec::with_capacity(4),
+            notes: Vec::new(),
             warned_no_config: false,
             demux_errors: 0,
         }
@@ -68,23 +70,42 @@ impl Ingest {
 
     pub(super) fn media(&mut self, kind: MediaKind, timestamp: u32, payload: Bytes) {
         let key = self.publisher.stream().key();
-        match self.demuxer.push(kind, timestamp, payload, &mut self.events) {
-            Ok(None) => {}
-            Ok(Some(Note::VideoConfig(v))) => {
-                info!(stream = %key, codec = %v.codec_string(), width = v.width, height = v.height, "video config")
-            }
-            Ok(Some(Note::AudioConfig(a))) => {
-                info!(stream = %key, codec = %a.codec_string(), rate = a.sample_rate, channels = a.channels, "audio config")
-            }
-            Ok(Some(Note::FrameBeforeConfig)) => {
-                if !self.warned_no_config {
-                    self.warned_no_config = true;
-                    warn!(stream = %key, "dropping frames that arrive before their sequence header");
+        let result = self.demuxer.push(kind, timestamp, payload, &mut self.events, &mut self.notes);
+        for note in self.notes.drain(..) {
+            match note {
+                Note::VideoConfig(v) => {
+                    info!(stream = %key, codec = %v.codec_string(), width = v.width(), height = v.height(), "video config")
+                }
+                Note::AudioConfig(a) => info!(
+                    stream = %key,
+                    codec = %a.codec_string(),
+                    rate = a.sample_rate(),
+                    channels = a.channels(),
+                    "audio config"
+                ),
+                Note::FrameBeforeConfig => {
+                    if !self.warned_no_config {
+                        self.warned_no_config = true;
+                        warn!(stream = %key, "dropping frames that arrive before their sequence header");
+                    }
+                }
+                Note::CodecMismatch { kind, configured, frame } => {
+                    self.demux_errors += 1;
+                    if self.demux_errors <= 3 || self.demux_errors.is_multiple_of(1000) {
+                        warn!(stream = %key, ?kind, configured, frame, count = self.demux_errors,
+                            "dropping a frame whose codec is not its track's (no new sequence start)");
+                    }
+                }
+                Note::OtherTrack { kind, track } => {
+                    warn!(stream = %key, ?kind, track, "multitrack publish: only the first track is served; this one is dropped")
+                }
+                Note::Jump { from, to } => {
+                    warn!(stream = %key, from, to, "timestamp jump; marking a discontinuity")
                 }
             }
-            Ok(Some(Note::Jump { from, to })) => {
-                warn!(stream = %key, from, to, "timestamp jump; marking a discontinuity")
-            }
+        }
+        match result {
+            Ok(()) => {}
             Err(e) => {
                 self.demux_errors += 1;
                 // the first few, then one in a thousand, so a broken encoder cannot flood the log

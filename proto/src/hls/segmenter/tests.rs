@@ -249,8 +249,9 @@ fn config_change_starts_discontinuity_and_repeat_does_nothing() {
     assert!(out.is_empty(), "repeat config must not cut");
     // New audio config (48 kHz): cut + discontinuity; next segment waits for a keyframe.
     let mut changed = cfg.clone();
-    changed.audio =
-        Some(std::sync::Arc::new(crate::media::AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap()));
+    changed.audio = Some(std::sync::Arc::new(crate::media::AudioConfig::Aac(
+        crate::media::AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap(),
+    )));
     changed.generation = 3;
     out.extend(s.push(&Event::Config(changed), WALL0).unwrap());
     assert_eq!(out.len(), 1);
@@ -425,7 +426,12 @@ fn real_encoder_segments() {
         j += 1;
     }
     frames.sort_by_key(|f| (f.dts(), !f.is_video()));
-    let config = CodecConfig { video: Some(video_cfg), audio: Some(audio_cfg), generation: 1 };
+    let config = CodecConfig {
+        video: Some(Arc::new(crate::media::VideoConfig::Avc(Arc::unwrap_or_clone(video_cfg)))),
+        audio: Some(Arc::new(crate::media::AudioConfig::Aac(Arc::unwrap_or_clone(audio_cfg)))),
+        generation: 1,
+        ..Default::default()
+    };
     let mut s = Segmenter::new(SegmenterConfig::default(), 0);
     s.push(&Event::Config(config), 0).unwrap();
     let mut segs: Vec<Segment> = frames.iter().filter_map(|f| s.push(&Event::Frame(f.clone()), 0).unwrap()).collect();
