@@ -94,6 +94,19 @@ def parse_chunks(data):
     return msgs
 
 
+def flv_tags(path):
+    """An FLV file -> [(tag type, timestamp, body)]."""
+    d = open(path, "rb").read()
+    pos, tags = 13, []
+    while pos + 11 <= len(d):
+        t = d[pos]
+        size = int.from_bytes(d[pos + 1 : pos + 4], "big")
+        ts = int.from_bytes(d[pos + 4 : pos + 7], "big") | (d[pos + 7] << 24)
+        tags.append((t, ts, d[pos + 11 : pos + 11 + size]))
+        pos += 11 + size + 4
+    return tags
+
+
 def write(target, name, data):
     d = os.path.join(OUT, target)
     os.makedirs(d, exist_ok=True)
@@ -198,6 +211,26 @@ def main():
         write("flv_demux", f"ffmpeg_{'audio' if t == 8 else 'video'}_{p[0]:02x}_{p[1]:02x}",
               bytes([kind]) + struct.pack(">q", ts) + p[:2048])
     write("flv_demux", "bframe_negative_cts", b"\x00" + struct.pack(">q", 1040) + bytes([0x27, 1, 0xFF, 0xFF, 0xD8, 0, 0, 0, 1, 1]))
+    # Enhanced RTMP: the first body of each (kind, header byte) in the ffmpeg 9 captures
+    for name in sorted(os.listdir(os.path.join(ROOT, "fixtures", "ertmp"))):
+        seen = set()
+        for t, ts, body in flv_tags(os.path.join(ROOT, "fixtures", "ertmp", name)):
+            if t not in (8, 9) or not body or (t, body[0]) in seen:
+                continue
+            seen.add((t, body[0]))
+            kind = 0x80 if t == 8 else 0x00
+            write("flv_demux", f"ertmp_{name[:-4]}_{'audio' if t == 8 else 'video'}_{body[0]:02x}",
+                  bytes([kind]) + struct.pack(">q", ts) + body[:2048])
+    # hand-made E-RTMP structures: ModEx, ManyTracks, ManyTracksManyCodecs, multitrack audio
+    ex = [
+        ("modex_nano_codedx", b"\x97\x02\x00\x01\xf4\x03av01\x12\x00\x32\x00"),
+        ("many_tracks_avc1", b"\x96\x13avc1" + b"".join(bytes([t, 0, 0, 5, 0, 0, 0, 1, 0x65]) for t in (0, 2))),
+        ("many_codecs", b"\x96\x23hvc1\x00\x00\x00\x02\xaa\xbbav01\x01\x00\x00\x01\xcc"),
+        ("modex_loop", b"\x97" + b"\x00\x00\x07" * 12),
+    ]
+    for n, body in ex:
+        write("flv_demux", f"ertmp_{n}", b"\x00" + struct.pack(">q", 40) + body)
+    write("flv_demux", "ertmp_audio_one_track_opus", b"\x80" + struct.pack(">q", 40) + b"\x95\x01Opus\x03\x78\xaa")
 
     # segmenter programs
     write("segmenter", "av_4s", segmenter_program(4))
