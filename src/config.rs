@@ -186,6 +186,11 @@ pub struct RtmpConfig {
     /// Listen backlog of the RTMP (and RTMPS) listener: connections the kernel queues
     /// before they are accepted (capped by `net.core.somaxconn`).
     pub backlog: u32,
+    /// RTMP play of an Enhanced RTMP codec (HEVC, AV1, VP9, Opus, FLAC, AC-3, E-AC-3) only
+    /// to clients that announced it in `connect`'s `fourCcList`. Off: clients that announced
+    /// nothing get it too (ffmpeg 9 plays E-RTMP without announcing); a client whose list
+    /// lacks the codec is refused either way, with a status saying why.
+    pub only_announced_codecs: bool,
 }
 
 impl Default for RtmpConfig {
@@ -199,6 +204,7 @@ impl Default for RtmpConfig {
             viewer_stall_timeout_ms: 10_000,
             takeover_idle_ms: 2_000,
             backlog: 4096,
+            only_announced_codecs: false,
         }
     }
 }

@@ -27,6 +27,12 @@ pub struct LimitLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodecLabel {
+    pub video: &'static str,
+    pub audio: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
 }
@@ -62,7 +68,15 @@ pub struct Metrics {
     pub hls_requests: Family<KindLabel, Counter>,
     /// Low-Latency HLS: from the arrival of a part's last frame to the part being listed.
     pub hls_part_delay: prometheus_client::metrics::histogram::Histogram,
+    /// Media messages from publishers that were dropped, by reason: `unsupported_codec`
+    /// (a codec id or FourCC livegate does not carry), `malformed` (a body or codec record
+    /// that does not parse), `codec_mismatch` (a frame of another codec than its track's
+    /// sequence start), `other_track` (a multitrack track that is not served),
+    /// `before_config` (a frame before its sequence header).
+    pub media_dropped: Family<ReasonLabel, Counter>,
     streams: Gauge,
+    /// Live streams by codec pair (`none` for a missing track).
+    streams_by_codec: Family<CodecLabel, Gauge>,
     viewers: Family<ProtocolLabel, Gauge>,
     /// `bytes_out` of each protocol, looked up once (the hub counts on every write).
     bytes_out_by: [Counter; 3],
@@ -92,7 +106,9 @@ impl Metrics {
             hls_part_delay: prometheus_client::metrics::histogram::Histogram::new([
                 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.2, 0.5,
             ]),
+            media_dropped: Family::default(),
             streams: Gauge::default(),
+            streams_by_codec: Family::default(),
             viewers: Family::default(),
             bytes_out_by: Default::default(),
             registry: Registry::default(),
@@ -118,7 +134,9 @@ impl Metrics {
             "Low-Latency HLS: from the arrival of a part's last frame to the part being listed",
             m.hls_part_delay.clone(),
         );
+        registry.register("media_dropped", "Publisher media messages dropped, by reason", m.media_dropped.clone());
         registry.register("streams", "Live streams", m.streams.clone());
+        registry.register("streams_by_codec", "Live streams by video and audio codec", m.streams_by_codec.clone());
         registry.register("viewers", "Current viewers by protocol", m.viewers.clone());
         Self { registry, bytes_out_by, ..m }
     }
@@ -126,6 +144,11 @@ impl Metrics {
     /// Counts one hit of the bound named `limit`.
     pub fn limit_hit(&self, limit: &'static str) {
         self.limit_hits.get_or_create(&LimitLabel { limit }).inc();
+    }
+
+    /// Counts one dropped media message (see [`Self::media_dropped`]).
+    pub fn media_dropped(&self, why: &'static str) {
+        self.media_dropped.get_or_create(&ReasonLabel { reason: why }).inc();
     }
 
     /// Counts one HLS request of `kind` (see [`Self::hls_requests`]).
@@ -138,6 +161,13 @@ impl Metrics {
     pub fn render(&self, hub: &Hub, hls_viewers: impl Fn(&crate::hub::StreamKey) -> usize) -> String {
         let streams = hub.streams();
         self.streams.set(streams.len() as i64);
+        self.streams_by_codec.clear();
+        for s in &streams {
+            let c = s.codec();
+            let video = c.video.as_ref().map_or("none", |v| v.codec().name());
+            let audio = c.audio.as_ref().map_or("none", |a| a.codec().name());
+            self.streams_by_codec.get_or_create(&CodecLabel { video, audio }).inc();
+        }
         for p in Protocol::ALL {
             let n: usize =
                 streams.iter().map(|s| if p == Protocol::Hls { hls_viewers(s.key()) } else { s.viewers(p) }).sum();

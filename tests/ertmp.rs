@@ -83,6 +83,8 @@ fn hevc_and_opus_from_ffmpeg_9_play_over_ll_hls_http_flv_and_rtmp() {
         assert!(stream_line(&text, "Video:").contains("320x240"), "{what}: {text}");
         assert!(!text.contains("rror"), "{what} decoded with errors: {text}");
     }
+    let metrics = http_get(gw.http, "/metrics").text();
+    assert!(metrics.contains("livegate_streams_by_codec{video=\"hevc\",audio=\"opus\"} 1"), "{metrics}");
     // Debian's ffprobe 5.1 reads the fMP4 too (no E-RTMP needed for HLS)
     let probe = ffprobe(&gw.http_url("/live/hevc.m3u8"), &["-show_streams"]);
     let names: Vec<&str> =
@@ -174,4 +176,79 @@ fn a_multitrack_publish_serves_its_first_track() {
     let (ok, text) = ffmpeg9_decode(&gw.http_url("/live/multi.flv"), 2);
     assert!(ok && stream_line(&text, "Video:").contains("320x240"), "{text}");
     assert_eq!(text.matches("Video:").count(), 2, "one video track in and one out of the decoder: {text}");
+}
+
+/// An RTMP viewer that announces `codecs` in connect's `fourCcList` (None: no list) and
+/// plays `live/NAME`: what the server answered.
+fn play_announcing(gw: &Gateway, name: &str, codecs: Option<&[&str]>) -> String {
+    use livegate::rtmp::amf0::Amf0Value;
+    use std::io::Write;
+    let mut c = hostile::Rtmp::connect(gw.rtmp);
+    let extra = codecs
+        .map(|l| {
+            vec![("fourCcList".to_string(), Amf0Value::StrictArray(l.iter().map(|c| Amf0Value::string(*c)).collect()))]
+        })
+        .unwrap_or_default();
+    let mut out = c.client.connect_with("live", extra);
+    out.extend(c.client.create_stream());
+    out.extend(c.client.play(1, name));
+    c.s.write_all(&out).unwrap();
+    c.wait_for(&[b"NetStream.Play.Start", b"NetStream.Play.Failed"], Duration::from_secs(10));
+    String::from_utf8_lossy(&c.seen).into_owned()
+}
+
+#[test]
+fn rtmp_play_follows_what_the_client_announced_in_connect() {
+    let gw = Gateway::in_process("[rtmp]\nonly_announced_codecs = true\n");
+    let _pub = publish_fixture(&gw, "hevc_opus.flv", "live/announce");
+    wait_codecs(&gw, "live/announce");
+    let refused = play_announcing(&gw, "announce", Some(&["avc1", "mp4a"]));
+    assert!(
+        refused.contains("NetStream.Play.Failed") && refused.contains("is hvc1, which this client did not announce"),
+        "{refused}"
+    );
+    let silent = play_announcing(&gw, "announce", None);
+    assert!(silent.contains("NetStream.Play.Failed") && silent.contains("announced nothing"), "{silent}");
+    for list in [&["hvc1", "Opus"][..], &["*"]] {
+        let ok = play_announcing(&gw, "announce", Some(list));
+        assert!(ok.contains("NetStream.Play.Start"), "{list:?}: {ok}");
+    }
+}
+
+#[test]
+fn hostile_enhanced_rtmp_drops_only_the_offending_messages() {
+    let gw = Gateway::in_process("");
+    let _good = publish_fixture(&gw, "hevc_opus.flv", "live/good");
+    wait_codecs(&gw, "live/good");
+    let mut bad = hostile::Rtmp::publish(gw.rtmp, "live", "bad").expect("publish");
+    let send = |c: &mut hostile::Rtmp, ts: u32, body: &[u8]| c.message(6, 9, 1, ts, body).expect("send");
+    for ts in 0..100u32 {
+        send(&mut bad, ts * 40, b"\x91vvc1\x00\x00\x00\x00\x00\x00\x01\x26"); // a codec livegate does not carry
+    }
+    send(&mut bad, 4000, b"\x90hvc1\x01\x02"); // a sequence start that does not parse
+    send(&mut bad, 4040, b"\x91hv"); // a truncated ex-header
+    let mut modex = vec![0x97u8];
+    modex.extend(std::iter::repeat_n([0u8, 0, 7], 50).flatten());
+    send(&mut bad, 4080, &modex); // a ModEx chain that never ends
+    let mut many = vec![0x96u8, 0x13];
+    many.extend_from_slice(b"avc1");
+    for t in 0..=254u8 {
+        many.extend_from_slice(&[t, 0, 0, 0]);
+    }
+    send(&mut bad, 4120, &many); // 255 tracks in one message
+    let counted = wait_until(Duration::from_secs(10), || {
+        let m = http_get(gw.http, "/metrics").text();
+        let n = |reason: &str| {
+            m.lines()
+                .find(|l| l.starts_with(&format!("livegate_media_dropped_total{{reason=\"{reason}\"}}")))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        n("unsupported_codec") >= 100 && n("malformed") >= 4
+    });
+    assert!(counted, "{}", http_get(gw.http, "/metrics").text());
+    // the connection is still up (dropped messages, not a closed publish) and the other stream plays
+    assert_eq!(api_stream(&gw, "live/bad")["name"], "bad");
+    let (ok, text) = ffmpeg9_decode(&gw.http_url("/live/good.flv"), 2);
+    assert!(ok && stream_line(&text, "Video:").contains("hevc"), "{text}");
 }

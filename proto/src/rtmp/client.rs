@@ -193,13 +193,20 @@ impl ClientSession {
     }
 
     pub fn connect(&mut self, app: &str) -> Vec<u8> {
-        let obj = Amf0Value::object([
-            ("app", Amf0Value::string(app)),
-            ("type", Amf0Value::string("nonprivate")),
-            ("tcUrl", Amf0Value::string(format!("rtmp://127.0.0.1/{app}"))),
-            ("objectEncoding", Amf0Value::Number(0.0)),
-        ]);
-        self.command(0, "connect", &[obj])
+        self.connect_with(app, Vec::new())
+    }
+
+    /// `connect` with more command-object properties (Enhanced RTMP's `fourCcList`,
+    /// `capsEx`, ...).
+    pub fn connect_with(&mut self, app: &str, extra: Vec<(String, Amf0Value)>) -> Vec<u8> {
+        let mut props = vec![
+            ("app".to_string(), Amf0Value::string(app)),
+            ("type".to_string(), Amf0Value::string("nonprivate")),
+            ("tcUrl".to_string(), Amf0Value::string(format!("rtmp://127.0.0.1/{app}"))),
+            ("objectEncoding".to_string(), Amf0Value::Number(0.0)),
+        ];
+        props.extend(extra);
+        self.command(0, "connect", &[Amf0Value::Object(props)])
     }
 
     pub fn create_stream(&mut self) -> Vec<u8> {

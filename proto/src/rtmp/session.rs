@@ -48,12 +48,63 @@ pub struct RequestId(pub u64);
 
 pub use crate::media::MediaKind;
 
+/// What an Enhanced RTMP client announced in `connect`: the codecs it handles
+/// (`fourCcList`, and the keys of `videoFourCcInfoMap`/`audioFourCcInfoMap` whose flags say
+/// it can decode or forward them; `*` is every codec) and its `capsEx` flags. A client
+/// that announced nothing (legacy, or ffmpeg playing) has `codecs: None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCapabilities {
+    pub codecs: Option<Vec<String>>,
+    pub caps_ex: u32,
+}
+
+impl ClientCapabilities {
+    /// Whether the client announced `fourcc` (or `*`). None when it announced no list.
+    pub fn announced(&self, fourcc: &[u8; 4]) -> Option<bool> {
+        let list = self.codecs.as_ref()?;
+        Some(list.iter().any(|c| c == "*" || c.as_bytes() == fourcc))
+    }
+
+    fn parse(cmd: &Amf0Value) -> Self {
+        const CAN_DECODE: f64 = 1.0;
+        const CAN_FORWARD: f64 = 4.0;
+        let mut codecs: Option<Vec<String>> = None;
+        if let Some(Amf0Value::StrictArray(list)) = cmd.get("fourCcList") {
+            codecs = Some(list.iter().filter_map(Amf0Value::as_str).take(64).map(str::to_string).collect());
+        }
+        for map in ["videoFourCcInfoMap", "audioFourCcInfoMap"] {
+            let Some(props) = cmd.get(map).and_then(Amf0Value::properties) else { continue };
+            let list = codecs.get_or_insert_with(Vec::new);
+            for (fourcc, flags) in props.iter().take(64) {
+                let flags = flags.as_number().unwrap_or(0.0) as u32;
+                if flags & (CAN_DECODE as u32 | CAN_FORWARD as u32) != 0 && !list.contains(fourcc) {
+                    list.push(fourcc.clone());
+                }
+            }
+        }
+        let caps_ex = cmd.get("capsEx").and_then(Amf0Value::as_number).unwrap_or(0.0);
+        Self { codecs, caps_ex: if caps_ex.is_finite() && caps_ex >= 0.0 { caps_ex as u32 } else { 0 } }
+    }
+}
+
+/// `capsEx` bits (Enhanced RTMP v2): reconnect request, multitrack, ModEx, nanosecond
+/// timestamp offsets.
+pub const CAPS_EX_RECONNECT: u32 = 0x01;
+pub const CAPS_EX_MULTITRACK: u32 = 0x02;
+pub const CAPS_EX_MODEX: u32 = 0x04;
+pub const CAPS_EX_TIMESTAMP_NANO_OFFSET: u32 = 0x08;
+
+/// The FourCCs this server ingests and forwards.
+pub const VIDEO_FOURCCS: [&str; 4] = ["avc1", "hvc1", "av01", "vp09"];
+pub const AUDIO_FOURCCS: [&str; 6] = ["mp4a", "Opus", "fLaC", "ac-3", "ec-3", ".mp3"];
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionEvent {
     /// connect was answered (`_result` already queued).
     Connected {
         app: String,
         tc_url: Option<String>,
+        caps: ClientCapabilities,
     },
     PublishRequested {
         req: RequestId,
@@ -519,9 +570,22 @@ impl ServerSession {
         let out_chunk = self.config.out_chunk_size.clamp(1, super::chunk::MAX_CHUNK_SIZE);
         self.queue_control(msg::SET_CHUNK_SIZE, msg::u32_payload(out_chunk));
         self.encoder.set_chunk_size(out_chunk);
+        let caps = ClientCapabilities::parse(&cmd.object);
+        // Enhanced RTMP: what this server takes and forwards (flag 4, CanForward: it does
+        // not decode), and the extensions it reads
+        let info_map =
+            |list: &[&str]| Amf0Value::Object(list.iter().map(|f| (f.to_string(), Amf0Value::Number(4.0))).collect());
+        let all: Vec<Amf0Value> = VIDEO_FOURCCS.iter().chain(&AUDIO_FOURCCS).map(|f| Amf0Value::string(*f)).collect();
         let props = Amf0Value::object([
             ("fmsVer", Amf0Value::string("FMS/3,0,1,123")),
             ("capabilities", Amf0Value::Number(31.0)),
+            ("fourCcList", Amf0Value::StrictArray(all)),
+            ("videoFourCcInfoMap", info_map(&VIDEO_FOURCCS)),
+            ("audioFourCcInfoMap", info_map(&AUDIO_FOURCCS)),
+            (
+                "capsEx",
+                Amf0Value::Number(f64::from(CAPS_EX_MULTITRACK | CAPS_EX_MODEX | CAPS_EX_TIMESTAMP_NANO_OFFSET)),
+            ),
         ]);
         let info = Amf0Value::object([
             ("level", Amf0Value::string("status")),
@@ -531,7 +595,7 @@ impl ServerSession {
         ]);
         self.queue_command(0, "_result", if tx == 0.0 { 1.0 } else { tx }, &[props, info]);
         self.conn = Some(Connection { app: app.clone(), app_query });
-        self.events.push_back(SessionEvent::Connected { app, tc_url });
+        self.events.push_back(SessionEvent::Connected { app, tc_url, caps });
     }
 
     fn on_publish_or_play(&mut self, stream_id: u32, cmd: &Command, publish: bool) {

@@ -71,7 +71,14 @@ fn publish_stream(c: &mut ClientSession) -> Vec<u8> {
 }
 
 fn expected_publish_events(events: &[SessionEvent]) {
-    assert_eq!(events[0], SessionEvent::Connected { app: "live".into(), tc_url: Some("rtmp://127.0.0.1/live".into()) });
+    assert_eq!(
+        events[0],
+        SessionEvent::Connected {
+            app: "live".into(),
+            tc_url: Some("rtmp://127.0.0.1/live".into()),
+            caps: Default::default()
+        }
+    );
     let req = request_id(&events[1]).unwrap();
     assert_eq!(
         events[1],
@@ -426,7 +433,11 @@ fn play_session_round_trip_zero_copy() {
     s.handle_input(&mut input).unwrap();
     assert_eq!(
         s.poll_event(),
-        Some(SessionEvent::Connected { app: "live".into(), tc_url: Some("rtmp://127.0.0.1/live?tok=1".into()) })
+        Some(SessionEvent::Connected {
+            app: "live".into(),
+            tc_url: Some("rtmp://127.0.0.1/live?tok=1".into()),
+            caps: Default::default()
+        })
     );
     let ev = s.poll_event().unwrap();
     let req = request_id(&ev).unwrap();
@@ -771,4 +782,46 @@ fn media_parts_prefix_and_shared_payload_decode_as_one_message() {
         expect.extend_from_slice(&body);
         assert_eq!((m.timestamp, &m.payload[..]), (0x0100_0000, &expect[..]), "chunk size {chunk_size}");
     }
+}
+
+#[test]
+fn enhanced_rtmp_capabilities_are_read_from_connect_and_announced_in_the_result() {
+    use crate::rtmp::session::{ClientCapabilities, CAPS_EX_MULTITRACK};
+    let mut c = ClientSession::new(ClientConfig::default());
+    let mut s = ServerSession::new(SessionConfig::default());
+    let mut w = c.handshake();
+    w.extend(c.connect_with(
+        "live",
+        vec![
+            ("fourCcList".into(), Amf0Value::StrictArray(vec![Amf0Value::string("hvc1"), Amf0Value::string("Opus")])),
+            (
+                "videoFourCcInfoMap".into(),
+                Amf0Value::object([("av01", Amf0Value::Number(1.0)), ("vp09", Amf0Value::Number(2.0))]),
+            ),
+            ("capsEx".into(), Amf0Value::Number(3.0)),
+        ],
+    ));
+    let mut input = BytesMut::from(&w[..]);
+    s.handle_input(&mut input).unwrap();
+    let Some(SessionEvent::Connected { caps, .. }) = s.poll_event() else { panic!() };
+    assert_eq!(
+        caps,
+        ClientCapabilities { codecs: Some(vec!["hvc1".into(), "Opus".into(), "av01".into()]), caps_ex: 3 }
+    );
+    assert_eq!((caps.announced(b"hvc1"), caps.announced(b"vp09")), (Some(true), Some(false)));
+    assert_eq!(ClientCapabilities::default().announced(b"hvc1"), None);
+    // the _result's properties list what the server forwards
+    let mut out = BytesMut::new();
+    while let Some(t) = s.poll_transmit() {
+        out.extend_from_slice(&t);
+    }
+    let mut msgs = Vec::new();
+    c.handle_input(&mut out, &mut msgs).unwrap();
+    let result = msgs.iter().find(|m| m.type_id == msg::COMMAND_AMF0).expect("_result");
+    let values = amf0::decode_all(&result.payload).unwrap();
+    assert_eq!(values[0].as_str(), Some("_result"));
+    let Some(Amf0Value::StrictArray(list)) = values[2].get("fourCcList") else { panic!("{:?}", values[2]) };
+    assert!(list.iter().any(|v| v.as_str() == Some("hvc1")) && list.iter().any(|v| v.as_str() == Some("Opus")));
+    let caps_ex = values[2].get("capsEx").and_then(Amf0Value::as_number).unwrap() as u32;
+    assert_ne!(caps_ex & CAPS_EX_MULTITRACK, 0);
 }

@@ -19,7 +19,7 @@ use crate::auth::{Action, AuthRequest};
 use crate::flv::TagCodecs;
 use crate::hub::{HubEvent, Protocol, StreamKey, Subscription, ViewerGuard};
 use crate::metrics::reason;
-use crate::rtmp::{RequestId, ServerSession, SessionConfig, SessionEvent};
+use crate::rtmp::{ClientCapabilities, RequestId, ServerSession, SessionConfig, SessionEvent};
 
 pub(super) enum Role {
     Idle,
@@ -39,6 +39,8 @@ pub(super) struct Connection<S> {
     pub(super) idle_since: Instant,
     /// Close once everything queued has been written (after a refusal or the end of a played stream).
     pub(super) close_after_flush: bool,
+    /// The codecs and extensions the client announced in `connect` (Enhanced RTMP).
+    pub(super) caps: ClientCapabilities,
 }
 
 /// Hub events taken per wake-up for an RTMP viewer.
@@ -73,6 +75,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             role: Role::Idle,
             idle_since: Instant::now(),
             close_after_flush: false,
+            caps: ClientCapabilities::default(),
         }
     }
 
@@ -234,7 +237,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
     /// Handles one session event; true when it was a request we answered.
     async fn on_session_event(&mut self, ev: SessionEvent) -> bool {
         match ev {
-            SessionEvent::Connected { app, .. } => debug!(%app, "connect"),
+            SessionEvent::Connected { app, caps, .. } => {
+                debug!(%app, codecs = ?caps.codecs, caps_ex = caps.caps_ex, "connect");
+                self.caps = caps;
+            }
             SessionEvent::PublishRequested { req, stream_id, app, name, query } => {
                 self.on_publish(req, stream_id, &app, &name, &query).await;
                 return true;

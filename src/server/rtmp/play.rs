@@ -31,6 +31,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         let Some(stream) = ctx.hub.get(&key) else {
             return self.refuse(req, NOT_FOUND, &format!("stream {key} is not live"), "not_found");
         };
+        if let Some(why) = self.codec_refusal(&stream.codec(), &key) {
+            return self.refuse(req, "NetStream.Play.Failed", &why, "codec_not_announced");
+        }
         let max = ctx.settings.get().limits.max_viewers_per_stream;
         let Some(_guard) = stream.admit_viewer(Protocol::RtmpPlay, max) else {
             let why = format!("stream {key} has reached its limit of {max} viewers");
@@ -41,6 +44,28 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         let sub = stream.subscribe();
         self.role =
             Role::Playing { sub, stream_id, last_ts: 0, codecs: Default::default(), query: query.to_string(), _guard };
+    }
+
+    /// Why this client cannot be sent the stream's codecs, if it cannot: a client that
+    /// announced a `fourCcList` (Enhanced RTMP) without a codec the stream sends in the
+    /// enhanced form. A client that announced nothing gets the stream (ffmpeg 9 plays
+    /// Enhanced RTMP but announces nothing), unless `[rtmp] only_announced_codecs` is set.
+    /// H.264, AAC and MP3 go out as legacy FLV, which needs no announcement.
+    fn codec_refusal(&self, codec: &crate::media::CodecConfig, key: &StreamKey) -> Option<String> {
+        use crate::media::{AudioCodec, VideoCodec};
+        let video = codec.video.as_ref().map(|v| v.codec()).filter(|c| *c != VideoCodec::Avc).map(|c| c.fourcc());
+        let audio = codec.audio.as_ref().map(|a| a.codec()).filter(|c| !matches!(c, AudioCodec::Aac | AudioCodec::Mp3));
+        for fourcc in video.into_iter().chain(audio.map(AudioCodec::fourcc)) {
+            let announced = self.caps.announced(fourcc).unwrap_or(!self.ctx.config.only_announced_codecs);
+            if !announced {
+                let name = String::from_utf8_lossy(fourcc);
+                let list = self.caps.codecs.as_ref().map_or("nothing".to_string(), |l| l.join(", "));
+                return Some(format!(
+                    "stream {key} is {name}, which this client did not announce in connect's fourCcList (it announced {list})"
+                ));
+            }
+        }
+        None
     }
 
     pub(super) fn send_play_events(&mut self, events: &mut Vec<HubEvent>) {

@@ -13,8 +13,9 @@ use tracing::{info, warn};
 
 use super::conn::{Connection, Role, KEY_WAIT, SILENT};
 use crate::auth::Action;
-use crate::flv::{Note, TagDemuxer};
+use crate::flv::{FlvError, Note, TagDemuxer};
 use crate::hub::{HubEvent, PublishError, Publisher, Stream, StreamKey};
+use crate::metrics::Metrics;
 use crate::rtmp::{MediaKind, RequestId};
 
 pub(super) struct Ingest {
@@ -26,10 +27,13 @@ pub(super) struct Ingest {
     notes: Vec<Note>,
     warned_no_config: bool,
     demux_errors: u64,
+    /// Unsupported codecs already logged (a few per stream, then no more lines).
+    unsupported_logged: Vec<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl Ingest {
-    pub(super) fn new(publisher: Publisher, stream_id: u32, query: String) -> Self {
+    pub(super) fn new(publisher: Publisher, stream_id: u32, query: String, metrics: Arc<Metrics>) -> Self {
         Self {
             publisher,
             stream_id,
@@ -39,6 +43,8 @@ impl Ingest {
             notes: Vec::new(),
             warned_no_config: false,
             demux_errors: 0,
+            unsupported_logged: Vec::new(),
+            metrics,
         }
     }
 
@@ -84,12 +90,14 @@ impl Ingest {
                     "audio config"
                 ),
                 Note::FrameBeforeConfig => {
+                    self.metrics.media_dropped("before_config");
                     if !self.warned_no_config {
                         self.warned_no_config = true;
                         warn!(stream = %key, "dropping frames that arrive before their sequence header");
                     }
                 }
                 Note::CodecMismatch { kind, configured, frame } => {
+                    self.metrics.media_dropped("codec_mismatch");
                     self.demux_errors += 1;
                     if self.demux_errors <= 3 || self.demux_errors.is_multiple_of(1000) {
                         warn!(stream = %key, ?kind, configured, frame, count = self.demux_errors,
@@ -97,6 +105,7 @@ impl Ingest {
                     }
                 }
                 Note::OtherTrack { kind, track } => {
+                    self.metrics.media_dropped("other_track");
                     warn!(stream = %key, ?kind, track, "multitrack publish: only the first track is served; this one is dropped")
                 }
                 Note::Jump { from, to } => {
@@ -106,7 +115,16 @@ impl Ingest {
         }
         match result {
             Ok(()) => {}
+            Err(e @ (FlvError::UnsupportedCodec { .. } | FlvError::UnsupportedFourCc { .. })) => {
+                self.metrics.media_dropped("unsupported_codec");
+                let what = e.to_string();
+                if self.unsupported_logged.len() < 8 && !self.unsupported_logged.contains(&what) {
+                    warn!(stream = %key, "dropping media: {what} (logged once per codec; counted in livegate_media_dropped_total)");
+                    self.unsupported_logged.push(what);
+                }
+            }
             Err(e) => {
+                self.metrics.media_dropped("malformed");
                 self.demux_errors += 1;
                 // the first few, then one in a thousand, so a broken encoder cannot flood the log
                 if self.demux_errors <= 3 || self.demux_errors.is_multiple_of(1000) {
@@ -178,7 +196,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                 // a publisher's unfinished messages no longer count against the budget of
                 // connections that do not publish (its own 2 × max_message_size still holds)
                 self.session.set_shared_budget(None);
-                self.role = Role::Publishing(Box::new(Ingest::new(publisher, stream_id, query.to_string())));
+                self.role = Role::Publishing(Box::new(Ingest::new(
+                    publisher,
+                    stream_id,
+                    query.to_string(),
+                    ctx.metrics.clone(),
+                )));
             }
             Err(e @ PublishError::AlreadyPublishing(_)) => {
                 self.refuse(req, BAD_NAME, &e.to_string(), "already_publishing")
