@@ -1,5 +1,5 @@
 // livegate's built-in player page: /APP/STREAM plays that stream.
-//   ?mode=flv   HTTP-FLV via mpegts.js (low latency; default where MSE exists)
+//   ?mode=flv   HTTP-FLV via mpegts.js (low latency; default where MSE exists, for H.264)
 //   ?mode=hls   HLS: hls.js where MSE exists, else the browser's own HLS (iPhone Safari)
 //   ?engine=native  force the browser's own HLS player
 // While the stream is not live the page shows "waiting for stream" and retries.
@@ -145,9 +145,9 @@
       `\n${s.w}x${s.h}   first frame ${fmt(s.firstFrameMs, 0)} ms   frames ${s.frames}, dropped ${s.dropped}   buffer ${fmt(s.bufEnd - s.ct, 2)} s`;
   }, 500);
 
+  const buttons = () => { for (const m of ['flv', 'hls']) document.getElementById('mode-' + m).setAttribute('aria-pressed', String(m === mode)); };
   for (const m of ['flv', 'hls']) {
     const btn = document.getElementById('mode-' + m);
-    btn.setAttribute('aria-pressed', String(m === mode));
     btn.addEventListener('click', () => {
       const p = new URLSearchParams(location.search);
       p.set('mode', m);
@@ -158,5 +158,19 @@
   unmute.hidden = false;
   unmute.addEventListener('click', () => { video.muted = false; unmute.hidden = true; video.play().catch(() => {}); });
 
-  start();
+  buttons();
+  // Without an explicit mode, a stream in an Enhanced RTMP codec (HEVC, AV1, VP9) plays over HLS:
+  // hls.js reads them from fMP4, mpegts.js 1.8 does not play every one of them from FLV.
+  if (!params.get('mode') && mode === 'flv') {
+    fetch('/api/streams/' + key, { cache: 'no-store' })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((info) => {
+        const codec = info && info.video && info.video.codec;
+        if (codec && !codec.startsWith('avc1')) { mode = 'hls'; buttons(); }
+      })
+      .catch(() => {})
+      .finally(start);
+  } else {
+    start();
+  }
 })();

@@ -169,3 +169,65 @@ fn the_builtin_player_page_plays_both_modes() {
         assert!(last["latency"].as_f64().is_some(), "{mode}: the page shows no latency");
     }
 }
+
+/// An AV1 + AAC publish from ffmpeg 9 (Enhanced RTMP), 640x360 at 30 fps like `Source`.
+fn publish_av1(gw: &Gateway, key: &str) -> Ffmpeg {
+    ffmpeg9_spawn(&[
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+        "-c:v",
+        "libsvtav1",
+        "-preset",
+        "12",
+        "-g",
+        "60",
+        "-b:v",
+        "600k",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        "-ac",
+        "2",
+        "-f",
+        "flv",
+        &gw.rtmp_url(key),
+    ])
+}
+
+#[test]
+fn av1_from_enhanced_rtmp_plays_in_hls_js() {
+    // Chromium decodes AV1 in software: hls.js over LL-HLS (fMP4 av01/av1C)
+    let gw = Gateway::in_process("");
+    let _pub = publish_av1(&gw, "live/av1");
+    wait_playlist(&gw, "live/av1", 2);
+    let r = run_player(
+        json!({"mode": "hls", "url": gw.http_url("/live/av1.m3u8"), "seconds": 10, "vendor": vendor(),
+               "screenshot": artifacts().join("hlsjs-av1.png")}),
+        |_, _| {},
+    );
+    assert_played(&r, 10.0);
+    let codecs = r["tracks"]["audiovideo"].as_str().or(r["tracks"]["video"].as_str()).unwrap_or("");
+    assert!(codecs.contains("av01"), "hls.js tracks: {}", r["tracks"]);
+    println!("hls.js AV1: first frame {} ms, latency {} s", r["firstFrameMs"], r["latencyAvg"]);
+    // HTTP-FLV carries the same AV1 as Enhanced FLV (tests/ertmp.rs reads it with ffmpeg 9);
+    // mpegts.js 1.8.2 is not used for it here: with SVT-AV1 it reports 666x360 and throws at
+    // the second keyframe. So the built-in player page, asked for no mode, plays AV1 over HLS.
+    let r = run_player(
+        json!({"mode": "page", "url": gw.http_url("/live/av1"), "seconds": 8,
+               "screenshot": artifacts().join("player-page-av1.png")}),
+        |_, _| {},
+    );
+    assert_played(&r, 8.0);
+    let last = r["samples"].as_array().unwrap().last().unwrap().clone();
+    assert!(last["engine"].as_str().unwrap_or("").starts_with("hls.js"), "engine {}", last["engine"]);
+}

@@ -124,7 +124,7 @@ try {
   });
   const page = await browser.newPage({ viewport: { width: 960, height: 640 } });
   page.on('console', (m) => { if (m.type() === 'error') result.errors.push({ fatal: false, type: 'console', details: m.text() }); });
-  page.on('pageerror', (e) => result.errors.push({ fatal: true, type: 'pageerror', details: String(e) }));
+  page.on('pageerror', (e) => result.errors.push({ fatal: true, type: 'pageerror', details: String(e), stack: String(e && e.stack).slice(0, 600) }));
   result.codecSupport = null;
 
   let getSample, getState;

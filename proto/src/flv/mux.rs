@@ -49,11 +49,21 @@ pub fn tag_header(tag_type: TagType, data_size: usize, timestamp: i64) -> [u8; T
 pub struct TagCodecs {
     pub video: Option<VideoCodec>,
     pub audio: Option<AudioCodec>,
+    /// Send the Enhanced RTMP video Metadata (colour/HDR `colorInfo`) after the sequence
+    /// start. RTMP play does (relays and ffmpeg read it); HTTP-FLV does not: mpegts.js
+    /// 1.8 stops with a fatal FormatError on that packet type.
+    pub video_metadata: bool,
 }
 
 impl TagCodecs {
-    pub fn of(cfg: &CodecConfig) -> Self {
-        Self { video: cfg.video.as_ref().map(|v| v.codec()), audio: cfg.audio.as_ref().map(|a| a.codec()) }
+    /// For a viewer that is sent the video Metadata (RTMP play).
+    pub fn with_video_metadata() -> Self {
+        Self { video_metadata: true, ..Self::default() }
+    }
+
+    fn update(&mut self, cfg: &CodecConfig) {
+        self.video = cfg.video.as_ref().map(|v| v.codec());
+        self.audio = cfg.audio.as_ref().map(|a| a.codec());
     }
 }
 
@@ -207,9 +217,10 @@ pub fn tag_bodies(ev: &Event, config_ts: i64, codecs: &mut TagCodecs) -> impl It
     let (a, b, c) = match ev {
         Event::Metadata(m) => (Some(TagBody::script(m.clone(), config_ts)), None, None),
         Event::Config(cfg) => {
-            *codecs = TagCodecs::of(cfg);
+            codecs.update(cfg);
             let video = cfg.video.as_ref();
-            let meta = video.filter(|v| v.codec() != VideoCodec::Avc).and(cfg.video_metadata.as_ref()).map(|m| {
+            let meta = cfg.video_metadata.as_ref().filter(|_| codecs.video_metadata);
+            let meta = video.filter(|v| v.codec() != VideoCodec::Avc).and(meta).map(|m| {
                 let fourcc = video.map_or(b"avc1", |v| v.codec().fourcc());
                 // frame type 5 (command) with packet type Metadata, as encoders send it
                 let mut h = [0u8; MAX_CODEC_HEADER];
@@ -301,7 +312,7 @@ mod tests {
                     if t.tag_type == 8 { crate::media::MediaKind::Audio } else { crate::media::MediaKind::Video };
                 d.push(kind, t.timestamp, t.body, &mut events, &mut notes).unwrap();
             }
-            let (mut again, mut codecs) = (crate::flv::TagDemuxer::new(), TagCodecs::default());
+            let (mut again, mut codecs) = (crate::flv::TagDemuxer::new(), TagCodecs::with_video_metadata());
             let mut replayed = Vec::new();
             for ev in &events {
                 for body in tag_bodies(ev, 0, &mut codecs) {

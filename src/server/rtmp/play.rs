@@ -6,7 +6,7 @@ use tracing::info;
 
 use super::conn::{Connection, Role};
 use crate::auth::Action;
-use crate::flv::{tag_bodies, TagType};
+use crate::flv::{tag_bodies, TagCodecs, TagType};
 use crate::hub::{HubEvent, Protocol, StreamKey};
 use crate::rtmp::{MediaKind, RequestId};
 
@@ -42,8 +42,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         info!(stream = %key, "RTMP viewer joined");
         self.session.accept(req);
         let sub = stream.subscribe();
-        self.role =
-            Role::Playing { sub, stream_id, last_ts: 0, codecs: Default::default(), query: query.to_string(), _guard };
+        self.role = Role::Playing {
+            sub,
+            stream_id,
+            last_ts: 0,
+            codecs: TagCodecs::with_video_metadata(),
+            query: query.to_string(),
+            _guard,
+        };
     }
 
     /// Why this client cannot be sent the stream's codecs, if it cannot: a client that
