@@ -231,3 +231,73 @@ fn av1_from_enhanced_rtmp_plays_in_hls_js() {
     let last = r["samples"].as_array().unwrap().last().unwrap().clone();
     assert!(last["engine"].as_str().unwrap_or("").starts_with("hls.js"), "engine {}", last["engine"]);
 }
+
+#[test]
+fn hls_js_switches_between_the_renditions_of_a_multitrack_publish() {
+    // one ffmpeg 9 publish with two H.264 encodes as two tracks (Enhanced RTMP multitrack)
+    let gw = Gateway::in_process("");
+    let _pub = ffmpeg9_spawn(&[
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+        "-map",
+        "0:v",
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-s:v:0",
+        "640x360",
+        "-s:v:1",
+        "320x180",
+        "-b:v:0",
+        "800k",
+        "-b:v:1",
+        "200k",
+        "-g",
+        "60",
+        "-keyint_min",
+        "60",
+        "-sc_threshold",
+        "0",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        "-f",
+        "flv",
+        &gw.rtmp_url("live/abr"),
+    ]);
+    let ready = wait_until(Duration::from_secs(30), || {
+        http_get(gw.http, "/live/abr.m3u8").text().matches("#EXT-X-STREAM-INF:").count() == 2
+    });
+    assert!(ready, "{}", http_get(gw.http, "/live/abr.m3u8").text());
+    let r = run_player(
+        json!({"mode": "hls", "url": gw.http_url("/live/abr.m3u8"), "seconds": 14, "vendor": vendor(),
+               "switchLevel": 0, "screenshot": artifacts().join("hlsjs-abr.png")}),
+        |_, _| {},
+    );
+    let fatal = fatal_errors(&r);
+    assert!(fatal.is_empty(), "fatal hls.js errors: {fatal:?}");
+    let last = r["samples"].as_array().unwrap().last().unwrap().clone();
+    // hls.js orders its levels by bandwidth: level 0 is the lower rendition; it starts on
+    // the first listed (the higher one) and is told to switch down after 4 s
+    assert_eq!(last["levels"], json!(["320x180", "640x360"]), "hls.js quality levels");
+    let switches = last["switches"].as_array().cloned().unwrap_or_default();
+    assert!(switches.first() == Some(&json!(1)) && switches.contains(&json!(0)), "switches: {switches:?}");
+    assert_eq!((last["w"].as_u64(), last["h"].as_u64()), (Some(320), Some(180)), "playing the lower rendition");
+    assert!(r["mediaAdvance"].as_f64().unwrap() >= 0.6 * 14.0, "media advanced {}", r["mediaAdvance"]);
+    println!("ABR: levels {}, switches {}, latency {} s", last["levels"], last["switches"], r["latencyAvg"]);
+}

@@ -26,7 +26,21 @@ fn wait_codecs(gw: &Gateway, key: &str) -> serde_json::Value {
 /// Publishes a fixture FLV (captured from ffmpeg 9) in a loop, as it is (`-c copy`).
 fn publish_fixture(gw: &Gateway, file: &str, key: &str) -> Ffmpeg {
     let path = format!("{}/fixtures/ertmp/{file}", env!("CARGO_MANIFEST_DIR"));
-    ffmpeg9_spawn(&["-re", "-stream_loop", "-1", "-i", &path, "-c", "copy", "-f", "flv", &gw.rtmp_url(key)])
+    // -map 0: every track (ffmpeg would pick one video stream of a multitrack file)
+    ffmpeg9_spawn(&[
+        "-re",
+        "-stream_loop",
+        "-1",
+        "-i",
+        &path,
+        "-map",
+        "0",
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        &gw.rtmp_url(key),
+    ])
 }
 
 fn stream_line<'a>(text: &'a str, kind: &str) -> &'a str {
@@ -168,14 +182,48 @@ fn vp9_flac_ac3_eac3_and_mp3_reach_fmp4_with_their_sample_entries() {
 }
 
 #[test]
-fn a_multitrack_publish_serves_its_first_track() {
+fn a_multitrack_publish_becomes_an_adaptive_hls_ladder_and_tracks_play_by_number() {
     let gw = Gateway::in_process("");
     let _pub = publish_fixture(&gw, "multi.flv", "live/multi");
-    let api = wait_codecs(&gw, "live/multi");
-    assert_eq!((api["video"]["width"].as_u64(), api["video"]["height"].as_u64()), (Some(320), Some(240)), "{api}");
-    let (ok, text) = ffmpeg9_decode(&gw.http_url("/live/multi.flv"), 2);
-    assert!(ok && stream_line(&text, "Video:").contains("320x240"), "{text}");
-    assert_eq!(text.matches("Video:").count(), 2, "one video track in and one out of the decoder: {text}");
+    wait_codecs(&gw, "live/multi");
+    // the multivariant playlist, once both variants have segments
+    let mut text = String::new();
+    let ok = wait_until(Duration::from_secs(30), || {
+        text = http_get(gw.http, "/live/multi.m3u8").text();
+        text.matches("#EXT-X-STREAM-INF:").count() == 2
+    });
+    assert!(ok, "{text}");
+    let variants: Vec<(&str, &str)> =
+        text.lines().zip(text.lines().skip(1)).filter(|(l, _)| l.starts_with("#EXT-X-STREAM-INF:")).collect();
+    assert!(variants[0].0.contains("RESOLUTION=320x240") && variants[0].1 == "multi~0.m3u8", "{text}");
+    assert!(variants[1].0.contains("RESOLUTION=160x120") && variants[1].1 == "multi~1.m3u8", "{text}");
+    for (inf, _) in &variants {
+        assert!(inf.contains("CODECS=\"avc1.") && inf.contains(",mp4a.40.2\"") && inf.contains("FRAME-RATE="), "{inf}");
+    }
+    let bandwidth = |inf: &str| -> u64 {
+        inf.split("BANDWIDTH=").nth(1).and_then(|r| r.split(',').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    assert!(bandwidth(variants[0].0) > bandwidth(variants[1].0), "highest first: {text}");
+    // each variant's media playlist, aligned on the same keyframes
+    for (_, uri) in &variants {
+        let media = http_get(gw.http, &format!("/live/{uri}")).text();
+        assert!(media.contains("#EXT-X-PART:") && media.contains("#EXT-X-MAP:"), "{uri}: {media}");
+    }
+    let (ok, text) = ffmpeg9_decode(&gw.http_url("/live/multi.m3u8"), 2);
+    assert!(ok && text.contains("320x240") && text.contains("160x120"), "{text}");
+    // HTTP-FLV and RTMP play: the first track by default, another with ?track=N
+    for (url, size) in [
+        (gw.http_url("/live/multi.flv"), "320x240"),
+        (gw.http_url("/live/multi.flv?track=1"), "160x120"),
+        (gw.rtmp_url("live/multi?track=1"), "160x120"),
+    ] {
+        let (ok, text) = ffmpeg9_decode(&url, 2);
+        assert!(ok && stream_line(&text, "Video:").contains(size), "{url}: {text}");
+        assert!(stream_line(&text, "Audio:").contains("aac"), "{url}: {text}");
+    }
+    let api = api_stream(&gw, "live/multi");
+    assert_eq!(api["tracks"][0]["stream"], "live/multi~1", "{api}");
+    assert_eq!((api["tracks"][0]["width"].as_u64(), api["tracks"][0]["height"].as_u64()), (Some(160), Some(120)));
 }
 
 /// An RTMP viewer that announces `codecs` in connect's `fourCcList` (None: no list) and

@@ -14,6 +14,18 @@ impl StreamKey {
         Self { app: app.into(), name: name.into() }
     }
 
+    /// The key of track `track` of a multitrack publish on this key: `NAME~TRACK` (`~` is
+    /// not allowed in published names, so it never collides with one).
+    pub fn track(&self, track: u8) -> Self {
+        Self::new(self.app.clone(), format!("{}~{track}", self.name))
+    }
+
+    /// For a track key (`NAME~TRACK`), the key it belongs to and the track.
+    pub fn split_track(&self) -> Option<(StreamKey, u8)> {
+        let (name, track) = self.name.rsplit_once('~')?;
+        Some((Self::new(self.app.clone(), name), track.parse().ok()?))
+    }
+
     /// A key from client input, or `None` unless both parts are safe names (see [`valid_name`]).
     pub fn parse(app: &str, name: &str) -> Option<Self> {
         (valid_name(app) && valid_name(name)).then(|| Self::new(app, name))

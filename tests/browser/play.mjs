@@ -42,9 +42,18 @@ function firstFrame() {
   if (!('requestVideoFrameCallback' in v)) return;
   v.requestVideoFrameCallback(() => { H.firstFrameMs = performance.now() - H.t0; note('first-frame'); });
 }
-H.startHls = (url) => {
+H.startHls = (url, switchLevel) => {
   if (!Hls.isSupported()) throw new Error('hls.js: MSE not supported');
   const hls = H.hls = new Hls({ enableWorker: true });
+  H.switches = [];
+  hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => H.switches.push(d.level));
+  // a multivariant playlist: switch to level switchLevel 4 s after the first frame
+  if (switchLevel != null) hls.on(Hls.Events.FRAG_BUFFERED, () => {
+    if (H.firstFrameMs != null && !H.switchAsked && performance.now() - H.t0 > H.firstFrameMs + 4000) {
+      H.switchAsked = true;
+      hls.currentLevel = switchLevel;
+    }
+  });
   hls.on(Hls.Events.ERROR, (_, d) => H.errors.push({ fatal: !!d.fatal, type: d.type, details: d.details }));
   hls.on(Hls.Events.BUFFER_CODECS, (_, d) => { H.tracks = Object.fromEntries(Object.entries(d).map(([k, t]) => [k, t.codec || ''])); });
   hls.on(Hls.Events.LEVEL_UPDATED, (_, d) => { if (!d.details.live) note('playlist-not-live'); });
@@ -83,6 +92,9 @@ H.sample = () => {
     s.pdtLatency = pd ? (Date.now() - pd.getTime()) / 1000 : null;
     s.audioCodecs = H.hls.levels.map((l) => l.audioCodec || '').join(',');
     s.videoCodecs = H.hls.levels.map((l) => l.videoCodec || '').join(',');
+    s.levels = H.hls.levels.map((l) => l.width + 'x' + l.height);
+    s.level = H.hls.currentLevel;
+    s.switches = H.switches;
     s.tracks = H.tracks || null;
     const details = H.hls.levels[H.hls.currentLevel]?.details;
     s.live = details?.live ?? null;
@@ -139,7 +151,7 @@ try {
     result.pageOrigin = origin;
     await page.goto(origin + '/');
     result.codecSupport = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.64001f,mp4a.40.2"'));
-    await page.evaluate(([mode, url]) => (mode === 'hls' ? H.startHls(url) : H.startFlv(url)), [opts.mode, opts.url]);
+    await page.evaluate(([mode, url, sw]) => (mode === 'hls' ? H.startHls(url, sw) : H.startFlv(url)), [opts.mode, opts.url, opts.switchLevel ?? null]);
     getSample = () => page.evaluate(() => H.sample());
     getState = () => page.evaluate(() => ({ firstFrameMs: H.firstFrameMs, playingMs: H.playingMs, errors: H.errors, events: H.events, ended: H.ended, mediaInfo: H.mediaInfo || null }));
   }

@@ -62,6 +62,22 @@ impl TagDemuxer {
         Self::default()
     }
 
+    /// A demuxer that serves video track `video` of a multitrack publish (and the first
+    /// audio track), starting from the audio configuration already seen.
+    pub fn for_track(video: u8, audio: Option<Arc<AudioConfig>>) -> Self {
+        let mut d = Self { served: [Some(video), None], ..Self::default() };
+        if audio.is_some() {
+            d.config.audio = audio;
+            d.config_dirty = true;
+        }
+        d
+    }
+
+    /// The configuration the served tracks have now.
+    pub fn config(&self) -> &CodecConfig {
+        &self.config
+    }
+
     /// Demuxes one audio or video tag body with its 32-bit RTMP/FLV timestamp,
     /// appending hub events to `out` and what is worth logging to `notes`.
     pub fn push(

@@ -264,8 +264,7 @@ impl Playlist {
     /// m3u8-rs has no per-call option). PROGRAM-DATE-TIME goes in as a raw tag: m3u8-rs
     /// wants a `chrono` value and we format it ourselves.
     pub fn render(&self, ended: bool, uri: impl Fn(u64) -> String, map_uri: impl Fn(u32) -> String) -> Bytes {
-        static PRECISION: std::sync::Once = std::sync::Once::new();
-        PRECISION.call_once(|| WRITE_OPT_FLOAT_PRECISION.store(3, Ordering::Relaxed));
+        configure_float_precision();
         let media_sequence = self.segments.front().map_or(self.next_sequence, |s| s.sequence);
         let has_maps = self.segments.iter().any(|s| s.map.is_some());
         let mut previous_map = None;
@@ -334,6 +333,54 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
+}
+
+/// m3u8-rs writes floats with a process-wide precision: 3 decimals, set once.
+fn configure_float_precision() {
+    static PRECISION: std::sync::Once = std::sync::Once::new();
+    PRECISION.call_once(|| WRITE_OPT_FLOAT_PRECISION.store(3, Ordering::Relaxed));
+}
+
+/// One variant of a multivariant playlist: a video track of a multitrack publish with the
+/// audio muxed in (each variant's fMP4 carries the publish's first audio track).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// The media playlist's URI, relative to the multivariant playlist.
+    pub uri: String,
+    /// Peak bits per second over the listed segments (RFC 8216 §4.3.4.2).
+    pub bandwidth: u64,
+    pub average_bandwidth: Option<u64>,
+    /// RFC 6381 codecs of the video and audio tracks.
+    pub codecs: String,
+    pub resolution: Option<(u32, u32)>,
+    pub frame_rate: Option<f64>,
+}
+
+/// The multivariant playlist listing `variants` (highest bandwidth first, as players
+/// start from the first listed).
+pub fn render_multivariant(variants: &[Variant]) -> Bytes {
+    configure_float_precision();
+    let playlist = m3u8_rs::MasterPlaylist {
+        version: Some(6),
+        independent_segments: true,
+        variants: variants
+            .iter()
+            .map(|v| m3u8_rs::VariantStream {
+                uri: v.uri.clone(),
+                bandwidth: v.bandwidth.max(1),
+                average_bandwidth: v.average_bandwidth,
+                codecs: Some(v.codecs.clone()),
+                resolution: v.resolution.map(|(w, h)| m3u8_rs::Resolution { width: w.into(), height: h.into() }),
+                frame_rate: v.frame_rate,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let mut out = Vec::with_capacity(128 + 160 * variants.len());
+    // writing into a Vec cannot fail
+    let _ = playlist.write_to(&mut out);
+    Bytes::from(out)
 }
 
 #[cfg(test)]

@@ -50,6 +50,9 @@ pub struct Stream {
     last_input_ms: AtomicU64,
     kick: CancellationToken,
     kick_reason: std::sync::OnceLock<&'static str>,
+    /// A multitrack publish: the ids of its other video tracks, each served as the stream
+    /// `NAME~TRACK` (`StreamKey::track`).
+    tracks: Mutex<Vec<u8>>,
 }
 
 impl Stream {
@@ -71,6 +74,7 @@ impl Stream {
             observer,
             last_input_ms: AtomicU64::new(0),
             kick: CancellationToken::new(),
+            tracks: Mutex::new(Vec::new()),
             kick_reason: std::sync::OnceLock::new(),
         }
     }
@@ -127,6 +131,15 @@ impl Stream {
 
     pub fn uptime(&self) -> std::time::Duration {
         self.started_at.elapsed()
+    }
+
+    /// The other video tracks of a multitrack publish (see [`Stream::tracks`]).
+    pub fn tracks(&self) -> Vec<u8> {
+        lock(&self.tracks).clone()
+    }
+
+    pub fn add_track(&self, track: u8) {
+        lock(&self.tracks).push(track);
     }
 
     pub fn codec(&self) -> CodecConfig {

@@ -63,6 +63,18 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
         "lag_skips": s.stats.lag_skips.load(Ordering::Relaxed),
         "evictions": s.stats.evictions.load(Ordering::Relaxed),
         "hls": hls,
+        // a multitrack publish: its other video tracks, each a stream of its own
+        "tracks": s.tracks().into_iter().map(|t| {
+            let key = s.key().track(t);
+            let video = ctx.hub.get(&key).and_then(|t| t.codec().video.clone());
+            json!({
+                "track": t,
+                "stream": key.to_string(),
+                "codec": video.as_ref().map(|v| v.codec_string()),
+                "width": video.as_ref().map(|v| v.width()),
+                "height": video.as_ref().map(|v| v.height()),
+            })
+        }).collect::<Vec<_>>(),
     })
 }
 

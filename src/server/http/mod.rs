@@ -14,6 +14,7 @@ mod path;
 mod player;
 mod response;
 mod routes;
+pub(crate) use routes::with_track;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -7,7 +7,8 @@ use crate::hub::valid_name;
 pub(crate) fn split_path(path: &str) -> Option<Vec<&str>> {
     let rest = path.strip_prefix('/')?;
     let segments: Vec<&str> = rest.split('/').collect();
-    let ok = segments.iter().all(|s| valid_name(s));
+    // names, and the track streams of a multitrack publish (`NAME~TRACK`: one `~`)
+    let ok = segments.iter().all(|s| valid_name(s) || (!s.starts_with('~') && valid_name(&s.replacen('~', "", 1))));
     (ok && segments.len() <= 4).then_some(segments)
 }
 
@@ -18,6 +19,10 @@ mod tests {
     #[test]
     fn path_traversal_and_odd_names_are_refused() {
         assert_eq!(split_path("/live/a.flv"), Some(vec!["live", "a.flv"]));
+        assert_eq!(split_path("/live/a~1.m3u8"), Some(vec!["live", "a~1.m3u8"]));
+        for bad in ["/live/~a", "/live/a~~1", "/live/a~1~2.flv"] {
+            assert_eq!(split_path(bad), None, "{bad}");
+        }
         for bad in ["/live/../etc/passwd", "/../x", "/live/%2e%2e/x", "//x", "/live/.hidden", "live/a", "/a/b/c/d/e"] {
             assert_eq!(split_path(bad), None, "{bad}");
         }

@@ -82,10 +82,16 @@ async fn route(
         ["api", "streams", app, name] => super::api::stream(ctx, &StreamKey::new(*app, *name)),
         [app, file] => {
             if let Some(name) = file.strip_suffix(".flv").filter(|n| !n.is_empty()) {
-                let key = StreamKey::new(*app, name);
+                let key = with_track(StreamKey::new(*app, name), query);
                 return super::flv::serve(key, query, head, peer, ctx, kill).await;
             }
             if let Some(name) = file.strip_suffix(".m3u8").filter(|n| !n.is_empty()) {
+                // a multitrack publish: NAME.m3u8 is the multivariant playlist of its video
+                // tracks, NAME~0.m3u8 the publish's own media playlist, NAME~N its track N
+                let (name, own) = match name.strip_suffix("~0") {
+                    Some(base) => (base, true),
+                    None => (name, name.contains('~')),
+                };
                 let key = StreamKey::new(*app, name);
                 // HLS is checked against play keys only: a callback per playlist refresh would flood it.
                 let settings = ctx.settings.get();
@@ -95,7 +101,17 @@ async fn route(
                     return refused(ctx, &denied);
                 }
                 ctx.hls.client_seen(&key, peer.ip());
-                let (playlist, blocking) = match ctx.hls.playlist(&key, query).await {
+                let multitrack = if own { None } else { ctx.hub.get(&key).filter(|s| !s.tracks().is_empty()) };
+                let multivariant = multitrack.and_then(|main| {
+                    let mut tracks = vec![(0u8, main.clone())];
+                    tracks.extend(main.tracks().into_iter().filter_map(|t| Some((t, ctx.hub.get(&key.track(t))?))));
+                    ctx.hls.multivariant(&key, &tracks)
+                });
+                let reply = match multivariant {
+                    Some(text) => PlaylistReply::Text { text, blocking: false },
+                    None => ctx.hls.playlist(&key, query).await,
+                };
+                let (playlist, blocking) = match reply {
                     PlaylistReply::Text { text, blocking } => {
                         ctx.metrics.hls_request(if blocking { "blocking_playlist" } else { "playlist" });
                         (text, blocking)
@@ -147,6 +163,14 @@ async fn route(
             super::player::route(&segments, &ctx.hub).unwrap_or_else(not_found)
         }
         _ => super::player::route(&segments, &ctx.hub).unwrap_or_else(not_found),
+    }
+}
+
+/// `?track=N` (N > 0) picks track N of a multitrack publish (its stream `NAME~N`).
+pub(crate) fn with_track(key: StreamKey, query: &str) -> StreamKey {
+    match crate::auth::query_param(query, "track").and_then(|t| t.parse::<u8>().ok()) {
+        Some(t) if t > 0 => key.track(t),
+        _ => key,
     }
 }
 

@@ -24,6 +24,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         let Some(key) = StreamKey::parse(app, name) else {
             return self.refuse(req, NOT_FOUND, "invalid app or stream name", "bad_name");
         };
+        // `?track=N`: track N of a multitrack publish
+        let key = crate::server::http::with_track(key, query);
         if !self.authorize(req, Action::Play, &key, query, "NetStream.Play.Unauthorized").await {
             return;
         }

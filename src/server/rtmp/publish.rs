@@ -30,10 +30,34 @@ pub(super) struct Ingest {
     /// Unsupported codecs already logged (a few per stream, then no more lines).
     unsupported_logged: Vec<String>,
     metrics: Arc<Metrics>,
+    /// The other video tracks of a multitrack publish, each its own hub stream
+    /// (`NAME~TRACK`, see `StreamKey::track`) with its own demuxer.
+    tracks: Vec<TrackIngest>,
+    /// Starts the hub stream of another track.
+    start_track: StartTrack,
+}
+
+/// Starts the hub stream of a multitrack publish's other track (None: refused, e.g. at the
+/// stream limit).
+pub(super) type StartTrack = Box<dyn Fn(&StreamKey) -> Option<Publisher> + Send>;
+
+/// Track streams one multitrack publish may start (the variants of its HLS ladder).
+pub(super) const MAX_TRACKS: usize = 7;
+
+struct TrackIngest {
+    track: u8,
+    demuxer: TagDemuxer,
+    publisher: Publisher,
 }
 
 impl Ingest {
-    pub(super) fn new(publisher: Publisher, stream_id: u32, query: String, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(
+        publisher: Publisher,
+        stream_id: u32,
+        query: String,
+        metrics: Arc<Metrics>,
+        start_track: StartTrack,
+    ) -> Self {
         Self {
             publisher,
             stream_id,
@@ -45,6 +69,8 @@ impl Ingest {
             demux_errors: 0,
             unsupported_logged: Vec::new(),
             metrics,
+            tracks: Vec::new(),
+            start_track,
         }
     }
 
@@ -75,8 +101,12 @@ impl Ingest {
     }
 
     pub(super) fn media(&mut self, kind: MediaKind, timestamp: u32, payload: Bytes) {
-        let key = self.publisher.stream().key();
+        let key = self.publisher.stream().key().clone();
+        let multitrack =
+            !self.tracks.is_empty() || payload.first().is_some_and(|b| b & 0x0f == 6 || (b >> 4 == 9 && b & 0x0f == 5));
+        let copy = multitrack.then(|| payload.clone());
         let result = self.demuxer.push(kind, timestamp, payload, &mut self.events, &mut self.notes);
+        let key = &key;
         for note in self.notes.drain(..) {
             match note {
                 Note::VideoConfig(v) => {
@@ -102,6 +132,27 @@ impl Ingest {
                     if self.demux_errors <= 3 || self.demux_errors.is_multiple_of(1000) {
                         warn!(stream = %key, ?kind, configured, frame, count = self.demux_errors,
                             "dropping a frame whose codec is not its track's (no new sequence start)");
+                    }
+                }
+                Note::OtherTrack { kind: MediaKind::Video, track }
+                    if self.tracks.len() < MAX_TRACKS && !self.tracks.iter().any(|t| t.track == track) =>
+                {
+                    let track_key = key.track(track);
+                    match (self.start_track)(&track_key) {
+                        Some(publisher) => {
+                            info!(stream = %key, track, track_stream = %track_key, "multitrack publish: video track served as its own stream (an HLS variant)");
+                            let audio = self.demuxer.config().audio.clone();
+                            self.publisher.stream().add_track(track);
+                            self.tracks.push(TrackIngest {
+                                track,
+                                demuxer: TagDemuxer::for_track(track, audio),
+                                publisher,
+                            });
+                        }
+                        None => {
+                            self.metrics.media_dropped("other_track");
+                            warn!(stream = %key, track, "multitrack publish: the track's stream could not be started; dropped");
+                        }
                     }
                 }
                 Note::OtherTrack { kind, track } => {
@@ -134,6 +185,21 @@ impl Ingest {
         }
         for ev in self.events.drain(..) {
             self.publisher.send(ev);
+        }
+        // every track stream sees the message (its demuxer takes its track and the audio)
+        if let Some(payload) = copy {
+            for t in &mut self.tracks {
+                let mut notes = Vec::new();
+                if t.demuxer.push(kind, timestamp, payload.clone(), &mut self.events, &mut notes).is_ok() {
+                    for ev in self.events.drain(..) {
+                        if let HubEvent::Frame(f) = &ev {
+                            t.publisher.stream().count_bytes_in(f.payload_len() as u64);
+                        }
+                        t.publisher.send(ev);
+                    }
+                }
+                self.events.clear();
+            }
         }
     }
 }
@@ -196,11 +262,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                 // a publisher's unfinished messages no longer count against the budget of
                 // connections that do not publish (its own 2 × max_message_size still holds)
                 self.session.set_shared_budget(None);
+                let (hub, peer, gop) = (ctx.hub.clone(), self.peer, policy.gop_cache.clone());
+                let start_track = Box::new(move |k: &StreamKey| hub.publish_with(k.clone(), peer, gop.clone()).ok());
                 self.role = Role::Publishing(Box::new(Ingest::new(
                     publisher,
                     stream_id,
                     query.to_string(),
                     ctx.metrics.clone(),
+                    start_track,
                 )));
             }
             Err(e @ PublishError::AlreadyPublishing(_)) => {
