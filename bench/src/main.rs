@@ -35,6 +35,10 @@ struct Args {
     /// Publishers in the `many` scenario (HLS on).
     #[arg(long, default_value_t = 100)]
     publishers: usize,
+    /// Publishers per codec in the `ingest` scenario (HLS on, no viewers): enough that the
+    /// server's CPU rises well above the noise of one publish.
+    #[arg(long, default_value_t = 10)]
+    ingest_publishers: usize,
     /// Length of the measured steady window (s).
     #[arg(long, default_value_t = 20.0)]
     steady: f64,
@@ -116,6 +120,7 @@ async fn run(args: Args) -> Result<()> {
                     single_publisher(&args, &livegate, &s).await
                 }
                 "many" => many_publishers(&args, &livegate).await,
+                "ingest" => ingest(&args, &livegate).await,
                 other => bail!("unknown scenario {other}"),
             }
         };
@@ -575,4 +580,101 @@ async fn many_publishers(args: &Args, bin: &Path) -> Result<ScenarioResult> {
     ];
     drop(server);
     Ok(ScenarioResult { name: "many".into(), json, checks, row })
+}
+
+/// `ingest`: the same number of publishers of each fixture (H.264, HEVC, AV1, and a 3-track
+/// multitrack H.264 ladder whose top track is the H.264 fixture's encode), HLS on (the
+/// default Low-Latency HLS), no viewers. Reports server CPU and CPU per Mbit/s received.
+async fn ingest(args: &Args, bin: &Path) -> Result<ScenarioResult> {
+    let dir = args.fixture.parent().unwrap_or(Path::new("."));
+    let cases = [
+        ("h264", args.fixture.clone()),
+        ("hevc", dir.join("fixture-hevc.flv")),
+        ("av1", dir.join("fixture-av1.flv")),
+        ("multi3", dir.join("fixture-multi3.flv")),
+    ];
+    let n = args.ingest_publishers;
+    let mut rows = serde_json::Map::new();
+    let mut measured = Vec::new();
+    for (codec, fixture) in &cases {
+        if !fixture.exists() {
+            bail!("{} missing: run scripts/make-bench-fixture.sh with ffmpeg 9 available", fixture.display());
+        }
+        eprintln!("== ingest {codec}: {n} publishers of {}", fixture.display());
+        let server = start_server(args, bin, &format!("ingest-{codec}")).await?;
+        let tags = Arc::new(read_flv(fixture)?);
+        let stop = Arc::new(AtomicBool::new(false));
+        for i in 0..n {
+            let (rtmp, tags, stop) = (server.rtmp.clone(), tags.clone(), stop.clone());
+            tokio::spawn(async move {
+                if let Err(e) = rtmp_publisher(rtmp, format!("ingest{i}"), tags, stop).await {
+                    eprintln!("publisher error: {e:#}");
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs_f64(args.warmup.max(4.0))).await;
+        let bytes_in = |text: &str| -> f64 {
+            text.lines()
+                .find(|l| l.starts_with("livegate_bytes_in_total "))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let m0 = http_get_once(&server.http, "/metrics").await.map(|(_, b)| bytes_in(&String::from_utf8_lossy(&b)))?;
+        let a = sample(args, server.pid);
+        tokio::time::sleep(Duration::from_secs_f64(args.steady)).await;
+        let b = sample(args, server.pid);
+        let m1 = http_get_once(&server.http, "/metrics").await.map(|(_, b)| bytes_in(&String::from_utf8_lossy(&b)))?;
+        let mut variants = 0;
+        if let Ok((200, body)) = http_get_once(&server.http, "/live/ingest0.m3u8").await {
+            variants = String::from_utf8_lossy(&body).matches("#EXT-X-STREAM-INF:").count();
+        }
+        stop.store(true, Ordering::Relaxed);
+        let wall_s = b.at.unwrap().duration_since(a.at.unwrap()).as_secs_f64();
+        let cpu = 100.0 * (b.ticks - a.ticks) as f64 / clk_tck() / wall_s;
+        let mbps = (m1 - m0) * 8.0 / wall_s / 1e6;
+        let per_100 = if mbps > 0.0 { cpu / mbps * 100.0 } else { f64::NAN };
+        let (sb, _) = (pct(a.server_core, b.server_core), pct(a.client_core, b.client_core));
+        warn_noise(&format!("ingest-{codec}"), sb - cpu);
+        rows.insert(
+            codec.to_string(),
+            json!({"server_cpu_pct": round2(cpu), "mbit_s_in": round1(mbps), "cpu_pct_per_100_mbit_s": round2(per_100),
+                   "rss_mib": round1(b.rss_kib as f64 / 1024.0), "hls_variants": variants}),
+        );
+        measured.push((codec.to_string(), cpu, mbps, per_100, b.rss_kib as f64 / 1024.0, variants));
+        drop(server);
+    }
+    let get = |c: &str| measured.iter().find(|m| m.0 == c).cloned();
+    let (h264, hevc, av1, multi) =
+        (get("h264").unwrap(), get("hevc").unwrap(), get("av1").unwrap(), get("multi3").unwrap());
+    let checks = vec![
+        (
+            format!("ingest: HEVC CPU per byte <= H.264's ({:.2} vs {:.2} %/100 Mbit/s)", hevc.3, h264.3),
+            hevc.3 <= h264.3 * 1.05,
+            false,
+        ),
+        (
+            format!("ingest: AV1 CPU per byte <= H.264's ({:.2} vs {:.2} %/100 Mbit/s)", av1.3, h264.3),
+            av1.3 <= h264.3 * 1.05,
+            false,
+        ),
+        (
+            format!("ingest: 3-track publish <= 3.5x the top rendition ({:.2}x)", multi.1 / h264.1),
+            multi.1 <= 3.5 * h264.1,
+            false,
+        ),
+        (format!("ingest: the 3-track publish is a 3-variant ladder ({})", multi.5), multi.5 == 3, true),
+    ];
+    let row = vec![
+        format!("ingest ({n} pubs/codec)"),
+        format!("{n} → 0"),
+        measured.iter().map(|m| format!("{} {:.1} %", m.0, m.1)).collect::<Vec<_>>().join(", "),
+        measured.iter().map(|m| format!("{:.0}", m.4)).collect::<Vec<_>>().join("/"),
+        measured.iter().map(|m| format!("{:.2}", m.3)).collect::<Vec<_>>().join("/") + " %/100Mb",
+        "-".into(),
+        "-".into(),
+        "-".into(),
+    ];
+    let json = json!({"scenario": "ingest", "publishers_per_codec": n, "steady_s": args.steady, "codecs": rows});
+    Ok(ScenarioResult { name: "ingest".into(), json, checks, row })
 }
