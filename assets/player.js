@@ -2,6 +2,7 @@
 //   ?mode=flv   HTTP-FLV via mpegts.js (low latency; default where MSE exists, for H.264)
 //   ?mode=hls   HLS: hls.js where MSE exists, else the browser's own HLS (iPhone Safari)
 //   ?engine=native  force the browser's own HLS player
+//   ?track=N    HTTP-FLV: track N of a multitrack publish (HLS: the quality menu lists every track)
 // While the stream is not live the page shows "waiting for stream" and retries.
 // window.livegate.stats() exposes the measurements (used by tests/browser.rs).
 (function () {
@@ -9,6 +10,8 @@
   const video = document.getElementById('video');
   const statusEl = document.getElementById('status');
   const statsEl = document.getElementById('stats');
+  const quality = document.getElementById('quality');
+  quality.addEventListener('change', () => { if (hls) hls.currentLevel = Number(quality.value); });
   const key = location.pathname.replace(/^\/+|\/+$/g, '');
   const params = new URLSearchParams(location.search);
   const hasMse = !!window.MediaSource; // ManagedMediaSource-only browsers (iPhone) use native HLS
@@ -68,7 +71,11 @@
     const gen = generation;
     // a play key given to the page (?key=…) goes along to the media URL
     const playKey = params.get('key');
-    const url = '/' + key + (mode === 'hls' ? '.m3u8' : '.flv') + (playKey ? '?key=' + encodeURIComponent(playKey) : '');
+    // ?track=N: another track of a multitrack publish over HTTP-FLV (HLS offers every track)
+    const q = new URLSearchParams();
+    if (playKey) q.set('key', playKey);
+    if (mode === 'flv' && params.get('track')) q.set('track', params.get('track'));
+    const url = '/' + key + (mode === 'hls' ? '.m3u8' : '.flv') + (q.toString() ? '?' + q : '');
     S.attempts += 1;
     setStatus('connecting…');
     if (!(await isLive(url))) { if (gen === generation) retry('not live'); return; }
@@ -87,6 +94,18 @@
       hls.on(Hls.Events.ERROR, (_, d) => {
         S.errors.push({ fatal: !!d.fatal, type: d.type, details: d.details });
         if (d.fatal && gen === generation) retry(d.details);
+      });
+      // a multitrack publish is an adaptive ladder: a quality menu (Auto = hls.js's choice)
+      hls.on(Hls.Events.MANIFEST_PARSED, (_, d) => {
+        if (gen !== generation || d.levels.length < 2) return;
+        quality.replaceChildren(new Option('Auto', '-1'), ...d.levels
+          .map((l, i) => ({ l, i })).sort((a, b) => b.l.bitrate - a.l.bitrate)
+          .map(({ l, i }) => new Option(l.height + 'p · ' + Math.round(l.bitrate / 1000) + ' kbit/s', String(i))));
+        quality.hidden = false;
+      });
+      hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => {
+        const l = hls.levels[d.level];
+        if (l && quality.options.length) quality.options[0].text = 'Auto (' + l.height + 'p)';
       });
       hls.loadSource(url);
       hls.attachMedia(video);
@@ -122,6 +141,8 @@
       firstFrameMs: S.firstFrameMs, attempts: S.attempts, latency: null, pdtLatency: null,
     };
     if (hls) {
+      s.levels = hls.levels.map((l) => l.width + 'x' + l.height);
+      s.level = hls.currentLevel;
       s.latency = hls.latency;
       if (hls.playingDate) s.pdtLatency = (Date.now() - hls.playingDate.getTime()) / 1000;
     } else if (mode === 'hls' && video.getStartDate && !isNaN(video.getStartDate().getTime())) {

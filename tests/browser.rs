@@ -300,4 +300,13 @@ fn hls_js_switches_between_the_renditions_of_a_multitrack_publish() {
     assert_eq!((last["w"].as_u64(), last["h"].as_u64()), (Some(320), Some(180)), "playing the lower rendition");
     assert!(r["mediaAdvance"].as_f64().unwrap() >= 0.6 * 14.0, "media advanced {}", r["mediaAdvance"]);
     println!("ABR: levels {}, switches {}, latency {} s", last["levels"], last["switches"], r["latencyAvg"]);
+    // the built-in player page offers both renditions (its quality menu is hls.js's levels)
+    let r = run_player(
+        json!({"mode": "page", "url": gw.http_url("/live/abr?mode=hls"), "seconds": 6,
+               "screenshot": artifacts().join("player-page-abr.png")}),
+        |_, _| {},
+    );
+    let last = r["samples"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["levels"], json!(["320x180", "640x360"]), "player page levels: {last}");
+    assert!(fatal_errors(&r).is_empty(), "{:?}", fatal_errors(&r));
 }

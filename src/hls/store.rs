@@ -327,6 +327,15 @@ impl HlsStore {
         Some(livegate_proto::hls::render_multivariant(&variants))
     }
 
+    /// The last part a key's playlist lists (its media sequence number and index): what an
+    /// `EXT-X-RENDITION-REPORT` for it tells.
+    pub fn last_part(&self, key: &StreamKey) -> Option<(u64, u32)> {
+        let state = self.state(key)?;
+        let st = lock(&state);
+        let last = st.playlist.parts().next_back().map(|p| (p.sequence, p.index));
+        last
+    }
+
     /// Peak and average bits per second of a key's listed segments (BANDWIDTH and
     /// AVERAGE-BANDWIDTH of its variant), once it has one.
     pub fn bandwidth(&self, key: &StreamKey) -> Option<(u64, u64)> {

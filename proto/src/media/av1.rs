@@ -13,8 +13,6 @@ pub enum Av1Error {
     RecordTooShort(usize),
     #[error("av1C marker/version byte {0:#04x}, expected 0x81")]
     BadVersion(u8),
-    #[error("av1C carries no sequence header OBU")]
-    NoSequenceHeader,
     #[error("AV1 OBU is truncated or malformed")]
     BadObu,
     #[error("AV1 sequence header is truncated or malformed")]
@@ -66,7 +64,9 @@ impl Av1Config {
                 break;
             }
         }
-        let (width, height) = size.ok_or(Av1Error::NoSequenceHeader)?;
+        // configOBUs are optional (AV1-ISOBMFF §2.3.3): without a sequence header the size
+        // comes from the first keyframe, as for the MPEG-2 TS descriptor
+        let (width, height) = size.unwrap_or((0, 0));
         Ok(Self {
             profile: r[1] >> 5,
             level: r[1] & 0x1f,
@@ -253,11 +253,13 @@ pub(crate) mod tests {
     #[test]
     fn truncated_and_broken_records_are_named_errors() {
         let rec = fixture_record();
-        for n in 0..rec.len() {
+        // the fixed part, then a sequence header OBU: every cut inside the OBU is an error
+        for n in (0..4).chain(5..rec.len()) {
             assert!(Av1Config::parse(rec.slice(..n)).is_err(), "prefix of {n} bytes");
         }
         assert_eq!(Av1Config::parse(Bytes::from_static(&[0x01, 0, 0, 0])), Err(Av1Error::BadVersion(1)));
-        assert_eq!(Av1Config::parse(Bytes::from_static(&[0x81, 0, 0x0c, 0])), Err(Av1Error::NoSequenceHeader));
+        // no configOBUs is allowed: the size comes from the first keyframe
+        assert_eq!(Av1Config::parse(Bytes::from_static(&[0x81, 0, 0x0c, 0])).map(|c| c.width), Ok(0));
         // an OBU claiming 2^56 bytes
         let huge = [0x81, 0, 0x0c, 0, 0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
         assert_eq!(Av1Config::parse(Bytes::copy_from_slice(&huge)), Err(Av1Error::BadObu));

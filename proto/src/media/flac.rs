@@ -13,6 +13,8 @@ pub enum FlacError {
     NotStreamInfo(u8),
     #[error("FLAC STREAMINFO with sample rate 0")]
     BadSampleRate,
+    #[error("FLAC STREAMINFO block sizes {min}..{max} (16 ≤ min ≤ max)")]
+    BadBlockSize { min: u16, max: u16 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,13 +44,17 @@ impl FlacConfig {
             return Err(FlacError::TooShort(info.len()));
         }
         let i = &info[..34];
+        let (min_block, max_block) = (u16::from_be_bytes([i[0], i[1]]), u16::from_be_bytes([i[2], i[3]]));
+        if min_block < 16 || max_block < min_block {
+            return Err(FlacError::BadBlockSize { min: min_block, max: max_block });
+        }
         let sample_rate = (u32::from(i[10]) << 12) | (u32::from(i[11]) << 4) | u32::from(i[12] >> 4);
         if sample_rate == 0 {
             return Err(FlacError::BadSampleRate);
         }
         Ok(Self {
-            min_block: u16::from_be_bytes([i[0], i[1]]),
-            max_block: u16::from_be_bytes([i[2], i[3]]),
+            min_block,
+            max_block,
             sample_rate,
             channels: ((i[12] >> 1) & 0x07) + 1,
             bits_per_sample: (((i[12] & 1) << 4) | (i[13] >> 4)) + 1,
@@ -108,5 +114,9 @@ mod tests {
         for n in 0..34 {
             assert_eq!(FlacConfig::parse(c.stream_info.slice(..n)), Err(FlacError::TooShort(n)));
         }
+        // a bare STREAMINFO that starts with the bytes "fLaC" has min block > max block
+        let mut odd = c.stream_info.to_vec();
+        odd[..4].copy_from_slice(b"fLaC");
+        assert!(FlacConfig::parse(Bytes::from(odd)).is_err());
     }
 }
