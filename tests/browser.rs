@@ -172,36 +172,13 @@ fn the_builtin_player_page_plays_both_modes() {
 
 /// An AV1 + AAC publish from ffmpeg 9 (Enhanced RTMP), 640x360 at 30 fps like `Source`.
 fn publish_av1(gw: &Gateway, key: &str) -> Ffmpeg {
-    ffmpeg9_spawn(&[
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=30",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=44100",
-        "-c:v",
-        "libsvtav1",
-        "-preset",
-        "12",
-        "-g",
-        "60",
-        "-b:v",
-        "600k",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "64k",
-        "-ac",
-        "2",
-        "-f",
-        "flv",
+    ffmpeg9_publish(
+        "640x360",
+        30,
+        44100,
+        "-c:v libsvtav1 -preset 12 -g 60 -b:v 600k -pix_fmt yuv420p -c:a aac -b:a 64k -ac 2",
         &gw.rtmp_url(key),
-    ])
+    )
 }
 
 #[test]
@@ -236,50 +213,14 @@ fn av1_from_enhanced_rtmp_plays_in_hls_js() {
 fn hls_js_switches_between_the_renditions_of_a_multitrack_publish() {
     // one ffmpeg 9 publish with two H.264 encodes as two tracks (Enhanced RTMP multitrack)
     let gw = Gateway::in_process("");
-    let _pub = ffmpeg9_spawn(&[
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=30",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=44100",
-        "-map",
-        "0:v",
-        "-map",
-        "0:v",
-        "-map",
-        "1:a",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-s:v:0",
+    let _pub = ffmpeg9_publish(
         "640x360",
-        "-s:v:1",
-        "320x180",
-        "-b:v:0",
-        "800k",
-        "-b:v:1",
-        "200k",
-        "-g",
-        "60",
-        "-keyint_min",
-        "60",
-        "-sc_threshold",
-        "0",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "64k",
-        "-f",
-        "flv",
+        30,
+        44100,
+        "-map 0:v -map 0:v -map 1:a -c:v libx264 -preset veryfast -s:v:0 640x360 -s:v:1 320x180 -b:v:0 800k \
+         -b:v:1 200k -g 60 -keyint_min 60 -sc_threshold 0 -pix_fmt yuv420p -c:a aac -b:a 64k",
         &gw.rtmp_url("live/abr"),
-    ]);
+    );
     let ready = wait_until(Duration::from_secs(30), || {
         http_get(gw.http, "/live/abr.m3u8").text().matches("#EXT-X-STREAM-INF:").count() == 2
     });

@@ -51,30 +51,13 @@ fn stream_line<'a>(text: &'a str, kind: &str) -> &'a str {
 fn hevc_and_opus_from_ffmpeg_9_play_over_ll_hls_http_flv_and_rtmp() {
     let gw = Gateway::in_process("");
     let url = gw.rtmp_url("live/hevc");
-    let _pub = ffmpeg9_spawn(&[
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=sample_rate=48000",
-        "-c:v",
-        "libx265",
-        "-preset",
-        "ultrafast",
-        "-x265-params",
-        "log-level=error:keyint=25:bframes=2",
-        "-c:a",
-        "libopus",
-        "-b:a",
-        "48k",
-        "-f",
-        "flv",
+    let _pub = ffmpeg9_publish(
+        "320x240",
+        25,
+        48000,
+        "-c:v libx265 -preset ultrafast -x265-params log-level=error:keyint=25:bframes=2 -c:a libopus -b:a 48k",
         &url,
-    ]);
+    );
     let api = wait_codecs(&gw, "live/hevc");
     let video = api["video"]["codec"].as_str().unwrap();
     assert!(video.starts_with("hvc1.1.6.L"), "{api}");
@@ -110,32 +93,13 @@ fn hevc_and_opus_from_ffmpeg_9_play_over_ll_hls_http_flv_and_rtmp() {
 fn av1_in_an_mpegts_app_is_served_as_fmp4() {
     let gw = Gateway::in_process("[hls]\nvariant = \"mpegts\"\n");
     let url = gw.rtmp_url("live/av1");
-    let _pub = ffmpeg9_spawn(&[
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=sample_rate=48000",
-        "-c:v",
-        "libsvtav1",
-        "-preset",
-        "12",
-        "-g",
-        "25",
-        "-svtav1-params",
-        "lp=1",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "64k",
-        "-f",
-        "flv",
+    let _pub = ffmpeg9_publish(
+        "320x240",
+        25,
+        48000,
+        "-c:v libsvtav1 -preset 12 -g 25 -svtav1-params lp=1 -c:a aac -b:a 64k",
         &url,
-    ]);
+    );
     let api = wait_codecs(&gw, "live/av1");
     assert!(api["video"]["codec"].as_str().unwrap().starts_with("av01.0."), "{api}");
     assert_eq!(api["hls"]["variant"], "fmp4", "MPEG-TS cannot carry AV1: {api}");
@@ -226,6 +190,9 @@ fn a_multitrack_publish_becomes_an_adaptive_hls_ladder_and_tracks_play_by_number
     let api = api_stream(&gw, "live/multi");
     assert_eq!(api["tracks"][0]["stream"], "live/multi~1", "{api}");
     assert_eq!((api["tracks"][0]["width"].as_u64(), api["tracks"][0]["height"].as_u64()), (Some(160), Some(120)));
+    // one encoder, one GOP structure: the variants are cut on the same keyframes
+    let aligned = wait_until(Duration::from_secs(20), || api_stream(&gw, "live/multi")["tracks"][0]["aligned"] == true);
+    assert!(aligned, "{}", api_stream(&gw, "live/multi"));
 }
 
 /// An RTMP viewer that announces `codecs` in connect's `fourCcList` (None: no list) and

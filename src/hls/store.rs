@@ -327,6 +327,14 @@ impl HlsStore {
         Some(livegate_proto::hls::render_multivariant(&variants))
     }
 
+    /// The durations (ms) of a key's listed segments, oldest first.
+    pub fn segment_durations(&self, key: &StreamKey) -> Vec<u64> {
+        let Some(state) = self.state(key) else { return Vec::new() };
+        let st = lock(&state);
+        let d = st.playlist.segments().map(|s| s.duration_ms).collect();
+        d
+    }
+
     /// The last part a key's playlist lists (its media sequence number and index): what an
     /// `EXT-X-RENDITION-REPORT` for it tells.
     pub fn last_part(&self, key: &StreamKey) -> Option<(u64, u32)> {

@@ -493,6 +493,17 @@ pub fn ffmpeg9_spawn(args: &[&str]) -> Ffmpeg {
     Ffmpeg { child }
 }
 
+/// ffmpeg 9 publishing a live test pattern (`SIZE` at `FPS`) and a 440 Hz sine at
+/// `AUDIO_RATE` to `url`, encoded as `encode` says (ffmpeg arguments, space separated).
+pub fn ffmpeg9_publish(size: &str, fps: u32, audio_rate: u32, encode: &str, url: &str) -> Ffmpeg {
+    let video = format!("testsrc2=size={size}:rate={fps}");
+    let audio = format!("sine=frequency=440:sample_rate={audio_rate}");
+    let mut args = vec!["-re", "-f", "lavfi", "-i", &video, "-f", "lavfi", "-i", &audio];
+    args.extend(encode.split_whitespace());
+    args.extend(["-f", "flv", url]);
+    ffmpeg9_spawn(&args)
+}
+
 /// `ffmpeg9 -i URL -t SECONDS -f null -`: what it printed about the input's streams and
 /// whether it decoded without an error.
 pub fn ffmpeg9_decode(url: &str, seconds: u32) -> (bool, String) {

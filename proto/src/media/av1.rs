@@ -49,13 +49,6 @@ impl Av1Config {
         if r[0] != 0x81 {
             return Err(Av1Error::BadVersion(r[0]));
         }
-        let high_bitdepth = r[2] & 0x40 != 0;
-        let twelve_bit = r[2] & 0x20 != 0;
-        let bit_depth = match (high_bitdepth, twelve_bit) {
-            (true, true) => 12,
-            (true, false) => 10,
-            _ => 8,
-        };
         let mut size = None;
         for obu in obus(&r[4..]) {
             let (kind, payload) = obu?;
@@ -67,7 +60,18 @@ impl Av1Config {
         // configOBUs are optional (AV1-ISOBMFF §2.3.3): without a sequence header the size
         // comes from the first keyframe, as for the MPEG-2 TS descriptor
         let (width, height) = size.unwrap_or((0, 0));
-        Ok(Self {
+        Ok(Self::from_fixed(record, width, height))
+    }
+
+    /// The fields of the four fixed bytes the record starts with.
+    fn from_fixed(record: Bytes, width: u32, height: u32) -> Self {
+        let r = &record[..];
+        let bit_depth = match (r[2] & 0x40 != 0, r[2] & 0x20 != 0) {
+            (true, true) => 12,
+            (true, false) => 10,
+            _ => 8,
+        };
+        Self {
             profile: r[1] >> 5,
             level: r[1] & 0x1f,
             tier: r[2] & 0x80 != 0,
@@ -76,7 +80,7 @@ impl Av1Config {
             width,
             height,
             record,
-        })
+        }
     }
 
     /// The configuration from Enhanced RTMP's MPEG2TSSequenceStart: the AV1 video
@@ -90,22 +94,7 @@ impl Av1Config {
         }
         let mut record = fixed.to_vec();
         record[3] &= 0x1f; // initial_presentation_delay: not carried over
-        let r = &record;
-        let bit_depth = match (r[2] & 0x40 != 0, r[2] & 0x20 != 0) {
-            (true, true) => 12,
-            (true, false) => 10,
-            _ => 8,
-        };
-        Ok(Self {
-            profile: r[1] >> 5,
-            level: r[1] & 0x1f,
-            tier: r[2] & 0x80 != 0,
-            bit_depth,
-            monochrome: r[2] & 0x10 != 0,
-            width: 0,
-            height: 0,
-            record: Bytes::from(record),
-        })
+        Ok(Self::from_fixed(Bytes::from(record), 0, 0))
     }
 
     /// `av01.P.LLT.DD` (AV1-ISOBMFF "Codecs Parameter String").

@@ -63,19 +63,35 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
         "lag_skips": s.stats.lag_skips.load(Ordering::Relaxed),
         "evictions": s.stats.evictions.load(Ordering::Relaxed),
         "hls": hls,
-        // a multitrack publish: its other video tracks, each a stream of its own
+        // a multitrack publish: its other video tracks, each a stream of its own, and
+        // whether each one's HLS segments are cut on the same keyframes as the first's
         "tracks": s.tracks().into_iter().map(|t| {
             let key = s.key().track(t);
             let video = ctx.hub.get(&key).and_then(|t| t.codec().video.clone());
+            let main = ctx.hls.segment_durations(s.key());
             json!({
                 "track": t,
                 "stream": key.to_string(),
                 "codec": video.as_ref().map(|v| v.codec_string()),
                 "width": video.as_ref().map(|v| v.width()),
                 "height": video.as_ref().map(|v| v.height()),
+                "aligned": segments_aligned(&main, &ctx.hls.segment_durations(&key)),
             })
         }).collect::<Vec<_>>(),
     })
+}
+
+/// Whether two variants' segments were cut on the same keyframes: the other's last three
+/// segment durations (before its newest, which may still differ by when it was listed)
+/// appear in a row among the first's, within 2 ms (FLV's millisecond rounding). None
+/// until both have enough segments to tell.
+fn segments_aligned(first: &[u64], other: &[u64]) -> Option<bool> {
+    const RUN: usize = 3;
+    if first.len() < RUN + 1 || other.len() < RUN + 1 {
+        return None;
+    }
+    let run = &other[other.len() - 1 - RUN..other.len() - 1];
+    Some(first.windows(RUN).any(|w| w.iter().zip(run).all(|(a, b)| a.abs_diff(*b) <= 2)))
 }
 
 fn json_response(v: &serde_json::Value) -> Response<Body> {
@@ -118,5 +134,16 @@ pub(crate) fn kick(path: &str, authorization: Option<&HeaderValue>, ctx: &HttpCo
             text(StatusCode::OK, "kicked\n")
         }
         None => not_found(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn aligned_variants_share_their_segment_durations() {
+        let main = [2000, 2033, 1967, 2000, 2034];
+        assert_eq!(super::segments_aligned(&main, &[2033, 1967, 2001, 2034]), Some(true));
+        assert_eq!(super::segments_aligned(&main, &[2500, 1500, 2500, 2000]), Some(false));
+        assert_eq!(super::segments_aligned(&main, &[2000, 2033]), None);
     }
 }
