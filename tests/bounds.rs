@@ -264,3 +264,33 @@ fn idle_http_sockets_cannot_use_up_the_files_publishers_need() {
     drop(idle);
     assert!(gw.is_running());
 }
+
+#[test]
+fn metadata_without_any_codec_configuration_is_not_hoarded() {
+    // A publisher that sends only onMetaData, 100 × 8 MiB, and never a sequence header:
+    // the HLS task waits for the first configuration before it starts a playlist and must
+    // keep just the latest metadata meanwhile (800 MiB if it kept them all).
+    let mut gw = Gateway::start();
+    let bound = 32 * MIB + 16 * MIB + 2 * 8 * MIB + 8 * MIB; // ring + GOP + messages in flight + the one kept
+    assert_bounded(&mut gw, "metadata before a configuration", bound, 32 * MIB, |gw| {
+        let mut c = Rtmp::publish(gw.rtmp, "live", "meta").expect("publish");
+        c.s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.set_chunk_size(1 << 20);
+        let mut body = amf_str("@setDataFrame");
+        body.extend(amf_str("onMetaData"));
+        body.extend_from_slice(&[0x08, 0, 0, 0, 1]); // ECMA array of one entry
+        body.extend_from_slice(&[0, 3]);
+        body.extend_from_slice(b"pad");
+        let len = 8 * 1024 * 1024 - 256 - body.len();
+        body.push(0x0C); // long string
+        body.extend_from_slice(&(len as u32).to_be_bytes());
+        body.resize(body.len() + len, b'x');
+        body.extend_from_slice(&[0, 0, 9]);
+        for i in 0..100u32 {
+            c.message(5, 18, 1, i, &body).expect("metadata");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(stat(gw, "bytes_in", "meta") > 800_000_000, "the metadata reached the stream");
+        c.unpublish();
+    });
+}

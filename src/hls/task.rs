@@ -55,7 +55,7 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
     let subscribe = |s: &Arc<Stream>| if eager { s.subscribe_eager() } else { s.subscribe() };
     let mut sub = subscribe(&stream);
     // MPEG-TS carries H.264/AAC only: the container follows the first codec configuration,
-    // so the playlist starts when it arrives (the events before it are kept for the loop)
+    // so the playlist starts when it arrives (the latest metadata before it is kept)
     let mut container = store.policy(&key).variant.container();
     let mut early = Vec::new();
     while early.last().is_none_or(|ev| !matches!(ev, HubEvent::Config(_) | HubEvent::EndOfStream)) {
@@ -73,7 +73,16 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
                 }
                 early.push(HubEvent::Config(c));
             }
-            Ok(Some(ev)) => early.push(ev),
+            // before the first configuration only metadata comes (frames wait for their
+            // sequence header): keep the latest, so a publisher that sends nothing else
+            // cannot make this grow
+            Ok(Some(ev @ HubEvent::Metadata(_))) => {
+                early.retain(|e| !matches!(e, HubEvent::Metadata(_)));
+                early.push(ev);
+            }
+            Ok(Some(HubEvent::EndOfStream)) => early.push(HubEvent::EndOfStream),
+            // nothing else precedes a configuration (the segmenter would drop it anyway)
+            Ok(Some(_)) => {}
             Ok(None) => break,
             Err(e) => {
                 warn!("hls: {e}; resubscribing");
