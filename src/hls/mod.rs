@@ -4,6 +4,7 @@
 //! (what the HTTP side reads, bounded in bytes, and the optional disk mirror), `lifecycle`
 //! (one key's state and its deadlines, time as an input) and `name` (segment names).
 
+mod ladder;
 mod lifecycle;
 pub mod name;
 mod store;

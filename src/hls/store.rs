@@ -154,7 +154,7 @@ impl HlsStore {
         *lock(&self.inner.next_deadline)
     }
 
-    fn state(&self, key: &StreamKey) -> Option<Arc<Mutex<KeyState>>> {
+    pub(super) fn state(&self, key: &StreamKey) -> Option<Arc<Mutex<KeyState>>> {
         lock(&self.inner.keys).get(key).cloned()
     }
 
@@ -291,74 +291,6 @@ impl HlsStore {
         let state = self.state(key)?;
         let st = lock(&state);
         Some((st.container, st.part_target_ms))
-    }
-
-    /// The multivariant playlist of a multitrack publish: one variant per video track that
-    /// has segments (`tracks`: each track id with its stream; track 0 is the publish's own
-    /// key), highest bandwidth first. Each variant's media playlist is `NAME~TRACK.m3u8`
-    /// (`NAME~0` is the publish's own playlist). None until a variant has a segment.
-    pub fn multivariant(&self, key: &StreamKey, tracks: &[(u8, Arc<crate::hub::Stream>)]) -> Option<Bytes> {
-        use std::sync::atomic::Ordering;
-        let mut variants = Vec::new();
-        for (track, stream) in tracks {
-            let codec = stream.codec();
-            let Some(video) = codec.video.as_ref() else { continue };
-            let Some((peak, average)) = self.bandwidth(stream.key()) else { continue };
-            let codecs = match codec.audio.as_ref() {
-                Some(a) => format!("{},{}", video.codec_string(), a.codec_string()),
-                None => video.codec_string(),
-            };
-            let uptime = stream.uptime().as_secs_f64();
-            let frames = stream.stats.video_frames_in.load(Ordering::Relaxed) as f64;
-            let frame_rate = (uptime > 1.0).then(|| (frames / uptime * 1000.0).round() / 1000.0);
-            variants.push(livegate_proto::hls::Variant {
-                uri: format!("{}~{track}.m3u8", key.name),
-                bandwidth: peak,
-                average_bandwidth: Some(average),
-                codecs,
-                resolution: Some((video.width(), video.height())).filter(|(w, h)| *w > 0 && *h > 0),
-                frame_rate,
-            });
-        }
-        if variants.is_empty() {
-            return None;
-        }
-        variants.sort_by_key(|v| std::cmp::Reverse(v.bandwidth));
-        Some(livegate_proto::hls::render_multivariant(&variants))
-    }
-
-    /// The durations (ms) of a key's listed segments, oldest first.
-    pub fn segment_durations(&self, key: &StreamKey) -> Vec<u64> {
-        let Some(state) = self.state(key) else { return Vec::new() };
-        let st = lock(&state);
-        let d = st.playlist.segments().map(|s| s.duration_ms).collect();
-        d
-    }
-
-    /// The last part a key's playlist lists (its media sequence number and index): what an
-    /// `EXT-X-RENDITION-REPORT` for it tells.
-    pub fn last_part(&self, key: &StreamKey) -> Option<(u64, u32)> {
-        let state = self.state(key)?;
-        let st = lock(&state);
-        let last = st.playlist.parts().next_back().map(|p| (p.sequence, p.index));
-        last
-    }
-
-    /// Peak and average bits per second of a key's listed segments (BANDWIDTH and
-    /// AVERAGE-BANDWIDTH of its variant), once it has one.
-    pub fn bandwidth(&self, key: &StreamKey) -> Option<(u64, u64)> {
-        let state = self.state(key)?;
-        let st = lock(&state);
-        let (mut peak, mut bytes, mut ms) = (0u64, 0u64, 0u64);
-        for s in st.playlist.segments() {
-            let len = st.segments.get(&s.sequence).map_or(0, |b| b.len() as u64);
-            if let Some(rate) = (len * 8000).checked_div(s.duration_ms) {
-                peak = peak.max(rate);
-            }
-            bytes += len;
-            ms += s.duration_ms;
-        }
-        (ms > 0).then(|| (peak, bytes * 8000 / ms))
     }
 
     /// How long a segment that left the playlist stays downloadable: at least its duration

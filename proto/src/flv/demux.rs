@@ -169,6 +169,15 @@ fn tracks(
     Ok(())
 }
 
+/// Whether a tag body is an Enhanced RTMP multitrack message (of `kind`).
+pub fn is_multitrack(kind: crate::media::MediaKind, body: &[u8]) -> bool {
+    match (kind, body.first()) {
+        (crate::media::MediaKind::Video, Some(&b)) => b & 0x80 != 0 && b & 0x0f == VIDEO_MULTITRACK,
+        (crate::media::MediaKind::Audio, Some(&b)) => b >> 4 == SOUND_EX_HEADER && b & 0x0f == AUDIO_MULTITRACK,
+        _ => false,
+    }
+}
+
 /// Demuxes a video tag body received at `dts` (ms, already unwrapped), appending one
 /// result per track it carries.
 pub fn demux_video(dts: i64, body: Bytes, out: &mut Vec<TrackDemuxed>) -> Result<(), FlvError> {

@@ -13,7 +13,9 @@ mod mux;
 mod stream;
 mod writer;
 
-pub use demux::{demux_audio, demux_video, Demuxed, FlvError, TrackDemuxed, MAX_MODEX, MAX_TRACKS_PER_MESSAGE};
+pub use demux::{
+    demux_audio, demux_video, is_multitrack, Demuxed, FlvError, TrackDemuxed, MAX_MODEX, MAX_TRACKS_PER_MESSAGE,
+};
 pub use mux::{
     audio_config_body, audio_tag_header, file_header, tag_bodies, tag_header, video_config_body, video_tag_header,
     TagBody, TagCodecs, TagType, MAX_CODEC_HEADER, PREV_TAG_SIZE_LEN, TAG_HEADER_LEN,

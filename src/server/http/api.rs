@@ -30,6 +30,9 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
     let video_frames = s.stats.video_frames_in.load(Ordering::Relaxed);
     let per_second = |n: f64| if uptime > 0.0 { n / uptime } else { 0.0 };
     let container = ctx.hls.container(s.key());
+    // a multitrack publish: the first track's segment durations, to tell the others' alignment
+    let tracks = s.tracks();
+    let main = if tracks.is_empty() { Vec::new() } else { ctx.hls.segment_durations(s.key()) };
     let variant = container.map(|c| match c {
         (crate::hls::Container::MpegTs, _) => "mpegts",
         (crate::hls::Container::Fmp4, None) => "fmp4",
@@ -65,10 +68,9 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
         "hls": hls,
         // a multitrack publish: its other video tracks, each a stream of its own, and
         // whether each one's HLS segments are cut on the same keyframes as the first's
-        "tracks": s.tracks().into_iter().map(|t| {
+        "tracks": tracks.into_iter().map(|t| {
             let key = s.key().track(t);
             let video = ctx.hub.get(&key).and_then(|t| t.codec().video.clone());
-            let main = ctx.hls.segment_durations(s.key());
             json!({
                 "track": t,
                 "stream": key.to_string(),

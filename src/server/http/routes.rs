@@ -88,7 +88,7 @@ async fn route(
             if let Some(name) = file.strip_suffix(".m3u8").filter(|n| !n.is_empty()) {
                 // a multitrack publish: NAME.m3u8 is the multivariant playlist of its video
                 // tracks, NAME~0.m3u8 the publish's own media playlist, NAME~N its track N
-                let (name, own) = match name.strip_suffix("~0") {
+                let (name, variant) = match name.strip_suffix("~0") {
                     Some(base) => (base, true),
                     None => (name, name.contains('~')),
                 };
@@ -101,22 +101,7 @@ async fn route(
                     return refused(ctx, &denied);
                 }
                 ctx.hls.client_seen(&key, peer.ip());
-                let multitrack = if own { None } else { ctx.hub.get(&key).filter(|s| !s.tracks().is_empty()) };
-                let multivariant = multitrack.and_then(|main| {
-                    let mut tracks = vec![(0u8, main.clone())];
-                    tracks.extend(main.tracks().into_iter().filter_map(|t| Some((t, ctx.hub.get(&key.track(t))?))));
-                    ctx.hls.multivariant(&key, &tracks)
-                });
-                let reply = match multivariant {
-                    Some(text) => PlaylistReply::Text { text, blocking: false },
-                    None => match ctx.hls.playlist(&key, query).await {
-                        PlaylistReply::Text { text, blocking } => {
-                            PlaylistReply::Text { text: with_rendition_reports(ctx, &key, text), blocking }
-                        }
-                        other => other,
-                    },
-                };
-                let (playlist, blocking) = match reply {
+                let (playlist, blocking) = match ctx.hls.playlist_or_ladder(&ctx.hub, &key, variant, query).await {
                     PlaylistReply::Text { text, blocking } => {
                         ctx.metrics.hls_request(if blocking { "blocking_playlist" } else { "playlist" });
                         (text, blocking)
@@ -169,33 +154,6 @@ async fn route(
         }
         _ => super::player::route(&segments, &ctx.hub).unwrap_or_else(not_found),
     }
-}
-
-/// A Low-Latency media playlist of a multitrack publish's variant, with an
-/// `EXT-X-RENDITION-REPORT` for each other variant (its last part), as LL-HLS asks of
-/// multivariant presentations (RFC 8216bis §4.4.5.4). Added when served: the other
-/// variants move on their own.
-fn with_rendition_reports(ctx: &HttpContext, key: &StreamKey, playlist: Bytes) -> Bytes {
-    let (base, own) = key.split_track().unwrap_or_else(|| (key.clone(), 0));
-    let Some(main) = ctx.hub.get(&base) else { return playlist };
-    let tracks = main.tracks();
-    if tracks.is_empty()
-        || playlist.ends_with(b"#EXT-X-ENDLIST\n")
-        || !playlist.windows(12).any(|w| w == b"#EXT-X-PART:")
-    {
-        return playlist;
-    }
-    let mut out = String::from_utf8_lossy(&playlist).into_owned();
-    for t in std::iter::once(0).chain(tracks).filter(|t| *t != own) {
-        let sibling = if t == 0 { base.clone() } else { base.track(t) };
-        if let Some((msn, part)) = ctx.hls.last_part(&sibling) {
-            out.push_str(&format!(
-                "#EXT-X-RENDITION-REPORT:URI=\"{}~{t}.m3u8\",LAST-MSN={msn},LAST-PART={part}\n",
-                base.name
-            ));
-        }
-    }
-    Bytes::from(out)
 }
 
 /// `?track=N` (N > 0) picks track N of a multitrack publish (its stream `NAME~N`).

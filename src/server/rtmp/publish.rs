@@ -101,12 +101,11 @@ impl Ingest {
     }
 
     pub(super) fn media(&mut self, kind: MediaKind, timestamp: u32, payload: Bytes) {
-        let key = self.publisher.stream().key().clone();
-        let multitrack =
-            !self.tracks.is_empty() || payload.first().is_some_and(|b| b & 0x0f == 6 || (b >> 4 == 9 && b & 0x0f == 5));
-        let copy = multitrack.then(|| payload.clone());
+        // the stream (not its key) is held: no allocation per message
+        let stream = Arc::clone(self.publisher.stream());
+        let key = stream.key();
+        let copy = (!self.tracks.is_empty() || crate::flv::is_multitrack(kind, &payload)).then(|| payload.clone());
         let result = self.demuxer.push(kind, timestamp, payload, &mut self.events, &mut self.notes);
-        let key = &key;
         for note in self.notes.drain(..) {
             match note {
                 Note::VideoConfig(v) => {

@@ -160,6 +160,8 @@ fn enhanced_structures_many_tracks_and_modex() {
     for (track, nal) in [(0u8, 0x65u8), (2, 0x65)] {
         body.extend_from_slice(&[track, 0, 0, 5, 0, 0, 0, 1, nal]);
     }
+    assert!(is_multitrack(crate::media::MediaKind::Video, &body));
+    assert!(!is_multitrack(crate::media::MediaKind::Video, &[0x16, 0]), "legacy codec id 6 is not multitrack");
     let mut out = Vec::new();
     demux_video(7, Bytes::from(body), &mut out).unwrap();
     assert_eq!(out.iter().map(|(t, _)| *t).collect::<Vec<_>>(), vec![0, 2]);
@@ -183,6 +185,7 @@ fn enhanced_structures_many_tracks_and_modex() {
     let mut body = vec![0x95, 0x01];
     body.extend_from_slice(b"Opus");
     body.extend_from_slice(&[3, 0x78, 0xaa]);
+    assert!(is_multitrack(crate::media::MediaKind::Audio, &body));
     let mut out = Vec::new();
     demux_audio(9, Bytes::from(body), &mut out).unwrap();
     assert!(matches!(&out[..], [(3, Demuxed::Audio(AudioCodec::Opus, f))] if f.data.len() == 2));
