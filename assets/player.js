@@ -2,7 +2,8 @@
 //   ?mode=flv   HTTP-FLV via mpegts.js (low latency; default where MSE exists, for H.264)
 //   ?mode=hls   HLS: hls.js where MSE exists, else the browser's own HLS (iPhone Safari)
 //   ?engine=native  force the browser's own HLS player
-//   ?track=N    HTTP-FLV: track N of a multitrack publish (HLS: the quality menu lists every track)
+//   ?track=N    HTTP-FLV: track N of a multitrack publish (HLS: the quality menu lists every video
+//               track, the audio menu every audio track)
 // While the stream is not live the page shows "waiting for stream" and retries.
 // window.livegate.stats() exposes the measurements (used by tests/browser.rs).
 (function () {
@@ -12,6 +13,8 @@
   const statsEl = document.getElementById('stats');
   const quality = document.getElementById('quality');
   quality.addEventListener('change', () => { if (hls) hls.currentLevel = Number(quality.value); });
+  const audioMenu = document.getElementById('audio');
+  audioMenu.addEventListener('change', () => { if (hls) hls.audioTrack = Number(audioMenu.value); });
   const key = location.pathname.replace(/^\/+|\/+$/g, '');
   const params = new URLSearchParams(location.search);
   const hasMse = !!window.MediaSource; // ManagedMediaSource-only browsers (iPhone) use native HLS
@@ -103,6 +106,15 @@
           .map(({ l, i }) => new Option(l.height + 'p · ' + Math.round(l.bitrate / 1000) + ' kbit/s', String(i))));
         quality.hidden = false;
       });
+      // several audio tracks: an audio menu (the ladder's EXT-X-MEDIA renditions)
+      hls.on(Hls.Events.AUDIO_TRACKS_UPDATED, (_, d) => {
+        if (gen !== generation) return;
+        audioMenu.replaceChildren(...d.audioTracks.map((t, i) =>
+          new Option(t.name + (t.lang ? ' (' + t.lang + ')' : ''), String(i))));
+        audioMenu.value = String(hls.audioTrack);
+        audioMenu.hidden = d.audioTracks.length < 2;
+      });
+      hls.on(Hls.Events.AUDIO_TRACK_SWITCHED, (_, d) => { audioMenu.value = String(d.id); });
       hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => {
         const l = hls.levels[d.level];
         if (l && quality.options.length) quality.options[0].text = 'Auto (' + l.height + 'p)';
@@ -142,6 +154,8 @@
     };
     if (hls) {
       s.levels = hls.levels.map((l) => l.width + 'x' + l.height);
+      s.audioTracks = hls.audioTracks.map((t) => t.name);
+      s.audioTrack = hls.audioTrack;
       s.level = hls.currentLevel;
       s.latency = hls.latency;
       if (hls.playingDate) s.pdtLatency = (Date.now() - hls.playingDate.getTime()) / 1000;

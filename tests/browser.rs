@@ -211,23 +211,26 @@ fn av1_from_enhanced_rtmp_plays_in_hls_js() {
 
 #[test]
 fn hls_js_switches_between_the_renditions_of_a_multitrack_publish() {
-    // one ffmpeg 9 publish with two H.264 encodes as two tracks (Enhanced RTMP multitrack)
+    // one ffmpeg 9 publish with two H.264 encodes as two video tracks and two AAC encodes
+    // as two audio tracks (Enhanced RTMP multitrack)
     let gw = Gateway::in_process("");
     let _pub = ffmpeg9_publish(
         "640x360",
         30,
         44100,
-        "-map 0:v -map 0:v -map 1:a -c:v libx264 -preset veryfast -s:v:0 640x360 -s:v:1 320x180 -b:v:0 800k \
-         -b:v:1 200k -g 60 -keyint_min 60 -sc_threshold 0 -pix_fmt yuv420p -c:a aac -b:a 64k",
+        "-map 0:v -map 0:v -map 1:a -map 1:a -c:v libx264 -preset veryfast -s:v:0 640x360 -s:v:1 320x180 \
+         -b:v:0 800k -b:v:1 200k -g 60 -keyint_min 60 -sc_threshold 0 -pix_fmt yuv420p -c:a aac -b:a:0 64k \
+         -b:a:1 32k",
         &gw.rtmp_url("live/abr"),
     );
     let ready = wait_until(Duration::from_secs(30), || {
-        http_get(gw.http, "/live/abr.m3u8").text().matches("#EXT-X-STREAM-INF:").count() == 2
+        let text = http_get(gw.http, "/live/abr.m3u8").text();
+        text.matches("#EXT-X-STREAM-INF:").count() == 2 && text.matches("#EXT-X-MEDIA:").count() == 2
     });
     assert!(ready, "{}", http_get(gw.http, "/live/abr.m3u8").text());
     let r = run_player(
         json!({"mode": "hls", "url": gw.http_url("/live/abr.m3u8"), "seconds": 14, "vendor": vendor(),
-               "switchLevel": 0, "screenshot": artifacts().join("hlsjs-abr.png")}),
+               "switchLevel": 0, "switchAudio": 1, "screenshot": artifacts().join("hlsjs-abr.png")}),
         |_, _| {},
     );
     let fatal = fatal_errors(&r);
@@ -240,7 +243,17 @@ fn hls_js_switches_between_the_renditions_of_a_multitrack_publish() {
     assert!(switches.first() == Some(&json!(1)) && switches.contains(&json!(0)), "switches: {switches:?}");
     assert_eq!((last["w"].as_u64(), last["h"].as_u64()), (Some(320), Some(180)), "playing the lower rendition");
     assert!(r["mediaAdvance"].as_f64().unwrap() >= 0.6 * 14.0, "media advanced {}", r["mediaAdvance"]);
-    println!("ABR: levels {}, switches {}, latency {} s", last["levels"], last["switches"], r["latencyAvg"]);
+    // the audio group: both audio tracks offered, switched to the second (an audio-only
+    // playlist), whose audio then decodes
+    assert_eq!(last["audioTracks"], json!(["Audio 0", "Audio 1"]), "hls.js audio tracks: {last}");
+    assert_eq!(last["audioTrack"], json!(1), "{last}");
+    assert!(last["audioSwitches"].as_array().is_some_and(|s| s.contains(&json!(1))), "{last}");
+    let at_switch = last["audioBytesAtSwitch"].as_u64().expect("audio switched");
+    assert!(last["audioBytes"].as_u64().unwrap_or(0) > at_switch, "audio decoded after the switch: {last}");
+    println!(
+        "ABR: levels {}, switches {}, audio tracks {} (switched {}), latency {} s",
+        last["levels"], last["switches"], last["audioTracks"], last["audioSwitches"], r["latencyAvg"]
+    );
     // the built-in player page offers both renditions (its quality menu is hls.js's levels)
     let r = run_player(
         json!({"mode": "page", "url": gw.http_url("/live/abr?mode=hls"), "seconds": 6,
@@ -249,5 +262,6 @@ fn hls_js_switches_between_the_renditions_of_a_multitrack_publish() {
     );
     let last = r["samples"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["levels"], json!(["320x180", "640x360"]), "player page levels: {last}");
+    assert_eq!(last["audioTracks"], json!(["Audio 0", "Audio 1"]), "player page audio menu: {last}");
     assert!(fatal_errors(&r).is_empty(), "{:?}", fatal_errors(&r));
 }

@@ -195,6 +195,52 @@ fn a_multitrack_publish_becomes_an_adaptive_hls_ladder_and_tracks_play_by_number
     assert!(aligned, "{}", api_stream(&gw, "live/multi"));
 }
 
+#[test]
+fn a_multitrack_publishs_audio_tracks_become_an_audio_rendition_group() {
+    let gw = Gateway::in_process("");
+    // two H.264 video tracks, AAC on audio track 0 and Opus on audio track 1
+    let _pub = publish_fixture(&gw, "multi_audio.flv", "live/langs");
+    wait_codecs(&gw, "live/langs");
+    let mut text = String::new();
+    let ok = wait_until(Duration::from_secs(30), || {
+        text = http_get(gw.http, "/live/langs.m3u8").text();
+        text.matches("#EXT-X-STREAM-INF:").count() == 2 && text.matches("#EXT-X-MEDIA:").count() == 2
+    });
+    assert!(ok, "{text}");
+    let media: Vec<&str> = text.lines().filter(|l| l.starts_with("#EXT-X-MEDIA:")).collect();
+    // video-only variants and audio-only renditions: the publish's own audio first (default)
+    assert!(media[0].contains("TYPE=AUDIO,URI=\"langs~a0.m3u8\",GROUP-ID=\"audio\""), "{text}");
+    assert!(media[0].contains("NAME=\"Audio 0\",DEFAULT=YES"), "{text}");
+    assert!(media[1].contains("URI=\"langs~a1.m3u8\"") && media[1].contains("NAME=\"Audio 1\""), "{text}");
+    assert!(!media[1].contains("DEFAULT=YES"), "{text}");
+    for inf in text.lines().filter(|l| l.starts_with("#EXT-X-STREAM-INF:")) {
+        assert!(inf.contains("AUDIO=\"audio\"") && inf.contains(",mp4a.40.2,opus\""), "{inf}");
+    }
+    for (uri, has_video, has_audio) in
+        [("langs~0.m3u8", true, false), ("langs~1.m3u8", true, false), ("langs~a0.m3u8", false, true)]
+    {
+        let (ok, out) = ffmpeg9_decode(&gw.http_url(&format!("/live/{uri}")), 1);
+        assert!(ok && out.contains("Video:") == has_video && out.contains("Audio:") == has_audio, "{uri}: {out}");
+    }
+    // the audio rendition's playlist: audio-only fMP4 parts, reporting the variants
+    let audio = http_get(gw.http, "/live/langs~a1.m3u8").text();
+    assert!(audio.contains("#EXT-X-PART:") && audio.contains("#EXT-X-MAP:"), "{audio}");
+    for other in ["langs~0.m3u8", "langs~1.m3u8", "langs~a0.m3u8"] {
+        assert!(audio.contains(&format!("#EXT-X-RENDITION-REPORT:URI=\"{other}\"")), "{audio}");
+    }
+    let variant = http_get(gw.http, "/live/langs~1.m3u8").text();
+    assert!(variant.contains("#EXT-X-RENDITION-REPORT:URI=\"langs~a1.m3u8\""), "{variant}");
+    let (ok, out) = ffmpeg9_decode(&gw.http_url("/live/langs~a1.m3u8"), 2);
+    assert!(ok && stream_line(&out, "Audio:").contains("opus") && !out.contains("Video:"), "{out}");
+    // players that read the group see both audio tracks next to both videos
+    let (ok, out) = ffmpeg9_decode(&gw.http_url("/live/langs.m3u8"), 2);
+    assert!(ok && out.contains("opus") && out.contains("aac") && out.contains("160x120"), "{out}");
+    let api = api_stream(&gw, "live/langs");
+    assert_eq!(api["audio_tracks"][0]["stream"], "live/langs~a1", "{api}");
+    assert_eq!(api["audio_tracks"][0]["codec"], "opus", "{api}");
+    assert_eq!(api["tracks"][0]["stream"], "live/langs~1", "{api}");
+}
+
 /// An RTMP viewer that announces `codecs` in connect's `fourCcList` (None: no list) and
 /// plays `live/NAME`: what the server answered.
 fn play_announcing(gw: &Gateway, name: &str, codecs: Option<&[&str]>) -> String {
@@ -262,6 +308,16 @@ fn hostile_enhanced_rtmp_drops_only_the_offending_messages() {
         body[6] = track;
         send(&mut bad, 4160, &body);
     }
+    // and 40 audio track ids (the Opus track's multitrack sequence start): at most 7 too
+    let multi = std::fs::read(format!("{}/fixtures/ertmp/multi_audio.flv", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let tags = hostile::parse_flv(&multi);
+    let start =
+        tags.iter().find(|t| t.kind == 8 && t.body.starts_with(&[0x95, 0x00])).expect("an audio track sequence start");
+    for track in 1..=40u8 {
+        let mut body = start.body.to_vec();
+        body[6] = track;
+        bad.message(4, 8, 1, 4200, &body).expect("send"); // an audio message
+    }
     let counted = wait_until(Duration::from_secs(10), || {
         let m = http_get(gw.http, "/metrics").text();
         let n = |reason: &str| {
@@ -278,6 +334,15 @@ fn hostile_enhanced_rtmp_drops_only_the_offending_messages() {
     assert_eq!(api["name"], "bad");
     let tracks = api["tracks"].as_array().map_or(0, Vec::len);
     assert!(tracks <= 7, "{tracks} track streams for one publish: {api}");
+    // the audio track ids came last: once all are read, at most 7 got a stream
+    let audio = |api: &serde_json::Value| api["audio_tracks"].as_array().map_or(0, Vec::len);
+    assert!(
+        wait_until(Duration::from_secs(10), || audio(&api_stream(&gw, "live/bad")) == 7),
+        "{}",
+        api_stream(&gw, "live/bad")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(audio(&api_stream(&gw, "live/bad")), 7, "{}", api_stream(&gw, "live/bad"));
     let (ok, text) = ffmpeg9_decode(&gw.http_url("/live/good.flv"), 2);
     assert!(ok && stream_line(&text, "Video:").contains("hevc"), "{text}");
 }

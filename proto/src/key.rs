@@ -14,22 +14,38 @@ impl StreamKey {
         Self { app: app.into(), name: name.into() }
     }
 
-    /// The key of track `track` of a multitrack publish on this key: `NAME~TRACK` (`~` is
-    /// not allowed in published names, so it never collides with one).
+    /// The key of video track `track` of a multitrack publish on this key: `NAME~TRACK`
+    /// (`~` is not allowed in published names, so it never collides with one).
     pub fn track(&self, track: u8) -> Self {
         Self::new(self.app.clone(), format!("{}~{track}", self.name))
     }
 
-    /// For a track key (`NAME~TRACK`), the key it belongs to and the track.
-    pub fn split_track(&self) -> Option<(StreamKey, u8)> {
+    /// The key of audio track `track` of a multitrack publish on this key: `NAME~aTRACK`.
+    pub fn audio_track(&self, track: u8) -> Self {
+        Self::new(self.app.clone(), format!("{}~a{track}", self.name))
+    }
+
+    /// For a track key (`NAME~TRACK` or `NAME~aTRACK`), the key it belongs to and the track.
+    pub fn split_track(&self) -> Option<(StreamKey, Track)> {
         let (name, track) = self.name.rsplit_once('~')?;
-        Some((Self::new(self.app.clone(), name), track.parse().ok()?))
+        let track = match track.strip_prefix('a') {
+            Some(audio) => Track::Audio(audio.parse().ok()?),
+            None => Track::Video(track.parse().ok()?),
+        };
+        Some((Self::new(self.app.clone(), name), track))
     }
 
     /// A key from client input, or `None` unless both parts are safe names (see [`valid_name`]).
     pub fn parse(app: &str, name: &str) -> Option<Self> {
         (valid_name(app) && valid_name(name)).then(|| Self::new(app, name))
     }
+}
+
+/// A track of a multitrack publish (E-RTMP track ids are per media kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Track {
+    Video(u8),
+    Audio(u8),
 }
 
 /// Names usable as app and stream: 1 to 128 of `[A-Za-z0-9_.-]`, not starting
@@ -44,5 +60,22 @@ pub fn valid_name(s: &str) -> bool {
 impl fmt::Display for StreamKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.app, self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn track_keys_round_trip() {
+        let key = StreamKey::new("live", "demo");
+        assert_eq!(key.track(2).to_string(), "live/demo~2");
+        assert_eq!(key.audio_track(1).to_string(), "live/demo~a1");
+        assert_eq!(key.track(2).split_track(), Some((key.clone(), Track::Video(2))));
+        assert_eq!(key.audio_track(1).split_track(), Some((key.clone(), Track::Audio(1))));
+        for bad in ["demo", "demo~", "demo~a", "demo~x1", "demo~256", "demo~a-1"] {
+            assert_eq!(StreamKey::new("live", bad).split_track(), None, "{bad}");
+        }
     }
 }

@@ -24,7 +24,7 @@ mod key;
 pub mod media;
 pub mod rtmp;
 
-pub use key::{valid_name, StreamKey};
+pub use key::{valid_name, StreamKey, Track};
 
 /// Fuzz target bodies: for tests and `cargo fuzz` only (`--cfg fuzzing`).
 #[cfg(any(test, fuzzing))]

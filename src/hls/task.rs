@@ -3,7 +3,7 @@
 //! tasks (told of each new stream losslessly by the hub) and sleeps until the store's next
 //! lifecycle deadline.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
@@ -11,12 +11,53 @@ use tracing::{info, warn, Instrument};
 
 use super::store::{unix_ms, MIN_SWEEP_INTERVAL};
 use super::{ts, Container, HlsStore, Segmenter, SegmenterConfig};
-use crate::hub::{lock, Hub, HubEvent, Stream};
+use crate::hub::{lock, Hub, HubEvent, Stream, StreamKey, Track};
+use crate::media::CodecConfig;
+
+/// What a playlist carries of its stream's tracks. A multitrack publish is a ladder of
+/// video-only variants and audio-only renditions (players such as hls.js cannot add an
+/// alternative audio track to fMP4 segments that already hold one): its track streams
+/// (`NAME~N`, `NAME~aN`) and the publish's own video and audio (`NAME~0`, `NAME~a0`) are
+/// segmented apart; the publish's muxed playlist (`NAME`) stays for players of one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    Both,
+    Video,
+    Audio,
+}
+
+impl Media {
+    fn for_key(key: &StreamKey) -> Self {
+        match key.split_track() {
+            Some((_, Track::Video(_))) => Media::Video,
+            Some((_, Track::Audio(_))) => Media::Audio,
+            None => Media::Both,
+        }
+    }
+
+    /// `ev` as this playlist sees it; None when it carries nothing of it (a configuration
+    /// without this playlist's track is held back until one has it).
+    fn filter(self, ev: HubEvent) -> Option<HubEvent> {
+        match (self, ev) {
+            (Media::Both, ev) => Some(ev),
+            (_, HubEvent::Frame(f)) if f.is_video() != (self == Media::Video) => None,
+            (Media::Video, HubEvent::Config(c)) => {
+                c.video.is_some().then(|| HubEvent::Config(CodecConfig { audio: None, ..c }))
+            }
+            (Media::Audio, HubEvent::Config(c)) => {
+                c.audio.is_some().then(|| HubEvent::Config(CodecConfig { video: None, video_metadata: None, ..c }))
+            }
+            (_, ev) => Some(ev),
+        }
+    }
+}
 
 /// Follows every stream the hub starts, until `shutdown`.
 pub async fn run(hub: Hub, store: HlsStore, shutdown: CancellationToken) {
     let mut new_streams = hub.watch_new_streams();
     let mut tasks = tokio::task::JoinSet::new();
+    // multitrack publishes whose own video and audio have playlists of their own
+    let mut ladders: Vec<Weak<Stream>> = Vec::new();
     let mut last_sweep = Instant::now();
     loop {
         // sleep until the next deadline (none: until something is scheduled); sweeps at
@@ -32,8 +73,22 @@ pub async fn run(hub: Hub, store: HlsStore, shutdown: CancellationToken) {
             }
             started = new_streams.recv() => match started {
                 Some(stream) if store.policy(stream.key()).enabled => {
-                    let span = tracing::info_span!("hls", stream = %stream.key());
-                    tasks.spawn(follow(stream, store.clone(), shutdown.clone()).instrument(span));
+                    let key = stream.key().clone();
+                    // a track of a multitrack publish: the publish becomes a ladder, whose
+                    // first variant and first audio rendition are its own video and audio
+                    if let Some(base) = key.split_track().and_then(|(base, _)| hub.get(&base)) {
+                        ladders.retain(|w| w.strong_count() > 0);
+                        if !ladders.iter().any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&base))) {
+                            ladders.push(Arc::downgrade(&base));
+                            for (own, media) in [(base.key().track(0), Media::Video), (base.key().audio_track(0), Media::Audio)] {
+                                let span = tracing::info_span!("hls", stream = %own);
+                                tasks.spawn(follow(base.clone(), own, media, store.clone(), shutdown.clone()).instrument(span));
+                            }
+                        }
+                    }
+                    let span = tracing::info_span!("hls", stream = %key);
+                    let media = Media::for_key(&key);
+                    tasks.spawn(follow(stream, key, media, store.clone(), shutdown.clone()).instrument(span));
                 }
                 Some(_) => {}
                 None => break,
@@ -46,9 +101,9 @@ pub async fn run(hub: Hub, store: HlsStore, shutdown: CancellationToken) {
     store.sweep(Instant::now(), true).await;
 }
 
-/// Segments one publish session of a stream.
-async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToken) {
-    let key = stream.key().clone();
+/// Segments one publish session of a stream (what `media` says of it) as the playlist of
+/// `key`.
+async fn follow(stream: Arc<Stream>, key: StreamKey, media: Media, store: HlsStore, shutdown: CancellationToken) {
     // Low-Latency HLS finishes a part when the next frame arrives: be woken for every
     // frame, not in the viewers' merged batches (segments can wait for the batch)
     let eager = store.policy(&key).parts().is_some();
@@ -62,6 +117,13 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
         let ev = tokio::select! {
             _ = shutdown.cancelled() => break,
             ev = sub.recv() => ev,
+        };
+        let ev = match ev {
+            Ok(Some(ev)) => match media.filter(ev) {
+                Some(ev) => Ok(Some(ev)),
+                None => continue,
+            },
+            other => other,
         };
         match ev {
             Ok(Some(HubEvent::Config(c))) => {
@@ -122,7 +184,10 @@ async fn follow(stream: Arc<Stream>, store: HlsStore, shutdown: CancellationToke
             },
         };
         let ev = match ev {
-            Ok(Some(ev)) => ev,
+            Ok(Some(ev)) => match media.filter(ev) {
+                Some(ev) => ev,
+                None => continue,
+            },
             Ok(None) => break,
             Err(e) => {
                 warn!("hls: {e}; resubscribing");

@@ -27,7 +27,7 @@ pub use stream::{Evicted, Protocol, Publisher, Stream, StreamStats, Subscription
 /// The event vocabulary lives in the sans-IO core (`livegate_proto::media::Event`); the
 /// hub keeps its historical name for it.
 pub use livegate_proto::media::Event as HubEvent;
-pub use livegate_proto::{valid_name, StreamKey};
+pub use livegate_proto::{valid_name, StreamKey, Track};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

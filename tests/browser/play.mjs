@@ -42,11 +42,23 @@ function firstFrame() {
   if (!('requestVideoFrameCallback' in v)) return;
   v.requestVideoFrameCallback(() => { H.firstFrameMs = performance.now() - H.t0; note('first-frame'); });
 }
-H.startHls = (url, switchLevel) => {
+H.startHls = (url, switchLevel, switchAudio) => {
   if (!Hls.isSupported()) throw new Error('hls.js: MSE not supported');
   const hls = H.hls = new Hls({ enableWorker: true });
   H.switches = [];
+  H.audioSwitches = [];
   hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => H.switches.push(d.level));
+  hls.on(Hls.Events.AUDIO_TRACK_SWITCHED, (_, d) => {
+    H.audioSwitches.push(d.id);
+    if (H.audioAsked && H.audioBytesAtSwitch == null) H.audioBytesAtSwitch = v.webkitAudioDecodedByteCount || 0;
+  });
+  // several audio renditions: switch to audio track switchAudio 2 s after the first frame
+  if (switchAudio != null) hls.on(Hls.Events.FRAG_BUFFERED, () => {
+    if (H.firstFrameMs != null && !H.audioAsked && performance.now() - H.t0 > H.firstFrameMs + 2000) {
+      H.audioAsked = true;
+      hls.audioTrack = switchAudio;
+    }
+  });
   // a multivariant playlist: switch to level switchLevel 4 s after the first frame
   if (switchLevel != null) hls.on(Hls.Events.FRAG_BUFFERED, () => {
     if (H.firstFrameMs != null && !H.switchAsked && performance.now() - H.t0 > H.firstFrameMs + 4000) {
@@ -54,7 +66,7 @@ H.startHls = (url, switchLevel) => {
       hls.currentLevel = switchLevel;
     }
   });
-  hls.on(Hls.Events.ERROR, (_, d) => H.errors.push({ fatal: !!d.fatal, type: d.type, details: d.details }));
+  hls.on(Hls.Events.ERROR, (_, d) => H.errors.push({ fatal: !!d.fatal, type: d.type, details: d.details, parent: d.parent || d.sourceBufferName || null, message: String((d.error && d.error.message) || d.reason || '') }));
   hls.on(Hls.Events.BUFFER_CODECS, (_, d) => { H.tracks = Object.fromEntries(Object.entries(d).map(([k, t]) => [k, t.codec || ''])); });
   hls.on(Hls.Events.LEVEL_UPDATED, (_, d) => { if (!d.details.live) note('playlist-not-live'); });
   firstFrame();
@@ -95,6 +107,10 @@ H.sample = () => {
     s.levels = H.hls.levels.map((l) => l.width + 'x' + l.height);
     s.level = H.hls.currentLevel;
     s.switches = H.switches;
+    s.audioTracks = H.hls.audioTracks.map((t) => t.name);
+    s.audioTrack = H.hls.audioTrack;
+    s.audioSwitches = H.audioSwitches;
+    s.audioBytesAtSwitch = H.audioBytesAtSwitch ?? null;
     s.tracks = H.tracks || null;
     const details = H.hls.levels[H.hls.currentLevel]?.details;
     s.live = details?.live ?? null;
@@ -151,7 +167,8 @@ try {
     result.pageOrigin = origin;
     await page.goto(origin + '/');
     result.codecSupport = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.64001f,mp4a.40.2"'));
-    await page.evaluate(([mode, url, sw]) => (mode === 'hls' ? H.startHls(url, sw) : H.startFlv(url)), [opts.mode, opts.url, opts.switchLevel ?? null]);
+    await page.evaluate(([mode, url, sw, sa]) => (mode === 'hls' ? H.startHls(url, sw, sa) : H.startFlv(url)),
+      [opts.mode, opts.url, opts.switchLevel ?? null, opts.switchAudio ?? null]);
     getSample = () => page.evaluate(() => H.sample());
     getState = () => page.evaluate(() => ({ firstFrameMs: H.firstFrameMs, playingMs: H.playingMs, errors: H.errors, events: H.events, ended: H.ended, mediaInfo: H.mediaInfo || null }));
   }

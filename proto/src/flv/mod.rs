@@ -9,6 +9,7 @@
 
 mod demux;
 pub mod file;
+mod labels;
 mod mux;
 mod stream;
 mod writer;
@@ -16,6 +17,7 @@ mod writer;
 pub use demux::{
     demux_audio, demux_video, is_multitrack, Demuxed, FlvError, TrackDemuxed, MAX_MODEX, MAX_TRACKS_PER_MESSAGE,
 };
+pub use labels::{audio_track_labels, TrackLabel};
 pub use mux::{
     audio_config_body, audio_tag_header, file_header, tag_bodies, tag_header, video_config_body, video_tag_header,
     TagBody, TagCodecs, TagType, MAX_CODEC_HEADER, PREV_TAG_SIZE_LEN, TAG_HEADER_LEN,

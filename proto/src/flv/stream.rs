@@ -54,6 +54,8 @@ pub struct TagDemuxer {
     served: [Option<u8>; 2],
     /// Other tracks already noted, per kind (a bit per track id).
     noted: [[u64; 4]; 2],
+    /// Serves no video (an audio track's stream).
+    no_video: bool,
     scratch: Vec<TrackDemuxed>,
 }
 
@@ -71,6 +73,11 @@ impl TagDemuxer {
             d.config_dirty = true;
         }
         d
+    }
+
+    /// A demuxer that serves audio track `audio` of a multitrack publish, and no video.
+    pub fn for_audio_track(audio: u8) -> Self {
+        Self { served: [None, Some(audio)], no_video: true, ..Self::default() }
     }
 
     /// The configuration the served tracks have now.
@@ -105,7 +112,7 @@ impl TagDemuxer {
     }
 
     fn item(&mut self, kind: MediaKind, track: u8, item: Demuxed, out: &mut Vec<Event>, notes: &mut Vec<Note>) {
-        if matches!(item, Demuxed::Skip) {
+        if matches!(item, Demuxed::Skip) || (self.no_video && kind == MediaKind::Video) {
             return;
         }
         let k = usize::from(kind == MediaKind::Audio);
@@ -276,8 +283,12 @@ mod tests {
     }
 
     fn fixture(file: &'static [u8]) -> (Vec<Event>, Vec<Note>) {
+        fixture_with(TagDemuxer::new(), file)
+    }
+
+    fn fixture_with(mut d: TagDemuxer, file: &'static [u8]) -> (Vec<Event>, Vec<Note>) {
         let tags = crate::flv::file::read_tags(&Bytes::from_static(file)).unwrap();
-        let (mut d, mut out, mut notes) = (TagDemuxer::new(), Vec::new(), Vec::new());
+        let (mut out, mut notes) = (Vec::new(), Vec::new());
         for t in tags {
             let kind = match t.tag_type {
                 8 => MediaKind::Audio,
@@ -297,6 +308,32 @@ mod tests {
         let Some(Event::Config(c)) = out.first() else { panic!("{:?}", out.first()) };
         assert_eq!(c.video.as_ref().map(|v| v.width()), Some(320));
         assert!(!notes.contains(&Note::FrameBeforeConfig));
+    }
+
+    #[test]
+    fn an_audio_track_demuxer_serves_that_track_and_no_video() {
+        const FILE: &[u8] = include_bytes!("../../../fixtures/ertmp/multi_audio.flv");
+        // the publish's own demuxer: video 0, the AAC track 0, and notes the other two
+        let (out, notes) = fixture(FILE);
+        let others: Vec<_> = notes.iter().filter(|n| matches!(n, Note::OtherTrack { .. })).collect();
+        assert_eq!(
+            others,
+            vec![
+                &Note::OtherTrack { kind: MediaKind::Video, track: 1 },
+                &Note::OtherTrack { kind: MediaKind::Audio, track: 1 }
+            ]
+        );
+        let Some(Event::Config(c)) = out.first() else { panic!("{:?}", out.first()) };
+        assert_eq!(c.audio.as_ref().map(|a| a.codec_string()).as_deref(), Some("mp4a.40.2"));
+        // audio track 1 (Opus, sent as a multitrack OneTrack message) alone
+        let (out, notes) = fixture_with(TagDemuxer::for_audio_track(1), FILE);
+        assert!(!notes.iter().any(|n| matches!(n, Note::FrameBeforeConfig | Note::VideoConfig(_))), "{notes:?}");
+        let Some(Event::Config(c)) = out.first() else { panic!("{:?}", out.first()) };
+        assert!(c.video.is_none());
+        assert_eq!(c.audio.as_ref().map(|a| a.codec_string()).as_deref(), Some("opus"));
+        let frames = out.iter().filter(|e| matches!(e, Event::Frame(_))).count();
+        assert!(frames > 50, "{frames} Opus frames in 2 s");
+        assert!(out.iter().all(|e| !matches!(e, Event::Frame(f) if f.is_video())));
     }
 
     #[test]

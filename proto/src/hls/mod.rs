@@ -16,6 +16,6 @@ mod golden;
 pub(crate) mod testutil;
 
 pub use fmp4::Fmp4Muxer;
-pub use playlist::{render_multivariant, PartInfo, Playlist, PlaylistConfig, SegmentInfo, Variant};
+pub use playlist::{render_multivariant, AudioRendition, PartInfo, Playlist, PlaylistConfig, SegmentInfo, Variant};
 pub use segmenter::{Container, InitSegment, Part, Segment, Segmenter, SegmenterConfig};
 pub use ts::{MuxError, TsMuxer};

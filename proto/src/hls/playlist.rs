@@ -354,15 +354,44 @@ pub struct Variant {
     pub codecs: String,
     pub resolution: Option<(u32, u32)>,
     pub frame_rate: Option<f64>,
+    /// The `GROUP-ID` of the audio renditions it plays with.
+    pub audio: Option<String>,
+}
+
+/// An audio rendition (`EXT-X-MEDIA:TYPE=AUDIO`) of a multivariant playlist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioRendition {
+    pub group: String,
+    /// Unique within the group.
+    pub name: String,
+    pub language: Option<String>,
+    /// Its audio-only media playlist; None: the audio is in each variant's segments.
+    pub uri: Option<String>,
+    pub default: bool,
+    pub channels: Option<u8>,
 }
 
 /// The multivariant playlist listing `variants` (highest bandwidth first, as players
-/// start from the first listed).
-pub fn render_multivariant(variants: &[Variant]) -> Bytes {
+/// start from the first listed) and the audio `renditions` their groups name.
+pub fn render_multivariant(variants: &[Variant], renditions: &[AudioRendition]) -> Bytes {
     configure_float_precision();
     let playlist = m3u8_rs::MasterPlaylist {
         version: Some(6),
         independent_segments: true,
+        alternatives: renditions
+            .iter()
+            .map(|r| m3u8_rs::AlternativeMedia {
+                media_type: m3u8_rs::AlternativeMediaType::Audio,
+                uri: r.uri.clone(),
+                group_id: r.group.clone(),
+                language: r.language.clone(),
+                name: r.name.clone(),
+                default: r.default,
+                autoselect: true,
+                channels: r.channels.map(|c| c.to_string()),
+                ..Default::default()
+            })
+            .collect(),
         variants: variants
             .iter()
             .map(|v| m3u8_rs::VariantStream {
@@ -372,6 +401,7 @@ pub fn render_multivariant(variants: &[Variant]) -> Bytes {
                 codecs: Some(v.codecs.clone()),
                 resolution: v.resolution.map(|(w, h)| m3u8_rs::Resolution { width: w.into(), height: h.into() }),
                 frame_rate: v.frame_rate,
+                audio: v.audio.clone(),
                 ..Default::default()
             })
             .collect(),
@@ -386,6 +416,52 @@ pub fn render_multivariant(variants: &[Variant]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multivariant_lists_variants_with_their_audio_group() {
+        let variant = |uri: &str, bandwidth, size| Variant {
+            uri: uri.into(),
+            bandwidth,
+            average_bandwidth: Some(bandwidth / 2),
+            codecs: "avc1.64000c,mp4a.40.2,opus".into(),
+            resolution: Some(size),
+            frame_rate: Some(25.0),
+            audio: Some("audio".into()),
+        };
+        let renditions = [
+            AudioRendition {
+                group: "audio".into(),
+                name: "Audio 0".into(),
+                language: Some("en".into()),
+                uri: None,
+                default: true,
+                channels: Some(2),
+            },
+            AudioRendition {
+                group: "audio".into(),
+                name: "Français".into(),
+                language: Some("fr".into()),
+                uri: Some("demo~a1.m3u8".into()),
+                default: false,
+                channels: Some(1),
+            },
+        ];
+        let text = render_multivariant(
+            &[variant("demo~0.m3u8", 900_000, (640, 360)), variant("demo~1.m3u8", 300_000, (320, 180))],
+            &renditions,
+        );
+        let s = std::str::from_utf8(&text).unwrap();
+        assert!(s.contains("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",LANGUAGE=\"en\",NAME=\"Audio 0\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\"\n"), "{s}");
+        let Ok((_, m3u8_rs::Playlist::MasterPlaylist(parsed))) = m3u8_rs::parse_playlist(&text) else { panic!("{s}") };
+        assert_eq!(parsed.variants.len(), 2);
+        assert!(parsed.variants.iter().all(|v| v.audio.as_deref() == Some("audio")), "{s}");
+        assert_eq!(parsed.alternatives.len(), 2);
+        let alt = &parsed.alternatives[1];
+        assert_eq!(
+            (alt.uri.as_deref(), alt.name.as_str(), alt.default, alt.autoselect),
+            (Some("demo~a1.m3u8"), "Français", false, true)
+        );
+    }
 
     const WALL0: i64 = 1_700_000_000_000; // 2023-11-14T22:13:20Z
 

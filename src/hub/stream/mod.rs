@@ -18,7 +18,8 @@ pub use subscription::{Evicted, Subscription};
 pub use viewers::{Protocol, StreamStats, ViewerGuard};
 
 use super::fanout::Fanout;
-use super::{lock, HubConfig, HubEvent, HubObserver, StreamKey};
+use super::{lock, HubConfig, HubEvent, HubObserver, StreamKey, Track};
+use crate::flv::TrackLabel;
 use crate::media::CodecConfig;
 
 /// What the stream's lock guards: the fan-out core and the wakers of parked viewers.
@@ -50,9 +51,17 @@ pub struct Stream {
     last_input_ms: AtomicU64,
     kick: CancellationToken,
     kick_reason: std::sync::OnceLock<&'static str>,
-    /// A multitrack publish: the ids of its other video tracks, each served as the stream
-    /// `NAME~TRACK` (`StreamKey::track`).
-    tracks: Mutex<Vec<u8>>,
+    /// A multitrack publish: its other tracks, each served as a stream of its own
+    /// (`NAME~TRACK`, `NAME~aTRACK`: `StreamKey::track`, `StreamKey::audio_track`).
+    tracks: Mutex<Tracks>,
+}
+
+/// The other tracks of a multitrack publish.
+#[derive(Debug, Default)]
+struct Tracks {
+    video: Vec<u8>,
+    audio: Vec<u8>,
+    labels: Vec<TrackLabel>,
 }
 
 impl Stream {
@@ -74,7 +83,7 @@ impl Stream {
             observer,
             last_input_ms: AtomicU64::new(0),
             kick: CancellationToken::new(),
-            tracks: Mutex::new(Vec::new()),
+            tracks: Mutex::new(Tracks::default()),
             kick_reason: std::sync::OnceLock::new(),
         }
     }
@@ -133,13 +142,31 @@ impl Stream {
         self.started_at.elapsed()
     }
 
-    /// The other video tracks of a multitrack publish (see [`Stream::tracks`]).
+    /// The other video tracks of a multitrack publish, by track id.
     pub fn tracks(&self) -> Vec<u8> {
-        lock(&self.tracks).clone()
+        lock(&self.tracks).video.clone()
     }
 
-    pub fn add_track(&self, track: u8) {
-        lock(&self.tracks).push(track);
+    /// The other audio tracks of a multitrack publish, by track id.
+    pub fn audio_tracks(&self) -> Vec<u8> {
+        lock(&self.tracks).audio.clone()
+    }
+
+    pub fn add_track(&self, track: Track) {
+        let mut t = lock(&self.tracks);
+        match track {
+            Track::Video(id) => t.video.push(id),
+            Track::Audio(id) => t.audio.push(id),
+        }
+    }
+
+    /// The names and languages the publisher's metadata gave its audio tracks.
+    pub fn audio_labels(&self) -> Vec<TrackLabel> {
+        lock(&self.tracks).labels.clone()
+    }
+
+    pub fn set_audio_labels(&self, labels: Vec<TrackLabel>) {
+        lock(&self.tracks).labels = labels;
     }
 
     pub fn codec(&self) -> CodecConfig {

@@ -32,6 +32,7 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
     let container = ctx.hls.container(s.key());
     // a multitrack publish: the first track's segment durations, to tell the others' alignment
     let tracks = s.tracks();
+    let labels = s.audio_labels();
     let main = if tracks.is_empty() { Vec::new() } else { ctx.hls.segment_durations(s.key()) };
     let variant = container.map(|c| match c {
         (crate::hls::Container::MpegTs, _) => "mpegts",
@@ -78,6 +79,21 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
                 "width": video.as_ref().map(|v| v.width()),
                 "height": video.as_ref().map(|v| v.height()),
                 "aligned": segments_aligned(&main, &ctx.hls.segment_durations(&key)),
+            })
+        }).collect::<Vec<_>>(),
+        // and its other audio tracks (the HLS ladder's audio renditions)
+        "audio_tracks": s.audio_tracks().into_iter().map(|t| {
+            let key = s.key().audio_track(t);
+            let audio = ctx.hub.get(&key).and_then(|t| t.codec().audio.clone());
+            let label = labels.iter().find(|l| l.track == t);
+            json!({
+                "track": t,
+                "stream": key.to_string(),
+                "codec": audio.as_ref().map(|a| a.codec_string()),
+                "sample_rate": audio.as_ref().map(|a| a.sample_rate()),
+                "channels": audio.as_ref().map(|a| a.channels()),
+                "name": label.and_then(|l| l.name.clone()),
+                "language": label.and_then(|l| l.language.clone()),
             })
         }).collect::<Vec<_>>(),
     })

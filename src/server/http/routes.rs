@@ -86,12 +86,9 @@ async fn route(
                 return super::flv::serve(key, query, head, peer, ctx, kill).await;
             }
             if let Some(name) = file.strip_suffix(".m3u8").filter(|n| !n.is_empty()) {
-                // a multitrack publish: NAME.m3u8 is the multivariant playlist of its video
-                // tracks, NAME~0.m3u8 the publish's own media playlist, NAME~N its track N
-                let (name, variant) = match name.strip_suffix("~0") {
-                    Some(base) => (base, true),
-                    None => (name, name.contains('~')),
-                };
+                // a multitrack publish: NAME.m3u8 is the multivariant playlist of its
+                // tracks, NAME~N.m3u8 video track N's playlist, NAME~aN.m3u8 audio track N's
+                let variant = name.contains('~');
                 let key = StreamKey::new(*app, name);
                 // HLS is checked against play keys only: a callback per playlist refresh would flood it.
                 let settings = ctx.settings.get();

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::conn::{Connection, Role, KEY_WAIT, SILENT};
 use crate::auth::Action;
 use crate::flv::{FlvError, Note, TagDemuxer};
-use crate::hub::{HubEvent, PublishError, Publisher, Stream, StreamKey};
+use crate::hub::{HubEvent, PublishError, Publisher, Stream, StreamKey, Track};
 use crate::metrics::Metrics;
 use crate::rtmp::{MediaKind, RequestId};
 
@@ -41,11 +41,12 @@ pub(super) struct Ingest {
 /// stream limit).
 pub(super) type StartTrack = Box<dyn Fn(&StreamKey) -> Option<Publisher> + Send>;
 
-/// Track streams one multitrack publish may start (the variants of its HLS ladder).
+/// Track streams of each kind one multitrack publish may start (the variants and audio
+/// renditions of its HLS ladder).
 pub(super) const MAX_TRACKS: usize = 7;
 
 struct TrackIngest {
-    track: u8,
+    track: Track,
     demuxer: TagDemuxer,
     publisher: Publisher,
 }
@@ -97,9 +98,27 @@ impl Ingest {
     }
 
     pub(super) fn metadata(&mut self, payload: Bytes) {
+        // the names and languages of a multitrack publish's audio tracks, if it gives any
+        self.publisher.stream().set_audio_labels(crate::flv::audio_track_labels(&payload));
         self.publisher.send(HubEvent::Metadata(payload));
     }
+}
 
+/// Whether another track of `kind` with id `track` gets a stream of its own, besides
+/// `tracks`.
+fn can_start(tracks: &[TrackIngest], kind: MediaKind, track: u8) -> bool {
+    {
+        let same =
+            |t: &Track| matches!((kind, t), (MediaKind::Video, Track::Video(_)) | (MediaKind::Audio, Track::Audio(_)));
+        let wanted = match kind {
+            MediaKind::Video => Track::Video(track),
+            MediaKind::Audio => Track::Audio(track),
+        };
+        tracks.iter().filter(|t| same(&t.track)).count() < MAX_TRACKS && !tracks.iter().any(|t| t.track == wanted)
+    }
+}
+
+impl Ingest {
     pub(super) fn media(&mut self, kind: MediaKind, timestamp: u32, payload: Bytes) {
         // the stream (not its key) is held: no allocation per message
         let stream = Arc::clone(self.publisher.stream());
@@ -133,30 +152,32 @@ impl Ingest {
                             "dropping a frame whose codec is not its track's (no new sequence start)");
                     }
                 }
-                Note::OtherTrack { kind: MediaKind::Video, track }
-                    if self.tracks.len() < MAX_TRACKS && !self.tracks.iter().any(|t| t.track == track) =>
-                {
-                    let track_key = key.track(track);
+                Note::OtherTrack { kind, track } if can_start(&self.tracks, kind, track) => {
+                    let (track, track_key, demuxer) = match kind {
+                        MediaKind::Video => (
+                            Track::Video(track),
+                            key.track(track),
+                            TagDemuxer::for_track(track, self.demuxer.config().audio.clone()),
+                        ),
+                        MediaKind::Audio => {
+                            (Track::Audio(track), key.audio_track(track), TagDemuxer::for_audio_track(track))
+                        }
+                    };
                     match (self.start_track)(&track_key) {
                         Some(publisher) => {
-                            info!(stream = %key, track, track_stream = %track_key, "multitrack publish: video track served as its own stream (an HLS variant)");
-                            let audio = self.demuxer.config().audio.clone();
+                            info!(stream = %key, ?track, track_stream = %track_key, "multitrack publish: track served as its own stream (an HLS rendition)");
                             self.publisher.stream().add_track(track);
-                            self.tracks.push(TrackIngest {
-                                track,
-                                demuxer: TagDemuxer::for_track(track, audio),
-                                publisher,
-                            });
+                            self.tracks.push(TrackIngest { track, demuxer, publisher });
                         }
                         None => {
                             self.metrics.media_dropped("other_track");
-                            warn!(stream = %key, track, "multitrack publish: the track's stream could not be started; dropped");
+                            warn!(stream = %key, ?track, "multitrack publish: the track's stream could not be started; dropped");
                         }
                     }
                 }
                 Note::OtherTrack { kind, track } => {
                     self.metrics.media_dropped("other_track");
-                    warn!(stream = %key, ?kind, track, "multitrack publish: only the first track is served; this one is dropped")
+                    warn!(stream = %key, ?kind, track, "multitrack publish: more than {MAX_TRACKS} tracks of a kind; this one is dropped")
                 }
                 Note::Jump { from, to } => {
                     warn!(stream = %key, from, to, "timestamp jump; marking a discontinuity")
