@@ -145,6 +145,15 @@ impl Command {
     pub fn arg_number(&self, i: usize) -> Option<f64> {
         self.args.get(i).and_then(Amf0Value::as_number)
     }
+
+    /// A boolean argument (some clients send 0/1 numbers instead).
+    pub fn arg_bool(&self, i: usize) -> Option<bool> {
+        match self.args.get(i)? {
+            Amf0Value::Boolean(b) => Some(*b),
+            Amf0Value::Number(n) => Some(*n != 0.0),
+            _ => None,
+        }
+    }
 }
 
 /// Encodes `name, transaction id, values...` as an AMF0 command payload.

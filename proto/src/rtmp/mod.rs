@@ -14,6 +14,6 @@ mod testclient;
 
 pub use client::{ClientConfig, ClientSession};
 pub use error::RtmpError;
-pub use session::{ClientCapabilities, MediaKind, RequestId, ServerSession, SessionConfig, SessionEvent};
+pub use session::{ClientCapabilities, MediaKind, PlayControl, RequestId, ServerSession, SessionConfig, SessionEvent};
 #[cfg(test)]
 mod tests;

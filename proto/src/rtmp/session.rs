@@ -132,6 +132,24 @@ pub enum SessionEvent {
     },
     Unpublished,
     PlayStopped,
+    /// A play-control command on a stream that is playing (the driver answers it).
+    PlayControl {
+        stream_id: u32,
+        control: PlayControl,
+    },
+}
+
+/// What a viewer asked of its play.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PlayControl {
+    /// `pause` true (stop media) or false (resume at the live edge).
+    Pause(bool),
+    /// `receiveAudio`: turn audio off or on.
+    ReceiveAudio(bool),
+    /// `receiveVideo`: turn video off or on (on: from the next keyframe).
+    ReceiveVideo(bool),
+    /// `seek` to a position in milliseconds (a live stream cannot).
+    Seek(f64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,6 +354,17 @@ impl ServerSession {
         );
     }
 
+    /// Answers a viewer's `pause`: `NetStream.Pause.Notify`, or on resuming Stream Begin and
+    /// `NetStream.Unpause.Notify`.
+    pub fn send_pause_notify(&mut self, stream_id: u32, paused: bool) {
+        if paused {
+            self.queue_status(stream_id, "status", "NetStream.Pause.Notify", "Paused live stream");
+        } else {
+            self.queue_user_control(msg::UC_STREAM_BEGIN, stream_id);
+            self.queue_status(stream_id, "status", "NetStream.Unpause.Notify", "Resumed live stream at its live edge");
+        }
+    }
+
     /// Tells a viewer the publisher went away: onStatus NetStream.Play.UnpublishNotify + StreamEOF.
     pub fn send_end_of_stream(&mut self, stream_id: u32) {
         self.queue_status(stream_id, "status", "NetStream.Play.UnpublishNotify", "Stream is now unpublished");
@@ -523,7 +552,22 @@ impl ServerSession {
             }
             "closeStream" => self.end_stream(stream_id, false),
             "getStreamLength" => self.queue_result(tx, &[Amf0Value::Null, Amf0Value::Number(0.0)]),
-            "receiveAudio" | "receiveVideo" | "pause" | "seek" => {}
+            "receiveAudio" | "receiveVideo" | "pause" | "seek" => {
+                if self.streams.get(&stream_id) != Some(&StreamRole::Playing) {
+                    tracing::debug!(command = %cmd.name, stream_id, "play control on a stream that is not playing ignored");
+                    return;
+                }
+                let control = match cmd.name.as_str() {
+                    "pause" => cmd.arg_bool(0).map(PlayControl::Pause),
+                    "receiveAudio" => cmd.arg_bool(0).map(PlayControl::ReceiveAudio),
+                    "receiveVideo" => cmd.arg_bool(0).map(PlayControl::ReceiveVideo),
+                    _ => Some(PlayControl::Seek(cmd.arg_number(0).unwrap_or(0.0))),
+                };
+                match control {
+                    Some(control) => self.events.push_back(SessionEvent::PlayControl { stream_id, control }),
+                    None => tracing::debug!(command = %cmd.name, "play control without its argument ignored"),
+                }
+            }
             "_checkbw" => self.queue_result(tx, &[Amf0Value::Null, Amf0Value::Undefined]),
             other => {
                 tracing::debug!(command = other, "unknown command");

@@ -7,7 +7,7 @@ use super::amf0::{self, Amf0Value};
 use super::message as msg;
 use super::testclient::{bytes_in, drive, receive, receive_commands, request_id};
 use super::{ClientConfig, ClientSession};
-use super::{MediaKind, RtmpError, ServerSession, SessionConfig, SessionEvent};
+use super::{MediaKind, PlayControl, RtmpError, ServerSession, SessionConfig, SessionEvent};
 
 fn server() -> ServerSession {
     ServerSession::new(SessionConfig::default())
@@ -497,6 +497,29 @@ fn play_session_round_trip_zero_copy() {
     let st = msg::Command::parse(tail[0].type_id, &tail[0].payload).unwrap();
     assert_eq!(st.args[0].get("code").and_then(Amf0Value::as_str), Some("NetStream.Play.UnpublishNotify"));
     assert_eq!(&tail[1].payload[..], &[0, 1, 0, 0, 0, 1]);
+
+    // play control on the playing stream becomes events; without its argument or on a
+    // stream that is not playing, nothing
+    let mut w = Vec::new();
+    w.extend(c.command(1, "pause", &[Amf0Value::Null, Amf0Value::Boolean(true), Amf0Value::Number(5.0)]));
+    w.extend(c.command(1, "receiveAudio", &[Amf0Value::Null, Amf0Value::Number(0.0)]));
+    w.extend(c.command(1, "receiveVideo", &[Amf0Value::Null, Amf0Value::Boolean(true)]));
+    w.extend(c.command(1, "seek", &[Amf0Value::Null, Amf0Value::Number(1000.0)]));
+    w.extend(c.command(1, "pause", &[Amf0Value::Null]));
+    w.extend(c.command(7, "pause", &[Amf0Value::Null, Amf0Value::Boolean(true)]));
+    let mut input = BytesMut::from(&w[..]);
+    s.handle_input(&mut input).unwrap();
+    let controls: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+    let control = |control| SessionEvent::PlayControl { stream_id: 1, control };
+    assert_eq!(
+        controls,
+        vec![
+            control(PlayControl::Pause(true)),
+            control(PlayControl::ReceiveAudio(false)),
+            control(PlayControl::ReceiveVideo(true)),
+            control(PlayControl::Seek(1000.0)),
+        ]
+    );
 
     // closeStream from the viewer ends the play.
     let mut input = BytesMut::from(&c.command(1, "closeStream", &[Amf0Value::Null])[..]);

@@ -24,7 +24,34 @@ use crate::rtmp::{ClientCapabilities, RequestId, ServerSession, SessionConfig, S
 pub(super) enum Role {
     Idle,
     Publishing(Box<Ingest>),
-    Playing { sub: Subscription, stream_id: u32, last_ts: i64, codecs: TagCodecs, query: String, _guard: ViewerGuard },
+    Playing {
+        sub: Subscription,
+        stream_id: u32,
+        last_ts: i64,
+        codecs: TagCodecs,
+        query: String,
+        control: PlayState,
+        _guard: ViewerGuard,
+    },
+}
+
+/// What the viewer's play-control commands set (see `play::on_play_control`).
+#[derive(Debug)]
+pub(super) struct PlayState {
+    /// `pause`d: no media until it resumes (at the live edge, with a new subscription).
+    pub(super) paused: bool,
+    pub(super) audio: bool,
+    pub(super) video: bool,
+    /// Video was turned back on: it resumes at the next keyframe.
+    pub(super) wait_keyframe: bool,
+    /// The current one-second window of play-control commands and how many it had.
+    pub(super) window: (Instant, u32),
+}
+
+impl Default for PlayState {
+    fn default() -> Self {
+        Self { paused: false, audio: true, video: true, wait_keyframe: false, window: (Instant::now(), 0) }
+    }
 }
 
 pub(super) struct Connection<S> {
@@ -269,6 +296,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                     self.leave();
                 }
             }
+            SessionEvent::PlayControl { stream_id, control } => self.on_play_control(stream_id, control),
         }
         false
     }
@@ -304,10 +332,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
     }
 }
 
-/// Waits for events of the played stream; never resolves when not playing.
+/// Waits for events of the played stream; never resolves when not playing (or paused).
 async fn recv_play(role: &mut Role, out: &mut Vec<HubEvent>) -> Result<bool, crate::hub::Evicted> {
     match role {
-        Role::Playing { sub, .. } => sub.recv_many(out, PLAY_BATCH).await,
+        Role::Playing { sub, control, .. } if !control.paused => sub.recv_many(out, PLAY_BATCH).await,
         _ => std::future::pending().await,
     }
 }

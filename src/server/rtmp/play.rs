@@ -1,14 +1,22 @@
-//! RTMP play: admission of a viewer (auth, the stream's viewer limit) and the mapping of
-//! hub events to RTMP messages, through the same `flv::tag_bodies` as HTTP-FLV.
+//! RTMP play: admission of a viewer (auth, the stream's viewer limit), its play control
+//! (pause/resume at the live edge, audio/video on and off, seek answered as live) and the
+//! mapping of hub events to RTMP messages, through the same `flv::tag_bodies` as HTTP-FLV.
+
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::info;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
-use super::conn::{Connection, Role};
+use super::conn::{Connection, PlayState, Role};
 use crate::auth::Action;
 use crate::flv::{tag_bodies, TagCodecs, TagType};
 use crate::hub::{HubEvent, Protocol, StreamKey};
-use crate::rtmp::{MediaKind, RequestId};
+use crate::rtmp::{MediaKind, PlayControl, RequestId};
+
+/// Play-control commands (pause, receiveAudio, receiveVideo, seek) an RTMP viewer may send
+/// a second; more are ignored.
+const MAX_CONTROLS_PER_SECOND: u32 = 8;
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
     pub(super) async fn on_play(&mut self, req: RequestId, stream_id: u32, app: &str, name: &str, query: &str) {
@@ -50,8 +58,64 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             last_ts: 0,
             codecs: TagCodecs::with_video_metadata(),
             query: query.to_string(),
+            control: PlayState::default(),
             _guard,
         };
+    }
+
+    /// `pause`, `receiveAudio`, `receiveVideo` and `seek` of the viewer's play. At most
+    /// `MAX_CONTROLS_PER_SECOND` are followed (a resume replays the GOP cache: a viewer
+    /// toggling pause cannot make that unbounded work); the rest are ignored.
+    pub(super) fn on_play_control(&mut self, sid: u32, control: PlayControl) {
+        let Role::Playing { sub, stream_id, codecs, control: state, .. } = &mut self.role else { return };
+        if *stream_id != sid {
+            return;
+        }
+        let now = Instant::now();
+        if now.duration_since(state.window.0) >= Duration::from_secs(1) {
+            state.window = (now, 0);
+        }
+        state.window.1 += 1;
+        if state.window.1 > MAX_CONTROLS_PER_SECOND {
+            if state.window.1 == MAX_CONTROLS_PER_SECOND + 1 {
+                self.ctx.metrics.limit_hit("rtmp_play_control");
+                warn!(stream = %sub.stream().key(), peer = %self.peer, "RTMP viewer sends more than {MAX_CONTROLS_PER_SECOND} play controls a second; ignoring the rest of this second's");
+            }
+            return;
+        }
+        match control {
+            PlayControl::Pause(true) if !state.paused => {
+                state.paused = true;
+                debug!(stream = %sub.stream().key(), "RTMP viewer paused");
+                self.session.send_pause_notify(sid, true);
+            }
+            PlayControl::Pause(false) if state.paused => {
+                // resume at the live edge: a new subscription starts with the metadata,
+                // the sequence headers and the latest GOP
+                state.paused = false;
+                state.wait_keyframe = false;
+                *sub = sub.stream().subscribe();
+                *codecs = TagCodecs::with_video_metadata();
+                debug!(stream = %sub.stream().key(), "RTMP viewer resumed");
+                self.session.send_pause_notify(sid, false);
+            }
+            // a repeated pause or resume changes nothing but is answered
+            PlayControl::Pause(paused) => self.session.send_pause_notify(sid, paused),
+            PlayControl::ReceiveAudio(on) => state.audio = on,
+            PlayControl::ReceiveVideo(on) => {
+                state.wait_keyframe = on && !state.video;
+                state.video = on;
+            }
+            PlayControl::Seek(ms) => {
+                debug!(stream = %sub.stream().key(), ms, "RTMP viewer asked to seek a live stream");
+                self.session.send_status(
+                    sid,
+                    "status",
+                    "NetStream.Seek.Notify",
+                    "live stream: seeking is not possible; playing on at the live edge",
+                );
+            }
+        }
     }
 
     /// Why this client cannot be sent the stream's codecs, if it cannot: a client that
@@ -77,10 +141,20 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
     }
 
     pub(super) fn send_play_events(&mut self, events: &mut Vec<HubEvent>) {
-        let Role::Playing { stream_id, last_ts, codecs, .. } = &mut self.role else { return };
+        let Role::Playing { stream_id, last_ts, codecs, control, .. } = &mut self.role else { return };
         let sid = *stream_id;
         for ev in events.drain(..) {
             if let HubEvent::Frame(f) = &ev {
+                // receiveAudio / receiveVideo false: that track is left out; video turned
+                // back on resumes at a keyframe
+                if f.is_video() {
+                    if !control.video || (control.wait_keyframe && !f.is_keyframe()) {
+                        continue;
+                    }
+                    control.wait_keyframe = false;
+                } else if !control.audio {
+                    continue;
+                }
                 *last_ts = f.dts();
             }
             if ev == HubEvent::EndOfStream {
