@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need
-# (ffmpeg/ffprobe, chromium, nginx, openssl from Debian when missing; a Node.js new
+# (ffmpeg/ffprobe, chromium, nginx, openssl, curl from Debian when missing; a Node.js new
 # enough for the browser tests' lock file, see below; their npm packages with
 # `npm ci`), then checks formatting, lints and runs every unit and integration test.
 # CI (.ci/run) calls exactly this.
@@ -53,6 +53,7 @@ need_apt=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 wheel_cached=no
 [ "$("$node_wheel_bin/node" --version 2>/dev/null)" = "v$NODE_WHEEL_VERSION" ] && wheel_cached=yes

@@ -114,6 +114,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         unpublished_budget: Arc::new(crate::server::rtmp::UnpublishedBudget::new(settings.clone())),
         connections: crate::server::listener::ConnectionLimiter::new(),
+        http_port: bound.http_addr()?.port(),
     });
     tasks.spawn(crate::server::rtmp::serve(bound.rtmp, ingest.clone(), None));
     if let Some((listener, acceptor)) = bound.rtmps {

@@ -612,3 +612,32 @@ fn listen_backlogs_default_to_4096_capped_by_somaxconn_and_are_configurable() {
     assert_eq!(listen_backlog(gw.rtmp), 64);
     assert_eq!(listen_backlog(gw.http), 100);
 }
+
+#[test]
+fn http_on_the_rtmp_port_gets_a_status_page_and_rtmp_still_works() {
+    let gw = Gateway::in_process("[rtmp]\nhandshake_timeout_ms = 1000\n");
+    let publisher = publish(&gw.rtmp_url("live/probe"), Source::default(), None);
+    assert!(wait_until(Duration::from_secs(15), || http_get(gw.http, "/api/streams/live/probe").status == 200));
+    // what a browser opening http://HOST:1935/ sends, as curl does
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "5", &format!("http://127.0.0.1:{}/", gw.rtmp.port())])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "curl: {}{text}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("the RTMP server is running") && text.contains("Live streams: 1"), "{text}");
+    assert!(text.contains(&format!("http://127.0.0.1:{}/", gw.http.port())), "a link to the HTTP port: {text}");
+    // an HTTP request that never finishes its head is closed at the handshake timeout
+    let mut slow = TcpStream::connect(gw.rtmp).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(rest.is_empty() && started.elapsed() < Duration::from_secs(4), "{:?} {rest:?}", started.elapsed());
+    // RTMP on the same port is untouched: the publish still plays
+    let (ok, text) = ffmpeg9_decode(&gw.rtmp_url("live/probe"), 1);
+    assert!(ok && text.contains("Video:"), "{text}");
+    drop(publisher);
+}

@@ -7,6 +7,7 @@ pub mod chunk;
 mod client;
 mod error;
 pub mod handshake;
+pub mod http_probe;
 pub mod message;
 pub mod session;
 #[cfg(test)]

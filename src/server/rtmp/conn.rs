@@ -68,6 +68,10 @@ pub(super) struct Connection<S> {
     pub(super) close_after_flush: bool,
     /// The codecs and extensions the client announced in `connect` (Enhanced RTMP).
     pub(super) caps: ClientCapabilities,
+    /// Nothing has been read yet that rules out an HTTP request (see `rtmp::http_probe`).
+    maybe_http: bool,
+    /// The address the client connected to.
+    local: Option<SocketAddr>,
 }
 
 /// Hub events taken per wake-up for an RTMP viewer.
@@ -82,7 +86,13 @@ pub(super) const KEY_WAIT: Duration = Duration::from_secs(1);
 pub(super) const SILENT: Duration = Duration::from_millis(500);
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
-    pub(super) fn new(sock: S, peer: SocketAddr, proto: &'static str, ctx: Arc<RtmpContext>) -> Self {
+    pub(super) fn new(
+        sock: S,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+        proto: &'static str,
+        ctx: Arc<RtmpContext>,
+    ) -> Self {
         let mut session = ServerSession::new(SessionConfig {
             max_message_size: ctx.config.max_message_size,
             out_chunk_size: ctx.config.out_chunk_size,
@@ -103,13 +113,15 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             idle_since: Instant::now(),
             close_after_flush: false,
             caps: ClientCapabilities::default(),
+            maybe_http: true,
+            local,
         }
     }
 
     pub(super) async fn run(mut self) {
         debug!("connected");
         let result = self.serve().await;
-        if !self.session.is_handshake_done() {
+        if !self.session.is_handshake_done() && !self.maybe_http {
             self.ctx.metrics.handshake_failures.inc();
         }
         match result {
@@ -192,6 +204,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                         return Ok(());
                     }
                     idle_deadline = Instant::now() + idle;
+                    if self.maybe_http && self.answer_http(&buf).await? {
+                        // answered (and closed), or waiting for the rest of an HTTP request
+                        if self.close_after_flush {
+                            return Ok(());
+                        }
+                        continue;
+                    }
                     if let Role::Publishing(ingest) = &self.role {
                         ingest.count_bytes(n);
                     }
@@ -228,6 +247,40 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                 }
             }
         }
+    }
+
+    /// A connection whose first bytes are an HTTP request (a browser opening
+    /// `http://HOST:1935/`) gets a short status page instead of a failed handshake. True
+    /// while the bytes are (the start of) an HTTP request: answered once its head is
+    /// complete, then the connection closes. It is bound by the handshake timeout like any
+    /// connection that has not finished its handshake.
+    async fn answer_http(&mut self, buf: &BytesMut) -> anyhow::Result<bool> {
+        use crate::rtmp::http_probe::{probe_http, status_response, HttpProbe, StatusPage};
+        let (head, host) = match probe_http(buf) {
+            HttpProbe::NotHttp => {
+                self.maybe_http = false;
+                return Ok(false);
+            }
+            HttpProbe::Partial => return Ok(true),
+            HttpProbe::Request { head, host } => (head, host),
+        };
+        let local = self.local.map(|a| match a.ip() {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        });
+        let host = host.or(local).unwrap_or_else(|| "localhost".to_string());
+        let page = StatusPage {
+            version: env!("CARGO_PKG_VERSION"),
+            live_streams: self.ctx.hub.streams().len(),
+            host: &host,
+            http_port: self.ctx.http_port,
+            rtmp_port: self.local.map_or(1935, |a| a.port()),
+        };
+        info!(peer = %self.peer, "an HTTP request on the RTMP port: answered with a status page");
+        self.writer.queue(bytes::Bytes::from(status_response(&page, head)));
+        let _ = tokio::time::timeout(KICK_FLUSH, self.writer.flush()).await;
+        self.close_after_flush = true;
+        Ok(true)
     }
 
     /// Tells the peer the session is over (server shutdown or kick).

@@ -39,6 +39,8 @@ pub struct RtmpContext {
     pub unpublished_budget: Arc<UnpublishedBudget>,
     /// Open RTMP and RTMPS connections together (one `limits.max_rtmp_connections`).
     pub connections: Arc<crate::server::listener::ConnectionLimiter>,
+    /// The HTTP listener's port, for the page answering HTTP on the RTMP port.
+    pub http_port: u16,
 }
 
 /// Accepts RTMP connections (RTMPS when `tls` is given) until shutdown.
@@ -56,12 +58,13 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, tls: Option<Tls
         let ctx = ctx.clone();
         let tls = tls.clone();
         async move {
+            let local = sock.local_addr().ok();
             let Some(acceptor) = tls else {
-                return Connection::new(sock, peer, proto, ctx).run().await;
+                return Connection::new(sock, peer, local, proto, ctx).run().await;
             };
             let timeout = Duration::from_millis(ctx.config.handshake_timeout_ms);
             match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
-                Ok(Ok(tls)) => Connection::new(tls, peer, proto, ctx).run().await,
+                Ok(Ok(tls)) => Connection::new(tls, peer, local, proto, ctx).run().await,
                 Ok(Err(e)) => {
                     ctx.metrics.handshake_failures.inc();
                     warn!(%peer, "closing RTMPS connection: TLS handshake failed: {e}");
