@@ -111,6 +111,8 @@ pub struct AppConfig {
     pub http_flv: Option<bool>,
     pub hls: Option<HlsConfig>,
     pub gop_cache: Option<GopCacheConfig>,
+    /// Overrides `[hub] reconnect_grace_ms` for this app's streams.
+    pub reconnect_grace_ms: Option<u64>,
     /// Merged key by key over `[auth]` (see [`AuthOverride`]).
     pub auth: Option<AuthOverride>,
 }
@@ -121,6 +123,8 @@ pub struct AppPolicy {
     pub http_flv: bool,
     pub hls: HlsConfig,
     pub gop_cache: GopCacheConfig,
+    /// How long a stream waits for its publisher to come back (`[hub] reconnect_grace_ms`).
+    pub reconnect_grace: std::time::Duration,
     pub auth: AuthConfig,
 }
 
@@ -361,7 +365,8 @@ impl Config {
     /// The sections that differ in `new` but only take effect after a restart (listeners,
     /// TLS, hub buffers, the HLS directory, the admin token, shutdown).
     pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
-        let hub = |c: &Config| HubConfig { gop_cache: GopCacheConfig::default(), ..c.hub.clone() };
+        let hub =
+            |c: &Config| HubConfig { gop_cache: GopCacheConfig::default(), reconnect_grace_ms: 0, ..c.hub.clone() };
         let mut out = Vec::new();
         let mut differs = |name, changed: bool| {
             if changed {
@@ -385,7 +390,7 @@ impl Config {
             auth: new.auth,
             apps: new.apps,
             limits: new.limits,
-            hub: HubConfig { gop_cache: new.hub.gop_cache, ..self.hub },
+            hub: HubConfig { gop_cache: new.hub.gop_cache, reconnect_grace_ms: new.hub.reconnect_grace_ms, ..self.hub },
             hls: HlsConfig { dir: self.hls.dir, ..new.hls },
             ..self
         }
@@ -397,6 +402,7 @@ impl Config {
             http_flv: true,
             hls: self.hls.clone(),
             gop_cache: self.hub.gop_cache.clone(),
+            reconnect_grace: std::time::Duration::from_millis(self.hub.reconnect_grace_ms),
             auth: self.auth.clone(),
         };
         let apps = self
@@ -410,6 +416,9 @@ impl Config {
                         .clone()
                         .map_or_else(|| default.hls.clone(), |h| HlsConfig { dir: self.hls.dir.clone(), ..h }),
                     gop_cache: a.gop_cache.clone().unwrap_or_else(|| default.gop_cache.clone()),
+                    reconnect_grace: a
+                        .reconnect_grace_ms
+                        .map_or(default.reconnect_grace, std::time::Duration::from_millis),
                     auth: a.auth.as_ref().map_or_else(|| default.auth.clone(), |o| o.apply(&default.auth)),
                 };
                 (name.clone(), policy)

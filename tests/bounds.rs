@@ -230,7 +230,10 @@ fn tiny_segments_do_not_pile_up_in_the_window() {
 fn ended_playlists_held_are_bounded_by_max_streams() {
     // Publish/leave churn over 40 new names with max_streams = 10: each ended playlist is
     // held for hold_time_ms (60 s), but no more of them than max_streams.
-    let cfg = config_file("hostile-held", "[limits]\nmax_streams = 10\n[hls]\nendlist_delay_ms = 0\n");
+    let cfg = config_file(
+        "hostile-held",
+        "[limits]\nmax_streams = 10\n[hls]\nendlist_delay_ms = 0\n[hub]\nreconnect_grace_ms = 0\n",
+    );
     let mut gw = Gateway::start_with(&["--config", &cfg]);
     for i in 0..40 {
         let mut c = Rtmp::publish(gw.rtmp, "live", &format!("churn{i}")).expect("publish");

@@ -196,7 +196,9 @@ fn an_ended_playlist_gets_its_endlist_and_goes_at_its_deadlines() {
     // endlist after 700 ms, dropped after 2 s: the lifecycle sleeps until each deadline
     let dir = scratch_dir("hls-deadlines");
     let cfg = dir.join("livegate.toml");
-    std::fs::write(&cfg, "[hls]\nendlist_delay_ms = 700\nhold_time_ms = 2000\n").unwrap();
+    // (with no reconnect grace: endlist_delay_ms is the wait for the publisher)
+    std::fs::write(&cfg, "[hub]\nreconnect_grace_ms = 0\n[hls]\nendlist_delay_ms = 700\nhold_time_ms = 2000\n")
+        .unwrap();
     let gw = Gateway::start_with(&["--config", cfg.to_str().unwrap()]);
     let ff = publish(&gw.rtmp_url("live/dl"), Source::default(), Some(3));
     wait_segments(&gw, "live/dl", 1, Duration::from_secs(15));
@@ -411,7 +413,10 @@ fn low_latency_hls_blocks_until_the_part_exists_and_serves_hinted_parts() {
 #[test]
 fn low_latency_hls_refuses_bad_directives_caps_waiting_requests_and_never_hangs_after_the_end() {
     let gw = Gateway::in_process(
-        "[hls]\nvariant = \"lowlatency\"\nmax_blocked_requests = 5\nendlist_delay_ms = 500\nhold_time_ms = 30000\n",
+        // the publisher may come back for 500 ms; ENDLIST comes right after (the grace
+        // replaces endlist_delay_ms)
+        "[hub]\nreconnect_grace_ms = 500\n[hls]\nvariant = \"lowlatency\"\nmax_blocked_requests = 5\n\
+         endlist_delay_ms = 10000\nhold_time_ms = 30000\n",
     );
     let ff = publish(&gw.rtmp_url("live/llbad"), Source::default(), Some(8));
     let pl = wait_segments(&gw, "live/llbad", 1, Duration::from_secs(30));

@@ -233,6 +233,8 @@ async fn follow(stream: Arc<Stream>, key: StreamKey, media: Media, store: HlsSto
     if let Some(seg) = last {
         store.add_segment(&key, &state, seg).await;
     }
-    store.end(&key, &state, session, shutdown.is_cancelled()).await;
+    // a stream that waited out its reconnect grace already gave the publisher its chance:
+    // the playlist ends now, not `endlist_delay_ms` later
+    store.end(&key, &state, session, shutdown.is_cancelled() || stream.expired()).await;
     info!("hls: playlist ended");
 }

@@ -11,10 +11,12 @@ mod observer;
 mod stream;
 #[cfg(test)]
 mod testutil;
+mod timeline;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -44,6 +46,11 @@ pub struct HubConfig {
     /// instead of once per frame: fewer task wake-ups and socket writes per viewer, at up to
     /// this much added delay. 0 wakes them for every video frame.
     pub merge_write_ms: u64,
+    /// How long a stream whose publisher went away (closed, failed, timed out, taken
+    /// over) stays for it to come back: viewers stay connected, new ones may join, and a
+    /// publish on the same key within it continues the stream on one timeline. 0 ends
+    /// the stream at once. Per app: `[apps.NAME] reconnect_grace_ms`.
+    pub reconnect_grace_ms: u64,
     pub gop_cache: GopCacheConfig,
 }
 
@@ -55,6 +62,7 @@ impl Default for HubConfig {
             max_lag_ms: 5_000,
             max_lag_skips: 3,
             merge_write_ms: 50,
+            reconnect_grace_ms: 10_000,
             gop_cache: GopCacheConfig::default(),
         }
     }
@@ -114,22 +122,30 @@ impl Hub {
         self.inner.max_streams.store(max, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Registers a publisher for `key` with the default GOP cache settings.
+    /// Registers a publisher for `key` with the default GOP cache and reconnect grace.
     pub fn publish(&self, key: StreamKey, peer: SocketAddr) -> Result<Publisher, PublishError> {
-        self.publish_with(key, peer, self.inner.config.gop_cache.clone())
+        let grace = Duration::from_millis(self.inner.config.reconnect_grace_ms);
+        self.publish_with(key, peer, self.inner.config.gop_cache.clone(), grace)
     }
 
-    /// Registers a publisher for `key`. Fails while another publisher holds it
-    /// or when the stream limit is reached.
+    /// Registers a publisher for `key`: a new stream, or the stream of a publisher that
+    /// left less than its reconnect grace ago (it continues, see [`Publisher`]). Fails
+    /// while another publisher holds the key or when the stream limit is reached. When
+    /// this publisher leaves, the stream waits `grace` for the next one.
     pub fn publish_with(
         &self,
         key: StreamKey,
         peer: SocketAddr,
         gop: GopCacheConfig,
+        grace: Duration,
     ) -> Result<Publisher, PublishError> {
         let stream = {
             let mut streams = lock(&self.inner.streams);
-            if streams.contains_key(&key) {
+            if let Some(waiting) = streams.get(&key) {
+                // under the registry lock, so a grace that runs out cannot end it meanwhile
+                if waiting.reattach(peer) {
+                    return Ok(Publisher::new(waiting.clone(), Arc::downgrade(&self.inner), grace));
+                }
                 return Err(PublishError::AlreadyPublishing(key));
             }
             let max = self.inner.max_streams.load(std::sync::atomic::Ordering::Relaxed);
@@ -144,20 +160,7 @@ impl Hub {
         // every watcher hears of every stream (a closed watcher is dropped); the channel
         // holds at most the streams started before the watcher read them
         lock(&self.inner.watchers).retain(|w| w.send(stream.clone()).is_ok());
-        let hub = Arc::downgrade(&self.inner);
-        Ok(Publisher::new(
-            stream,
-            Box::new(move |s: &Arc<Stream>| {
-                if let Some(inner) = hub.upgrade() {
-                    let mut streams = lock(&inner.streams);
-                    if streams.get(s.key()).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
-                        streams.remove(s.key());
-                        drop(streams);
-                        inner.released.notify_waiters();
-                    }
-                }
-            }),
-        ))
+        Ok(Publisher::new(stream, Arc::downgrade(&self.inner), grace))
     }
 
     /// Resolves the next time any stream key is freed (its publisher left). Call it before
@@ -191,6 +194,33 @@ impl Hub {
         let (tx, rx) = mpsc::unbounded_channel();
         lock(&self.inner.watchers).push(tx);
         rx
+    }
+}
+
+impl HubInner {
+    /// Frees `s`'s key (its publisher left and the stream ended).
+    fn release(&self, s: &Arc<Stream>) {
+        let mut streams = lock(&self.streams);
+        if streams.get(s.key()).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
+            streams.remove(s.key());
+            drop(streams);
+            self.released.notify_waiters();
+        }
+    }
+
+    /// The reconnect grace of `s`'s wait `epoch` ran out: unless a publisher came back,
+    /// the stream ends and its key is freed.
+    fn expire(&self, s: &Arc<Stream>, epoch: u64) {
+        {
+            let streams = lock(&self.streams);
+            if !s.expire(epoch) {
+                return;
+            }
+            drop(streams);
+        }
+        tracing::info!(stream = %s.key(), "no publisher came back within the reconnect grace; the stream ends");
+        s.push(HubEvent::EndOfStream);
+        self.release(s);
     }
 }
 

@@ -2,9 +2,9 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +18,8 @@ pub use subscription::{Evicted, Subscription};
 pub use viewers::{Protocol, StreamStats, ViewerGuard};
 
 use super::fanout::Fanout;
-use super::{lock, HubConfig, HubEvent, HubObserver, StreamKey, Track};
+use super::timeline::Timeline;
+use super::{lock, HubConfig, HubEvent, HubInner, HubObserver, StreamKey, Track};
 use crate::flv::TrackLabel;
 use crate::media::CodecConfig;
 
@@ -36,12 +37,33 @@ struct State {
     eager: Vec<Waker>,
     /// Counts the events that woke `eager`.
     eager_epoch: u64,
+    /// Timestamps and configurations across publisher reconnects.
+    timeline: Timeline,
+}
+
+/// Who publishes the stream, or since when nobody does.
+#[derive(Debug)]
+struct Slot {
+    peer: SocketAddr,
+    /// The publisher left at this instant and may come back within the reconnect grace.
+    waiting_since: Option<Instant>,
+    /// Counts publishers (a grace timer ends only the wait it was started for).
+    epoch: u64,
+    /// Publishers that came back within the grace.
+    reconnects: u64,
+    /// Cancelled to make the current publisher's connection close.
+    kick: CancellationToken,
+    kick_reason: Option<&'static str>,
+    /// The next departure ends the stream at once (an admin kick).
+    end_now: bool,
+    /// The stream ended because nobody came back within the grace.
+    expired: bool,
 }
 
 #[derive(Debug)]
 pub struct Stream {
     key: StreamKey,
-    peer: SocketAddr,
+    slot: Mutex<Slot>,
     started: SystemTime,
     started_at: Instant,
     state: Mutex<State>,
@@ -49,8 +71,6 @@ pub struct Stream {
     observer: Arc<dyn HubObserver>,
     /// Milliseconds after `started_at` when the publisher last delivered bytes.
     last_input_ms: AtomicU64,
-    kick: CancellationToken,
-    kick_reason: std::sync::OnceLock<&'static str>,
     /// A multitrack publish: its other tracks, each served as a stream of its own
     /// (`NAME~TRACK`, `NAME~aTRACK`: `StreamKey::track`, `StreamKey::audio_track`).
     tracks: Mutex<Tracks>,
@@ -68,7 +88,16 @@ impl Stream {
     pub(super) fn new(key: StreamKey, peer: SocketAddr, config: HubConfig, observer: Arc<dyn HubObserver>) -> Self {
         Self {
             key,
-            peer,
+            slot: Mutex::new(Slot {
+                peer,
+                waiting_since: None,
+                epoch: 0,
+                reconnects: 0,
+                kick: CancellationToken::new(),
+                kick_reason: None,
+                end_now: false,
+                expired: false,
+            }),
             started: SystemTime::now(),
             started_at: Instant::now(),
             state: Mutex::new(State {
@@ -78,26 +107,94 @@ impl Stream {
                 wake_epoch: 0,
                 eager: Vec::new(),
                 eager_epoch: 0,
+                timeline: Timeline::default(),
             }),
             stats: StreamStats::default(),
             observer,
             last_input_ms: AtomicU64::new(0),
-            kick: CancellationToken::new(),
             tracks: Mutex::new(Tracks::default()),
-            kick_reason: std::sync::OnceLock::new(),
         }
     }
 
-    /// Asks the publisher's connection to close (admin kick, takeover by a new publisher).
+    /// Asks the publisher's connection to close (takeover by a new publisher, which then
+    /// continues the stream).
     pub fn kick(&self, reason: &'static str) {
-        let _ = self.kick_reason.set(reason);
-        self.kick.cancel();
+        let mut slot = lock(&self.slot);
+        slot.kick_reason.get_or_insert(reason);
+        slot.kick.cancel();
     }
 
-    /// Resolves when the stream was kicked, with the reason given to [`Self::kick`].
+    /// [`Self::kick`], and the stream ends when the publisher has left, without waiting
+    /// for it to come back (an admin kick).
+    pub fn kick_and_end(&self, reason: &'static str) {
+        lock(&self.slot).end_now = true;
+        self.kick(reason);
+    }
+
+    /// Resolves when the current publisher was kicked, with the reason given to [`Self::kick`].
     pub async fn kicked(&self) -> &'static str {
-        self.kick.cancelled().await;
-        self.kick_reason.get().copied().unwrap_or("kicked")
+        let token = lock(&self.slot).kick.clone();
+        token.cancelled().await;
+        lock(&self.slot).kick_reason.unwrap_or("kicked")
+    }
+
+    /// Since when the stream has no publisher and waits for it to come back (the
+    /// reconnect grace), if it does.
+    pub fn waiting_since(&self) -> Option<Instant> {
+        lock(&self.slot).waiting_since
+    }
+
+    /// Publishers that came back within the reconnect grace.
+    pub fn reconnects(&self) -> u64 {
+        lock(&self.slot).reconnects
+    }
+
+    /// Whether the stream ended because its publisher did not come back within the grace.
+    pub fn expired(&self) -> bool {
+        lock(&self.slot).expired
+    }
+
+    /// The publisher left: the stream waits for it; returns the wait's epoch, or None
+    /// when the stream is to end at once (an admin kick).
+    fn begin_waiting(&self, now: Instant) -> Option<u64> {
+        let mut slot = lock(&self.slot);
+        if std::mem::take(&mut slot.end_now) {
+            return None;
+        }
+        slot.waiting_since = Some(now);
+        Some(slot.epoch)
+    }
+
+    /// A publisher comes back to a waiting stream; false when it is not waiting.
+    pub(super) fn reattach(&self, peer: SocketAddr) -> bool {
+        {
+            let mut slot = lock(&self.slot);
+            if slot.waiting_since.is_none() || slot.expired {
+                return false;
+            }
+            slot.waiting_since = None;
+            slot.epoch += 1;
+            slot.reconnects += 1;
+            slot.peer = peer;
+            slot.kick = CancellationToken::new();
+            slot.kick_reason = None;
+        }
+        lock(&self.state).timeline.reattach();
+        let now = u64::try_from(self.started_at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_input_ms.store(now, Ordering::Relaxed);
+        true
+    }
+
+    /// The grace of wait `epoch` is over: true (and the stream is done) unless a
+    /// publisher came back.
+    pub(super) fn expire(&self, epoch: u64) -> bool {
+        let mut slot = lock(&self.slot);
+        if slot.waiting_since.is_none() || slot.epoch != epoch {
+            return false;
+        }
+        slot.waiting_since = None;
+        slot.expired = true;
+        true
     }
 
     /// How long the publisher has delivered no bytes (see [`Self::count_bytes_in`]).
@@ -130,8 +227,9 @@ impl Stream {
         &self.key
     }
 
+    /// The current publisher's address (the last one's while waiting for it).
     pub fn publisher_addr(&self) -> SocketAddr {
-        self.peer
+        lock(&self.slot).peer
     }
 
     pub fn started(&self) -> SystemTime {
@@ -154,9 +252,14 @@ impl Stream {
 
     pub fn add_track(&self, track: Track) {
         let mut t = lock(&self.tracks);
-        match track {
-            Track::Video(id) => t.video.push(id),
-            Track::Audio(id) => t.audio.push(id),
+        // a publisher that came back starts its tracks again
+        let list = match track {
+            Track::Video(_) => &mut t.video,
+            Track::Audio(_) => &mut t.audio,
+        };
+        let (Track::Video(id) | Track::Audio(id)) = track;
+        if !list.contains(&id) {
+            list.push(id);
         }
     }
 
@@ -186,15 +289,20 @@ impl Stream {
         lock(&self.state).fanout.gop_size()
     }
 
-    fn push(&self, ev: HubEvent) {
+    pub(super) fn push(&self, mut ev: HubEvent) {
         if let HubEvent::Frame(f) = &ev {
             self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
             if f.is_video() {
                 self.stats.video_frames_in.fetch_add(1, Ordering::Relaxed);
             }
         }
+        let now = Instant::now();
         let (woken, eager) = {
             let mut st = lock(&self.state);
+            let st = &mut *st;
+            if !st.timeline.apply(&mut ev, st.fanout.codec(), now) {
+                return;
+            }
             let woken = if st.fanout.push(ev) {
                 st.wake_epoch += 1;
                 let n = st.waiters.len();
@@ -212,18 +320,19 @@ impl Stream {
     }
 }
 
-type OnDrop = Box<dyn FnOnce(&Arc<Stream>) + Send + Sync>;
-
-/// The write side of a stream. `send` never waits. Dropping it ends the
-/// stream: viewers receive `EndOfStream` and the key becomes free.
+/// The write side of a stream. `send` never waits. Dropping it ends the stream (viewers
+/// receive `EndOfStream` and the key becomes free), or with a reconnect grace, makes the
+/// stream wait that long for a publisher to come back (`Hub::publish_with` on its key):
+/// viewers stay and receive nothing meanwhile.
 pub struct Publisher {
     stream: Arc<Stream>,
-    on_drop: Option<OnDrop>,
+    hub: Weak<HubInner>,
+    grace: Duration,
 }
 
 impl Publisher {
-    pub(super) fn new(stream: Arc<Stream>, on_drop: OnDrop) -> Self {
-        Self { stream, on_drop: Some(on_drop) }
+    pub(super) fn new(stream: Arc<Stream>, hub: Weak<HubInner>, grace: Duration) -> Self {
+        Self { stream, hub, grace }
     }
 
     pub fn send(&self, ev: HubEvent) {
@@ -237,9 +346,29 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        self.stream.push(HubEvent::EndOfStream);
-        if let Some(f) = self.on_drop.take() {
-            f(&self.stream);
-        }
+        let runtime = tokio::runtime::Handle::try_current();
+        let wait = match (&runtime, self.grace.is_zero()) {
+            (Ok(_), false) => self.stream.begin_waiting(Instant::now()),
+            _ => None,
+        };
+        let (Some(epoch), Ok(runtime)) = (wait, runtime) else {
+            self.stream.push(HubEvent::EndOfStream);
+            if let Some(hub) = self.hub.upgrade() {
+                hub.release(&self.stream);
+            }
+            return;
+        };
+        let (stream, hub, grace) = (self.stream.clone(), self.hub.clone(), self.grace);
+        runtime.spawn(async move {
+            tokio::time::sleep(grace).await;
+            match hub.upgrade() {
+                Some(hub) => hub.expire(&stream, epoch),
+                None => {
+                    if stream.expire(epoch) {
+                        stream.push(HubEvent::EndOfStream);
+                    }
+                }
+            }
+        });
     }
 }

@@ -251,3 +251,47 @@ fn an_eager_subscription_is_woken_by_every_event() {
     p.send(video(33, false)); // within merge_write_ms: batched viewers still wait
     assert!(!b.woken() && e.woken());
 }
+
+#[tokio::test]
+async fn a_publisher_that_comes_back_within_the_grace_continues_the_stream() {
+    let hub = Hub::new(HubConfig::default());
+    let key = StreamKey::new("live", "a");
+    let grace = std::time::Duration::from_millis(300);
+    let gop = GopCacheConfig::default();
+    let p = hub.publish_with(key.clone(), peer(), gop.clone(), grace).unwrap();
+    p.send(HubEvent::Config(cfg()));
+    p.send(video(1000, true));
+    let stream = p.stream().clone();
+    let mut sub = stream.subscribe();
+    drain(&mut sub).unwrap();
+    drop(p);
+    // waiting: still listed, no end for the viewer, a new viewer may join (the last GOP)
+    assert!(stream.waiting_since().is_some());
+    assert!(Arc::ptr_eq(&hub.get(&key).unwrap(), &stream));
+    assert!(drain(&mut sub).unwrap().is_empty(), "nothing, not the end");
+    let mut late = stream.subscribe();
+    assert!(drain(&mut late).unwrap().iter().any(|e| matches!(e, HubEvent::Frame(f) if f.is_keyframe())));
+    // back: the same stream, its clock at 0, rebased after the last frame
+    let p = hub.publish_with(key.clone(), "127.0.0.1:2".parse().unwrap(), gop.clone(), grace).unwrap();
+    assert!(Arc::ptr_eq(p.stream(), &stream));
+    assert_eq!((stream.reconnects(), stream.waiting_since()), (1, None));
+    p.send(HubEvent::Config(cfg()));
+    p.send(video(0, true));
+    let got = drain(&mut sub).unwrap();
+    assert!(!got.iter().any(|e| matches!(e, HubEvent::Config(_))), "the same config is not sent again: {got:?}");
+    let dts: Vec<i64> =
+        got.iter().filter_map(|e| if let HubEvent::Frame(f) = e { Some(f.dts()) } else { None }).collect();
+    assert_eq!(dts.len(), 1);
+    assert!(dts[0] > 1000 && dts[0] < 1000 + 2000, "continues after 1000 by the pause: {dts:?}");
+    // gone again, and nobody comes back: the stream ends after the grace
+    drop(p);
+    assert!(!drain(&mut sub).unwrap().contains(&HubEvent::EndOfStream));
+    tokio::time::sleep(grace * 2).await;
+    assert!(drain(&mut sub).unwrap().contains(&HubEvent::EndOfStream));
+    assert!(hub.get(&key).is_none() && stream.expired());
+    // an admin kick ends at once
+    let p = hub.publish_with(key.clone(), peer(), gop, grace).unwrap();
+    p.stream().kick_and_end("admin");
+    drop(p);
+    assert!(hub.get(&key).is_none());
+}

@@ -47,6 +47,9 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
         "app": s.key().app,
         "name": s.key().name,
         "publisher": s.publisher_addr().to_string(),
+        // the publisher left and the stream waits for it to come back (reconnect grace)
+        "waiting_for_publisher_ms": s.waiting_since().map(|t| t.elapsed().as_millis() as u64),
+        "reconnects": s.reconnects(),
         "started_unix_ms": s.started().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
         "uptime_s": (uptime * 10.0).round() / 10.0,
         "video": codec.video.as_ref().map(|v| json!({
@@ -148,7 +151,7 @@ pub(crate) fn kick(path: &str, authorization: Option<&HeaderValue>, ctx: &HttpCo
     match ctx.hub.get(&StreamKey::new(*app, *name)) {
         Some(s) => {
             tracing::info!(stream = %s.key(), "publisher kicked by the admin API");
-            s.kick("kicked by the admin API");
+            s.kick_and_end("kicked by the admin API");
             text(StatusCode::OK, "kicked\n")
         }
         None => not_found(),

@@ -71,9 +71,14 @@ pub(crate) fn index(hub: &Hub) -> Response<Body> {
         let video = codec.video.as_ref().map(|v| format!("{} {}x{}", v.codec_string(), v.width(), v.height()));
         let audio = codec.audio.as_ref().map(|a| format!("{} {} Hz", a.codec_string(), a.sample_rate()));
         let media = [video, audio].into_iter().flatten().collect::<Vec<_>>().join(", ");
+        // the publisher left; the stream waits for it to come back (reconnect grace)
+        let waiting = s
+            .waiting_since()
+            .map(|t| format!(" · <b>waiting for the publisher ({:.0} s)</b>", t.elapsed().as_secs_f64()))
+            .unwrap_or_default();
         let _ = writeln!(
             rows,
-            "<li><a href=\"/{key}\">{key}</a> <small>{media} · up {:.0} s · \
+            "<li><a href=\"/{key}\">{key}</a> <small>{media}{waiting} · up {:.0} s · \
              <a href=\"/{key}.m3u8\">m3u8</a> · <a href=\"/{key}.flv\">flv</a></small></li>",
             s.uptime().as_secs_f64(),
             media = esc(&media),

@@ -244,7 +244,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         let mut took_over = false;
         let published = loop {
             let released = ctx.hub.key_released();
-            let got = ctx.hub.publish_with(key.clone(), self.peer, policy.gop_cache.clone());
+            let got = ctx.hub.publish_with(key.clone(), self.peer, policy.gop_cache.clone(), policy.reconnect_grace);
             let Err(PublishError::AlreadyPublishing(_)) = got else { break got };
             // when to look at the old publisher's silence again, unless the key is freed first
             let mut recheck = deadline;
@@ -282,8 +282,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                 // a publisher's unfinished messages no longer count against the budget of
                 // connections that do not publish (its own 2 × max_message_size still holds)
                 self.session.set_shared_budget(None);
-                let (hub, peer, gop) = (ctx.hub.clone(), self.peer, policy.gop_cache.clone());
-                let start_track = Box::new(move |k: &StreamKey| hub.publish_with(k.clone(), peer, gop.clone()).ok());
+                let (hub, peer, gop, grace) =
+                    (ctx.hub.clone(), self.peer, policy.gop_cache.clone(), policy.reconnect_grace);
+                let start_track =
+                    Box::new(move |k: &StreamKey| hub.publish_with(k.clone(), peer, gop.clone(), grace).ok());
                 self.role = Role::Publishing(Box::new(Ingest::new(
                     publisher,
                     stream_id,

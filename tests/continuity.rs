@@ -1,0 +1,161 @@
+//! Publisher continuity (`[hub] reconnect_grace_ms`): an encoder restarted within the
+//! grace continues the same stream; HTTP-FLV and RTMP viewers stay connected on one
+//! timeline and HLS goes on without a discontinuity; after the grace the stream ends.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::hostile::{flv_reader, playlist, Rtmp};
+use common::*;
+
+/// (kind, timestamp, is a sequence header) of each complete tag of an FLV body.
+fn tags(flv: &[u8]) -> Vec<(u8, u32, bool)> {
+    assert!(flv.starts_with(b"FLV"), "an FLV body");
+    let mut out = Vec::new();
+    let mut i = 13;
+    while i + 11 <= flv.len() {
+        let size = u32::from_be_bytes([0, flv[i + 1], flv[i + 2], flv[i + 3]]) as usize;
+        if i + 11 + size + 4 > flv.len() {
+            break;
+        }
+        let ts = u32::from_be_bytes([flv[i + 7], flv[i + 4], flv[i + 5], flv[i + 6]]);
+        let body = &flv[i + 11..i + 11 + size];
+        let config = body.len() > 1 && body[1] == 0 && matches!(flv[i], 8 | 9);
+        out.push((flv[i], ts, config));
+        i += 11 + size + 4;
+    }
+    out
+}
+
+/// Checks one viewer's FLV: one header, each track's timestamps never go back, and the
+/// timeline has no hole where the publisher was away (the largest step between video tags
+/// is about a frame, not the pause).
+fn assert_continuous(what: &str, flv: &[u8], pause: Duration) -> u32 {
+    assert_eq!(flv.windows(4).filter(|w| w == b"FLV\x01").count(), 1, "{what}: one FLV header (no restart)");
+    let tags = tags(flv);
+    let mut gap = 0;
+    for kind in [8u8, 9] {
+        let ts: Vec<u32> = tags.iter().filter(|t| t.0 == kind && !t.2).map(|t| t.1).collect();
+        assert!(ts.len() > 50, "{what}: {} tags of type {kind}", ts.len());
+        for w in ts.windows(2) {
+            assert!(w[1] >= w[0], "{what}: type {kind} went back from {} to {}", w[0], w[1]);
+            if kind == 9 {
+                gap = gap.max(w[1] - w[0]);
+            }
+        }
+    }
+    let pause_ms = pause.as_millis() as u32;
+    assert!(gap <= 200 && gap < pause_ms, "{what}: a {gap} ms hole in the timeline after a {pause_ms} ms pause");
+    let configs = tags.iter().filter(|t| t.0 == 9 && t.2).count();
+    assert_eq!(configs, 1, "{what}: the unchanged video sequence header was not sent again");
+    gap
+}
+
+#[test]
+fn an_encoder_restart_within_the_grace_keeps_every_viewer_on_one_timeline() {
+    let gw = Gateway::in_process("[hub]\nreconnect_grace_ms = 4000\n[hls]\nvariant = \"fmp4\"\n");
+    let url = gw.rtmp_url("live/cont");
+    let first = publish(&url, Source::default(), None);
+    assert!(wait_until(Duration::from_secs(15), || {
+        playlist(&gw, "live/cont").is_some_and(|p| p.matches("#EXTINF").count() >= 2)
+    }));
+    let (stop, count) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let flv = flv_reader(gw.http, "live/cont", stop.clone(), count.clone());
+    let out = scratch_dir("continuity").join("rtmp.flv");
+    let mut rtmp = ffmpeg9_spawn(&["-i", &url, "-c", "copy", "-f", "flv", "-y", out.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(3));
+
+    // the encoder goes away (killed: its TCP connection closes) and comes back after 1 s
+    first.stop();
+    let left = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(3), || { api(&gw, "live/cont")["waiting_for_publisher_ms"].is_u64() }),
+        "the stream waits for its publisher: {}",
+        api(&gw, "live/cont")
+    );
+    let index = http_get(gw.http, "/").text();
+    assert!(index.contains("waiting for the publisher"), "{index}");
+    // a viewer joining meanwhile is served (the last GOP)
+    let late = http_request(gw.http, "GET", "/live/cont.flv", 20_000, Duration::from_secs(3));
+    assert_eq!(late.status, 200);
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(left.elapsed()));
+    let pause = left.elapsed();
+    let second = publish(&url, Source::default(), None);
+    let before = count.load(Ordering::Relaxed);
+    assert!(wait_until(Duration::from_secs(10), || count.load(Ordering::Relaxed) > before + 200_000), "media again");
+    std::thread::sleep(Duration::from_secs(3));
+    let api_now = api(&gw, "live/cont");
+    assert_eq!(api_now["reconnects"], 1, "{api_now}");
+    assert!(api_now["waiting_for_publisher_ms"].is_null(), "{api_now}");
+    assert!(rtmp.is_running(), "the RTMP viewer is still playing");
+    // HLS: the same playlist goes on without a discontinuity
+    let pl = playlist(&gw, "live/cont").unwrap();
+    assert!(!pl.contains("#EXT-X-DISCONTINUITY") && !pl.contains("#EXT-X-ENDLIST"), "{pl}");
+
+    stop.store(true, Ordering::Relaxed);
+    let body = flv.join().unwrap();
+    let gap = assert_continuous("HTTP-FLV", &body, pause);
+    println!("HTTP-FLV viewer: largest timestamp step {gap} ms across a {pause:?} publisher pause");
+    // after the grace the stream ends as before: viewers are told, the playlist ends
+    second.stop();
+    assert!(wait_until(Duration::from_secs(10), || !rtmp.is_running()), "the RTMP viewer ends after the grace");
+    let gap = assert_continuous("RTMP play", &std::fs::read(&out).unwrap(), pause);
+    println!("RTMP viewer: largest timestamp step {gap} ms");
+    assert!(wait_until(Duration::from_secs(5), || http_get(gw.http, "/api/streams/live/cont").status == 404));
+    let pl = playlist(&gw, "live/cont").unwrap_or_default();
+    assert!(pl.contains("#EXT-X-ENDLIST"), "ENDLIST right after the grace: {pl}");
+}
+
+fn api(gw: &Gateway, key: &str) -> serde_json::Value {
+    serde_json::from_slice(&http_get(gw.http, &format!("/api/streams/{key}")).body).unwrap_or_default()
+}
+
+#[test]
+fn many_short_publishes_and_a_changed_codec_stay_one_stream() {
+    let gw = Gateway::in_process("[hub]\nreconnect_grace_ms = 3000\n");
+    let (stop, count) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let mut first = Rtmp::publish(gw.rtmp, "live", "loop").expect("publish");
+    first.send_configs(0);
+    let flv = flv_reader(gw.http, "live/loop", stop.clone(), count.clone());
+    // a reconnect loop: 30 publishes of a few frames each, every one from timestamp 0
+    drop(first);
+    for _ in 0..30 {
+        let mut c = Rtmp::publish(gw.rtmp, "live", "loop").expect("a publish within the grace");
+        c.send_configs(0);
+        for t in common::hostile::frames_from(0).take(10) {
+            c.send_tag(&t).unwrap();
+        }
+        c.unpublish();
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || api(&gw, "live/loop")["reconnects"] == 30),
+        "{}",
+        api(&gw, "live/loop")
+    );
+    // a publisher from elsewhere with other codecs (audio only): new sequence headers
+    let mut other = Rtmp::publish(gw.rtmp, "live", "loop").expect("publish");
+    let audio_cfg = common::hostile::source().configs.iter().find(|t| t.kind == 8).unwrap().clone();
+    other.send_tag(&audio_cfg).unwrap();
+    for t in common::hostile::frames_from(0).filter(|t| t.kind == 8).take(40) {
+        other.send_tag(&t).unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || api(&gw, "live/loop")["video"].is_null()),
+        "{}",
+        api(&gw, "live/loop")
+    );
+    other.unpublish();
+    stop.store(true, Ordering::Relaxed);
+    let body = flv.join().unwrap();
+    let tags = tags(&body);
+    assert_eq!(body.windows(4).filter(|w| w == b"FLV\x01").count(), 1, "one viewer session throughout");
+    let ts: Vec<u32> = tags.iter().filter(|t| t.0 == 8 && !t.2).map(|t| t.1).collect();
+    assert!(ts.windows(2).all(|w| w[1] >= w[0]), "audio timestamps never go back across 31 publishers");
+    assert!(tags.iter().filter(|t| t.0 == 8 && t.2).count() >= 1);
+    let list: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/streams").body).unwrap();
+    let listed = list["streams"].as_array().map_or(0, |a| a.iter().filter(|s| s["name"] == "loop").count());
+    assert_eq!(listed, 1, "one stream, waiting for its publisher: {list}");
+}
