@@ -1,5 +1,6 @@
 // livegate's built-in player page: /APP/STREAM plays that stream.
 //   ?mode=flv   HTTP-FLV via mpegts.js (low latency; default where MSE exists, for H.264)
+//   ?mode=ws    WebSocket-FLV via mpegts.js (the same stream over ws://, for networks that need WebSockets)
 //   ?mode=hls   HLS: hls.js where MSE exists, else the browser's own HLS (iPhone Safari)
 //   ?engine=native  force the browser's own HLS player
 //   ?track=N    HTTP-FLV: track N of a multitrack publish (HLS: the quality menu lists every video
@@ -23,8 +24,8 @@
   // so latency figures and error handling are the same everywhere except where only native HLS exists.
   const useNativeHls = params.get('engine') === 'native' ? nativeHls : !hasMse && nativeHls;
   let mode = params.get('mode') || (hasMse ? 'flv' : 'hls');
-  if (mode !== 'hls' && mode !== 'flv') mode = 'hls';
-  if (mode === 'flv' && !(hasMse && window.mpegts && mpegts.getFeatureList().mseLivePlayback)) mode = 'hls';
+  if (mode !== 'hls' && mode !== 'flv' && mode !== 'ws') mode = 'hls';
+  if (mode !== 'hls' && !(hasMse && window.mpegts && mpegts.getFeatureList().mseLivePlayback)) mode = 'hls';
 
   document.getElementById('title').textContent = key;
   document.title = key + ' · livegate';
@@ -77,7 +78,7 @@
     // ?track=N: another track of a multitrack publish over HTTP-FLV (HLS offers every track)
     const q = new URLSearchParams();
     if (playKey) q.set('key', playKey);
-    if (mode === 'flv' && params.get('track')) q.set('track', params.get('track'));
+    if (mode !== 'hls' && params.get('track')) q.set('track', params.get('track'));
     const url = '/' + key + (mode === 'hls' ? '.m3u8' : '.flv') + (q.toString() ? '?' + q : '');
     S.attempts += 1;
     setStatus('connecting…');
@@ -122,8 +123,11 @@
       hls.loadSource(url);
       hls.attachMedia(video);
     } else {
-      S.engine = 'mpegts.js ' + mpegts.version;
-      flv = mpegts.createPlayer({ type: 'flv', isLive: true, url: new URL(url, location.href).href },
+      S.engine = 'mpegts.js ' + mpegts.version + (mode === 'ws' ? ' (WebSocket)' : '');
+      // WebSocket-FLV: the same URL with ws: / wss:
+      const media = new URL(url, location.href);
+      if (mode === 'ws') media.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+      flv = mpegts.createPlayer({ type: 'flv', isLive: true, url: media.href },
         { enableStashBuffer: false, liveBufferLatencyChasing: true, lazyLoad: false });
       flv.on(mpegts.Events.ERROR, (type, details) => {
         S.errors.push({ fatal: true, type, details });
@@ -180,8 +184,8 @@
       `\n${s.w}x${s.h}   first frame ${fmt(s.firstFrameMs, 0)} ms   frames ${s.frames}, dropped ${s.dropped}   buffer ${fmt(s.bufEnd - s.ct, 2)} s`;
   }, 500);
 
-  const buttons = () => { for (const m of ['flv', 'hls']) document.getElementById('mode-' + m).setAttribute('aria-pressed', String(m === mode)); };
-  for (const m of ['flv', 'hls']) {
+  const buttons = () => { for (const m of ['flv', 'ws', 'hls']) document.getElementById('mode-' + m).setAttribute('aria-pressed', String(m === mode)); };
+  for (const m of ['flv', 'ws', 'hls']) {
     const btn = document.getElementById('mode-' + m);
     btn.addEventListener('click', () => {
       const p = new URLSearchParams(location.search);

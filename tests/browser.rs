@@ -86,6 +86,24 @@ fn mpegts_js_plays_http_flv_with_a_fast_first_frame() {
 }
 
 #[test]
+fn mpegts_js_plays_websocket_flv() {
+    let gw = Gateway::in_process("");
+    let _pub = publish(&gw.rtmp_url("live/wsjs"), Source::default(), None);
+    assert!(wait_live(&gw, "live/wsjs", Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(1500));
+    let url = gw.http_url("/live/wsjs.flv").replacen("http://", "ws://", 1);
+    let r = run_player(
+        json!({"mode": "flv", "url": url, "seconds": 10, "vendor": vendor(),
+               "screenshot": artifacts().join("mpegtsjs-websocket.png")}),
+        |_, _| {},
+    );
+    assert_played(&r, 10.0);
+    let mi = &r["mediaInfo"];
+    assert_eq!((mi["hasVideo"].as_bool(), mi["hasAudio"].as_bool()), (Some(true), Some(true)), "{mi}");
+    println!("WebSocket-FLV in mpegts.js: {}", summary(&r));
+}
+
+#[test]
 fn hls_js_keeps_playing_across_an_encoder_restart() {
     // MPEG-TS, and Low-Latency HLS over fMP4 (a new init segment or not, a discontinuity)
     for variant in ["mpegts", "lowlatency"] {
@@ -157,7 +175,7 @@ fn the_builtin_player_page_plays_both_modes() {
         assert_eq!((r.status, r.header("content-type")), (200, Some("text/javascript; charset=utf-8")), "{path}");
     }
 
-    for (mode, engine) in [("hls", "hls.js"), ("flv", "mpegts.js")] {
+    for (mode, engine) in [("hls", "hls.js"), ("flv", "mpegts.js"), ("ws", "mpegts.js 1.8.2 (WebSocket)")] {
         let r = run_player(
             json!({"mode": "page", "url": gw.http_url(&format!("/live/page?mode={mode}")), "seconds": 8,
                    "screenshot": artifacts().join(format!("player-page-{mode}.png"))}),

@@ -6,7 +6,9 @@
 //! - [`http`]: HTTP-FLV, HLS playlists and segments, the API, metrics, the player page.
 //! - [`listener`]: binding, backlogs, connection limits, the accept loop, the open-file
 //!   limit; shared by both.
+//! - `writer`: vectored writes of queued pieces (RTMP connections, WebSocket-FLV).
 
 pub mod http;
 pub mod listener;
 pub mod rtmp;
+mod writer;

@@ -38,40 +38,73 @@ pub(crate) async fn serve(
     ctx: &Arc<HttpContext>,
     kill: CancellationToken,
 ) -> Response<Body> {
+    let (stream, guard) = match admit(&key, query, peer, ctx, "http_flv").await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
+    };
+    if head {
+        // a HEAD asked the callback like a GET, so its callback server hears it leave too
+        drop(DoneNotice { ctx: ctx.clone(), key, query: query.to_string(), peer, protocol: "http_flv" });
+        drop(guard);
+        return flv_response(Empty::new().boxed());
+    }
+    let body = start(stream, guard, key, query, peer, ctx, kill, "http_flv");
+    flv_response(body.boxed())
+}
+
+/// Admits a viewer of `key`'s FLV (HTTP-FLV or WebSocket-FLV, `protocol` as the auth
+/// callback names it): the app serves it, the keys, the stream is live, the callback, the
+/// viewer limit; else the refusal to answer.
+pub(crate) async fn admit(
+    key: &StreamKey,
+    query: &str,
+    peer: SocketAddr,
+    ctx: &Arc<HttpContext>,
+    protocol: &'static str,
+) -> Result<(Arc<Stream>, ViewerGuard), Response<Body>> {
     let settings = ctx.settings.get();
     let policy = settings.apps.get(&key.app);
     if !policy.http_flv {
-        return not_found();
+        return Err(not_found());
     }
     // keys first (they answer nothing about liveness), then liveness (a stream that is not
     // live costs no callback), then the callback: for HEAD as for GET, so HEAD reveals no
     // more than GET does
-    let req = AuthRequest::for_stream(Action::Play, &key, peer, "http_flv", query);
+    let req = AuthRequest::for_stream(Action::Play, key, peer, protocol, query);
     if let Err(denied) = ctx.auth.check_keys(&policy.auth, &req) {
-        warn!(%peer, stream = %key, "HTTP-FLV play denied: {denied}");
-        return refused(ctx, &denied);
+        warn!(%peer, stream = %key, "{} play denied: {denied}", label(protocol));
+        return Err(refused(ctx, &denied));
     }
-    if ctx.hub.get(&key).is_none() {
-        return not_found();
+    if ctx.hub.get(key).is_none() {
+        return Err(not_found());
     }
     if let Err(denied) = ctx.auth.check(&policy.auth, &req).await {
-        warn!(%peer, stream = %key, "HTTP-FLV play denied: {denied}");
-        return refused(ctx, &denied);
+        warn!(%peer, stream = %key, "{} play denied: {denied}", label(protocol));
+        return Err(refused(ctx, &denied));
     }
-    let Some(stream) = ctx.hub.get(&key) else {
-        return not_found();
+    let Some(stream) = ctx.hub.get(key) else {
+        return Err(not_found());
     };
     let Some(guard) = stream.admit_viewer(Protocol::HttpFlv, settings.limits.max_viewers_per_stream) else {
-        warn!(%peer, stream = %key, "HTTP-FLV viewer refused: viewer limit reached");
+        warn!(%peer, stream = %key, "{} viewer refused: viewer limit reached", label(protocol));
         ctx.metrics.rejected.get_or_create(&reason("viewer_limit")).inc();
-        return text(StatusCode::SERVICE_UNAVAILABLE, "viewer limit reached\n");
+        return Err(text(StatusCode::SERVICE_UNAVAILABLE, "viewer limit reached\n"));
     };
-    if head {
-        // a HEAD asked the callback like a GET, so its callback server hears it leave too
-        drop(DoneNotice { ctx: ctx.clone(), key, query: query.to_string(), peer });
-        drop(guard);
-        return flv_response(Empty::new().boxed());
-    }
+    Ok((stream, guard))
+}
+
+/// The endless FLV of an admitted viewer, and its stall watchdog (which cancels `kill`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start(
+    stream: Arc<Stream>,
+    guard: ViewerGuard,
+    key: StreamKey,
+    query: &str,
+    peer: SocketAddr,
+    ctx: &Arc<HttpContext>,
+    kill: CancellationToken,
+    protocol: &'static str,
+) -> FlvBody {
     let watch = Arc::new(Watch::new());
     let gone = CancellationToken::new();
     let body = FlvBody {
@@ -85,13 +118,22 @@ pub(crate) async fn serve(
         watch: watch.clone(),
         finished: false,
         kill: kill.clone(),
-        _done: DoneNotice { ctx: ctx.clone(), key, query: query.to_string(), peer },
+        _done: DoneNotice { ctx: ctx.clone(), key, query: query.to_string(), peer, protocol },
         _guard: guard,
     };
-    info!(%peer, stream = %body.sub.stream().key(), "HTTP-FLV viewer joined");
+    info!(%peer, stream = %body.sub.stream().key(), "{} viewer joined", label(protocol));
     let stall = Duration::from_millis(ctx.config.viewer_stall_timeout_ms);
     tokio::spawn(watchdog(watch, stream, stall, kill, gone, peer));
-    flv_response(body.boxed())
+    body
+}
+
+/// How the log names a protocol.
+fn label(protocol: &str) -> &str {
+    match protocol {
+        "http_flv" => "HTTP-FLV",
+        "ws_flv" => "WebSocket-FLV",
+        other => other,
+    }
 }
 
 fn flv_response(body: Body) -> Response<Body> {
@@ -197,19 +239,20 @@ struct DoneNotice {
     key: StreamKey,
     query: String,
     peer: SocketAddr,
+    protocol: &'static str,
 }
 
 impl Drop for DoneNotice {
     fn drop(&mut self) {
-        info!(peer = %self.peer, stream = %self.key, "HTTP-FLV viewer left");
-        let req = AuthRequest::for_stream(Action::Done, &self.key, self.peer, "http_flv", &self.query);
+        info!(peer = %self.peer, stream = %self.key, "{} viewer left", label(self.protocol));
+        let req = AuthRequest::for_stream(Action::Done, &self.key, self.peer, self.protocol, &self.query);
         self.ctx.auth.notify(&self.ctx.settings.get().apps.get(&self.key.app).auth, req);
     }
 }
 
-/// The endless FLV body: polls the viewer's subscription directly whenever hyper can take
-/// more, so a viewer costs one task (hyper's connection) and no channel.
-struct FlvBody {
+/// The endless FLV body: polls the viewer's subscription directly whenever hyper (or the
+/// WebSocket-FLV writer) can take more, so a viewer costs one task and no channel.
+pub(crate) struct FlvBody {
     sub: Subscription,
     writer: FlvWriter,
     events: Vec<HubEvent>,

@@ -14,6 +14,7 @@ mod path;
 mod player;
 mod response;
 mod routes;
+mod ws;
 pub(crate) use routes::with_track;
 
 use std::convert::Infallible;
@@ -81,7 +82,9 @@ async fn connection(sock: tokio::net::TcpStream, peer: SocketAddr, ctx: Arc<Http
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
         .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(sock), svc);
+        .serve_connection(TokioIo::new(sock), svc)
+        // WebSocket-FLV takes the connection over after a 101
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {

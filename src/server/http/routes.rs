@@ -26,6 +26,22 @@ pub(crate) async fn handle<B>(
     kill: CancellationToken,
 ) -> Response<Body> {
     let head = req.method() == Method::HEAD;
+    // WebSocket-FLV: an upgrade at an HTTP-FLV URL
+    if req.method() == Method::GET && super::ws::is_upgrade(&req) {
+        let query = req.uri().query().unwrap_or("").to_string();
+        let key = split_path(req.uri().path()).and_then(|segments| match segments.as_slice() {
+            [app, file] => file.strip_suffix(".flv").filter(|n| !n.is_empty()).map(|n| StreamKey::new(*app, n)),
+            _ => None,
+        });
+        let mut resp = match key {
+            Some(key) => super::ws::serve(req, with_track(key, &query), &query, peer, &ctx).await,
+            None => not_found(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&ctx.config.cors_allow_origin) {
+            resp.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        }
+        return resp;
+    }
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
     let mut resp = match *req.method() {

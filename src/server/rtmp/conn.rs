@@ -13,13 +13,13 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::publish::Ingest;
-use super::writer::Writer;
 use super::RtmpContext;
 use crate::auth::{Action, AuthRequest};
 use crate::flv::TagCodecs;
 use crate::hub::{HubEvent, Protocol, StreamKey, Subscription, ViewerGuard};
 use crate::metrics::reason;
 use crate::rtmp::{ClientCapabilities, RequestId, ServerSession, SessionConfig, SessionEvent};
+use crate::server::writer::Writer;
 
 pub(super) enum Role {
     Idle,

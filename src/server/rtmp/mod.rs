@@ -3,13 +3,12 @@
 //! viewers to the hub. Protocol logic lives in `rtmp`, demuxing in `flv`,
 //! fan-out in `hub`, decisions in `auth`. Here: the listener and the budget of
 //! unfinished messages of connections that do not publish; `conn` is one
-//! connection's `select!` loop, `publish` and `play` what each role does, `writer`
-//! the vectored socket writer.
+//! connection's `select!` loop, `publish` and `play` what each role does (writes go
+//! through `server::writer`).
 
 mod conn;
 mod play;
 mod publish;
-mod writer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,5 +1,6 @@
-//! Vectored socket writes of queued `Bytes` pieces (chunk headers and shared
-//! payload slices), so a payload is never copied into a per-viewer buffer.
+//! Vectored socket writes of queued `Bytes` pieces (RTMP chunk headers, WebSocket frame
+//! headers and shared payload slices), so a payload is never copied into a per-viewer
+//! buffer.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -9,17 +10,17 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 const MAX_IOVECS: usize = 64;
 
-pub(super) struct Writer<W> {
+pub(crate) struct Writer<W> {
     sock: W,
     queue: VecDeque<Bytes>,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
-    pub(super) fn new(sock: W) -> Self {
+    pub(crate) fn new(sock: W) -> Self {
         Self { sock, queue: VecDeque::new() }
     }
 
-    pub(super) fn queue(&mut self, b: Bytes) {
+    pub(crate) fn queue(&mut self, b: Bytes) {
         if !b.is_empty() {
             self.queue.push_back(b);
         }
@@ -27,7 +28,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 
     /// Writes everything queued; returns the bytes written. Cancel-safe: what
     /// was not written stays queued.
-    pub(super) async fn flush(&mut self) -> std::io::Result<usize> {
+    pub(crate) async fn flush(&mut self) -> std::io::Result<usize> {
         let mut total = 0;
         while !self.queue.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
