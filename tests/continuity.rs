@@ -159,3 +159,90 @@ fn many_short_publishes_and_a_changed_codec_stay_one_stream() {
     let listed = list["streams"].as_array().map_or(0, |a| a.iter().filter(|s| s["name"] == "loop").count());
     assert_eq!(listed, 1, "one stream, waiting for its publisher: {list}");
 }
+
+const TOKEN: &str = "0123456789abcdef-token";
+
+/// `POST path` with the admin token: the whole answer.
+fn post(gw: &Gateway, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(gw.http).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp
+}
+
+/// A publisher of `live/NAME` from livegate's own client, announcing Enhanced RTMP v2's
+/// reconnect capability (`capsEx` 1) when `reconnect`, sending configs and a second of media.
+fn publisher(gw: &Gateway, name: &str, reconnect: bool, from_ms: u32) -> Rtmp {
+    use livegate::rtmp::amf0::Amf0Value;
+    use std::io::Write;
+    let mut c = Rtmp::connect(gw.rtmp);
+    let caps = if reconnect { vec![("capsEx".to_string(), Amf0Value::Number(1.0))] } else { Vec::new() };
+    let mut out = c.client.connect_with("live", caps);
+    out.extend(c.client.create_stream());
+    out.extend(c.client.publish(1, name));
+    c.s.write_all(&out).unwrap();
+    assert!(c.wait_for(&[b"NetStream.Publish.Start"], Duration::from_secs(10)).is_some(), "publish");
+    c.send_configs(from_ms);
+    common::hostile::send_media(&mut c, 0, 1000, 4.0, |t| t + from_ms);
+    c
+}
+
+#[test]
+fn an_admin_drain_asks_a_capable_publisher_to_reconnect_and_closes_another() {
+    let gw = Gateway::in_process(&format!("[admin]\ntoken = \"{TOKEN}\"\n[hub]\nreconnect_grace_ms = 5000\n"));
+    let (stop, count) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let mut old = publisher(&gw, "drain", true, 0);
+    let flv = flv_reader(gw.http, "live/drain", stop.clone(), count.clone());
+    let target = format!("rtmp%3A%2F%2F127.0.0.1%3A{}%2Flive", gw.rtmp.port());
+    let r = post(&gw, &format!("/api/streams/live/drain/reconnect?tcUrl={target}"));
+    assert!(r.starts_with("HTTP/1.1 200") && r.contains("reconnect requested"), "{r}");
+    assert!(
+        old.wait_for(&[b"NetConnection.Connect.ReconnectRequest"], Duration::from_secs(5)).is_some(),
+        "the publisher is asked to reconnect"
+    );
+    let url = format!("rtmp://127.0.0.1:{}/live", gw.rtmp.port());
+    assert!(old.wait_for(&[url.as_bytes()], Duration::from_secs(1)).is_some(), "with the target tcUrl");
+    // as an E-RTMP v2 encoder does: the old connection goes on, a new one takes over, the old closes
+    common::hostile::send_media(&mut old, 1000, 500, 4.0, |t| t);
+    drop(old);
+    let new = publisher(&gw, "drain", true, 1500);
+    assert!(
+        wait_until(Duration::from_secs(5), || api(&gw, "live/drain")["reconnects"] == 1),
+        "{}",
+        api(&gw, "live/drain")
+    );
+    drop(new);
+    stop.store(true, Ordering::Relaxed);
+    let body = flv.join().unwrap();
+    assert_eq!(body.windows(4).filter(|w| w == b"FLV\x01").count(), 1, "the viewer stayed on across the move");
+    // a publisher that did not announce the capability is disconnected instead
+    let mut plain = publisher(&gw, "plain", false, 0);
+    let r = post(&gw, "/api/streams/live/plain/reconnect");
+    assert!(r.starts_with("HTTP/1.1 200") && r.contains("disconnected"), "{r}");
+    assert!(common::hostile::closed_by_server(&mut plain.s, Duration::from_secs(5)));
+    assert!(post(&gw, "/api/streams/live/term/reconnect?tcUrl=http%3A%2F%2Fx").starts_with("HTTP/1.1 400"));
+    assert!(post(&gw, "/api/streams/live/none/reconnect").starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn sigterm_asks_a_capable_publisher_to_reconnect_before_closing() {
+    let mut gw = Gateway::start();
+    let mut capable = publisher(&gw, "term", true, 0);
+    let mut plain = publisher(&gw, "term2", false, 0);
+    let pid = gw.pid();
+    let killer = std::thread::spawn(move || {
+        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    });
+    assert!(
+        capable.wait_for(&[b"NetConnection.Connect.ReconnectRequest"], Duration::from_secs(5)).is_some(),
+        "a capable publisher is asked to reconnect at shutdown"
+    );
+    assert!(plain.wait_for(&[b"NetStream.Unpublish.Success"], Duration::from_secs(5)).is_some());
+    assert!(!String::from_utf8_lossy(&plain.seen).contains("ReconnectRequest"));
+    drop(capable);
+    killer.join().unwrap();
+    assert_eq!(gw.terminate(), Some(0));
+}

@@ -354,6 +354,17 @@ impl ServerSession {
         );
     }
 
+    /// Enhanced RTMP v2: asks the client to reconnect (`NetConnection.Connect.ReconnectRequest`
+    /// on the NetConnection), to `tc_url` when given, else to the URL it is connected to.
+    /// Only for clients that announced the reconnect capability (`capsEx` bit 1).
+    pub fn send_reconnect_request(&mut self, tc_url: Option<&str>, description: &str) {
+        let mut status = msg::status_object("status", "NetConnection.Connect.ReconnectRequest", description);
+        if let (Some(url), Amf0Value::Object(props)) = (tc_url, &mut status) {
+            props.push(("tcUrl".to_string(), Amf0Value::string(url)));
+        }
+        self.queue_command(0, "onStatus", 0.0, &[Amf0Value::Null, status]);
+    }
+
     /// Answers a viewer's `pause`: `NetStream.Pause.Notify`, or on resuming Stream Begin and
     /// `NetStream.Unpause.Notify`.
     pub fn send_pause_notify(&mut self, stream_id: u32, paused: bool) {
@@ -628,7 +639,9 @@ impl ServerSession {
             ("audioFourCcInfoMap", info_map(&AUDIO_FOURCCS)),
             (
                 "capsEx",
-                Amf0Value::Number(f64::from(CAPS_EX_MULTITRACK | CAPS_EX_MODEX | CAPS_EX_TIMESTAMP_NANO_OFFSET)),
+                Amf0Value::Number(f64::from(
+                    CAPS_EX_RECONNECT | CAPS_EX_MULTITRACK | CAPS_EX_MODEX | CAPS_EX_TIMESTAMP_NANO_OFFSET,
+                )),
             ),
         ]);
         let info = Amf0Value::object([

@@ -847,4 +847,17 @@ fn enhanced_rtmp_capabilities_are_read_from_connect_and_announced_in_the_result(
     assert!(list.iter().any(|v| v.as_str() == Some("hvc1")) && list.iter().any(|v| v.as_str() == Some("Opus")));
     let caps_ex = values[2].get("capsEx").and_then(Amf0Value::as_number).unwrap() as u32;
     assert_ne!(caps_ex & CAPS_EX_MULTITRACK, 0);
+    assert_ne!(caps_ex & super::session::CAPS_EX_RECONNECT, 0, "the server sends reconnect requests");
+    // a reconnect request, with a target
+    s.send_reconnect_request(Some("rtmp://other.example/live"), "server going down");
+    let mut out = BytesMut::new();
+    while let Some(b) = s.poll_transmit() {
+        out.extend_from_slice(&b);
+    }
+    let mut msgs = Vec::new();
+    c.handle_input(&mut out, &mut msgs).unwrap();
+    let values = amf0::decode_all(&msgs[0].payload).unwrap();
+    assert_eq!((values[0].as_str(), msgs[0].stream_id), (Some("onStatus"), 0));
+    assert_eq!(values[3].get("code").and_then(Amf0Value::as_str), Some("NetConnection.Connect.ReconnectRequest"));
+    assert_eq!(values[3].get("tcUrl").and_then(Amf0Value::as_str), Some("rtmp://other.example/live"));
 }

@@ -58,6 +58,11 @@ struct Slot {
     end_now: bool,
     /// The stream ended because nobody came back within the grace.
     expired: bool,
+    /// The current publisher announced Enhanced RTMP v2's reconnect capability.
+    can_reconnect: bool,
+    /// Cancelled to ask the current publisher to reconnect (to `reconnect_to`, if set).
+    reconnect: CancellationToken,
+    reconnect_to: Option<String>,
 }
 
 #[derive(Debug)]
@@ -97,6 +102,9 @@ impl Stream {
                 kick_reason: None,
                 end_now: false,
                 expired: false,
+                can_reconnect: false,
+                reconnect: CancellationToken::new(),
+                reconnect_to: None,
             }),
             started: SystemTime::now(),
             started_at: Instant::now(),
@@ -136,6 +144,30 @@ impl Stream {
         let token = lock(&self.slot).kick.clone();
         token.cancelled().await;
         lock(&self.slot).kick_reason.unwrap_or("kicked")
+    }
+
+    /// The publisher announced that it can be asked to reconnect (Enhanced RTMP v2).
+    pub fn set_publisher_can_reconnect(&self, can: bool) {
+        lock(&self.slot).can_reconnect = can;
+    }
+
+    /// Asks the publisher to reconnect (to `target`, else to where it is connected):
+    /// false when it did not announce that it can (then nothing was asked).
+    pub fn request_reconnect(&self, target: Option<String>) -> bool {
+        let mut slot = lock(&self.slot);
+        if !slot.can_reconnect || slot.waiting_since.is_some() {
+            return false;
+        }
+        slot.reconnect_to = target;
+        slot.reconnect.cancel();
+        true
+    }
+
+    /// Resolves when the current publisher is asked to reconnect, with the target.
+    pub async fn reconnect_requested(&self) -> Option<String> {
+        let token = lock(&self.slot).reconnect.clone();
+        token.cancelled().await;
+        lock(&self.slot).reconnect_to.clone()
     }
 
     /// Since when the stream has no publisher and waits for it to come back (the
@@ -178,6 +210,9 @@ impl Stream {
             slot.peer = peer;
             slot.kick = CancellationToken::new();
             slot.kick_reason = None;
+            slot.can_reconnect = false;
+            slot.reconnect = CancellationToken::new();
+            slot.reconnect_to = None;
         }
         lock(&self.state).timeline.reattach();
         let now = u64::try_from(self.started_at.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -132,17 +132,22 @@ pub(crate) fn stream(ctx: &HttpContext, key: &StreamKey) -> Response<Body> {
     }
 }
 
-/// `DELETE /api/streams/APP/STREAM` with `Authorization: Bearer TOKEN`: disconnects the publisher.
-pub(crate) fn kick(path: &str, authorization: Option<&HeaderValue>, ctx: &HttpContext) -> Response<Body> {
+/// None when `authorization` carries the admin token; else the answer to give.
+fn admin_refusal(authorization: Option<&HeaderValue>, ctx: &HttpContext) -> Option<Response<Body>> {
     let Some(token) = &ctx.admin_token else {
-        return text(StatusCode::NOT_FOUND, "admin API is off (no admin.token configured)\n");
+        return Some(text(StatusCode::NOT_FOUND, "admin API is off (no admin.token configured)\n"));
     };
     let given = authorization.and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let ok = given.is_some_and(|g| {
         g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     });
-    if !ok {
-        return text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+    (!ok).then(|| text(StatusCode::UNAUTHORIZED, "unauthorized\n"))
+}
+
+/// `DELETE /api/streams/APP/STREAM` with `Authorization: Bearer TOKEN`: disconnects the publisher.
+pub(crate) fn kick(path: &str, authorization: Option<&HeaderValue>, ctx: &HttpContext) -> Response<Body> {
+    if let Some(refusal) = admin_refusal(authorization, ctx) {
+        return refusal;
     }
     let segments = split_path(path);
     let Some(["api", "streams", app, name]) = segments.as_deref() else {
@@ -158,8 +163,81 @@ pub(crate) fn kick(path: &str, authorization: Option<&HeaderValue>, ctx: &HttpCo
     }
 }
 
+/// `POST /api/streams/APP/STREAM/reconnect[?tcUrl=URL]` with `Authorization: Bearer
+/// TOKEN`: a drain. A publisher that announced Enhanced RTMP v2's reconnect capability is
+/// sent `NetConnection.Connect.ReconnectRequest` (with `tcUrl` when given: reconnect
+/// there); another is disconnected (it may come back within the reconnect grace).
+pub(crate) fn reconnect(
+    path: &str,
+    query: &str,
+    authorization: Option<&HeaderValue>,
+    ctx: &HttpContext,
+) -> Response<Body> {
+    if let Some(refusal) = admin_refusal(authorization, ctx) {
+        return refusal;
+    }
+    let segments = split_path(path);
+    let Some(["api", "streams", app, name, "reconnect"]) = segments.as_deref() else {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    };
+    let target = match crate::auth::query_param(query, "tcUrl").map(percent_decode) {
+        None => None,
+        Some(Some(url)) if (url.starts_with("rtmp://") || url.starts_with("rtmps://")) && url.len() <= 1024 => {
+            Some(url)
+        }
+        Some(_) => return text(StatusCode::BAD_REQUEST, "tcUrl must be an rtmp:// or rtmps:// URL\n"),
+    };
+    let Some(s) = ctx.hub.get(&StreamKey::new(*app, *name)) else { return not_found() };
+    if s.waiting_since().is_some() {
+        return text(StatusCode::CONFLICT, "the stream has no publisher now (it waits for one to come back)\n");
+    }
+    if s.request_reconnect(target.clone()) {
+        tracing::info!(stream = %s.key(), ?target, "admin API: publisher asked to reconnect");
+        text(StatusCode::OK, "reconnect requested\n")
+    } else {
+        tracing::info!(stream = %s.key(), "admin API: publisher cannot be asked to reconnect; disconnecting it");
+        s.kick("asked to reconnect by the admin API (it did not announce that it can be asked)");
+        text(StatusCode::OK, "disconnected (the publisher did not announce the reconnect capability)\n")
+    }
+}
+
+/// `%XX`-decodes a query value; None when it is not valid UTF-8 or has control characters.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    let text = String::from_utf8(out).ok()?;
+    (!text.chars().any(char::is_control)).then_some(text)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(super::percent_decode("rtmp%3A%2F%2Fb.example%2Flive").as_deref(), Some("rtmp://b.example/live"));
+        assert_eq!(super::percent_decode("rtmp://b/live").as_deref(), Some("rtmp://b/live"));
+        assert_eq!(super::percent_decode("a%0Ab"), None, "no control characters");
+        assert_eq!(super::percent_decode("%zz"), None);
+        assert_eq!(super::percent_decode("100%").as_deref(), Some("100%"));
+    }
+
     #[test]
     fn aligned_variants_share_their_segment_durations() {
         let main = [2000, 2033, 1967, 2000, 2034];

@@ -9,7 +9,7 @@ pub(crate) fn split_path(path: &str) -> Option<Vec<&str>> {
     let segments: Vec<&str> = rest.split('/').collect();
     // names, and the track streams of a multitrack publish (`NAME~TRACK`: one `~`)
     let ok = segments.iter().all(|s| valid_name(s) || (!s.starts_with('~') && valid_name(&s.replacen('~', "", 1))));
-    (ok && segments.len() <= 4).then_some(segments)
+    (ok && segments.len() <= 5).then_some(segments)
 }
 
 #[cfg(test)]
@@ -23,7 +23,8 @@ mod tests {
         for bad in ["/live/~a", "/live/a~~1", "/live/a~1~2.flv"] {
             assert_eq!(split_path(bad), None, "{bad}");
         }
-        for bad in ["/live/../etc/passwd", "/../x", "/live/%2e%2e/x", "//x", "/live/.hidden", "live/a", "/a/b/c/d/e"] {
+        for bad in ["/live/../etc/passwd", "/../x", "/live/%2e%2e/x", "//x", "/live/.hidden", "live/a", "/a/b/c/d/e/f"]
+        {
             assert_eq!(split_path(bad), None, "{bad}");
         }
     }

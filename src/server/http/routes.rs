@@ -47,6 +47,7 @@ pub(crate) async fn handle<B>(
     let mut resp = match *req.method() {
         Method::GET | Method::HEAD => route(path, query, head, peer, &ctx, kill).await,
         Method::DELETE => super::api::kick(path, req.headers().get(AUTHORIZATION), &ctx),
+        Method::POST => super::api::reconnect(path, query, req.headers().get(AUTHORIZATION), &ctx),
         Method::OPTIONS => {
             let mut r = empty(StatusCode::NO_CONTENT);
             r.headers_mut().insert("access-control-allow-methods", HeaderValue::from_static("GET, HEAD, OPTIONS"));

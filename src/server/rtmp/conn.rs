@@ -72,12 +72,17 @@ pub(super) struct Connection<S> {
     maybe_http: bool,
     /// The address the client connected to.
     local: Option<SocketAddr>,
+    /// A reconnect request was sent (Enhanced RTMP v2).
+    reconnect_sent: bool,
 }
 
 /// Hub events taken per wake-up for an RTMP viewer.
 pub(super) const PLAY_BATCH: usize = 64;
 /// How long a kicked publisher's goodbye may take to write.
 const KICK_FLUSH: Duration = Duration::from_secs(1);
+/// How long a publisher asked to reconnect at shutdown is still read (it moves at its next
+/// keyframe); within `[lifecycle] shutdown_grace_ms` (5 s).
+const RECONNECT_DRAIN: Duration = Duration::from_secs(3);
 /// How long a publish waits for its key to be freed by a publisher that is leaving
 /// (or that it took over) before it is refused.
 pub(super) const KEY_WAIT: Duration = Duration::from_secs(1);
@@ -115,6 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             caps: ClientCapabilities::default(),
             maybe_http: true,
             local,
+            reconnect_sent: false,
         }
     }
 
@@ -185,11 +191,26 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                 buf.reserve(64 * 1024);
             }
             let kicked = kicked(&self.role);
+            let drain = reconnect_requested(&self.role);
             tokio::select! {
                 _ = shutdown.cancelled() => {
+                    if self.can_reconnect() && !self.reconnect_sent {
+                        // the publisher moves at its next keyframe and then disconnects;
+                        // its media is taken until then (at most RECONNECT_DRAIN)
+                        self.session.send_reconnect_request(None, "server shutting down; reconnect to continue");
+                        self.reconnect_sent = true;
+                        info!(peer = %self.peer, "shutdown: asked the publisher to reconnect");
+                        self.flush().await?;
+                        self.drain_input(&mut buf).await;
+                    }
                     self.goodbye();
                     self.flush().await?;
                     return Ok(());
+                }
+                target = drain, if !self.reconnect_sent => {
+                    self.reconnect_sent = true;
+                    info!(peer = %self.peer, target = ?target, "asking the publisher to reconnect (admin drain)");
+                    self.session.send_reconnect_request(target.as_deref(), "asked to reconnect by the server's admin");
                 }
                 why = kicked => {
                     // free the key first: the goodbye may never get through (a half-open socket)
@@ -281,6 +302,43 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         let _ = tokio::time::timeout(KICK_FLUSH, self.writer.flush()).await;
         self.close_after_flush = true;
         Ok(true)
+    }
+
+    /// Whether this connection publishes for a client that can be asked to reconnect.
+    fn can_reconnect(&self) -> bool {
+        matches!(self.role, Role::Publishing(_)) && self.caps.caps_ex & crate::rtmp::session::CAPS_EX_RECONNECT != 0
+    }
+
+    /// After a reconnect request at shutdown: goes on taking the publisher's messages until
+    /// it disconnects (having reconnected elsewhere) or `RECONNECT_DRAIN` passes.
+    async fn drain_input(&mut self, buf: &mut BytesMut) {
+        let until = Instant::now() + RECONNECT_DRAIN;
+        loop {
+            if buf.capacity() - buf.len() < 16 * 1024 {
+                buf.reserve(64 * 1024);
+            }
+            match tokio::time::timeout_at(until, self.read.read_buf(buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            if self.session.handle_input(buf).is_err() {
+                return;
+            }
+            while let Some(ev) = self.session.poll_event() {
+                match ev {
+                    SessionEvent::Media { kind, timestamp, payload } => {
+                        if let Role::Publishing(ingest) = &mut self.role {
+                            ingest.media(kind, timestamp, payload);
+                        }
+                    }
+                    SessionEvent::Unpublished => return,
+                    _ => {}
+                }
+            }
+            if self.flush().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Tells the peer the session is over (server shutdown or kick).
@@ -390,6 +448,21 @@ async fn recv_play(role: &mut Role, out: &mut Vec<HubEvent>) -> Result<bool, cra
     match role {
         Role::Playing { sub, control, .. } if !control.paused => sub.recv_many(out, PLAY_BATCH).await,
         _ => std::future::pending().await,
+    }
+}
+
+/// Resolves when the published stream's publisher is asked to reconnect, with the target;
+/// never when not publishing.
+fn reconnect_requested(role: &Role) -> impl std::future::Future<Output = Option<String>> + 'static {
+    let stream = match role {
+        Role::Publishing(ingest) => Some(ingest.stream().clone()),
+        _ => None,
+    };
+    async move {
+        match stream {
+            Some(s) => s.reconnect_requested().await,
+            None => std::future::pending().await,
+        }
     }
 }
 

@@ -277,6 +277,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         match published {
             Ok(publisher) => {
                 info!(stream = %key, "publishing");
+                let can_reconnect = self.caps.caps_ex & crate::rtmp::session::CAPS_EX_RECONNECT != 0;
+                publisher.stream().set_publisher_can_reconnect(can_reconnect);
                 ctx.metrics.publishes.inc();
                 self.session.accept(req);
                 // a publisher's unfinished messages no longer count against the budget of
