@@ -22,13 +22,32 @@ pub(crate) struct ViewerStat {
     pub(crate) media_ms: AtomicI64,
     pub(crate) error: AtomicBool,
     pub(crate) bytes: AtomicU64,
+    /// The `reconnect` scenario: media newer than this (ms) comes from the new publisher...
+    pub(crate) mark_ms: AtomicI64,
+    /// ...and the first of it arrived this long after [`epoch`] (µs; 0: not yet).
+    pub(crate) resumed_us: AtomicU64,
+}
+
+/// One instant for the whole run, to compare arrival times across viewers.
+pub(crate) fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 impl ViewerStat {
     pub(crate) fn new() -> Self {
         let s = Self::default();
         s.media_ms.store(-1, Ordering::Relaxed);
+        s.mark_ms.store(i64::MAX, Ordering::Relaxed);
         s
+    }
+
+    /// Notes the newest media time (and when media past the mark first came).
+    pub(crate) fn media(&self, ms: i64) {
+        self.media_ms.store(ms, Ordering::Relaxed);
+        if ms > self.mark_ms.load(Ordering::Relaxed) && self.resumed_us.load(Ordering::Relaxed) == 0 {
+            self.resumed_us.store(epoch().elapsed().as_micros().max(1) as u64, Ordering::Relaxed);
+        }
     }
     pub(crate) fn key(&self, t0: Instant) {
         if self.first_key_us.load(Ordering::Relaxed) == 0 {
@@ -60,6 +79,92 @@ pub(crate) async fn flv_viewer(http: String, path: String, st: Arc<ViewerStat>) 
         if sock.read_buf(&mut buf).await? == 0 {
             bail!("HTTP-FLV connection closed");
         }
+    }
+}
+
+/// A WebSocket-FLV viewer: the HTTP-FLV URL upgraded to a WebSocket; the FLV comes in
+/// binary frames.
+pub(crate) async fn ws_viewer(http: String, path: String, st: Arc<ViewerStat>) -> Result<()> {
+    let t0 = Instant::now();
+    let mut sock = TcpStream::connect(&http).await?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {http}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    sock.write_all(req.as_bytes()).await?;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let head = read_head(&mut sock, &mut buf).await?;
+    if head.status != 101 {
+        bail!("WebSocket-FLV answered {}", head.status);
+    }
+    let mut frames = WsFrames::default();
+    let mut flv = TagScanner::default();
+    loop {
+        if !buf.is_empty() {
+            st.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            let done = frames.feed(&buf, |data| flv.feed(data, |h, first| note_tag(&st, t0, h, first)))?;
+            buf.clear();
+            if done {
+                return Ok(());
+            }
+        }
+        if sock.read_buf(&mut buf).await? == 0 {
+            bail!("WebSocket-FLV connection closed");
+        }
+    }
+}
+
+/// Server WebSocket frames (unmasked), passing binary payloads through without copies.
+#[derive(Default)]
+pub(crate) struct WsFrames {
+    header: Vec<u8>,
+    left: u64,
+    opcode: u8,
+}
+
+impl WsFrames {
+    /// Returns true at a close frame.
+    pub(crate) fn feed(&mut self, mut b: &[u8], mut sink: impl FnMut(&[u8])) -> Result<bool> {
+        while !b.is_empty() {
+            if self.left > 0 {
+                let n = usize::try_from(self.left).unwrap_or(usize::MAX).min(b.len());
+                if matches!(self.opcode, 0 | 2) {
+                    sink(&b[..n]);
+                }
+                self.left -= n as u64;
+                b = &b[n..];
+                continue;
+            }
+            self.header.push(b[0]);
+            b = &b[1..];
+            let h = &self.header;
+            if h.len() < 2 {
+                continue;
+            }
+            if h[1] & 0x80 != 0 {
+                bail!("a masked frame from the server");
+            }
+            let need = match h[1] & 0x7f {
+                126 => 4,
+                127 => 10,
+                _ => 2,
+            };
+            if h.len() < need {
+                continue;
+            }
+            let len = match h[1] & 0x7f {
+                126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
+                127 => u64::from_be_bytes(h[2..10].try_into()?),
+                n => u64::from(n),
+            };
+            self.opcode = h[0] & 0x0f;
+            self.header.clear();
+            if self.opcode == 8 {
+                return Ok(true);
+            }
+            self.left = len;
+        }
+        Ok(false)
     }
 }
 
@@ -117,7 +222,7 @@ pub(crate) fn note_tag(st: &ViewerStat, t0: Instant, h: TagHeader, first: [u8; 2
         if first[0] >> 4 == 1 && first[1] == 1 {
             st.key(t0);
         }
-        st.media_ms.store(i64::from(h.timestamp), Ordering::Relaxed);
+        st.media(i64::from(h.timestamp));
     }
 }
 
@@ -370,7 +475,7 @@ pub(crate) async fn rtmp_viewer(rtmp: String, app: String, name: String, st: Arc
                     if m.payload.len() >= 2 && m.payload[0] >> 4 == 1 && m.payload[1] == 1 {
                         st.key(t0);
                     }
-                    st.media_ms.store(m.timestamp as i64, Ordering::Relaxed);
+                    st.media(m.timestamp as i64);
                 }
                 msg::USER_CONTROL if m.payload.len() >= 2 && m.payload[..2] == [0, 1] => bail!("stream EOF"),
                 _ => {}
@@ -497,6 +602,30 @@ mod tests {
             assert!(done);
             assert!(st.first_key_us.load(Ordering::Relaxed) > 0, "step {step}");
             assert_eq!(st.media_ms.load(Ordering::Relaxed), 1000);
+        }
+    }
+
+    #[test]
+    fn websocket_frames_are_unwrapped_across_any_split() {
+        let data = flv();
+        let mut wire = Vec::new();
+        for piece in data.chunks(300) {
+            wire.push(0x82);
+            wire.push(126);
+            wire.extend_from_slice(&(piece.len() as u16).to_be_bytes());
+            wire.extend_from_slice(piece);
+        }
+        wire.extend_from_slice(&[0x8a, 2, b'o', b'k']); // a pong, not FLV
+        wire.extend_from_slice(&[0x88, 0]);
+        for split in [1, 3, 7, 200, wire.len()] {
+            let mut f = WsFrames::default();
+            let mut out = Vec::new();
+            let mut closed = false;
+            for part in wire.chunks(split) {
+                closed |= f.feed(part, |d| out.extend_from_slice(d)).unwrap();
+            }
+            assert!(closed);
+            assert_eq!(out, data, "split {split}");
         }
     }
 

@@ -24,10 +24,12 @@ use serde_json::json;
 #[derive(Parser, Debug, Clone)]
 #[command(about = "livegate load benchmark: CPU, memory, keep-up and start-up latency under many viewers")]
 struct Args {
-    /// Scenarios to run, comma separated: flv, rtmp, hls, llhls (Low-Latency HLS clients
-    /// that block for each part, like hls.js), many, and the join storms flv-storm and
-    /// rtmp-storm (every viewer connects at once instead of over --ramp-ms).
-    #[arg(long, default_value = "flv,rtmp,hls,llhls,many,flv-storm,rtmp-storm", value_delimiter = ',')]
+    /// Scenarios to run, comma separated: flv, ws (WebSocket-FLV), rtmp, hls, llhls
+    /// (Low-Latency HLS clients that block for each part, like hls.js), many, and the join
+    /// storms flv-storm and rtmp-storm (every viewer connects at once instead of over
+    /// --ramp-ms), and reconnect (half HTTP-FLV, half RTMP viewers; the publisher is killed
+    /// 3 s into the steady window and restarted 1 s later).
+    #[arg(long, default_value = "flv,ws,rtmp,hls,llhls,many,flv-storm,rtmp-storm,reconnect", value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Viewers per single-publisher scenario.
     #[arg(long, default_value_t = 1000)]
@@ -116,7 +118,7 @@ async fn run(args: Args) -> Result<()> {
     for s in args.scenarios.clone() {
         let scenario = async {
             match s.as_str() {
-                "flv" | "rtmp" | "hls" | "llhls" | "flv-storm" | "rtmp-storm" => {
+                "flv" | "ws" | "rtmp" | "hls" | "llhls" | "flv-storm" | "rtmp-storm" | "reconnect" => {
                     single_publisher(&args, &livegate, &s).await
                 }
                 "many" => many_publishers(&args, &livegate).await,
@@ -360,7 +362,8 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str) -> Result<Sce
     let tck = clk_tck();
     let stream = "live/bench";
     let t_pub = Instant::now();
-    let _ff = KillOnDrop(ffmpeg_publish(args, &args.fixture, &format!("rtmp://{}/{stream}", server.rtmp))?);
+    let publish_url = format!("rtmp://{}/{stream}", server.rtmp);
+    let mut _ff = KillOnDrop(ffmpeg_publish(args, &args.fixture, &publish_url)?);
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let probe = tokio::spawn(hls_probe(server.http.clone(), format!("/{stream}.m3u8"), t_pub, seen.clone()));
     // live?
@@ -390,8 +393,15 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str) -> Result<Sce
         stats.push(st.clone());
         let (http, rtmp) = (server.http.clone(), server.rtmp.clone());
         let err = st.clone();
-        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> = match kind {
+        // reconnect: every other viewer plays over RTMP
+        let kind_i = match kind {
+            "reconnect" if stats.len() % 2 == 0 => "rtmp",
+            "reconnect" => "flv",
+            k => k,
+        };
+        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> = match kind_i {
             "flv" => Box::pin(flv_viewer(http, format!("/{stream}.flv"), st)),
+            "ws" => Box::pin(ws_viewer(http, format!("/{stream}.flv"), st)),
             "rtmp" => Box::pin(rtmp_viewer(rtmp, "live".into(), "bench".into(), st)),
             "llhls" => Box::pin(ll_viewer(http, format!("/{stream}.m3u8"), st)),
             _ => Box::pin(hls_viewer(http, format!("/{stream}.m3u8"), st)),
@@ -408,7 +418,34 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str) -> Result<Sce
     let media0: Vec<i64> = stats.iter().map(|s| s.media_ms.load(Ordering::Relaxed)).collect();
     let bytes0: u64 = stats.iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum();
     let a = sample(args, server.pid);
-    tokio::time::sleep(Duration::from_secs_f64(args.steady)).await;
+    let mut resumed = Vec::new();
+    if kind == "reconnect" {
+        // 3 s in, the encoder dies (SIGKILL: its TCP connection closes); 1 s later a new
+        // one publishes the same key within the reconnect grace
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(_ff);
+        // what the old publisher sent has reached the viewers by now
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for s in &stats {
+            s.mark_ms.store(s.media_ms.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let restarted = epoch().elapsed();
+        _ff = KillOnDrop(ffmpeg_publish(args, &args.fixture, &publish_url)?);
+        tokio::time::sleep(Duration::from_secs_f64((args.steady - 4.0).max(2.0))).await;
+        // when the first frame of the new publisher reached each viewer, from the first
+        // viewer it reached (≈ when the server had it) and from the restart
+        let us: Vec<u64> = stats.iter().map(|s| s.resumed_us.load(Ordering::Relaxed)).filter(|&u| u > 0).collect();
+        let first = us.iter().copied().min().unwrap_or(0);
+        resumed = us.iter().map(|u| (u - first) as f64 / 1000.0).collect();
+        eprintln!(
+            "   reconnect: {} of {n} viewers got the new publisher's media; the first {:.0} ms after the restart",
+            us.len(),
+            (first as f64 / 1000.0) - restarted.as_secs_f64() * 1000.0
+        );
+    } else {
+        tokio::time::sleep(Duration::from_secs_f64(args.steady)).await;
+    }
     let b = sample(args, server.pid);
     let wall_ms = b.at.unwrap().duration_since(a.at.unwrap()).as_secs_f64() * 1000.0;
     let bytes1: u64 = stats.iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum();
@@ -442,6 +479,8 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str) -> Result<Sce
         .collect();
     let got_key = ttfk.len();
     let (p50, p95) = (percentile(&mut ttfk, 0.5), percentile(&mut ttfk, 0.95));
+    let resumed_n = resumed.len();
+    let (resume50, resume95) = (percentile(&mut resumed, 0.5), percentile(&mut resumed, 0.95));
     let cpu = 100.0 * (b.ticks - a.ticks) as f64 / tck / (wall_ms / 1000.0);
     let rss_mib = b.rss_kib as f64 / 1024.0;
     let hwm_mib = b.hwm_kib as f64 / 1024.0;
@@ -462,12 +501,14 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str) -> Result<Sce
         "live_after_ms": round1(live_ms), "hls_first_segment_ms": round1(first_seg_ms),
         "hls_segment_late_p50_ms": round1(late50), "hls_segment_late_max_ms": round1(late_max),
         "client_mbit_s": round1(out_mbit),
+        "reconnect_resumed_viewers": resumed_n,
+        "reconnect_spread_p50_ms": round1(resume50), "reconnect_spread_p95_ms": round1(resume95),
         "server_core_busy_pct": round1(server_core_busy), "client_core_busy_pct": round1(client_core_busy),
         "other_load_on_server_core_pct": round1(server_core_busy - cpu),
     });
     warn_noise(kind, server_core_busy - cpu);
     let (bound, aim) = match kind {
-        "flv" => (50.0, 35.0),
+        "flv" | "ws" | "reconnect" => (50.0, 35.0),
         "rtmp" => (50.0, 27.0),
         _ => (f64::NAN, 36.0),
     };
@@ -486,6 +527,18 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str) -> Result<Sce
         checks.push((format!("{scenario}: aim RSS <= 96 MiB ({rss_mib:.1})"), rss_mib <= 96.0, false));
     } else {
         checks.push((format!("{scenario}: aim RSS <= 64 MiB ({rss_mib:.1})"), rss_mib <= 64.0, false));
+    }
+    if kind == "reconnect" {
+        checks.push((
+            format!("{scenario}: every viewer got the new publisher's media ({resumed_n})"),
+            resumed_n == n,
+            true,
+        ));
+        checks.push((
+            format!("{scenario}: the new publisher's first frame reached every viewer within 100 ms of the first ({resume95:.1} ms p95)"),
+            resume95 <= 100.0,
+            false,
+        ));
     }
     if storm {
         checks.push((format!("{scenario}: {n} at once, first keyframe p95 <= 100 ms ({p95:.1})"), p95 <= 100.0, true));
