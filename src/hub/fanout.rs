@@ -360,6 +360,11 @@ impl Cursor {
             self.observe(&ev);
             out.push(ev);
         }
+        // the start (a GOP: a few hundred events) is delivered once; its buffer is not kept
+        // for the viewer's whole life
+        if self.pending.is_empty() && self.pending.capacity() > 0 {
+            self.pending = VecDeque::new();
+        }
     }
 
     fn observe(&mut self, ev: &HubEvent) {

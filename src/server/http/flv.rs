@@ -111,7 +111,8 @@ pub(crate) fn start(
         _gone: gone.clone().drop_guard(),
         sub: stream.subscribe(),
         writer: FlvWriter::new(),
-        events: Vec::with_capacity(BATCH),
+        // grows to what a batch holds (a few events at merge_write_ms), not BATCH
+        events: Vec::new(),
         pieces: Vec::new(),
         sent: 0,
         shutdown: Box::pin(ctx.shutdown.clone().cancelled_owned()),

@@ -165,8 +165,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
     }
 
     async fn serve(&mut self) -> anyhow::Result<()> {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let mut events = Vec::with_capacity(PLAY_BATCH);
+        // small until the connection publishes: a viewer reads only acks and commands
+        let mut buf = BytesMut::with_capacity(4 * 1024);
+        let mut events = Vec::new();
         let handshake_deadline = Instant::now() + Duration::from_millis(self.ctx.config.handshake_timeout_ms);
         let idle = Duration::from_millis(self.ctx.config.idle_timeout_ms);
         let mut idle_deadline = Instant::now() + idle;
@@ -187,8 +188,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             };
             // Viewers may legitimately stay silent; only non-viewers are subject to the idle timeout.
             let watch_idle = !matches!(self.role, Role::Playing { .. }) || !self.session.is_handshake_done();
-            if buf.capacity() - buf.len() < 16 * 1024 {
-                buf.reserve(64 * 1024);
+            let (low, grow) = if matches!(self.role, Role::Publishing(_)) { (16, 64) } else { (2, 4) };
+            if buf.capacity() - buf.len() < low * 1024 {
+                buf.reserve(grow * 1024);
             }
             let kicked = kicked(&self.role);
             let drain = reconnect_requested(&self.role);
