@@ -277,7 +277,12 @@ fn short_publish(gw: &Gateway, refused: &mut u32) {
 
 #[test]
 fn reconnect_storm_leaks_nothing_and_keeps_hls_sequence_monotonic() {
-    let cfg = config_file("hostile-storm", "[hls]\nvariant = \"mpegts\"\ntarget_duration_ms = 1000\n");
+    // each publish its own session (no reconnect grace): a new HLS session, a discontinuity
+    // and a freed stream per cycle (tests/continuity.rs storms within the grace)
+    let cfg = config_file(
+        "hostile-storm",
+        "[hub]\nreconnect_grace_ms = 0\n[hls]\nvariant = \"mpegts\"\ntarget_duration_ms = 1000\n",
+    );
     let gw = Gateway::start_with(&["--config", &cfg]);
     let (mut last_seq, mut last_uri_seq, mut refused) = (0, 0, 0);
     // Retired segments stay readable for a grace period (12 s here): memory is
