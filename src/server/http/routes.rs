@@ -30,11 +30,11 @@ pub(crate) async fn handle<B>(
     if req.method() == Method::GET && super::ws::is_upgrade(&req) {
         let query = req.uri().query().unwrap_or("").to_string();
         let key = split_path(req.uri().path()).and_then(|segments| match segments.as_slice() {
-            [app, file] => file.strip_suffix(".flv").filter(|n| !n.is_empty()).map(|n| StreamKey::new(*app, n)),
+            [app, file] => flv_key(app, file, &query),
             _ => None,
         });
         let mut resp = match key {
-            Some(key) => super::ws::serve(req, with_track(key, &query), &query, peer, &ctx).await,
+            Some(key) => super::ws::serve(req, key, &query, peer, &ctx).await,
             None => not_found(),
         };
         if let Ok(v) = HeaderValue::from_str(&ctx.config.cors_allow_origin) {
@@ -98,8 +98,7 @@ async fn route(
     match segments.as_slice() {
         ["api", "streams", app, name] => super::api::stream(ctx, &StreamKey::new(*app, *name)),
         [app, file] => {
-            if let Some(name) = file.strip_suffix(".flv").filter(|n| !n.is_empty()) {
-                let key = with_track(StreamKey::new(*app, name), query);
+            if let Some(key) = flv_key(app, file, query) {
                 return super::flv::serve(key, query, head, peer, ctx, kill).await;
             }
             if let Some(name) = file.strip_suffix(".m3u8").filter(|n| !n.is_empty()) {
@@ -168,6 +167,13 @@ async fn route(
         }
         _ => super::player::route(&segments, &ctx.hub).unwrap_or_else(not_found),
     }
+}
+
+/// The stream an HTTP-FLV / WebSocket-FLV URL `/APP/FILE` names (`FILE` is `NAME.flv`),
+/// with `?track=N`.
+fn flv_key(app: &str, file: &str, query: &str) -> Option<StreamKey> {
+    let name = file.strip_suffix(".flv").filter(|n| !n.is_empty())?;
+    Some(with_track(StreamKey::new(app, name), query))
 }
 
 /// `?track=N` (N > 0) picks track N of a multitrack publish (its stream `NAME~N`).

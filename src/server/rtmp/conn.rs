@@ -3,6 +3,7 @@
 //! session's events and the admission checks shared by publish and play. What a publish
 //! does is in `publish`, what a play does in `play`.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use super::publish::Ingest;
 use super::RtmpContext;
 use crate::auth::{Action, AuthRequest};
 use crate::flv::TagCodecs;
-use crate::hub::{HubEvent, Protocol, StreamKey, Subscription, ViewerGuard};
+use crate::hub::{HubEvent, Protocol, Stream, StreamKey, Subscription, ViewerGuard};
 use crate::metrics::reason;
 use crate::rtmp::{ClientCapabilities, RequestId, ServerSession, SessionConfig, SessionEvent};
 use crate::server::writer::Writer;
@@ -192,8 +193,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             if buf.capacity() - buf.len() < low * 1024 {
                 buf.reserve(grow * 1024);
             }
-            let kicked = kicked(&self.role);
-            let drain = reconnect_requested(&self.role);
+            let kicked = on_published(&self.role, |s| async move { s.kicked().await });
+            let drain = on_published(&self.role, |s| async move { s.reconnect_requested().await });
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     if self.can_reconnect() && !self.reconnect_sent {
@@ -453,30 +454,19 @@ async fn recv_play(role: &mut Role, out: &mut Vec<HubEvent>) -> Result<bool, cra
     }
 }
 
-/// Resolves when the published stream's publisher is asked to reconnect, with the target;
+/// Resolves with what `wait` gives for the published stream (a kick, a reconnect request);
 /// never when not publishing.
-fn reconnect_requested(role: &Role) -> impl std::future::Future<Output = Option<String>> + 'static {
+fn on_published<T, F>(role: &Role, wait: impl FnOnce(Arc<Stream>) -> F + 'static) -> impl Future<Output = T> + 'static
+where
+    F: Future<Output = T> + 'static,
+{
     let stream = match role {
         Role::Publishing(ingest) => Some(ingest.stream().clone()),
         _ => None,
     };
     async move {
         match stream {
-            Some(s) => s.reconnect_requested().await,
-            None => std::future::pending().await,
-        }
-    }
-}
-
-/// Resolves when the published stream is kicked, with the reason; never when not publishing.
-fn kicked(role: &Role) -> impl std::future::Future<Output = &'static str> + 'static {
-    let stream = match role {
-        Role::Publishing(ingest) => Some(ingest.stream().clone()),
-        _ => None,
-    };
-    async move {
-        match stream {
-            Some(s) => s.kicked().await,
+            Some(s) => wait(s).await,
             None => std::future::pending().await,
         }
     }
