@@ -78,7 +78,7 @@ fn silent_and_dripping_connections_time_out_while_streams_keep_flowing() {
 fn early_frames_and_timestamp_jumps_are_logged_and_hls_marks_discontinuities() {
     let cfg = config_file(
         "hostile-jumps",
-        "[hls]\nvariant = \"mpegts\"\ntarget_duration_ms = 1000\nwindow_segments = 30\nendlist_delay_ms = 0\n",
+        "[hub]\nreconnect_grace_ms = 0\n[hls]\nvariant = \"mpegts\"\ntarget_duration_ms = 1000\nwindow_segments = 30\nendlist_delay_ms = 0\n",
     );
     let mut gw = Gateway::start_with(&["--config", &cfg]);
     let mut c = Rtmp::publish(gw.rtmp, "live", "jumpy").expect("publish");
@@ -248,8 +248,10 @@ fn wrap_case(gw: &Gateway, name: &str, start: u32) {
 
 #[test]
 fn timestamps_cross_the_24_and_32_bit_boundaries_continuously() {
-    let cfg =
-        config_file("hostile-wrap", "[hls]\nvariant = \"mpegts\"\ntarget_duration_ms = 1000\nwindow_segments = 30\n");
+    let cfg = config_file(
+        "hostile-wrap",
+        "[hub]\nreconnect_grace_ms = 0\n[hls]\nvariant = \"mpegts\"\ntarget_duration_ms = 1000\nwindow_segments = 30\n",
+    );
     let gw = Gateway::start_with(&["--config", &cfg]);
     wrap_case(&gw, "wrap24", (1 << 24) - 3000);
     wrap_case(&gw, "wrap32", u32::MAX - 2999);
