@@ -208,14 +208,10 @@ pub async fn accept_loop<F, Fut>(
                             metrics.connections.get_or_create(&protocol(proto)).inc();
                             let _ = sock.set_nodelay(true);
                             let span = tracing::info_span!("conn", proto, %peer);
-                            let conn = handle(sock, peer);
-                            connections.spawn(
-                                async move {
-                                    let _admitted = admitted;
-                                    conn.await
-                                }
-                                .instrument(span),
-                            );
+                            // the slot is held as long as the connection runs (`map`, not an
+                            // async block: one awaiting `conn` would lay it out twice)
+                            let conn = handle(sock, peer).map(move |()| drop(admitted));
+                            connections.spawn(conn.instrument(span));
                         }
                         Err(why) => {
                             if why == "connection_limit" {

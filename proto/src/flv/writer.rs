@@ -8,7 +8,7 @@ use super::mux::{file_header, tag_bodies, tag_header, TagBody, TagCodecs, TAG_HE
 use crate::media::Event;
 
 /// Size of the blocks tag headers are carved from.
-const SCRATCH_BLOCK: usize = 4096;
+const SCRATCH_BLOCK: usize = 1024;
 
 #[derive(Debug, Default)]
 pub struct FlvWriter {
@@ -58,7 +58,7 @@ impl FlvWriter {
         let codec_header = body.header();
         let data_size = body.len();
         let (ty, ts, payload) = (body.tag_type, body.timestamp, Some(&body.payload));
-        // headers are split off one shared block: one allocation per ~200 tags, not per tag
+        // headers are split off one shared block: one allocation per ~50 tags, not per tag
         let need = 4 + TAG_HEADER_LEN + codec_header.len();
         if self.scratch.capacity() < need {
             self.scratch.reserve(SCRATCH_BLOCK.max(need));

@@ -470,7 +470,7 @@ impl ChunkEncoder {
         prefix: &[u8],
         payload: Bytes,
     ) {
-        const BLOCK: usize = 4096;
+        const BLOCK: usize = 1024;
         let size = self.chunk_size as usize;
         let total = prefix.len() + payload.len();
         // type 0 header + prefix + a type 3 header per chunk boundary inside the prefix

@@ -166,8 +166,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
     }
 
     async fn serve(&mut self) -> anyhow::Result<()> {
-        // small until the connection publishes: a viewer reads only acks and commands
-        let mut buf = BytesMut::with_capacity(4 * 1024);
+        // small until the connection publishes: a viewer reads only acks and commands (the
+        // handshake's C0+C1, 1537 bytes, fits)
+        let mut buf = BytesMut::with_capacity(2 * 1024);
         let mut events = Vec::new();
         let handshake_deadline = Instant::now() + Duration::from_millis(self.ctx.config.handshake_timeout_ms);
         let idle = Duration::from_millis(self.ctx.config.idle_timeout_ms);
@@ -189,9 +190,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             };
             // Viewers may legitimately stay silent; only non-viewers are subject to the idle timeout.
             let watch_idle = !matches!(self.role, Role::Playing { .. }) || !self.session.is_handshake_done();
-            let (low, grow) = if matches!(self.role, Role::Publishing(_)) { (16, 64) } else { (2, 4) };
-            if buf.capacity() - buf.len() < low * 1024 {
-                buf.reserve(grow * 1024);
+            let (low, grow) =
+                if matches!(self.role, Role::Publishing(_)) { (16 << 10, 64 << 10) } else { (512, 2 << 10) };
+            if buf.capacity() - buf.len() < low {
+                buf.reserve(grow);
             }
             let kicked = on_published(&self.role, |s| async move { s.kicked().await });
             let drain = on_published(&self.role, |s| async move { s.reconnect_requested().await });

@@ -61,9 +61,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, tls: Option<Tls
             let Some(acceptor) = tls else {
                 return Connection::new(sock, peer, local, proto, ctx).run().await;
             };
+            // boxed: the TLS state would otherwise size every plain connection's task
             let timeout = Duration::from_millis(ctx.config.handshake_timeout_ms);
-            match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
-                Ok(Ok(tls)) => Connection::new(tls, peer, local, proto, ctx).run().await,
+            match tokio::time::timeout(timeout, Box::pin(acceptor.accept(sock))).await {
+                Ok(Ok(tls)) => Box::pin(Connection::new(tls, peer, local, proto, ctx).run()).await,
                 Ok(Err(e)) => {
                     ctx.metrics.handshake_failures.inc();
                     warn!(%peer, "closing RTMPS connection: TLS handshake failed: {e}");
