@@ -130,22 +130,30 @@ fn stuck_viewers_are_evicted_without_slowing_the_publisher_or_others() {
     let base_in = stat(&gw, "bytes_in", "stuck");
     let base_in_at = Instant::now();
 
-    // Viewers that never read: one over HTTP-FLV, one over RTMP play.
+    // Viewers that never read: one over HTTP-FLV, one over WebSocket-FLV, one over RTMP play.
     let mut stuck_http = TcpStream::connect(gw.http).unwrap();
     write!(stuck_http, "GET /live/stuck.flv HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut stuck_ws = TcpStream::connect(gw.http).unwrap();
+    write!(
+        stuck_ws,
+        "GET /live/stuck.flv HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
     let mut stuck_rtmp = Rtmp::play(gw.rtmp, "live", "stuck");
     let t0 = Instant::now();
     let good_at_t0 = good_bytes.load(Ordering::Relaxed);
     let mut peak_rss = 0;
     let evicted = wait_until(Duration::from_secs(20), || {
         peak_rss = peak_rss.max(rss_kb(gw.pid()));
-        stat(&gw, "evictions", "stuck") >= 2
+        stat(&gw, "evictions", "stuck") >= 3
     });
     let evict_secs = t0.elapsed().as_secs_f64();
     let good_rate = (good_bytes.load(Ordering::Relaxed) - good_at_t0) as f64 / evict_secs;
     let in_rate = (stat(&gw, "bytes_in", "stuck") - base_in) as f64 / base_in_at.elapsed().as_secs_f64();
     let http_closed = closed_by_server(&mut stuck_http, Duration::from_secs(5));
     let rtmp_closed = closed_by_server(&mut stuck_rtmp.s, Duration::from_secs(5));
+    let ws_closed = closed_by_server(&mut stuck_ws, Duration::from_secs(5));
     std::thread::sleep(Duration::from_secs(1));
     let after_rss = rss_kb(gw.pid());
     stop.store(true, Ordering::Relaxed);
@@ -159,7 +167,10 @@ fn stuck_viewers_are_evicted_without_slowing_the_publisher_or_others() {
         in_rate / 1000.0
     );
     assert!(evicted, "stuck viewers were not evicted:\n{log}");
-    assert!(http_closed && rtmp_closed, "http closed {http_closed}, rtmp closed {rtmp_closed}");
+    assert!(
+        http_closed && rtmp_closed && ws_closed,
+        "http closed {http_closed}, rtmp closed {rtmp_closed}, ws closed {ws_closed}"
+    );
     assert!(log.contains("HTTP-FLV viewer stalled"), "{log}");
     assert!(log.contains("peer accepted nothing for"), "{log}");
     assert!(behind < Duration::from_millis(500), "publisher fell {behind:?} behind");

@@ -137,7 +137,7 @@ fn label(protocol: &str) -> &str {
     }
 }
 
-fn flv_response(body: Body) -> Response<Body> {
+pub(crate) fn flv_response(body: Body) -> Response<Body> {
     let mut r = Response::new(body);
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
     r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
@@ -273,6 +273,12 @@ pub(crate) struct FlvBody {
 }
 
 impl FlvBody {
+    /// Whether pieces of the current batch are still to be taken (taking them does not
+    /// ask the stream for more, so it says nothing to the stall watchdog).
+    pub(crate) fn has_pieces(&self) -> bool {
+        self.sent < self.pieces.len()
+    }
+
     /// Turns the next batch of events into pieces; `Ready(false)` when the body is over.
     fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         if self.finished {

@@ -5,15 +5,20 @@
 //!   from the store); imports handlers, never the reverse.
 //! - `flv`: the HTTP-FLV body (polls the viewer's hub subscription through the sans-IO
 //!   FLV writer) and its stall watchdog.
+//! - `direct`: a connection whose first request is a plain HTTP-FLV GET is served off
+//!   hyper (a peek decides; anything else goes to hyper untouched); `socket` writes an FLV
+//!   body straight to a socket, as HTTP chunks or as WebSocket frames (`ws`).
 //! - `api`, `player`: the JSON API and admin kick; the built-in player page and assets.
 //! - `response`, `path`: leaf helpers (responses, safe path segments) shared by all.
 
 mod api;
+mod direct;
 mod flv;
 mod path;
 mod player;
 mod response;
 mod routes;
+mod socket;
 mod ws;
 pub(crate) use routes::with_track;
 
@@ -36,6 +41,9 @@ use crate::hls::HlsStore;
 use crate::hub::Hub;
 
 pub(crate) type Body = BoxBody<Bytes, Infallible>;
+
+/// How long a connection may take to send a request head.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the HTTP edge needs.
 pub struct HttpContext {
@@ -69,6 +77,10 @@ pub async fn serve(listener: TcpListener, ctx: HttpContext) {
 }
 
 async fn connection(sock: tokio::net::TcpStream, peer: SocketAddr, ctx: Arc<HttpContext>) {
+    // an HTTP-FLV GET is served off hyper (see `direct`); the rest is hyper's
+    let Some(sock) = direct::serve_or_pass(sock, peer, &ctx).await else {
+        return;
+    };
     // Cancelled to drop the connection outright (a stalled HTTP-FLV viewer).
     let kill = CancellationToken::new();
     let svc_ctx = ctx.clone();
@@ -80,7 +92,7 @@ async fn connection(sock: tokio::net::TcpStream, peer: SocketAddr, ctx: Arc<Http
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(64 * 1024)
         .serve_connection(TokioIo::new(sock), svc)
         // WebSocket-FLV takes the connection over after a 101

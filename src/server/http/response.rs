@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
 use super::{Body, HttpContext};
@@ -17,6 +17,13 @@ pub(crate) fn refused(ctx: &HttpContext, denied: &Denied) -> Response<Body> {
         Denied::BadKey => text(StatusCode::UNAUTHORIZED, "unauthorized\n"),
         Denied::Busy => text(StatusCode::SERVICE_UNAVAILABLE, "busy, try again\n"),
         _ => text(StatusCode::FORBIDDEN, "forbidden\n"),
+    }
+}
+
+/// The configured `Access-Control-Allow-Origin`, on every answer.
+pub(crate) fn allow_origin<B>(resp: &mut Response<B>, ctx: &HttpContext) {
+    if let Ok(v) = HeaderValue::from_str(&ctx.config.cors_allow_origin) {
+        resp.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, v);
     }
 }
 

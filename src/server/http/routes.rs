@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper::header::{HeaderValue, ACCESS_CONTROL_ALLOW_ORIGIN, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::path::split_path;
-use super::response::{empty, full, not_found, refused, text};
+use super::response::{allow_origin, empty, full, not_found, refused, text};
 use super::{Body, HttpContext};
 use crate::auth::{Action, AuthRequest};
 use crate::hls::PlaylistReply;
@@ -37,9 +37,7 @@ pub(crate) async fn handle<B>(
             Some(key) => super::ws::serve(req, key, &query, peer, &ctx).await,
             None => not_found(),
         };
-        if let Ok(v) = HeaderValue::from_str(&ctx.config.cors_allow_origin) {
-            resp.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        }
+        allow_origin(&mut resp, &ctx);
         return resp;
     }
     let path = req.uri().path();
@@ -57,9 +55,7 @@ pub(crate) async fn handle<B>(
         }
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
     };
-    if let Ok(v) = HeaderValue::from_str(&ctx.config.cors_allow_origin) {
-        resp.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, v);
-    }
+    allow_origin(&mut resp, &ctx);
     if head {
         // the length GET would send, when it is known (playlists, segments; not the endless
         // HTTP-FLV body, whose HEAD answer has an empty body standing in for it)
@@ -171,7 +167,7 @@ async fn route(
 
 /// The stream an HTTP-FLV / WebSocket-FLV URL `/APP/FILE` names (`FILE` is `NAME.flv`),
 /// with `?track=N`.
-fn flv_key(app: &str, file: &str, query: &str) -> Option<StreamKey> {
+pub(crate) fn flv_key(app: &str, file: &str, query: &str) -> Option<StreamKey> {
     let name = file.strip_suffix(".flv").filter(|n| !n.is_empty())?;
     Some(with_track(StreamKey::new(app, name), query))
 }

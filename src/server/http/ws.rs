@@ -12,32 +12,27 @@
 
 use std::io::Cursor;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
-use super::flv::FlvBody;
 use super::response::{empty, text};
+use super::socket::{play, Framing};
 use super::{Body, HttpContext};
 use crate::hub::StreamKey;
-use crate::server::writer::Writer;
 
 /// The largest frame a client may send (control frames are at most 125 bytes).
 pub(crate) const MAX_CLIENT_FRAME: u64 = 16 * 1024;
 /// Data a client may send over a play, all frames together; it is ignored, and more
 /// closes the connection.
 pub(crate) const MAX_CLIENT_DATA: u64 = 256 * 1024;
-/// Pieces gathered into one binary frame at most.
-const MAX_PIECES: usize = 256;
 
 /// Whether `req` asks for a WebSocket (RFC 6455 §4.2.1).
 pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
@@ -78,7 +73,7 @@ pub(crate) async fn serve<B>(
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(io) => play(TokioIo::new(io), body, kill, peer).await,
+            Ok(io) => play(TokioIo::new(io), body, kill, peer, Framing::WebSocket).await,
             Err(e) => debug!(%peer, "WebSocket upgrade did not complete: {e}"),
         }
     });
@@ -91,104 +86,6 @@ pub(crate) async fn serve<B>(
         h.insert(SEC_WEBSOCKET_ACCEPT, v);
     }
     r
-}
-
-/// Streams `body` as binary frames and reads the client's frames until the stream ends,
-/// the client closes, the watchdog cancels `kill` (a stalled viewer) or a rule is broken.
-async fn play<S>(io: S, mut body: FlvBody, kill: CancellationToken, peer: SocketAddr)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let (mut rd, wr) = tokio::io::split(io);
-    let mut writer = Writer::new(wr);
-    let mut frames = ClientFrames::default();
-    let mut input = BytesMut::with_capacity(256);
-    let mut pieces: Vec<Bytes> = Vec::with_capacity(64);
-    let mut closing = None;
-    loop {
-        tokio::select! {
-            _ = kill.cancelled() => break,
-            more = next_batch(&mut body, &mut pieces) => {
-                let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
-                if len > 0 {
-                    writer.queue(header(OpCode::Data(Data::Binary), len));
-                    for p in pieces.drain(..) {
-                        writer.queue(p);
-                    }
-                }
-                if !more {
-                    closing = Some((1000, "stream ended"));
-                }
-            }
-            read = rd.read_buf(&mut input), if input.len() < 2 * MAX_CLIENT_FRAME as usize => {
-                match read {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                while let Some(ev) = frames.next(&mut input) {
-                    match ev {
-                        ClientEvent::Ping(payload) => {
-                            writer.queue(header(OpCode::Control(Control::Pong), payload.len() as u64));
-                            writer.queue(payload);
-                        }
-                        ClientEvent::Close(code) => {
-                            closing = Some((code.unwrap_or(1000), ""));
-                            break;
-                        }
-                        ClientEvent::Violation(code, why) => {
-                            warn!(%peer, "WebSocket-FLV client: {why}; closing");
-                            closing = Some((code, why));
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        if let Some((code, why)) = closing {
-            let mut payload = code.to_be_bytes().to_vec();
-            payload.extend_from_slice(why.as_bytes());
-            writer.queue(header(OpCode::Control(Control::Close), payload.len() as u64));
-            writer.queue(Bytes::from(payload));
-        }
-        let flushed = tokio::select! {
-            _ = kill.cancelled() => break,
-            r = writer.flush() => r,
-        };
-        if flushed.is_err() || closing.is_some() {
-            break;
-        }
-    }
-}
-
-/// Waits for the body's next pieces and gathers what is ready into `out`; false once the
-/// body is over.
-async fn next_batch(body: &mut FlvBody, out: &mut Vec<Bytes>) -> bool {
-    std::future::poll_fn(|cx| loop {
-        match hyper::body::Body::poll_frame(Pin::new(&mut *body), cx) {
-            std::task::Poll::Ready(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    out.push(data);
-                }
-                if out.len() >= MAX_PIECES {
-                    return std::task::Poll::Ready(true);
-                }
-            }
-            std::task::Poll::Ready(Some(Err(never))) => match never {},
-            std::task::Poll::Ready(None) => return std::task::Poll::Ready(false),
-            std::task::Poll::Pending if out.is_empty() => return std::task::Poll::Pending,
-            std::task::Poll::Pending => return std::task::Poll::Ready(true),
-        }
-    })
-    .await
-}
-
-/// A server frame header (final, unmasked) for a payload of `len` bytes.
-fn header(opcode: OpCode, len: u64) -> Bytes {
-    let mut out = Vec::with_capacity(10);
-    let h = FrameHeader { opcode, ..FrameHeader::default() };
-    // writing into a Vec cannot fail
-    let _ = h.format(len, &mut out);
-    Bytes::from(out)
 }
 
 /// What the client's frames ask of the server.

@@ -1,0 +1,191 @@
+//! An admitted viewer's FLV body written straight to its socket, off hyper: as WebSocket
+//! binary frames (WebSocket-FLV, after hyper's upgrade) or as HTTP/1.1 chunks (HTTP-FLV
+//! served by [`super::direct`]). One batch of FLV pieces becomes one frame or chunk,
+//! written vectored after its header (the media is never copied). What the client sends
+//! is read too: WebSocket frames by [`ClientFrames`], anything on an HTTP-FLV connection
+//! is ignored within [`MAX_CLIENT_DATA`].
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+use super::flv::FlvBody;
+use super::ws::{ClientEvent, ClientFrames, MAX_CLIENT_DATA, MAX_CLIENT_FRAME};
+use crate::server::writer::Writer;
+
+/// Pieces gathered into one frame or chunk at most.
+const MAX_PIECES: usize = 256;
+/// Piece slots kept between batches (a join's GOP burst is given back).
+const KEEP_PIECES: usize = 32;
+/// How long the last bytes (end of stream, a close) may take to go out.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
+/// How a batch of FLV pieces goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// One binary WebSocket frame per batch.
+    WebSocket,
+    /// One HTTP/1.1 chunk per batch (the response head went out before).
+    Chunked,
+}
+
+impl Framing {
+    fn open(self, len: u64) -> Bytes {
+        match self {
+            Framing::WebSocket => ws_header(OpCode::Data(Data::Binary), len),
+            Framing::Chunked => Bytes::from(format!("{len:X}\r\n")),
+        }
+    }
+
+    fn close(self) -> Option<Bytes> {
+        match self {
+            Framing::WebSocket => None,
+            Framing::Chunked => Some(Bytes::from_static(b"\r\n")),
+        }
+    }
+}
+
+/// Streams `body` until the stream ends, the client closes or breaks a rule, or the
+/// watchdog cancels `kill` (a stalled viewer).
+pub(crate) async fn play<S>(io: S, mut body: FlvBody, kill: CancellationToken, peer: SocketAddr, framing: Framing)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut rd, wr) = tokio::io::split(io);
+    let mut writer = Writer::new(wr);
+    let mut frames = ClientFrames::default();
+    let mut input = BytesMut::with_capacity(256);
+    let mut ignored: u64 = 0;
+    let mut pieces: Vec<Bytes> = Vec::new();
+    let mut closing: Option<(u16, &str)> = None;
+    loop {
+        tokio::select! {
+            _ = kill.cancelled() => break,
+            more = next_batch(&mut body, &mut pieces) => {
+                let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+                if len > 0 {
+                    writer.queue(framing.open(len));
+                    for p in pieces.drain(..) {
+                        writer.queue(p);
+                    }
+                    if let Some(end) = framing.close() {
+                        writer.queue(end);
+                    }
+                }
+                if pieces.capacity() > KEEP_PIECES {
+                    pieces.shrink_to(KEEP_PIECES);
+                }
+                if !more {
+                    closing = Some((1000, "stream ended"));
+                }
+            }
+            read = rd.read_buf(&mut input), if input.len() < 2 * MAX_CLIENT_FRAME as usize => {
+                match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                match framing {
+                    Framing::WebSocket => closing = client_frames(&mut frames, &mut input, &mut writer, peer),
+                    Framing::Chunked => {
+                        // a player has nothing to say on an HTTP-FLV connection
+                        ignored += input.len() as u64;
+                        input.clear();
+                        if ignored > MAX_CLIENT_DATA {
+                            warn!(%peer, "HTTP-FLV client sent {ignored} bytes; closing");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some((code, why)) = closing {
+            match framing {
+                Framing::WebSocket => {
+                    let mut payload = code.to_be_bytes().to_vec();
+                    payload.extend_from_slice(why.as_bytes());
+                    writer.queue(ws_header(OpCode::Control(Control::Close), payload.len() as u64));
+                    writer.queue(Bytes::from(payload));
+                }
+                // the last chunk
+                Framing::Chunked => writer.queue(Bytes::from_static(b"0\r\n\r\n")),
+            }
+            let _ = tokio::time::timeout(FINAL_FLUSH, writer.flush()).await;
+            break;
+        }
+        let flushed = tokio::select! {
+            _ = kill.cancelled() => break,
+            r = writer.flush() => r,
+        };
+        if flushed.is_err() {
+            break;
+        }
+    }
+}
+
+/// Answers what the client's WebSocket frames ask; the close to send when they end the play.
+fn client_frames<W>(
+    frames: &mut ClientFrames,
+    input: &mut BytesMut,
+    writer: &mut Writer<W>,
+    peer: SocketAddr,
+) -> Option<(u16, &'static str)>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    while let Some(ev) = frames.next(input) {
+        match ev {
+            ClientEvent::Ping(payload) => {
+                writer.queue(ws_header(OpCode::Control(Control::Pong), payload.len() as u64));
+                writer.queue(payload);
+            }
+            ClientEvent::Close(code) => return Some((code.unwrap_or(1000), "")),
+            ClientEvent::Violation(code, why) => {
+                warn!(%peer, "WebSocket-FLV client: {why}; closing");
+                return Some((code, why));
+            }
+        }
+    }
+    None
+}
+
+/// Waits for the body's next pieces and gathers the current batch into `out`; false once
+/// the body is over. A new batch is asked for only with `out` empty (all written before), as
+/// hyper does: asking tells the stall watchdog that the socket took the last one.
+async fn next_batch(body: &mut FlvBody, out: &mut Vec<Bytes>) -> bool {
+    std::future::poll_fn(|cx| loop {
+        if !out.is_empty() && !body.has_pieces() {
+            return std::task::Poll::Ready(true);
+        }
+        match hyper::body::Body::poll_frame(Pin::new(&mut *body), cx) {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    out.push(data);
+                }
+                if out.len() >= MAX_PIECES {
+                    return std::task::Poll::Ready(true);
+                }
+            }
+            std::task::Poll::Ready(Some(Err(never))) => match never {},
+            std::task::Poll::Ready(None) => return std::task::Poll::Ready(false),
+            std::task::Poll::Pending if out.is_empty() => return std::task::Poll::Pending,
+            std::task::Poll::Pending => return std::task::Poll::Ready(true),
+        }
+    })
+    .await
+}
+
+/// A server WebSocket frame header (final, unmasked) for a payload of `len` bytes.
+fn ws_header(opcode: OpCode, len: u64) -> Bytes {
+    let mut out = Vec::with_capacity(10);
+    let h = FrameHeader { opcode, ..FrameHeader::default() };
+    // writing into a Vec cannot fail
+    let _ = h.format(len, &mut out);
+    Bytes::from(out)
+}
