@@ -7,6 +7,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
+/// Outgoing piece slots kept reserved once the queue drains.
+const KEEP_OUT: usize = 32;
+
 use bytes::{Bytes, BytesMut};
 
 use super::amf0::Amf0Value;
@@ -269,7 +272,13 @@ impl ServerSession {
     /// pieces and zero-copy slices of the payload.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        let b = self.out.pop_front()?;
+        let Some(b) = self.out.pop_front() else {
+            // a join's burst (a GOP's pieces) is not kept reserved for the viewer's life
+            if self.out.capacity() > KEEP_OUT {
+                self.out.shrink_to(KEEP_OUT);
+            }
+            return None;
+        };
         self.out_bytes -= b.len();
         Some(b)
     }

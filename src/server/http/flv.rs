@@ -29,6 +29,9 @@ use crate::metrics::reason;
 
 /// Hub events taken per poll.
 const BATCH: usize = 64;
+/// Event and piece slots a viewer keeps reserved between batches.
+const KEEP_EVENTS: usize = 8;
+const KEEP_PIECES: usize = 16;
 
 pub(crate) async fn serve(
     key: StreamKey,
@@ -287,13 +290,16 @@ impl FlvBody {
         let mut out = std::mem::take(&mut self.pieces);
         out.clear();
         self.sent = 0;
+        // a join's burst (a GOP's events and pieces) is not kept reserved for the viewer's life
+        out.shrink_to(KEEP_PIECES);
+        self.events.clear();
+        self.events.shrink_to(KEEP_EVENTS);
         // hyper wrote the previous batch and asks for more
         self.watch.note_drained(Instant::now());
         if self.shutdown.as_mut().poll(cx).is_ready() {
             self.writer.finish(&mut out);
             self.finished = true;
         } else {
-            self.events.clear();
             match self.sub.poll_recv_many(cx, &mut self.events, BATCH) {
                 Poll::Pending => {
                     self.pieces = out;

@@ -79,6 +79,8 @@ pub(super) struct Connection<S> {
 
 /// Hub events taken per wake-up for an RTMP viewer.
 pub(super) const PLAY_BATCH: usize = 64;
+/// Event slots a viewer keeps reserved between batches.
+const KEEP_EVENTS: usize = 8;
 /// How long a kicked publisher's goodbye may take to write.
 const KICK_FLUSH: Duration = Duration::from_secs(1);
 /// How long a publisher asked to reconnect at shutdown is still read (it moves at its next
@@ -255,7 +257,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                 }
                 got = recv_play(&mut self.role, &mut events) => {
                     match got {
-                        Ok(true) => self.send_play_events(&mut events),
+                        Ok(true) => {
+                            self.send_play_events(&mut events);
+                            if events.capacity() > KEEP_EVENTS {
+                                // a join's burst (a GOP) is not kept reserved
+                                events.shrink_to(KEEP_EVENTS);
+                            }
+                        }
                         Ok(false) => self.end_play(),
                         Err(e) => {
                             if let Role::Playing { sub, .. } = &self.role {
