@@ -28,8 +28,14 @@ struct Args {
     /// (Low-Latency HLS clients that block for each part, like hls.js), many, and the join
     /// storms flv-storm and rtmp-storm (every viewer connects at once instead of over
     /// --ramp-ms), and reconnect (half HTTP-FLV, half RTMP viewers; the publisher is killed
-    /// 3 s into the steady window and restarted 1 s later).
-    #[arg(long, default_value = "flv,ws,rtmp,hls,llhls,many,flv-storm,rtmp-storm,reconnect", value_delimiter = ',')]
+    /// 3 s into the steady window and restarted 1 s later). `control` (first) runs the flv
+    /// timeline with no viewer: the RSS the stream itself gains meanwhile (the HLS window
+    /// filling) is then taken off the later scenarios' per-viewer figure, shown as "net".
+    #[arg(
+        long,
+        default_value = "control,flv,ws,rtmp,hls,llhls,many,flv-storm,rtmp-storm,reconnect",
+        value_delimiter = ','
+    )]
     scenarios: Vec<String>,
     /// Viewers per single-publisher scenario.
     #[arg(long, default_value_t = 1000)]
@@ -115,11 +121,12 @@ fn has(tool: &str) -> bool {
 async fn run(args: Args) -> Result<()> {
     let livegate = prepare(&args)?;
     let mut results = Vec::new();
+    let mut control = None;
     for s in args.scenarios.clone() {
         let scenario = async {
             match s.as_str() {
-                "flv" | "ws" | "rtmp" | "hls" | "llhls" | "flv-storm" | "rtmp-storm" | "reconnect" => {
-                    single_publisher(&args, &livegate, &s).await
+                "control" | "flv" | "ws" | "rtmp" | "hls" | "llhls" | "flv-storm" | "rtmp-storm" | "reconnect" => {
+                    single_publisher(&args, &livegate, &s, control).await
                 }
                 "many" => many_publishers(&args, &livegate).await,
                 "ingest" => ingest(&args, &livegate).await,
@@ -131,6 +138,9 @@ async fn run(args: Args) -> Result<()> {
             r = scenario => r?,
             _ = tokio::signal::ctrl_c() => bail!("interrupted"),
         };
+        if s == "control" {
+            control = r.json["rss_growth_kib"].as_f64();
+        }
         println!("{}", r.json);
         if let Some(dir) = args.json_out.parent() {
             std::fs::create_dir_all(dir).ok();
@@ -348,14 +358,18 @@ async fn hls_probe(http: String, path: String, t0: Instant, seen: Arc<std::sync:
     }
 }
 
-async fn single_publisher(args: &Args, bin: &Path, scenario: &str) -> Result<ScenarioResult> {
-    let n = args.viewers;
+/// `control`: the growth of the server's RSS over the same timeline with no viewers (the
+/// stream's own buffers filling: the HLS window, retired segments), in KiB, when the
+/// `control` scenario ran before in this sitting.
+async fn single_publisher(args: &Args, bin: &Path, scenario: &str, control: Option<f64>) -> Result<ScenarioResult> {
     // a join storm: every viewer connects at once (a popular stream starts, a page is
     // shared, everyone reconnects after a restart)
     let (kind, storm) = match scenario.strip_suffix("-storm") {
         Some(k) => (k, true),
         None => (scenario, false),
     };
+    // the control: the flv timeline with no viewer
+    let (kind, n) = if kind == "control" { ("flv", 0) } else { (kind, args.viewers) };
     let ramp_ms = if storm { 0 } else { args.ramp_ms };
     eprintln!("== {scenario}: 1 publisher, {n} viewers{}", if storm { ", all at once" } else { "" });
     let server = start_server(args, bin, scenario).await?;
@@ -385,6 +399,10 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str) -> Result<Sce
     let gap = Duration::from_micros(ramp_ms * 1000 / n.max(1) as u64);
     let mut tick = tokio::time::interval(gap.max(Duration::from_micros(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    if n == 0 {
+        // the control waits as long as the ramp would take
+        tokio::time::sleep(Duration::from_millis(ramp_ms)).await;
+    }
     for _ in 0..n {
         if !storm {
             tick.tick().await;
@@ -484,7 +502,10 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str) -> Result<Sce
     let cpu = 100.0 * (b.ticks - a.ticks) as f64 / tck / (wall_ms / 1000.0);
     let rss_mib = b.rss_kib as f64 / 1024.0;
     let hwm_mib = b.hwm_kib as f64 / 1024.0;
-    let per_viewer_kib = (b.rss_kib as f64 - base.rss_kib as f64) / n.max(1) as f64;
+    let growth_kib = b.rss_kib as f64 - base.rss_kib as f64;
+    let per_viewer_kib = growth_kib / n.max(1) as f64;
+    // less what the server grew by without viewers over the same time
+    let per_viewer_net_kib = control.filter(|_| n > 0).map_or(f64::NAN, |c| (growth_kib - c) / n as f64);
     let seen = seen.lock().unwrap().clone();
     let first_seg_ms = seen.first().map_or(f64::NAN, |s| s.1);
     let mut late: Vec<f64> = seen.iter().skip(1).map(|s| s.2).collect();
@@ -496,6 +517,7 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str) -> Result<Sce
         "scenario": scenario, "viewers": n, "publishers": 1, "steady_s": wall_ms / 1000.0, "ramp_ms": ramp_ms,
         "server_cpu_pct": round1(cpu), "rss_mib": round1(rss_mib), "peak_rss_mib": round1(hwm_mib),
         "rss_0_viewers_mib": round1(base.rss_kib as f64 / 1024.0), "per_viewer_kib": round1(per_viewer_kib),
+        "rss_growth_kib": round1(growth_kib), "per_viewer_net_kib": round1(per_viewer_net_kib),
         "kept_up": kept, "errors": errors, "got_keyframe": got_key,
         "first_key_p50_ms": round1(p50), "first_key_p95_ms": round1(p95),
         "live_after_ms": round1(live_ms), "hls_first_segment_ms": round1(first_seg_ms),
@@ -557,7 +579,11 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str) -> Result<Sce
         format!("1 → {n}"),
         format!("{cpu:.1} %"),
         format!("{rss_mib:.1} / {hwm_mib:.1}"),
-        format!("{per_viewer_kib:.1}"),
+        if per_viewer_net_kib.is_finite() {
+            format!("{per_viewer_kib:.1} (net {per_viewer_net_kib:.1})")
+        } else {
+            format!("{per_viewer_kib:.1}")
+        },
         format!("{kept}/{n}"),
         format!("{p50:.0} / {p95:.0}"),
         format!("{server_core_busy:.0} / {client_core_busy:.0}"),

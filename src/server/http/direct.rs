@@ -11,13 +11,15 @@
 //! half of what an HTTP-FLV viewer cost.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Response, Uri};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -91,28 +93,46 @@ pub(crate) async fn serve_or_pass(sock: TcpStream, peer: SocketAddr, ctx: &Arc<H
             return None;
         }
     }
-    // allocated only now that bytes are there, and freed before the stream starts
-    let mut buf = vec![0u8; MAX_PEEK];
-    let n = sock.peek(&mut buf).await.ok()?;
-    if n == 0 {
-        return None;
-    }
-    let Peeked::Flv { head_len, key, query } = peek_request(&buf[..n]) else {
+    // the peek buffer is on the stack of one poll (the bytes are there), neither on the heap
+    // nor in this connection's future
+    let peeked = std::future::poll_fn(|cx| {
+        let mut bytes = [0u8; MAX_PEEK];
+        let mut buf = ReadBuf::new(&mut bytes);
+        match sock.poll_peek(cx, &mut buf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(None),
+            Poll::Ready(Ok(_)) => Poll::Ready(Some(peek_request(buf.filled()))),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await?;
+    let Peeked::Flv { head_len, key, query } = peeked else {
         return Some(sock);
     };
-    drop(buf);
     let mut sock = sock;
-    let admitted = super::flv::admit(&key, &query, peer, ctx, "http_flv").await;
+    // boxed: the admission (an auth callback's request) would otherwise size this future,
+    // and so every viewer's task, for the whole play
+    let admitted = Box::pin(super::flv::admit(&key, &query, peer, ctx, "http_flv")).await;
     // the head was peeked: take it off the socket (it is all there)
-    let mut head = vec![0u8; head_len];
-    sock.read_exact(&mut head).await.ok()?;
-    drop(head);
+    let mut left = head_len;
+    std::future::poll_fn(|cx| {
+        let mut bytes = [0u8; MAX_PEEK];
+        while left > 0 {
+            let mut buf = ReadBuf::new(&mut bytes[..left]);
+            match Pin::new(&mut sock).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => left -= buf.filled().len(),
+                Poll::Ready(_) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Some(()))
+    })
+    .await?;
     let (stream, guard) = match admitted {
         Ok(admitted) => admitted,
         Err(refusal) => {
             let mut refusal = refusal;
             super::response::allow_origin(&mut refusal, ctx);
-            answer(&mut sock, refusal).await;
+            Box::pin(answer(&mut sock, refusal)).await;
             return None;
         }
     };

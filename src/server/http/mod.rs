@@ -81,6 +81,11 @@ async fn connection(sock: tokio::net::TcpStream, peer: SocketAddr, ctx: Arc<Http
     let Some(sock) = direct::serve_or_pass(sock, peer, &ctx).await else {
         return;
     };
+    // boxed: hyper's connection state would otherwise size every direct viewer's task too
+    Box::pin(with_hyper(sock, peer, ctx)).await
+}
+
+async fn with_hyper(sock: tokio::net::TcpStream, peer: SocketAddr, ctx: Arc<HttpContext>) {
     // Cancelled to drop the connection outright (a stalled HTTP-FLV viewer).
     let kill = CancellationToken::new();
     let svc_ctx = ctx.clone();
