@@ -81,6 +81,8 @@ pub(super) struct Connection<S> {
 pub(super) const PLAY_BATCH: usize = 64;
 /// Event slots a viewer keeps reserved between batches.
 const KEEP_EVENTS: usize = 8;
+/// What an RTMP viewer's read buffer shrinks to between its commands.
+const VIEWER_READ: usize = 512;
 /// How long a kicked publisher's goodbye may take to write.
 const KICK_FLUSH: Duration = Duration::from_secs(1);
 /// How long a publisher asked to reconnect at shutdown is still read (it moves at its next
@@ -193,7 +195,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             // Viewers may legitimately stay silent; only non-viewers are subject to the idle timeout.
             let watch_idle = !matches!(self.role, Role::Playing { .. }) || !self.session.is_handshake_done();
             let (low, grow) =
-                if matches!(self.role, Role::Publishing(_)) { (16 << 10, 64 << 10) } else { (512, 2 << 10) };
+                if matches!(self.role, Role::Publishing(_)) { (16 << 10, 64 << 10) } else { (256, 2 << 10) };
+            if matches!(self.role, Role::Playing { .. }) && buf.is_empty() && buf.capacity() > VIEWER_READ {
+                // a viewer sends a command now and then: the handshake's room is given back
+                buf = BytesMut::with_capacity(VIEWER_READ);
+            }
             if buf.capacity() - buf.len() < low {
                 buf.reserve(grow);
             }
