@@ -95,5 +95,9 @@ fn http_flv_is_the_same_off_hyper_and_through_it() {
     }
     assert!(sent < 1024 * 1024, "the server took {sent} bytes from an HTTP-FLV client");
     assert!(closed_by_server(&mut s, Duration::from_secs(5)), "still open after {sent} bytes");
-    assert!(gw.log().contains("HTTP-FLV client sent"), "no log line for the chatty client");
+    // the log reaches the test through a pipe: give it a moment
+    assert!(
+        wait_until(Duration::from_secs(5), || gw.log().contains("HTTP-FLV client sent")),
+        "no log line for the chatty client"
+    );
 }
