@@ -149,6 +149,14 @@ fn vp9_flac_ac3_eac3_and_mp3_reach_fmp4_with_their_sample_entries() {
 fn a_multitrack_publish_becomes_an_adaptive_hls_ladder_and_tracks_play_by_number() {
     let gw = Gateway::in_process("");
     let _pub = publish_fixture(&gw, "multi.flv", "live/multi");
+    // a player asking in the publish's first seconds (the tracks are known, no segment is
+    // out yet) waits for the ladder: it never gets track 0's muxed playlist, which it would keep
+    let known = wait_until(Duration::from_secs(15), || {
+        api_stream(&gw, "live/multi")["tracks"].as_array().is_some_and(|t| !t.is_empty())
+    });
+    assert!(known, "{}", api_stream(&gw, "live/multi"));
+    let first = http_get(gw.http, "/live/multi.m3u8").text();
+    assert!(first.contains("#EXT-X-STREAM-INF:"), "the first answer is the multivariant playlist: {first}");
     wait_codecs(&gw, "live/multi");
     // the multivariant playlist, once both variants have segments
     let mut text = String::new();

@@ -6,12 +6,16 @@
 //! rendition's Low-Latency playlist reports the others.
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use livegate_proto::hls::{AudioRendition, Variant};
 
 use super::{HlsStore, PlaylistReply};
 use crate::hub::{lock, Hub, StreamKey, Track};
+
+/// How often a request for a ladder that has no segment yet looks again.
+const LADDER_POLL: Duration = Duration::from_millis(50);
 
 /// The group id of a ladder's audio renditions.
 const AUDIO_GROUP: &str = "audio";
@@ -55,8 +59,19 @@ impl HlsStore {
     /// media playlist, with rendition reports when it is a rendition of a ladder.
     pub async fn playlist_or_ladder(&self, hub: &Hub, key: &StreamKey, variant: bool, query: &str) -> PlaylistReply {
         if !variant {
-            if let Some(text) = self.multivariant(hub, key) {
-                return PlaylistReply::Text { text, blocking: false };
+            // a multitrack publish whose renditions have no segment yet (its first seconds):
+            // wait for its ladder rather than answer the muxed playlist of track 0, which a
+            // player would keep (hls.js never loads the multivariant playlist again)
+            let policy = self.policy(key);
+            let until = Instant::now() + Duration::from_millis(policy.target_duration_ms.saturating_mul(3));
+            loop {
+                if let Some(text) = self.multivariant(hub, key) {
+                    return PlaylistReply::Text { text, blocking: false };
+                }
+                if renditions(hub, key).is_none() || Instant::now() >= until {
+                    break;
+                }
+                tokio::time::sleep(LADDER_POLL).await;
             }
         }
         match self.playlist(key, query).await {
