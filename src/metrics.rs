@@ -79,7 +79,7 @@ pub struct Metrics {
     streams_by_codec: Family<CodecLabel, Gauge>,
     viewers: Family<ProtocolLabel, Gauge>,
     /// `bytes_out` of each protocol, looked up once (the hub counts on every write).
-    bytes_out_by: [Counter; 3],
+    bytes_out_by: [Counter; 4],
 }
 
 impl Default for Metrics {

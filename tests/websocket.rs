@@ -143,5 +143,9 @@ fn websocket_flv_streams_the_flv_and_handles_the_client() {
 fn api_viewers(gw: &Gateway) -> u64 {
     let v: serde_json::Value =
         serde_json::from_slice(&http_get(gw.http, "/api/streams/live/ws?key=v").body).unwrap_or_default();
-    v["viewers"]["http_flv"].as_u64().unwrap_or(u64::MAX)
+    // WebSocket-FLV viewers are counted apart from HTTP-FLV ones (of which there are none)
+    match (v["viewers"]["ws_flv"].as_u64(), v["viewers"]["http_flv"].as_u64()) {
+        (Some(ws), Some(0)) => ws,
+        _ => u64::MAX,
+    }
 }

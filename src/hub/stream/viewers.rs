@@ -12,16 +12,19 @@ pub enum Protocol {
     HttpFlv,
     RtmpPlay,
     Hls,
+    /// WebSocket-FLV: HTTP-FLV's body in WebSocket frames.
+    WsFlv,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 3] = [Protocol::HttpFlv, Protocol::RtmpPlay, Protocol::Hls];
+    pub const ALL: [Protocol; 4] = [Protocol::HttpFlv, Protocol::RtmpPlay, Protocol::Hls, Protocol::WsFlv];
 
     pub fn name(self) -> &'static str {
         match self {
             Protocol::HttpFlv => "http_flv",
             Protocol::RtmpPlay => "rtmp",
             Protocol::Hls => "hls",
+            Protocol::WsFlv => "ws_flv",
         }
     }
 }
@@ -35,8 +38,8 @@ pub struct StreamStats {
     pub bytes_out: AtomicU64,
     pub lag_skips: AtomicU64,
     pub evictions: AtomicU64,
-    viewers: [AtomicUsize; 3],
-    /// HTTP-FLV + RTMP-play viewers: what `max_viewers_per_stream` limits.
+    viewers: [AtomicUsize; 4],
+    /// HTTP-FLV, WebSocket-FLV and RTMP-play viewers: what `max_viewers_per_stream` limits.
     streaming_viewers: AtomicUsize,
 }
 
@@ -50,7 +53,7 @@ impl Protocol {
     /// Whether viewers of this protocol hold a live connection to the stream (count towards
     /// the viewer limit).
     fn is_streaming(self) -> bool {
-        matches!(self, Protocol::HttpFlv | Protocol::RtmpPlay)
+        matches!(self, Protocol::HttpFlv | Protocol::WsFlv | Protocol::RtmpPlay)
     }
 }
 

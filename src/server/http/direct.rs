@@ -24,11 +24,10 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::path::split_path;
-use super::routes::flv_key;
+use super::routes::flv_route;
 use super::socket::{play, Framing};
 use super::{Body, HttpContext, HEADER_READ_TIMEOUT};
-use crate::hub::StreamKey;
+use crate::hub::{Protocol, StreamKey};
 
 /// Request heads up to this size are looked at; larger ones go to hyper.
 pub(crate) const MAX_PEEK: usize = 4096;
@@ -72,11 +71,7 @@ pub(crate) fn peek_request(bytes: &[u8]) -> Peeked {
         return Peeked::Other;
     };
     let query = uri.query().unwrap_or("");
-    let key = split_path(uri.path()).and_then(|segments| match segments.as_slice() {
-        [app, file] => flv_key(app, file, query),
-        _ => None,
-    });
-    match key {
+    match flv_route(uri.path(), query) {
         Some(key) => Peeked::Flv { head_len, key, query: query.to_string() },
         None => Peeked::Other,
     }
@@ -111,7 +106,7 @@ pub(crate) async fn serve_or_pass(sock: TcpStream, peer: SocketAddr, ctx: &Arc<H
     let mut sock = sock;
     // boxed: the admission (an auth callback's request) would otherwise size this future,
     // and so every viewer's task, for the whole play
-    let admitted = Box::pin(super::flv::admit(&key, &query, peer, ctx, "http_flv")).await;
+    let admitted = Box::pin(super::flv::admit(&key, &query, peer, ctx, Protocol::HttpFlv)).await;
     // the head was peeked: take it off the socket (it is all there)
     let mut left = head_len;
     std::future::poll_fn(|cx| {
@@ -137,7 +132,7 @@ pub(crate) async fn serve_or_pass(sock: TcpStream, peer: SocketAddr, ctx: &Arc<H
         }
     };
     let kill = CancellationToken::new();
-    let body = super::flv::start(stream, guard, key, &query, peer, ctx, kill.clone(), "http_flv");
+    let body = super::flv::start(stream, guard, key, &query, peer, ctx, kill.clone(), Protocol::HttpFlv);
     let mut ok = super::flv::flv_response(Empty::new().boxed());
     super::response::allow_origin(&mut ok, ctx);
     let head = response_head(&ok, Length::Chunked);

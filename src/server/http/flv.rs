@@ -41,17 +41,17 @@ pub(crate) async fn serve(
     ctx: &Arc<HttpContext>,
     kill: CancellationToken,
 ) -> Response<Body> {
-    let (stream, guard) = match admit(&key, query, peer, ctx, "http_flv").await {
+    let (stream, guard) = match admit(&key, query, peer, ctx, Protocol::HttpFlv).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
     };
     if head {
         // a HEAD asked the callback like a GET, so its callback server hears it leave too
-        drop(DoneNotice { ctx: ctx.clone(), key, query: query.to_string(), peer, protocol: "http_flv" });
+        drop(DoneNotice { ctx: ctx.clone(), key, query: query.to_string(), peer, protocol: Protocol::HttpFlv });
         drop(guard);
         return flv_response(Empty::new().boxed());
     }
-    let body = start(stream, guard, key, query, peer, ctx, kill, "http_flv");
+    let body = start(stream, guard, key, query, peer, ctx, kill, Protocol::HttpFlv);
     flv_response(body.boxed())
 }
 
@@ -63,7 +63,7 @@ pub(crate) async fn admit(
     query: &str,
     peer: SocketAddr,
     ctx: &Arc<HttpContext>,
-    protocol: &'static str,
+    protocol: Protocol,
 ) -> Result<(Arc<Stream>, ViewerGuard), Response<Body>> {
     let settings = ctx.settings.get();
     let policy = settings.apps.get(&key.app);
@@ -73,7 +73,7 @@ pub(crate) async fn admit(
     // keys first (they answer nothing about liveness), then liveness (a stream that is not
     // live costs no callback), then the callback: for HEAD as for GET, so HEAD reveals no
     // more than GET does
-    let req = AuthRequest::for_stream(Action::Play, key, peer, protocol, query);
+    let req = AuthRequest::for_stream(Action::Play, key, peer, protocol.name(), query);
     if let Err(denied) = ctx.auth.check_keys(&policy.auth, &req) {
         warn!(%peer, stream = %key, "{} play denied: {denied}", label(protocol));
         return Err(refused(ctx, &denied));
@@ -88,7 +88,7 @@ pub(crate) async fn admit(
     let Some(stream) = ctx.hub.get(key) else {
         return Err(not_found());
     };
-    let Some(guard) = stream.admit_viewer(Protocol::HttpFlv, settings.limits.max_viewers_per_stream) else {
+    let Some(guard) = stream.admit_viewer(protocol, settings.limits.max_viewers_per_stream) else {
         warn!(%peer, stream = %key, "{} viewer refused: viewer limit reached", label(protocol));
         ctx.metrics.rejected.get_or_create(&reason("viewer_limit")).inc();
         return Err(text(StatusCode::SERVICE_UNAVAILABLE, "viewer limit reached\n"));
@@ -106,7 +106,7 @@ pub(crate) fn start(
     peer: SocketAddr,
     ctx: &Arc<HttpContext>,
     kill: CancellationToken,
-    protocol: &'static str,
+    protocol: Protocol,
 ) -> FlvBody {
     let watch = Arc::new(Watch::new());
     let gone = CancellationToken::new();
@@ -118,11 +118,13 @@ pub(crate) fn start(
         events: Vec::new(),
         pieces: Vec::new(),
         sent: 0,
-        shutdown: Box::pin(ctx.shutdown.clone().cancelled_owned()),
+        // a token of its own (a child of the server's): polled on every batch, and the
+        // server's token is shared by every viewer (its lock would be taken on each poll)
+        shutdown: Box::pin(ctx.shutdown.child_token().cancelled_owned()),
         watch: watch.clone(),
         finished: false,
         kill: kill.clone(),
-        _done: DoneNotice { ctx: ctx.clone(), key, query: query.to_string(), peer, protocol },
+        done: DoneNotice { ctx: ctx.clone(), key, query: query.to_string(), peer, protocol },
         _guard: guard,
     };
     info!(%peer, stream = %body.sub.stream().key(), "{} viewer joined", label(protocol));
@@ -132,11 +134,11 @@ pub(crate) fn start(
 }
 
 /// How the log names a protocol.
-fn label(protocol: &str) -> &str {
+fn label(protocol: Protocol) -> &'static str {
     match protocol {
-        "http_flv" => "HTTP-FLV",
-        "ws_flv" => "WebSocket-FLV",
-        other => other,
+        Protocol::HttpFlv => "HTTP-FLV",
+        Protocol::WsFlv => "WebSocket-FLV",
+        other => other.name(),
     }
 }
 
@@ -243,13 +245,13 @@ struct DoneNotice {
     key: StreamKey,
     query: String,
     peer: SocketAddr,
-    protocol: &'static str,
+    protocol: Protocol,
 }
 
 impl Drop for DoneNotice {
     fn drop(&mut self) {
         info!(peer = %self.peer, stream = %self.key, "{} viewer left", label(self.protocol));
-        let req = AuthRequest::for_stream(Action::Done, &self.key, self.peer, self.protocol, &self.query);
+        let req = AuthRequest::for_stream(Action::Done, &self.key, self.peer, self.protocol.name(), &self.query);
         self.ctx.auth.notify(&self.ctx.settings.get().apps.get(&self.key.app).auth, req);
     }
 }
@@ -271,15 +273,28 @@ pub(crate) struct FlvBody {
     /// Cancels the watchdog when the body goes.
     _gone: tokio_util::sync::DropGuard,
     /// Dropped with the body: logs the departure and sends `on_done`.
-    _done: DoneNotice,
+    done: DoneNotice,
     _guard: ViewerGuard,
 }
 
 impl FlvBody {
-    /// Whether pieces of the current batch are still to be taken (taking them does not
-    /// ask the stream for more, so it says nothing to the stall watchdog).
-    pub(crate) fn has_pieces(&self) -> bool {
-        self.sent < self.pieces.len()
+    /// Moves the current batch's pieces (at most `max`) into `out`, turning the next batch
+    /// of events into pieces first when none are left; `Ready(false)` when the body is over.
+    /// One call per batch, where hyper's `poll_frame` takes a piece per call.
+    pub(crate) fn poll_pieces(&mut self, cx: &mut Context<'_>, out: &mut Vec<Bytes>, max: usize) -> Poll<bool> {
+        loop {
+            if self.sent < self.pieces.len() {
+                let end = self.pieces.len().min(self.sent.saturating_add(max.max(1)));
+                out.extend(self.pieces[self.sent..end].iter_mut().map(std::mem::take));
+                self.watch.pieces.fetch_add((end - self.sent) as u64, Ordering::Relaxed);
+                self.sent = end;
+                return Poll::Ready(true);
+            }
+            match self.poll_batch(cx) {
+                Poll::Ready(true) => {}
+                other => return other,
+            }
+        }
     }
 
     /// Turns the next batch of events into pieces; `Ready(false)` when the body is over.
@@ -313,11 +328,11 @@ impl FlvBody {
                     if !more {
                         self.writer.finish(&mut out);
                         self.finished = true;
-                        info!(stream = %self.sub.stream().key(), "HTTP-FLV stream ended");
+                        info!(stream = %self.sub.stream().key(), "{} stream ended", label(self.done.protocol));
                     }
                 }
                 Poll::Ready(Err(e)) => {
-                    warn!(stream = %self.sub.stream().key(), "HTTP-FLV {e}");
+                    warn!(stream = %self.sub.stream().key(), "{} {e}", label(self.done.protocol));
                     self.finished = true;
                     self.kill.cancel();
                     return Poll::Ready(false);
@@ -326,7 +341,7 @@ impl FlvBody {
         }
         self.watch.waiting.store(false, Ordering::Relaxed);
         let len: u64 = out.iter().map(|p| p.len() as u64).sum();
-        self.sub.stream().count_bytes_out(Protocol::HttpFlv, len);
+        self.sub.stream().count_bytes_out(self.done.protocol, len);
         self.pieces = out;
         Poll::Ready(true)
     }

@@ -29,11 +29,7 @@ pub(crate) async fn handle<B>(
     // WebSocket-FLV: an upgrade at an HTTP-FLV URL
     if req.method() == Method::GET && super::ws::is_upgrade(&req) {
         let query = req.uri().query().unwrap_or("").to_string();
-        let key = split_path(req.uri().path()).and_then(|segments| match segments.as_slice() {
-            [app, file] => flv_key(app, file, &query),
-            _ => None,
-        });
-        let mut resp = match key {
+        let mut resp = match flv_route(req.uri().path(), &query) {
             Some(key) => super::ws::serve(req, key, &query, peer, &ctx).await,
             None => not_found(),
         };
@@ -167,9 +163,18 @@ async fn route(
 
 /// The stream an HTTP-FLV / WebSocket-FLV URL `/APP/FILE` names (`FILE` is `NAME.flv`),
 /// with `?track=N`.
-pub(crate) fn flv_key(app: &str, file: &str, query: &str) -> Option<StreamKey> {
+fn flv_key(app: &str, file: &str, query: &str) -> Option<StreamKey> {
     let name = file.strip_suffix(".flv").filter(|n| !n.is_empty())?;
     Some(with_track(StreamKey::new(app, name), query))
+}
+
+/// The stream an HTTP-FLV / WebSocket-FLV request path `/APP/NAME.flv` names, with
+/// `?track=N`; None for any other path.
+pub(crate) fn flv_route(path: &str, query: &str) -> Option<StreamKey> {
+    match split_path(path)?.as_slice() {
+        [app, file] => flv_key(app, file, query),
+        _ => None,
+    }
 }
 
 /// `?track=N` (N > 0) picks track N of a multitrack publish (its stream `NAME~N`).

@@ -6,7 +6,6 @@
 //! is ignored within [`MAX_CLIENT_DATA`].
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -65,9 +64,12 @@ where
     let mut ignored: u64 = 0;
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut closing: Option<(u16, &str)> = None;
+    // one wait for the whole play (not a new one, registered and dropped, per select)
+    let killed = kill.cancelled();
+    tokio::pin!(killed);
     loop {
         tokio::select! {
-            _ = kill.cancelled() => break,
+            _ = &mut killed => break,
             more = next_batch(&mut body, &mut pieces) => {
                 let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
                 if len > 0 {
@@ -120,7 +122,7 @@ where
             break;
         }
         let flushed = tokio::select! {
-            _ = kill.cancelled() => break,
+            _ = &mut killed => break,
             r = writer.flush() => r,
         };
         if flushed.is_err() {
@@ -155,30 +157,11 @@ where
     None
 }
 
-/// Waits for the body's next pieces and gathers the current batch into `out`; false once
-/// the body is over. A new batch is asked for only with `out` empty (all written before), as
-/// hyper does: asking tells the stall watchdog that the socket took the last one.
+/// Waits for the body's next pieces and moves the current batch's into `out` (empty: the
+/// last went out); false once the body is over. A new batch is asked for only once the
+/// last was written, as hyper does: asking tells the stall watchdog that the socket took it.
 async fn next_batch(body: &mut FlvBody, out: &mut Vec<Bytes>) -> bool {
-    std::future::poll_fn(|cx| loop {
-        if !out.is_empty() && !body.has_pieces() {
-            return std::task::Poll::Ready(true);
-        }
-        match hyper::body::Body::poll_frame(Pin::new(&mut *body), cx) {
-            std::task::Poll::Ready(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    out.push(data);
-                }
-                if out.len() >= MAX_PIECES {
-                    return std::task::Poll::Ready(true);
-                }
-            }
-            std::task::Poll::Ready(Some(Err(never))) => match never {},
-            std::task::Poll::Ready(None) => return std::task::Poll::Ready(false),
-            std::task::Poll::Pending if out.is_empty() => return std::task::Poll::Pending,
-            std::task::Poll::Pending => return std::task::Poll::Ready(true),
-        }
-    })
-    .await
+    std::future::poll_fn(|cx| body.poll_pieces(cx, out, MAX_PIECES)).await
 }
 
 /// A server WebSocket frame header (final, unmasked) for a payload of `len` bytes.

@@ -26,7 +26,7 @@ use tungstenite::protocol::frame::FrameHeader;
 use super::response::{empty, text};
 use super::socket::{play, Framing};
 use super::{Body, HttpContext};
-use crate::hub::StreamKey;
+use crate::hub::{Protocol, StreamKey};
 
 /// The largest frame a client may send (control frames are at most 125 bytes).
 pub(crate) const MAX_CLIENT_FRAME: u64 = 16 * 1024;
@@ -64,12 +64,12 @@ pub(crate) async fn serve<B>(
         r.headers_mut().insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         return r;
     }
-    let (stream, guard) = match super::flv::admit(&key, query, peer, ctx, "ws_flv").await {
+    let (stream, guard) = match super::flv::admit(&key, query, peer, ctx, Protocol::WsFlv).await {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal,
     };
     let kill = CancellationToken::new();
-    let body = super::flv::start(stream, guard, key, query, peer, ctx, kill.clone(), "ws_flv");
+    let body = super::flv::start(stream, guard, key, query, peer, ctx, kill.clone(), Protocol::WsFlv);
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match upgrade.await {

@@ -177,7 +177,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         let handshake_deadline = Instant::now() + Duration::from_millis(self.ctx.config.handshake_timeout_ms);
         let idle = Duration::from_millis(self.ctx.config.idle_timeout_ms);
         let mut idle_deadline = Instant::now() + idle;
-        let shutdown = self.ctx.shutdown.clone();
+        // one wait on a token of the connection's own for its whole life: a new wait per
+        // loop on the server's token, which every connection shares, took its lock 3 times
+        let shutdown = self.ctx.shutdown.child_token();
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
         loop {
             self.flush().await?;
             if self.close_after_flush {
@@ -206,7 +210,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             let kicked = on_published(&self.role, |s| async move { s.kicked().await });
             let drain = on_published(&self.role, |s| async move { s.reconnect_requested().await });
             tokio::select! {
-                _ = shutdown.cancelled() => {
+                _ = &mut stopping => {
                     if self.can_reconnect() && !self.reconnect_sent {
                         // the publisher moves at its next keyframe and then disconnects;
                         // its media is taken until then (at most RECONNECT_DRAIN)
@@ -214,7 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                         self.reconnect_sent = true;
                         info!(peer = %self.peer, "shutdown: asked the publisher to reconnect");
                         self.flush().await?;
-                        self.drain_input(&mut buf).await;
+                        Box::pin(self.drain_input(&mut buf)).await;
                     }
                     self.goodbye();
                     self.flush().await?;
@@ -238,7 +242,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                         return Ok(());
                     }
                     idle_deadline = Instant::now() + idle;
-                    if self.maybe_http && self.answer_http(&buf).await? {
+                    if self.maybe_http && Box::pin(self.answer_http(&buf)).await? {
                         // answered (and closed), or waiting for the rest of an HTTP request
                         if self.close_after_flush {
                             return Ok(());
@@ -399,11 +403,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                 self.caps = caps;
             }
             SessionEvent::PublishRequested { req, stream_id, app, name, query } => {
-                self.on_publish(req, stream_id, &app, &name, &query).await;
+                // boxed, like every rare state (auth callbacks, waiting for a key): the
+                // connection's future would otherwise carry it for a viewer's whole life
+                Box::pin(self.on_publish(req, stream_id, &app, &name, &query)).await;
                 return true;
             }
             SessionEvent::PlayRequested { req, stream_id, app, name, query } => {
-                self.on_play(req, stream_id, &app, &name, &query).await;
+                Box::pin(self.on_play(req, stream_id, &app, &name, &query)).await;
                 return true;
             }
             SessionEvent::Media { kind, timestamp, payload } => {
