@@ -121,6 +121,7 @@ pub async fn serve(
         info!("RTMPS listening on {}", listener.local_addr()?);
         tasks.spawn(crate::server::rtmp::serve(listener, ingest, Some(acceptor)));
     }
+    let viewers = hub.clone();
     let http = HttpContext {
         config: config.http.clone(),
         admin_token: config.admin.token.clone(),
@@ -133,6 +134,7 @@ pub async fn serve(
     };
     tasks.spawn(crate::server::http::serve(bound.http, http));
     shutdown.cancelled().await;
+    viewers.end_for_viewers();
     let grace = Duration::from_millis(config.lifecycle.shutdown_grace_ms);
     let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {

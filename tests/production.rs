@@ -311,6 +311,11 @@ fn sigterm_flushes_hls_ends_playlists_and_exits_zero() {
     let body = viewer.join().unwrap();
     assert_eq!(body.status, 200);
     assert!(body.body.len() > 1000);
+    // the HTTP-FLV body was ended, not cut: whole tags, then the last PreviousTagSize
+    let tags = livegate::flv::file::read_tags(&bytes::Bytes::from(body.body.clone())).expect("whole FLV tags");
+    let last = tags.last().expect("FLV tags");
+    let tail = body.body[body.body.len() - 4..].try_into().map(u32::from_be_bytes).unwrap_or(0);
+    assert_eq!(tail as usize, 11 + last.body.len(), "the FLV ends with its last tag's PreviousTagSize");
 }
 
 #[test]

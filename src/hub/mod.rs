@@ -188,6 +188,15 @@ impl Hub {
         v
     }
 
+    /// At shutdown: every stream ends for its viewers (`EndOfStream` after what they have not
+    /// read yet), so HTTP-FLV, WebSocket-FLV and RTMP viewers finish through their
+    /// subscription instead of each polling the shutdown token on every batch.
+    pub fn end_for_viewers(&self) {
+        for stream in self.streams() {
+            stream.push(HubEvent::EndOfStream);
+        }
+    }
+
     /// Notifies of every stream that starts from now on (for outputs that follow all
     /// streams, like HLS). Lossless: a watcher that is slow to read misses nothing.
     pub fn watch_new_streams(&self) -> mpsc::UnboundedReceiver<Arc<Stream>> {

@@ -4,7 +4,6 @@
 //! watchdog task per viewer, asleep until the next instant a stall could be due,
 //! disconnects one whose socket stays full.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +16,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Frame;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::response::{not_found, refused, text};
@@ -118,9 +117,6 @@ pub(crate) fn start(
         events: Vec::new(),
         pieces: Vec::new(),
         sent: 0,
-        // a token of its own (a child of the server's): polled on every batch, and the
-        // server's token is shared by every viewer (its lock would be taken on each poll)
-        shutdown: Box::pin(ctx.shutdown.child_token().cancelled_owned()),
         watch: watch.clone(),
         finished: false,
         kill: kill.clone(),
@@ -266,7 +262,6 @@ pub(crate) struct FlvBody {
     pieces: Vec<Bytes>,
     /// ...of which this many went to hyper.
     sent: usize,
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     watch: Arc<Watch>,
     finished: bool,
     kill: CancellationToken,
@@ -311,32 +306,28 @@ impl FlvBody {
         self.events.shrink_to(KEEP_EVENTS);
         // hyper wrote the previous batch and asks for more
         self.watch.note_drained(Instant::now());
-        if self.shutdown.as_mut().poll(cx).is_ready() {
-            self.writer.finish(&mut out);
-            self.finished = true;
-        } else {
-            match self.sub.poll_recv_many(cx, &mut self.events, BATCH) {
-                Poll::Pending => {
-                    self.pieces = out;
-                    self.watch.waiting.store(true, Ordering::Relaxed);
-                    return Poll::Pending;
+        // (at shutdown the stream ends for its viewers: `Hub::end_for_viewers`)
+        match self.sub.poll_recv_many(cx, &mut self.events, BATCH) {
+            Poll::Pending => {
+                self.pieces = out;
+                self.watch.waiting.store(true, Ordering::Relaxed);
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(more)) => {
+                for ev in &self.events {
+                    self.writer.push(ev, &mut out);
                 }
-                Poll::Ready(Ok(more)) => {
-                    for ev in &self.events {
-                        self.writer.push(ev, &mut out);
-                    }
-                    if !more {
-                        self.writer.finish(&mut out);
-                        self.finished = true;
-                        info!(stream = %self.sub.stream().key(), "{} stream ended", label(self.done.protocol));
-                    }
-                }
-                Poll::Ready(Err(e)) => {
-                    warn!(stream = %self.sub.stream().key(), "{} {e}", label(self.done.protocol));
+                if !more {
+                    self.writer.finish(&mut out);
                     self.finished = true;
-                    self.kill.cancel();
-                    return Poll::Ready(false);
+                    info!(stream = %self.sub.stream().key(), "{} stream ended", label(self.done.protocol));
                 }
+            }
+            Poll::Ready(Err(e)) => {
+                warn!(stream = %self.sub.stream().key(), "{} {e}", label(self.done.protocol));
+                self.finished = true;
+                self.kill.cancel();
+                return Poll::Ready(false);
             }
         }
         self.watch.waiting.store(false, Ordering::Relaxed);

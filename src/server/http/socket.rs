@@ -68,8 +68,8 @@ where
     let killed = kill.cancelled();
     tokio::pin!(killed);
     loop {
+        // (a stalled viewer is killed while its socket is full: in the flush below)
         tokio::select! {
-            _ = &mut killed => break,
             more = next_batch(&mut body, &mut pieces) => {
                 let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
                 if len > 0 {
@@ -121,9 +121,11 @@ where
             let _ = tokio::time::timeout(FINAL_FLUSH, writer.flush()).await;
             break;
         }
+        // the flush first: the kill is polled (its lock taken) only when the socket is full
         let flushed = tokio::select! {
-            _ = &mut killed => break,
+            biased;
             r = writer.flush() => r,
+            _ = &mut killed => break,
         };
         if flushed.is_err() {
             break;

@@ -177,9 +177,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         let handshake_deadline = Instant::now() + Duration::from_millis(self.ctx.config.handshake_timeout_ms);
         let idle = Duration::from_millis(self.ctx.config.idle_timeout_ms);
         let mut idle_deadline = Instant::now() + idle;
-        // one wait on a token of the connection's own for its whole life: a new wait per
-        // loop on the server's token, which every connection shares, took its lock 3 times
-        let shutdown = self.ctx.shutdown.child_token();
+        // one wait for the connection's whole life (a new one per loop took the lock of the
+        // server's token, which every connection shares, three times), and not polled while
+        // the connection plays: at shutdown the played stream ends (`Hub::end_for_viewers`)
+        let shutdown = self.ctx.shutdown.clone();
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
         loop {
@@ -207,10 +208,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             if buf.capacity() - buf.len() < low {
                 buf.reserve(grow);
             }
+            let receiving = matches!(&self.role, Role::Playing { control, .. } if !control.paused);
             let kicked = on_published(&self.role, |s| async move { s.kicked().await });
             let drain = on_published(&self.role, |s| async move { s.reconnect_requested().await });
             tokio::select! {
-                _ = &mut stopping => {
+                _ = &mut stopping, if !receiving => {
                     if self.can_reconnect() && !self.reconnect_sent {
                         // the publisher moves at its next keyframe and then disconnects;
                         // its media is taken until then (at most RECONNECT_DRAIN)
