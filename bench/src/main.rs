@@ -118,6 +118,11 @@ fn main() -> Result<()> {
         args.ramp_ms = args.ramp_ms.min(500);
         args.settle = args.settle.min(2.5);
     }
+    for (name, v) in [("--settle", args.settle), ("--steady", args.steady), ("--warmup", args.warmup)] {
+        if !(v.is_finite() && v >= 0.0) {
+            bail!("{name} must be a number of seconds >= 0, got {v}");
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(run(args))
 }

@@ -59,16 +59,24 @@ impl HlsStore {
     /// media playlist, with rendition reports when it is a rendition of a ladder.
     pub async fn playlist_or_ladder(&self, hub: &Hub, key: &StreamKey, variant: bool, query: &str) -> PlaylistReply {
         if !variant {
-            // a multitrack publish whose renditions have no segment yet (its first seconds):
-            // wait for its ladder rather than answer the muxed playlist of track 0, which a
-            // player would keep (hls.js never loads the multivariant playlist again)
+            // a multitrack publish in its first seconds, whose renditions have no segment
+            // yet: wait for its ladder rather than answer the muxed playlist of track 0,
+            // which a player would keep (hls.js never loads the multivariant playlist again).
+            // Only while a ladder can still come: HLS on, a video track (the variants), and
+            // within 3 target durations of the publish start, so later reloads never wait.
             let policy = self.policy(key);
-            let until = Instant::now() + Duration::from_millis(policy.target_duration_ms.saturating_mul(3));
+            let window = Duration::from_millis(policy.target_duration_ms.saturating_mul(3));
+            let until = hub
+                .get(key)
+                .filter(|s| policy.enabled && s.codec().video.is_some())
+                .and_then(|s| window.checked_sub(s.uptime()))
+                .map(|left| Instant::now() + left);
             loop {
                 if let Some(text) = self.multivariant(hub, key) {
                     return PlaylistReply::Text { text, blocking: false };
                 }
-                if renditions(hub, key).is_none() || Instant::now() >= until {
+                let waiting = until.is_some_and(|u| Instant::now() < u);
+                if !waiting || renditions(hub, key).is_none() {
                     break;
                 }
                 tokio::time::sleep(LADDER_POLL).await;

@@ -74,6 +74,8 @@ pub enum PublishError {
     AlreadyPublishing(StreamKey),
     #[error("the limit of {0} live streams is reached")]
     TooManyStreams(usize),
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }
 
 #[derive(Debug, Error)]
@@ -95,6 +97,8 @@ struct HubInner {
     released: tokio::sync::Notify,
     /// Outputs that follow every stream (HLS): told of each new one, losslessly.
     watchers: Mutex<Vec<mpsc::UnboundedSender<Arc<Stream>>>>,
+    /// Shutting down: the streams ended for their viewers and no publish is taken.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Hub {
@@ -113,6 +117,7 @@ impl Hub {
                 streams: Mutex::new(HashMap::new()),
                 released: tokio::sync::Notify::new(),
                 watchers: Mutex::new(Vec::new()),
+                closing: false.into(),
             }),
         }
     }
@@ -141,6 +146,11 @@ impl Hub {
     ) -> Result<Publisher, PublishError> {
         let stream = {
             let mut streams = lock(&self.inner.streams);
+            // under the registry lock, which `end_for_viewers` takes after setting it: no
+            // stream starts (or resumes) that it would not end
+            if self.inner.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(PublishError::ShuttingDown);
+            }
             if let Some(waiting) = streams.get(&key) {
                 // under the registry lock, so a grace that runs out cannot end it meanwhile
                 if waiting.reattach(peer) {
@@ -191,7 +201,10 @@ impl Hub {
     /// At shutdown: every stream ends for its viewers (`EndOfStream` after what they have not
     /// read yet), so HTTP-FLV, WebSocket-FLV and RTMP viewers finish through their
     /// subscription instead of each polling the shutdown token on every batch.
+    /// From then on no publish is taken (`PublishError::ShuttingDown`), so no stream
+    /// starts that its viewers would wait on.
     pub fn end_for_viewers(&self) {
+        self.inner.closing.store(true, std::sync::atomic::Ordering::SeqCst);
         for stream in self.streams() {
             stream.push(HubEvent::EndOfStream);
         }

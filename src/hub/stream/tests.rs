@@ -33,6 +33,25 @@ fn one_publisher_per_key_and_key_freed_on_drop() {
 }
 
 #[test]
+fn at_shutdown_streams_end_for_their_viewers_and_no_publish_is_taken() {
+    let hub = Hub::new(HubConfig::default());
+    let key = StreamKey::new("live", "a");
+    let p = hub.publish(key.clone(), peer()).unwrap();
+    p.send(HubEvent::Config(cfg()));
+    let mut sub = p.stream().subscribe();
+    hub.end_for_viewers();
+    // what the viewer had not read, then the end
+    let got = drain(&mut sub).unwrap();
+    assert!(matches!(got.first(), Some(HubEvent::Config(_))), "{got:?}");
+    assert_eq!(got.last(), Some(&HubEvent::EndOfStream));
+    assert!(matches!(sub.try_recv_many(&mut Vec::new(), 10), Ok(false)), "ended");
+    // no stream starts (or resumes) that would not be ended
+    assert!(matches!(hub.publish(StreamKey::new("live", "b"), peer()), Err(PublishError::ShuttingDown)));
+    drop(p);
+    assert!(matches!(hub.publish(key, peer()), Err(PublishError::ShuttingDown)));
+}
+
+#[test]
 fn viewer_limit_counts_flv_and_rtmp_viewers_together() {
     let hub = Hub::new(HubConfig::default());
     let p = hub.publish(StreamKey::new("live", "a"), peer()).unwrap();

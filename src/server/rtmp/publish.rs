@@ -299,6 +299,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             Err(e @ PublishError::AlreadyPublishing(_)) => {
                 self.refuse(req, BAD_NAME, &e.to_string(), "already_publishing")
             }
+            Err(e @ PublishError::ShuttingDown) => {
+                self.refuse(req, "NetStream.Publish.Rejected", &e.to_string(), "shutting_down")
+            }
             Err(e @ PublishError::TooManyStreams(_)) => {
                 self.refuse(req, "NetStream.Publish.Rejected", &e.to_string(), "stream_limit")
             }
