@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use livegate::rtmp::chunk::RawMessage;
 struct Viewer {
     c: Rtmp,
     buf: BytesMut,
+    /// Messages decoded after the one an `until` stopped at (they came in the same read),
+    /// for the next `until`.
+    pending: VecDeque<Got>,
 }
 
 /// A message as the test looks at it: its type and, for commands, the status code.
@@ -56,7 +60,7 @@ impl Viewer {
         let mut c = Rtmp::connect_app(gw.rtmp, app);
         let m = c.client.play(1, name);
         c.s.write_all(&m).unwrap();
-        let mut v = Viewer { buf: BytesMut::from(&c.seen[..]), c };
+        let mut v = Viewer { buf: BytesMut::from(&c.seen[..]), c, pending: VecDeque::new() };
         let got = v.until(Duration::from_secs(10), |g| matches!(g, Got::Status(s) if s == "NetStream.Play.Start"));
         assert!(got.iter().any(|g| matches!(g, Got::Status(s) if s == "NetStream.Play.Start")), "{got:?}");
         v
@@ -78,8 +82,8 @@ impl Viewer {
         loop {
             let mut msgs = Vec::new();
             self.c.client.handle_input(&mut self.buf, &mut msgs).expect("valid RTMP from the server");
-            for m in msgs {
-                let g = classify(&m);
+            self.pending.extend(msgs.iter().map(classify));
+            while let Some(g) = self.pending.pop_front() {
                 let done = stop(&g);
                 out.push(g);
                 if done {
