@@ -4,7 +4,7 @@
 //! lives in the `livegate-proto` crate (re-exported here under the same names);
 //! `server` (`server::rtmp`, `server::http`) and `app` are the I/O edges. See ARCHITECTURE.md.
 
-pub use livegate_proto::{flv, media, rtmp};
+pub use livegate_proto::{flv, media, rtmp, Inline, Piece};
 
 pub mod app;
 pub mod auth;

@@ -14,6 +14,7 @@
 //!   unwrapper and [`media::Event`], what flows from a publisher to its viewers.
 //! - [`hls`]: the MPEG-TS muxer, the segmenter and the live playlist.
 //! - [`StreamKey`]: `APP/STREAM` and the name rules.
+//! - [`Piece`]: what goes out to a viewer, a shared payload or a small header held inline.
 //!
 //! The `livegate` crate is the I/O around this: listeners, connection drivers, the hub
 //! (fan-out), HTTP, the HLS store, metrics and configuration.
@@ -22,9 +23,11 @@ pub mod flv;
 pub mod hls;
 mod key;
 pub mod media;
+mod piece;
 pub mod rtmp;
 
 pub use key::{valid_name, StreamKey, Track};
+pub use piece::{Inline, Piece, INLINE};
 
 /// Fuzz target bodies: for tests and `cargo fuzz` only (`--cfg fuzzing`).
 #[cfg(any(test, fuzzing))]

@@ -1,22 +1,57 @@
-//! Vectored socket writes of queued `Bytes` pieces (RTMP chunk headers, WebSocket frame
-//! headers and shared payload slices), so a payload is never copied into a per-viewer
-//! buffer.
+//! Vectored socket writes of queued pieces (RTMP chunk headers, FLV tag headers and
+//! WebSocket frame headers held inline, shared payloads), so a payload is never copied into
+//! a per-viewer buffer.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use crate::Piece;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 
 const MAX_IOVECS: usize = 64;
+
+/// A connection taken apart into what reads and what writes it, which a viewer polls in
+/// turn on every batch. A TCP socket splits into owned halves that share it by reference
+/// count; `tokio::io::split`, used for the other streams (TLS, hyper's upgraded
+/// connection), takes a lock on every poll of either half.
+pub(crate) trait Halves: AsyncRead + AsyncWrite + Sized {
+    type Read: AsyncRead + Unpin + Send + 'static;
+    type Write: AsyncWrite + Unpin + Send + 'static;
+    fn halves(self) -> (Self::Read, Self::Write);
+}
+
+impl Halves for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
+    fn halves(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+}
+
+/// Split with `tokio::io::split` (a lock per poll).
+macro_rules! locked_halves {
+    ($t:ty) => {
+        impl Halves for $t {
+            type Read = tokio::io::ReadHalf<$t>;
+            type Write = tokio::io::WriteHalf<$t>;
+            fn halves(self) -> (Self::Read, Self::Write) {
+                tokio::io::split(self)
+            }
+        }
+    };
+}
+locked_halves!(tokio_rustls::server::TlsStream<TcpStream>);
+locked_halves!(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>);
 /// Queue slots kept reserved between bursts.
 const KEEP_QUEUE: usize = 16;
 
 pub(crate) struct Writer<W> {
     sock: W,
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Piece>,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
@@ -24,7 +59,8 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         Self { sock, queue: VecDeque::new() }
     }
 
-    pub(crate) fn queue(&mut self, b: Bytes) {
+    pub(crate) fn queue(&mut self, b: impl Into<Piece>) {
+        let b = b.into();
         if !b.is_empty() {
             self.queue.push_back(b);
         }

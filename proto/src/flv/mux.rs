@@ -212,12 +212,13 @@ impl TagBody {
 /// The tag bodies of one event, in order: the sequence headers of a codec configuration
 /// (stamped `config_ts`, the time of the last frame) and its Enhanced RTMP video metadata,
 /// a frame, or metadata; nothing for the other events. `codecs` follows the
-/// configurations. The one mapping from events to FLV, shared by HTTP-FLV and RTMP play.
-pub fn tag_bodies(ev: &Event, config_ts: i64, codecs: &mut TagCodecs) -> impl Iterator<Item = TagBody> {
+/// configurations. The one mapping from events to FLV, shared by HTTP-FLV and RTMP play;
+/// the event is taken by value, so a frame's payload moves into its body.
+pub fn tag_bodies(ev: Event, config_ts: i64, codecs: &mut TagCodecs) -> impl Iterator<Item = TagBody> {
     let (a, b, c) = match ev {
-        Event::Metadata(m) => (Some(TagBody::script(m.clone(), config_ts)), None, None),
+        Event::Metadata(m) => (Some(TagBody::script(m, config_ts)), None, None),
         Event::Config(cfg) => {
-            codecs.update(cfg);
+            codecs.update(&cfg);
             let video = cfg.video.as_ref();
             let meta = cfg.video_metadata.as_ref().filter(|_| codecs.video_metadata);
             let meta = video.filter(|v| v.codec() != VideoCodec::Avc).and(meta).map(|m| {
@@ -235,11 +236,13 @@ pub fn tag_bodies(ev: &Event, config_ts: i64, codecs: &mut TagCodecs) -> impl It
                 }),
             )
         }
+        // the payload moves into the body: no reference count is taken per viewer here
         Event::Frame(Frame::Video(v)) => {
-            (Some(TagBody::new(TagType::Video, v.dts, video_tag_header(v, codecs.video), v.data.clone())), None, None)
+            let header = video_tag_header(&v, codecs.video);
+            (Some(TagBody::new(TagType::Video, v.dts, header, v.data)), None, None)
         }
         Event::Frame(Frame::Audio(a)) => {
-            (Some(TagBody::new(TagType::Audio, a.pts, audio_tag_header(codecs.audio), a.data.clone())), None, None)
+            (Some(TagBody::new(TagType::Audio, a.pts, audio_tag_header(codecs.audio), a.data)), None, None)
         }
         Event::Discontinuity | Event::EndOfStream => (None, None, None),
     };
@@ -261,7 +264,7 @@ mod tests {
         let cfg =
             CodecConfig { video: Some(avc.clone()), audio: Some(aac.clone()), generation: 1, ..Default::default() };
         let mut codecs = TagCodecs::default();
-        let bodies: Vec<TagBody> = tag_bodies(&Event::Config(cfg), 7, &mut codecs).collect();
+        let bodies: Vec<TagBody> = tag_bodies(Event::Config(cfg), 7, &mut codecs).collect();
         assert_eq!(bodies.len(), 2);
         let whole = |b: &TagBody| [b.header(), &b.payload[..]].concat();
         assert_eq!((bodies[0].tag_type, bodies[0].timestamp), (TagType::Video, 7));
@@ -269,10 +272,10 @@ mod tests {
         assert_eq!(bodies[0].payload.as_ptr(), avc.record().as_ptr(), "the record is shared, not copied");
         assert_eq!(whole(&bodies[1]), audio_config_body(&aac));
         let frame = VideoFrame { dts: 40, cts: 80, keyframe: true, data: Bytes::from_static(&[0, 0, 0, 1, 0x65]) };
-        let b: Vec<_> = tag_bodies(&Event::Frame(Frame::Video(frame.clone())), 0, &mut codecs).collect();
+        let b: Vec<_> = tag_bodies(Event::Frame(Frame::Video(frame.clone())), 0, &mut codecs).collect();
         assert_eq!((b[0].tag_type, b[0].timestamp, b[0].len()), (TagType::Video, 40, 10));
         assert_eq!(b[0].header(), &[0x17, 1, 0, 0, 80]);
-        assert_eq!(tag_bodies(&Event::EndOfStream, 0, &mut codecs).count(), 0);
+        assert_eq!(tag_bodies(Event::EndOfStream, 0, &mut codecs).count(), 0);
     }
 
     #[test]
@@ -315,7 +318,7 @@ mod tests {
             let (mut again, mut codecs) = (crate::flv::TagDemuxer::new(), TagCodecs::with_video_metadata());
             let mut replayed = Vec::new();
             for ev in &events {
-                for body in tag_bodies(ev, 0, &mut codecs) {
+                for body in tag_bodies(ev.clone(), 0, &mut codecs) {
                     let kind = match body.tag_type {
                         TagType::Audio => crate::media::MediaKind::Audio,
                         TagType::Video => crate::media::MediaKind::Video,

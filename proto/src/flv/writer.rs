@@ -2,13 +2,14 @@
 //! pieces; each tag is one small header piece (previous tag size, tag header,
 //! codec header) followed by the shared payload, never a copy of it.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 
-use super::mux::{file_header, tag_bodies, tag_header, TagBody, TagCodecs, TAG_HEADER_LEN};
+use super::mux::{file_header, tag_bodies, tag_header, TagBody, TagCodecs, MAX_CODEC_HEADER, TAG_HEADER_LEN};
 use crate::media::Event;
+use crate::piece::{Inline, Piece, INLINE};
 
-/// Size of the blocks tag headers are carved from.
-const SCRATCH_BLOCK: usize = 1024;
+// a tag's PreviousTagSize, tag header and codec header always fit a piece held inline
+const _: () = assert!(4 + TAG_HEADER_LEN + MAX_CODEC_HEADER <= INLINE);
 
 #[derive(Debug, Default)]
 pub struct FlvWriter {
@@ -17,7 +18,6 @@ pub struct FlvWriter {
     prev_tag_size: u32,
     last_ts: i64,
     codecs: TagCodecs,
-    scratch: BytesMut,
 }
 
 impl FlvWriter {
@@ -31,18 +31,19 @@ impl FlvWriter {
     }
 
     /// Appends the bytes for `ev` to `out`. Frames before the first codec
-    /// configuration are dropped: a player cannot decode them.
-    pub fn push(&mut self, ev: &Event, out: &mut Vec<Bytes>) {
-        match ev {
+    /// configuration are dropped: a player cannot decode them. A frame's payload moves
+    /// into `out` as it is (taken by value: a viewer's copy of the event is not cloned again).
+    pub fn push(&mut self, ev: Event, out: &mut Vec<Piece>) {
+        match &ev {
             Event::Metadata(m) if !self.header_written => {
                 self.stashed_metadata = Some(m.clone());
                 return;
             }
             Event::Config(cfg) if !self.header_written => {
                 self.header_written = true;
-                out.push(Bytes::copy_from_slice(&file_header(cfg.audio.is_some(), cfg.video.is_some())));
+                out.push(Piece::copy_from_slice(&file_header(cfg.audio.is_some(), cfg.video.is_some())));
                 if let Some(m) = self.stashed_metadata.take() {
-                    self.tag(&TagBody::script(m, 0), out);
+                    self.tag(TagBody::script(m, 0), out);
                 }
             }
             Event::Frame(frame) if self.header_written => self.last_ts = frame.dts(),
@@ -50,35 +51,37 @@ impl FlvWriter {
             _ => {}
         }
         for body in tag_bodies(ev, self.last_ts, &mut self.codecs) {
-            self.tag(&body, out);
+            self.tag(body, out);
         }
     }
 
-    fn tag(&mut self, body: &TagBody, out: &mut Vec<Bytes>) {
+    fn tag(&mut self, body: TagBody, out: &mut Vec<Piece>) {
         let codec_header = body.header();
         let data_size = body.len();
-        let (ty, ts, payload) = (body.tag_type, body.timestamp, Some(&body.payload));
-        // headers are split off one shared block: one allocation per ~50 tags, not per tag
-        let need = 4 + TAG_HEADER_LEN + codec_header.len();
-        if self.scratch.capacity() < need {
-            self.scratch.reserve(SCRATCH_BLOCK.max(need));
-        }
-        if self.prev_tag_size != 0 {
-            self.scratch.put_u32(self.prev_tag_size);
-        }
-        self.scratch.put_slice(&tag_header(ty, data_size, ts));
-        self.scratch.put_slice(codec_header);
-        out.push(self.scratch.split().freeze());
-        if let Some(p) = payload.filter(|p| !p.is_empty()) {
-            out.push(p.clone());
+        let (ty, ts) = (body.tag_type, body.timestamp);
+        // PreviousTagSize, tag header and codec header: at most 4 + 11 + 8 bytes, held inline
+        let prev = self.prev_tag_size;
+        out.push(Piece::Inline(Inline::build(|buf| {
+            let room = buf.len();
+            let mut w = buf;
+            if prev != 0 {
+                w.put_u32(prev);
+            }
+            w.put_slice(&tag_header(ty, data_size, ts));
+            w.put_slice(codec_header);
+            room - w.len()
+        })));
+        let (_, _, payload) = body.into_parts();
+        if !payload.is_empty() {
+            out.push(Piece::Shared(payload));
         }
         self.prev_tag_size = (TAG_HEADER_LEN + data_size) as u32;
     }
 
     /// The trailing PreviousTagSize of the last tag, for a clean end of file.
-    pub fn finish(&mut self, out: &mut Vec<Bytes>) {
+    pub fn finish(&mut self, out: &mut Vec<Piece>) {
         if self.prev_tag_size != 0 {
-            out.push(Bytes::copy_from_slice(&self.prev_tag_size.to_be_bytes()));
+            out.push(Piece::copy_from_slice(&self.prev_tag_size.to_be_bytes()));
             self.prev_tag_size = 0;
         }
     }
@@ -129,12 +132,12 @@ mod tests {
         let mut w = FlvWriter::new();
         let mut out = Vec::new();
         let key = VideoFrame { dts: 1000, cts: 80, keyframe: true, data: Bytes::from_static(&[0, 0, 0, 1, 0x65]) };
-        w.push(&Event::Frame(Frame::Video(key.clone())), &mut out);
+        w.push(Event::Frame(Frame::Video(key.clone())), &mut out);
         assert!(out.is_empty(), "frames before the config are dropped");
-        w.push(&Event::Metadata(Bytes::from_static(b"\x02\x00\x0aonMetaData\x05")), &mut out);
-        w.push(&Event::Config(config()), &mut out);
-        w.push(&Event::Frame(Frame::Video(key.clone())), &mut out);
-        w.push(&Event::Frame(Frame::Audio(AudioFrame { pts: 1010, data: Bytes::from_static(&[0x21, 0]) })), &mut out);
+        w.push(Event::Metadata(Bytes::from_static(b"\x02\x00\x0aonMetaData\x05")), &mut out);
+        w.push(Event::Config(config()), &mut out);
+        w.push(Event::Frame(Frame::Video(key.clone())), &mut out);
+        w.push(Event::Frame(Frame::Audio(AudioFrame { pts: 1010, data: Bytes::from_static(&[0x21, 0]) })), &mut out);
         w.finish(&mut out);
         // the frame payload goes out as the very same buffer
         assert!(out.iter().any(|b| b.as_ptr() == key.data.as_ptr()));
@@ -154,7 +157,7 @@ mod tests {
         let mut w = FlvWriter::new();
         let mut out = Vec::new();
         let cfg = CodecConfig { audio: None, ..config() };
-        w.push(&Event::Config(cfg), &mut out);
+        w.push(Event::Config(cfg), &mut out);
         assert_eq!(out[0][4], 1);
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::RtmpError;
+use crate::piece::{Inline, Piece, INLINE};
 
 pub const DEFAULT_CHUNK_SIZE: u32 = 128;
 pub const MAX_CHUNK_SIZE: u32 = 0x7FFF_FFFF;
@@ -375,7 +376,7 @@ static TYPE3_HEADERS: [u8; 64] = {
     t
 };
 
-fn put_basic_header(out: &mut BytesMut, fmt: u8, csid: u32) {
+fn put_basic_header(out: &mut impl BufMut, fmt: u8, csid: u32) {
     let fmt = fmt << 6;
     match csid {
         2..=63 => out.put_u8(fmt | csid as u8),
@@ -392,7 +393,7 @@ fn put_basic_header(out: &mut BytesMut, fmt: u8, csid: u32) {
 }
 
 /// Writes a type-0 message header (basic header, 11 bytes, optional extended timestamp).
-fn put_type0_header(out: &mut BytesMut, csid: u32, timestamp: u32, type_id: u8, stream_id: u32, len: usize) {
+fn put_type0_header(out: &mut impl BufMut, csid: u32, timestamp: u32, type_id: u8, stream_id: u32, len: usize) {
     put_basic_header(out, 0, csid);
     out.put_uint(timestamp.min(EXTENDED_TS) as u64, 3);
     out.put_uint(len as u64, 3);
@@ -453,16 +454,15 @@ impl ChunkEncoder {
     }
 
     /// Encodes a message without copying the payload: `emit` receives header pieces and
-    /// `payload.slice(..)` pieces in wire order. The message body is `prefix`
-    /// (small, copied into the header piece: e.g. an FLV tag-body header)
-    /// followed by `payload` (emitted as zero-copy slices between chunk headers).
-    /// Header pieces are carved out of `scratch`, which is refilled in blocks: one
-    /// allocation per many messages instead of one per message.
+    /// pieces of `payload` in wire order. The message body is `prefix` (small, copied into
+    /// the header piece: e.g. an FLV tag-body header) followed by `payload` (emitted as
+    /// zero-copy slices between chunk headers; with the usual chunk size, itself). Header
+    /// pieces are held inline ([`Piece::Inline`]): no allocation or reference count per
+    /// message.
     #[allow(clippy::too_many_arguments)]
-    pub fn write_zero_copy_in(
+    pub fn write_zero_copy(
         &self,
-        scratch: &mut BytesMut,
-        mut emit: impl FnMut(Bytes),
+        mut emit: impl FnMut(Piece),
         csid: u32,
         timestamp: u32,
         type_id: u8,
@@ -470,40 +470,50 @@ impl ChunkEncoder {
         prefix: &[u8],
         payload: Bytes,
     ) {
-        const BLOCK: usize = 1024;
         let size = self.chunk_size as usize;
         let total = prefix.len() + payload.len();
         // type 0 header + prefix + a type 3 header per chunk boundary inside the prefix
-        let need = 18 + prefix.len() + (prefix.len() / size.max(1) + 1) * 7;
-        if scratch.capacity() < need {
-            scratch.reserve(BLOCK.max(need));
-        }
-        let hdr = scratch;
-        put_type0_header(hdr, csid, timestamp, type_id, stream_id, total);
-        // the prefix is tiny compared to any sane chunk size; split it like payload anyway
+        let need = 18 + prefix.len() + prefix.len().saturating_sub(1) / size.max(1) * 7;
         let mut written = 0;
-        let mut prefix_left = prefix;
-        while !prefix_left.is_empty() {
-            if written > 0 && written % size == 0 {
-                hdr.extend_from_slice(&type3_header(csid, timestamp));
+        let start = |out: &mut dyn BufMut, written: &mut usize| {
+            let mut out = out;
+            put_type0_header(&mut out, csid, timestamp, type_id, stream_id, total);
+            // the prefix is tiny compared to any sane chunk size; split it like payload anyway
+            let mut prefix_left = prefix;
+            while !prefix_left.is_empty() {
+                if *written > 0 && (*written).is_multiple_of(size) {
+                    out.put_slice(&type3_header(csid, timestamp));
+                }
+                let room = size - *written % size;
+                let n = room.min(prefix_left.len());
+                out.put_slice(&prefix_left[..n]);
+                prefix_left = &prefix_left[n..];
+                *written += n;
             }
-            let room = size - written % size;
-            let n = room.min(prefix_left.len());
-            hdr.extend_from_slice(&prefix_left[..n]);
-            prefix_left = &prefix_left[n..];
-            written += n;
+        };
+        if need <= INLINE {
+            emit(Piece::Inline(Inline::build(|buf| {
+                let room = buf.len();
+                let mut w = buf;
+                start(&mut w, &mut written);
+                room - w.len()
+            })));
+        } else {
+            let mut hdr = BytesMut::with_capacity(need);
+            start(&mut hdr, &mut written);
+            emit(Piece::Shared(hdr.freeze()));
         }
-        emit(hdr.split().freeze());
-        let mut start = 0;
-        while start < payload.len() {
+        // the last piece (with the usual chunk size the only one) is the payload itself,
+        // moved: no reference count taken or dropped
+        let mut rest = payload;
+        while !rest.is_empty() {
             if written > 0 && written % size == 0 {
-                emit(type3_header(csid, timestamp));
+                emit(Piece::Shared(type3_header(csid, timestamp)));
             }
             let room = size - written % size;
-            let end = payload.len().min(start.saturating_add(room));
-            emit(payload.slice(start..end));
-            written += end - start;
-            start = end;
+            let piece = if rest.len() <= room { std::mem::take(&mut rest) } else { rest.split_to(room) };
+            written += piece.len();
+            emit(Piece::Shared(piece));
         }
     }
 }

@@ -17,6 +17,7 @@ use super::chunk::{ChunkDecoder, ChunkEncoder, RawMessage};
 use super::handshake::ServerHandshake;
 use super::message::{self as msg, Command};
 use super::RtmpError;
+use crate::piece::Piece;
 
 /// Streams (createStream / publish / play targets) one connection may have at once.
 const MAX_STREAMS: usize = 16;
@@ -178,10 +179,8 @@ pub struct ServerSession {
     decoder: ChunkDecoder,
     encoder: ChunkEncoder,
     events: VecDeque<SessionEvent>,
-    out: VecDeque<Bytes>,
+    out: VecDeque<Piece>,
     out_bytes: usize,
-    /// Block the chunk headers of media messages are carved from.
-    scratch: BytesMut,
     conn: Option<Connection>,
     streams: HashMap<u32, StreamRole>,
     next_stream_id: u32,
@@ -204,7 +203,6 @@ impl ServerSession {
             events: VecDeque::new(),
             out: VecDeque::new(),
             out_bytes: 0,
-            scratch: BytesMut::new(),
             conn: None,
             streams: HashMap::new(),
             next_stream_id: 1,
@@ -269,9 +267,9 @@ impl ServerSession {
     }
 
     /// Outgoing bytes in order. Media queued with `send_media` comes out as chunk-header
-    /// pieces and zero-copy slices of the payload.
+    /// pieces (held inline) and the payload itself (or zero-copy slices of it).
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+    pub fn poll_transmit(&mut self) -> Option<Piece> {
         let Some(b) = self.out.pop_front() else {
             // a join's burst (a GOP's pieces) is not kept reserved for the viewer's life
             if self.out.capacity() > KEEP_OUT {
@@ -344,12 +342,11 @@ impl ServerSession {
     }
 
     /// Queues one message whose body is `header` (copied) followed by `payload` (shared):
-    /// chunk headers are carved from the session's scratch block, the payload goes out as slices.
+    /// chunk headers are held inline, the payload goes out as itself (or slices of it).
     fn send_message(&mut self, csid: u32, type_id: u8, stream_id: u32, timestamp: u32, header: &[u8], payload: Bytes) {
         let enc = &self.encoder;
         let (out, out_bytes) = (&mut self.out, &mut self.out_bytes);
-        enc.write_zero_copy_in(
-            &mut self.scratch,
+        enc.write_zero_copy(
             |b| {
                 *out_bytes += b.len();
                 out.push_back(b)
@@ -409,7 +406,7 @@ impl ServerSession {
     fn push_out(&mut self, b: Bytes) {
         if !b.is_empty() {
             self.out_bytes += b.len();
-            self.out.push_back(b);
+            self.out.push_back(Piece::Shared(b));
         }
     }
 

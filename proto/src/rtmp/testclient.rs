@@ -1,6 +1,6 @@
 //! Test helpers around [`ClientSession`]: drive a `ServerSession` in memory.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use super::chunk::RawMessage;
 use super::client::ClientSession;
@@ -63,7 +63,7 @@ pub(crate) fn request_id(ev: &SessionEvent) -> Option<RequestId> {
     }
 }
 
-pub(crate) fn bytes_in(piece: &Bytes, whole: &Bytes) -> bool {
+pub(crate) fn bytes_in(piece: &[u8], whole: &[u8]) -> bool {
     let (a, b) = (whole.as_ptr() as usize, piece.as_ptr() as usize);
     b >= a && b + piece.len() <= a + whole.len()
 }

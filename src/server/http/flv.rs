@@ -25,6 +25,7 @@ use crate::auth::{Action, AuthRequest};
 use crate::flv::FlvWriter;
 use crate::hub::{HubEvent, Protocol, Stream, StreamKey, Subscription, ViewerGuard};
 use crate::metrics::reason;
+use crate::Piece;
 
 /// Hub events taken per poll.
 const BATCH: usize = 64;
@@ -259,7 +260,7 @@ pub(crate) struct FlvBody {
     writer: FlvWriter,
     events: Vec<HubEvent>,
     /// The pieces of the last batch of events (the buffer is reused batch after batch)...
-    pieces: Vec<Bytes>,
+    pieces: Vec<Piece>,
     /// ...of which this many went to hyper.
     sent: usize,
     watch: Arc<Watch>,
@@ -276,7 +277,7 @@ impl FlvBody {
     /// Moves the current batch's pieces (at most `max`) into `out`, turning the next batch
     /// of events into pieces first when none are left; `Ready(false)` when the body is over.
     /// One call per batch, where hyper's `poll_frame` takes a piece per call.
-    pub(crate) fn poll_pieces(&mut self, cx: &mut Context<'_>, out: &mut Vec<Bytes>, max: usize) -> Poll<bool> {
+    pub(crate) fn poll_pieces(&mut self, cx: &mut Context<'_>, out: &mut Vec<Piece>, max: usize) -> Poll<bool> {
         loop {
             if self.sent < self.pieces.len() {
                 let end = self.pieces.len().min(self.sent.saturating_add(max.max(1)));
@@ -314,7 +315,7 @@ impl FlvBody {
                 return Poll::Pending;
             }
             Poll::Ready(Ok(more)) => {
-                for ev in &self.events {
+                for ev in self.events.drain(..) {
                     self.writer.push(ev, &mut out);
                 }
                 if !more {
@@ -349,7 +350,8 @@ impl hyper::body::Body for FlvBody {
                 let piece = std::mem::take(piece);
                 this.sent += 1;
                 self.watch.pieces.fetch_add(1, Ordering::Relaxed);
-                return Poll::Ready(Some(Ok(Frame::data(piece))));
+                // (hyper's path, rare since HTTP-FLV is served off hyper: a header is copied)
+                return Poll::Ready(Some(Ok(Frame::data(piece.into_bytes()))));
             }
             match self.poll_batch(cx) {
                 Poll::Ready(true) => {}

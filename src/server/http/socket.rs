@@ -5,6 +5,7 @@
 //! is read too: WebSocket frames by [`ClientFrames`], anything on an HTTP-FLV connection
 //! is ignored within [`MAX_CLIENT_DATA`].
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -17,12 +18,14 @@ use tungstenite::protocol::frame::FrameHeader;
 
 use super::flv::FlvBody;
 use super::ws::{ClientEvent, ClientFrames, MAX_CLIENT_DATA, MAX_CLIENT_FRAME};
-use crate::server::writer::Writer;
+use crate::server::writer::{Halves, Writer};
+use crate::{Inline, Piece};
 
 /// Pieces gathered into one frame or chunk at most.
 const MAX_PIECES: usize = 256;
-/// Piece slots kept between batches (a join's GOP burst is given back).
-const KEEP_PIECES: usize = 32;
+/// Piece slots kept between batches (a join's GOP burst is given back; a batch at
+/// `merge_write_ms` is a dozen pieces).
+const KEEP_PIECES: usize = 16;
 /// How long the last bytes (end of stream, a close) may take to go out.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
@@ -36,33 +39,42 @@ pub(crate) enum Framing {
 }
 
 impl Framing {
-    fn open(self, len: u64) -> Bytes {
+    fn open(self, len: u64) -> Piece {
         match self {
             Framing::WebSocket => ws_header(OpCode::Data(Data::Binary), len),
-            Framing::Chunked => Bytes::from(format!("{len:X}\r\n")),
+            Framing::Chunked => Piece::Inline(Inline::build(|buf| {
+                let room = buf.len();
+                let mut w = buf;
+                // at most 16 hex digits and CRLF; writing into the slice cannot fail
+                let _ = write!(w, "{len:X}\r\n");
+                room - w.len()
+            })),
         }
     }
 
-    fn close(self) -> Option<Bytes> {
+    fn close(self) -> Option<Piece> {
         match self {
             Framing::WebSocket => None,
-            Framing::Chunked => Some(Bytes::from_static(b"\r\n")),
+            Framing::Chunked => Some(Piece::copy_from_slice(b"\r\n")),
         }
     }
 }
 
 /// Streams `body` until the stream ends, the client closes or breaks a rule, or the
 /// watchdog cancels `kill` (a stalled viewer).
-pub(crate) async fn play<S>(io: S, mut body: FlvBody, kill: CancellationToken, peer: SocketAddr, framing: Framing)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let (mut rd, wr) = tokio::io::split(io);
+pub(crate) async fn play<S: Halves>(
+    io: S,
+    mut body: FlvBody,
+    kill: CancellationToken,
+    peer: SocketAddr,
+    framing: Framing,
+) {
+    let (mut rd, wr) = io.halves();
     let mut writer = Writer::new(wr);
     let mut frames = ClientFrames::default();
     let mut input = BytesMut::with_capacity(256);
     let mut ignored: u64 = 0;
-    let mut pieces: Vec<Bytes> = Vec::new();
+    let mut pieces: Vec<Piece> = Vec::new();
     let mut closing: Option<(u16, &str)> = None;
     // one wait for the whole play (not a new one, registered and dropped, per select)
     let killed = kill.cancelled();
@@ -162,15 +174,19 @@ where
 /// Waits for the body's next pieces and moves the current batch's into `out` (empty: the
 /// last went out); false once the body is over. A new batch is asked for only once the
 /// last was written, as hyper does: asking tells the stall watchdog that the socket took it.
-async fn next_batch(body: &mut FlvBody, out: &mut Vec<Bytes>) -> bool {
+async fn next_batch(body: &mut FlvBody, out: &mut Vec<Piece>) -> bool {
     std::future::poll_fn(|cx| body.poll_pieces(cx, out, MAX_PIECES)).await
 }
 
-/// A server WebSocket frame header (final, unmasked) for a payload of `len` bytes.
-fn ws_header(opcode: OpCode, len: u64) -> Bytes {
-    let mut out = Vec::with_capacity(10);
-    let h = FrameHeader { opcode, ..FrameHeader::default() };
-    // writing into a Vec cannot fail
-    let _ = h.format(len, &mut out);
-    Bytes::from(out)
+/// A server WebSocket frame header (final, unmasked, at most 10 bytes) for a payload of
+/// `len` bytes.
+fn ws_header(opcode: OpCode, len: u64) -> Piece {
+    Piece::Inline(Inline::build(|buf| {
+        let room = buf.len();
+        let mut w = buf;
+        let h = FrameHeader { opcode, ..FrameHeader::default() };
+        // at most 10 bytes: writing into the slice cannot fail
+        let _ = h.format(len, &mut w);
+        room - w.len()
+    }))
 }

@@ -6,10 +6,11 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf};
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -20,7 +21,7 @@ use crate::flv::TagCodecs;
 use crate::hub::{HubEvent, Protocol, Stream, StreamKey, Subscription, ViewerGuard};
 use crate::metrics::reason;
 use crate::rtmp::{ClientCapabilities, RequestId, ServerSession, SessionConfig, SessionEvent};
-use crate::server::writer::Writer;
+use crate::server::writer::{Halves, Writer};
 
 pub(super) enum Role {
     Idle,
@@ -55,13 +56,13 @@ impl Default for PlayState {
     }
 }
 
-pub(super) struct Connection<S> {
+pub(super) struct Connection<S: Halves> {
     pub(super) peer: SocketAddr,
     pub(super) proto: &'static str,
     pub(super) ctx: Arc<RtmpContext>,
     pub(super) session: ServerSession,
-    pub(super) writer: Writer<tokio::io::WriteHalf<S>>,
-    pub(super) read: ReadHalf<S>,
+    pub(super) writer: Writer<S::Write>,
+    pub(super) read: S::Read,
     pub(super) role: Role,
     /// Since when the connection neither publishes nor plays.
     pub(super) idle_since: Instant,
@@ -95,7 +96,7 @@ pub(super) const KEY_WAIT: Duration = Duration::from_secs(1);
 /// may take over (`takeover_idle_ms`) instead of being refused after `KEY_WAIT`.
 pub(super) const SILENT: Duration = Duration::from_millis(500);
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
+impl<S: Halves + Send + 'static> Connection<S> {
     pub(super) fn new(
         sock: S,
         peer: SocketAddr,
@@ -111,7 +112,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
         });
         // nothing is held yet, so this always fits
         let _ = session.set_shared_budget(Some(ctx.unpublished_budget.clone()));
-        let (read, write) = tokio::io::split(sock);
+        let (read, write) = sock.halves();
         Self {
             peer,
             proto,
@@ -285,7 +286,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(deadline), if watch_idle => {
+                _ = idle_wait(watch_idle, deadline) => {
                     if self.session.is_handshake_done() {
                         anyhow::bail!("idle for {idle:?}");
                     }
@@ -382,7 +383,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             self.writer.queue(b);
         }
         let stall = Duration::from_millis(self.ctx.config.viewer_stall_timeout_ms);
-        let written = match tokio::time::timeout(stall, self.writer.flush()).await {
+        // the stall timer (a clock read and the runtime's handle) is set only when the socket
+        // does not take everything at once, which for a viewer keeping up it does
+        let flush = self.writer.flush();
+        tokio::pin!(flush);
+        let first = std::future::poll_fn(|cx| Poll::Ready(flush.as_mut().poll(cx))).await;
+        let written = match first {
+            Poll::Ready(r) => Ok(r),
+            Poll::Pending => tokio::time::timeout(stall, flush).await,
+        };
+        let written = match written {
             Ok(r) => r?,
             Err(_) => {
                 if let Role::Playing { sub, .. } = &self.role {
@@ -467,6 +477,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
                 false
             }
         }
+    }
+}
+
+/// Resolves at `deadline` when `on`, else never. (A disabled `select!` branch still builds
+/// its future: a `Sleep` takes the runtime's handle, on every batch of a viewer.)
+async fn idle_wait(on: bool, deadline: Instant) {
+    if on {
+        tokio::time::sleep_until(deadline).await
+    } else {
+        std::future::pending().await
     }
 }
 

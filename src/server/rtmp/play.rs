@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -18,7 +17,7 @@ use crate::rtmp::{MediaKind, PlayControl, RequestId};
 /// a second; more are ignored.
 const MAX_CONTROLS_PER_SECOND: u32 = 8;
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
+impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
     pub(super) async fn on_play(&mut self, req: RequestId, stream_id: u32, app: &str, name: &str, query: &str) {
         const NOT_FOUND: &str = "NetStream.Play.StreamNotFound";
         if !matches!(self.role, Role::Idle) {
@@ -164,7 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
             }
             // the same event → tag body mapping as HTTP-FLV (sequence headers share the
             // configuration record: nothing is built per viewer)
-            for body in tag_bodies(&ev, *last_ts, codecs) {
+            for body in tag_bodies(ev, *last_ts, codecs) {
                 let kind = match body.tag_type {
                     TagType::Script => {
                         self.session.send_metadata(sid, body.payload);

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -224,7 +223,7 @@ impl Ingest {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Connection<S> {
+impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
     pub(super) async fn on_publish(&mut self, req: RequestId, stream_id: u32, app: &str, name: &str, query: &str) {
         const BAD_NAME: &str = "NetStream.Publish.BadName";
         if !matches!(self.role, Role::Idle) {

@@ -231,15 +231,22 @@ fn mutated_inputs_never_panic() {
 
 #[test]
 fn media_parts_prefix_and_shared_payload_decode_as_one_message() {
-    for chunk_size in [4u32, 128, 4096] {
+    // a codec header's prefix (its chunk header held inline) and a long one (a header
+    // piece of its own)
+    let long: Vec<u8> = (0..40).collect();
+    for (chunk_size, header) in [
+        (4u32, &[0x17u8, 1, 0, 0, 0x50][..]),
+        (128, &[0x17, 1, 0, 0, 0x50]),
+        (4096, &[0x17, 1, 0, 0, 0x50]),
+        (4, &long[..]),
+        (16, &long[..]),
+    ] {
         let mut enc = crate::rtmp::chunk::ChunkEncoder::default();
         enc.set_chunk_size(chunk_size);
-        let header = [0x17u8, 1, 0, 0, 0x50];
         let body = Bytes::from(payload(1000, 9));
         let mut shared = 0;
         let mut buf = BytesMut::new();
-        enc.write_zero_copy_in(
-            &mut BytesMut::new(),
+        enc.write_zero_copy(
             |piece| {
                 if bytes_in(&piece, &body) {
                     shared += piece.len();
@@ -250,7 +257,7 @@ fn media_parts_prefix_and_shared_payload_decode_as_one_message() {
             0x0100_0000,
             msg::VIDEO,
             1,
-            &header,
+            header,
             body.clone(),
         );
         assert_eq!(shared, body.len(), "payload sent as slices of itself");

@@ -1,0 +1,154 @@
+//! [`Piece`]: one piece of what goes out to a viewer, written vectored with the others.
+//! Media payloads are shared `Bytes` (never copied per viewer); the small headers between
+//! them (an FLV tag header, an RTMP chunk header, a WebSocket frame header) are held
+//! inline, so building one takes no allocation and no reference count, and no viewer keeps
+//! a block of headers alive.
+
+use std::ops::Deref;
+
+use bytes::{Buf, Bytes};
+
+/// Bytes a header piece holds inline (an FLV tag header with its PreviousTagSize and codec
+/// header is at most 23, an RTMP type-0 chunk header with an FLV codec header 26, a
+/// WebSocket frame header 10). 30 makes a piece 40 bytes, a `Bytes` and a tag.
+pub const INLINE: usize = 30;
+
+/// A shared payload or a small header held inline. Pieces compare by their bytes.
+#[derive(Clone)]
+pub enum Piece {
+    Shared(Bytes),
+    Inline(Inline),
+}
+
+/// Up to [`INLINE`] bytes, of which `buf[start..end]` are left to send.
+#[derive(Clone, Copy)]
+pub struct Inline {
+    start: u8,
+    end: u8,
+    buf: [u8; INLINE],
+}
+
+impl Inline {
+    /// A piece of the bytes `fill` writes into the slice it is given (at most [`INLINE`]
+    /// bytes: it gets exactly that much room and returns how many it wrote).
+    pub fn build(fill: impl FnOnce(&mut [u8]) -> usize) -> Self {
+        let mut buf = [0u8; INLINE];
+        let end = fill(&mut buf).min(INLINE);
+        Self { start: 0, end: end as u8, buf }
+    }
+
+    /// `bytes` held inline, if they fit.
+    pub fn copy(bytes: &[u8]) -> Option<Self> {
+        (bytes.len() <= INLINE).then(|| {
+            Self::build(|b| {
+                b[..bytes.len()].copy_from_slice(bytes);
+                bytes.len()
+            })
+        })
+    }
+}
+
+impl Piece {
+    /// `bytes` inline when they fit, else copied into a `Bytes` of their own.
+    pub fn copy_from_slice(bytes: &[u8]) -> Self {
+        match Inline::copy(bytes) {
+            Some(i) => Piece::Inline(i),
+            None => Piece::Shared(Bytes::copy_from_slice(bytes)),
+        }
+    }
+
+    /// The piece as a `Bytes` (an inline one is copied: for paths that need a `Bytes`).
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Piece::Shared(b) => b,
+            Piece::Inline(i) => Bytes::copy_from_slice(&i.buf[usize::from(i.start)..usize::from(i.end)]),
+        }
+    }
+
+    /// Drops the first `n` bytes (at most the piece's length): what a partial write took.
+    pub fn advance(&mut self, n: usize) {
+        match self {
+            Piece::Shared(b) => b.advance(n.min(b.len())),
+            Piece::Inline(i) => i.start = (usize::from(i.start) + n).min(usize::from(i.end)) as u8,
+        }
+    }
+}
+
+impl Default for Piece {
+    fn default() -> Self {
+        Piece::Shared(Bytes::new())
+    }
+}
+
+impl Deref for Piece {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Piece::Shared(b) => b,
+            Piece::Inline(i) => &i.buf[usize::from(i.start)..usize::from(i.end)],
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Piece {
+    fn borrow(&self) -> &[u8] {
+        self
+    }
+}
+
+impl PartialEq for Piece {
+    fn eq(&self, other: &Self) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl Eq for Piece {}
+
+impl From<Bytes> for Piece {
+    fn from(b: Bytes) -> Self {
+        Piece::Shared(b)
+    }
+}
+
+impl std::fmt::Debug for Piece {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if matches!(self, Piece::Shared(_)) { "Shared" } else { "Inline" };
+        write!(f, "{kind}({} bytes)", self.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_and_shared_pieces_read_and_advance_alike() {
+        let shared = Piece::from(Bytes::from_static(b"payload bytes"));
+        let mut inline = Piece::copy_from_slice(b"header");
+        assert!(matches!(inline, Piece::Inline(_)));
+        assert_eq!(&inline[..], b"header");
+        inline.advance(2);
+        assert_eq!(&inline[..], b"ader");
+        inline.advance(100);
+        assert!(inline.is_empty());
+        let mut s = shared.clone();
+        s.advance(8);
+        assert_eq!(&s[..], b"bytes");
+        assert_eq!(shared.into_bytes(), Bytes::from_static(b"payload bytes"));
+        // too long for inline: a Bytes of its own
+        let long = vec![7u8; INLINE + 1];
+        let p = Piece::copy_from_slice(&long);
+        assert!(matches!(p, Piece::Shared(_)));
+        assert_eq!(p.into_bytes().len(), INLINE + 1);
+        assert_eq!(Piece::copy_from_slice(&long[..INLINE]).into_bytes(), Bytes::copy_from_slice(&long[..INLINE]));
+        // what `build` writes, no more
+        let p = Inline::build(|b| {
+            b[..3].copy_from_slice(b"abc");
+            3
+        });
+        assert_eq!(&Piece::Inline(p)[..], b"abc");
+        assert!(std::mem::size_of::<Piece>() <= 40);
+        assert_eq!(Piece::copy_from_slice(b"ab"), Piece::from(Bytes::from_static(b"ab")), "compared by their bytes");
+        assert_eq!([Piece::copy_from_slice(b"ab"), Piece::from(Bytes::from_static(b"cd"))].concat(), b"abcd");
+    }
+}
