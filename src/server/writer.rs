@@ -47,7 +47,7 @@ macro_rules! locked_halves {
 locked_halves!(tokio_rustls::server::TlsStream<TcpStream>);
 locked_halves!(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>);
 /// Queue slots kept reserved between bursts.
-const KEEP_QUEUE: usize = 16;
+const KEEP_QUEUE: usize = 24;
 
 pub(crate) struct Writer<W> {
     sock: W,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Frame;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -31,7 +31,10 @@ use crate::Piece;
 const BATCH: usize = 64;
 /// Event and piece slots a viewer keeps reserved between batches.
 const KEEP_EVENTS: usize = 8;
-const KEEP_PIECES: usize = 16;
+/// (a batch at `merge_write_ms` is a dozen pieces at 30 fps, 16 at 60)
+const KEEP_PIECES: usize = 24;
+/// The block hyper's path copies headers into.
+const HYPER_SCRATCH: usize = 1024;
 
 pub(crate) async fn serve(
     key: StreamKey,
@@ -118,6 +121,7 @@ pub(crate) fn start(
         events: Vec::new(),
         pieces: Vec::new(),
         sent: 0,
+        hyper_scratch: BytesMut::new(),
         watch: watch.clone(),
         finished: false,
         kill: kill.clone(),
@@ -263,6 +267,8 @@ pub(crate) struct FlvBody {
     pieces: Vec<Piece>,
     /// ...of which this many went to hyper.
     sent: usize,
+    /// The block headers are copied into when hyper writes the body (it takes `Bytes`).
+    hyper_scratch: BytesMut,
     watch: Arc<Watch>,
     finished: bool,
     kill: CancellationToken,
@@ -347,11 +353,21 @@ impl hyper::body::Body for FlvBody {
         loop {
             let this = &mut *self;
             if let Some(piece) = this.pieces.get_mut(this.sent) {
-                let piece = std::mem::take(piece);
+                let data = match std::mem::take(piece) {
+                    Piece::Shared(b) => b,
+                    // (hyper's path: HTTP/1.0, a head split over reads) headers are carved
+                    // from a block, not allocated one by one
+                    header @ Piece::Inline(_) => {
+                        if this.hyper_scratch.capacity() < header.len() {
+                            this.hyper_scratch.reserve(HYPER_SCRATCH);
+                        }
+                        this.hyper_scratch.extend_from_slice(&header);
+                        this.hyper_scratch.split().freeze()
+                    }
+                };
                 this.sent += 1;
                 self.watch.pieces.fetch_add(1, Ordering::Relaxed);
-                // (hyper's path, rare since HTTP-FLV is served off hyper: a header is copied)
-                return Poll::Ready(Some(Ok(Frame::data(piece.into_bytes()))));
+                return Poll::Ready(Some(Ok(Frame::data(data))));
             }
             match self.poll_batch(cx) {
                 Poll::Ready(true) => {}

@@ -24,8 +24,8 @@ use crate::{Inline, Piece};
 /// Pieces gathered into one frame or chunk at most.
 const MAX_PIECES: usize = 256;
 /// Piece slots kept between batches (a join's GOP burst is given back; a batch at
-/// `merge_write_ms` is a dozen pieces).
-const KEEP_PIECES: usize = 16;
+/// `merge_write_ms` is a dozen pieces at 30 fps, 16 at 60).
+const KEEP_PIECES: usize = 24;
 /// How long the last bytes (end of stream, a close) may take to go out.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
