@@ -66,6 +66,17 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         }
     }
 
+    /// Queues every piece of `pieces` (left empty). When nothing is queued, the two queues
+    /// are swapped: no piece moves, and a batch touches one buffer of its viewer, not two.
+    pub(crate) fn append(&mut self, pieces: &mut VecDeque<Piece>) {
+        pieces.retain(|p| !p.is_empty());
+        if self.queue.is_empty() {
+            std::mem::swap(&mut self.queue, pieces);
+        } else {
+            self.queue.append(pieces);
+        }
+    }
+
     /// Writes everything queued; returns the bytes written. Cancel-safe: what
     /// was not written stays queued. (A poll function, so the iovec array lives on the
     /// stack while polled instead of in every waiting connection's future.)

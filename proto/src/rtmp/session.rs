@@ -281,6 +281,18 @@ impl ServerSession {
         Some(b)
     }
 
+    /// Everything queued to send, in order, handed to `sink` as the session's own queue:
+    /// what `sink` takes (all of it, or a swap with an empty queue) is sent, what it leaves
+    /// stays queued. One call per batch instead of a [`Self::poll_transmit`] per piece.
+    pub fn transmit_with(&mut self, sink: impl FnOnce(&mut VecDeque<Piece>)) {
+        sink(&mut self.out);
+        self.out_bytes = self.out.iter().map(|p| p.len()).sum();
+        // a join's burst (a GOP's pieces) is not kept reserved for the viewer's life
+        if self.out.is_empty() && self.out.capacity() > KEEP_OUT {
+            self.out.shrink_to(KEEP_OUT);
+        }
+    }
+
     pub fn pending_transmit_bytes(&self) -> usize {
         self.out_bytes
     }

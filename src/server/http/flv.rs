@@ -280,16 +280,13 @@ pub(crate) struct FlvBody {
 }
 
 impl FlvBody {
-    /// Moves the current batch's pieces (at most `max`) into `out`, turning the next batch
-    /// of events into pieces first when none are left; `Ready(false)` when the body is over.
-    /// One call per batch, where hyper's `poll_frame` takes a piece per call.
-    pub(crate) fn poll_pieces(&mut self, cx: &mut Context<'_>, out: &mut Vec<Piece>, max: usize) -> Poll<bool> {
+    /// Waits until the body has pieces to send, turning the next batch of events into pieces
+    /// when none are left; `Ready(false)` when the body is over. The pieces are then taken
+    /// with [`Self::take_pieces`] (one call per batch, where hyper's `poll_frame` takes a
+    /// piece per call).
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         loop {
             if self.sent < self.pieces.len() {
-                let end = self.pieces.len().min(self.sent.saturating_add(max.max(1)));
-                out.extend(self.pieces[self.sent..end].iter_mut().map(std::mem::take));
-                self.watch.pieces.fetch_add((end - self.sent) as u64, Ordering::Relaxed);
-                self.sent = end;
                 return Poll::Ready(true);
             }
             match self.poll_batch(cx) {
@@ -297,6 +294,17 @@ impl FlvBody {
                 other => return other,
             }
         }
+    }
+
+    /// The current batch's pieces not sent yet, at most `max`, moved out: their length in
+    /// bytes and the pieces (straight into the socket's queue: no buffer in between).
+    pub(crate) fn take_pieces(&mut self, max: usize) -> (u64, impl Iterator<Item = Piece> + '_) {
+        let (start, end) = (self.sent, self.pieces.len().min(self.sent.saturating_add(max.max(1))));
+        self.watch.pieces.fetch_add((end - start) as u64, Ordering::Relaxed);
+        self.sent = end;
+        let pieces = &mut self.pieces[start..end];
+        let len = pieces.iter().map(|p| p.len() as u64).sum();
+        (len, pieces.iter_mut().map(std::mem::take))
     }
 
     /// Turns the next batch of events into pieces; `Ready(false)` when the body is over.

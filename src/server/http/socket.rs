@@ -23,9 +23,6 @@ use crate::{Inline, Piece};
 
 /// Pieces gathered into one frame or chunk at most.
 const MAX_PIECES: usize = 256;
-/// Piece slots kept between batches (a join's GOP burst is given back; a batch at
-/// `merge_write_ms` is a dozen pieces at 30 fps, 16 at 60).
-const KEEP_PIECES: usize = 24;
 /// How long the last bytes (end of stream, a close) may take to go out.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
@@ -74,7 +71,6 @@ pub(crate) async fn play<S: Halves>(
     let mut frames = ClientFrames::default();
     let mut input = BytesMut::with_capacity(256);
     let mut ignored: u64 = 0;
-    let mut pieces: Vec<Piece> = Vec::new();
     let mut closing: Option<(u16, &str)> = None;
     // one wait for the whole play (not a new one, registered and dropped, per select)
     let killed = kill.cancelled();
@@ -82,19 +78,16 @@ pub(crate) async fn play<S: Halves>(
     loop {
         // (a stalled viewer is killed while its socket is full: in the flush below)
         tokio::select! {
-            more = next_batch(&mut body, &mut pieces) => {
-                let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+            more = next_batch(&mut body) => {
+                let (len, pieces) = body.take_pieces(MAX_PIECES);
                 if len > 0 {
                     writer.queue(framing.open(len));
-                    for p in pieces.drain(..) {
+                    for p in pieces {
                         writer.queue(p);
                     }
                     if let Some(end) = framing.close() {
                         writer.queue(end);
                     }
-                }
-                if pieces.capacity() > KEEP_PIECES {
-                    pieces.shrink_to(KEEP_PIECES);
                 }
                 if !more {
                     closing = Some((1000, "stream ended"));
@@ -171,11 +164,11 @@ where
     None
 }
 
-/// Waits for the body's next pieces and moves the current batch's into `out` (empty: the
-/// last went out); false once the body is over. A new batch is asked for only once the
-/// last was written, as hyper does: asking tells the stall watchdog that the socket took it.
-async fn next_batch(body: &mut FlvBody, out: &mut Vec<Piece>) -> bool {
-    std::future::poll_fn(|cx| body.poll_pieces(cx, out, MAX_PIECES)).await
+/// Waits until the body has pieces to send (taken with `FlvBody::take_pieces`); false once
+/// the body is over. A new batch is asked for only once the last was written, as hyper
+/// does: asking tells the stall watchdog that the socket took it.
+async fn next_batch(body: &mut FlvBody) -> bool {
+    std::future::poll_fn(|cx| body.poll_ready(cx)).await
 }
 
 /// A server WebSocket frame header (final, unmasked, at most 10 bytes) for a payload of

@@ -379,9 +379,8 @@ impl<S: Halves + Send + 'static> Connection<S> {
     }
 
     async fn flush(&mut self) -> anyhow::Result<()> {
-        while let Some(b) = self.session.poll_transmit() {
-            self.writer.queue(b);
-        }
+        let writer = &mut self.writer;
+        self.session.transmit_with(|out| writer.append(out));
         let stall = Duration::from_millis(self.ctx.config.viewer_stall_timeout_ms);
         // the stall timer (a clock read and the runtime's handle) is set only when the socket
         // does not take everything at once, which for a viewer keeping up it does
