@@ -266,6 +266,9 @@ async fn start_server(args: &Args, bin: &Path, name: &str) -> Result<Server> {
 #[derive(Clone, Copy, Default)]
 struct ProcSample {
     ticks: u64,
+    /// utime alone: what the server's own code costs (the rest, stime, is mostly the
+    /// kernel's TCP work, the same for any build moving the same bytes)
+    user_ticks: u64,
     rss_kib: u64,
     hwm_kib: u64,
     /// busy and total jiffies of the server core and the client core (from /proc/stat)
@@ -278,8 +281,8 @@ fn sample(args: &Args, pid: u32) -> ProcSample {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let user_ticks = f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = user_ticks + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |k: &str| {
         status
@@ -305,6 +308,7 @@ fn sample(args: &Args, pid: u32) -> ProcSample {
     };
     ProcSample {
         ticks,
+        user_ticks,
         rss_kib: field("VmRSS:"),
         hwm_kib: field("VmHWM:"),
         server_core: core(args.server_core),
@@ -522,6 +526,7 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str, control: Opti
     let resumed_n = resumed.len();
     let (resume50, resume95) = (percentile(&mut resumed, 0.5), percentile(&mut resumed, 0.95));
     let cpu = 100.0 * (b.ticks - a.ticks) as f64 / tck / (wall_ms / 1000.0);
+    let user = 100.0 * b.user_ticks.saturating_sub(a.user_ticks) as f64 / tck / (wall_ms / 1000.0);
     let rss_mib = b.rss_kib as f64 / 1024.0;
     let hwm_mib = b.hwm_kib as f64 / 1024.0;
     let growth_kib = b.rss_kib as f64 - base.rss_kib as f64;
@@ -538,7 +543,8 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str, control: Opti
     let client_core_busy = pct(a.client_core, b.client_core);
     let json = json!({
         "scenario": scenario, "viewers": n, "publishers": 1, "steady_s": wall_ms / 1000.0, "ramp_ms": ramp_ms,
-        "server_cpu_pct": round1(cpu), "rss_mib": round1(rss_mib), "peak_rss_mib": round1(hwm_mib),
+        "server_cpu_pct": round1(cpu), "server_user_pct": round1(user), "server_sys_pct": round1(cpu - user),
+        "rss_mib": round1(rss_mib), "peak_rss_mib": round1(hwm_mib),
         "rss_0_viewers_mib": round1(base.rss_kib as f64 / 1024.0), "per_viewer_kib": round1(per_viewer_kib),
         "per_viewer_early_kib": round1(per_viewer_early_kib), "settle_s": args.settle,
         "rss_growth_kib": round1(growth_kib), "per_viewer_net_kib": round1(per_viewer_net_kib),
