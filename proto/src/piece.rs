@@ -6,7 +6,7 @@
 
 use std::ops::Deref;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes};
 
 /// Bytes a header piece holds inline (an FLV tag header with its PreviousTagSize and codec
 /// header is at most 23, an RTMP type-0 chunk header with an FLV codec header 26, a
@@ -29,22 +29,20 @@ pub struct Inline {
 }
 
 impl Inline {
-    /// A piece of the bytes `fill` writes into the slice it is given (at most [`INLINE`]
-    /// bytes: it gets exactly that much room and returns how many it wrote).
-    pub fn build(fill: impl FnOnce(&mut [u8]) -> usize) -> Self {
+    /// A piece of what `fill` writes into the room it is given: [`INLINE`] bytes as a
+    /// `&mut [u8]`, which is a `BufMut` and an `io::Write` that advances as it is written
+    /// (a `BufMut` write past the room panics, an `io::Write` one returns an error).
+    pub fn build(fill: impl FnOnce(&mut &mut [u8])) -> Self {
         let mut buf = [0u8; INLINE];
-        let end = fill(&mut buf).min(INLINE);
+        let mut room = &mut buf[..];
+        fill(&mut room);
+        let end = INLINE - room.len();
         Self { start: 0, end: end as u8, buf }
     }
 
     /// `bytes` held inline, if they fit.
     pub fn copy(bytes: &[u8]) -> Option<Self> {
-        (bytes.len() <= INLINE).then(|| {
-            Self::build(|b| {
-                b[..bytes.len()].copy_from_slice(bytes);
-                bytes.len()
-            })
-        })
+        (bytes.len() <= INLINE).then(|| Self::build(|w| w.put_slice(bytes)))
     }
 }
 
@@ -54,14 +52,6 @@ impl Piece {
         match Inline::copy(bytes) {
             Some(i) => Piece::Inline(i),
             None => Piece::Shared(Bytes::copy_from_slice(bytes)),
-        }
-    }
-
-    /// The piece as a `Bytes` (an inline one is copied: for paths that need a `Bytes`).
-    pub fn into_bytes(self) -> Bytes {
-        match self {
-            Piece::Shared(b) => b,
-            Piece::Inline(i) => Bytes::copy_from_slice(&i.buf[usize::from(i.start)..usize::from(i.end)]),
         }
     }
 
@@ -134,19 +124,17 @@ mod tests {
         let mut s = shared.clone();
         s.advance(8);
         assert_eq!(&s[..], b"bytes");
-        assert_eq!(shared.into_bytes(), Bytes::from_static(b"payload bytes"));
+        assert_eq!(&shared[..], b"payload bytes");
         // too long for inline: a Bytes of its own
         let long = vec![7u8; INLINE + 1];
         let p = Piece::copy_from_slice(&long);
         assert!(matches!(p, Piece::Shared(_)));
-        assert_eq!(p.into_bytes().len(), INLINE + 1);
-        assert_eq!(Piece::copy_from_slice(&long[..INLINE]).into_bytes(), Bytes::copy_from_slice(&long[..INLINE]));
+        assert_eq!(&p[..], &long[..]);
+        let p = Piece::copy_from_slice(&long[..INLINE]);
+        assert!(matches!(p, Piece::Inline(_)));
+        assert_eq!(&p[..], &long[..INLINE]);
         // what `build` writes, no more
-        let p = Inline::build(|b| {
-            b[..3].copy_from_slice(b"abc");
-            3
-        });
-        assert_eq!(&Piece::Inline(p)[..], b"abc");
+        assert_eq!(&Piece::Inline(Inline::build(|w| w.put_slice(b"abc")))[..], b"abc");
         assert!(std::mem::size_of::<Piece>() <= 40);
         assert_eq!(Piece::copy_from_slice(b"ab"), Piece::from(Bytes::from_static(b"ab")), "compared by their bytes");
         assert_eq!([Piece::copy_from_slice(b"ab"), Piece::from(Bytes::from_static(b"cd"))].concat(), b"abcd");

@@ -60,16 +60,12 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     }
 
     pub(crate) fn queue(&mut self, b: impl Into<Piece>) {
-        let b = b.into();
-        if !b.is_empty() {
-            self.queue.push_back(b);
-        }
+        self.queue.push_back(b.into());
     }
 
     /// Queues every piece of `pieces` (left empty). When nothing is queued, the two queues
     /// are swapped: no piece moves, and a batch touches one buffer of its viewer, not two.
     pub(crate) fn append(&mut self, pieces: &mut VecDeque<Piece>) {
-        pieces.retain(|p| !p.is_empty());
         if self.queue.is_empty() {
             std::mem::swap(&mut self.queue, pieces);
         } else {
@@ -93,7 +89,15 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     }
 
     fn poll_write_queue(&mut self, cx: &mut Context<'_>, total: &mut usize) -> Poll<std::io::Result<()>> {
-        while !self.queue.is_empty() {
+        loop {
+            // empty pieces are dropped here, the one place that writes: a write of only empty
+            // pieces would take nothing and read as a closed socket
+            while self.queue.front().is_some_and(|p| p.is_empty()) {
+                self.queue.pop_front();
+            }
+            if self.queue.is_empty() {
+                break;
+            }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
             for (slot, b) in slices.iter_mut().zip(&self.queue) {

@@ -61,15 +61,12 @@ impl FlvWriter {
         let (ty, ts) = (body.tag_type, body.timestamp);
         // PreviousTagSize, tag header and codec header: at most 4 + 11 + 8 bytes, held inline
         let prev = self.prev_tag_size;
-        out.push(Piece::Inline(Inline::build(|buf| {
-            let room = buf.len();
-            let mut w = buf;
+        out.push(Piece::Inline(Inline::build(|w| {
             if prev != 0 {
                 w.put_u32(prev);
             }
             w.put_slice(&tag_header(ty, data_size, ts));
             w.put_slice(codec_header);
-            room - w.len()
         })));
         let (_, _, payload) = body.into_parts();
         if !payload.is_empty() {

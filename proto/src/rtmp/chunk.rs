@@ -492,12 +492,7 @@ impl ChunkEncoder {
             }
         };
         if need <= INLINE {
-            emit(Piece::Inline(Inline::build(|buf| {
-                let room = buf.len();
-                let mut w = buf;
-                start(&mut w, &mut written);
-                room - w.len()
-            })));
+            emit(Piece::Inline(Inline::build(|w| start(w, &mut written))));
         } else {
             let mut hdr = BytesMut::with_capacity(need);
             start(&mut hdr, &mut written);

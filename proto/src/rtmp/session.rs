@@ -271,10 +271,7 @@ impl ServerSession {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Piece> {
         let Some(b) = self.out.pop_front() else {
-            // a join's burst (a GOP's pieces) is not kept reserved for the viewer's life
-            if self.out.capacity() > KEEP_OUT {
-                self.out.shrink_to(KEEP_OUT);
-            }
+            self.release_drained_out();
             return None;
         };
         self.out_bytes -= b.len();
@@ -287,8 +284,15 @@ impl ServerSession {
     pub fn transmit_with(&mut self, sink: impl FnOnce(&mut VecDeque<Piece>)) {
         sink(&mut self.out);
         self.out_bytes = self.out.iter().map(|p| p.len()).sum();
-        // a join's burst (a GOP's pieces) is not kept reserved for the viewer's life
-        if self.out.is_empty() && self.out.capacity() > KEEP_OUT {
+        if self.out.is_empty() {
+            self.release_drained_out();
+        }
+    }
+
+    /// The transmit queue was drained: a join's burst (a GOP's pieces) is not kept reserved
+    /// for the viewer's life.
+    fn release_drained_out(&mut self) {
+        if self.out.capacity() > KEEP_OUT {
             self.out.shrink_to(KEEP_OUT);
         }
     }

@@ -39,12 +39,9 @@ impl Framing {
     fn open(self, len: u64) -> Piece {
         match self {
             Framing::WebSocket => ws_header(OpCode::Data(Data::Binary), len),
-            Framing::Chunked => Piece::Inline(Inline::build(|buf| {
-                let room = buf.len();
-                let mut w = buf;
-                // at most 16 hex digits and CRLF; writing into the slice cannot fail
+            Framing::Chunked => Piece::Inline(Inline::build(|w| {
+                // at most 16 hex digits and CRLF: it always fits
                 let _ = write!(w, "{len:X}\r\n");
-                room - w.len()
             })),
         }
     }
@@ -174,12 +171,9 @@ async fn next_batch(body: &mut FlvBody) -> bool {
 /// A server WebSocket frame header (final, unmasked, at most 10 bytes) for a payload of
 /// `len` bytes.
 fn ws_header(opcode: OpCode, len: u64) -> Piece {
-    Piece::Inline(Inline::build(|buf| {
-        let room = buf.len();
-        let mut w = buf;
+    Piece::Inline(Inline::build(|w| {
         let h = FrameHeader { opcode, ..FrameHeader::default() };
-        // at most 10 bytes: writing into the slice cannot fail
-        let _ = h.format(len, &mut w);
-        room - w.len()
+        // at most 10 bytes: it always fits
+        let _ = h.format(len, w);
     }))
 }
