@@ -75,8 +75,13 @@ impl FlvWriter {
         self.prev_tag_size = (TAG_HEADER_LEN + data_size) as u32;
     }
 
-    /// The trailing PreviousTagSize of the last tag, for a clean end of file.
-    pub fn finish(&mut self, out: &mut Vec<Piece>) {
+    /// Ends a batch of tags with the last tag's trailing PreviousTagSize; the next tag goes
+    /// out without one in front. A writer of a live body calls it after every batch it hands
+    /// the socket, and at the end: flv.js and mpegts.js demux a tag only once the four bytes
+    /// after it arrived, so a tag whose size waited for the next tag's header reached the
+    /// player a frame late, and the last frame before a pause not at all until media resumed.
+    /// Within a batch the size rides in front of the next tag's header (one piece per tag).
+    pub fn end_batch(&mut self, out: &mut Vec<Piece>) {
         if self.prev_tag_size != 0 {
             out.push(Piece::copy_from_slice(&self.prev_tag_size.to_be_bytes()));
             self.prev_tag_size = 0;
@@ -135,7 +140,7 @@ mod tests {
         w.push(Event::Config(config()), &mut out);
         w.push(Event::Frame(Frame::Video(key.clone())), &mut out);
         w.push(Event::Frame(Frame::Audio(AudioFrame { pts: 1010, data: Bytes::from_static(&[0x21, 0]) })), &mut out);
-        w.finish(&mut out);
+        w.end_batch(&mut out);
         // the frame payload goes out as the very same buffer
         assert!(out.iter().any(|b| b.as_ptr() == key.data.as_ptr()));
         let flv: Vec<u8> = out.concat();
@@ -147,6 +152,28 @@ mod tests {
         assert_eq!(&tags[1].2[5..], AVCC_320X240);
         assert_eq!(tags[3], (9, 1000, vec![0x17, 1, 0, 0, 80, 0, 0, 0, 1, 0x65]));
         assert_eq!(tags[4], (8, 1010, vec![0xaf, 1, 0x21, 0]));
+    }
+
+    #[test]
+    fn every_batch_ends_on_a_whole_tag() {
+        let mut w = FlvWriter::new();
+        let (mut all, mut out) = (Vec::new(), Vec::new());
+        w.push(Event::Config(config()), &mut out);
+        w.end_batch(&mut out);
+        for ts in [0, 33, 66] {
+            let data = Bytes::from_static(&[0, 0, 0, 1, 0x41]);
+            let frame = VideoFrame { dts: ts, cts: 0, keyframe: ts == 0, data };
+            w.push(Event::Frame(Frame::Video(frame)), &mut out);
+            w.push(Event::Frame(Frame::Audio(AudioFrame { pts: ts + 5, data: Bytes::from_static(&[0x21]) })), &mut out);
+            w.end_batch(&mut out);
+            // what went out so far is a whole FLV: the last tag's size is not held back
+            all.extend(out.drain(..).flat_map(|p| p.to_vec()));
+            let tags = parse(&all);
+            assert_eq!(tags.last().map(|t| (t.0, t.1)), Some((8, ts as u32 + 5)));
+        }
+        w.end_batch(&mut out);
+        assert!(out.is_empty(), "nothing is pending after a batch");
+        assert_eq!(parse(&all).len(), 2 + 6);
     }
 
     #[test]

@@ -332,8 +332,9 @@ impl FlvBody {
                 for ev in self.events.drain(..) {
                     self.writer.push(ev, &mut out);
                 }
+                // the batch's last tag is whole on the wire (a player waits for its size)
+                self.writer.end_batch(&mut out);
                 if !more {
-                    self.writer.finish(&mut out);
                     self.finished = true;
                     info!(stream = %self.sub.stream().key(), "{} stream ended", label(self.done.protocol));
                 }
