@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ fn raw_get(addr: SocketAddr, parts: &[&str], gap: Duration, time: Duration) -> (
     let mut buf = [0u8; 16384];
     let start = Instant::now();
     while start.elapsed() < time {
-        match s.read(&mut buf) {
+        match s.read_some(&mut buf) {
             Ok(0) => break,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
             Err(_) => {}
@@ -91,7 +91,7 @@ fn http_flv_is_the_same_off_hyper_and_through_it() {
         // keep reading so only the client's bytes can end this
         s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
         let mut buf = [0u8; 65536];
-        let _ = s.read(&mut buf);
+        let _ = s.read_some(&mut buf);
     }
     assert!(sent < 1024 * 1024, "the server took {sent} bytes from an HTTP-FLV client");
     assert!(closed_by_server(&mut s, Duration::from_secs(5)), "still open after {sent} bytes");

@@ -54,7 +54,7 @@ fn http_flv_serves_h264_and_aac_with_bframes_from_the_gop_cache() {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
     let first_key = loop {
-        let n = s.read(&mut chunk).expect("read flv");
+        let n = s.read_some(&mut chunk).expect("read flv");
         assert!(n > 0);
         buf.extend_from_slice(&chunk[..n]);
         // a video tag (9) whose body starts with 0x17 0x01 (AVC keyframe NALU)
@@ -221,7 +221,7 @@ fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
     let start = Instant::now();
     let mut buf = [0u8; 65536];
     while start.elapsed() < within {
-        match s.read(&mut buf) {
+        match s.read_some(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {

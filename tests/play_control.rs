@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,7 +93,7 @@ impl Viewer {
             if start.elapsed() > time {
                 return out;
             }
-            match self.c.s.read(&mut read) {
+            match self.c.s.read_some(&mut read) {
                 Ok(0) => return out,
                 Ok(n) => self.buf.extend_from_slice(&read[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}

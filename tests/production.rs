@@ -268,8 +268,8 @@ fn limits_refuse_the_next_connection_stream_and_viewer() {
     let mut third = TcpStream::connect(gw.rtmp).unwrap();
     third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 16];
-    assert!(matches!(third.read(&mut buf), Ok(0) | Err(_)), "third connection should be closed");
-    assert!(second.read(&mut buf).is_err(), "second connection should stay open (read times out)");
+    assert!(matches!(third.read_some(&mut buf), Ok(0) | Err(_)), "third connection should be closed");
+    assert!(second.read_some(&mut buf).is_err(), "second connection should stay open (read times out)");
     assert!(gw.log().contains("connection limit reached"));
     drop(second);
     std::thread::sleep(Duration::from_millis(300));
@@ -344,7 +344,7 @@ fn sighup_reloads_keys_and_limits_and_leaves_live_streams_alone() {
     viewer.write_all(b"GET /live/r.flv?key=old HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     viewer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
-    assert!(viewer.read(&mut buf).unwrap() > 0);
+    assert!(viewer.read_some(&mut buf).unwrap() > 0);
     let hup = || {
         let st = std::process::Command::new("kill").args(["-HUP", &gw.pid().to_string()]).status().unwrap();
         assert!(st.success());
@@ -362,7 +362,7 @@ fn sighup_reloads_keys_and_limits_and_leaves_live_streams_alone() {
     assert_eq!(second.status, 503);
     let mut total = 0;
     while total < 300_000 {
-        total += viewer.read(&mut buf).expect("the earlier viewer keeps receiving");
+        total += viewer.read_some(&mut buf).expect("the earlier viewer keeps receiving");
     }
     drop(viewer);
     assert!(wait_until(Duration::from_secs(5), || head("?key=new") == 200));
@@ -468,7 +468,7 @@ fn slow_hook_server(delay: Duration) -> (String, HookCounts) {
                 conn.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
                 let mut byte = [0u8; 1];
                 while std::time::Instant::now() < until {
-                    match conn.read(&mut byte) {
+                    match conn.read_some(&mut byte) {
                         Ok(0) => break,
                         Ok(_) => {}
                         Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
@@ -546,12 +546,12 @@ fn refused_at_accept(addr: std::net::SocketAddr) -> bool {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut buf = [0u8; 16];
-    matches!(s.read(&mut buf), Ok(0) | Err(_))
+    matches!(s.read_some(&mut buf), Ok(0) | Err(_))
         && {
             // a read timeout is an error too: tell it apart from a close
             let mut s2 = s;
             s2.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
-            !matches!(s2.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
+            !matches!(s2.read_some(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
         }
 }
 

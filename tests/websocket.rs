@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ impl Ws {
         let mut buf = Vec::new();
         let mut byte = [0u8; 4096];
         while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut byte) {
+            match s.read_some(&mut byte) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => buf.extend_from_slice(&byte[..n]),
             }
@@ -84,7 +84,7 @@ impl Ws {
             if start.elapsed() > time {
                 return (out, false);
             }
-            match self.s.read(&mut chunk) {
+            match self.s.read_some(&mut chunk) {
                 Ok(0) => return (out, true),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}

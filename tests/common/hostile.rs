@@ -141,7 +141,7 @@ impl Rtmp {
             if start.elapsed() > timeout {
                 return None;
             }
-            match self.s.read(&mut buf) {
+            match self.s.read_some(&mut buf) {
                 Ok(0) => return needles.iter().position(|n| self.seen.windows(n.len()).any(|w| w == *n)),
                 Ok(n) => self.seen.extend_from_slice(&buf[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -250,7 +250,7 @@ pub fn flv_reader(addr: SocketAddr, key: &str, stop: Arc<AtomicBool>, count: Arc
         let mut raw = Vec::new();
         let mut buf = vec![0u8; 65536];
         while !stop.load(Ordering::Relaxed) {
-            match s.read(&mut buf) {
+            match s.read_some(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     raw.extend_from_slice(&buf[..n]);
@@ -298,7 +298,7 @@ pub fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     let mut buf = vec![0u8; 65536];
     while start.elapsed() < within {
-        match s.read(&mut buf) {
+        match s.read_some(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}

@@ -357,6 +357,23 @@ pub fn ffprobe(target: &str, extra: &[&str]) -> serde_json::Value {
 }
 
 /// A plain HTTP/1.1 response.
+/// `Read::read` that tries again when a signal interrupts it. The kernel never restarts a
+/// socket read with a timeout (`SO_RCVTIMEO`, signal(7)), not even under `SA_RESTART`, and a
+/// stopped and continued process sees `EINTR` there without any handler: CI once failed on
+/// `read http head: Interrupted system call` in a test that had nothing wrong.
+pub trait ReadSome: Read {
+    fn read_some(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl<R: Read + ?Sized> ReadSome for R {}
+
 #[derive(Debug)]
 pub struct HttpResponse {
     pub status: u16,
@@ -382,7 +399,7 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, max_body: usize,
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
     let header_end = loop {
-        let n = s.read(&mut chunk).expect("read http head");
+        let n = s.read_some(&mut chunk).expect("read http head");
         assert!(n > 0, "connection closed before the response head");
         buf.extend_from_slice(&chunk[..n]);
         if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -400,6 +417,8 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, max_body: usize,
         let start = Instant::now();
         while dechunk_len(&raw, chunked) < max_body && start.elapsed() < timeout {
             match s.read(&mut chunk) {
+                // (read_some would wait the whole timeout again after each signal)
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Ok(0) | Err(_) => break,
                 Ok(n) => raw.extend_from_slice(&chunk[..n]),
             }

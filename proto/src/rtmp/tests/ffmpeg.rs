@@ -79,6 +79,8 @@ fn serve_socket(
     let mut events = Vec::new();
     loop {
         let n = match sock.read(&mut buf) {
+            // a read with a timeout is not restarted after a signal (signal(7))
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => break, // ffmpeg may reset the connection with unread data
             Ok(n) => n,
         };
