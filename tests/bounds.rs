@@ -45,10 +45,16 @@ fn unfinished_rtmp_messages_are_bounded_per_connection_and_per_process() {
         println!("unfinished messages: (messages started, closed by server) per connection: {results:?}");
         assert!(results.iter().all(|(_, closed)| *closed), "every attacking connection is closed: {results:?}");
         assert!(results.iter().all(|(n, _)| *n <= 3), "no connection got far: {results:?}");
-        let log = gw.log();
-        let closes =
-            log.matches("past the buffer budget").count() + log.matches("shared budget of unfinished messages").count();
-        assert!(closes >= 6, "each close is logged with its reason ({closes})");
+        // (the log reaches the test through a pipe and a reader thread: wait for the lines)
+        let closes = || {
+            let log = gw.log();
+            log.matches("past the buffer budget").count() + log.matches("shared budget of unfinished messages").count()
+        };
+        assert!(
+            wait_until(Duration::from_secs(5), || closes() >= 6),
+            "each close is logged with its reason ({})",
+            closes()
+        );
         let metrics = http_get(gw.http, "/metrics").text();
         assert!(metrics.contains("livegate_limit_hits_total{limit=\"rtmp_message_buffer\"} 6"), "{metrics}");
     });

@@ -183,21 +183,27 @@ fn hls_dir_files_match_what_http_serves() {
     for seg in &on_disk.segments {
         assert!(dir.join("live").join(&seg.uri).exists(), "{} listed but missing", seg.uri);
     }
-    let leftovers: Vec<_> = std::fs::read_dir(dir.join("live"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "temp files left behind");
+    // a temporary file exists between a write and its rename while the publisher goes on:
+    // one left behind is there in every look
+    let leftovers = || -> Vec<String> {
+        std::fs::read_dir(dir.join("live"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".tmp"))
+            .collect()
+    };
+    assert!(wait_until(Duration::from_secs(2), || leftovers().is_empty()), "temp files left behind: {:?}", leftovers());
 }
 
 #[test]
 fn an_ended_playlist_gets_its_endlist_and_goes_at_its_deadlines() {
-    // endlist after 700 ms, dropped after 2 s: the lifecycle sleeps until each deadline
+    // endlist after 2 s, dropped after 6 s: the lifecycle sleeps until each deadline (the
+    // bounds leave the test, which learns of the end through the log, 0.5-1.5 s of slack)
     let dir = scratch_dir("hls-deadlines");
     let cfg = dir.join("livegate.toml");
     // (with no reconnect grace: endlist_delay_ms is the wait for the publisher)
-    std::fs::write(&cfg, "[hub]\nreconnect_grace_ms = 0\n[hls]\nendlist_delay_ms = 700\nhold_time_ms = 2000\n")
+    std::fs::write(&cfg, "[hub]\nreconnect_grace_ms = 0\n[hls]\nendlist_delay_ms = 2000\nhold_time_ms = 6000\n")
         .unwrap();
     let gw = Gateway::start_with(&["--config", cfg.to_str().unwrap()]);
     let ff = publish(&gw.rtmp_url("live/dl"), Source::default(), Some(3));
@@ -206,15 +212,15 @@ fn an_ended_playlist_gets_its_endlist_and_goes_at_its_deadlines() {
     assert!(gw.wait_log("hls: playlist ended", Duration::from_secs(5)));
     let ended = Instant::now();
     assert!(!http_get(gw.http, "/live/dl.m3u8").text().contains("#EXT-X-ENDLIST"), "not before the delay");
-    assert!(wait_until(Duration::from_secs(3), || http_get(gw.http, "/live/dl.m3u8")
+    assert!(wait_until(Duration::from_secs(5), || http_get(gw.http, "/live/dl.m3u8")
         .text()
         .contains("#EXT-X-ENDLIST")));
     let endlist_after = ended.elapsed();
-    assert!(wait_until(Duration::from_secs(4), || http_get(gw.http, "/live/dl.m3u8").status == 404));
+    assert!(wait_until(Duration::from_secs(8), || http_get(gw.http, "/live/dl.m3u8").status == 404));
     let gone_after = ended.elapsed();
-    println!("ENDLIST {endlist_after:?} and drop {gone_after:?} after the publisher left (700 ms / 2 s configured)");
-    assert!(endlist_after < Duration::from_millis(1500), "{endlist_after:?}");
-    assert!(gone_after >= Duration::from_millis(1500) && gone_after < Duration::from_millis(3000), "{gone_after:?}");
+    println!("ENDLIST {endlist_after:?} and drop {gone_after:?} after the publisher left (2 s / 6 s configured)");
+    assert!(endlist_after < Duration::from_millis(3500), "{endlist_after:?}");
+    assert!(gone_after >= Duration::from_millis(4500) && gone_after < Duration::from_millis(7500), "{gone_after:?}");
 }
 
 /// The initialization segment and every listed segment of an fMP4 playlist, concatenated

@@ -48,7 +48,8 @@ fn silent_and_dripping_connections_time_out_while_streams_keep_flowing() {
     let not_closed = silent
         .iter_mut()
         .chain(drip.iter_mut())
-        .map(|s| closed_by_server(s, Duration::from_millis(200)))
+        // (each waits up to 1 s more: the server may accept 500 connects late on a loaded machine)
+        .map(|s| closed_by_server(s, Duration::from_secs(1)))
         .filter(|c| !c)
         .count();
     let flood_secs = opened.elapsed().as_secs_f64();
@@ -69,7 +70,9 @@ fn silent_and_dripping_connections_time_out_while_streams_keep_flowing() {
     assert!(timeouts >= 500, "only {timeouts} handshake timeouts logged");
     assert!(peak_rss < base_rss + 64 * 1024, "RSS grew from {base_rss} kB to {peak_rss} kB");
     assert!(during_flood > 100_000, "the HTTP-FLV viewer stalled during the flood ({during_flood} bytes)");
-    assert!(behind < Duration::from_millis(500), "publisher fell {behind:?} behind");
+    // (a publisher the server made wait would fall seconds behind; the slack is for the
+    // test process itself being descheduled on a loaded machine)
+    assert!(behind < Duration::from_millis(1500), "publisher fell {behind:?} behind");
     let mut gw = gw;
     assert!(gw.is_running());
 }
@@ -173,7 +176,9 @@ fn stuck_viewers_are_evicted_without_slowing_the_publisher_or_others() {
     );
     assert!(log.contains("HTTP-FLV viewer stalled"), "{log}");
     assert!(log.contains("peer accepted nothing for"), "{log}");
-    assert!(behind < Duration::from_millis(500), "publisher fell {behind:?} behind");
+    // (a publisher the server made wait would fall seconds behind; the slack is for the
+    // test process itself being descheduled on a loaded machine)
+    assert!(behind < Duration::from_millis(1500), "publisher fell {behind:?} behind");
     // 4x real time of a ~1.6 Mb/s source: ~800 kB/s; the good viewer keeps up with it.
     assert!(good_rate > 400_000.0, "the good viewer slowed down to {good_rate:.0} B/s");
     assert!(peak_rss < base_rss + 64 * 1024, "RSS grew from {base_rss} kB to {peak_rss} kB");
@@ -261,7 +266,7 @@ fn wrap_case(gw: &Gateway, name: &str, start: u32) {
 fn timestamps_cross_the_24_and_32_bit_boundaries_continuously() {
     let cfg = config_file(
         "hostile-wrap",
-        "[hub]\nreconnect_grace_ms = 0\n[hls]\nvariant = \"mpegts\"\ntarget_duration_ms = 1000\nwindow_segments = 30\n",
+        "[hub]\nreconnect_grace_ms = 0\n[hls]\nvariant = \"mpegts\"\ntarget_duration_ms = 1000\nwindow_segments = 30\nendlist_delay_ms = 0\n",
     );
     let gw = Gateway::start_with(&["--config", &cfg]);
     wrap_case(&gw, "wrap24", (1 << 24) - 3000);

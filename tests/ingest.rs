@@ -162,7 +162,9 @@ fn a_reconnecting_encoder_takes_over_from_its_frozen_connection() {
 
 #[test]
 fn viewers_end_when_the_publisher_stops() {
-    let gw = Gateway::in_process("");
+    // viewers end once the reconnect grace is over (2 s, not the default 10: the bounds
+    // below then leave a loaded machine 12 s of slack)
+    let gw = Gateway::in_process("[hub]\nreconnect_grace_ms = 2000\n");
     let publisher = publish(&gw.rtmp_url("live/short"), Source::default(), Some(6));
     assert!(wait_live(&gw, "live/short", Duration::from_secs(15)));
     let dir = scratch_dir("ends");
