@@ -11,8 +11,9 @@ use std::time::Duration;
 use common::hostile::{flv_reader, playlist, Rtmp};
 use common::*;
 
-/// (kind, timestamp, is a sequence header) of each complete tag of an FLV body.
-fn tags(flv: &[u8]) -> Vec<(u8, u32, bool)> {
+/// (kind, timestamp, is a sequence header) of each complete tag of an FLV body, and where
+/// the complete tags end (the body's length when nothing is held back).
+fn walk_tags(flv: &[u8]) -> (Vec<(u8, u32, bool)>, usize) {
     assert!(flv.starts_with(b"FLV"), "an FLV body");
     let mut out = Vec::new();
     let mut i = 13;
@@ -27,16 +28,11 @@ fn tags(flv: &[u8]) -> Vec<(u8, u32, bool)> {
         out.push((flv[i], ts, config));
         i += 11 + size + 4;
     }
-    out
+    (out, i)
 }
 
-/// Whether `flv` ends exactly after a tag's trailing PreviousTagSize (nothing held back).
-fn ends_on_a_whole_tag(flv: &[u8]) -> bool {
-    let mut i = 13;
-    while i + 11 <= flv.len() {
-        i += 11 + u32::from_be_bytes([0, flv[i + 1], flv[i + 2], flv[i + 3]]) as usize + 4;
-    }
-    i == flv.len()
+fn tags(flv: &[u8]) -> Vec<(u8, u32, bool)> {
+    walk_tags(flv).0
 }
 
 /// Checks one viewer's FLV: one header, each track's timestamps never go back, and the
@@ -92,11 +88,11 @@ fn an_encoder_restart_within_the_grace_keeps_every_viewer_on_one_timeline() {
     // any size, and waiting for more bytes than it holds once took 3 of the grace's 4 s.
     let late = http_request(gw.http, "GET", "/live/cont.flv", 1 << 20, Duration::from_secs(1));
     assert_eq!(late.status, 200);
-    let late_tags = tags(&late.body);
+    let (late_tags, whole) = walk_tags(&late.body);
     assert!(late_tags.iter().any(|t| t.0 == 9 && t.2), "the late viewer gets the video config");
     assert!(late_tags.iter().any(|t| t.0 == 9 && !t.2), "and the cached GOP: {late_tags:?}");
     // with its last tag's size: flv.js and mpegts.js show a frame only once that arrived
-    assert!(ends_on_a_whole_tag(&late.body), "the last frame is whole: {} bytes, {late_tags:?}", late.body.len());
+    assert_eq!(whole, late.body.len(), "the last frame is whole: {late_tags:?}");
     std::thread::sleep(Duration::from_secs(1).saturating_sub(left.elapsed()));
     let pause = left.elapsed();
     let second = publish(&url, Source::default(), None);
