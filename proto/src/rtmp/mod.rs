@@ -13,7 +13,10 @@ pub mod session;
 #[cfg(test)]
 mod testclient;
 
-pub use client::{ClientConfig, ClientSession};
+pub use client::{
+    ClientConfig, ClientEvent, ClientFailure, ClientRole, ClientSession, ClientStage, ClientState, ConnectParams,
+    NotPublishing,
+};
 pub use error::RtmpError;
 pub use session::{ClientCapabilities, MediaKind, PlayControl, RequestId, ServerSession, SessionConfig, SessionEvent};
 #[cfg(test)]

@@ -69,7 +69,7 @@ impl ClientCapabilities {
         Some(list.iter().any(|c| c == "*" || c.as_bytes() == fourcc))
     }
 
-    fn parse(cmd: &Amf0Value) -> Self {
+    pub(crate) fn parse(cmd: &Amf0Value) -> Self {
         const CAN_DECODE: f64 = 1.0;
         const CAN_FORWARD: f64 = 4.0;
         let mut codecs: Option<Vec<String>> = None;

@@ -1,15 +1,32 @@
 //! The client side of RTMP, sans-IO ([`ClientSession`]): bytes out for the handshake,
-//! commands and media; bytes in, decoded messages out. No sockets, clocks or randomness.
+//! commands and media; bytes in, decoded messages or flow events out. No sockets, clocks or
+//! randomness.
+//!
+//! Two ways to drive it. A relay (or any production client) starts a flow
+//! ([`ClientSession::start`], in `flow`): connect → createStream → publish or play, with
+//! every answer turned into a [`ClientEvent`], window acknowledgements both ways, and media
+//! sent as pieces sharing the caller's payload. Tests, fuzzing and the benchmark may also
+//! build messages one by one (`chunks`, `message`, `command`, `media`: any chunk size,
+//! header compression, even malformed sequences) and read raw messages back
+//! ([`ClientSession::handle_input`]). Protocol control (Set Chunk Size, acknowledgements,
+//! pings) is answered in both.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::BytesMut;
 
 use super::amf0::Amf0Value;
-use super::chunk::{ChunkDecoder, RawMessage};
+use super::chunk::{ChunkDecoder, ChunkEncoder, RawMessage};
 use super::handshake::{HANDSHAKE_SIZE, RTMP_VERSION};
 use super::message as msg;
 use super::{MediaKind, RtmpError};
+use crate::piece::Piece;
+
+mod flow;
+#[cfg(test)]
+mod tests;
+
+pub use flow::{ClientEvent, ClientFailure, ClientRole, ClientStage, ClientState, ConnectParams, NotPublishing};
 
 const EXT: u32 = 0xFF_FFFF;
 
@@ -72,8 +89,15 @@ pub struct ClientSession {
     tx: f64,
     decoder: ChunkDecoder,
     handshake: Handshake,
-    /// Bytes to send that the session produced itself (C2).
-    transmit: Vec<u8>,
+    /// What the session queued itself, in order: C2, acknowledgements, ping answers and,
+    /// in a flow, C0 + C1, commands and media (media payloads shared, never copied).
+    out: VecDeque<Piece>,
+    out_bytes: usize,
+    /// The flow's encoder (type-0 headers; media without a copy).
+    encoder: ChunkEncoder,
+    acks: flow::Acks,
+    flow: Option<flow::Flow>,
+    events: VecDeque<ClientEvent>,
 }
 
 impl ClientSession {
@@ -85,7 +109,12 @@ impl ClientSession {
             tx: 0.0,
             decoder,
             handshake: Handshake::AwaitServer,
-            transmit: Vec::new(),
+            out: VecDeque::new(),
+            out_bytes: 0,
+            encoder: ChunkEncoder::default(),
+            acks: flow::Acks::default(),
+            flow: None,
+            events: VecDeque::new(),
         }
     }
 
@@ -120,10 +149,13 @@ impl ClientSession {
         self.handshake == Handshake::Done
     }
 
-    /// Bytes the session itself wants sent (C2), if any.
+    /// The next bytes the session itself wants sent (C2, acknowledgements, pings; in a
+    /// flow also its commands and media), in order.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        (!self.transmit.is_empty()).then(|| std::mem::take(&mut self.transmit))
+    pub fn poll_transmit(&mut self) -> Option<Piece> {
+        let p = self.out.pop_front()?;
+        self.out_bytes -= p.len();
+        Some(p)
     }
 
     /// Encodes one message as separate chunks (the first with its message header).
@@ -237,27 +269,48 @@ impl ClientSession {
     }
 
     /// Consumes what the server sent from `input` (S0 + S1 + S2 first, then chunks) and
-    /// appends the messages it completes to `out`. Follows the server's Set Chunk Size.
+    /// appends the messages it completes to `out` (protocol control included, after it is
+    /// answered: see the module documentation).
     pub fn handle_input(&mut self, input: &mut BytesMut, out: &mut Vec<RawMessage>) -> Result<(), RtmpError> {
-        if self.handshake != Handshake::Done {
-            if input.len() < 1 + 2 * HANDSHAKE_SIZE {
-                return Ok(());
-            }
-            let s = input.split_to(1 + 2 * HANDSHAKE_SIZE);
-            if s[0] != RTMP_VERSION {
-                return Err(RtmpError::BadHandshakeVersion(s[0]));
-            }
-            if self.handshake == Handshake::AwaitServer {
-                self.transmit.extend_from_slice(&s[1..1 + HANDSHAKE_SIZE]); // C2 echoes S1
-            }
-            self.handshake = Handshake::Done;
+        if !self.take_handshake(input)? {
+            return Ok(());
         }
-        while let Some(m) = self.decoder.decode(input)? {
-            if m.type_id == msg::SET_CHUNK_SIZE {
-                self.decoder.set_chunk_size(msg::read_u32(&m.payload, "set chunk size")?)?;
-            }
+        while let Some(m) = self.next_message(input)? {
             out.push(m);
         }
         Ok(())
+    }
+
+    /// Takes S0 + S1 + S2 off `input` while the handshake runs (queueing C2 unless it went
+    /// out already); true once it is done.
+    fn take_handshake(&mut self, input: &mut BytesMut) -> Result<bool, RtmpError> {
+        if self.handshake == Handshake::Done {
+            return Ok(true);
+        }
+        if input.len() < 1 + 2 * HANDSHAKE_SIZE {
+            return Ok(false);
+        }
+        let s = input.split_to(1 + 2 * HANDSHAKE_SIZE);
+        self.count_received(s.len());
+        if s[0] != RTMP_VERSION {
+            return Err(RtmpError::BadHandshakeVersion(s[0]));
+        }
+        if self.handshake == Handshake::AwaitServer {
+            self.push_out(s.freeze().slice(1..1 + HANDSHAKE_SIZE)); // C2 echoes S1
+        }
+        self.handshake = Handshake::Done;
+        Ok(true)
+    }
+
+    /// The next complete message off `input`, protocol control answered.
+    fn next_message(&mut self, input: &mut BytesMut) -> Result<Option<RawMessage>, RtmpError> {
+        let before = input.len();
+        let m = self.decoder.decode(input);
+        self.count_received(before - input.len());
+        let m = m?;
+        if let Some(m) = &m {
+            self.control(m)?;
+        }
+        Ok(m)
     }
 }
