@@ -105,6 +105,8 @@ pub async fn serve(
     }
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::hls::run(hub.clone(), hls_store.clone(), shutdown.clone()));
+    let relays = crate::relay::Relays::new(hub.clone(), config.relay.clone(), metrics.clone(), shutdown.clone())?;
+    tasks.spawn(crate::relay::run(relays.clone(), settings.clone(), shutdown.clone()));
     let ingest = Arc::new(RtmpContext {
         config: config.rtmp.clone(),
         settings: settings.clone(),
@@ -130,6 +132,7 @@ pub async fn serve(
         metrics,
         hls: hls_store,
         auth,
+        relays,
         shutdown: shutdown.clone(),
     };
     tasks.spawn(crate::server::http::serve(bound.http, http));

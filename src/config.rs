@@ -25,6 +25,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub admin: AdminConfig,
     pub lifecycle: LifecycleConfig,
+    /// Push relays (restream): targets for every app and how pushes behave.
+    pub relay: crate::relay::RelayConfig,
     /// Per-application overrides: `[apps.NAME]`. `auth` is merged key by key over the
     /// global `[auth]`; any other section given for an app replaces the global one for that
     /// app (its unset keys take built-in defaults).
@@ -115,6 +117,8 @@ pub struct AppConfig {
     pub reconnect_grace_ms: Option<u64>,
     /// Merged key by key over `[auth]` (see [`AuthOverride`]).
     pub auth: Option<AuthOverride>,
+    /// Push targets of this app's streams; replaces `[relay] push` for it (`[]`: none).
+    pub push: Option<Vec<String>>,
 }
 
 /// The settings that apply to one application.
@@ -126,6 +130,8 @@ pub struct AppPolicy {
     /// How long a stream waits for its publisher to come back (`[hub] reconnect_grace_ms`).
     pub reconnect_grace: std::time::Duration,
     pub auth: AuthConfig,
+    /// Push targets (URL templates) started when a stream of this app goes live.
+    pub push: Vec<String>,
 }
 
 /// Resolves the policy of any application name.
@@ -353,6 +359,17 @@ impl Default for HlsConfig {
     }
 }
 
+/// The `[relay]` settings but its targets (which a reload changes for streams that start
+/// afterwards).
+#[derive(PartialEq)]
+struct RelayLimits(crate::relay::RelayConfig);
+
+impl RelayLimits {
+    fn of(c: &Config) -> Self {
+        Self(crate::relay::RelayConfig { push: Vec::new(), ..c.relay.clone() })
+    }
+}
+
 /// Upper bound of the timeouts (one day, in ms).
 const DAY_MS: u64 = 86_400_000;
 
@@ -380,6 +397,7 @@ impl Config {
         differs("hls.dir", self.hls.dir != new.hls.dir);
         differs("admin", self.admin != new.admin);
         differs("lifecycle", self.lifecycle != new.lifecycle);
+        differs("relay", RelayLimits::of(self) != RelayLimits::of(new));
         out
     }
 
@@ -390,6 +408,7 @@ impl Config {
             auth: new.auth,
             apps: new.apps,
             limits: new.limits,
+            relay: crate::relay::RelayConfig { push: new.relay.push, ..self.relay },
             hub: HubConfig { gop_cache: new.hub.gop_cache, reconnect_grace_ms: new.hub.reconnect_grace_ms, ..self.hub },
             hls: HlsConfig { dir: self.hls.dir, ..new.hls },
             ..self
@@ -404,6 +423,7 @@ impl Config {
             gop_cache: self.hub.gop_cache.clone(),
             reconnect_grace: std::time::Duration::from_millis(self.hub.reconnect_grace_ms),
             auth: self.auth.clone(),
+            push: self.relay.push.clone(),
         };
         let apps = self
             .apps
@@ -420,6 +440,7 @@ impl Config {
                         .reconnect_grace_ms
                         .map_or(default.reconnect_grace, std::time::Duration::from_millis),
                     auth: a.auth.as_ref().map_or_else(|| default.auth.clone(), |o| o.apply(&default.auth)),
+                    push: a.push.clone().unwrap_or_else(|| default.push.clone()),
                 };
                 (name.clone(), policy)
             })
@@ -451,6 +472,8 @@ impl Config {
             ("rtmp.idle_timeout_ms", self.rtmp.idle_timeout_ms),
             ("rtmp.viewer_stall_timeout_ms", self.rtmp.viewer_stall_timeout_ms),
             ("http.viewer_stall_timeout_ms", self.http.viewer_stall_timeout_ms),
+            ("relay.connect_timeout_ms", self.relay.connect_timeout_ms),
+            ("relay.stall_timeout_ms", self.relay.stall_timeout_ms),
         ] {
             if v == 0 || v > DAY_MS {
                 bail!("{name} must be within 1..={DAY_MS}, got {v}");
@@ -465,6 +488,14 @@ impl Config {
         }
         self.hls.validate("hls")?;
         self.auth.validate("auth")?;
+        if self.relay.queue_bytes < 64 * 1024 {
+            bail!("relay.queue_bytes must be at least 65536 (a keyframe must fit), got {}", self.relay.queue_bytes);
+        }
+        crate::relay::RelayConfig::validate_targets(&self.relay.push).context("relay.push")?;
+        for (name, app) in &self.apps {
+            crate::relay::RelayConfig::validate_targets(app.push.iter().flatten())
+                .with_context(|| format!("apps.{name}.push"))?;
+        }
         for (name, app) in &self.apps {
             if !crate::hub::valid_name(name) {
                 bail!("apps.{name}: not a valid app name (1-128 of A-Z a-z 0-9 _ . -)");

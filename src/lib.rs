@@ -12,4 +12,5 @@ pub mod config;
 pub mod hls;
 pub mod hub;
 pub mod metrics;
+pub mod relay;
 pub mod server;

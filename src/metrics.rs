@@ -33,6 +33,11 @@ pub struct CodecLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
 }
@@ -74,6 +79,13 @@ pub struct Metrics {
     /// sequence start), `other_track` (a multitrack track that is not served),
     /// `before_config` (a frame before its sequence header).
     pub media_dropped: Family<ReasonLabel, Counter>,
+    /// Bytes written to push targets, skips (frames dropped up to a keyframe for a target
+    /// that fell behind) and reconnects of push targets.
+    pub push_bytes: Counter,
+    pub push_skips: Counter,
+    pub push_reconnects: Counter,
+    /// Push targets by state (`connecting`, `publishing`, `waiting`, `refused`).
+    pushes: Family<StateLabel, Gauge>,
     streams: Gauge,
     /// Live streams by codec pair (`none` for a missing track).
     streams_by_codec: Family<CodecLabel, Gauge>,
@@ -107,6 +119,10 @@ impl Metrics {
                 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.2, 0.5,
             ]),
             media_dropped: Family::default(),
+            push_bytes: Counter::default(),
+            push_skips: Counter::default(),
+            push_reconnects: Counter::default(),
+            pushes: Family::default(),
             streams: Gauge::default(),
             streams_by_codec: Family::default(),
             viewers: Family::default(),
@@ -135,6 +151,18 @@ impl Metrics {
             m.hls_part_delay.clone(),
         );
         registry.register("media_dropped", "Publisher media messages dropped, by reason", m.media_dropped.clone());
+        registry.register("push_bytes", "Bytes written to push targets", m.push_bytes.clone());
+        registry.register(
+            "push_skips",
+            "Times a push target fell behind and frames up to the next keyframe were dropped for it",
+            m.push_skips.clone(),
+        );
+        registry.register(
+            "push_reconnects",
+            "Push target connections that failed and were retried",
+            m.push_reconnects.clone(),
+        );
+        registry.register("pushes", "Push targets by state", m.pushes.clone());
         registry.register("streams", "Live streams", m.streams.clone());
         registry.register("streams_by_codec", "Live streams by video and audio codec", m.streams_by_codec.clone());
         registry.register("viewers", "Current viewers by protocol", m.viewers.clone());
@@ -154,6 +182,21 @@ impl Metrics {
     /// Counts one HLS request of `kind` (see [`Self::hls_requests`]).
     pub fn hls_request(&self, kind: &'static str) {
         self.hls_requests.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Sets the push-target gauge from the states of every push (at scrape time).
+    pub fn set_push_states<'a>(&self, states: impl IntoIterator<Item = &'a str>) {
+        self.pushes.clear();
+        for state in ["connecting", "publishing", "waiting", "refused"] {
+            self.pushes.get_or_create(&StateLabel { state }).set(0);
+        }
+        for state in states {
+            if let Some(s) =
+                ["connecting", "publishing", "waiting", "refused", "stopped"].into_iter().find(|s| *s == state)
+            {
+                self.pushes.get_or_create(&StateLabel { state: s }).inc();
+            }
+        }
     }
 
     /// Prometheus text exposition, with live gauges refreshed from `hub` (and the HLS

@@ -7,77 +7,14 @@ mod common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use common::nginx_rtmp::NginxRtmp;
 use common::*;
 use livegate::flv::file::{read_tags, FileTag};
 use livegate::media::MediaKind;
 use livegate::rtmp::{ClientConfig, ClientEvent, ClientRole, ClientSession, ClientState, ConnectParams};
-
-/// nginx with the RTMP module: `application live { live on; }` on a free port. One process
-/// (`master_process off`), so no worker changes user and its files may live anywhere.
-struct NginxRtmp {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl NginxRtmp {
-    fn start() -> Self {
-        let module = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
-        assert!(
-            std::path::Path::new(module).exists(),
-            "{module} is missing: install libnginx-mod-rtmp (the README's test command does)"
-        );
-        let nginx = ["/usr/sbin/nginx", "nginx"]
-            .into_iter()
-            .find(|p| Command::new(p).arg("-v").output().is_ok())
-            .map(String::from)
-            .unwrap_or_else(|| require_tool("nginx").display().to_string());
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("livegate-nginx-rtmp-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("logs")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let conf = format!(
-            "load_module {module};\ndaemon off;\nmaster_process off;\nerror_log {dir}/logs/error.log info;\n\
-             pid {dir}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
-             application live {{ live on; }} }} }}\n",
-            dir = dir.display()
-        );
-        let path = dir.join("rtmp.conf");
-        std::fs::write(&path, conf).unwrap();
-        let child = Command::new(&nginx)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        assert!(wait_until(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()), "nginx-rtmp did not start");
-        NginxRtmp { child, port, dir }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        format!("127.0.0.1:{}", self.port).parse().unwrap()
-    }
-}
-
-impl Drop for NginxRtmp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// A blocking driver for the sans-IO client: moves bytes between the socket and the
 /// session, passes `now`, collects events.

@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod hostile;
+pub mod nginx_rtmp;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

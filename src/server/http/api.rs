@@ -70,6 +70,8 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
         "lag_skips": s.stats.lag_skips.load(Ordering::Relaxed),
         "evictions": s.stats.evictions.load(Ordering::Relaxed),
         "hls": hls,
+        // push relays of this stream (URLs with their keys masked)
+        "pushes": ctx.relays.statuses(s.key()),
         // a multitrack publish: its other video tracks, each a stream of its own, and
         // whether each one's HLS segments are cut on the same keyframes as the first's
         "tracks": tracks.into_iter().map(|t| {
@@ -198,6 +200,65 @@ pub(crate) fn reconnect(
         tracing::info!(stream = %s.key(), "admin API: publisher cannot be asked to reconnect; disconnecting it");
         s.kick("asked to reconnect by the admin API (it did not announce that it can be asked)");
         text(StatusCode::OK, "disconnected (the publisher did not announce the reconnect capability)\n")
+    }
+}
+
+/// `POST /api/streams/APP/STREAM/pushes?url=URL` with `Authorization: Bearer TOKEN`: starts
+/// pushing the live stream to `URL` (`rtmp://` or `rtmps://`, `{app}`/`{stream}` replaced);
+/// answers 201 with the push's status (its `id` names it for `DELETE`), 400 with the reason
+/// for a bad URL, 404 when the stream is not live, 429 past `relay.max_pushes_per_stream`.
+pub(crate) fn add_push(
+    path: &str,
+    query: &str,
+    authorization: Option<&HeaderValue>,
+    ctx: &HttpContext,
+) -> Response<Body> {
+    if let Some(refusal) = admin_refusal(authorization, ctx) {
+        return refusal;
+    }
+    let segments = split_path(path);
+    let Some(["api", "streams", app, name, "pushes"]) = segments.as_deref() else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let Some(url) = crate::auth::query_param(query, "url").and_then(percent_decode) else {
+        return text(StatusCode::BAD_REQUEST, "give the target as ?url=rtmp%3A%2F%2FHOST%2FAPP%2FSTREAM\n");
+    };
+    let key = StreamKey::new(*app, *name);
+    match ctx.relays.add(&key, &url, "api") {
+        Ok(status) => {
+            tracing::info!(stream = %key, target = %status.url, "admin API: push added");
+            let mut r = json_response(&json!(status));
+            *r.status_mut() = StatusCode::CREATED;
+            r
+        }
+        Err(crate::relay::AddError::NotLive(_)) => not_found(),
+        Err(e @ crate::relay::AddError::TooMany(..)) => owned_text(StatusCode::TOO_MANY_REQUESTS, format!("{e}\n")),
+        Err(e) => owned_text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    }
+}
+
+fn owned_text(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = full("text/plain; charset=utf-8", "no-cache", Bytes::from(body));
+    *r.status_mut() = status;
+    r
+}
+
+/// `DELETE /api/streams/APP/STREAM/pushes/ID` with `Authorization: Bearer TOKEN`: stops a push.
+pub(crate) fn remove_push(path: &str, authorization: Option<&HeaderValue>, ctx: &HttpContext) -> Response<Body> {
+    if let Some(refusal) = admin_refusal(authorization, ctx) {
+        return refusal;
+    }
+    let segments = split_path(path);
+    let Some(["api", "streams", app, name, "pushes", id]) = segments.as_deref() else {
+        return not_found();
+    };
+    let key = StreamKey::new(*app, *name);
+    match id.parse::<u64>() {
+        Ok(id) if ctx.relays.remove(&key, id) => {
+            tracing::info!(stream = %key, id, "admin API: push removed");
+            text(StatusCode::OK, "push stopped\n")
+        }
+        _ => not_found(),
     }
 }
 

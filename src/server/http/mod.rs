@@ -56,6 +56,8 @@ pub struct HttpContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub hls: HlsStore,
     pub auth: Authorizer,
+    /// Push relays (their status in `/api/streams`, added and removed by the admin API).
+    pub relays: crate::relay::Relays,
     pub shutdown: CancellationToken,
 }
 

@@ -40,7 +40,13 @@ pub(crate) async fn handle<B>(
     let query = req.uri().query().unwrap_or("");
     let mut resp = match *req.method() {
         Method::GET | Method::HEAD => route(path, query, head, peer, &ctx, kill).await,
+        Method::DELETE if path.contains("/pushes/") => {
+            super::api::remove_push(path, req.headers().get(AUTHORIZATION), &ctx)
+        }
         Method::DELETE => super::api::kick(path, req.headers().get(AUTHORIZATION), &ctx),
+        Method::POST if path.ends_with("/pushes") => {
+            super::api::add_push(path, query, req.headers().get(AUTHORIZATION), &ctx)
+        }
         Method::POST => super::api::reconnect(path, query, req.headers().get(AUTHORIZATION), &ctx),
         Method::OPTIONS => {
             let mut r = empty(StatusCode::NO_CONTENT);
@@ -78,6 +84,8 @@ async fn route(
         "/healthz" => return text(StatusCode::OK, "ok\n"),
         "/api/streams" => return super::api::streams(ctx),
         "/metrics" => {
+            let pushes = ctx.relays.all();
+            ctx.metrics.set_push_states(pushes.iter().map(|(_, p)| p.state));
             let body = ctx.metrics.render(&ctx.hub, |k| ctx.hls.viewers(k));
             return full("application/openmetrics-text; version=1.0.0; charset=utf-8", "no-cache", Bytes::from(body));
         }

@@ -1,0 +1,241 @@
+//! Push relays (restream) against real targets: Debian's nginx-rtmp and a second livegate.
+//! An ffmpeg publish to the origin is pushed to both, ffmpeg reads both back; a target
+//! that goes away is retried and comes back by itself (the wait shown in `/api/streams`);
+//! a target that stops reading costs the others nothing and is reconnected; targets that
+//! never answer or close at once are retried with growing backoff; the admin API adds and
+//! removes targets and refuses bad URLs with the reason.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::nginx_rtmp::NginxRtmp;
+use common::*;
+
+const TOKEN: &str = "relay-test-admin-token";
+
+fn api_streams(gw: &Gateway) -> serde_json::Value {
+    let r = http_get(gw.http, "/api/streams");
+    assert_eq!(r.status, 200);
+    serde_json::from_slice(&r.body).expect("json")
+}
+
+/// The `pushes` of stream `name` on `gw`.
+fn pushes(gw: &Gateway, name: &str) -> Vec<serde_json::Value> {
+    let v = api_streams(gw);
+    v["streams"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["name"] == name))
+        .and_then(|s| s["pushes"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn push_to(gw: &Gateway, name: &str, port: u16) -> Option<serde_json::Value> {
+    pushes(gw, name).into_iter().find(|p| p["url"].as_str().is_some_and(|u| u.contains(&format!(":{port}/"))))
+}
+
+/// An admin request; (status, body).
+fn admin(gw: &Gateway, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(gw.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let resp = String::from_utf8_lossy(&resp).to_string();
+    let status = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// ffmpeg reads `url` for 2 s into a file; (video packets, audio packets, codecs).
+fn read_back(url: &str, name: &str) -> (usize, usize, String) {
+    let out = scratch_dir(name).join("got.flv");
+    let r = record(url, 2, &out);
+    if !out.exists() {
+        return (0, 0, format!("nothing: {}", String::from_utf8_lossy(&r.stderr)));
+    }
+    let probe = ffprobe(out.to_str().unwrap(), &["-show_streams", "-show_packets"]);
+    let codecs: Vec<String> = probe["streams"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|s| s["codec_name"].as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let packets = probe["packets"].as_array().cloned().unwrap_or_default();
+    let count = |kind: &str| packets.iter().filter(|p| p["codec_type"] == kind).count();
+    (count("video"), count("audio"), codecs.join(","))
+}
+
+fn assert_plays(url: &str, name: &str) {
+    let (video, audio, codecs) = read_back(url, name);
+    assert!(video >= 30 && audio >= 30, "{url}: {video} video / {audio} audio packets ({codecs})");
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "{url}: {codecs}");
+}
+
+fn origin_config(targets: &[String]) -> String {
+    let list: Vec<String> = targets.iter().map(|t| format!("{t:?}")).collect();
+    format!(
+        "[admin]\ntoken = \"{TOKEN}\"\n[relay]\npush = [{}]\nconnect_timeout_ms = 2000\nstall_timeout_ms = 3000\nqueue_bytes = 262144\n",
+        list.join(", ")
+    )
+}
+
+#[test]
+fn pushes_reach_nginx_rtmp_and_livegate_and_come_back_after_the_target_restarts() {
+    let nginx = NginxRtmp::start();
+    let target = Gateway::in_process("");
+    let origin = Gateway::in_process(&origin_config(&[
+        format!("rtmp://{}/live/{{stream}}", nginx.addr()),
+        format!("rtmp://{}/live/{{app}}-{{stream}}", target.rtmp),
+    ]));
+    let _ffmpeg = publish(&origin.rtmp_url("live/demo"), Source::default(), None);
+    assert!(wait_live(&origin, "live/demo", Duration::from_secs(15)));
+    assert!(wait_live(&target, "live/live-demo", Duration::from_secs(15)), "the push to livegate did not go live");
+    assert_plays(&format!("rtmp://{}/live/demo", nginx.addr()), "relay-nginx");
+    assert_plays(&target.http_url("/live/live-demo.flv"), "relay-livegate");
+    let p = push_to(&origin, "demo", nginx.port).expect("the nginx push in /api/streams");
+    assert_eq!(p["state"], "publishing", "{p}");
+    assert!(p["bytes"].as_u64().unwrap() > 100_000, "{p}");
+    assert_eq!(p["source"], "config");
+    assert!(p["connected_since_unix_ms"].as_u64().is_some(), "{p}");
+
+    // the target goes away: the push waits (shown), and comes back when it is there again
+    let port = nginx.port;
+    drop(nginx);
+    assert!(
+        wait_until(Duration::from_secs(10), || push_to(&origin, "demo", port)
+            .is_some_and(|p| p["state"] == "waiting" && p["last_error"].is_string())),
+        "{:?}",
+        push_to(&origin, "demo", port)
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let nginx = NginxRtmp::start_on(port);
+    assert!(
+        wait_until(Duration::from_secs(40), || push_to(&origin, "demo", port)
+            .is_some_and(|p| p["state"] == "publishing")),
+        "the push did not come back: {:?}",
+        push_to(&origin, "demo", port)
+    );
+    let p = push_to(&origin, "demo", port).unwrap();
+    assert!(p["reconnects"].as_u64().unwrap() >= 1, "{p}");
+    assert_plays(&format!("rtmp://{}/live/demo", nginx.addr()), "relay-nginx-again");
+    // the other target never noticed
+    let other = push_to(&origin, "demo", target.rtmp.port()).unwrap();
+    assert_eq!((other["state"].as_str(), other["reconnects"].as_u64()), (Some("publishing"), Some(0)), "{other}");
+}
+
+#[test]
+fn a_target_that_stops_reading_costs_the_others_nothing() {
+    let nginx = NginxRtmp::start();
+    let target = Gateway::in_process("");
+    let origin = Gateway::in_process(&origin_config(&[
+        format!("rtmp://{}/live/{{stream}}", nginx.addr()),
+        format!("rtmp://{}/live/{{stream}}", target.rtmp),
+    ]));
+    let _ffmpeg = publish(&origin.rtmp_url("live/s"), Source::default(), None);
+    assert!(wait_until(Duration::from_secs(15), || push_to(&origin, "s", nginx.port)
+        .is_some_and(|p| p["state"] == "publishing")));
+    // nginx stops reading (SIGSTOP): its queue fills (skips), it stalls and is reconnected
+    let stop = std::process::Command::new("kill").args(["-STOP", &nginx.pid().to_string()]).status().unwrap();
+    assert!(stop.success());
+    let before = push_to(&origin, "s", target.rtmp.port()).unwrap()["bytes"].as_u64().unwrap();
+    let t0 = Instant::now();
+    let stalled = wait_until(Duration::from_secs(15), || {
+        push_to(&origin, "s", nginx.port).is_some_and(|p| p["skips"].as_u64() > Some(0) && p["state"] != "publishing")
+    });
+    let elapsed = t0.elapsed().as_secs_f64();
+    let _ = std::process::Command::new("kill").args(["-CONT", &nginx.pid().to_string()]).status();
+    assert!(stalled, "{:?}", push_to(&origin, "s", nginx.port));
+    let p = push_to(&origin, "s", nginx.port).unwrap();
+    assert!(p["last_error"].as_str().is_some_and(|e| e.contains("took no bytes")), "{p}");
+    // meanwhile the healthy target kept its bitrate (the publish is ~1 Mbit/s) and skipped nothing
+    let other = push_to(&origin, "s", target.rtmp.port()).unwrap();
+    let rate = (other["bytes"].as_u64().unwrap() - before) as f64 * 8.0 / elapsed;
+    assert!(rate > 200_000.0, "the healthy push moved {rate} bit/s while the other was stuck: {other}");
+    assert_eq!((other["skips"].as_u64(), other["state"].as_str()), (Some(0), Some("publishing")), "{other}");
+    assert_plays(&target.http_url("/live/s.flv"), "relay-healthy");
+}
+
+#[test]
+fn targets_that_never_answer_or_close_at_once_back_off() {
+    // one accepts and never says a word; one closes every connection at once
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closer_addr = closer.local_addr().unwrap();
+    let accepts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepts.clone();
+    std::thread::spawn(move || {
+        for s in closer.incoming() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    let silent_addr: SocketAddr = silent.local_addr().unwrap();
+    let origin = Gateway::in_process(&origin_config(&[
+        format!("rtmp://{silent_addr}/live/{{stream}}"),
+        format!("rtmp://{closer_addr}/live/{{stream}}"),
+    ]));
+    let t0 = Instant::now();
+    let _ffmpeg = publish(&origin.rtmp_url("live/x"), Source::default(), None);
+    assert!(wait_live(&origin, "live/x", Duration::from_secs(15)));
+    assert!(
+        wait_until(Duration::from_secs(10), || push_to(&origin, "x", silent_addr.port())
+            .is_some_and(|p| p["last_error"].as_str().is_some_and(|e| e.contains("timeout")))),
+        "{:?}",
+        push_to(&origin, "x", silent_addr.port())
+    );
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(t0.elapsed()));
+    // backoff 1, 2, 4, 8 s (±20 %): about 4 attempts in 10 s, never one a second
+    let n = accepts.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=6).contains(&n), "{n} connections in {:?}", t0.elapsed());
+    let p = push_to(&origin, "x", closer_addr.port()).unwrap();
+    assert_eq!(p["state"], "waiting", "{p}");
+    // the publisher never noticed: the origin serves it
+    let (video, _, _) = read_back(&origin.http_url("/live/x.flv"), "relay-origin-ok");
+    assert!(video >= 30);
+    drop(silent);
+}
+
+#[test]
+fn the_admin_api_adds_and_removes_pushes_and_refuses_bad_urls() {
+    let target = Gateway::in_process("");
+    let origin = Gateway::in_process(&origin_config(&[]));
+    let _ffmpeg = publish(&origin.rtmp_url("live/api"), Source::default(), None);
+    assert!(wait_live(&origin, "live/api", Duration::from_secs(15)));
+    let enc = |u: &str| u.replace(':', "%3A").replace('/', "%2F").replace('{', "%7B").replace('}', "%7D");
+    let url = format!("rtmp://{}/live/{{stream}}-copy", target.rtmp);
+    let path = format!("/api/streams/live/api/pushes?url={}", enc(&url));
+    assert_eq!(admin(&origin, "POST", &path, None).0, 401);
+    assert_eq!(admin(&origin, "POST", &path, Some("wrong-token-wrong-token")).0, 401);
+    for (bad, why) in [
+        ("http://h/live/s", "scheme"),
+        ("rtmp://h:99999/live/s", "port"),
+        ("rtmp://h/live", "path"),
+        ("rtmp:///live/s", "host"),
+    ] {
+        let (status, body) =
+            admin(&origin, "POST", &format!("/api/streams/live/api/pushes?url={}", enc(bad)), Some(TOKEN));
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains(why), "{bad}: {body}");
+    }
+    assert_eq!(
+        admin(&origin, "POST", "/api/streams/live/nothere/pushes?url=rtmp%3A%2F%2Fh%2Fa%2Fb", Some(TOKEN)).0,
+        404
+    );
+    let (status, body) = admin(&origin, "POST", &path, Some(TOKEN));
+    assert_eq!(status, 201, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(created["source"], "api");
+    let id = created["id"].as_u64().unwrap();
+    assert!(wait_live(&target, "live/api-copy", Duration::from_secs(15)), "the API push did not go live");
+    assert_plays(&target.http_url("/live/api-copy.flv"), "relay-api");
+    // the key in the URL is masked in what the API shows
+    assert!(created["url"].as_str().unwrap().ends_with("/live/ap****"), "{created}");
+    assert_eq!(admin(&origin, "DELETE", &format!("/api/streams/live/api/pushes/{id}"), None).0, 401);
+    assert_eq!(admin(&origin, "DELETE", &format!("/api/streams/live/api/pushes/{id}"), Some(TOKEN)).0, 200);
+    assert!(wait_until(Duration::from_secs(10), || pushes(&origin, "api").is_empty()), "{:?}", pushes(&origin, "api"));
+    assert_eq!(admin(&origin, "DELETE", &format!("/api/streams/live/api/pushes/{id}"), Some(TOKEN)).0, 404);
+    // the target's stream ends once the push is gone (its own grace applies)
+    assert!(wait_until(Duration::from_secs(20), || http_get(target.http, "/api/streams/live/api-copy").status == 404));
+}
