@@ -1,8 +1,9 @@
 //! Memory and resource bounds under attack, measured on the real binary (VmHWM, open
 //! files, CPU ticks; every gateway runs under a 2 GiB address-space limit): unfinished
-//! RTMP messages, pinned buffers, AMF0 amplification, empty NAL units, frozen timestamps,
-//! tiny segments, held playlists, idle sockets. Each test also checks that a normal
-//! stream still plays after the attack.
+//! RTMP messages, pinned buffers, frames sliced out of multitrack messages and ModEx
+//! chains, AMF0 amplification, empty NAL units, codec configurations and metadata, frozen
+//! timestamps, tiny segments, held playlists, idle sockets. Each memory test also checks
+//! that a normal stream still plays after the attack.
 
 mod common;
 
@@ -300,6 +301,172 @@ fn metadata_without_any_codec_configuration_is_not_hoarded() {
         }
         std::thread::sleep(Duration::from_millis(500));
         assert!(stat(gw, "bytes_in", "meta") > 800_000_000, "the metadata reached the stream");
+        c.unpublish();
+    });
+}
+
+/// An Enhanced RTMP audio multitrack message (ManyTracks, CodedFrames, `mp4a`): track `i`
+/// carries `sizes[i]` bytes of AAC.
+fn audio_multitrack_message(sizes: &[usize]) -> Vec<u8> {
+    let mut msg = vec![0x95, 0x11]; // ExAudioTagHeader, Multitrack; ManyTracks, CodedFrames
+    msg.extend_from_slice(b"mp4a");
+    for (track, &size) in sizes.iter().enumerate() {
+        msg.push(track as u8);
+        msg.extend_from_slice(&(size as u32).to_be_bytes()[1..]);
+        msg.resize(msg.len() + size, 0x21);
+    }
+    msg
+}
+
+#[test]
+fn small_track_frames_do_not_pin_their_multitrack_messages() {
+    // 300 audio multitrack messages of 8 MiB, each a 20-byte AAC frame on track 0 and 8 MiB
+    // on track 1 (no configuration: dropped). A frame sliced out of its message kept the
+    // 8 MiB alive in the ring and the GOP cache, which counted 20 bytes: 300 × 8 MiB, an
+    // abort under the 2 GiB limit after ~250 messages. Each frame is now copied out.
+    let mut gw = Gateway::start();
+    let bound = 32 * MIB + 16 * MIB + 2 * 8 * MIB; // ring_bytes + GOP max_bytes + two messages in flight
+    assert_bounded(&mut gw, "multitrack slices", bound, 32 * MIB, |gw| {
+        let mut c = Rtmp::publish(gw.rtmp, "live", "mtpin").expect("publish");
+        c.s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        let audio_config = source().configs.iter().find(|t| t.kind == 8).unwrap().clone();
+        c.send_tag(&audio_config).unwrap();
+        c.set_chunk_size(1 << 20);
+        let msg = audio_multitrack_message(&[20, 8 * 1024 * 1024 - 64 - 6 - 2 * 4 - 20]);
+        for i in 0..300u32 {
+            c.message(4, 8, 1, i * 23, &msg).expect("multitrack message");
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || stat(gw, "bytes_in", "mtpin") > 2_500_000_000),
+            "the messages reached the stream"
+        );
+        c.unpublish();
+    });
+}
+
+#[test]
+fn small_frames_do_not_pin_their_modex_chains() {
+    // 2,100 audio messages of 512 KiB: a ModEx chain of 8 entries of 64 KiB, then a 20-byte
+    // AAC frame. Sliced out of its message, each frame kept the chain alive in the ring
+    // (2,048 events × 512 KiB: +1 GiB). Each frame is now copied out.
+    let mut gw = Gateway::start();
+    let bound = 32 * MIB + 16 * MIB + 2 * 8 * MIB; // ring_bytes + GOP max_bytes + two messages in flight
+    assert_bounded(&mut gw, "ModEx slices", bound, 32 * MIB, |gw| {
+        let mut c = Rtmp::publish(gw.rtmp, "live", "modexpin").expect("publish");
+        c.s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        let audio_config = source().configs.iter().find(|t| t.kind == 8).unwrap().clone();
+        c.send_tag(&audio_config).unwrap();
+        c.set_chunk_size(1 << 20);
+        let mut msg = vec![0x97]; // ExAudioTagHeader, ModEx
+        for i in 0..8 {
+            msg.extend_from_slice(&[0xFF, 0xFF, 0xFF]); // 65,536 bytes of ModEx data
+            msg.resize(msg.len() + 65_536, 0);
+            msg.push(if i < 7 { 0x07 } else { 0x01 }); // TimestampOffsetNano; then ModEx, or CodedFrames
+        }
+        msg.extend_from_slice(b"mp4a");
+        msg.extend_from_slice(&[0x21; 20]);
+        for i in 0..2100u32 {
+            c.message(4, 8, 1, i * 23, &msg).expect("ModEx message");
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || stat(gw, "bytes_in", "modexpin") > 2100 * 524_288),
+            "the messages reached the stream"
+        );
+        c.unpublish();
+    });
+}
+
+/// The `hvcC` ffmpeg 9 (libx265) sent for fixtures/ertmp/hevc_opus.flv.
+fn hvcc_fixture() -> Vec<u8> {
+    let file = std::fs::read(format!("{}/fixtures/ertmp/hevc_opus.flv", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let tags = parse_flv(&file);
+    let start = tags.iter().find(|t| t.kind == 9 && t.body.starts_with(b"\x90hvc1")).expect("an hvc1 sequence start");
+    start.body[5..].to_vec()
+}
+
+#[test]
+fn hevc_configurations_of_millions_of_empty_nal_units_are_refused() {
+    // 30 `hvc1` sequence starts of 8 MiB, each the fixture's hvcC followed by PPS arrays of
+    // ~4 M empty NAL unit entries in all (each one a different count), and a keyframe after
+    // each. Parsed, each kept ~145 MiB (a list entry per empty NAL unit) in a configuration
+    // event the ring counted as 64 bytes: an abort after 14. An hvcC is now refused past 256
+    // NAL units.
+    let mut gw = Gateway::start();
+    let bound = 32 * MIB + 16 * MIB + 2 * 8 * MIB; // ring_bytes + GOP max_bytes + two messages in flight
+    assert_bounded(&mut gw, "hvcC NAL units", bound, 32 * MIB, |gw| {
+        let mut c = Rtmp::publish(gw.rtmp, "live", "hvcc").expect("publish");
+        c.s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.set_chunk_size(1 << 20);
+        let record = hvcc_fixture();
+        let max = 8 * 1024 * 1024 - 64;
+        let mut keyframe = b"\x93hvc1".to_vec(); // CodedFramesX, keyframe
+        keyframe.extend_from_slice(&[0, 0, 0, 3, 0x26, 0x01, 0xAF]);
+        for i in 0..30u32 {
+            let mut body = b"\x90hvc1".to_vec(); // SequenceStart
+            body.extend_from_slice(&record);
+            let mut arrays = 0;
+            while body.len() + 3 + 2 <= max && arrays < 200 {
+                let entries = ((max - body.len() - 3) / 2).min(65_535 - i as usize);
+                body.push(34); // PPS
+                body.extend_from_slice(&(entries as u16).to_be_bytes());
+                body.resize(body.len() + 2 * entries, 0);
+                arrays += 1;
+            }
+            body[5 + 22] += arrays; // numOfArrays
+            c.message(6, 9, 1, i * 40, &body).expect("sequence start");
+            c.message(6, 9, 1, i * 40, &keyframe).expect("keyframe");
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || stat(gw, "bytes_in", "hvcc") > 30 * 8_000_000),
+            "the messages reached the stream"
+        );
+        assert!(gw.wait_log("hvcC has more than 256 NAL units", Duration::from_secs(10)), "the refusal is logged");
+        c.unpublish();
+    });
+}
+
+#[test]
+fn codec_configurations_and_video_metadata_weigh_what_they_hold() {
+    // One stream: 150 AAC sequence headers of 8 MiB (each different) with an AAC frame after
+    // each, then 150 Enhanced RTMP video Metadata messages of 8 MiB with a video frame after
+    // each. Each change is a configuration event in the ring, which counted it as 64 bytes
+    // whatever it held: 300 × 8 MiB, an abort after ~240. Configurations and metadata now
+    // weigh their decoded size.
+    let mut gw = Gateway::start();
+    // ring_bytes + GOP max_bytes + two messages in flight + the configuration in use (held
+    // by the demuxer, the stream and HLS) + the initialization segments HLS keeps (4 × 8 MiB)
+    // and the one it is building
+    let bound = 32 * MIB + 16 * MIB + 2 * 8 * MIB + 8 * MIB + 4 * 8 * MIB + 16 * MIB;
+    assert_bounded(&mut gw, "configurations", bound, 32 * MIB, |gw| {
+        let mut c = Rtmp::publish(gw.rtmp, "live", "configs").expect("publish");
+        c.s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.send_configs(0);
+        let first = frames_from(0).next().unwrap();
+        c.send_tag(&first).unwrap();
+        c.set_chunk_size(1 << 20);
+        let max = 8 * 1024 * 1024 - 64;
+        let mut ts = 40;
+        for i in 0..150u32 {
+            let mut aac = vec![0xAF, 0x00, 0x12, 0x10]; // AAC sequence header: LC, 44.1 kHz, stereo
+            aac.resize(max, 0);
+            aac[4..8].copy_from_slice(&i.to_be_bytes());
+            c.message(4, 8, 1, ts, &aac).expect("AAC sequence header");
+            c.message(4, 8, 1, ts, &[0xAF, 0x01, 0x21, 0x10, 0x04]).expect("AAC frame");
+            ts += 23;
+        }
+        for i in 0..150u32 {
+            let mut meta = b"\x94avc1".to_vec(); // Enhanced RTMP video Metadata
+            meta.extend(amf_str("colorInfo"));
+            meta.resize(max, 0);
+            meta[20..24].copy_from_slice(&i.to_be_bytes());
+            c.message(6, 9, 1, ts, &meta).expect("video metadata");
+            c.send_tag(&Tag { kind: 9, ts, body: tiny_video(false) }).expect("video frame");
+            ts += 40;
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || stat(gw, "bytes_in", "configs") > 300 * 8_000_000),
+            "the messages reached the stream"
+        );
         c.unpublish();
     });
 }
