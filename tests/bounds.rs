@@ -2,8 +2,8 @@
 //! files, CPU ticks; every gateway runs under a 2 GiB address-space limit): unfinished
 //! RTMP messages, pinned buffers, frames sliced out of multitrack messages and ModEx
 //! chains, AMF0 amplification, empty NAL units, codec configurations and metadata, frozen
-//! timestamps, tiny segments, held playlists, idle sockets. Each memory test also checks
-//! that a normal stream still plays after the attack.
+//! timestamps, tiny segments, held playlists, idle sockets; the CPU of demuxing multitrack
+//! messages. Each memory test also checks that a normal stream still plays after the attack.
 
 mod common;
 
@@ -469,4 +469,103 @@ fn codec_configurations_and_video_metadata_weigh_what_they_hold() {
         );
         c.unpublish();
     });
+}
+
+/// A video multitrack message (ManyTracks, CodedFrames, `avc1`) of `tracks` tracks, each a
+/// `size`-byte inter frame.
+fn video_multitrack_message(tracks: u8, size: usize) -> Vec<u8> {
+    let mut msg = vec![0xA6, 0x11]; // ExVideoTagHeader (inter frame), Multitrack; ManyTracks, CodedFrames
+    msg.extend_from_slice(b"avc1");
+    for t in 0..tracks {
+        msg.push(t);
+        msg.extend_from_slice(&(size as u32).to_be_bytes()[1..]);
+        let nal = size - 3 - 4;
+        msg.extend_from_slice(&[0, 0, 0]); // composition time
+        msg.extend_from_slice(&(nal as u32).to_be_bytes());
+        msg.push(0x41);
+        msg.resize(msg.len() + nal - 1, 0x5A);
+    }
+    msg
+}
+
+/// Server CPU ticks taken by publishing `rounds` × `messages` (a round per 20 ms of media)
+/// on `key` after `start` (tag type, body) and a keyframe, once the server has read them all
+/// and gone quiet.
+fn publish_cpu(gw: &Gateway, key: &str, start: &[(u8, Vec<u8>)], messages: &[(u8, Vec<u8>)], rounds: u32) -> u64 {
+    let (app, name) = key.split_once('/').unwrap();
+    let mut c = Rtmp::publish(gw.rtmp, app, name).expect("publish");
+    c.s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    for (kind, body) in start {
+        c.send_tag(&Tag { kind: *kind, ts: 0, body: body.clone() }).unwrap();
+    }
+    c.send_tag(&frames_from(0).next().unwrap()).unwrap();
+    c.set_chunk_size(1 << 20);
+    // (at most 10 s: the server is idle but for what it was sent)
+    let settle = |gw: &Gateway| {
+        let mut last = cpu_ticks(gw.pid());
+        for _ in 0..30 {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = cpu_ticks(gw.pid());
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        last
+    };
+    let before = settle(gw);
+    let mut sent = 0;
+    for r in 0..rounds {
+        for (kind, body) in messages {
+            c.message(if *kind == 8 { 4 } else { 6 }, *kind, 1, 40 + r * 20, body).expect("send");
+            sent += body.len() as u64;
+        }
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || stat(gw, "bytes_in", name) > sent),
+        "the messages reached the stream"
+    );
+    let ticks = settle(gw) - before;
+    c.unpublish();
+    ticks
+}
+
+#[test]
+fn a_multitrack_message_is_demuxed_once_for_all_its_track_streams() {
+    // A publish of 64-track video messages and 63-track audio messages (every track a small
+    // frame) starts 7 video and 7 audio track streams. Each track stream demuxed every
+    // message again: 15 passes over 64 entries. Only video track 0 and audio track 63 (in
+    // no message after its sequence start) are configured, so every stream but the
+    // publish's own drops what it gets, and what is compared is demuxing: server CPU time
+    // (not wall time) against the same number of messages of the same sizes sent as
+    // single-track frames (with no audio configuration), with a wide margin.
+    let gw = Gateway::start();
+    let video = video_multitrack_message(64, 64);
+    let audio = audio_multitrack_message(&[64; 63]);
+    let video_config = source().configs.iter().find(|t| t.kind == 9).unwrap().body.clone();
+    // a OneTrack AAC sequence start for audio track 63
+    let audio_config = b"\x95\x00mp4a\x3f\x12\x10".to_vec();
+    let mut plain_video = vec![0x27, 1, 0, 0, 0];
+    plain_video.extend_from_slice(&((video.len() - 9) as u32).to_be_bytes());
+    plain_video.push(0x41);
+    plain_video.resize(video.len(), 0x5A);
+    let mut plain_audio = vec![0xAF, 0x01];
+    plain_audio.resize(audio.len(), 0x21);
+    let rounds = 30_000;
+    let plain =
+        publish_cpu(&gw, "live/plain", &[(9, video_config.clone())], &[(9, plain_video), (8, plain_audio)], rounds);
+    let multi =
+        publish_cpu(&gw, "live/multi", &[(9, video_config), (8, audio_config)], &[(9, video), (8, audio)], rounds);
+    let tracks = |key: &str| {
+        let v: serde_json::Value =
+            serde_json::from_slice(&http_get(gw.http, &format!("/api/streams/{key}")).body).unwrap_or_default();
+        (v["tracks"].as_array().map_or(0, Vec::len), v["audio_tracks"].as_array().map_or(0, Vec::len))
+    };
+    println!(
+        "{rounds} × (video + audio) messages of ~4.5 KB: server CPU {plain} ticks as single-track frames, {multi} ticks \
+         as 64-track messages; track streams {:?}",
+        tracks("live/multi")
+    );
+    assert_eq!(tracks("live/multi"), (7, 7), "the multitrack publish serves 7 + 7 track streams");
+    assert!(multi < 10 * plain + 100, "64-track messages took {multi} ticks, single-track ones {plain}");
 }
