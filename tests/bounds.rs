@@ -1,8 +1,9 @@
 //! Memory and resource bounds under attack, measured on the real binary (VmHWM, open
 //! files, CPU ticks; every gateway runs under a 2 GiB address-space limit): unfinished
-//! RTMP messages, pinned buffers, AMF0 amplification, empty NAL units, frozen timestamps,
-//! tiny segments, held playlists, idle sockets. Each test also checks that a normal
-//! stream still plays after the attack.
+//! RTMP messages, pinned buffers, frames sliced out of multitrack messages and ModEx
+//! chains, AMF0 amplification, empty NAL units, codec configurations and metadata, frozen
+//! timestamps, tiny segments, held playlists, idle sockets; the CPU of demuxing multitrack
+//! messages. Each memory test also checks that a normal stream still plays after the attack.
 
 mod common;
 
@@ -302,4 +303,269 @@ fn metadata_without_any_codec_configuration_is_not_hoarded() {
         assert!(stat(gw, "bytes_in", "meta") > 800_000_000, "the metadata reached the stream");
         c.unpublish();
     });
+}
+
+/// An Enhanced RTMP audio multitrack message (ManyTracks, CodedFrames, `mp4a`): track `i`
+/// carries `sizes[i]` bytes of AAC.
+fn audio_multitrack_message(sizes: &[usize]) -> Vec<u8> {
+    let mut msg = vec![0x95, 0x11]; // ExAudioTagHeader, Multitrack; ManyTracks, CodedFrames
+    msg.extend_from_slice(b"mp4a");
+    for (track, &size) in sizes.iter().enumerate() {
+        msg.push(track as u8);
+        msg.extend_from_slice(&(size as u32).to_be_bytes()[1..]);
+        msg.resize(msg.len() + size, 0x21);
+    }
+    msg
+}
+
+#[test]
+fn small_track_frames_do_not_pin_their_multitrack_messages() {
+    // 300 audio multitrack messages of 8 MiB, each a 20-byte AAC frame on track 0 and 8 MiB
+    // on track 1 (no configuration: dropped). A frame sliced out of its message kept the
+    // 8 MiB alive in the ring and the GOP cache, which counted 20 bytes: 300 × 8 MiB, an
+    // abort under the 2 GiB limit after ~250 messages. Each frame is now copied out.
+    let mut gw = Gateway::start();
+    let bound = 32 * MIB + 16 * MIB + 2 * 8 * MIB; // ring_bytes + GOP max_bytes + two messages in flight
+    assert_bounded(&mut gw, "multitrack slices", bound, 32 * MIB, |gw| {
+        let mut c = Rtmp::publish(gw.rtmp, "live", "mtpin").expect("publish");
+        c.s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        let audio_config = source().configs.iter().find(|t| t.kind == 8).unwrap().clone();
+        c.send_tag(&audio_config).unwrap();
+        c.set_chunk_size(1 << 20);
+        let msg = audio_multitrack_message(&[20, 8 * 1024 * 1024 - 64 - 6 - 2 * 4 - 20]);
+        for i in 0..300u32 {
+            c.message(4, 8, 1, i * 23, &msg).expect("multitrack message");
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || stat(gw, "bytes_in", "mtpin") > 2_500_000_000),
+            "the messages reached the stream"
+        );
+        c.unpublish();
+    });
+}
+
+#[test]
+fn small_frames_do_not_pin_their_modex_chains() {
+    // 2,100 audio messages of 512 KiB: a ModEx chain of 8 entries of 64 KiB, then a 20-byte
+    // AAC frame. Sliced out of its message, each frame kept the chain alive in the ring
+    // (2,048 events × 512 KiB: +1 GiB). Each frame is now copied out.
+    let mut gw = Gateway::start();
+    let bound = 32 * MIB + 16 * MIB + 2 * 8 * MIB; // ring_bytes + GOP max_bytes + two messages in flight
+    assert_bounded(&mut gw, "ModEx slices", bound, 32 * MIB, |gw| {
+        let mut c = Rtmp::publish(gw.rtmp, "live", "modexpin").expect("publish");
+        c.s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        let audio_config = source().configs.iter().find(|t| t.kind == 8).unwrap().clone();
+        c.send_tag(&audio_config).unwrap();
+        c.set_chunk_size(1 << 20);
+        let mut msg = vec![0x97]; // ExAudioTagHeader, ModEx
+        for i in 0..8 {
+            msg.extend_from_slice(&[0xFF, 0xFF, 0xFF]); // 65,536 bytes of ModEx data
+            msg.resize(msg.len() + 65_536, 0);
+            msg.push(if i < 7 { 0x07 } else { 0x01 }); // TimestampOffsetNano; then ModEx, or CodedFrames
+        }
+        msg.extend_from_slice(b"mp4a");
+        msg.extend_from_slice(&[0x21; 20]);
+        for i in 0..2100u32 {
+            c.message(4, 8, 1, i * 23, &msg).expect("ModEx message");
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || stat(gw, "bytes_in", "modexpin") > 2100 * 524_288),
+            "the messages reached the stream"
+        );
+        c.unpublish();
+    });
+}
+
+/// The `hvcC` ffmpeg 9 (libx265) sent for fixtures/ertmp/hevc_opus.flv.
+fn hvcc_fixture() -> Vec<u8> {
+    let file = std::fs::read(format!("{}/fixtures/ertmp/hevc_opus.flv", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let tags = parse_flv(&file);
+    let start = tags.iter().find(|t| t.kind == 9 && t.body.starts_with(b"\x90hvc1")).expect("an hvc1 sequence start");
+    start.body[5..].to_vec()
+}
+
+#[test]
+fn hevc_configurations_of_millions_of_empty_nal_units_are_refused() {
+    // 30 `hvc1` sequence starts of 8 MiB, each the fixture's hvcC followed by PPS arrays of
+    // ~4 M empty NAL unit entries in all (each one a different count), and a keyframe after
+    // each. Parsed, each kept ~145 MiB (a list entry per empty NAL unit) in a configuration
+    // event the ring counted as 64 bytes: an abort after 14. An hvcC is now refused past 256
+    // NAL units.
+    let mut gw = Gateway::start();
+    let bound = 32 * MIB + 16 * MIB + 2 * 8 * MIB; // ring_bytes + GOP max_bytes + two messages in flight
+    assert_bounded(&mut gw, "hvcC NAL units", bound, 32 * MIB, |gw| {
+        let mut c = Rtmp::publish(gw.rtmp, "live", "hvcc").expect("publish");
+        c.s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.set_chunk_size(1 << 20);
+        let record = hvcc_fixture();
+        let max = 8 * 1024 * 1024 - 64;
+        let mut keyframe = b"\x93hvc1".to_vec(); // CodedFramesX, keyframe
+        keyframe.extend_from_slice(&[0, 0, 0, 3, 0x26, 0x01, 0xAF]);
+        for i in 0..30u32 {
+            let mut body = b"\x90hvc1".to_vec(); // SequenceStart
+            body.extend_from_slice(&record);
+            let mut arrays = 0;
+            while body.len() + 3 + 2 <= max && arrays < 200 {
+                let entries = ((max - body.len() - 3) / 2).min(65_535 - i as usize);
+                body.push(34); // PPS
+                body.extend_from_slice(&(entries as u16).to_be_bytes());
+                body.resize(body.len() + 2 * entries, 0);
+                arrays += 1;
+            }
+            body[5 + 22] += arrays; // numOfArrays
+            c.message(6, 9, 1, i * 40, &body).expect("sequence start");
+            c.message(6, 9, 1, i * 40, &keyframe).expect("keyframe");
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || stat(gw, "bytes_in", "hvcc") > 30 * 8_000_000),
+            "the messages reached the stream"
+        );
+        assert!(gw.wait_log("hvcC has more than 256 NAL units", Duration::from_secs(10)), "the refusal is logged");
+        c.unpublish();
+    });
+}
+
+#[test]
+fn codec_configurations_and_video_metadata_weigh_what_they_hold() {
+    // One stream: 150 AAC sequence headers of 8 MiB (each different) with an AAC frame after
+    // each, then 150 Enhanced RTMP video Metadata messages of 8 MiB with a video frame after
+    // each. Each change is a configuration event in the ring, which counted it as 64 bytes
+    // whatever it held: 300 × 8 MiB, an abort after ~240. Configurations and metadata now
+    // weigh their decoded size.
+    let mut gw = Gateway::start();
+    // ring_bytes + GOP max_bytes + two messages in flight + the configuration in use (held
+    // by the demuxer, the stream and HLS) + the initialization segments HLS keeps (4 × 8 MiB)
+    // and the one it is building
+    let bound = 32 * MIB + 16 * MIB + 2 * 8 * MIB + 8 * MIB + 4 * 8 * MIB + 16 * MIB;
+    assert_bounded(&mut gw, "configurations", bound, 32 * MIB, |gw| {
+        let mut c = Rtmp::publish(gw.rtmp, "live", "configs").expect("publish");
+        c.s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.send_configs(0);
+        let first = frames_from(0).next().unwrap();
+        c.send_tag(&first).unwrap();
+        c.set_chunk_size(1 << 20);
+        let max = 8 * 1024 * 1024 - 64;
+        let mut ts = 40;
+        for i in 0..150u32 {
+            let mut aac = vec![0xAF, 0x00, 0x12, 0x10]; // AAC sequence header: LC, 44.1 kHz, stereo
+            aac.resize(max, 0);
+            aac[4..8].copy_from_slice(&i.to_be_bytes());
+            c.message(4, 8, 1, ts, &aac).expect("AAC sequence header");
+            c.message(4, 8, 1, ts, &[0xAF, 0x01, 0x21, 0x10, 0x04]).expect("AAC frame");
+            ts += 23;
+        }
+        for i in 0..150u32 {
+            let mut meta = b"\x94avc1".to_vec(); // Enhanced RTMP video Metadata
+            meta.extend(amf_str("colorInfo"));
+            meta.resize(max, 0);
+            meta[20..24].copy_from_slice(&i.to_be_bytes());
+            c.message(6, 9, 1, ts, &meta).expect("video metadata");
+            c.send_tag(&Tag { kind: 9, ts, body: tiny_video(false) }).expect("video frame");
+            ts += 40;
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || stat(gw, "bytes_in", "configs") > 300 * 8_000_000),
+            "the messages reached the stream"
+        );
+        c.unpublish();
+    });
+}
+
+/// A video multitrack message (ManyTracks, CodedFrames, `avc1`) of `tracks` tracks, each a
+/// `size`-byte inter frame.
+fn video_multitrack_message(tracks: u8, size: usize) -> Vec<u8> {
+    let mut msg = vec![0xA6, 0x11]; // ExVideoTagHeader (inter frame), Multitrack; ManyTracks, CodedFrames
+    msg.extend_from_slice(b"avc1");
+    for t in 0..tracks {
+        msg.push(t);
+        msg.extend_from_slice(&(size as u32).to_be_bytes()[1..]);
+        let nal = size - 3 - 4;
+        msg.extend_from_slice(&[0, 0, 0]); // composition time
+        msg.extend_from_slice(&(nal as u32).to_be_bytes());
+        msg.push(0x41);
+        msg.resize(msg.len() + nal - 1, 0x5A);
+    }
+    msg
+}
+
+/// Server CPU ticks taken by publishing `rounds` × `messages` (a round per 20 ms of media)
+/// on `key` after `start` (tag type, body) and a keyframe, once the server has read them all
+/// and gone quiet.
+fn publish_cpu(gw: &Gateway, key: &str, start: &[(u8, Vec<u8>)], messages: &[(u8, Vec<u8>)], rounds: u32) -> u64 {
+    let (app, name) = key.split_once('/').unwrap();
+    let mut c = Rtmp::publish(gw.rtmp, app, name).expect("publish");
+    c.s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    for (kind, body) in start {
+        c.send_tag(&Tag { kind: *kind, ts: 0, body: body.clone() }).unwrap();
+    }
+    c.send_tag(&frames_from(0).next().unwrap()).unwrap();
+    c.set_chunk_size(1 << 20);
+    // (at most 10 s: the server is idle but for what it was sent)
+    let settle = |gw: &Gateway| {
+        let mut last = cpu_ticks(gw.pid());
+        for _ in 0..30 {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = cpu_ticks(gw.pid());
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        last
+    };
+    let before = settle(gw);
+    let mut sent = 0;
+    for r in 0..rounds {
+        for (kind, body) in messages {
+            c.message(if *kind == 8 { 4 } else { 6 }, *kind, 1, 40 + r * 20, body).expect("send");
+            sent += body.len() as u64;
+        }
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || stat(gw, "bytes_in", name) > sent),
+        "the messages reached the stream"
+    );
+    let ticks = settle(gw) - before;
+    c.unpublish();
+    ticks
+}
+
+#[test]
+fn a_multitrack_message_is_demuxed_once_for_all_its_track_streams() {
+    // A publish of 64-track video messages and 63-track audio messages (every track a small
+    // frame) starts 7 video and 7 audio track streams. Each track stream demuxed every
+    // message again: 15 passes over 64 entries. Only video track 0 and audio track 63 (in
+    // no message after its sequence start) are configured, so every stream but the
+    // publish's own drops what it gets, and what is compared is demuxing: server CPU time
+    // (not wall time) against the same number of messages of the same sizes sent as
+    // single-track frames (with no audio configuration), with a wide margin.
+    let gw = Gateway::start();
+    let video = video_multitrack_message(64, 64);
+    let audio = audio_multitrack_message(&[64; 63]);
+    let video_config = source().configs.iter().find(|t| t.kind == 9).unwrap().body.clone();
+    // a OneTrack AAC sequence start for audio track 63
+    let audio_config = b"\x95\x00mp4a\x3f\x12\x10".to_vec();
+    let mut plain_video = vec![0x27, 1, 0, 0, 0];
+    plain_video.extend_from_slice(&((video.len() - 9) as u32).to_be_bytes());
+    plain_video.push(0x41);
+    plain_video.resize(video.len(), 0x5A);
+    let mut plain_audio = vec![0xAF, 0x01];
+    plain_audio.resize(audio.len(), 0x21);
+    let rounds = 30_000;
+    let plain =
+        publish_cpu(&gw, "live/plain", &[(9, video_config.clone())], &[(9, plain_video), (8, plain_audio)], rounds);
+    let multi =
+        publish_cpu(&gw, "live/multi", &[(9, video_config), (8, audio_config)], &[(9, video), (8, audio)], rounds);
+    let tracks = |key: &str| {
+        let v: serde_json::Value =
+            serde_json::from_slice(&http_get(gw.http, &format!("/api/streams/{key}")).body).unwrap_or_default();
+        (v["tracks"].as_array().map_or(0, Vec::len), v["audio_tracks"].as_array().map_or(0, Vec::len))
+    };
+    println!(
+        "{rounds} × (video + audio) messages of ~4.5 KB: server CPU {plain} ticks as single-track frames, {multi} ticks \
+         as 64-track messages; track streams {:?}",
+        tracks("live/multi")
+    );
+    assert_eq!(tracks("live/multi"), (7, 7), "the multitrack publish serves 7 + 7 track streams");
+    assert!(multi < 10 * plain + 100, "64-track messages took {multi} ticks, single-track ones {plain}");
 }

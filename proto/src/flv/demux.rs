@@ -75,6 +75,13 @@ pub type TrackDemuxed = (u8, Demuxed);
 pub const MAX_MODEX: usize = 8;
 /// Tracks one multitrack message may carry (the id is a byte, so 256 at most anyway).
 pub const MAX_TRACKS_PER_MESSAGE: usize = 64;
+/// Bytes of its message a track's payload may leave unused and still share the message's
+/// allocation (a tag header, a short ModEx entry, a OneTrack header). A payload that leaves
+/// more (a track of a multitrack message, a frame behind a long ModEx chain) is copied out:
+/// a frame or configuration never keeps alive more than its own size and this, whatever
+/// the message around it held, so the byte bounds that count payloads (ring, GOP cache,
+/// HLS) are true.
+pub const MAX_SHARED_OVERHEAD: usize = 64;
 
 const CODEC_AVC: u8 = 7;
 const CODEC_HEVC_LEGACY: u8 = 12;
@@ -100,6 +107,16 @@ const FRAME_TYPE_COMMAND: u8 = 5;
 
 const MULTITRACK_ONE_TRACK: u8 = 0;
 const MULTITRACK_MANY_CODECS: u8 = 2;
+
+/// `body[range]` as a payload of its own: a slice of `body` when it is nearly all of it,
+/// otherwise a copy (see [`MAX_SHARED_OVERHEAD`]).
+fn payload(body: &Bytes, range: std::ops::Range<usize>) -> Bytes {
+    if body.len() - range.len() <= MAX_SHARED_OVERHEAD {
+        body.slice(range)
+    } else {
+        Bytes::copy_from_slice(&body[range])
+    }
+}
 
 fn take<'a>(body: &'a [u8], pos: &mut usize, n: usize, kind: &'static str) -> Result<&'a [u8], FlvError> {
     let s = body.get(*pos..*pos + n).ok_or(FlvError::Truncated { kind, len: body.len() })?;
@@ -137,7 +154,7 @@ fn tracks(
 ) -> Result<(), FlvError> {
     if !multitrack {
         let fourcc = take(body, &mut pos, 4, kind)?;
-        return each(0, fourcc, body.slice(pos..), packet_type);
+        return each(0, fourcc, payload(body, pos..body.len()), packet_type);
     }
     let b = take(body, &mut pos, 1, kind)?[0];
     let (mt_type, ptype) = (b >> 4, b & 0x0f);
@@ -159,12 +176,12 @@ fn tracks(
         }
         let track = take(body, &mut pos, 1, kind)?[0];
         if mt_type == MULTITRACK_ONE_TRACK {
-            return each(track, &fourcc, body.slice(pos..), ptype);
+            return each(track, &fourcc, payload(body, pos..body.len()), ptype);
         }
         let s = take(body, &mut pos, 3, kind)?;
         let size = (usize::from(s[0]) << 16) | (usize::from(s[1]) << 8) | usize::from(s[2]);
         take(body, &mut pos, size, kind)?;
-        each(track, &fourcc, body.slice(pos - size..pos), ptype)?;
+        each(track, &fourcc, payload(body, pos - size..pos), ptype)?;
     }
     Ok(())
 }

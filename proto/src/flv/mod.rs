@@ -15,7 +15,8 @@ mod stream;
 mod writer;
 
 pub use demux::{
-    demux_audio, demux_video, is_multitrack, Demuxed, FlvError, TrackDemuxed, MAX_MODEX, MAX_TRACKS_PER_MESSAGE,
+    demux_audio, demux_video, is_multitrack, Demuxed, FlvError, TrackDemuxed, MAX_MODEX, MAX_SHARED_OVERHEAD,
+    MAX_TRACKS_PER_MESSAGE,
 };
 pub use labels::{audio_track_labels, TrackLabel};
 pub use mux::{

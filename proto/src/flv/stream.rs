@@ -64,12 +64,13 @@ impl TagDemuxer {
         Self::default()
     }
 
-    /// A demuxer that serves video track `video` of a multitrack publish (and the first
-    /// audio track), starting from the audio configuration already seen.
-    pub fn for_track(video: u8, audio: Option<Arc<AudioConfig>>) -> Self {
-        let mut d = Self { served: [Some(video), None], ..Self::default() };
-        if audio.is_some() {
-            d.config.audio = audio;
+    /// A demuxer that serves video track `video` of a multitrack publish and the audio
+    /// track `publish` serves (the first with a sequence start), starting from the audio
+    /// configuration already seen.
+    pub fn for_track(video: u8, publish: &TagDemuxer) -> Self {
+        let mut d = Self { served: [Some(video), publish.served[1]], ..Self::default() };
+        if let Some(audio) = &publish.config.audio {
+            d.config.audio = Some(audio.clone());
             d.config_dirty = true;
         }
         d
@@ -95,31 +96,61 @@ impl TagDemuxer {
         out: &mut Vec<Event>,
         notes: &mut Vec<Note>,
     ) -> Result<(), FlvError> {
-        let ts = self.clock.unwrap(timestamp);
         let mut items = std::mem::take(&mut self.scratch);
         items.clear();
-        let r = match kind {
-            MediaKind::Video => demux_video(ts, body, &mut items),
-            MediaKind::Audio => demux_audio(ts, body, &mut items),
-        };
+        let r = self.demux(kind, timestamp, body, &mut items);
         if r.is_ok() {
             for (track, item) in items.drain(..) {
-                self.item(kind, track, item, out, notes);
+                if self.takes(kind, track, &item, notes) {
+                    self.item(kind, item, out, notes);
+                }
             }
         }
+        items.clear();
         self.scratch = items;
         r
     }
 
-    fn item(&mut self, kind: MediaKind, track: u8, item: Demuxed, out: &mut Vec<Event>, notes: &mut Vec<Note>) {
+    /// The first half of [`Self::push`], for a multitrack publish whose tracks several
+    /// demuxers serve: unwraps the timestamp on this demuxer's clock and demuxes the body
+    /// once into `items`, one per track it carries. Each demuxer then takes its tracks with
+    /// [`Self::serve`] (this one first: it notes the tracks it does not serve).
+    pub fn demux(
+        &mut self,
+        kind: MediaKind,
+        timestamp: u32,
+        body: Bytes,
+        items: &mut Vec<TrackDemuxed>,
+    ) -> Result<(), FlvError> {
+        let ts = self.clock.unwrap(timestamp);
+        match kind {
+            MediaKind::Video => demux_video(ts, body, items),
+            MediaKind::Audio => demux_audio(ts, body, items),
+        }
+    }
+
+    /// The second half of [`Self::push`]: serves this demuxer's tracks of what
+    /// [`Self::demux`] gave (those of a message that demuxed whole), appending hub events to
+    /// `out` and notes to `notes`.
+    pub fn serve(&mut self, kind: MediaKind, items: &[TrackDemuxed], out: &mut Vec<Event>, notes: &mut Vec<Note>) {
+        for (track, item) in items {
+            if self.takes(kind, *track, item, notes) {
+                self.item(kind, item.clone(), out, notes);
+            }
+        }
+    }
+
+    /// Whether `item` of `track` is this demuxer's to serve; notes a multitrack publish's
+    /// other tracks (once each).
+    fn takes(&mut self, kind: MediaKind, track: u8, item: &Demuxed, notes: &mut Vec<Note>) -> bool {
         if matches!(item, Demuxed::Skip) || (self.no_video && kind == MediaKind::Video) {
-            return;
+            return false;
         }
         let k = usize::from(kind == MediaKind::Audio);
         let served = match self.served[k] {
             Some(t) => t,
             None if matches!(item, Demuxed::VideoConfig(_) | Demuxed::AudioConfig(_))
-                || matches!(&item, Demuxed::Audio(c, _) if c.self_describing()) =>
+                || matches!(item, Demuxed::Audio(c, _) if c.self_describing()) =>
             {
                 self.served[k] = Some(track);
                 track
@@ -132,8 +163,12 @@ impl TagDemuxer {
                 *bit |= 1 << (track % 64);
                 notes.push(Note::OtherTrack { kind, track });
             }
-            return;
+            return false;
         }
+        true
+    }
+
+    fn item(&mut self, kind: MediaKind, item: Demuxed, out: &mut Vec<Event>, notes: &mut Vec<Note>) {
         match item {
             Demuxed::VideoConfig(v) => {
                 if self.config.video.as_deref() == Some(&v) {
@@ -348,6 +383,41 @@ mod tests {
         let v = c.video.as_ref().unwrap();
         assert_eq!((v.codec_string().as_str(), v.width(), v.height()), ("vp09.00.10.08", 160, 120));
         assert!(c.video_metadata.as_ref().is_some_and(|m| m.windows(9).any(|w| w == b"colorInfo")));
+    }
+
+    #[test]
+    fn a_message_demuxed_once_serves_each_track_stream_its_tracks() {
+        let mut main = TagDemuxer::new();
+        let mut out = Vec::new();
+        push(&mut main, MediaKind::Video, 0, video_seq(), &mut out);
+        push(&mut main, MediaKind::Audio, 0, Bytes::from_static(&[0xaf, 0, 0x12, 0x10]), &mut out);
+        // video track 1's stream, started once the publish's audio track (0) is known
+        let mut track = TagDemuxer::for_track(1, &main);
+        // one audio message with AAC frames on tracks 0 and 1, demuxed once
+        let msg = Bytes::from_static(b"\x95\x11mp4a\x00\x00\x00\x02\x21\x00\x01\x00\x00\x02\x21\x01");
+        let mut items = Vec::new();
+        main.demux(MediaKind::Audio, 10, msg, &mut items).unwrap();
+        assert_eq!(items.len(), 2);
+        let (mut notes, mut main_out, mut track_out) = (Vec::new(), Vec::new(), Vec::new());
+        main.serve(MediaKind::Audio, &items, &mut main_out, &mut notes);
+        track.serve(MediaKind::Audio, &items, &mut track_out, &mut Vec::new());
+        assert_eq!(
+            notes,
+            vec![Note::OtherTrack { kind: MediaKind::Audio, track: 1 }],
+            "noted by the publish's demuxer"
+        );
+        let audio = |out: &[Event]| -> Vec<Vec<u8>> {
+            out.iter()
+                .filter_map(|e| match e {
+                    Event::Frame(Frame::Audio(a)) => Some(a.data.to_vec()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // both carry audio track 0 only (the track stream took any audio track before)
+        assert_eq!(audio(&main_out), vec![vec![0x21, 0x00]]);
+        assert_eq!(audio(&track_out), vec![vec![0x21, 0x00]]);
+        assert!(matches!(&track_out[0], Event::Config(c) if c.audio.is_some() && c.video.is_none()));
     }
 
     #[test]

@@ -154,6 +154,20 @@ impl VideoConfig {
         }
     }
 
+    /// Heap bytes the configuration keeps alive: its record (the parameter sets are slices
+    /// of it) and the lists of them. An event carrying it is weighed by this (see
+    /// `media::Event::weight`).
+    pub fn heap_size(&self) -> usize {
+        let lists =
+            |sets: &[&Vec<Bytes>]| sets.iter().map(|v| v.capacity() * std::mem::size_of::<Bytes>()).sum::<usize>();
+        let lists: usize = match self {
+            Self::Avc(c) => lists(&[&c.sps, &c.pps]),
+            Self::Hevc(c) => lists(&[&c.vps, &c.sps, &c.pps]),
+            Self::Av1(_) | Self::Vp9(_) => 0,
+        };
+        std::mem::size_of::<Self>() + self.record().len() + lists
+    }
+
     /// The NAL unit length size of the length-prefixed codecs (H.264, HEVC).
     pub fn nalu_length_size(&self) -> Option<u8> {
         match self {
@@ -230,6 +244,18 @@ impl AudioConfig {
             Self::Flac(c) => c.stream_info.clone(),
             Self::Ac3(_) | Self::Mp3(_) => Bytes::new(),
         }
+    }
+
+    /// Heap bytes the configuration keeps alive (see [`VideoConfig::heap_size`]).
+    pub fn heap_size(&self) -> usize {
+        let bytes = match self {
+            Self::Aac(c) => c.raw.len(),
+            Self::Opus(c) => c.head.len(), // the mapping is a slice of it
+            Self::Flac(c) => c.stream_info.len(),
+            Self::Ac3(c) => c.specific.len(),
+            Self::Mp3(_) => 0,
+        };
+        std::mem::size_of::<Self>() + bytes
     }
 
     pub fn sample_rate(&self) -> u32 {

@@ -16,6 +16,8 @@ pub enum HevcError {
     BadVersion(u8),
     #[error("hvcC NAL unit array {index} runs past the record end")]
     ArrayOverrun { index: usize },
+    #[error("hvcC has more than {MAX_HVCC_NALUS} NAL units")]
+    TooManyNalUnits,
     #[error("hvcC has no SPS (NAL unit type 33)")]
     NoSps,
     #[error("HEVC SPS is truncated or malformed")]
@@ -27,6 +29,11 @@ impl From<OutOfBits> for HevcError {
         HevcError::BadSps
     }
 }
+
+/// NAL units one `hvcC` may list, in all its arrays. A stream has at most 16 VPS, 16 SPS
+/// and 64 PPS (their ids), and encoders add a few SEI; a record of millions of empty
+/// entries (an 8 MiB message holds ~4 M) is malformed, not a configuration to keep.
+pub const MAX_HVCC_NALUS: usize = 256;
 
 const NAL_VPS: u8 = 32;
 const NAL_SPS: u8 = 33;
@@ -65,10 +72,15 @@ impl HevcConfig {
         let (mut vps, mut sps, mut pps) = (Vec::new(), Vec::new(), Vec::new());
         let arrays = usize::from(r[22]);
         let mut pos = 23;
+        let mut nalus = 0;
         for index in 0..arrays {
             let header = r.get(pos..pos + 3).ok_or(HevcError::ArrayOverrun { index })?;
             let nal_type = header[0] & 0x3f;
             let count = usize::from(u16::from_be_bytes([header[1], header[2]]));
+            nalus += count;
+            if nalus > MAX_HVCC_NALUS {
+                return Err(HevcError::TooManyNalUnits);
+            }
             pos += 3;
             for _ in 0..count {
                 let len = r.get(pos..pos + 2).ok_or(HevcError::ArrayOverrun { index })?;
@@ -208,6 +220,28 @@ pub(crate) mod tests {
         let mut no_arrays = rec[..23].to_vec();
         no_arrays[22] = 0;
         assert_eq!(HevcConfig::parse(Bytes::from(no_arrays)), Err(HevcError::NoSps));
+    }
+
+    /// The record plus `arrays` PPS arrays of `entries` empty NAL units each.
+    fn with_empty_ppss(arrays: u8, entries: u16) -> Bytes {
+        let mut rec = fixture_record().to_vec();
+        rec[22] += arrays;
+        for _ in 0..arrays {
+            rec.push(NAL_PPS);
+            rec.extend_from_slice(&entries.to_be_bytes());
+            rec.resize(rec.len() + 2 * usize::from(entries), 0);
+        }
+        Bytes::from(rec)
+    }
+
+    #[test]
+    fn a_record_of_millions_of_empty_nal_units_is_refused() {
+        // 8 MiB of empty entries would be ~4 M NAL units, each a 32-byte list entry
+        assert_eq!(HevcConfig::parse(with_empty_ppss(64, 65_535)), Err(HevcError::TooManyNalUnits));
+        // the fixture lists 4 (VPS, SPS, PPS, SEI); 252 more are still a configuration
+        let c = HevcConfig::parse(with_empty_ppss(1, 252)).unwrap();
+        assert_eq!(c.pps.len(), 253);
+        assert_eq!(HevcConfig::parse(with_empty_ppss(1, 253)), Err(HevcError::TooManyNalUnits));
     }
 
     #[test]

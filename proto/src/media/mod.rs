@@ -4,7 +4,9 @@
 //!
 //! Payloads are `bytes::Bytes`: the RTMP decoder copies each message once into a buffer
 //! of its own size, and everything after it (frames, events, the outputs) shares that
-//! buffer by reference count; nothing here copies a payload.
+//! buffer by reference count; nothing here copies a payload. (The FLV demuxer copies a
+//! track's payload out of its message when sharing would pin much more than it holds,
+//! see `flv::MAX_SHARED_OVERHEAD`.)
 
 pub mod aac;
 pub mod ac3;
@@ -115,6 +117,16 @@ pub struct CodecConfig {
     pub generation: u32,
 }
 
+impl CodecConfig {
+    /// Heap bytes the configuration keeps alive: both tracks' decoded configurations and
+    /// the video metadata.
+    pub fn heap_size(&self) -> usize {
+        self.video.as_deref().map_or(0, VideoConfig::heap_size)
+            + self.audio.as_deref().map_or(0, AudioConfig::heap_size)
+            + self.video_metadata.as_ref().map_or(0, Bytes::len)
+    }
+}
+
 /// What flows from a publisher to its viewers: the event vocabulary shared by the
 /// hub and every output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,12 +144,17 @@ pub enum Event {
 }
 
 impl Event {
-    /// Approximate heap bytes this event keeps alive (its payload is allocated at exactly
-    /// its size, see `rtmp::chunk`).
+    /// Approximate heap bytes this event keeps alive: a payload never pins much more than
+    /// its own size (each message is allocated at exactly its size, see `rtmp::chunk`, and a
+    /// track's payload that would leave more than `flv::MAX_SHARED_OVERHEAD` bytes of its
+    /// message unused is copied out), and a configuration counts its decoded size (its
+    /// parts are shared with the stream's current configuration, so this may count them
+    /// twice: a bound errs high).
     pub fn weight(&self) -> usize {
         let payload = match self {
             Event::Metadata(b) => b.len(),
             Event::Frame(f) => f.payload_len(),
+            Event::Config(c) => c.heap_size(),
             _ => 0,
         };
         payload + 64

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::conn::{Connection, Role, KEY_WAIT, SILENT};
 use crate::auth::Action;
-use crate::flv::{FlvError, Note, TagDemuxer};
+use crate::flv::{FlvError, Note, TagDemuxer, TrackDemuxed};
 use crate::hub::{HubEvent, PublishError, Publisher, Stream, StreamKey, Track};
 use crate::metrics::Metrics;
 use crate::rtmp::{MediaKind, RequestId};
@@ -24,6 +24,9 @@ pub(super) struct Ingest {
     demuxer: TagDemuxer,
     events: Vec<HubEvent>,
     notes: Vec<Note>,
+    /// A multitrack message demuxed once, for the publish's own demuxer and each track's
+    /// (emptied after each message: it holds the message's payloads).
+    items: Vec<TrackDemuxed>,
     warned_no_config: bool,
     demux_errors: u64,
     /// Unsupported codecs already logged (a few per stream, then no more lines).
@@ -65,6 +68,7 @@ impl Ingest {
             demuxer: TagDemuxer::new(),
             events: Vec::with_capacity(4),
             notes: Vec::new(),
+            items: Vec::new(),
             warned_no_config: false,
             demux_errors: 0,
             unsupported_logged: Vec::new(),
@@ -122,8 +126,19 @@ impl Ingest {
         // the stream (not its key) is held: no allocation per message
         let stream = Arc::clone(self.publisher.stream());
         let key = stream.key();
-        let copy = (!self.tracks.is_empty() || crate::flv::is_multitrack(kind, &payload)).then(|| payload.clone());
-        let result = self.demuxer.push(kind, timestamp, payload, &mut self.events, &mut self.notes);
+        // A multitrack publish's message is demuxed once; the publish's own demuxer and each
+        // track stream's take their tracks from it (the first notes the tracks it does not
+        // serve, which start track streams below).
+        let shared = !self.tracks.is_empty() || crate::flv::is_multitrack(kind, &payload);
+        let result = if shared {
+            let r = self.demuxer.demux(kind, timestamp, payload, &mut self.items);
+            if r.is_ok() {
+                self.demuxer.serve(kind, &self.items, &mut self.events, &mut self.notes);
+            }
+            r
+        } else {
+            self.demuxer.push(kind, timestamp, payload, &mut self.events, &mut self.notes)
+        };
         for note in self.notes.drain(..) {
             match note {
                 Note::VideoConfig(v) => {
@@ -153,11 +168,9 @@ impl Ingest {
                 }
                 Note::OtherTrack { kind, track } if can_start(&self.tracks, kind, track) => {
                     let (track, track_key, demuxer) = match kind {
-                        MediaKind::Video => (
-                            Track::Video(track),
-                            key.track(track),
-                            TagDemuxer::for_track(track, self.demuxer.config().audio.clone()),
-                        ),
+                        MediaKind::Video => {
+                            (Track::Video(track), key.track(track), TagDemuxer::for_track(track, &self.demuxer))
+                        }
                         MediaKind::Audio => {
                             (Track::Audio(track), key.audio_track(track), TagDemuxer::for_audio_track(track))
                         }
@@ -183,6 +196,7 @@ impl Ingest {
                 }
             }
         }
+        let demuxed = result.is_ok();
         match result {
             Ok(()) => {}
             Err(e @ (FlvError::UnsupportedCodec { .. } | FlvError::UnsupportedFourCc { .. })) => {
@@ -205,21 +219,22 @@ impl Ingest {
         for ev in self.events.drain(..) {
             self.publisher.send(ev);
         }
-        // every track stream sees the message (its demuxer takes its track and the audio)
-        if let Some(payload) = copy {
+        // every track stream takes its track (and a video track the first audio track) from
+        // the demuxed message
+        if shared && demuxed {
             for t in &mut self.tracks {
-                let mut notes = Vec::new();
-                if t.demuxer.push(kind, timestamp, payload.clone(), &mut self.events, &mut notes).is_ok() {
-                    for ev in self.events.drain(..) {
-                        if let HubEvent::Frame(f) = &ev {
-                            t.publisher.stream().count_bytes_in(f.payload_len() as u64);
-                        }
-                        t.publisher.send(ev);
+                t.demuxer.serve(kind, &self.items, &mut self.events, &mut self.notes);
+                // (what a track stream's demuxer notes is the publish's business, noted above)
+                self.notes.clear();
+                for ev in self.events.drain(..) {
+                    if let HubEvent::Frame(f) = &ev {
+                        t.publisher.stream().count_bytes_in(f.payload_len() as u64);
                     }
+                    t.publisher.send(ev);
                 }
-                self.events.clear();
             }
         }
+        self.items.clear();
     }
 }
 

@@ -238,3 +238,61 @@ fn command_frames_and_empty_frames_are_skipped() {
     assert!(matches!(audio(0, &[0x2e, 0xff, 0xfb, 0x54, 0xc4]).unwrap(), Demuxed::Audio(AudioCodec::Mp3, _)));
     let _ = Frame::Audio(AudioFrame { pts: 0, data: Bytes::new() });
 }
+
+/// Whether `part` lies inside `whole`'s memory (shares its allocation).
+fn inside(part: &Bytes, whole: &Bytes) -> bool {
+    let (p, w) = (part.as_ptr() as usize, whole.as_ptr() as usize);
+    p >= w && p + part.len() <= w + whole.len()
+}
+
+#[test]
+fn a_small_payload_never_pins_a_large_message() {
+    let frame_data = |d: &Demuxed| match d {
+        Demuxed::Audio(_, a) => a.data.clone(),
+        Demuxed::VideoMetadata(m) => m.clone(),
+        other => panic!("{other:?}"),
+    };
+    // a multitrack message: track 0 a 20-byte frame, track 1 64 KiB
+    let mut many = vec![0x95, 0x11];
+    many.extend_from_slice(b"mp4a");
+    many.extend_from_slice(&[0, 0, 0, 20]);
+    many.extend_from_slice(&[0x21; 20]);
+    many.extend_from_slice(&[1, 0x01, 0, 0]);
+    many.resize(many.len() + 65_536, 0x22);
+    let many = Bytes::from(many);
+    let mut out = Vec::new();
+    demux_audio(0, many.clone(), &mut out).unwrap();
+    assert_eq!(out.len(), 2);
+    let (small, large) = (frame_data(&out[0].1), frame_data(&out[1].1));
+    assert_eq!((small.len(), large.len()), (20, 65_536));
+    assert!(!inside(&small, &many), "the 20-byte frame is copied out");
+    // the other leaves 34 bytes of the message unused (headers and the small frame): shared
+    assert!(inside(&large, &many));
+    // a 20-byte frame behind a 64 KiB ModEx entry
+    let mut modex = vec![0x97, 0xFF, 0xFF, 0xFF];
+    modex.resize(modex.len() + 65_536, 0);
+    modex.push(0x01);
+    modex.extend_from_slice(b"mp4a");
+    modex.extend_from_slice(&[0x21; 20]);
+    let modex = Bytes::from(modex);
+    out.clear();
+    demux_audio(0, modex.clone(), &mut out).unwrap();
+    let small = frame_data(&out[0].1);
+    assert_eq!(small.len(), 20);
+    assert!(!inside(&small, &modex), "copied out of its ModEx chain");
+    // a payload that is its message but for a few header bytes stays a slice of it
+    let plain = Bytes::from_static(&[0xaf, 1, 0x21, 0x00]);
+    out.clear();
+    demux_audio(0, plain.clone(), &mut out).unwrap();
+    assert!(inside(&frame_data(&out[0].1), &plain));
+    let mut one = vec![0x96, 0x04]; // Multitrack; OneTrack, Metadata
+    one.extend_from_slice(b"avc1");
+    one.push(0);
+    one.resize(one.len() + 1000, 0x05);
+    let one = Bytes::from(one);
+    out.clear();
+    demux_video(0, one.clone(), &mut out).unwrap();
+    let m = frame_data(&out[0].1);
+    assert_eq!(m.len(), 1000);
+    assert!(inside(&m, &one), "a payload that is its message but for a 7-byte header is shared");
+}
