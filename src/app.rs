@@ -94,10 +94,15 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     info!(addr = %bound.rtmp_addr()?, "RTMP listening on {}", bound.rtmp_addr()?);
     info!(addr = %bound.http_addr()?, "HTTP listening on {}", bound.http_addr()?);
-    crate::server::listener::check_fd_budget(config.limits.max_rtmp_connections, config.limits.max_http_connections);
+    warn_if_publishing_is_open(&config);
+    crate::server::listener::check_fd_budget(
+        config.limits.max_rtmp_connections,
+        config.limits.max_http_connections,
+        config.limits.default_connection_limits(),
+    );
     let metrics = Arc::new(Metrics::new());
     let settings = Arc::new(LiveSettings::new(config.settings()));
-    let hub = Hub::with_limits(config.hub.clone(), config.limits.max_streams, metrics.clone());
+    let hub = Hub::with_limits(config.hub.clone(), config.limits.streams(), metrics.clone());
     let auth = Authorizer::with_max_concurrent(config.limits.max_concurrent_callbacks);
     let hls_store = HlsStore::new(config.hls.clone(), settings.clone(), metrics.clone());
     if let Some(reload) = reload {
@@ -147,6 +152,27 @@ pub async fn serve(
     Ok(())
 }
 
+/// Says once, at start, when anyone who reaches the RTMP port may publish (the built-in
+/// default), and which setting closes it.
+fn warn_if_publishing_is_open(config: &Config) {
+    let apps = config.apps();
+    let open_apps: Vec<&str> =
+        config.apps.keys().filter(|name| apps.get(name).auth.publishing_is_open()).map(String::as_str).collect();
+    if config.auth.publishing_is_open() {
+        warn!(
+            "publishing is open to everyone: any client that reaches the RTMP port may publish any stream name (and \
+             continue any stream whose publisher dropped, within the reconnect grace); set [auth] publish_keys (or \
+             [auth] on_publish) to close it"
+        );
+    } else if !open_apps.is_empty() {
+        warn!(
+            "publishing is open to everyone for app(s) {}: set publish_keys (or on_publish) in their [apps.NAME.auth] \
+             to close it",
+            open_apps.join(", ")
+        );
+    }
+}
+
 /// On each SIGHUP: reads the configuration again and, when it is valid, swaps in its
 /// [`crate::config::Settings`] (auth, per-app policies, limits); live streams and connections are left
 /// alone. Changed settings that need a restart are named in the log and not applied.
@@ -178,7 +204,7 @@ async fn reload_on_hangup(
             let restart = running.restart_needed(&new);
             running = running.reloaded(new);
             settings.set(running.settings());
-            hub.set_max_streams(running.limits.max_streams);
+            hub.set_limits(running.limits.streams());
             auth.set_max_concurrent(running.limits.max_concurrent_callbacks);
             if restart.is_empty() {
                 info!("configuration reloaded (auth, apps, limits)");

@@ -17,6 +17,8 @@ use thiserror::Error;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
+use crate::hub::Credential;
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -51,6 +53,24 @@ impl Default for AuthConfig {
 }
 
 impl AuthConfig {
+    /// Whether anyone may publish: no `publish_keys` and no `on_publish` callback.
+    pub fn publishing_is_open(&self) -> bool {
+        self.publish_keys.is_empty() && self.on_publish.is_none()
+    }
+
+    /// What a publish with `query` is admitted with here: the key it gave when
+    /// `publish_keys` are set, and the whole query when `on_publish` decides (the callback
+    /// allowed that query); none when publishing is open. Within the reconnect grace only
+    /// a publish with the same credential continues a stream (see [`Credential`]).
+    pub fn publish_credential(&self, query: &str) -> Credential {
+        if self.publishing_is_open() {
+            return Credential::OPEN;
+        }
+        let key = if self.publish_keys.is_empty() { "" } else { query_param(query, "key").unwrap_or("") };
+        let decided = if self.on_publish.is_some() { query } else { "" };
+        Credential::of(&[key, decided])
+    }
+
     pub fn validate(&self, section: &str) -> anyhow::Result<()> {
         for (name, url) in [
             ("on_publish", &self.on_publish),
@@ -363,6 +383,23 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(a.check(&cfg, &req(Action::Publish, "")).await, Err(Denied::CallbackFailed(_))));
+    }
+
+    #[test]
+    fn a_publish_credential_is_the_key_or_the_query_a_callback_allowed() {
+        let open = AuthConfig::default();
+        assert!(open.publishing_is_open());
+        assert_eq!(open.publish_credential("key=a"), Credential::OPEN, "open publishing holds nobody to anything");
+        let keys = AuthConfig { publish_keys: vec!["a".into(), "b".into()], ..Default::default() };
+        assert!(!keys.publishing_is_open());
+        assert_eq!(keys.publish_credential("key=a"), keys.publish_credential("x=1&key=a"), "the key, not the rest");
+        assert_ne!(keys.publish_credential("key=a"), keys.publish_credential("key=b"));
+        assert!(!keys.publish_credential("key=a").admits(&keys.publish_credential("key=b")));
+        assert!(Credential::OPEN.admits(&keys.publish_credential("key=a")), "a stream published openly");
+        let hook = AuthConfig { on_publish: Some("http://127.0.0.1:1/p".into()), ..Default::default() };
+        assert!(!hook.publishing_is_open());
+        assert_eq!(hook.publish_credential("token=1"), hook.publish_credential("token=1"));
+        assert_ne!(hook.publish_credential("token=1"), hook.publish_credential("token=2"), "the query allowed");
     }
 
     #[test]

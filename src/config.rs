@@ -56,8 +56,17 @@ pub struct LimitsConfig {
     pub max_rtmp_connections_per_ip: usize,
     /// Concurrent HTTP connections from one client address; 0: no such limit.
     pub max_http_connections_per_ip: usize,
-    /// Live streams; further publishes are refused.
+    /// Live publishes (streams with a publisher); further publishes are refused. A
+    /// multitrack publish counts once (its track streams ride on it); a stream waiting for
+    /// its publisher in the reconnect grace does not count (see `max_waiting_streams`).
     pub max_streams: usize,
+    /// Streams waiting for their publisher to come back (the reconnect grace), in all; when
+    /// a publisher leaves past it, the oldest waiting stream of the address that has the most
+    /// waiting ends early.
+    pub max_waiting_streams: usize,
+    /// Streams waiting for their publisher, per address of the publisher that left; past
+    /// it, that address's oldest waiting stream ends early. 0: no such limit.
+    pub max_waiting_streams_per_ip: usize,
     /// Viewers per stream over HTTP-FLV and RTMP play; further viewers are refused.
     pub max_viewers_per_stream: usize,
     /// Auth callbacks (and leave notifications) in flight at once, all apps together; more
@@ -70,6 +79,24 @@ pub struct LimitsConfig {
     pub unpublished_message_bytes: usize,
 }
 
+impl LimitsConfig {
+    /// What the hub's registry takes.
+    pub fn streams(&self) -> crate::hub::StreamLimits {
+        crate::hub::StreamLimits {
+            max_streams: self.max_streams,
+            max_waiting_streams: self.max_waiting_streams,
+            max_waiting_streams_per_ip: self.max_waiting_streams_per_ip,
+        }
+    }
+
+    /// Whether both connection limits are the built-in defaults (a ceiling that is scaled
+    /// to the open-file limit without a warning, see `listener::check_fd_budget`).
+    pub fn default_connection_limits(&self) -> bool {
+        let d = Self::default();
+        (self.max_rtmp_connections, self.max_http_connections) == (d.max_rtmp_connections, d.max_http_connections)
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
@@ -78,6 +105,8 @@ impl Default for LimitsConfig {
             max_rtmp_connections_per_ip: 0,
             max_http_connections_per_ip: 0,
             max_streams: 1_000,
+            max_waiting_streams: 1_000,
+            max_waiting_streams_per_ip: 0,
             max_viewers_per_stream: 10_000,
             unpublished_message_bytes: 64 * 1024 * 1024,
             max_concurrent_callbacks: crate::auth::DEFAULT_MAX_CONCURRENT_CALLBACKS,

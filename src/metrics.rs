@@ -239,6 +239,10 @@ impl HubObserver for Metrics {
     fn eviction(&self) {
         self.evictions.inc();
     }
+
+    fn limit_hit(&self, limit: &'static str) {
+        Metrics::limit_hit(self, limit);
+    }
 }
 
 #[cfg(test)]

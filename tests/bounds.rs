@@ -259,12 +259,74 @@ fn ended_playlists_held_are_bounded_by_max_streams() {
 }
 
 #[test]
+fn streams_waiting_for_their_publisher_take_no_live_slot_and_are_bounded_per_address() {
+    // Issue 28 #5: with max_streams = 20, a client publishing a new name and leaving, over
+    // and over, kept all 20 slots taken (each stream waited out the 10 s reconnect grace)
+    // and honest publishes were refused; one multitrack publish took 15 slots. Now a
+    // waiting stream holds a waiting slot (at most max_waiting_streams_per_ip per address:
+    // the oldest ends early) and a multitrack publish counts once.
+    let cfg = config_file(
+        "waiting-streams",
+        "[limits]\nmax_streams = 20\nmax_waiting_streams_per_ip = 3\n[hub]\nreconnect_grace_ms = 60000\n\
+         [hls]\nenabled = false\n",
+    );
+    let gw = Gateway::start_with(&["--config", &cfg]);
+    let streams = |gw: &Gateway| -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/streams").body).expect("api json");
+        v["streams"].as_array().cloned().unwrap_or_default()
+    };
+    let waiting = |gw: &Gateway| streams(gw).iter().filter(|s| s["waiting_for_publisher_ms"].is_u64()).count();
+    let mut attacks = 0;
+    for i in 0..30 {
+        if let Ok(mut c) = Rtmp::publish(gw.rtmp, "live", &format!("ghost{i}")) {
+            c.send_configs(0);
+            attacks += 1;
+        } // dropped: the connection closes and the stream waits for its publisher
+    }
+    println!("{attacks} of 30 publish-and-leave cycles accepted");
+    assert_eq!(attacks, 30, "a waiting stream takes no live slot");
+    let ended = |gw: &Gateway| metric(gw, "livegate_limit_hits_total{limit=\"waiting_streams_per_ip\"}");
+    assert!(
+        wait_until(Duration::from_secs(10), || waiting(&gw) == 3 && ended(&gw) == 27),
+        "{} streams wait, {} ended early",
+        waiting(&gw),
+        ended(&gw)
+    );
+    assert!(gw.wait_log("a stream waiting for its publisher ends early", Duration::from_secs(5)), "logged");
+    // a multitrack publish with 7 more video and 7 more audio tracks: 15 streams, one publish
+    let mut multi = Rtmp::publish(gw.rtmp, "live", "multi").expect("the multitrack publish");
+    for (file, kind, magic) in [("multi.flv", 9u8, [0x96u8, 0x00]), ("multi_audio.flv", 8, [0x95, 0x00])] {
+        let flv = std::fs::read(format!("{}/fixtures/ertmp/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let tags = parse_flv(&flv);
+        let start = tags.iter().find(|t| t.kind == kind && t.body.starts_with(&magic)).expect("a track sequence start");
+        // (the first track id is the publish's own track; the other 7 get streams)
+        for track in 1..=8u8 {
+            let mut body = start.body.to_vec();
+            body[6] = track;
+            multi.message(if kind == 9 { 6 } else { 4 }, kind, 1, 0, &body).expect("send");
+        }
+    }
+    let names =
+        |gw: &Gateway| streams(gw).iter().map(|s| s["name"].as_str().unwrap_or("").to_string()).collect::<Vec<_>>();
+    assert!(wait_until(Duration::from_secs(10), || streams(&gw).len() == 3 + 15), "{:?}", names(&gw));
+    // 19 more honest publishes of new names fit (all 20 live at once), the next does not
+    let honest: Vec<Rtmp> = (0..19)
+        .map(|i| Rtmp::publish(gw.rtmp, "live", &format!("honest{i}")).unwrap_or_else(|e| panic!("honest{i}: {e}")))
+        .collect();
+    let refused = Rtmp::publish(gw.rtmp, "live", "one-too-many").err().expect("max_streams still bounds publishes");
+    assert!(refused.contains("NetStream.Publish.Rejected"), "{refused}");
+    drop((honest, multi));
+    // (the log reaches the test through a pipe and a reader thread: wait for the line)
+    assert!(gw.wait_log("limit of 20 live streams", Duration::from_secs(5)), "the refusal is logged");
+}
+
+#[test]
 fn idle_http_sockets_cannot_use_up_the_files_publishers_need() {
     // With an open-file limit of 512 the default limits (10,000 + 10,000) do not fit: they
     // are scaled to 128 + 128, logged at start. 400 idle HTTP sockets then take at most 128
     // files, and a publisher still gets in.
     let mut gw = Gateway::start_limited(&["--nofile=512:512"], &[]);
-    assert!(gw.wait_log("do not fit the open-file limit", Duration::from_secs(5)), "{}", gw.log());
+    assert!(gw.wait_log("scaled to the open-file limit of 512", Duration::from_secs(5)), "{}", gw.log());
     let idle: Vec<TcpStream> = (0..400).filter_map(|_| TcpStream::connect(gw.http).ok()).collect();
     std::thread::sleep(Duration::from_millis(500));
     let open_fds = std::fs::read_dir(format!("/proc/{}/fd", gw.pid())).unwrap().count();

@@ -258,3 +258,42 @@ fn sigterm_asks_a_capable_publisher_to_reconnect_before_closing() {
     killer.join().unwrap();
     assert_eq!(gw.terminate(), Some(0));
 }
+
+#[test]
+fn within_the_grace_only_the_key_a_stream_was_published_with_continues_or_takes_it_over() {
+    // Issue 28 #5 (9): within the reconnect grace any publisher continued a dropped stream,
+    // and its viewers got the new publisher's frames; with publish keys, any key holder could.
+    let cfg = common::hostile::config_file(
+        "grace-keys",
+        "[auth]\npublish_keys = [\"key-a\", \"key-b\"]\n[hub]\nreconnect_grace_ms = 6000\n[hls]\nenabled = false\n",
+    );
+    let gw = Gateway::start_with(&["--config", &cfg]);
+    let mut a = Rtmp::publish(gw.rtmp, "live", "s?key=key-a").expect("publish with key a");
+    a.send_configs(0);
+    common::hostile::send_media(&mut a, 0, 1000, 4.0, |t| t);
+    // a silent publisher is taken over only by its own key (takeover_idle_ms: 2 s)
+    std::thread::sleep(Duration::from_millis(2500));
+    let b = Rtmp::publish(gw.rtmp, "live", "s?key=key-b");
+    assert!(b.as_ref().is_err_and(|seen| seen.contains("NetStream.Publish.BadName")), "key b took a's stream over");
+    assert_eq!(api(&gw, "live/s")["reconnects"], 0, "{}", api(&gw, "live/s"));
+    // a leaves: while the stream waits for it, key b is refused, key a continues it
+    drop(a);
+    assert!(
+        wait_until(Duration::from_secs(3), || api(&gw, "live/s")["waiting_for_publisher_ms"].is_u64()),
+        "the stream waits for its publisher: {}",
+        api(&gw, "live/s")
+    );
+    let refused = Rtmp::publish(gw.rtmp, "live", "s?key=key-b").err().expect("key b continued a's stream");
+    assert!(refused.contains("waits for its publisher to come back"), "{refused}");
+    let mut back = Rtmp::publish(gw.rtmp, "live", "s?key=key-a").expect("key a continues its stream");
+    back.send_configs(0);
+    let now = api(&gw, "live/s");
+    assert_eq!((now["reconnects"].as_u64(), now["waiting_for_publisher_ms"].is_null()), (Some(1), true), "{now}");
+    // once the grace is over, another key publishes the name as a new stream
+    drop(back);
+    assert!(wait_until(Duration::from_secs(15), || http_get(gw.http, "/api/streams/live/s").status == 404));
+    let _b = Rtmp::publish(gw.rtmp, "live", "s?key=key-b").expect("key b publishes once the grace is over");
+    assert_eq!(api(&gw, "live/s")["reconnects"], 0);
+    let m = http_get(gw.http, "/metrics").text();
+    assert!(m.contains("livegate_rejected_total{reason=\"waiting_for_publisher\"} 1"), "{m}");
+}

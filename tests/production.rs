@@ -648,3 +648,37 @@ fn http_on_the_rtmp_port_gets_a_status_page_and_rtmp_still_works() {
     assert!(ok && text.contains("Video:"), "{text}");
     drop(publisher);
 }
+
+#[test]
+fn a_default_start_says_once_that_publishing_is_open_and_nothing_about_its_own_limits() {
+    // Issue 28 #10: a fresh install is an open relay and said nothing; on a machine with a
+    // 20,000 open-file limit it warned at every start that its own default connection
+    // limits (10,000 + 10,000 + 256 kept free) do not fit.
+    let gw = Gateway::start_limited(&["--nofile=20000"], &[]);
+    // the limits line comes after the publishing check: once it is there, both were logged
+    assert!(gw.wait_log("scaled to the open-file limit of 20000", Duration::from_secs(10)), "{}", gw.log());
+    let log = gw.log();
+    let open: Vec<&str> = log.lines().filter(|l| l.contains("publishing is open to everyone")).collect();
+    assert_eq!(open.len(), 1, "one warning: {log}");
+    assert!(open[0].contains("WARN") && open[0].contains("[auth] publish_keys"), "names the setting: {}", open[0]);
+    let limits: Vec<&str> =
+        log.lines().filter(|l| l.contains("WARN") && (l.contains("open-file") || l.contains("limits."))).collect();
+    assert!(limits.is_empty(), "a default does not warn about itself: {limits:?}");
+    drop(gw);
+    // publish keys close it: no warning; an app that opens it again is named
+    for (toml, expect) in [
+        ("[auth]\npublish_keys = [\"k\"]\n", None),
+        ("[auth]\non_publish = \"http://127.0.0.1:9/p\"\n", None),
+        ("[auth]\npublish_keys = [\"k\"]\n[apps.open.auth]\npublish_keys = []\n", Some("app(s) open")),
+    ] {
+        let (_dir, cfg) = config_file("open-publish", toml);
+        let gw = Gateway::start_limited(&["--nofile=20000"], &["--config", &cfg]);
+        assert!(gw.wait_log("scaled to the open-file limit", Duration::from_secs(10)), "{}", gw.log());
+        let log = gw.log();
+        let open: Vec<&str> = log.lines().filter(|l| l.contains("publishing is open to everyone")).collect();
+        match expect {
+            None => assert!(open.is_empty(), "{toml}: {open:?}"),
+            Some(app) => assert!(open.len() == 1 && open[0].contains(app), "{toml}: {open:?}"),
+        }
+    }
+}

@@ -14,9 +14,10 @@ mod testutil;
 mod timeline;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 
 pub use gop::GopCacheConfig;
 pub use observer::{HubObserver, NoObserver};
+use stream::Resume;
 pub use stream::{Evicted, Protocol, Publisher, Stream, StreamStats, Subscription, ViewerGuard};
 
 /// The event vocabulary lives in the sans-IO core (`livegate_proto::media::Event`); the
@@ -74,6 +76,11 @@ pub enum PublishError {
     AlreadyPublishing(StreamKey),
     #[error("the limit of {0} live streams is reached")]
     TooManyStreams(usize),
+    #[error(
+        "stream {0} waits for its publisher to come back (the reconnect grace): only the credential it was \
+         published with continues it; another may publish it once the grace is over"
+    )]
+    WaitingForPublisher(StreamKey),
     #[error("the server is shutting down")]
     ShuttingDown,
 }
@@ -81,6 +88,51 @@ pub enum PublishError {
 #[derive(Debug, Error)]
 #[error("stream {0} is not live")]
 pub struct NotFound(pub StreamKey);
+
+/// How many streams the registry takes (`[limits]`; changed on reload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Publishes: streams with a publisher. The track streams of a multitrack publish
+    /// (`NAME~TRACK`, at most 7 video and 7 audio) ride on it and are not counted.
+    pub max_streams: usize,
+    /// Streams waiting for their publisher to come back (the reconnect grace), in all; past
+    /// it the oldest waiting stream of the address that has the most waiting ends early.
+    pub max_waiting_streams: usize,
+    /// Streams waiting for their publisher, per address of the publisher that left; past it
+    /// that address's oldest waiting stream ends early. 0: no such limit.
+    pub max_waiting_streams_per_ip: usize,
+}
+
+impl StreamLimits {
+    pub const UNLIMITED: Self =
+        Self { max_streams: usize::MAX, max_waiting_streams: usize::MAX, max_waiting_streams_per_ip: 0 };
+}
+
+/// What a publisher was admitted with (the publish key, the query an `on_publish` callback
+/// allowed), kept as a keyed hash: a stream waiting for its publisher is continued, and a
+/// silent publisher taken over, only by a publish with the same credential. Publishing
+/// that needs no credential is [`Credential::OPEN`]: then anyone may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Credential(Option<u64>);
+
+impl Credential {
+    /// Publishing is open: nothing ties a stream to its publisher.
+    pub const OPEN: Self = Self(None);
+
+    /// The credential made of `parts`, hashed with a key chosen at random per process
+    /// (nothing secret is kept, and comparing two reveals nothing about either).
+    pub fn of(parts: &[&str]) -> Self {
+        use std::hash::BuildHasher;
+        static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+        Self(Some(KEY.get_or_init(std::collections::hash_map::RandomState::new).hash_one(parts)))
+    }
+
+    /// Whether a publisher admitted with `other` may continue (or take over) a stream
+    /// published with this credential.
+    pub fn admits(&self, other: &Credential) -> bool {
+        self.0.is_none() || self == other
+    }
+}
 
 /// The registry of live streams. Cheap to clone.
 #[derive(Clone)]
@@ -90,7 +142,11 @@ pub struct Hub {
 
 struct HubInner {
     config: HubConfig,
-    max_streams: std::sync::atomic::AtomicUsize,
+    limits: Mutex<StreamLimits>,
+    /// Streams with a publisher, track streams not counted (see [`StreamLimits::max_streams`]).
+    live: AtomicUsize,
+    /// Waiting streams ended early by [`StreamLimits`] (for a rate-limited log).
+    waiting_ended: AtomicU64,
     observer: Arc<dyn HubObserver>,
     streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
     /// Woken whenever a stream key is freed (a publisher left), for publishes waiting on a key.
@@ -104,15 +160,17 @@ struct HubInner {
 impl Hub {
     /// A hub with no stream limit that reports to nobody (tests, tools).
     pub fn new(config: HubConfig) -> Self {
-        Self::with_limits(config, usize::MAX, Arc::new(NoObserver))
+        Self::with_limits(config, StreamLimits::UNLIMITED, Arc::new(NoObserver))
     }
 
-    /// A hub of at most `max_streams` live streams that reports its counts to `observer`.
-    pub fn with_limits(config: HubConfig, max_streams: usize, observer: Arc<dyn HubObserver>) -> Self {
+    /// A hub that takes streams within `limits` and reports its counts to `observer`.
+    pub fn with_limits(config: HubConfig, limits: StreamLimits, observer: Arc<dyn HubObserver>) -> Self {
         Self {
             inner: Arc::new(HubInner {
                 config,
-                max_streams: max_streams.into(),
+                limits: Mutex::new(limits),
+                live: AtomicUsize::new(0),
+                waiting_ended: AtomicU64::new(0),
                 observer,
                 streams: Mutex::new(HashMap::new()),
                 released: tokio::sync::Notify::new(),
@@ -122,55 +180,84 @@ impl Hub {
         }
     }
 
-    /// Changes the live-stream limit (configuration reload); streams beyond it keep running.
-    pub fn set_max_streams(&self, max: usize) {
-        self.inner.max_streams.store(max, std::sync::atomic::Ordering::Relaxed);
+    /// Changes the stream limits (configuration reload); streams beyond them keep running.
+    pub fn set_limits(&self, limits: StreamLimits) {
+        *lock(&self.inner.limits) = limits;
     }
 
-    /// Registers a publisher for `key` with the default GOP cache and reconnect grace.
+    /// Streams with a publisher, a multitrack publish's track streams not counted (what
+    /// [`StreamLimits::max_streams`] bounds).
+    pub fn live_publishes(&self) -> usize {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// Registers a publisher for `key` with the default GOP cache and reconnect grace, on
+    /// open publishing.
     pub fn publish(&self, key: StreamKey, peer: SocketAddr) -> Result<Publisher, PublishError> {
         let grace = Duration::from_millis(self.inner.config.reconnect_grace_ms);
-        self.publish_with(key, peer, self.inner.config.gop_cache.clone(), grace)
+        self.publish_with(key, peer, Credential::OPEN, self.inner.config.gop_cache.clone(), grace)
     }
 
-    /// Registers a publisher for `key`: a new stream, or the stream of a publisher that
-    /// left less than its reconnect grace ago (it continues, see [`Publisher`]). Fails
-    /// while another publisher holds the key or when the stream limit is reached. When
-    /// this publisher leaves, the stream waits `grace` for the next one.
+    /// Registers a publisher for `key`, admitted with `credential`: a new stream, or the
+    /// stream of a publisher that left less than its reconnect grace ago when that one's
+    /// credential admits this one (it continues, see [`Publisher`]). Fails while another
+    /// publisher holds the key, while the stream waits for a publisher of another
+    /// credential, or when [`StreamLimits::max_streams`] publishes are live (a multitrack
+    /// publish's track keys, `NAME~TRACK`, are not counted). When this publisher leaves,
+    /// the stream waits `grace` for the next one.
     pub fn publish_with(
         &self,
         key: StreamKey,
         peer: SocketAddr,
+        credential: Credential,
         gop: GopCacheConfig,
         grace: Duration,
     ) -> Result<Publisher, PublishError> {
+        let counted = key.split_track().is_none();
         let stream = {
             let mut streams = lock(&self.inner.streams);
             // under the registry lock, which `end_for_viewers` takes after setting it: no
             // stream starts (or resumes) that it would not end
-            if self.inner.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.inner.closing.load(Ordering::SeqCst) {
                 return Err(PublishError::ShuttingDown);
             }
+            let max = lock(&self.inner.limits).max_streams;
+            // (the count changes under the registry lock but for departures, which only
+            // make room: a publish checked here cannot pass the limit)
+            let full = counted && self.inner.live.load(Ordering::Relaxed) >= max;
             if let Some(waiting) = streams.get(&key) {
                 // under the registry lock, so a grace that runs out cannot end it meanwhile
-                if waiting.reattach(peer) {
-                    return Ok(Publisher::new(waiting.clone(), Arc::downgrade(&self.inner), grace));
+                match waiting.resumable_by(&credential) {
+                    Resume::Live => return Err(PublishError::AlreadyPublishing(key)),
+                    Resume::OtherCredential => return Err(PublishError::WaitingForPublisher(key)),
+                    Resume::Yes if full => return Err(PublishError::TooManyStreams(max)),
+                    Resume::Yes => {
+                        if !waiting.reattach(peer, credential) {
+                            // (not reached: whatever ends a waiting stream holds the registry lock)
+                            return Err(PublishError::AlreadyPublishing(key));
+                        }
+                        if counted {
+                            self.inner.live.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return Ok(Publisher::new(waiting.clone(), Arc::downgrade(&self.inner), grace, counted));
+                    }
                 }
-                return Err(PublishError::AlreadyPublishing(key));
             }
-            let max = self.inner.max_streams.load(std::sync::atomic::Ordering::Relaxed);
-            if streams.len() >= max {
+            if full {
                 return Err(PublishError::TooManyStreams(max));
             }
             let config = HubConfig { gop_cache: gop, ..self.inner.config.clone() };
-            let stream = Arc::new(Stream::new(key.clone(), peer, config, self.inner.observer.clone()));
+            let stream = Arc::new(Stream::new(key.clone(), peer, credential, config, self.inner.observer.clone()));
             streams.insert(key, stream.clone());
+            if counted {
+                self.inner.live.fetch_add(1, Ordering::Relaxed);
+            }
             stream
         };
         // every watcher hears of every stream (a closed watcher is dropped); the channel
         // holds at most the streams started before the watcher read them
         lock(&self.inner.watchers).retain(|w| w.send(stream.clone()).is_ok());
-        Ok(Publisher::new(stream, Arc::downgrade(&self.inner), grace))
+        Ok(Publisher::new(stream, Arc::downgrade(&self.inner), grace, counted))
     }
 
     /// Resolves the next time any stream key is freed (its publisher left). Call it before
@@ -204,7 +291,7 @@ impl Hub {
     /// From then on no publish is taken (`PublishError::ShuttingDown`), so no stream
     /// starts that its viewers would wait on.
     pub fn end_for_viewers(&self) {
-        self.inner.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.closing.store(true, Ordering::SeqCst);
         for stream in self.streams() {
             stream.push(HubEvent::EndOfStream);
         }
@@ -243,6 +330,86 @@ impl HubInner {
         tracing::info!(stream = %s.key(), "no publisher came back within the reconnect grace; the stream ends");
         s.push(HubEvent::EndOfStream);
         self.release(s);
+    }
+
+    /// Whether the track stream `track` of a multitrack publish whose publisher left is to
+    /// wait for it: only while the stream it belongs to waits too (or is live, leaving in a
+    /// moment). A track whose stream ended (at the end of the grace, or early by the
+    /// waiting-stream limits) ends at once.
+    fn track_may_wait(&self, track: &StreamKey) -> bool {
+        let Some((main, _)) = track.split_track() else { return true };
+        lock(&self.streams).get(&main).is_some_and(|s| !s.expired())
+    }
+
+    /// `left`'s publisher went away and it waits for it: holds the waiting streams within
+    /// [`StreamLimits::max_waiting_streams_per_ip`] (the oldest of `left`'s address end early)
+    /// and [`StreamLimits::max_waiting_streams`] (the oldest of the address that has the most
+    /// waiting end early). Logged (rate-limited) and counted
+    /// (`livegate_limit_hits_total{limit="waiting_streams_per_ip"|"waiting_streams"}`).
+    fn bound_waiting(&self, left: &Arc<Stream>) {
+        let limits = *lock(&self.limits);
+        let ip = left.publisher_addr().ip();
+        let mut ended: Vec<(Arc<Stream>, &'static str)> = Vec::new();
+        {
+            let streams = lock(&self.streams);
+            // the waiting publishes, oldest first (track streams follow theirs)
+            let mut waiting: Vec<(Instant, IpAddr, &Arc<Stream>)> = streams
+                .values()
+                .filter(|s| s.key().split_track().is_none())
+                .filter_map(|s| s.waiting_peer().map(|(since, peer)| (since, peer.ip(), s)))
+                .collect();
+            waiting.sort_by_key(|w| w.0);
+            if limits.max_waiting_streams_per_ip > 0 {
+                let mut over =
+                    waiting.iter().filter(|w| w.1 == ip).count().saturating_sub(limits.max_waiting_streams_per_ip);
+                waiting.retain(|w| {
+                    if over > 0 && w.1 == ip {
+                        over -= 1;
+                        ended.push((w.2.clone(), "waiting_streams_per_ip"));
+                        return false;
+                    }
+                    true
+                });
+            }
+            while waiting.len() > limits.max_waiting_streams {
+                let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
+                for w in &waiting {
+                    *per_ip.entry(w.1).or_default() += 1;
+                }
+                // the address with the most waiting streams (of equals, the one whose oldest is
+                // oldest) gives up its oldest
+                let most = per_ip.values().copied().max().unwrap_or(0);
+                let Some(i) = waiting.iter().position(|w| per_ip.get(&w.1) == Some(&most)) else { break };
+                ended.push((waiting.remove(i).2.clone(), "waiting_streams"));
+            }
+            // under the registry lock: none of them is continued meanwhile
+            ended.retain(|(s, _)| s.end_waiting());
+        }
+        for (s, limit) in ended {
+            self.observer.limit_hit(limit);
+            let n = self.waiting_ended.fetch_add(1, Ordering::Relaxed) + 1;
+            // the first few, then one in a thousand: a client cycling publishes cannot flood the log
+            if n <= 3 || n.is_multiple_of(1000) {
+                let (max, per_ip) = (limits.max_waiting_streams, limits.max_waiting_streams_per_ip);
+                tracing::warn!(stream = %s.key(), publisher = %s.publisher_addr(), count = n,
+                    "a stream waiting for its publisher ends early: more than limits.{} ({}) streams wait{}",
+                    if limit == "waiting_streams" { "max_waiting_streams" } else { "max_waiting_streams_per_ip" },
+                    if limit == "waiting_streams" { max } else { per_ip },
+                    if limit == "waiting_streams" { " (the oldest of the address with the most ends)" } else { " for this address" });
+            }
+            s.push(HubEvent::EndOfStream);
+            self.release(&s);
+            // its tracks' streams end with it
+            let tracks = s.tracks().into_iter().map(|t| s.key().track(t));
+            for key in tracks.chain(s.audio_tracks().into_iter().map(|t| s.key().audio_track(t))) {
+                // under the registry lock, as above
+                let track = lock(&self.streams).get(&key).filter(|t| t.end_waiting()).cloned();
+                if let Some(t) = track {
+                    t.push(HubEvent::EndOfStream);
+                    self.release(&t);
+                }
+            }
+        }
     }
 }
 

@@ -15,6 +15,8 @@ pub trait HubObserver: Send + Sync + std::fmt::Debug {
     fn lag_skip(&self);
     /// A viewer was disconnected for lagging or stalling.
     fn eviction(&self);
+    /// The bound named `limit` was hit (`livegate_limit_hits_total{limit}`).
+    fn limit_hit(&self, limit: &'static str);
 }
 
 /// Counts nothing (tests, tools).
@@ -26,4 +28,5 @@ impl HubObserver for NoObserver {
     fn bytes_out(&self, _: Protocol, _: u64) {}
     fn lag_skip(&self) {}
     fn eviction(&self) {}
+    fn limit_hit(&self, _: &'static str) {}
 }

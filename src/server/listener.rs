@@ -94,11 +94,19 @@ pub fn fd_limited(rtmp: usize, http: usize) -> (usize, usize) {
     (share(rtmp), share(http))
 }
 
-/// Logs whether the configured connection limits fit the open-file limit.
-pub fn check_fd_budget(rtmp: usize, http: usize) {
+/// Logs whether the connection limits fit the open-file limit: a warning when configured
+/// ones do not, a line of information when the built-in defaults (`defaults`, a ceiling
+/// meant to be scaled to the machine) are scaled down.
+pub fn check_fd_budget(rtmp: usize, http: usize, defaults: bool) {
     let nofile = NOFILE.load(Ordering::Relaxed);
     let (r, h) = fd_limited(rtmp, http);
-    if (r, h) != (rtmp, http) {
+    if (r, h) != (rtmp, http) && defaults {
+        info!(
+            nofile,
+            "the default connection limits ({rtmp} RTMP + {http} HTTP) are scaled to the open-file limit of \
+             {nofile} (less {RESERVED_FDS} kept free): {r} RTMP and {h} HTTP connections"
+        );
+    } else if (r, h) != (rtmp, http) {
         warn!(
             nofile,
             "limits.max_rtmp_connections ({rtmp}) + limits.max_http_connections ({http}) do not fit the open-file \

@@ -19,7 +19,7 @@ pub use viewers::{Protocol, StreamStats, ViewerGuard};
 
 use super::fanout::Fanout;
 use super::timeline::Timeline;
-use super::{lock, HubConfig, HubEvent, HubInner, HubObserver, StreamKey, Track};
+use super::{lock, Credential, HubConfig, HubEvent, HubInner, HubObserver, StreamKey, Track};
 use crate::flv::TrackLabel;
 use crate::media::CodecConfig;
 
@@ -45,6 +45,9 @@ struct State {
 #[derive(Debug)]
 struct Slot {
     peer: SocketAddr,
+    /// What the current (or last) publisher was admitted with: only the same continues
+    /// the stream within the grace, or takes it over.
+    credential: Credential,
     /// The publisher left at this instant and may come back within the reconnect grace.
     waiting_since: Option<Instant>,
     /// Counts publishers (a grace timer ends only the wait it was started for).
@@ -90,11 +93,18 @@ struct Tracks {
 }
 
 impl Stream {
-    pub(super) fn new(key: StreamKey, peer: SocketAddr, config: HubConfig, observer: Arc<dyn HubObserver>) -> Self {
+    pub(super) fn new(
+        key: StreamKey,
+        peer: SocketAddr,
+        credential: Credential,
+        config: HubConfig,
+        observer: Arc<dyn HubObserver>,
+    ) -> Self {
         Self {
             key,
             slot: Mutex::new(Slot {
                 peer,
+                credential,
                 waiting_since: None,
                 epoch: 0,
                 reconnects: 0,
@@ -181,7 +191,8 @@ impl Stream {
         lock(&self.slot).reconnects
     }
 
-    /// Whether the stream ended because its publisher did not come back within the grace.
+    /// Whether the stream ended because its publisher did not come back within the grace
+    /// (or it was ended early by the waiting-stream limits).
     pub fn expired(&self) -> bool {
         lock(&self.slot).expired
     }
@@ -197,8 +208,32 @@ impl Stream {
         Some(slot.epoch)
     }
 
+    /// Since when the stream waits for its publisher, and that publisher's address.
+    pub(super) fn waiting_peer(&self) -> Option<(Instant, SocketAddr)> {
+        let slot = lock(&self.slot);
+        slot.waiting_since.filter(|_| !slot.expired).map(|since| (since, slot.peer))
+    }
+
+    /// Whether a publisher admitted with `credential` may take the stream over (or continue
+    /// it): the one it was published with does, and anyone where publishing was open.
+    pub fn admits(&self, credential: &Credential) -> bool {
+        lock(&self.slot).credential.admits(credential)
+    }
+
+    /// Whether a publisher admitted with `credential` may continue the stream now.
+    pub(super) fn resumable_by(&self, credential: &Credential) -> Resume {
+        let slot = lock(&self.slot);
+        if slot.waiting_since.is_none() || slot.expired {
+            Resume::Live
+        } else if !slot.credential.admits(credential) {
+            Resume::OtherCredential
+        } else {
+            Resume::Yes
+        }
+    }
+
     /// A publisher comes back to a waiting stream; false when it is not waiting.
-    pub(super) fn reattach(&self, peer: SocketAddr) -> bool {
+    pub(super) fn reattach(&self, peer: SocketAddr, credential: Credential) -> bool {
         {
             let mut slot = lock(&self.slot);
             if slot.waiting_since.is_none() || slot.expired {
@@ -208,6 +243,7 @@ impl Stream {
             slot.epoch += 1;
             slot.reconnects += 1;
             slot.peer = peer;
+            slot.credential = credential;
             slot.kick = CancellationToken::new();
             slot.kick_reason = None;
             slot.can_reconnect = false;
@@ -223,8 +259,18 @@ impl Stream {
     /// The grace of wait `epoch` is over: true (and the stream is done) unless a
     /// publisher came back.
     pub(super) fn expire(&self, epoch: u64) -> bool {
+        if lock(&self.slot).epoch != epoch {
+            return false;
+        }
+        self.end_waiting()
+    }
+
+    /// The stream stops waiting for its publisher and is done: true unless it was not
+    /// waiting (a publisher is on, or it ended already). Called under the registry lock,
+    /// which a publish holds from [`Self::resumable_by`] to [`Self::reattach`].
+    pub(super) fn end_waiting(&self) -> bool {
         let mut slot = lock(&self.slot);
-        if slot.waiting_since.is_none() || slot.epoch != epoch {
+        if slot.waiting_since.is_none() || slot.expired {
             return false;
         }
         slot.waiting_since = None;
@@ -363,11 +409,22 @@ pub struct Publisher {
     stream: Arc<Stream>,
     hub: Weak<HubInner>,
     grace: Duration,
+    /// Counted as a live publish (not the track stream of a multitrack publish).
+    counted: bool,
+}
+
+/// Whether a waiting stream may be continued by a publish (see [`Stream::resumable_by`]).
+pub(super) enum Resume {
+    Yes,
+    /// A publisher is on (or the stream ended).
+    Live,
+    /// It waits for a publisher of another credential.
+    OtherCredential,
 }
 
 impl Publisher {
-    pub(super) fn new(stream: Arc<Stream>, hub: Weak<HubInner>, grace: Duration) -> Self {
-        Self { stream, hub, grace }
+    pub(super) fn new(stream: Arc<Stream>, hub: Weak<HubInner>, grace: Duration, counted: bool) -> Self {
+        Self { stream, hub, grace, counted }
     }
 
     pub fn send(&self, ev: HubEvent) {
@@ -381,18 +438,27 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
+        let hub = self.hub.upgrade();
+        if let Some(hub) = hub.as_ref().filter(|_| self.counted) {
+            hub.live.fetch_sub(1, Ordering::Relaxed);
+        }
         let runtime = tokio::runtime::Handle::try_current();
+        // a track stream waits only while the stream it belongs to does
+        let track_may_wait = || self.counted || hub.as_ref().is_some_and(|h| h.track_may_wait(self.stream.key()));
         let wait = match (&runtime, self.grace.is_zero()) {
-            (Ok(_), false) => self.stream.begin_waiting(Instant::now()),
+            (Ok(_), false) if track_may_wait() => self.stream.begin_waiting(Instant::now()),
             _ => None,
         };
         let (Some(epoch), Ok(runtime)) = (wait, runtime) else {
             self.stream.push(HubEvent::EndOfStream);
-            if let Some(hub) = self.hub.upgrade() {
+            if let Some(hub) = hub {
                 hub.release(&self.stream);
             }
             return;
         };
+        if let Some(hub) = hub.filter(|_| self.counted) {
+            hub.bound_waiting(&self.stream);
+        }
         let (stream, hub, grace) = (self.stream.clone(), self.hub.clone(), self.grace);
         runtime.spawn(async move {
             tokio::time::sleep(grace).await;

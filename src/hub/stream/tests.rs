@@ -277,7 +277,7 @@ async fn a_publisher_that_comes_back_within_the_grace_continues_the_stream() {
     let key = StreamKey::new("live", "a");
     let grace = std::time::Duration::from_millis(300);
     let gop = GopCacheConfig::default();
-    let p = hub.publish_with(key.clone(), peer(), gop.clone(), grace).unwrap();
+    let p = hub.publish_with(key.clone(), peer(), Credential::OPEN, gop.clone(), grace).unwrap();
     p.send(HubEvent::Config(cfg()));
     p.send(video(1000, true));
     let stream = p.stream().clone();
@@ -291,7 +291,8 @@ async fn a_publisher_that_comes_back_within_the_grace_continues_the_stream() {
     let mut late = stream.subscribe();
     assert!(drain(&mut late).unwrap().iter().any(|e| matches!(e, HubEvent::Frame(f) if f.is_keyframe())));
     // back: the same stream, its clock at 0, rebased after the last frame
-    let p = hub.publish_with(key.clone(), "127.0.0.1:2".parse().unwrap(), gop.clone(), grace).unwrap();
+    let p =
+        hub.publish_with(key.clone(), "127.0.0.1:2".parse().unwrap(), Credential::OPEN, gop.clone(), grace).unwrap();
     assert!(Arc::ptr_eq(p.stream(), &stream));
     assert_eq!((stream.reconnects(), stream.waiting_since()), (1, None));
     p.send(HubEvent::Config(cfg()));
@@ -309,8 +310,93 @@ async fn a_publisher_that_comes_back_within_the_grace_continues_the_stream() {
     assert!(drain(&mut sub).unwrap().contains(&HubEvent::EndOfStream));
     assert!(hub.get(&key).is_none() && stream.expired());
     // an admin kick ends at once
-    let p = hub.publish_with(key.clone(), peer(), gop, grace).unwrap();
+    let p = hub.publish_with(key.clone(), peer(), Credential::OPEN, gop, grace).unwrap();
     p.stream().kick_and_end("admin");
     drop(p);
     assert!(hub.get(&key).is_none());
+}
+
+fn at(ip: &str) -> SocketAddr {
+    format!("{ip}:1935").parse().unwrap()
+}
+
+#[tokio::test]
+async fn waiting_streams_do_not_take_live_slots_and_are_bounded_per_address_and_in_all() {
+    let limits = StreamLimits { max_streams: 3, max_waiting_streams: 4, max_waiting_streams_per_ip: 2 };
+    let hub = Hub::with_limits(HubConfig::default(), limits, Arc::new(NoObserver));
+    let (gop, grace) = (GopCacheConfig::default(), Duration::from_secs(60));
+    let publish = |name: &str, ip: &str| {
+        hub.publish_with(StreamKey::new("live", name), at(ip), Credential::OPEN, gop.clone(), grace)
+    };
+    // an attacker publishes new names and leaves, over and over: ten streams wait for it
+    for i in 0..10 {
+        drop(publish(&format!("ghost{i}"), "10.0.0.66").expect("a waiting stream takes no live slot"));
+    }
+    let waiting = |ip: &str| {
+        let main = |s: &&Arc<Stream>| s.key().split_track().is_none();
+        let of = |s: &&Arc<Stream>| s.waiting_peer().is_some_and(|(_, p)| p == at(ip));
+        hub.streams().iter().filter(main).filter(of).map(|s| s.key().name.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(waiting("10.0.0.66"), ["ghost8", "ghost9"], "the address keeps its newest two");
+    assert_eq!(hub.live_publishes(), 0);
+    // honest publishes all get live slots, up to max_streams
+    let honest: Vec<_> = (0..3).map(|i| publish(&format!("honest{i}"), "10.0.0.1").unwrap()).collect();
+    assert_eq!(publish("one-more", "10.0.0.2").err(), Some(PublishError::TooManyStreams(3)));
+    // a multitrack publish's track streams ride on it: not counted
+    drop(honest);
+    let main = publish("multi", "10.0.0.3").unwrap();
+    let tracks: Vec<_> = (1..8u8)
+        .flat_map(|t| [StreamKey::new("live", "multi").track(t), StreamKey::new("live", "multi").audio_track(t)])
+        .map(|k| hub.publish_with(k, at("10.0.0.3"), Credential::OPEN, gop.clone(), grace).unwrap())
+        .collect();
+    for t in 1..8 {
+        main.stream().add_track(Track::Video(t));
+        main.stream().add_track(Track::Audio(t));
+    }
+    assert_eq!(hub.live_publishes(), 1, "one publish, 15 streams");
+    // in all: 2 of the attacker's + 3 honest + the multitrack one would be 6 waiting; past 4,
+    // the address with the most waiting gives up its oldest first
+    drop(main);
+    drop(tracks);
+    assert_eq!(hub.streams().iter().filter(|s| s.key().name.starts_with("multi~")).count(), 14, "its tracks wait too");
+    // the attacker's address and the honest one had two each: of equals, the older went
+    assert_eq!(waiting("10.0.0.66"), ["ghost9"]);
+    assert_eq!(waiting("10.0.0.1"), ["honest1", "honest2"]);
+    assert_eq!(waiting("10.0.0.3"), ["multi"]);
+    drop(publish("honest9", "10.0.0.9").unwrap());
+    assert_eq!(waiting("10.0.0.1"), ["honest2"], "the address with the most gave up its oldest");
+    let left = hub.streams().iter().filter(|s| s.waiting_peer().is_some() && s.key().split_track().is_none()).count();
+    assert_eq!(left, 4, "never more than max_waiting_streams wait");
+    // a waiting stream ended early takes its track streams with it
+    let limits = StreamLimits { max_streams: 3, max_waiting_streams: 4, max_waiting_streams_per_ip: 1 };
+    hub.set_limits(limits);
+    drop(publish("multi-evicter", "10.0.0.3").unwrap());
+    assert!(hub.get(&StreamKey::new("live", "multi")).is_none(), "the older one of the address ended");
+    assert_eq!(hub.streams().iter().filter(|s| s.key().name.starts_with("multi~")).count(), 0, "with its tracks");
+}
+
+#[tokio::test]
+async fn only_the_credential_a_stream_was_published_with_continues_it_within_the_grace() {
+    let hub = Hub::new(HubConfig::default());
+    let (gop, grace) = (GopCacheConfig::default(), Duration::from_millis(300));
+    let key = StreamKey::new("live", "a");
+    let (a, b) = (Credential::of(&["key-a"]), Credential::of(&["key-b"]));
+    let publish = |c: Credential| hub.publish_with(key.clone(), peer(), c, gop.clone(), grace);
+    let p = publish(a).unwrap();
+    let stream = p.stream().clone();
+    assert!(!stream.admits(&b) && stream.admits(&a), "another key may not take it over");
+    drop(p);
+    assert_eq!(publish(b).err(), Some(PublishError::WaitingForPublisher(key.clone())));
+    assert_eq!(publish(Credential::OPEN).err(), Some(PublishError::WaitingForPublisher(key.clone())));
+    let p = publish(a).expect("the same key continues it");
+    assert!(Arc::ptr_eq(p.stream(), &stream) && stream.reconnects() == 1);
+    drop(p);
+    tokio::time::sleep(grace * 2).await;
+    let p = publish(b).expect("after the grace another key publishes a new stream");
+    assert!(!Arc::ptr_eq(p.stream(), &stream));
+    drop(p);
+    // a stream published openly (before a reload closed publishing) is continued by anyone admitted
+    let key = StreamKey::new("live", "open");
+    drop(hub.publish_with(key.clone(), peer(), Credential::OPEN, gop.clone(), grace).unwrap());
+    assert!(hub.publish_with(key, peer(), b, gop.clone(), grace).is_ok());
 }

@@ -254,17 +254,27 @@ impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
         let settings = ctx.settings.get();
         let policy = settings.apps.get(app);
         let takeover = Duration::from_millis(ctx.config.takeover_idle_ms);
+        // only a publish with the same credential continues the stream in its reconnect
+        // grace or takes a silent publisher's place
+        let credential = policy.auth.publish_credential(query);
         let mut deadline = Instant::now() + KEY_WAIT;
         let mut took_over = false;
         let published = loop {
             let released = ctx.hub.key_released();
-            let got = ctx.hub.publish_with(key.clone(), self.peer, policy.gop_cache.clone(), policy.reconnect_grace);
-            let Err(PublishError::AlreadyPublishing(_)) = got else { break got };
+            let got = ctx.hub.publish_with(
+                key.clone(),
+                self.peer,
+                credential,
+                policy.gop_cache.clone(),
+                policy.reconnect_grace,
+            );
+            let Err(PublishError::AlreadyPublishing(_) | PublishError::WaitingForPublisher(_)) = got else { break got };
             // when to look at the old publisher's silence again, unless the key is freed first
             let mut recheck = deadline;
             // the current publisher may be leaving (its teardown frees the key in a moment), or
             // be a dead connection the encoder is replacing (it sends nothing: take over)
-            if let Some(old) = ctx.hub.get(&key).filter(|_| !took_over && !takeover.is_zero()) {
+            let replaceable = |old: &Arc<Stream>| old.waiting_since().is_none() && old.admits(&credential);
+            if let Some(old) = ctx.hub.get(&key).filter(|old| !took_over && !takeover.is_zero() && replaceable(old)) {
                 let idle = old.input_idle();
                 let now = Instant::now();
                 // the next silence that matters: SILENT (the wait is extended) or takeover
@@ -300,8 +310,9 @@ impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
                 self.session.set_shared_budget(None);
                 let (hub, peer, gop, grace) =
                     (ctx.hub.clone(), self.peer, policy.gop_cache.clone(), policy.reconnect_grace);
-                let start_track =
-                    Box::new(move |k: &StreamKey| hub.publish_with(k.clone(), peer, gop.clone(), grace).ok());
+                let start_track = Box::new(move |k: &StreamKey| {
+                    hub.publish_with(k.clone(), peer, credential, gop.clone(), grace).ok()
+                });
                 self.role = Role::Publishing(Box::new(Ingest::new(
                     publisher,
                     stream_id,
@@ -312,6 +323,9 @@ impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
             }
             Err(e @ PublishError::AlreadyPublishing(_)) => {
                 self.refuse(req, BAD_NAME, &e.to_string(), "already_publishing")
+            }
+            Err(e @ PublishError::WaitingForPublisher(_)) => {
+                self.refuse(req, BAD_NAME, &e.to_string(), "waiting_for_publisher")
             }
             Err(e @ PublishError::ShuttingDown) => {
                 self.refuse(req, "NetStream.Publish.Rejected", &e.to_string(), "shutting_down")
