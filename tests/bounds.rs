@@ -2,13 +2,17 @@
 //! files, CPU ticks; every gateway runs under a 2 GiB address-space limit): unfinished
 //! RTMP messages, pinned buffers, frames sliced out of multitrack messages and ModEx
 //! chains, AMF0 amplification, empty NAL units, codec configurations and metadata, frozen
-//! timestamps, tiny segments, held playlists, idle sockets; the CPU of demuxing multitrack
-//! messages. Each memory test also checks that a normal stream still plays after the attack.
+//! timestamps, tiny segments, held playlists, idle and silent sockets, HLS responses nobody
+//! reads, waits for a multivariant playlist; the CPU of demuxing multitrack messages. Each
+//! memory test also checks that a normal stream still plays after the attack.
 
 mod common;
 
+use std::io::Write;
 use std::net::TcpStream;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::hostile::*;
 use common::*;
@@ -630,4 +634,151 @@ fn a_multitrack_message_is_demuxed_once_for_all_its_track_streams() {
     );
     assert_eq!(tracks("live/multi"), (7, 7), "the multitrack publish serves 7 + 7 track streams");
     assert!(multi < 10 * plain + 100, "64-track messages took {multi} ticks, single-track ones {plain}");
+}
+
+#[test]
+fn silent_http_connections_are_closed_at_the_header_deadline_on_every_path() {
+    // The whole max_http_connections (300 here) taken by sockets that send nothing, but for
+    // one that sends a byte 8 s in: while they last every other client of the HTTP port is
+    // refused. The first request head is due 10 s after a connection came, whichever path
+    // waits for it (the peek before hyper, or hyper after a partial head): every one of
+    // them is closed then, and /healthz answers again.
+    let cfg = config_file("bounds-silent-http", "[limits]\nmax_http_connections = 300\n");
+    let mut gw = Gateway::start_with(&["--config", &cfg]);
+    assert_bounded(&mut gw, "silent HTTP connections", 16 * MIB, 32 * MIB, |gw| {
+        let opened = Instant::now();
+        let mut silent: Vec<TcpStream> = (0..299).map(|_| TcpStream::connect(gw.http).unwrap()).collect();
+        let mut late = TcpStream::connect(gw.http).unwrap();
+        std::thread::sleep(Duration::from_secs(8).saturating_sub(opened.elapsed()));
+        late.write_all(b"G").unwrap();
+        // due at 10 s; 4 s of slack for a loaded machine (a deadline that restarted with the
+        // byte would close it at 18 s)
+        let late_closed = closed_by_server(&mut late, Duration::from_secs(14).saturating_sub(opened.elapsed()));
+        let late_secs = opened.elapsed().as_secs_f64();
+        // (after 14 s, each gets 0.2 s more: a server that keeps them keeps them for good)
+        let not_closed =
+            silent.iter_mut().map(|s| closed_by_server(s, Duration::from_millis(200))).filter(|c| !c).count();
+        println!(
+            "silent HTTP connections: the late byte's connection closed {late_closed} ({late_secs:.1} s after connect); \
+             {not_closed} of 299 silent ones still open {:.1} s after connect",
+            opened.elapsed().as_secs_f64()
+        );
+        assert!(late_closed, "a connection that sent one byte 8 s in was still open after {late_secs:.1} s");
+        assert_eq!(not_closed, 0, "{not_closed} of 299 silent connections still open after 10 s");
+        assert_eq!(http_get(gw.http, "/healthz").status, 200, "the HTTP port answers again");
+        assert!(metric(gw, "livegate_limit_hits_total{limit=\"http_header_timeout\"}") >= 300);
+    });
+}
+
+#[test]
+fn stalled_hls_responses_are_closed_and_free_the_segments_they_hold() {
+    // A publisher of 1 MiB frames with a frozen timestamp fills a 16 MiB segment (cut at
+    // max_segment_bytes) every ~0.4 s; the store keeps 64 MiB of them and drops the oldest.
+    // Four clients fetch each new segment and never read. Unbounded, each response held its
+    // segment for as long as its client stayed (here all ~25 segments, 400 MiB, long after
+    // the store dropped them). With the write stall timeout (1 s here) a response holds its
+    // segment at most that long after its client last took a byte: the bound is the frozen
+    // timestamps' one plus what is published within the stall timeout and a second.
+    let cfg = config_file("bounds-stalled-hls", "[http]\nviewer_stall_timeout_ms = 1000\n");
+    let mut gw = Gateway::start_with(&["--config", &cfg]);
+    // pacing: 1 MiB per 25 ms = 40 MiB/s
+    let frozen = 64 * MIB + 16 * MIB + 32 * MIB + 16 * MIB + 16 * MIB + 16 * MIB;
+    let bound = frozen + 2 * 40 * MIB;
+    assert_bounded(&mut gw, "stalled HLS responses", bound, 32 * MIB, |gw| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (http, stop2) = (gw.http, stop.clone());
+        let attacker = std::thread::spawn(move || {
+            let mut seen = std::collections::HashSet::new();
+            let mut stalled: Vec<TcpStream> = Vec::new();
+            while !stop2.load(Ordering::Relaxed) {
+                let pl = http_get(http, "/live/stall.m3u8");
+                for uri in pl.text().lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+                    if seen.insert(uri.to_string()) {
+                        for _ in 0..4 {
+                            stalled.push(never_reading_get(http, &format!("/live/{uri}")));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            stalled
+        });
+        let mut c = Rtmp::publish(gw.rtmp, "live", "stall").expect("publish");
+        c.s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        c.send_configs(0);
+        c.send_tag(&frames_from(0).next().unwrap()).unwrap();
+        c.set_chunk_size(1 << 20);
+        let mut frame = vec![0x27, 1, 0, 0, 0];
+        let nal = 1024 * 1024 - 64;
+        frame.extend_from_slice(&(nal as u32).to_be_bytes());
+        frame.push(0x41);
+        frame.resize(5 + 4 + nal, 0x5A);
+        for _ in 0..400 {
+            c.message(6, 9, 1, 40, &frame).expect("frozen frame");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        // (the last segment fetched may be new: its fetches are due to stall out too)
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        let mut stalled = attacker.join().unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        let fetched = stalled.len();
+        let open = stalled.iter_mut().map(|s| closed_by_server(s, Duration::from_millis(200))).filter(|c| !c).count();
+        let closes = metric(gw, "livegate_limit_hits_total{limit=\"http_write_stall\"}");
+        println!("stalled HLS responses: {fetched} segment fetches that read nothing, {open} still open, {closes} closed for stalling");
+        c.unpublish();
+        assert!(fetched >= 40, "the attack fetched only {fetched} segments");
+        assert_eq!(open, 0, "{open} of {fetched} stalled segment fetches still open");
+        assert!(closes as usize >= fetched * 9 / 10, "stall closes counted: {closes}");
+        assert!(gw.wait_log("took nothing of a response", Duration::from_secs(5)), "the close is logged");
+    });
+}
+
+/// A GET of `path` that never reads the answer, on a socket whose receive buffer is small
+/// (the server's writes block at once).
+fn never_reading_get(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&addr.into()).unwrap();
+    let mut s: TcpStream = s.into();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s
+}
+
+#[test]
+fn waits_for_a_multivariant_playlist_count_against_max_blocked_requests() {
+    // A multitrack publish whose tracks have no segment yet (one keyframe): a request for its multivariant
+    // playlist waits for the ladder, up to 3 target durations (6 s). With
+    // max_blocked_requests = 20, of 100 such requests at once 20 wait and the rest get 503
+    // at once (unbounded, all 100 waited).
+    let cfg = config_file("bounds-ladder-wait", "[hls]\nmax_blocked_requests = 20\n");
+    let mut gw = Gateway::start_with(&["--config", &cfg]);
+    assert_bounded(&mut gw, "multivariant waits", 16 * MIB, 32 * MIB, |gw| {
+        let mut c = Rtmp::publish(gw.rtmp, "live", "ladder").expect("publish");
+        c.send_configs(0);
+        // video track 1 (E-RTMP multitrack, one track: avc1, sequence start): the publish is a ladder
+        let config = source().configs.iter().find(|t| t.kind == 9).expect("video config");
+        c.send_tag(&Tag { kind: 9, ts: 0, body: as_video_track(&config.body, 1) }).unwrap();
+        // one keyframe: the stream has video, no segment is complete
+        c.send_tag(&frames_from(0).next().unwrap()).unwrap();
+        assert!(
+            gw.wait_log("track served as its own stream", Duration::from_secs(3)),
+            "track 1 is served as a stream of its own"
+        );
+        let http = gw.http;
+        let requests: Vec<_> = (0..100)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    http_request(http, "GET", "/live/ladder.m3u8", usize::MAX, Duration::from_secs(20)).status
+                })
+            })
+            .collect();
+        let statuses: Vec<u16> = requests.into_iter().map(|t| t.join().unwrap()).collect();
+        let busy = statuses.iter().filter(|&&s| s == 503).count();
+        let hits = metric(gw, "livegate_limit_hits_total{limit=\"hls_blocked_requests\"}");
+        println!("multivariant waits: {busy} of 100 requests refused with 503 (limit 20); {hits} limit hits counted");
+        c.unpublish();
+        assert!(busy >= 80, "only {busy} of 100 waiting requests were refused: {statuses:?}");
+        assert!(hits >= 80, "refusals counted: {hits}");
+    });
 }

@@ -67,6 +67,35 @@ fn hls_js_plays_low_latency_hls_with_parts_and_blocking_reload() {
 }
 
 #[test]
+fn hls_js_plays_keyed_low_latency_hls_of_a_ladder() {
+    // play keys on a multitrack publish (two video variants, alternate audio), Low-Latency
+    // HLS: every URI hls.js is given (variants, EXT-X-MEDIA, EXT-X-MAP, parts, preload hints,
+    // rendition reports, segments) must carry the key, or it gets 401
+    use common::hostile::ladder_publisher;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let gw = Gateway::in_process("[auth]\nplay_keys = [\"v1ew\"]\n");
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = ladder_publisher(gw.rtmp, "live/keyed", stop.clone());
+    let ready = wait_until(Duration::from_secs(30), || {
+        let text = http_get(gw.http, "/live/keyed.m3u8?key=v1ew").text();
+        text.matches("#EXT-X-STREAM-INF:").count() == 2 && text.contains("#EXT-X-MEDIA:")
+    });
+    assert!(ready, "{}", http_get(gw.http, "/live/keyed.m3u8?key=v1ew").text());
+    let r = run_player(
+        json!({"mode": "hls", "url": gw.http_url("/live/keyed.m3u8?key=v1ew"), "seconds": 10, "vendor": vendor(),
+               "screenshot": artifacts().join("hlsjs-ll-keyed.png")}),
+        |_, _| {},
+    );
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().unwrap();
+    assert_played(&r, 10.0);
+    assert!(r["canBlockReload"].as_bool().unwrap_or(false), "hls.js saw no CAN-BLOCK-RELOAD");
+    assert!(r["parts"].as_u64().unwrap_or(0) >= 6, "hls.js saw {} parts", r["parts"]);
+    println!("keyed LL-HLS ladder: latency {} s, first frame {} ms", r["latencyAvg"], r["firstFrameMs"]);
+}
+
+#[test]
 fn mpegts_js_plays_http_flv_with_a_fast_first_frame() {
     let gw = Gateway::in_process("");
     let _pub = publish(&gw.rtmp_url("live/flvjs"), Source::default(), None);

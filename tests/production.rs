@@ -682,3 +682,66 @@ fn a_default_start_says_once_that_publishing_is_open_and_nothing_about_its_own_l
         }
     }
 }
+
+/// Every URI a playlist names: (the tag naming it, or "" for a URI line; the URI).
+fn playlist_uris(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let Some(tag) = line.strip_prefix('#') else {
+            out.push((String::new(), line.to_string()));
+            continue;
+        };
+        let name = tag.split(':').next().unwrap_or("");
+        for part in tag.split("URI=\"").skip(1) {
+            out.push((name.to_string(), part.split('"').next().unwrap_or("").to_string()));
+        }
+    }
+    out
+}
+
+#[test]
+fn keyed_low_latency_hls_puts_the_key_on_every_uri_a_playlist_names() {
+    // Play keys, Low-Latency HLS (the default) and a multitrack publish (a ladder): the
+    // multivariant playlist names the variant playlists and the alternate audio
+    // (EXT-X-MEDIA); a rendition's playlist its init segment (EXT-X-MAP), parts
+    // (EXT-X-PART), the next part (EXT-X-PRELOAD-HINT), segments and the other renditions
+    // (EXT-X-RENDITION-REPORT). Each URI, resolved as a player does, is served with the key
+    // it carries and refused (401) without it.
+    use common::hostile::ladder_publisher;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (_dir, cfg) = config_file("keyed-ll", "[auth]\nplay_keys = [\"v1ew\"]\n");
+    let gw = Gateway::in_process_file(&cfg);
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = ladder_publisher(gw.rtmp, "live/lad", stop.clone());
+    let mut multivariant = String::new();
+    let mut rendition = String::new();
+    let ready = wait_until(Duration::from_secs(20), || {
+        multivariant = http_get(gw.http, "/live/lad.m3u8?key=v1ew").text();
+        rendition = http_get(gw.http, "/live/lad~0.m3u8?key=v1ew").text();
+        multivariant.matches("#EXT-X-STREAM-INF:").count() == 2
+            && multivariant.contains("#EXT-X-MEDIA:")
+            && ["#EXT-X-MAP:", "#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:", "#EXT-X-RENDITION-REPORT:", "#EXTINF:"]
+                .iter()
+                .all(|tag| rendition.contains(tag))
+    });
+    assert!(ready, "the ladder:\n{multivariant}\n{rendition}");
+    assert_eq!(http_get(gw.http, "/live/lad.m3u8").status, 401);
+    let mut kinds = std::collections::BTreeSet::new();
+    for (tag, uri) in playlist_uris(&multivariant).into_iter().chain(playlist_uris(&rendition)) {
+        let kind =
+            if tag.is_empty() { uri.split('?').next().unwrap().rsplit('.').next().unwrap().to_string() } else { tag };
+        let bare = uri.strip_suffix("?key=v1ew").unwrap_or_else(|| panic!("{kind} URI {uri} lacks the key"));
+        let with = http_get(gw.http, &format!("/live/{uri}"));
+        assert_eq!(with.status, 200, "{kind} {uri}");
+        assert_eq!(http_get(gw.http, &format!("/live/{bare}")).status, 401, "{kind} {bare} without the key");
+        kinds.insert(kind);
+    }
+    println!("keyed LL-HLS: URI kinds fetched with and without the key: {kinds:?}");
+    for kind in
+        ["EXT-X-MEDIA", "m3u8", "EXT-X-MAP", "EXT-X-PART", "EXT-X-PRELOAD-HINT", "EXT-X-RENDITION-REPORT", "m4s"]
+    {
+        assert!(kinds.contains(kind), "no {kind} URI checked: {kinds:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().unwrap();
+}

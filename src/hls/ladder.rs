@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use livegate_proto::hls::{AudioRendition, Variant};
 
+use super::store::Blocked;
 use super::{HlsStore, PlaylistReply};
 use crate::hub::{lock, Hub, StreamKey, Track};
 
@@ -71,6 +72,8 @@ impl HlsStore {
                 .filter(|s| policy.enabled && s.codec().video.is_some())
                 .and_then(|s| window.checked_sub(s.uptime()))
                 .map(|left| Instant::now() + left);
+            // a waiting request counts against max_blocked_requests like a blocking reload
+            let mut blocked = None;
             loop {
                 if let Some(text) = self.multivariant(hub, key) {
                     return PlaylistReply::Text { text, blocking: false };
@@ -79,8 +82,13 @@ impl HlsStore {
                 if !waiting || renditions(hub, key).is_none() {
                     break;
                 }
+                if blocked.is_none() {
+                    let Some(entered) = Blocked::enter(self, key) else { return PlaylistReply::Unavailable };
+                    blocked = Some(entered);
+                }
                 tokio::time::sleep(LADDER_POLL).await;
             }
+            drop(blocked);
         }
         match self.playlist(key, query).await {
             PlaylistReply::Text { text, blocking } => {

@@ -43,8 +43,6 @@ pub(super) struct KeyState {
     /// Woken whenever a part or segment is added or the playlist ends (blocking reloads and
     /// requests for the hinted part wait on it).
     pub(super) changed: std::sync::Arc<tokio::sync::Notify>,
-    /// Requests waiting on `changed` now (bounded by `max_blocked_requests`).
-    pub(super) blocked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     pub(super) segments: HashMap<u64, Bytes>,
     /// Bytes of `segments` (listed and retired), bounded by `max_stream_bytes`.
     pub(super) held_bytes: usize,
@@ -194,7 +192,6 @@ mod tests {
             parts: HashMap::new(),
             parts_bytes: 0,
             changed: Default::default(),
-            blocked: Default::default(),
             segments: HashMap::from([(1, Bytes::from_static(b"one")), (2, Bytes::from_static(b"two"))]),
             held_bytes: 6,
             over_budget_logged: false,

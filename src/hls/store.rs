@@ -44,21 +44,39 @@ fn file_in(st: &KeyState, name: &SegmentName<'_>) -> Option<(FileKind, Bytes)> {
     Some((name.kind, data))
 }
 
-/// Counts a request waiting on a key's changes for as long as it lives.
-struct Blocked(Arc<std::sync::atomic::AtomicUsize>);
+/// Counts a request waiting on a stream (a blocking reload, a hinted part, the
+/// multivariant playlist of a ladder) for as long as it lives, in [`StoreInner::waiting`].
+pub(super) struct Blocked {
+    store: Arc<StoreInner>,
+    key: StreamKey,
+}
 
 impl Blocked {
-    /// `None` when `max` requests already wait.
-    fn enter(counter: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
-        use std::sync::atomic::Ordering;
-        counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
-        Some(Blocked(counter.clone()))
+    /// `None` when `max_blocked_requests` requests already wait on `key` (counted in
+    /// `hls_blocked_requests`).
+    pub(super) fn enter(store: &HlsStore, key: &StreamKey) -> Option<Self> {
+        let max = store.policy(key).max_blocked_requests;
+        let mut waiting = lock(&store.inner.waiting);
+        let n = waiting.get(key).copied().unwrap_or(0);
+        if n >= max {
+            drop(waiting);
+            store.inner.metrics.limit_hit("hls_blocked_requests");
+            return None;
+        }
+        waiting.insert(key.clone(), n + 1);
+        Some(Blocked { store: store.inner.clone(), key: key.clone() })
     }
 }
 
 impl Drop for Blocked {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let mut waiting = lock(&self.store.waiting);
+        if let Some(n) = waiting.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -102,6 +120,9 @@ pub(super) struct StoreInner {
     /// driver sleeps until it and is woken through `rescheduled` when it moves earlier.
     pub(super) next_deadline: Mutex<Option<Instant>>,
     pub(super) rescheduled: tokio::sync::Notify,
+    /// Requests waiting now, per stream (see [`Blocked`]); a stream is here only while one
+    /// waits.
+    pub(super) waiting: Mutex<HashMap<StreamKey, usize>>,
 }
 
 /// The lifecycle driver sweeps at most this often.
@@ -125,6 +146,7 @@ impl HlsStore {
                 keys: Mutex::new(HashMap::new()),
                 next_deadline: Mutex::new(None),
                 rescheduled: tokio::sync::Notify::new(),
+                waiting: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -224,25 +246,17 @@ impl HlsStore {
     ) -> Option<T> {
         let target_secs = lock(state).playlist.target_duration_secs();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3 * target_secs);
-        let max_blocked = self.policy(key).max_blocked_requests;
         let mut blocked = None;
         loop {
             let changed = lock(state).changed.clone();
             let notified = changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable(); // before looking: no change between look and wait is missed
-            {
-                let mut st = lock(state);
-                if let Some(answer) = look(&mut st) {
-                    return Some(answer);
-                }
-                if blocked.is_none() {
-                    blocked = Blocked::enter(&st.blocked, max_blocked);
-                    if blocked.is_none() {
-                        self.inner.metrics.limit_hit("hls_blocked_requests");
-                        return None;
-                    }
-                }
+            if let Some(answer) = look(&mut lock(state)) {
+                return Some(answer);
+            }
+            if blocked.is_none() {
+                blocked = Some(Blocked::enter(self, key)?);
             }
             tokio::time::timeout_at(deadline, notified).await.ok()?;
         }
@@ -373,7 +387,6 @@ impl HlsStore {
             parts: HashMap::new(),
             parts_bytes: 0,
             changed: Default::default(),
-            blocked: Default::default(),
             playlist,
             segments: HashMap::new(),
             held_bytes: 0,

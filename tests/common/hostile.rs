@@ -239,6 +239,50 @@ pub fn background_publisher(addr: SocketAddr, key: &str, speed: f64, stop: Arc<A
     })
 }
 
+/// The E-RTMP multitrack form (one track, `avc1`) of a legacy AVC video tag body, as
+/// video track `track`.
+pub fn as_video_track(legacy: &[u8], track: u8) -> Vec<u8> {
+    let frame_type = legacy[0] & 0x70;
+    let mut body = vec![0x80 | frame_type | 6];
+    if legacy[1] == 0 {
+        // sequence start: the avcC after the legacy header
+        body.extend_from_slice(&[0, b'a', b'v', b'c', b'1', track]);
+        body.extend_from_slice(&legacy[5..]);
+    } else {
+        // coded frames: the composition offset and the NAL units
+        body.extend_from_slice(&[1, b'a', b'v', b'c', b'1', track]);
+        body.extend_from_slice(&legacy[2..]);
+    }
+    body
+}
+
+/// A multitrack publisher thread (an HLS ladder): the source's video and audio, and the
+/// same video again as video track 1 (Enhanced RTMP multitrack), in real time until `stop`.
+pub fn ladder_publisher(addr: SocketAddr, key: &str, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    let (app, name) = key.split_once('/').unwrap();
+    let mut c = Rtmp::publish(addr, app, name).expect("publish");
+    std::thread::spawn(move || {
+        c.send_configs(0);
+        for t in source().configs.iter().filter(|t| t.kind == 9) {
+            c.send_tag(&Tag { ts: 0, body: as_video_track(&t.body, 1), ..t.clone() }).expect("track 1 config");
+        }
+        let start = Instant::now();
+        for t in frames_from(0) {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if let Some(wait) = Duration::from_millis(u64::from(t.ts)).checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            c.send_tag(&t).expect("publisher write");
+            if t.kind == 9 {
+                c.send_tag(&Tag { body: as_video_track(&t.body, 1), ..t }).expect("publisher write");
+            }
+        }
+        c.unpublish();
+    })
+}
+
 // ---------------------------------------------------------------- HTTP-FLV reader and helpers
 
 /// Reads an HTTP-FLV body until EOF or `stop`, counting bytes; returns the body.

@@ -79,18 +79,15 @@ pub(crate) fn peek_request(bytes: &[u8]) -> Peeked {
 
 /// Serves `sock` here when its first request is an HTTP-FLV GET; else hands it back
 /// (nothing read from it) for hyper. None when the connection is done with.
-pub(crate) async fn serve_or_pass(sock: TcpStream, peer: SocketAddr, ctx: &Arc<HttpContext>) -> Option<TcpStream> {
-    match tokio::time::timeout(HEADER_READ_TIMEOUT, sock.readable()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => return None,
-        Err(_) => {
-            debug!(%peer, "no request within {HEADER_READ_TIMEOUT:?}; closing");
-            return None;
-        }
-    }
+pub(crate) async fn serve_or_pass(
+    sock: TcpStream,
+    peer: SocketAddr,
+    ctx: &Arc<HttpContext>,
+    head_deadline: tokio::time::Instant,
+) -> Option<TcpStream> {
     // the peek buffer is on the stack of one poll (the bytes are there), neither on the heap
     // nor in this connection's future
-    let peeked = std::future::poll_fn(|cx| {
+    let peek = std::future::poll_fn(|cx| {
         let mut bytes = [0u8; MAX_PEEK];
         let mut buf = ReadBuf::new(&mut bytes);
         match sock.poll_peek(cx, &mut buf) {
@@ -98,8 +95,21 @@ pub(crate) async fn serve_or_pass(sock: TcpStream, peer: SocketAddr, ctx: &Arc<H
             Poll::Ready(Ok(_)) => Poll::Ready(Some(peek_request(buf.filled()))),
             Poll::Pending => Poll::Pending,
         }
-    })
-    .await?;
+    });
+    // The whole wait is under the connection's head deadline: tokio may report a new socket
+    // readable with nothing to read, and a peek that then waits for bytes that never come
+    // kept a silent connection (and its slot of max_http_connections) open for good.
+    let peeked = tokio::select! {
+        peeked = tokio::time::timeout_at(head_deadline, peek) => match peeked {
+            Ok(peeked) => peeked?,
+            Err(_) => {
+                ctx.metrics.limit_hit("http_header_timeout");
+                debug!(%peer, "no request within {HEADER_READ_TIMEOUT:?}; closing");
+                return None;
+            }
+        },
+        _ = ctx.shutdown.cancelled() => return None,
+    };
     let Peeked::Flv { head_len, key, query } = peeked else {
         return Some(sock);
     };

@@ -9,9 +9,12 @@
 //!   hyper (a peek decides; anything else goes to hyper untouched); `socket` writes an FLV
 //!   body straight to a socket, as HTTP chunks or as WebSocket frames (`ws`).
 //! - `api`, `player`: the JSON API and admin kick; the built-in player page and assets.
+//! - `deadline`: what every connection is timed by (its first request head from the
+//!   moment it is accepted, every write by the stall timeout).
 //! - `response`, `path`: leaf helpers (responses, safe path segments) shared by all.
 
 mod api;
+mod deadline;
 mod direct;
 mod flv;
 mod path;
@@ -42,8 +45,7 @@ use crate::hub::Hub;
 
 pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
-/// How long a connection may take to send a request head.
-pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) use deadline::HEADER_READ_TIMEOUT;
 
 /// What the HTTP edge needs.
 pub struct HttpContext {
@@ -79,29 +81,42 @@ pub async fn serve(listener: TcpListener, ctx: HttpContext) {
 }
 
 async fn connection(sock: tokio::net::TcpStream, peer: SocketAddr, ctx: Arc<HttpContext>) {
+    // the first request head is due this long after the connection came, on every path
+    let head_deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
     // an HTTP-FLV GET is served off hyper (see `direct`); the rest is hyper's
-    let Some(sock) = direct::serve_or_pass(sock, peer, &ctx).await else {
+    let Some(sock) = direct::serve_or_pass(sock, peer, &ctx, head_deadline).await else {
         return;
     };
     // boxed: hyper's connection state would otherwise size every direct viewer's task too
-    Box::pin(with_hyper(sock, peer, ctx)).await
+    Box::pin(with_hyper(sock, peer, ctx, head_deadline)).await
 }
 
-async fn with_hyper(sock: tokio::net::TcpStream, peer: SocketAddr, ctx: Arc<HttpContext>) {
+async fn with_hyper(
+    sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<HttpContext>,
+    head_deadline: tokio::time::Instant,
+) {
     // Cancelled to drop the connection outright (a stalled HTTP-FLV viewer).
     let kill = CancellationToken::new();
+    let state = Arc::new(deadline::ConnState::default());
+    let stall = Duration::from_millis(ctx.config.viewer_stall_timeout_ms);
+    let io = deadline::WriteStall::new(sock, stall, state.clone(), peer, ctx.metrics.clone());
     let svc_ctx = ctx.clone();
     let svc_kill = kill.clone();
+    let svc_state = state.clone();
     let svc = service_fn(move |req| {
+        svc_state.note_request();
         let ctx = svc_ctx.clone();
         let kill = svc_kill.clone();
-        async move { Ok::<_, Infallible>(routes::handle(req, peer, ctx, kill).await) }
+        let state = svc_state.clone();
+        async move { Ok::<_, Infallible>(routes::handle(req, peer, ctx, kill, &state).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(sock), svc)
+        .serve_connection(TokioIo::new(io), svc)
         // WebSocket-FLV takes the connection over after a 101
         .with_upgrades();
     tokio::pin!(conn);
@@ -112,6 +127,10 @@ async fn with_hyper(sock: tokio::net::TcpStream, peer: SocketAddr, ctx: Arc<Http
             }
         }
         _ = kill.cancelled() => debug!(%peer, "HTTP connection dropped"),
+        _ = deadline::first_head_missed(head_deadline, &state) => {
+            ctx.metrics.limit_hit("http_header_timeout");
+            debug!(%peer, "no whole request head within {HEADER_READ_TIMEOUT:?}; closing");
+        }
         _ = ctx.shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;

@@ -12,6 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::deadline::ConnState;
 use super::path::split_path;
 use super::response::{allow_origin, empty, full, not_found, refused, text};
 use super::{Body, HttpContext};
@@ -24,6 +25,7 @@ pub(crate) async fn handle<B>(
     peer: SocketAddr,
     ctx: Arc<HttpContext>,
     kill: CancellationToken,
+    conn: &ConnState,
 ) -> Response<Body> {
     let head = req.method() == Method::HEAD;
     // WebSocket-FLV: an upgrade at an HTTP-FLV URL
@@ -34,6 +36,10 @@ pub(crate) async fn handle<B>(
             None => not_found(),
         };
         allow_origin(&mut resp, &ctx);
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // a WebSocket-FLV viewer: its writes are timed by its stall watchdog
+            conn.note_flv();
+        }
         return resp;
     }
     let path = req.uri().path();
@@ -58,11 +64,15 @@ pub(crate) async fn handle<B>(
         _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
     };
     allow_origin(&mut resp, &ctx);
+    let flv = resp.headers().get(CONTENT_TYPE).is_some_and(|v| v == "video/x-flv");
+    if flv && !head && resp.status() == StatusCode::OK {
+        // an HTTP-FLV viewer (an endless body): its writes are timed by its stall watchdog
+        conn.note_flv();
+    }
     if head {
         // the length GET would send, when it is known (playlists, segments; not the endless
         // HTTP-FLV body, whose HEAD answer has an empty body standing in for it)
-        let endless = resp.headers().get(CONTENT_TYPE).is_some_and(|v| v == "video/x-flv");
-        let length = hyper::body::Body::size_hint(resp.body()).exact().filter(|_| !endless);
+        let length = hyper::body::Body::size_hint(resp.body()).exact().filter(|_| !flv);
         let (mut parts, _) = resp.into_parts();
         if let Some(n) = length {
             parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
@@ -193,28 +203,57 @@ pub(crate) fn with_track(key: StreamKey, query: &str) -> StreamKey {
     }
 }
 
-/// `playlist` with `?key=KEY` appended to every segment URI and `EXT-X-MAP` URI (`key` as
-/// it came in the playlist request's query, so already URL-encoded).
+/// `playlist` with `key=KEY` added to the query of every URI it names: the URI lines
+/// (segments, variant playlists) and every `URI="…"` attribute of a tag (`EXT-X-MAP`,
+/// `EXT-X-PART`, `EXT-X-PRELOAD-HINT`, `EXT-X-RENDITION-REPORT`, `EXT-X-MEDIA`, and any
+/// other). Players resolve those against the playlist URL without its query, so each needs
+/// the key itself. `key` as it came in the playlist request's query (already URL-encoded).
 fn with_key(playlist: &Bytes, key: &str) -> Bytes {
-    const MAP: &str = "#EXT-X-MAP:URI=\"";
     let text = String::from_utf8_lossy(playlist);
-    let mut out = String::with_capacity(text.len() + 64 * key.len());
+    let push_uri = |out: &mut String, uri: &str| {
+        out.push_str(uri);
+        out.push(if uri.contains('?') { '&' } else { '?' });
+        out.push_str("key=");
+        out.push_str(key);
+    };
+    let mut out = String::with_capacity(text.len() + text.len() / 16 * (key.len() + 5));
     for line in text.lines() {
-        match line.strip_prefix(MAP).and_then(|rest| rest.find('"').map(|end| rest.split_at(end))) {
-            Some((uri, rest)) => {
-                out.push_str(MAP);
-                out.push_str(uri);
-                out.push_str("?key=");
-                out.push_str(key);
-                out.push_str(rest);
-            }
-            None => {
-                out.push_str(line);
-                if !line.is_empty() && !line.starts_with('#') {
-                    out.push_str("?key=");
-                    out.push_str(key);
+        match line.strip_prefix('#').and_then(|tag| tag.split_once(':')) {
+            // a tag with attributes: NAME=VALUE pairs, a VALUE quoted or not
+            Some((name, mut attrs)) => {
+                out.push('#');
+                out.push_str(name);
+                out.push(':');
+                while let Some((attr, after)) = attrs.split_once('=') {
+                    out.push_str(attr);
+                    out.push('=');
+                    let end = match after.strip_prefix('"') {
+                        Some(quoted) => quoted.find('"').map_or(after.len(), |e| e + 2),
+                        None => after.find(',').unwrap_or(after.len()),
+                    };
+                    let value = &after[..end];
+                    match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).filter(|_| attr == "URI") {
+                        Some(uri) => {
+                            out.push('"');
+                            push_uri(&mut out, uri);
+                            out.push('"');
+                        }
+                        None => out.push_str(value),
+                    }
+                    attrs = &after[end..];
+                    match attrs.strip_prefix(',') {
+                        Some(next) => {
+                            out.push(',');
+                            attrs = next;
+                        }
+                        None => break,
+                    }
                 }
+                // what is left is no attribute (`#EXTINF:2.000,`, a date)
+                out.push_str(attrs);
             }
+            None if line.is_empty() || line.starts_with('#') => out.push_str(line),
+            None => push_uri(&mut out, line),
         }
         out.push('\n');
     }
@@ -225,23 +264,55 @@ fn with_key(playlist: &Bytes, key: &str) -> Bytes {
 mod tests {
     use super::*;
 
+    fn keyed(playlist: &str, key: &str) -> String {
+        String::from_utf8(with_key(&Bytes::from(playlist.to_string()), key).to_vec()).unwrap()
+    }
+
     #[test]
     fn segment_uris_carry_the_key() {
-        let p = Bytes::from_static(b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\ncam-19a-7.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:1.5,\ncam-19b-8.ts\n");
-        let out = with_key(&p, "a%20b");
+        let p = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\ncam-19a-7.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:1.5,\ncam-19b-8.ts\n";
         assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
+            keyed(p, "a%20b"),
             "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\ncam-19a-7.ts?key=a%20b\n#EXT-X-DISCONTINUITY\n#EXTINF:1.5,\ncam-19b-8.ts?key=a%20b\n"
         );
     }
 
     #[test]
     fn map_uris_carry_the_key_too() {
-        let p = Bytes::from_static(b"#EXTM3U\n#EXT-X-MAP:URI=\"cam-19a-init1.mp4\"\n#EXTINF:2.000,\ncam-19a-7.m4s\n");
-        let out = with_key(&p, "k");
+        let p = "#EXTM3U\n#EXT-X-MAP:URI=\"cam-19a-init1.mp4\"\n#EXTINF:2.000,\ncam-19a-7.m4s\n";
         assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
+            keyed(p, "k"),
             "#EXTM3U\n#EXT-X-MAP:URI=\"cam-19a-init1.mp4?key=k\"\n#EXTINF:2.000,\ncam-19a-7.m4s?key=k\n"
         );
+    }
+
+    #[test]
+    fn every_uri_of_a_low_latency_playlist_carries_the_key() {
+        // parts, the preload hint, rendition reports: each URI kind a player fetches
+        let p = "#EXTM3U\n#EXT-X-PART-INF:PART-TARGET=0.334\n#EXT-X-MAP:URI=\"c~1-t-init1.mp4\"\n\
+                 #EXT-X-PART:DURATION=0.333,URI=\"c~1-t-7.0.m4s\",INDEPENDENT=YES\n\
+                 #EXTINF:2.000,\nc~1-t-7.m4s\n#EXT-X-PART:DURATION=0.333,URI=\"c~1-t-8.0.m4s\"\n\
+                 #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"c~1-t-8.1.m4s\"\n\
+                 #EXT-X-RENDITION-REPORT:URI=\"c~0.m3u8\",LAST-MSN=8,LAST-PART=0\n";
+        let out = keyed(p, "s3cret");
+        for uri in ["c~1-t-init1.mp4", "c~1-t-7.0.m4s", "c~1-t-7.m4s", "c~1-t-8.0.m4s", "c~1-t-8.1.m4s", "c~0.m3u8"] {
+            assert_eq!(out.matches(&format!("{uri}?key=s3cret")).count(), 1, "{uri} in {out}");
+        }
+        assert!(out.contains("#EXT-X-PART:DURATION=0.333,URI=\"c~1-t-7.0.m4s?key=s3cret\",INDEPENDENT=YES\n"), "{out}");
+        assert!(out.contains("URI=\"c~0.m3u8?key=s3cret\",LAST-MSN=8,LAST-PART=0\n"), "{out}");
+        // nothing else changed
+        assert_eq!(out.replace("?key=s3cret", ""), p);
+    }
+
+    #[test]
+    fn every_uri_of_a_multivariant_playlist_carries_the_key() {
+        // the variants and the alternate audio renditions (a name is no URI, whatever it
+        // holds); an URI with a query gets `&`
+        let p = "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"x,URI=\",URI=\"c~a0.m3u8\"\n\
+                 #EXT-X-STREAM-INF:BANDWIDTH=1,AUDIO=\"audio\"\nc~0.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=2\nc~1.m3u8?x=1\n";
+        let out = keyed(p, "k");
+        assert!(out.contains(",URI=\"c~a0.m3u8?key=k\"\n"), "{out}");
+        assert!(out.contains("\nc~0.m3u8?key=k\n") && out.contains("\nc~1.m3u8?x=1&key=k\n"), "{out}");
+        assert_eq!(out.matches("key=k").count(), 3, "{out}");
     }
 }
