@@ -51,7 +51,7 @@ impl Blocked {
     /// `None` when `max` requests already wait.
     fn enter(counter: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
         use std::sync::atomic::Ordering;
-        counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
+        counter.try_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
         Some(Blocked(counter.clone()))
     }
 }
