@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs what the tests need
-# (ffmpeg/ffprobe, chromium, nginx, openssl, curl from Debian when missing; a Node.js new
-# enough for the browser tests' lock file, see below; their npm packages with
+# The whole test suite, from a fresh machine and any checkout (a mode-0700 home directory
+# too): installs what the tests need (ffmpeg/ffprobe, chromium, nginx, openssl, curl,
+# iproute2, procps and a C compiler for rustc to link with, from Debian when missing; a
+# Node.js new enough for the browser tests' lock file, see below; their npm packages with
 # `npm ci`), then checks formatting, lints and runs every unit and integration test.
 # CI (.ci/run) calls exactly this.
 set -euo pipefail
@@ -57,6 +58,12 @@ command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need_
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# the tests run ss and kill (not the shell's builtin); a minimal Debian (debootstrap
+# --variant=minbase, the debian:12 image) has neither
+type -P ss >/dev/null 2>&1 || need_apt+=(iproute2)
+type -P kill >/dev/null 2>&1 || need_apt+=(procps)
+# rustc links with cc (rustup does not bring one)
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 wheel_cached=no
 [ "$("$node_wheel_bin/node" --version 2>/dev/null)" = "v$NODE_WHEEL_VERSION" ] && wheel_cached=yes
 if [ "$system_node" != ok ] && [ $wheel_cached = no ] && ! python3 -m pip --version >/dev/null 2>&1; then

@@ -40,6 +40,13 @@ fn start_edge(name: &str, origin: std::net::SocketAddr) -> (Nginx, std::net::Soc
     let conf = conf
         .replace("server livegate:8080;", &format!("server {origin};"))
         .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"));
+    // Run as root, nginx's workers would switch to nobody (or www-data), who cannot enter a
+    // checkout in a mode-0700 home directory (/root/project): every cache access would fail
+    // with EACCES and every miss be a 500. They run as the user running the tests instead,
+    // as they do anyway when that user is not root (nginx then cannot switch users).
+    let id =
+        |flag| String::from_utf8(Command::new("id").arg(flag).output().unwrap().stdout).unwrap().trim().to_string();
+    let conf = if id("-u") == "0" { format!("user {} {};\n{conf}", id("-un"), id("-gn")) } else { conf };
     let path = prefix.join("edge.conf");
     std::fs::write(&path, conf).unwrap();
     let test = Command::new(&nginx).arg("-t").arg("-p").arg(&prefix).arg("-c").arg(&path).output().unwrap();

@@ -629,7 +629,7 @@ mod tests {
     impl SharedBudget for Shared {
         fn try_reserve(&self, bytes: usize) -> bool {
             use std::sync::atomic::Ordering::SeqCst;
-            self.0.fetch_update(SeqCst, SeqCst, |u| Some(u + bytes).filter(|&n| n <= self.1)).is_ok()
+            self.0.try_update(SeqCst, SeqCst, |u| Some(u + bytes).filter(|&n| n <= self.1)).is_ok()
         }
         fn release(&self, bytes: usize) {
             self.0.fetch_sub(bytes, std::sync::atomic::Ordering::SeqCst);

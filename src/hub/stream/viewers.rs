@@ -78,7 +78,7 @@ impl Stream {
     pub fn admit_viewer(self: &Arc<Self>, protocol: Protocol, max: usize) -> Option<ViewerGuard> {
         if protocol.is_streaming() {
             let n = &self.stats.streaming_viewers;
-            n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
+            n.try_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
         }
         self.stats.viewers[protocol as usize].fetch_add(1, Ordering::Relaxed);
         Some(ViewerGuard { stream: self.clone(), protocol })

@@ -135,7 +135,7 @@ pub(crate) async fn serve_or_pass(
     let (stream, guard) = match admitted {
         Ok(admitted) => admitted,
         Err(refusal) => {
-            let mut refusal = refusal;
+            let mut refusal = *refusal;
             super::response::allow_origin(&mut refusal, ctx);
             Box::pin(answer(&mut sock, refusal)).await;
             return None;

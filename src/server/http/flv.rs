@@ -46,7 +46,7 @@ pub(crate) async fn serve(
 ) -> Response<Body> {
     let (stream, guard) = match admit(&key, query, peer, ctx, Protocol::HttpFlv).await {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     if head {
         // a HEAD asked the callback like a GET, so its callback server hears it leave too
@@ -60,18 +60,19 @@ pub(crate) async fn serve(
 
 /// Admits a viewer of `key`'s FLV (HTTP-FLV or WebSocket-FLV, `protocol` as the auth
 /// callback names it): the app serves it, the keys, the stream is live, the callback, the
-/// viewer limit; else the refusal to answer.
+/// viewer limit; else the refusal to answer (boxed: a `Response` is 128 bytes, too large
+/// for an `Err` by clippy's result_large_err since Rust 1.99).
 pub(crate) async fn admit(
     key: &StreamKey,
     query: &str,
     peer: SocketAddr,
     ctx: &Arc<HttpContext>,
     protocol: Protocol,
-) -> Result<(Arc<Stream>, ViewerGuard), Response<Body>> {
+) -> Result<(Arc<Stream>, ViewerGuard), Box<Response<Body>>> {
     let settings = ctx.settings.get();
     let policy = settings.apps.get(&key.app);
     if !policy.http_flv {
-        return Err(not_found());
+        return Err(Box::new(not_found()));
     }
     // keys first (they answer nothing about liveness), then liveness (a stream that is not
     // live costs no callback), then the callback: for HEAD as for GET, so HEAD reveals no
@@ -79,22 +80,22 @@ pub(crate) async fn admit(
     let req = AuthRequest::for_stream(Action::Play, key, peer, protocol.name(), query);
     if let Err(denied) = ctx.auth.check_keys(&policy.auth, &req) {
         warn!(%peer, stream = %key, "{} play denied: {denied}", label(protocol));
-        return Err(refused(ctx, &denied));
+        return Err(Box::new(refused(ctx, &denied)));
     }
     if ctx.hub.get(key).is_none() {
-        return Err(not_found());
+        return Err(Box::new(not_found()));
     }
     if let Err(denied) = ctx.auth.check(&policy.auth, &req).await {
         warn!(%peer, stream = %key, "{} play denied: {denied}", label(protocol));
-        return Err(refused(ctx, &denied));
+        return Err(Box::new(refused(ctx, &denied)));
     }
     let Some(stream) = ctx.hub.get(key) else {
-        return Err(not_found());
+        return Err(Box::new(not_found()));
     };
     let Some(guard) = stream.admit_viewer(protocol, settings.limits.max_viewers_per_stream) else {
         warn!(%peer, stream = %key, "{} viewer refused: viewer limit reached", label(protocol));
         ctx.metrics.rejected.get_or_create(&reason("viewer_limit")).inc();
-        return Err(text(StatusCode::SERVICE_UNAVAILABLE, "viewer limit reached\n"));
+        return Err(Box::new(text(StatusCode::SERVICE_UNAVAILABLE, "viewer limit reached\n")));
     };
     Ok((stream, guard))
 }

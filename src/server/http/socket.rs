@@ -3,14 +3,16 @@
 //! served by [`super::direct`]). One batch of FLV pieces becomes one frame or chunk,
 //! written vectored after its header (the media is never copied). What the client sends
 //! is read too: WebSocket frames by [`ClientFrames`], anything on an HTTP-FLV connection
-//! is ignored within [`MAX_CLIENT_DATA`].
+//! is dropped within [`MAX_CLIENT_DATA`] ([`discard`]).
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -25,6 +27,8 @@ use crate::{Inline, Piece};
 const MAX_PIECES: usize = 256;
 /// How long the last bytes (end of stream, a close) may take to go out.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
+/// One read of what an HTTP-FLV client sends (dropped at once; on the stack, not kept).
+const DISCARD_READ: usize = 16 * 1024;
 
 /// How a batch of FLV pieces goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +70,8 @@ pub(crate) async fn play<S: Halves>(
     let (mut rd, wr) = io.halves();
     let mut writer = Writer::new(wr);
     let mut frames = ClientFrames::default();
-    let mut input = BytesMut::with_capacity(256);
+    // (an HTTP-FLV connection reads into no buffer of its own: see discard)
+    let mut input = BytesMut::with_capacity(if framing == Framing::WebSocket { 256 } else { 0 });
     let mut ignored: u64 = 0;
     let mut closing: Option<(u16, &str)> = None;
     // one wait for the whole play (not a new one, registered and dropped, per select)
@@ -90,7 +95,9 @@ pub(crate) async fn play<S: Halves>(
                     closing = Some((1000, "stream ended"));
                 }
             }
-            read = rd.read_buf(&mut input), if input.len() < 2 * MAX_CLIENT_FRAME as usize => {
+            read = read_client(&mut rd, &mut input, &mut ignored, framing),
+                if input.len() < 2 * MAX_CLIENT_FRAME as usize =>
+            {
                 match read {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
@@ -98,11 +105,8 @@ pub(crate) async fn play<S: Halves>(
                 match framing {
                     Framing::WebSocket => closing = client_frames(&mut frames, &mut input, &mut writer, peer),
                     Framing::Chunked => {
-                        // a player has nothing to say on an HTTP-FLV connection
-                        ignored += input.len() as u64;
-                        input.clear();
                         if ignored > MAX_CLIENT_DATA {
-                            warn!(%peer, "HTTP-FLV client sent {ignored} bytes; closing");
+                            warn!(%peer, "HTTP-FLV client sent {ignored} bytes, over {MAX_CLIENT_DATA}; closing");
                             break;
                         }
                     }
@@ -133,6 +137,49 @@ pub(crate) async fn play<S: Halves>(
             break;
         }
     }
+}
+
+/// Reads what the client sent: into `input` (WebSocket frames), or, on an HTTP-FLV
+/// connection, all that is readable now, dropped and counted in `ignored` ([`discard`]).
+/// `Ok(0)` once the client closed.
+async fn read_client<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    input: &mut BytesMut,
+    ignored: &mut u64,
+    framing: Framing,
+) -> std::io::Result<usize> {
+    match framing {
+        Framing::WebSocket => rd.read_buf(input).await,
+        Framing::Chunked => std::future::poll_fn(|cx| discard(Pin::new(&mut *rd), cx, ignored)).await,
+    }
+}
+
+/// Drops what an HTTP-FLV client sent (a player has nothing to say there), adding it to
+/// `ignored`: everything readable at this poll, read after read, but never more than
+/// [`MAX_CLIENT_DATA`] + 1 bytes in all. So the client's first byte past the budget is
+/// always the last one taken, however often the play loop gets to turn (one read per turn
+/// let a chatty client fill the kernel's buffers with megabytes while a busy server went
+/// through its budget 256 bytes a turn). Ready with the bytes read once nothing more is
+/// readable after some, the budget is exceeded, or the client closed (`Ok(0)`) or failed.
+fn discard<R: AsyncRead>(mut rd: Pin<&mut R>, cx: &mut Context<'_>, ignored: &mut u64) -> Poll<std::io::Result<usize>> {
+    let mut buf = [0u8; DISCARD_READ];
+    let mut got = 0;
+    while *ignored <= MAX_CLIENT_DATA {
+        // at most one byte past the budget
+        let room = (MAX_CLIENT_DATA + 1 - *ignored).min(DISCARD_READ as u64) as usize;
+        let mut read = ReadBuf::new(&mut buf[..room]);
+        match rd.as_mut().poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(got)),
+            Poll::Ready(Ok(())) => {
+                got += read.filled().len();
+                *ignored += read.filled().len() as u64;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending if got == 0 => return Poll::Pending,
+            Poll::Pending => break,
+        }
+    }
+    Poll::Ready(Ok(got))
 }
 
 /// Answers what the client's WebSocket frames ask; the close to send when they end the play.
@@ -176,4 +223,43 @@ fn ws_header(opcode: OpCode, len: u64) -> Piece {
         // at most 10 bytes: it always fits
         let _ = h.format(len, w);
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn discard_once<R: AsyncRead + Unpin>(rd: &mut R, ignored: &mut u64) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| discard(Pin::new(&mut *rd), cx, ignored)).await
+    }
+
+    #[tokio::test]
+    async fn discard_drains_what_is_readable_and_stops_one_byte_past_the_budget() {
+        let (mut client, mut server) = tokio::io::duplex(4 << 20);
+        let mut ignored = 0;
+        // what is readable is taken in one go, whatever the read size
+        client.write_all(&[b'x'; 1000]).await.unwrap();
+        assert_eq!(discard_once(&mut server, &mut ignored).await.unwrap(), 1000);
+        assert_eq!(ignored, 1000);
+        // a flood: one poll takes it up to the first byte past the budget, and no more
+        let flood = vec![b'x'; 1 << 20];
+        client.write_all(&flood).await.unwrap();
+        let got = discard_once(&mut server, &mut ignored).await.unwrap();
+        assert_eq!(ignored, MAX_CLIENT_DATA + 1);
+        assert_eq!(got as u64, MAX_CLIENT_DATA + 1 - 1000);
+        client.shutdown().await.unwrap();
+        let mut left = Vec::new();
+        server.read_to_end(&mut left).await.unwrap();
+        assert_eq!(left.len() as u64, 1000 + (1 << 20) - (MAX_CLIENT_DATA + 1), "the rest is not read");
+    }
+
+    #[tokio::test]
+    async fn discard_sees_the_client_close() {
+        let (client, mut server) = tokio::io::duplex(1024);
+        drop(client);
+        let mut ignored = 0;
+        assert_eq!(discard_once(&mut server, &mut ignored).await.unwrap(), 0);
+        assert_eq!(ignored, 0);
+    }
 }

@@ -66,7 +66,7 @@ pub(crate) async fn serve<B>(
     }
     let (stream, guard) = match super::flv::admit(&key, query, peer, ctx, Protocol::WsFlv).await {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let kill = CancellationToken::new();
     let body = super::flv::start(stream, guard, key, query, peer, ctx, kill.clone(), Protocol::WsFlv);

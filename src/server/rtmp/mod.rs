@@ -98,7 +98,7 @@ impl crate::rtmp::chunk::SharedBudget for UnpublishedBudget {
     fn try_reserve(&self, bytes: usize) -> bool {
         let limit = self.settings.get().limits.unpublished_message_bytes;
         self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_add(bytes).filter(|&n| n <= limit))
+            .try_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_add(bytes).filter(|&n| n <= limit))
             .is_ok()
     }
 
