@@ -112,13 +112,16 @@ pub async fn serve(
     tasks.spawn(crate::hls::run(hub.clone(), hls_store.clone(), shutdown.clone()));
     let relays = crate::relay::Relays::new(hub.clone(), config.relay.clone(), metrics.clone(), shutdown.clone())?;
     tasks.spawn(crate::relay::run(relays.clone(), settings.clone(), shutdown.clone()));
+    let svc = Arc::new(crate::session::Services {
+        hub: hub.clone(),
+        settings: settings.clone(),
+        auth,
+        metrics,
+        shutdown: shutdown.clone(),
+    });
     let ingest = Arc::new(RtmpContext {
         config: config.rtmp.clone(),
-        settings: settings.clone(),
-        hub: hub.clone(),
-        metrics: metrics.clone(),
-        auth: auth.clone(),
-        shutdown: shutdown.clone(),
+        svc: svc.clone(),
         unpublished_budget: Arc::new(crate::server::rtmp::UnpublishedBudget::new(settings.clone())),
         connections: crate::server::listener::ConnectionLimiter::new(),
         http_port: bound.http_addr()?.port(),
@@ -132,13 +135,9 @@ pub async fn serve(
     let http = HttpContext {
         config: config.http.clone(),
         admin_token: config.admin.token.clone(),
-        settings,
-        hub,
-        metrics,
+        svc,
         hls: hls_store,
-        auth,
         relays,
-        shutdown: shutdown.clone(),
     };
     tasks.spawn(crate::server::http::serve(bound.http, http));
     shutdown.cancelled().await;

@@ -14,3 +14,4 @@ pub mod hub;
 pub mod metrics;
 pub mod relay;
 pub mod server;
+pub mod session;

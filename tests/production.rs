@@ -118,12 +118,23 @@ fn http_callbacks_allow_deny_and_notify() {
         ),
     );
     let gw = Gateway::in_process_file(&cfg);
+    // one check order for every output (keys, live, on_play, limits): a stream that is not
+    // live costs no callback, over RTMP as over HTTP-FLV
+    let probe = std::process::Command::new(require_tool("ffprobe"))
+        .args(["-v", "error", "-rw_timeout", "5000000"])
+        .arg(gw.rtmp_url("live/absent"))
+        .output()
+        .expect("run ffprobe");
+    assert!(!probe.status.success(), "a play of a stream that is not live succeeded");
+    assert_eq!(http_request(gw.http, "GET", "/live/absent.flv", 10_000, Duration::from_secs(5)).status, 404);
     let denied = publish(&gw.rtmp_url("live/no"), Source::default(), None);
     assert!(!denied.wait(Duration::from_secs(15)).expect("denied publisher not closed").success());
     let allowed = publish(&gw.rtmp_url("live/yes?token=abc"), Source::default(), Some(4));
     assert!(wait_live(&gw, "live/yes", Duration::from_secs(15)));
     let r = http_request(gw.http, "GET", "/live/yes.flv", 10_000, Duration::from_secs(5));
     assert_eq!(r.status, 200);
+    let played = ffprobe(&gw.rtmp_url("live/yes"), &["-show_streams"]);
+    assert!(played["streams"].as_array().is_some_and(|s| !s.is_empty()), "{played}");
     assert!(allowed.wait(Duration::from_secs(20)).is_some());
     assert!(wait_until(Duration::from_secs(10), || {
         let s = seen.lock().unwrap();
@@ -137,6 +148,8 @@ fn http_callbacks_allow_deny_and_notify() {
     assert!(publish_yes["client"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(s.iter().any(|j| j["action"] == "publish" && j["stream"] == "no"));
     assert!(s.iter().any(|j| j["action"] == "play" && j["protocol"] == "http_flv"));
+    assert!(s.iter().any(|j| j["action"] == "play" && j["protocol"] == "rtmp" && j["stream"] == "yes"));
+    assert!(!s.iter().any(|j| j["stream"] == "absent"), "on_play was asked about a stream that is not live");
 }
 
 fn metric(text: &str, name: &str) -> f64 {

@@ -76,7 +76,7 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
         // whether each one's HLS segments are cut on the same keyframes as the first's
         "tracks": tracks.into_iter().map(|t| {
             let key = s.key().track(t);
-            let video = ctx.hub.get(&key).and_then(|t| t.codec().video.clone());
+            let video = ctx.svc.hub.get(&key).and_then(|t| t.codec().video.clone());
             json!({
                 "track": t,
                 "stream": key.to_string(),
@@ -89,7 +89,7 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
         // and its other audio tracks (the HLS ladder's audio renditions)
         "audio_tracks": s.audio_tracks().into_iter().map(|t| {
             let key = s.key().audio_track(t);
-            let audio = ctx.hub.get(&key).and_then(|t| t.codec().audio.clone());
+            let audio = ctx.svc.hub.get(&key).and_then(|t| t.codec().audio.clone());
             let label = labels.iter().find(|l| l.track == t);
             json!({
                 "track": t,
@@ -123,12 +123,12 @@ fn json_response(v: &serde_json::Value) -> Response<Body> {
 }
 
 pub(crate) fn streams(ctx: &HttpContext) -> Response<Body> {
-    let list: Vec<_> = ctx.hub.streams().iter().map(|s| stream_json(ctx, s)).collect();
+    let list: Vec<_> = ctx.svc.hub.streams().iter().map(|s| stream_json(ctx, s)).collect();
     json_response(&json!({ "streams": list }))
 }
 
 pub(crate) fn stream(ctx: &HttpContext, key: &StreamKey) -> Response<Body> {
-    match ctx.hub.get(key) {
+    match ctx.svc.hub.get(key) {
         Some(s) => json_response(&stream_json(ctx, &s)),
         None => not_found(),
     }
@@ -155,7 +155,7 @@ pub(crate) fn kick(path: &str, authorization: Option<&HeaderValue>, ctx: &HttpCo
     let Some(["api", "streams", app, name]) = segments.as_deref() else {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     };
-    match ctx.hub.get(&StreamKey::new(*app, *name)) {
+    match ctx.svc.hub.get(&StreamKey::new(*app, *name)) {
         Some(s) => {
             tracing::info!(stream = %s.key(), "publisher kicked by the admin API");
             s.kick_and_end("kicked by the admin API");
@@ -189,7 +189,7 @@ pub(crate) fn reconnect(
         }
         Some(_) => return text(StatusCode::BAD_REQUEST, "tcUrl must be an rtmp:// or rtmps:// URL\n"),
     };
-    let Some(s) = ctx.hub.get(&StreamKey::new(*app, *name)) else { return not_found() };
+    let Some(s) = ctx.svc.hub.get(&StreamKey::new(*app, *name)) else { return not_found() };
     if s.waiting_since().is_some() {
         return text(StatusCode::CONFLICT, "the stream has no publisher now (it waits for one to come back)\n");
     }

@@ -103,12 +103,12 @@ pub(crate) async fn serve_or_pass(
         peeked = tokio::time::timeout_at(head_deadline, peek) => match peeked {
             Ok(peeked) => peeked?,
             Err(_) => {
-                ctx.metrics.limit_hit("http_header_timeout");
+                ctx.svc.metrics.limit_hit("http_header_timeout");
                 debug!(%peer, "no request within {HEADER_READ_TIMEOUT:?}; closing");
                 return None;
             }
         },
-        _ = ctx.shutdown.cancelled() => return None,
+        _ = ctx.svc.shutdown.cancelled() => return None,
     };
     let Peeked::Flv { head_len, key, query } = peeked else {
         return Some(sock);

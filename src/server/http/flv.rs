@@ -25,6 +25,7 @@ use crate::auth::{Action, AuthRequest};
 use crate::flv::FlvWriter;
 use crate::hub::{HubEvent, Protocol, Stream, StreamKey, Subscription, ViewerGuard};
 use crate::metrics::reason;
+use crate::session::{admit_viewer, Refusal, Viewer};
 use crate::Piece;
 
 /// Hub events taken per poll.
@@ -59,9 +60,9 @@ pub(crate) async fn serve(
 }
 
 /// Admits a viewer of `key`'s FLV (HTTP-FLV or WebSocket-FLV, `protocol` as the auth
-/// callback names it): the app serves it, the keys, the stream is live, the callback, the
-/// viewer limit; else the refusal to answer (boxed: a `Response` is 128 bytes, too large
-/// for an `Err` by clippy's result_large_err since Rust 1.99).
+/// callback names it) through the session layer; else the refusal to answer (boxed: a
+/// `Response` is 128 bytes, too large for an `Err` by clippy's result_large_err since
+/// Rust 1.99).
 pub(crate) async fn admit(
     key: &StreamKey,
     query: &str,
@@ -69,35 +70,34 @@ pub(crate) async fn admit(
     ctx: &Arc<HttpContext>,
     protocol: Protocol,
 ) -> Result<(Arc<Stream>, ViewerGuard), Box<Response<Body>>> {
-    let settings = ctx.settings.get();
-    let policy = settings.apps.get(&key.app);
-    if !policy.http_flv {
-        return Err(Box::new(not_found()));
+    match admit_viewer(&ctx.svc, key, protocol, protocol.name(), peer, query).await {
+        Ok(Viewer { stream, guard }) => Ok((stream, guard)),
+        Err(refusal) => Err(Box::new(refusal_response(ctx, key, peer, label(protocol), &refusal))),
     }
-    // keys first (they answer nothing about liveness), then liveness (a stream that is not
-    // live costs no callback), then the callback: for HEAD as for GET, so HEAD reveals no
-    // more than GET does
-    let req = AuthRequest::for_stream(Action::Play, key, peer, protocol.name(), query);
-    if let Err(denied) = ctx.auth.check_keys(&policy.auth, &req) {
-        warn!(%peer, stream = %key, "{} play denied: {denied}", label(protocol));
-        return Err(Box::new(refused(ctx, &denied)));
+}
+
+/// The HTTP answer to a refused viewer (logged and counted, but for a stream that is not
+/// there: a 404 is no event).
+pub(crate) fn refusal_response(
+    ctx: &HttpContext,
+    key: &StreamKey,
+    peer: SocketAddr,
+    what: &str,
+    refusal: &Refusal,
+) -> Response<Body> {
+    match refusal {
+        Refusal::Disabled | Refusal::NotFound(_) | Refusal::BadName => not_found(),
+        Refusal::Denied(denied) => {
+            warn!(%peer, stream = %key, "{what} play denied: {denied}");
+            refused(ctx, denied)
+        }
+        Refusal::ViewerLimit { .. } => {
+            warn!(%peer, stream = %key, "{what} viewer refused: viewer limit reached");
+            ctx.svc.metrics.rejected.get_or_create(&reason("viewer_limit")).inc();
+            text(StatusCode::SERVICE_UNAVAILABLE, "viewer limit reached\n")
+        }
+        Refusal::Publish(_) => text(StatusCode::SERVICE_UNAVAILABLE, "unavailable\n"),
     }
-    if ctx.hub.get(key).is_none() {
-        return Err(Box::new(not_found()));
-    }
-    if let Err(denied) = ctx.auth.check(&policy.auth, &req).await {
-        warn!(%peer, stream = %key, "{} play denied: {denied}", label(protocol));
-        return Err(Box::new(refused(ctx, &denied)));
-    }
-    let Some(stream) = ctx.hub.get(key) else {
-        return Err(Box::new(not_found()));
-    };
-    let Some(guard) = stream.admit_viewer(protocol, settings.limits.max_viewers_per_stream) else {
-        warn!(%peer, stream = %key, "{} viewer refused: viewer limit reached", label(protocol));
-        ctx.metrics.rejected.get_or_create(&reason("viewer_limit")).inc();
-        return Err(Box::new(text(StatusCode::SERVICE_UNAVAILABLE, "viewer limit reached\n")));
-    };
-    Ok((stream, guard))
 }
 
 /// The endless FLV of an admitted viewer, and its stall watchdog (which cancels `kill`).
@@ -254,7 +254,7 @@ impl Drop for DoneNotice {
     fn drop(&mut self) {
         info!(peer = %self.peer, stream = %self.key, "{} viewer left", label(self.protocol));
         let req = AuthRequest::for_stream(Action::Done, &self.key, self.peer, self.protocol.name(), &self.query);
-        self.ctx.auth.notify(&self.ctx.settings.get().apps.get(&self.key.app).auth, req);
+        self.ctx.svc.auth.notify(&self.ctx.svc.settings.get().apps.get(&self.key.app).auth, req);
     }
 }
 

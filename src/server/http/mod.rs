@@ -38,10 +38,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::auth::Authorizer;
-use crate::config::{HttpConfig, LiveSettings};
+use crate::config::HttpConfig;
 use crate::hls::HlsStore;
-use crate::hub::Hub;
 
 pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
@@ -52,22 +50,18 @@ pub struct HttpContext {
     pub config: HttpConfig,
     /// Bearer token of the admin API; `None` turns it off.
     pub admin_token: Option<String>,
-    /// Per-app policies and limits (replaced on reload).
-    pub settings: Arc<LiveSettings>,
-    pub hub: Hub,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Hub, settings, auth, metrics, shutdown.
+    pub svc: Arc<crate::session::Services>,
     pub hls: HlsStore,
-    pub auth: Authorizer,
     /// Push relays (their status in `/api/streams`, added and removed by the admin API).
     pub relays: crate::relay::Relays,
-    pub shutdown: CancellationToken,
 }
 
 /// Accepts HTTP connections until shutdown, then waits for them to finish.
 pub async fn serve(listener: TcpListener, ctx: HttpContext) {
     let ctx = Arc::new(ctx);
-    let (metrics, shutdown) = (ctx.metrics.clone(), ctx.shutdown.clone());
-    let settings = ctx.settings.clone();
+    let (metrics, shutdown) = (ctx.svc.metrics.clone(), ctx.svc.shutdown.clone());
+    let settings = ctx.svc.settings.clone();
     let limits = move || {
         let l = &settings.get().limits;
         let (_, http) = crate::server::listener::fd_limited(l.max_rtmp_connections, l.max_http_connections);
@@ -101,7 +95,7 @@ async fn with_hyper(
     let kill = CancellationToken::new();
     let state = Arc::new(deadline::ConnState::default());
     let stall = Duration::from_millis(ctx.config.viewer_stall_timeout_ms);
-    let io = deadline::WriteStall::new(sock, stall, state.clone(), peer, ctx.metrics.clone());
+    let io = deadline::WriteStall::new(sock, stall, state.clone(), peer, ctx.svc.metrics.clone());
     let svc_ctx = ctx.clone();
     let svc_kill = kill.clone();
     let svc_state = state.clone();
@@ -128,10 +122,10 @@ async fn with_hyper(
         }
         _ = kill.cancelled() => debug!(%peer, "HTTP connection dropped"),
         _ = deadline::first_head_missed(head_deadline, &state) => {
-            ctx.metrics.limit_hit("http_header_timeout");
+            ctx.svc.metrics.limit_hit("http_header_timeout");
             debug!(%peer, "no whole request head within {HEADER_READ_TIMEOUT:?}; closing");
         }
-        _ = ctx.shutdown.cancelled() => {
+        _ = ctx.svc.shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
         }

@@ -12,7 +12,7 @@ use crate::metrics::reason;
 
 /// 401 for a missing or wrong key, 403 when a callback said no.
 pub(crate) fn refused(ctx: &HttpContext, denied: &Denied) -> Response<Body> {
-    ctx.metrics.rejected.get_or_create(&reason(denied.reason())).inc();
+    ctx.svc.metrics.rejected.get_or_create(&reason(denied.reason())).inc();
     match denied {
         Denied::BadKey => text(StatusCode::UNAUTHORIZED, "unauthorized\n"),
         Denied::Busy => text(StatusCode::SERVICE_UNAVAILABLE, "busy, try again\n"),

@@ -95,11 +95,11 @@ async fn route(
         "/api/streams" => return super::api::streams(ctx),
         "/metrics" => {
             let pushes = ctx.relays.all();
-            ctx.metrics.set_push_states(pushes.iter().map(|(_, p)| p.state));
-            let body = ctx.metrics.render(&ctx.hub, |k| ctx.hls.viewers(k));
+            ctx.svc.metrics.set_push_states(pushes.iter().map(|(_, p)| p.state));
+            let body = ctx.svc.metrics.render(&ctx.svc.hub, |k| ctx.hls.viewers(k));
             return full("application/openmetrics-text; version=1.0.0; charset=utf-8", "no-cache", Bytes::from(body));
         }
-        "/" => return super::player::index(&ctx.hub),
+        "/" => return super::player::index(&ctx.svc.hub),
         _ => {}
     }
     let Some(segments) = split_path(path) else {
@@ -117,16 +117,16 @@ async fn route(
                 let variant = name.contains('~');
                 let key = StreamKey::new(*app, name);
                 // HLS is checked against play keys only: a callback per playlist refresh would flood it.
-                let settings = ctx.settings.get();
+                let settings = ctx.svc.settings.get();
                 let auth = &settings.apps.get(app).auth;
                 let req = AuthRequest { action: Action::Play, app, stream: name, client: peer, protocol: "hls", query };
-                if let Err(denied) = ctx.auth.check_keys(auth, &req) {
+                if let Err(denied) = ctx.svc.auth.check_keys(auth, &req) {
                     return refused(ctx, &denied);
                 }
                 ctx.hls.client_seen(&key, peer.ip());
-                let (playlist, blocking) = match ctx.hls.playlist_or_ladder(&ctx.hub, &key, variant, query).await {
+                let (playlist, blocking) = match ctx.hls.playlist_or_ladder(&ctx.svc.hub, &key, variant, query).await {
                     PlaylistReply::Text { text, blocking } => {
-                        ctx.metrics.hls_request(if blocking { "blocking_playlist" } else { "playlist" });
+                        ctx.svc.metrics.hls_request(if blocking { "blocking_playlist" } else { "playlist" });
                         (text, blocking)
                     }
                     PlaylistReply::NotFound => return not_found(),
@@ -147,11 +147,11 @@ async fn route(
                 };
             }
             if let Some(stem) = [".ts", ".m4s", ".mp4"].iter().find_map(|ext| file.strip_suffix(ext)) {
-                let settings = ctx.settings.get();
+                let settings = ctx.svc.settings.get();
                 let auth = &settings.apps.get(app).auth;
                 let name = crate::hls::SegmentName::parse(file).map_or(stem, |n| n.stream);
                 let req = AuthRequest { action: Action::Play, app, stream: name, client: peer, protocol: "hls", query };
-                if let Err(denied) = ctx.auth.check_keys(auth, &req) {
+                if let Err(denied) = ctx.svc.auth.check_keys(auth, &req) {
                     return refused(ctx, &denied);
                 }
                 // segments of a keyed app must not sit in shared caches, where anyone could
@@ -163,7 +163,7 @@ async fn route(
                 };
                 return match ctx.hls.segment(app, file).await {
                     Some((kind, data)) => {
-                        ctx.metrics.hls_request(match kind {
+                        ctx.svc.metrics.hls_request(match kind {
                             crate::hls::FileKind::Part(_) => "part",
                             crate::hls::FileKind::Init => "init",
                             _ => "segment",
@@ -173,9 +173,9 @@ async fn route(
                     None => not_found(),
                 };
             }
-            super::player::route(&segments, &ctx.hub).unwrap_or_else(not_found)
+            super::player::route(&segments, &ctx.svc.hub).unwrap_or_else(not_found)
         }
-        _ => super::player::route(&segments, &ctx.hub).unwrap_or_else(not_found),
+        _ => super::player::route(&segments, &ctx.svc.hub).unwrap_or_else(not_found),
     }
 }
 

@@ -14,7 +14,6 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::publish::Ingest;
 use super::RtmpContext;
 use crate::auth::{Action, AuthRequest};
 use crate::flv::TagCodecs;
@@ -22,10 +21,15 @@ use crate::hub::{HubEvent, Protocol, Stream, StreamKey, Subscription, ViewerGuar
 use crate::metrics::reason;
 use crate::rtmp::{ClientCapabilities, RequestId, ServerSession, SessionConfig, SessionEvent};
 use crate::server::writer::{Halves, Writer};
+use crate::session::{Ingest, Refusal};
 
 pub(super) enum Role {
     Idle,
-    Publishing(Box<Ingest>),
+    Publishing {
+        ingest: Box<Ingest>,
+        /// The RTMP message stream the publish runs on.
+        stream_id: u32,
+    },
     Playing {
         sub: Subscription,
         stream_id: u32,
@@ -89,12 +93,6 @@ const KICK_FLUSH: Duration = Duration::from_secs(1);
 /// How long a publisher asked to reconnect at shutdown is still read (it moves at its next
 /// keyframe); within `[lifecycle] shutdown_grace_ms` (5 s).
 const RECONNECT_DRAIN: Duration = Duration::from_secs(3);
-/// How long a publish waits for its key to be freed by a publisher that is leaving
-/// (or that it took over) before it is refused.
-pub(super) const KEY_WAIT: Duration = Duration::from_secs(1);
-/// A publisher silent this long is probably dead: a new publish on its key waits until it
-/// may take over (`takeover_idle_ms`) instead of being refused after `KEY_WAIT`.
-pub(super) const SILENT: Duration = Duration::from_millis(500);
 
 impl<S: Halves + Send + 'static> Connection<S> {
     pub(super) fn new(
@@ -134,7 +132,7 @@ impl<S: Halves + Send + 'static> Connection<S> {
         debug!("connected");
         let result = self.serve().await;
         if !self.session.is_handshake_done() && !self.maybe_http {
-            self.ctx.metrics.handshake_failures.inc();
+            self.ctx.svc.metrics.handshake_failures.inc();
         }
         match result {
             Ok(()) => debug!("connection closed"),
@@ -143,7 +141,7 @@ impl<S: Halves + Send + 'static> Connection<S> {
                     e.downcast_ref(),
                     Some(crate::rtmp::RtmpError::BufferBudget { .. } | crate::rtmp::RtmpError::SharedBudget { .. })
                 ) {
-                    self.ctx.metrics.limit_hit("rtmp_message_buffer");
+                    self.ctx.svc.metrics.limit_hit("rtmp_message_buffer");
                 }
                 warn!(peer = %self.peer, "closing RTMP connection: {e:#}")
             }
@@ -154,7 +152,7 @@ impl<S: Halves + Send + 'static> Connection<S> {
     /// Ends the current role: notifies callbacks and frees the stream key.
     fn leave(&mut self) {
         let (stream, action, query) = match std::mem::replace(&mut self.role, Role::Idle) {
-            Role::Publishing(ingest) => {
+            Role::Publishing { ingest, .. } => {
                 info!(stream = %ingest.key(), "publisher left");
                 (ingest.stream().clone(), Action::Unpublish, ingest.query().to_string())
             }
@@ -167,7 +165,7 @@ impl<S: Halves + Send + 'static> Connection<S> {
         self.idle_since = Instant::now();
         let key = stream.key();
         let req = AuthRequest::for_stream(action, key, self.peer, self.proto, &query);
-        self.ctx.auth.notify(&self.ctx.settings.get().apps.get(&key.app).auth, req);
+        self.ctx.svc.auth.notify(&self.ctx.svc.settings.get().apps.get(&key.app).auth, req);
     }
 
     async fn serve(&mut self) -> anyhow::Result<()> {
@@ -181,7 +179,7 @@ impl<S: Halves + Send + 'static> Connection<S> {
         // one wait for the connection's whole life (a new one per loop took the lock of the
         // server's token, which every connection shares, three times), and not polled while
         // the connection plays: at shutdown the played stream ends (`Hub::end_for_viewers`)
-        let shutdown = self.ctx.shutdown.clone();
+        let shutdown = self.ctx.svc.shutdown.clone();
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
         loop {
@@ -201,7 +199,7 @@ impl<S: Halves + Send + 'static> Connection<S> {
             // Viewers may legitimately stay silent; only non-viewers are subject to the idle timeout.
             let watch_idle = !matches!(self.role, Role::Playing { .. }) || !self.session.is_handshake_done();
             let (low, grow) =
-                if matches!(self.role, Role::Publishing(_)) { (16 << 10, 64 << 10) } else { (256, 2 << 10) };
+                if matches!(self.role, Role::Publishing { .. }) { (16 << 10, 64 << 10) } else { (256, 2 << 10) };
             if matches!(self.role, Role::Playing { .. }) && buf.is_empty() && buf.capacity() > VIEWER_READ {
                 // a viewer sends a command now and then: the handshake's room is given back
                 buf = BytesMut::with_capacity(VIEWER_READ);
@@ -252,7 +250,7 @@ impl<S: Halves + Send + 'static> Connection<S> {
                         }
                         continue;
                     }
-                    if let Role::Publishing(ingest) = &self.role {
+                    if let Role::Publishing { ingest, .. } = &self.role {
                         ingest.count_bytes(n);
                     }
                     // The session pauses its input after a publish/play request until we
@@ -318,7 +316,7 @@ impl<S: Halves + Send + 'static> Connection<S> {
         let host = host.or(local).unwrap_or_else(|| "localhost".to_string());
         let page = StatusPage {
             version: env!("CARGO_PKG_VERSION"),
-            live_streams: self.ctx.hub.streams().len(),
+            live_streams: self.ctx.svc.hub.streams().len(),
             host: &host,
             http_port: self.ctx.http_port,
             rtmp_port: self.local.map_or(1935, |a| a.port()),
@@ -332,7 +330,7 @@ impl<S: Halves + Send + 'static> Connection<S> {
 
     /// Whether this connection publishes for a client that can be asked to reconnect.
     fn can_reconnect(&self) -> bool {
-        matches!(self.role, Role::Publishing(_)) && self.caps.caps_ex & crate::rtmp::session::CAPS_EX_RECONNECT != 0
+        matches!(self.role, Role::Publishing { .. }) && self.caps.caps_ex & crate::rtmp::session::CAPS_EX_RECONNECT != 0
     }
 
     /// After a reconnect request at shutdown: goes on taking the publisher's messages until
@@ -353,7 +351,7 @@ impl<S: Halves + Send + 'static> Connection<S> {
             while let Some(ev) = self.session.poll_event() {
                 match ev {
                     SessionEvent::Media { kind, timestamp, payload } => {
-                        if let Role::Publishing(ingest) = &mut self.role {
+                        if let Role::Publishing { ingest, .. } = &mut self.role {
                             ingest.media(kind, timestamp, payload);
                         }
                     }
@@ -371,8 +369,8 @@ impl<S: Halves + Send + 'static> Connection<S> {
     fn goodbye(&mut self) {
         match &self.role {
             Role::Playing { stream_id, .. } => self.session.send_end_of_stream(*stream_id),
-            Role::Publishing(ingest) => {
-                self.session.send_status(ingest.stream_id(), "status", "NetStream.Unpublish.Success", "server closing")
+            Role::Publishing { stream_id, .. } => {
+                self.session.send_status(*stream_id, "status", "NetStream.Unpublish.Success", "server closing")
             }
             Role::Idle => {}
         }
@@ -424,17 +422,17 @@ impl<S: Halves + Send + 'static> Connection<S> {
                 return true;
             }
             SessionEvent::Media { kind, timestamp, payload } => {
-                if let Role::Publishing(ingest) = &mut self.role {
+                if let Role::Publishing { ingest, .. } = &mut self.role {
                     ingest.media(kind, timestamp, payload);
                 }
             }
             SessionEvent::Metadata { payload } => {
-                if let Role::Publishing(ingest) = &mut self.role {
+                if let Role::Publishing { ingest, .. } = &mut self.role {
                     ingest.metadata(payload);
                 }
             }
             SessionEvent::Unpublished => {
-                if matches!(self.role, Role::Publishing(_)) {
+                if matches!(self.role, Role::Publishing { .. }) {
                     self.leave();
                 }
             }
@@ -450,32 +448,22 @@ impl<S: Halves + Send + 'static> Connection<S> {
 
     pub(super) fn refuse(&mut self, req: RequestId, code: &str, why: &str, metric: &'static str) {
         warn!(peer = %self.peer, code, "refused: {why}");
-        self.ctx.metrics.rejected.get_or_create(&reason(metric)).inc();
+        self.ctx.svc.metrics.rejected.get_or_create(&reason(metric)).inc();
         self.session.reject(req, code, why);
         self.close_after_flush = true;
     }
 
-    /// Asks the app's auth (keys, then callback); on denial refuses `req` with `code` and returns false.
-    pub(super) async fn authorize(
-        &mut self,
-        req: RequestId,
-        action: Action,
-        key: &StreamKey,
-        query: &str,
-        code: &str,
-    ) -> bool {
-        let ctx = self.ctx.clone();
-        let settings = ctx.settings.get();
-        let policy = settings.apps.get(&key.app);
-        let auth_req = AuthRequest::for_stream(action, key, self.peer, self.proto, query);
-        match ctx.auth.check(&policy.auth, &auth_req).await {
-            Ok(()) => true,
-            Err(denied) => {
-                let why = format!("{action:?} of {key} denied: {denied}");
-                self.refuse(req, code, &why, denied.reason());
-                false
+    /// Refuses `req` with `code` for `refusal` (the session layer's reason, logged and
+    /// counted by its label).
+    pub(super) fn refuse_with(&mut self, req: RequestId, code: &str, key: Option<&StreamKey>, refusal: &Refusal) {
+        let why = match (refusal, key) {
+            (Refusal::Denied(denied), Some(key)) => {
+                let action = if code.starts_with("NetStream.Publish") { "Publish" } else { "Play" };
+                format!("{action} of {key} denied: {denied}")
             }
-        }
+            (other, _) => other.to_string(),
+        };
+        self.refuse(req, code, &why, refusal.reason());
     }
 }
 
@@ -504,7 +492,7 @@ where
     F: Future<Output = T> + 'static,
 {
     let stream = match role {
-        Role::Publishing(ingest) => Some(ingest.stream().clone()),
+        Role::Publishing { ingest, .. } => Some(ingest.stream().clone()),
         _ => None,
     };
     async move {

@@ -16,23 +16,16 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::auth::Authorizer;
 use crate::config::{LiveSettings, RtmpConfig};
-use crate::hub::Hub;
 use conn::Connection;
 
 /// What an RTMP listener needs; shared by its connections.
 pub struct RtmpContext {
     pub config: RtmpConfig,
-    /// Per-app policies and limits (replaced on reload).
-    pub settings: Arc<LiveSettings>,
-    pub hub: Hub,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    pub auth: Authorizer,
-    pub shutdown: CancellationToken,
+    /// Hub, settings, auth, metrics, shutdown.
+    pub svc: Arc<crate::session::Services>,
     /// The budget of unfinished messages of connections that do not publish, all listeners
     /// together (`limits.unpublished_message_bytes`).
     pub unpublished_budget: Arc<UnpublishedBudget>,
@@ -45,8 +38,8 @@ pub struct RtmpContext {
 /// Accepts RTMP connections (RTMPS when `tls` is given) until shutdown.
 pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, tls: Option<TlsAcceptor>) {
     let proto: &'static str = if tls.is_some() { "rtmps" } else { "rtmp" };
-    let (metrics, shutdown) = (ctx.metrics.clone(), ctx.shutdown.clone());
-    let settings = ctx.settings.clone();
+    let (metrics, shutdown) = (ctx.svc.metrics.clone(), ctx.svc.shutdown.clone());
+    let settings = ctx.svc.settings.clone();
     let limits = move || {
         let l = &settings.get().limits;
         let (rtmp, _) = crate::server::listener::fd_limited(l.max_rtmp_connections, l.max_http_connections);
@@ -66,11 +59,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, tls: Option<Tls
             match tokio::time::timeout(timeout, Box::pin(acceptor.accept(sock))).await {
                 Ok(Ok(tls)) => Box::pin(Connection::new(tls, peer, local, proto, ctx).run()).await,
                 Ok(Err(e)) => {
-                    ctx.metrics.handshake_failures.inc();
+                    ctx.svc.metrics.handshake_failures.inc();
                     warn!(%peer, "closing RTMPS connection: TLS handshake failed: {e}");
                 }
                 Err(_) => {
-                    ctx.metrics.handshake_failures.inc();
+                    ctx.svc.metrics.handshake_failures.inc();
                     warn!(%peer, "closing RTMPS connection: TLS handshake timed out");
                 }
             }

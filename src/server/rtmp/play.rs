@@ -8,10 +8,10 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::conn::{Connection, PlayState, Role};
-use crate::auth::Action;
 use crate::flv::{tag_bodies, TagCodecs, TagType};
 use crate::hub::{HubEvent, Protocol, StreamKey};
 use crate::rtmp::{MediaKind, PlayControl, RequestId};
+use crate::session::{admit_viewer, Refusal, Viewer};
 
 /// Play-control commands (pause, receiveAudio, receiveVideo, seek) an RTMP viewer may send
 /// a second; more are ignored.
@@ -29,25 +29,26 @@ impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
             );
         }
         let Some(key) = StreamKey::parse(app, name) else {
-            return self.refuse(req, NOT_FOUND, "invalid app or stream name", "bad_name");
+            return self.refuse_with(req, NOT_FOUND, None, &Refusal::BadName);
         };
         // `?track=N`: track N of a multitrack publish
         let key = crate::server::http::with_track(key, query);
-        if !self.authorize(req, Action::Play, &key, query, "NetStream.Play.Unauthorized").await {
-            return;
-        }
         let ctx = self.ctx.clone();
-        let Some(stream) = ctx.hub.get(&key) else {
-            return self.refuse(req, NOT_FOUND, &format!("stream {key} is not live"), "not_found");
-        };
+        let Viewer { stream, guard: _guard } =
+            match admit_viewer(&ctx.svc, &key, Protocol::RtmpPlay, self.proto, self.peer, query).await {
+                Ok(v) => v,
+                Err(refusal) => {
+                    let code = match refusal {
+                        Refusal::Denied(_) => "NetStream.Play.Unauthorized",
+                        Refusal::ViewerLimit { .. } => "NetStream.Play.Failed",
+                        _ => NOT_FOUND,
+                    };
+                    return self.refuse_with(req, code, Some(&key), &refusal);
+                }
+            };
         if let Some(why) = self.codec_refusal(&stream.codec(), &key) {
             return self.refuse(req, "NetStream.Play.Failed", &why, "codec_not_announced");
         }
-        let max = ctx.settings.get().limits.max_viewers_per_stream;
-        let Some(_guard) = stream.admit_viewer(Protocol::RtmpPlay, max) else {
-            let why = format!("stream {key} has reached its limit of {max} viewers");
-            return self.refuse(req, "NetStream.Play.Failed", &why, "viewer_limit");
-        };
         info!(stream = %key, "RTMP viewer joined");
         self.session.accept(req);
         let sub = stream.subscribe();
@@ -77,7 +78,7 @@ impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
         state.window.1 += 1;
         if state.window.1 > MAX_CONTROLS_PER_SECOND {
             if state.window.1 == MAX_CONTROLS_PER_SECOND + 1 {
-                self.ctx.metrics.limit_hit("rtmp_play_control");
+                self.ctx.svc.metrics.limit_hit("rtmp_play_control");
                 warn!(stream = %sub.stream().key(), peer = %self.peer, "RTMP viewer sends more than {MAX_CONTROLS_PER_SECOND} play controls a second; ignoring the rest of this second's");
             }
             return;

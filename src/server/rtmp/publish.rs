@@ -1,242 +1,11 @@
-//! RTMP publish: admission (auth, the stream limit, waiting for a key that is being
-//! freed, takeover of a silent publisher) and the publisher's ingest: the sans-IO
-//! `flv::TagDemuxer` turns RTMP media messages into hub events; this feeds them to the hub
-//! and logs what the demuxer noticed.
+//! RTMP publish: the `publish` command through the session layer's admission
+//! ([`crate::session::admit_publisher`]), its refusals as `NetStream.Publish.*` statuses.
 
-use std::sync::Arc;
-use std::time::Duration;
+use crate::hub::{PublishError, StreamKey};
+use crate::rtmp::RequestId;
+use crate::session::{admit_publisher, PublishOptions, Refusal};
 
-use bytes::Bytes;
-use tokio::time::Instant;
-use tracing::{info, warn};
-
-use super::conn::{Connection, Role, KEY_WAIT, SILENT};
-use crate::auth::Action;
-use crate::flv::{FlvError, Note, TagDemuxer, TrackDemuxed};
-use crate::hub::{HubEvent, PublishError, Publisher, Stream, StreamKey, Track};
-use crate::metrics::Metrics;
-use crate::rtmp::{MediaKind, RequestId};
-
-pub(super) struct Ingest {
-    publisher: Publisher,
-    stream_id: u32,
-    query: String,
-    demuxer: TagDemuxer,
-    events: Vec<HubEvent>,
-    notes: Vec<Note>,
-    /// A multitrack message demuxed once, for the publish's own demuxer and each track's
-    /// (emptied after each message: it holds the message's payloads).
-    items: Vec<TrackDemuxed>,
-    warned_no_config: bool,
-    demux_errors: u64,
-    /// Unsupported codecs already logged (a few per stream, then no more lines).
-    unsupported_logged: Vec<String>,
-    metrics: Arc<Metrics>,
-    /// The other video tracks of a multitrack publish, each its own hub stream
-    /// (`NAME~TRACK`, see `StreamKey::track`) with its own demuxer.
-    tracks: Vec<TrackIngest>,
-    /// Starts the hub stream of another track.
-    start_track: StartTrack,
-}
-
-/// Starts the hub stream of a multitrack publish's other track (None: refused, e.g. at the
-/// stream limit).
-pub(super) type StartTrack = Box<dyn Fn(&StreamKey) -> Option<Publisher> + Send>;
-
-/// Track streams of each kind one multitrack publish may start (the variants and audio
-/// renditions of its HLS ladder).
-pub(super) const MAX_TRACKS: usize = 7;
-
-struct TrackIngest {
-    track: Track,
-    demuxer: TagDemuxer,
-    publisher: Publisher,
-}
-
-impl Ingest {
-    pub(super) fn new(
-        publisher: Publisher,
-        stream_id: u32,
-        query: String,
-        metrics: Arc<Metrics>,
-        start_track: StartTrack,
-    ) -> Self {
-        Self {
-            publisher,
-            stream_id,
-            query,
-            demuxer: TagDemuxer::new(),
-            events: Vec::with_capacity(4),
-            notes: Vec::new(),
-            items: Vec::new(),
-            warned_no_config: false,
-            demux_errors: 0,
-            unsupported_logged: Vec::new(),
-            metrics,
-            tracks: Vec::new(),
-            start_track,
-        }
-    }
-
-    pub(super) fn key(&self) -> &StreamKey {
-        self.publisher.stream().key()
-    }
-
-    pub(super) fn stream(&self) -> &Arc<Stream> {
-        self.publisher.stream()
-    }
-
-    /// The RTMP message stream the publish runs on.
-    pub(super) fn stream_id(&self) -> u32 {
-        self.stream_id
-    }
-
-    /// The publish URL's query string.
-    pub(super) fn query(&self) -> &str {
-        &self.query
-    }
-
-    pub(super) fn count_bytes(&self, n: usize) {
-        self.publisher.stream().count_bytes_in(n as u64);
-    }
-
-    pub(super) fn metadata(&mut self, payload: Bytes) {
-        // the names and languages of a multitrack publish's audio tracks, if it gives any
-        self.publisher.stream().set_audio_labels(crate::flv::audio_track_labels(&payload));
-        self.publisher.send(HubEvent::Metadata(payload));
-    }
-}
-
-/// Whether another track of `kind` with id `track` gets a stream of its own, besides
-/// `tracks`.
-fn can_start(tracks: &[TrackIngest], kind: MediaKind, track: u8) -> bool {
-    {
-        let same =
-            |t: &Track| matches!((kind, t), (MediaKind::Video, Track::Video(_)) | (MediaKind::Audio, Track::Audio(_)));
-        let wanted = match kind {
-            MediaKind::Video => Track::Video(track),
-            MediaKind::Audio => Track::Audio(track),
-        };
-        tracks.iter().filter(|t| same(&t.track)).count() < MAX_TRACKS && !tracks.iter().any(|t| t.track == wanted)
-    }
-}
-
-impl Ingest {
-    pub(super) fn media(&mut self, kind: MediaKind, timestamp: u32, payload: Bytes) {
-        // the stream (not its key) is held: no allocation per message
-        let stream = Arc::clone(self.publisher.stream());
-        let key = stream.key();
-        // A multitrack publish's message is demuxed once; the publish's own demuxer and each
-        // track stream's take their tracks from it (the first notes the tracks it does not
-        // serve, which start track streams below).
-        let shared = !self.tracks.is_empty() || crate::flv::is_multitrack(kind, &payload);
-        let result = if shared {
-            let r = self.demuxer.demux(kind, timestamp, payload, &mut self.items);
-            if r.is_ok() {
-                self.demuxer.serve(kind, &self.items, &mut self.events, &mut self.notes);
-            }
-            r
-        } else {
-            self.demuxer.push(kind, timestamp, payload, &mut self.events, &mut self.notes)
-        };
-        for note in self.notes.drain(..) {
-            match note {
-                Note::VideoConfig(v) => {
-                    info!(stream = %key, codec = %v.codec_string(), width = v.width(), height = v.height(), "video config")
-                }
-                Note::AudioConfig(a) => info!(
-                    stream = %key,
-                    codec = %a.codec_string(),
-                    rate = a.sample_rate(),
-                    channels = a.channels(),
-                    "audio config"
-                ),
-                Note::FrameBeforeConfig => {
-                    self.metrics.media_dropped("before_config");
-                    if !self.warned_no_config {
-                        self.warned_no_config = true;
-                        warn!(stream = %key, "dropping frames that arrive before their sequence header");
-                    }
-                }
-                Note::CodecMismatch { kind, configured, frame } => {
-                    self.metrics.media_dropped("codec_mismatch");
-                    self.demux_errors += 1;
-                    if self.demux_errors <= 3 || self.demux_errors.is_multiple_of(1000) {
-                        warn!(stream = %key, ?kind, configured, frame, count = self.demux_errors,
-                            "dropping a frame whose codec is not its track's (no new sequence start)");
-                    }
-                }
-                Note::OtherTrack { kind, track } if can_start(&self.tracks, kind, track) => {
-                    let (track, track_key, demuxer) = match kind {
-                        MediaKind::Video => {
-                            (Track::Video(track), key.track(track), TagDemuxer::for_track(track, &self.demuxer))
-                        }
-                        MediaKind::Audio => {
-                            (Track::Audio(track), key.audio_track(track), TagDemuxer::for_audio_track(track))
-                        }
-                    };
-                    match (self.start_track)(&track_key) {
-                        Some(publisher) => {
-                            info!(stream = %key, ?track, track_stream = %track_key, "multitrack publish: track served as its own stream (an HLS rendition)");
-                            self.publisher.stream().add_track(track);
-                            self.tracks.push(TrackIngest { track, demuxer, publisher });
-                        }
-                        None => {
-                            self.metrics.media_dropped("other_track");
-                            warn!(stream = %key, ?track, "multitrack publish: the track's stream could not be started; dropped");
-                        }
-                    }
-                }
-                Note::OtherTrack { kind, track } => {
-                    self.metrics.media_dropped("other_track");
-                    warn!(stream = %key, ?kind, track, "multitrack publish: more than {MAX_TRACKS} tracks of a kind; this one is dropped")
-                }
-                Note::Jump { from, to } => {
-                    warn!(stream = %key, from, to, "timestamp jump; marking a discontinuity")
-                }
-            }
-        }
-        let demuxed = result.is_ok();
-        match result {
-            Ok(()) => {}
-            Err(e @ (FlvError::UnsupportedCodec { .. } | FlvError::UnsupportedFourCc { .. })) => {
-                self.metrics.media_dropped("unsupported_codec");
-                let what = e.to_string();
-                if self.unsupported_logged.len() < 8 && !self.unsupported_logged.contains(&what) {
-                    warn!(stream = %key, "dropping media: {what} (logged once per codec; counted in livegate_media_dropped_total)");
-                    self.unsupported_logged.push(what);
-                }
-            }
-            Err(e) => {
-                self.metrics.media_dropped("malformed");
-                self.demux_errors += 1;
-                // the first few, then one in a thousand, so a broken encoder cannot flood the log
-                if self.demux_errors <= 3 || self.demux_errors.is_multiple_of(1000) {
-                    warn!(stream = %key, count = self.demux_errors, "dropping media message: {e}");
-                }
-            }
-        }
-        for ev in self.events.drain(..) {
-            self.publisher.send(ev);
-        }
-        // every track stream takes its track (and a video track the first audio track) from
-        // the demuxed message
-        if shared && demuxed {
-            for t in &mut self.tracks {
-                t.demuxer.serve(kind, &self.items, &mut self.events, &mut self.notes);
-                // (what a track stream's demuxer notes is the publish's business, noted above)
-                self.notes.clear();
-                for ev in self.events.drain(..) {
-                    if let HubEvent::Frame(f) = &ev {
-                        t.publisher.stream().count_bytes_in(f.payload_len() as u64);
-                    }
-                    t.publisher.send(ev);
-                }
-            }
-        }
-        self.items.clear();
-    }
-}
+use super::conn::{Connection, Role};
 
 impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
     pub(super) async fn on_publish(&mut self, req: RequestId, stream_id: u32, app: &str, name: &str, query: &str) {
@@ -245,93 +14,29 @@ impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
             return self.refuse(req, BAD_NAME, "this connection already publishes or plays", "bad_request");
         }
         let Some(key) = StreamKey::parse(app, name) else {
-            return self.refuse(req, BAD_NAME, "invalid app or stream name", "bad_name");
+            return self.refuse_with(req, BAD_NAME, None, &Refusal::BadName);
         };
-        if !self.authorize(req, Action::Publish, &key, query, "NetStream.Publish.Unauthorized").await {
-            return;
-        }
         let ctx = self.ctx.clone();
-        let settings = ctx.settings.get();
-        let policy = settings.apps.get(app);
-        let takeover = Duration::from_millis(ctx.config.takeover_idle_ms);
-        // only a publish with the same credential continues the stream in its reconnect
-        // grace or takes a silent publisher's place
-        let credential = policy.auth.publish_credential(query);
-        let mut deadline = Instant::now() + KEY_WAIT;
-        let mut took_over = false;
-        let published = loop {
-            let released = ctx.hub.key_released();
-            let got = ctx.hub.publish_with(
-                key.clone(),
-                self.peer,
-                credential,
-                policy.gop_cache.clone(),
-                policy.reconnect_grace,
-            );
-            let Err(PublishError::AlreadyPublishing(_) | PublishError::WaitingForPublisher(_)) = got else { break got };
-            // when to look at the old publisher's silence again, unless the key is freed first
-            let mut recheck = deadline;
-            // the current publisher may be leaving (its teardown frees the key in a moment), or
-            // be a dead connection the encoder is replacing (it sends nothing: take over)
-            let replaceable = |old: &Arc<Stream>| old.waiting_since().is_none() && old.admits(&credential);
-            if let Some(old) = ctx.hub.get(&key).filter(|old| !took_over && !takeover.is_zero() && replaceable(old)) {
-                let idle = old.input_idle();
-                let now = Instant::now();
-                // the next silence that matters: SILENT (the wait is extended) or takeover
-                let next = if idle < SILENT.min(takeover) { SILENT.min(takeover) } else { takeover };
-                recheck = now + next.saturating_sub(idle);
-                if idle >= takeover {
-                    warn!(stream = %key, old = %old.publisher_addr(), "taking the stream over: its publisher sent nothing for {idle:?}");
-                    old.kick("replaced by a new publisher after sending nothing");
-                    took_over = true;
-                    // give the old connection the full wait to let go of the key
-                    deadline = deadline.max(Instant::now() + KEY_WAIT);
-                } else if idle >= SILENT {
-                    // already silent for longer than any live encoder: wait until it may be replaced
-                    deadline = deadline.max(Instant::now() + (takeover - idle) + Duration::from_millis(100));
-                }
-            }
-            if Instant::now() >= deadline {
-                break got;
-            }
-            // wait for the key to be freed (a notification, not a polling loop), or until
-            // it is time to look at the old publisher's silence again
-            let _ = tokio::time::timeout_at(recheck.min(deadline), released).await;
-        };
-        match published {
-            Ok(publisher) => {
-                info!(stream = %key, "publishing");
+        let options = PublishOptions { takeover: std::time::Duration::from_millis(ctx.config.takeover_idle_ms) };
+        match admit_publisher(&ctx.svc, &key, self.peer, self.proto, query, options).await {
+            Ok(ingest) => {
                 let can_reconnect = self.caps.caps_ex & crate::rtmp::session::CAPS_EX_RECONNECT != 0;
-                publisher.stream().set_publisher_can_reconnect(can_reconnect);
-                ctx.metrics.publishes.inc();
+                ingest.stream().set_publisher_can_reconnect(can_reconnect);
                 self.session.accept(req);
                 // a publisher's unfinished messages no longer count against the budget of
                 // connections that do not publish (its own 2 × max_message_size still holds)
                 self.session.set_shared_budget(None);
-                let (hub, peer, gop, grace) =
-                    (ctx.hub.clone(), self.peer, policy.gop_cache.clone(), policy.reconnect_grace);
-                let start_track = Box::new(move |k: &StreamKey| {
-                    hub.publish_with(k.clone(), peer, credential, gop.clone(), grace).ok()
-                });
-                self.role = Role::Publishing(Box::new(Ingest::new(
-                    publisher,
-                    stream_id,
-                    query.to_string(),
-                    ctx.metrics.clone(),
-                    start_track,
-                )));
+                self.role = Role::Publishing { ingest: Box::new(ingest), stream_id };
             }
-            Err(e @ PublishError::AlreadyPublishing(_)) => {
-                self.refuse(req, BAD_NAME, &e.to_string(), "already_publishing")
-            }
-            Err(e @ PublishError::WaitingForPublisher(_)) => {
-                self.refuse(req, BAD_NAME, &e.to_string(), "waiting_for_publisher")
-            }
-            Err(e @ PublishError::ShuttingDown) => {
-                self.refuse(req, "NetStream.Publish.Rejected", &e.to_string(), "shutting_down")
-            }
-            Err(e @ PublishError::TooManyStreams(_)) => {
-                self.refuse(req, "NetStream.Publish.Rejected", &e.to_string(), "stream_limit")
+            Err(refusal) => {
+                let code = match &refusal {
+                    Refusal::Denied(_) => "NetStream.Publish.Unauthorized",
+                    Refusal::Publish(PublishError::ShuttingDown | PublishError::TooManyStreams(_)) => {
+                        "NetStream.Publish.Rejected"
+                    }
+                    _ => BAD_NAME,
+                };
+                self.refuse_with(req, code, Some(&key), &refusal);
             }
         }
     }
