@@ -112,13 +112,22 @@ pub async fn serve(
     tasks.spawn(crate::hls::run(hub.clone(), hls_store.clone(), shutdown.clone()));
     let relays = crate::relay::Relays::new(hub.clone(), config.relay.clone(), metrics.clone(), shutdown.clone())?;
     tasks.spawn(crate::relay::run(relays.clone(), settings.clone(), shutdown.clone()));
+    let pulls = crate::relay::Pulls::new(
+        Arc::new(config.relay.clone()),
+        Some(crate::relay::tls_connector(config.relay.ca_file.as_deref())?),
+        config.rtmp.max_message_size,
+    );
+    let hls_viewers = hls_store.clone();
+    pulls.set_hls_viewers(Box::new(move |k| hls_viewers.viewers(k)));
     let svc = Arc::new(crate::session::Services {
         hub: hub.clone(),
         settings: settings.clone(),
         auth,
         metrics,
         shutdown: shutdown.clone(),
+        pulls: pulls.clone(),
     });
+    tasks.spawn(pulls.run_static(svc.clone()));
     let ingest = Arc::new(RtmpContext {
         config: config.rtmp.clone(),
         svc: svc.clone(),

@@ -148,6 +148,14 @@ pub struct AppConfig {
     pub auth: Option<AuthOverride>,
     /// Push targets of this app's streams; replaces `[relay] push` for it (`[]`: none).
     pub push: Option<Vec<String>>,
+    /// The origin this app's streams are pulled from when a viewer asks for one that is not
+    /// live here: `rtmp://HOST[:PORT]/APP`, `rtmps://…` or `http://HOST[:PORT]/APP`
+    /// (HTTP-FLV), the stream name appended.
+    pub pull: Option<String>,
+    /// A pull stops this long after its last viewer (default `[relay] pull_idle_ms`).
+    pub pull_idle_ms: Option<u64>,
+    /// Streams of this app pulled from the start and kept, viewers or not.
+    pub pull_always: Option<Vec<String>>,
 }
 
 /// The settings that apply to one application.
@@ -161,6 +169,12 @@ pub struct AppPolicy {
     pub auth: AuthConfig,
     /// Push targets (URL templates) started when a stream of this app goes live.
     pub push: Vec<String>,
+    /// The origin streams are pulled from on demand.
+    pub pull: Option<crate::relay::PullUrl>,
+    /// How long a pull outlives its last viewer.
+    pub pull_idle: std::time::Duration,
+    /// Streams pulled from the start and kept.
+    pub pull_always: Vec<String>,
 }
 
 /// Resolves the policy of any application name.
@@ -173,6 +187,11 @@ pub struct Apps {
 impl Apps {
     pub fn get(&self, app: &str) -> &AppPolicy {
         self.apps.get(app).unwrap_or(&self.default)
+    }
+
+    /// The apps configured by name (`[apps.NAME]`) and their policies.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &AppPolicy)> {
+        self.apps.iter().map(|(n, p)| (n.as_str(), p))
     }
 }
 
@@ -453,6 +472,9 @@ impl Config {
             reconnect_grace: std::time::Duration::from_millis(self.hub.reconnect_grace_ms),
             auth: self.auth.clone(),
             push: self.relay.push.clone(),
+            pull: None,
+            pull_idle: std::time::Duration::from_millis(self.relay.pull_idle_ms),
+            pull_always: Vec::new(),
         };
         let apps = self
             .apps
@@ -470,6 +492,10 @@ impl Config {
                         .map_or(default.reconnect_grace, std::time::Duration::from_millis),
                     auth: a.auth.as_ref().map_or_else(|| default.auth.clone(), |o| o.apply(&default.auth)),
                     push: a.push.clone().unwrap_or_else(|| default.push.clone()),
+                    // (checked by `validate`)
+                    pull: a.pull.as_deref().and_then(|u| crate::relay::PullUrl::parse(u).ok()),
+                    pull_idle: a.pull_idle_ms.map_or(default.pull_idle, std::time::Duration::from_millis),
+                    pull_always: a.pull_always.clone().unwrap_or_default(),
                 };
                 (name.clone(), policy)
             })
@@ -524,6 +550,20 @@ impl Config {
         for (name, app) in &self.apps {
             crate::relay::RelayConfig::validate_targets(app.push.iter().flatten())
                 .with_context(|| format!("apps.{name}.push"))?;
+            if let Some(url) = &app.pull {
+                crate::relay::PullUrl::parse(url).with_context(|| format!("apps.{name}.pull"))?;
+            }
+            if app.pull_always.as_ref().is_some_and(|a| !a.is_empty()) && app.pull.is_none() {
+                bail!("apps.{name}.pull_always needs apps.{name}.pull (the origin)");
+            }
+            for stream in app.pull_always.iter().flatten() {
+                if !crate::hub::valid_name(stream) {
+                    bail!("apps.{name}.pull_always: {stream:?} is not a valid stream name");
+                }
+            }
+        }
+        if self.relay.max_pulls_per_origin == 0 {
+            bail!("relay.max_pulls_per_origin must be at least 1");
         }
         for (name, app) in &self.apps {
             if !crate::hub::valid_name(name) {

@@ -5,6 +5,7 @@
 //! live stream ([`Relays::add`], [`Relays::remove`]). A stream's pushes end with it (after
 //! its reconnect grace).
 
+pub mod pull;
 pub mod push;
 pub mod target;
 
@@ -21,6 +22,7 @@ use tracing::{info, warn};
 
 use crate::config::LiveSettings;
 use crate::hub::{lock, Hub, Stream, StreamKey};
+pub use pull::{PullUrl, Pulls};
 pub use push::{PushHandle, PushStatus};
 pub use target::{PushUrl, TargetError};
 
@@ -43,6 +45,14 @@ pub struct RelayConfig {
     /// PEM file of CA certificates RTMPS targets are checked against, besides the
     /// platform's roots.
     pub ca_file: Option<PathBuf>,
+    /// A viewer of a stream being pulled waits this long for its first keyframe, then gets
+    /// not-found.
+    pub pull_wait_ms: u64,
+    /// A pull stops this long after its last viewer left (per app: `[apps.NAME]
+    /// pull_idle_ms`).
+    pub pull_idle_ms: u64,
+    /// Streams pulled from one origin (host:port) at once; more get not-found.
+    pub max_pulls_per_origin: usize,
 }
 
 impl Default for RelayConfig {
@@ -54,6 +64,9 @@ impl Default for RelayConfig {
             stall_timeout_ms: 10_000,
             max_pushes_per_stream: 16,
             ca_file: None,
+            pull_wait_ms: 5_000,
+            pull_idle_ms: 10_000,
+            max_pulls_per_origin: 100,
         }
     }
 }
@@ -222,7 +235,7 @@ pub async fn run(relays: Relays, settings: Arc<LiveSettings>, shutdown: Cancella
 
 /// TLS for RTMPS targets: the platform's root certificates and `ca_file`'s, SNI, the
 /// certificate checked against the target's host name.
-fn tls_connector(ca_file: Option<&std::path::Path>) -> anyhow::Result<tokio_rustls::TlsConnector> {
+pub(crate) fn tls_connector(ca_file: Option<&std::path::Path>) -> anyhow::Result<tokio_rustls::TlsConnector> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();

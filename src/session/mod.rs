@@ -35,6 +35,8 @@ pub struct Services {
     pub auth: Authorizer,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
+    /// Streams pulled from origins on demand (`[apps.NAME] pull`).
+    pub pulls: crate::relay::Pulls,
 }
 
 /// Why a publish or a play was refused. Each edge maps it to its protocol.
@@ -83,7 +85,7 @@ pub struct Viewer {
 /// liveness), then [`find`] (a stream that is not live costs no callback), then the
 /// `on_play` callback, then the stream's viewer limit.
 pub async fn admit_viewer(
-    svc: &Services,
+    svc: &Arc<Services>,
     key: &StreamKey,
     output: Protocol,
     via: &str,
@@ -106,7 +108,12 @@ pub async fn admit_viewer(
     Ok(Viewer { stream, guard })
 }
 
-/// The live stream of `key`. `query` is the viewer's.
-pub async fn find(svc: &Services, key: &StreamKey, _query: &str) -> Option<Arc<Stream>> {
-    svc.hub.get(key)
+/// The live stream of `key`: the hub's, else, for an app that pulls from an origin, the
+/// pulled one once it has its first keyframe (a pull is started, or joined, here). `query`
+/// is the viewer's (it names the relays a pull from another livegate came through).
+pub async fn find(svc: &Arc<Services>, key: &StreamKey, query: &str) -> Option<Arc<Stream>> {
+    if let Some(s) = svc.hub.get(key) {
+        return Some(s);
+    }
+    svc.pulls.find(svc, key, query).await
 }

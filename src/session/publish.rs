@@ -26,6 +26,9 @@ pub struct PublishOptions {
     /// A publisher that sent nothing for this long is replaced by a new publish of its key
     /// with the same credential (`rtmp.takeover_idle_ms`); zero: never.
     pub takeover: Duration,
+    /// The publish was set up by the operator (a pull from a configured origin): publish
+    /// keys and the `on_publish` callback do not apply.
+    pub preauthorized: bool,
 }
 
 /// Admits a publisher of `key` from `peer` (`via`: the protocol as the auth callback names
@@ -44,7 +47,9 @@ pub async fn admit_publisher(
     let settings = svc.settings.get();
     let policy = settings.apps.get(&key.app);
     let req = AuthRequest::for_stream(Action::Publish, key, peer, via, query);
-    svc.auth.check(&policy.auth, &req).await.map_err(Refusal::Denied)?;
+    if !options.preauthorized {
+        svc.auth.check(&policy.auth, &req).await.map_err(Refusal::Denied)?;
+    }
     let takeover = options.takeover;
     // only a publish with the same credential continues the stream in its reconnect
     // grace or takes a silent publisher's place

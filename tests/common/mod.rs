@@ -56,9 +56,14 @@ impl Gateway {
     }
 
     pub fn in_process(toml: &str) -> Self {
+        Self::in_process_at(toml, "127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap())
+    }
+
+    /// [`Self::in_process`] on given addresses (for gateways that name each other's ports).
+    pub fn in_process_at(toml: &str, rtmp: SocketAddr, http: SocketAddr) -> Self {
         let mut config = livegate::config::Config::parse(toml).expect("test configuration");
-        config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
-        config.http.listen = "127.0.0.1:0".parse().unwrap();
+        config.rtmp.listen = rtmp;
+        config.http.listen = http;
         let shutdown = tokio_util::sync::CancellationToken::new();
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = shutdown.clone();

@@ -11,6 +11,8 @@ pub enum FlvFileError {
     NotFlv,
     #[error("tag at offset {0} runs past the end of the file")]
     Truncated(usize),
+    #[error("a tag of {size} bytes is larger than the {max} bytes allowed")]
+    TagTooLarge { size: usize, max: usize },
 }
 
 /// One tag: type (8 audio, 9 video, 18 script), 32-bit timestamp, body.
@@ -104,6 +106,73 @@ impl TagScanner {
     }
 }
 
+/// Reads whole tags out of a live FLV byte stream fed in pieces of any size (an HTTP-FLV
+/// pull from an origin): the FLV header is checked and skipped, each tag's body is cut out
+/// of the buffer (one copy, from the socket's pieces into it), and a tag larger than
+/// `max_tag` is an error before its body is buffered, so what it holds is bounded by
+/// `max_tag` plus one piece.
+#[derive(Debug)]
+pub struct TagReader {
+    buf: bytes::BytesMut,
+    header_done: bool,
+    max_tag: usize,
+}
+
+impl TagReader {
+    pub fn new(max_tag: usize) -> Self {
+        Self { buf: bytes::BytesMut::new(), header_done: false, max_tag }
+    }
+
+    /// Appends the next piece of the stream.
+    pub fn push(&mut self, piece: &[u8]) {
+        self.buf.extend_from_slice(piece);
+    }
+
+    /// Bytes held (a partial tag).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next whole tag, `Ok(None)` when more bytes are needed.
+    pub fn next_tag(&mut self) -> Result<Option<FileTag>, FlvFileError> {
+        if !self.header_done {
+            if self.buf.len() < 9 {
+                return Ok(None);
+            }
+            if &self.buf[..3] != b"FLV" {
+                return Err(FlvFileError::NotFlv);
+            }
+            let header_len = u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]]) as usize;
+            if !(9..=64).contains(&header_len) {
+                return Err(FlvFileError::NotFlv);
+            }
+            // the header and PreviousTagSize0
+            if self.buf.len() < header_len + 4 {
+                return Ok(None);
+            }
+            let _ = self.buf.split_to(header_len + 4);
+            self.header_done = true;
+        }
+        if self.buf.len() < TAG_HEADER_LEN {
+            return Ok(None);
+        }
+        let mut h = [0u8; TAG_HEADER_LEN];
+        h.copy_from_slice(&self.buf[..TAG_HEADER_LEN]);
+        let TagHeader { tag_type, size, timestamp } = TagHeader::parse(&h);
+        if size > self.max_tag {
+            return Err(FlvFileError::TagTooLarge { size, max: self.max_tag });
+        }
+        if self.buf.len() < TAG_HEADER_LEN + size + 4 {
+            self.buf.reserve(TAG_HEADER_LEN + size + 4 - self.buf.len());
+            return Ok(None);
+        }
+        let _ = self.buf.split_to(TAG_HEADER_LEN);
+        let body = self.buf.split_to(size).freeze();
+        let _ = self.buf.split_to(4);
+        Ok(Some(FileTag { tag_type, timestamp, body }))
+    }
+}
+
 /// Splits a whole FLV file into tags (bodies are slices of `data`).
 pub fn read_tags(data: &Bytes) -> Result<Vec<FileTag>, FlvFileError> {
     if data.len() < 9 || &data[..3] != b"FLV" {
@@ -129,6 +198,35 @@ pub fn read_tags(data: &Bytes) -> Result<Vec<FileTag>, FlvFileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_live_stream_is_read_whole_tag_by_whole_tag_across_any_split() {
+        let mut f = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00".to_vec();
+        for (i, body) in [&b"abc"[..], &b"defgh"[..]].iter().enumerate() {
+            f.extend_from_slice(&[9, 0, 0, body.len() as u8, 0, 0, i as u8, 0, 0, 0, 0]);
+            f.extend_from_slice(body);
+            f.extend_from_slice(&(11 + body.len() as u32).to_be_bytes());
+        }
+        for split in 1..f.len() {
+            let mut r = TagReader::new(1024);
+            let mut tags = Vec::new();
+            for piece in f.chunks(split) {
+                r.push(piece);
+                while let Some(t) = r.next_tag().unwrap() {
+                    tags.push(t);
+                }
+            }
+            assert_eq!(tags.len(), 2, "split {split}");
+            assert_eq!((&tags[1].body[..], tags[1].timestamp, tags[1].tag_type), (&b"defgh"[..], 1, 9));
+        }
+        let mut big = TagReader::new(4);
+        big.push(&f);
+        assert_eq!(big.next_tag(), Ok(Some(FileTag { tag_type: 9, timestamp: 0, body: Bytes::from_static(b"abc") })));
+        assert_eq!(big.next_tag(), Err(FlvFileError::TagTooLarge { size: 5, max: 4 }));
+        let mut bad = TagReader::new(4);
+        bad.push(b"<html>garbage");
+        assert_eq!(bad.next_tag(), Err(FlvFileError::NotFlv));
+    }
 
     #[test]
     fn reads_tags_and_rejects_garbage() {

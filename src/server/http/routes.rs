@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -19,6 +20,10 @@ use super::{Body, HttpContext};
 use crate::auth::{Action, AuthRequest};
 use crate::hls::PlaylistReply;
 use crate::hub::StreamKey;
+
+/// How long the request that started a pull waits for the pulled stream's first playlist
+/// (its first segment: a target duration or two after the first keyframe).
+const PULLED_PLAYLIST_WAIT: Duration = Duration::from_secs(8);
 
 pub(crate) async fn handle<B>(
     req: Request<B>,
@@ -124,7 +129,20 @@ async fn route(
                     return refused(ctx, &denied);
                 }
                 ctx.hls.client_seen(&key, peer.ip());
-                let (playlist, blocking) = match ctx.hls.playlist_or_ladder(&ctx.svc.hub, &key, variant, query).await {
+                // a stream this node pulls from an origin on demand: the first request starts
+                // the pull (or joins it) and waits for the stream's first playlist
+                let pulled = !variant
+                    && ctx.svc.hub.get(&key).is_none()
+                    && crate::session::find(&ctx.svc, &key, query).await.is_some();
+                let mut reply = ctx.hls.playlist_or_ladder(&ctx.svc.hub, &key, variant, query).await;
+                if pulled {
+                    let until = tokio::time::Instant::now() + PULLED_PLAYLIST_WAIT;
+                    while matches!(reply, PlaylistReply::NotFound) && tokio::time::Instant::now() < until {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        reply = ctx.hls.playlist_or_ladder(&ctx.svc.hub, &key, variant, query).await;
+                    }
+                }
+                let (playlist, blocking) = match reply {
                     PlaylistReply::Text { text, blocking } => {
                         ctx.svc.metrics.hls_request(if blocking { "blocking_playlist" } else { "playlist" });
                         (text, blocking)

@@ -17,7 +17,10 @@ impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
             return self.refuse_with(req, BAD_NAME, None, &Refusal::BadName);
         };
         let ctx = self.ctx.clone();
-        let options = PublishOptions { takeover: std::time::Duration::from_millis(ctx.config.takeover_idle_ms) };
+        let options = PublishOptions {
+            takeover: std::time::Duration::from_millis(ctx.config.takeover_idle_ms),
+            preauthorized: false,
+        };
         match admit_publisher(&ctx.svc, &key, self.peer, self.proto, query, options).await {
             Ok(ingest) => {
                 let can_reconnect = self.caps.caps_ex & crate::rtmp::session::CAPS_EX_RECONNECT != 0;

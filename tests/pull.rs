@@ -1,0 +1,191 @@
+//! Pull edges against real origins: a second livegate (over RTMP and over HTTP-FLV) and
+//! Debian's nginx-rtmp. A viewer of a stream the edge does not have starts one pull, on
+//! any output (HTTP-FLV, RTMP play, HLS); viewers share it (the origin sees one
+//! connection); it stops after `pull_idle_ms` without viewers; the origin's encoder
+//! restarting within the grace keeps the edge's viewers; non-live keys and pull loops get
+//! not-found fast.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::nginx_rtmp::NginxRtmp;
+use common::*;
+
+fn api_stream(gw: &Gateway, key: &str) -> Option<serde_json::Value> {
+    let r = http_get(gw.http, &format!("/api/streams/{key}"));
+    (r.status == 200).then(|| serde_json::from_slice(&r.body).expect("json"))
+}
+
+/// ffmpeg reads `url` for `seconds` into a file; (video packets, audio packets, codecs,
+/// video timestamps in s).
+fn read_back(url: &str, name: &str, seconds: u32) -> (usize, usize, String, Vec<f64>) {
+    let out = scratch_dir(name).join("got.flv");
+    let r = record(url, seconds, &out);
+    if !out.exists() {
+        return (0, 0, format!("nothing: {}", String::from_utf8_lossy(&r.stderr)), Vec::new());
+    }
+    let probe = ffprobe(out.to_str().unwrap(), &["-show_streams", "-show_packets"]);
+    let codecs: Vec<String> = probe["streams"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|s| s["codec_name"].as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let packets = probe["packets"].as_array().cloned().unwrap_or_default();
+    let count = |kind: &str| packets.iter().filter(|p| p["codec_type"] == kind).count();
+    let video_ts = packets
+        .iter()
+        .filter(|p| p["codec_type"] == "video")
+        .filter_map(|p| p["dts_time"].as_str().and_then(|t| t.parse().ok()))
+        .collect();
+    (count("video"), count("audio"), codecs.join(","), video_ts)
+}
+
+fn assert_plays(url: &str, name: &str) {
+    let (video, audio, codecs, _) = read_back(url, name, 2);
+    assert!(video >= 30 && audio >= 30, "{url}: {video} video / {audio} audio packets ({codecs})");
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "{url}: {codecs}");
+}
+
+/// An ffmpeg player of `url` for `seconds`, in the background.
+fn play_in_background(url: &str, seconds: u32) -> std::process::Child {
+    Command::new(require_tool("ffmpeg"))
+        .args(["-v", "error", "-i", url, "-t", &seconds.to_string(), "-f", "null", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run ffmpeg")
+}
+
+fn edge_config(origin: &str, idle_ms: u64) -> String {
+    format!("[relay]\npull_wait_ms = 5000\n[apps.live]\npull = \"{origin}\"\npull_idle_ms = {idle_ms}\n")
+}
+
+#[test]
+fn an_edge_pulls_from_a_livegate_origin_once_for_every_output_and_stops_when_idle() {
+    let origin = Gateway::in_process("");
+    let edge = Gateway::in_process(&edge_config(&format!("rtmp://{}/live", origin.rtmp), 2000));
+    let _enc = publish(&origin.rtmp_url("live/demo"), Source::default(), None);
+    assert!(wait_live(&origin, "live/demo", Duration::from_secs(15)));
+    assert!(api_stream(&edge, "live/demo").is_none(), "nothing is pulled before a viewer asks");
+
+    // the first viewer (HTTP-FLV) starts the pull; RTMP play and HLS join it
+    let started = Instant::now();
+    let first = http_request(edge.http, "GET", "/live/demo.flv", 50_000, Duration::from_secs(10));
+    assert_eq!(first.status, 200);
+    assert!(first.body.len() >= 50_000, "{} bytes", first.body.len());
+    eprintln!("first 50 kB through the edge {:?} after the request", started.elapsed());
+    let players: Vec<_> = [edge.http_url("/live/demo.flv"), edge.rtmp_url("live/demo")]
+        .iter()
+        .map(|u| play_in_background(u, 6))
+        .collect();
+    let one_pull = wait_until(Duration::from_secs(5), || {
+        let (o, e) = (api_stream(&origin, "live/demo"), api_stream(&edge, "live/demo"));
+        let edge_viewers = e
+            .map_or(0, |e| e["viewers"]["http_flv"].as_u64().unwrap_or(0) + e["viewers"]["rtmp"].as_u64().unwrap_or(0));
+        o.is_some_and(|o| o["viewers"]["rtmp"] == 1) && edge_viewers == 2
+    });
+    assert!(one_pull, "two edge viewers ride on one pull: origin {:?}", api_stream(&origin, "live/demo"));
+    assert_plays(&edge.http_url("/live/demo.flv"), "pull-flv");
+    assert_plays(&edge.rtmp_url("live/demo"), "pull-rtmp");
+    let playlist = http_get(edge.http, "/live/demo.m3u8");
+    assert_eq!(playlist.status, 200);
+    assert!(playlist.text().starts_with("#EXTM3U"), "{}", playlist.text());
+    for mut p in players {
+        let _ = p.wait();
+    }
+    assert_eq!(api_stream(&origin, "live/demo").unwrap()["viewers"]["rtmp"], 1, "still one pull");
+
+    // no viewer (the HLS client is counted 10 s after its last fetch): the pull stops
+    // pull_idle_ms later, and the origin loses its viewer
+    let stopped = wait_until(Duration::from_secs(25), || api_stream(&edge, "live/demo").is_none());
+    assert!(stopped, "the pull did not stop without viewers");
+    assert!(wait_until(Duration::from_secs(5), || api_stream(&origin, "live/demo")
+        .is_some_and(|o| o["viewers"]["rtmp"] == 0)));
+
+    // HLS alone starts a pull too: the first playlist request waits for the first playlist
+    let playlist = http_get(edge.http, "/live/demo.m3u8");
+    assert_eq!(playlist.status, 200, "{}", playlist.text());
+    assert!(playlist.text().contains("#EXTINF"), "{}", playlist.text());
+}
+
+#[test]
+fn an_edge_pulls_from_nginx_rtmp_and_from_livegate_over_http_flv() {
+    let nginx = NginxRtmp::start();
+    let _enc = publish(&format!("rtmp://{}/live/n", nginx.addr()), Source::default(), None);
+    let edge = Gateway::in_process(&edge_config(&format!("rtmp://{}/live", nginx.addr()), 2000));
+    // nginx-rtmp takes a moment to have the stream: the first tries may be refused
+    let live = wait_until(Duration::from_secs(15), || {
+        http_request(edge.http, "GET", "/live/n.flv", 20_000, Duration::from_secs(8)).status == 200
+    });
+    assert!(live, "the edge never pulled from nginx-rtmp");
+    assert_plays(&edge.http_url("/live/n.flv"), "pull-nginx-flv");
+    assert_plays(&edge.rtmp_url("live/n"), "pull-nginx-rtmp");
+
+    let origin = Gateway::in_process("");
+    let _enc2 = publish(&origin.rtmp_url("live/h"), Source::default(), None);
+    assert!(wait_live(&origin, "live/h", Duration::from_secs(15)));
+    let http_edge = Gateway::in_process(&edge_config(&format!("http://{}/live", origin.http), 2000));
+    assert_plays(&http_edge.http_url("/live/h.flv"), "pull-http-flv");
+    let o = api_stream(&origin, "live/h").unwrap();
+    assert!(o["viewers"]["http_flv"].as_u64().unwrap_or(0) <= 1, "{o}");
+}
+
+#[test]
+fn edge_viewers_keep_playing_when_the_origin_encoder_restarts_within_the_grace() {
+    let origin = Gateway::in_process("");
+    let edge = Gateway::in_process(&edge_config(&format!("rtmp://{}/live", origin.rtmp), 5000));
+    let enc = publish(&origin.rtmp_url("live/r"), Source::default(), None);
+    assert!(wait_live(&origin, "live/r", Duration::from_secs(15)));
+    let url = edge.http_url("/live/r.flv");
+    let reader = std::thread::spawn(move || read_back(&url, "pull-restart", 12));
+    std::thread::sleep(Duration::from_secs(4));
+    enc.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _enc = publish(&origin.rtmp_url("live/r"), Source::default(), None);
+    let (video, _audio, codecs, ts) = reader.join().unwrap();
+    assert!(video >= 200, "{video} video packets through a 12 s read ({codecs})");
+    let span = ts.last().copied().unwrap_or(0.0) - ts.first().copied().unwrap_or(0.0);
+    assert!(span >= 9.0, "the viewer's timeline spans {span:.1} s");
+    assert!(ts.windows(2).all(|w| w[1] >= w[0] - 0.5), "the timeline went back");
+    assert!(api_stream(&edge, "live/r").is_some(), "the edge lost the stream");
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[test]
+fn keys_that_are_not_live_and_pull_loops_get_not_found_fast() {
+    let origin = Gateway::in_process("");
+    let cfg = format!(
+        "[relay]\npull_wait_ms = 5000\nmax_pulls_per_origin = 8\n[apps.live]\npull = \"rtmp://{}/live\"\n",
+        origin.rtmp
+    );
+    let edge = Gateway::in_process(&cfg);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..40)
+        .map(|i| {
+            let http = edge.http;
+            std::thread::spawn(move || {
+                http_request(http, "GET", &format!("/live/none{i}.flv"), 1000, Duration::from_secs(10)).status
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 404);
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "40 non-live keys took {:?}", started.elapsed());
+
+    // two edges that pull from each other: a loop, refused at the second hop
+    let (a_rtmp, a_http, b_rtmp, b_http) = (free_port(), free_port(), free_port(), free_port());
+    let a = Gateway::in_process_at(&edge_config(&format!("rtmp://{b_rtmp}/live"), 2000), a_rtmp, a_http);
+    let b = Gateway::in_process_at(&edge_config(&format!("rtmp://{a_rtmp}/live"), 2000), b_rtmp, b_http);
+    let started = Instant::now();
+    assert_eq!(http_request(a.http, "GET", "/live/loop.flv", 1000, Duration::from_secs(10)).status, 404);
+    assert!(started.elapsed() < Duration::from_secs(5), "the loop took {:?}", started.elapsed());
+    assert!(api_stream(&a, "live/loop").is_none() && api_stream(&b, "live/loop").is_none());
+    let _ = b_http;
+}
