@@ -126,6 +126,7 @@ pub async fn serve(
         metrics,
         shutdown: shutdown.clone(),
         pulls: pulls.clone(),
+        relays: relays.clone(),
     });
     tasks.spawn(pulls.run_static(svc.clone()));
     let ingest = Arc::new(RtmpContext {
@@ -141,13 +142,8 @@ pub async fn serve(
         tasks.spawn(crate::server::rtmp::serve(listener, ingest, Some(acceptor)));
     }
     let viewers = hub.clone();
-    let http = HttpContext {
-        config: config.http.clone(),
-        admin_token: config.admin.token.clone(),
-        svc,
-        hls: hls_store,
-        relays,
-    };
+    let http =
+        HttpContext { config: config.http.clone(), admin_token: config.admin.token.clone(), svc, hls: hls_store };
     tasks.spawn(crate::server::http::serve(bound.http, http));
     shutdown.cancelled().await;
     viewers.end_for_viewers();

@@ -263,11 +263,18 @@ impl Authorizer {
 
     /// Decides a publish or play under `config`: static keys, then the callback.
     pub async fn check(&self, config: &AuthConfig, req: &AuthRequest<'_>) -> Result<(), Denied> {
+        self.check_answer(config, req).await.map(|_| ())
+    }
+
+    /// [`Self::check`], with what the callback answered besides its status: a JSON body
+    /// `{"push": ["rtmp://…", …]}` (an `on_publish` answer) lists push targets for the
+    /// stream. A body that is not such JSON (or none) lists nothing.
+    pub async fn check_answer(&self, config: &AuthConfig, req: &AuthRequest<'_>) -> Result<CallbackAnswer, Denied> {
         self.check_keys(config, req)?;
         let hook = match req.action {
             Action::Publish => &config.on_publish,
             Action::Play => &config.on_play,
-            Action::Unpublish | Action::Done => return Ok(()),
+            Action::Unpublish | Action::Done => return Ok(CallbackAnswer::default()),
         };
         if let Some(url) = hook {
             let timeout = Duration::from_millis(config.callback_timeout_ms);
@@ -278,15 +285,16 @@ impl Authorizer {
                 Ok(Ok(p)) if tokio::time::Instant::now() < deadline => p,
                 _ => return Err(Denied::Busy),
             };
-            let status = tokio::time::timeout_at(deadline, self.post(url, req))
+            let (status, body) = tokio::time::timeout_at(deadline, self.post(url, req))
                 .await
                 .map_err(|_| Denied::CallbackFailed(format!("no answer within {timeout:?}")))?
                 .map_err(Denied::CallbackFailed)?;
             if !(200..300).contains(&status) {
                 return Err(Denied::Callback(status));
             }
+            return Ok(serde_json::from_slice::<CallbackAnswer>(&body).unwrap_or_default());
         }
-        Ok(())
+        Ok(CallbackAnswer::default())
     }
 
     /// Fire-and-forget notification (on_unpublish, on_done).
@@ -311,29 +319,42 @@ impl Authorizer {
                 return;
             };
             match tokio::time::timeout_at(deadline, this.post_body(&url, body)).await {
-                Ok(Ok(status)) => debug!(%url, status, "notification sent"),
+                Ok(Ok((status, _))) => debug!(%url, status, "notification sent"),
                 Ok(Err(e)) => warn!(%url, "notification failed: {e}"),
                 Err(_) => warn!(%url, "notification timed out"),
             }
         });
     }
 
-    async fn post(&self, url: &str, req: &AuthRequest<'_>) -> Result<u16, String> {
+    async fn post(&self, url: &str, req: &AuthRequest<'_>) -> Result<(u16, Bytes), String> {
         let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
         self.post_body(url, body).await
     }
 
-    async fn post_body(&self, url: &str, body: Vec<u8>) -> Result<u16, String> {
+    /// Posts `body`; the answer's status and body (at most 64 KiB of it).
+    async fn post_body(&self, url: &str, body: Vec<u8>) -> Result<(u16, Bytes), String> {
         let request = Request::post(url)
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let resp = self.client.request(request).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        // drain a bounded amount so the connection can be reused
-        let _ = http_body_util::Limited::new(resp.into_body(), 64 * 1024).collect().await;
-        Ok(status)
+        // a bounded amount, read whole so the connection can be reused
+        let body = match http_body_util::Limited::new(resp.into_body(), 64 * 1024).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        Ok((status, body))
     }
+}
+
+/// What an allowing callback may add (unknown fields are ignored: the callback server is
+/// not ours).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
+pub struct CallbackAnswer {
+    /// Push targets for the published stream (URL templates, as in `[relay] push`).
+    pub push: Vec<String>,
 }
 
 /// The first value of `name` in a query string (no percent-decoding: keys are opaque tokens).

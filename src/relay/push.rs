@@ -60,6 +60,8 @@ pub struct PushStatus {
 pub struct PushHandle {
     pub status: Mutex<PushStatus>,
     pub stop: tokio_util::sync::CancellationToken,
+    /// Where it goes.
+    pub(crate) target: PushUrl,
     /// For the bitrate: (when, bytes) at the last look.
     rate: Mutex<(Instant, u64)>,
 }
@@ -80,6 +82,7 @@ impl PushHandle {
                 source,
             }),
             stop: tokio_util::sync::CancellationToken::new(),
+            target: url.clone(),
             rate: Mutex::new((Instant::now(), 0)),
         })
     }

@@ -37,6 +37,8 @@ pub struct Services {
     pub shutdown: CancellationToken,
     /// Streams pulled from origins on demand (`[apps.NAME] pull`).
     pub pulls: crate::relay::Pulls,
+    /// Pushes of live streams to other servers.
+    pub relays: crate::relay::Relays,
 }
 
 /// Why a publish or a play was refused. Each edge maps it to its protocol.

@@ -47,9 +47,11 @@ pub async fn admit_publisher(
     let settings = svc.settings.get();
     let policy = settings.apps.get(&key.app);
     let req = AuthRequest::for_stream(Action::Publish, key, peer, via, query);
-    if !options.preauthorized {
-        svc.auth.check(&policy.auth, &req).await.map_err(Refusal::Denied)?;
-    }
+    let answer = if options.preauthorized {
+        Default::default()
+    } else {
+        svc.auth.check_answer(&policy.auth, &req).await.map_err(Refusal::Denied)?
+    };
     let takeover = options.takeover;
     // only a publish with the same credential continues the stream in its reconnect
     // grace or takes a silent publisher's place
@@ -92,6 +94,14 @@ pub async fn admit_publisher(
     let publisher = published?;
     info!(stream = %key, "publishing");
     svc.metrics.publishes.inc();
+    // push targets the on_publish callback answered with (a stream continued in its grace
+    // keeps the ones it has)
+    for url in &answer.push {
+        match svc.relays.add(key, url, "callback") {
+            Ok(p) => info!(stream = %key, target = %p.url, "push from the on_publish answer"),
+            Err(e) => warn!(stream = %key, "on_publish answered a push that cannot start: {e}"),
+        }
+    }
     let (hub, gop, grace) = (svc.hub.clone(), policy.gop_cache.clone(), policy.reconnect_grace);
     let start_track =
         Box::new(move |k: &StreamKey| hub.publish_with(k.clone(), peer, credential, gop.clone(), grace).ok());

@@ -71,7 +71,7 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
         "evictions": s.stats.evictions.load(Ordering::Relaxed),
         "hls": hls,
         // push relays of this stream (URLs with their keys masked)
-        "pushes": ctx.relays.statuses(s.key()),
+        "pushes": ctx.svc.relays.statuses(s.key()),
         // a multitrack publish: its other video tracks, each a stream of its own, and
         // whether each one's HLS segments are cut on the same keyframes as the first's
         "tracks": tracks.into_iter().map(|t| {
@@ -224,7 +224,7 @@ pub(crate) fn add_push(
         return text(StatusCode::BAD_REQUEST, "give the target as ?url=rtmp%3A%2F%2FHOST%2FAPP%2FSTREAM\n");
     };
     let key = StreamKey::new(*app, *name);
-    match ctx.relays.add(&key, &url, "api") {
+    match ctx.svc.relays.add(&key, &url, "api") {
         Ok(status) => {
             tracing::info!(stream = %key, target = %status.url, "admin API: push added");
             let mut r = json_response(&json!(status));
@@ -254,7 +254,7 @@ pub(crate) fn remove_push(path: &str, authorization: Option<&HeaderValue>, ctx: 
     };
     let key = StreamKey::new(*app, *name);
     match id.parse::<u64>() {
-        Ok(id) if ctx.relays.remove(&key, id) => {
+        Ok(id) if ctx.svc.relays.remove(&key, id) => {
             tracing::info!(stream = %key, id, "admin API: push removed");
             text(StatusCode::OK, "push stopped\n")
         }

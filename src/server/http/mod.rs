@@ -53,8 +53,6 @@ pub struct HttpContext {
     /// Hub, settings, auth, metrics, shutdown.
     pub svc: Arc<crate::session::Services>,
     pub hls: HlsStore,
-    /// Push relays (their status in `/api/streams`, added and removed by the admin API).
-    pub relays: crate::relay::Relays,
 }
 
 /// Accepts HTTP connections until shutdown, then waits for them to finish.

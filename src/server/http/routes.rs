@@ -99,7 +99,7 @@ async fn route(
         "/healthz" => return text(StatusCode::OK, "ok\n"),
         "/api/streams" => return super::api::streams(ctx),
         "/metrics" => {
-            let pushes = ctx.relays.all();
+            let pushes = ctx.svc.relays.all();
             ctx.svc.metrics.set_push_states(pushes.iter().map(|(_, p)| p.state));
             let body = ctx.svc.metrics.render(&ctx.svc.hub, |k| ctx.hls.viewers(k));
             return full("application/openmetrics-text; version=1.0.0; charset=utf-8", "no-cache", Bytes::from(body));
