@@ -110,13 +110,12 @@ pub async fn serve(
     }
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::hls::run(hub.clone(), hls_store.clone(), shutdown.clone()));
-    let relays = crate::relay::Relays::new(hub.clone(), config.relay.clone(), metrics.clone(), shutdown.clone())?;
+    // relays read what other servers send with the bound publishers have
+    let relay = crate::relay::RelayConfig { max_message_size: config.rtmp.max_message_size, ..config.relay.clone() };
+    let relays = crate::relay::Relays::new(hub.clone(), relay.clone(), metrics.clone(), shutdown.clone())?;
     tasks.spawn(crate::relay::run(relays.clone(), settings.clone(), shutdown.clone()));
-    let pulls = crate::relay::Pulls::new(
-        Arc::new(config.relay.clone()),
-        Some(crate::relay::tls_connector(config.relay.ca_file.as_deref())?),
-        config.rtmp.max_message_size,
-    );
+    let tls = Some(crate::relay::tls_connector(relay.ca_file.as_deref())?);
+    let pulls = crate::relay::Pulls::new(Arc::new(relay), tls);
     let hls_viewers = hls_store.clone();
     pulls.set_hls_viewers(Box::new(move |k| hls_viewers.viewers(k)));
     let svc = Arc::new(crate::session::Services {

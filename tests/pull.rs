@@ -189,3 +189,99 @@ fn keys_that_are_not_live_and_pull_loops_get_not_found_fast() {
     assert!(api_stream(&a, "live/loop").is_none() && api_stream(&b, "live/loop").is_none());
     let _ = b_http;
 }
+
+/// A fake origin on loopback: every connection gets `answer(stream)` written to it until
+/// the peer goes; the number of connections it took.
+fn fake_origin(answer: fn(&mut std::net::TcpStream)) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n2 = n.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            n2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::thread::spawn(move || answer(&mut conn));
+        }
+    });
+    (addr, n)
+}
+
+#[test]
+fn origins_that_send_garbage_or_huge_tags_end_the_pull_not_the_edge() {
+    use std::io::{Read, Write};
+    // RTMP: garbage instead of a handshake
+    let (rtmp_garbage, _) = fake_origin(|c| {
+        let mut b = [0u8; 1537];
+        let _ = c.read(&mut b);
+        let junk: Vec<u8> = (0..1 << 20).map(|i| (i * 7 + 3) as u8).collect();
+        for _ in 0..64 {
+            if c.write_all(&junk).is_err() {
+                return;
+            }
+        }
+    });
+    // HTTP-FLV: a tag header that declares 16 MiB (over rtmp.max_message_size)
+    let (huge_tag, _) = fake_origin(|c| {
+        let mut b = [0u8; 4096];
+        let _ = c.read(&mut b);
+        let _ = c.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: video/x-flv\r\n\r\nFLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00",
+        );
+        let _ = c.write_all(&[9, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0]);
+        let zeros = vec![0u8; 1 << 20];
+        while c.write_all(&zeros).is_ok() {}
+    });
+    // HTTP-FLV: 512 MiB of 4 MiB video tags of garbage (each within the bound)
+    let (flood, _) = fake_origin(|c| {
+        let mut b = [0u8; 4096];
+        let _ = c.read(&mut b);
+        let _ = c.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: video/x-flv\r\n\r\nFLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00",
+        );
+        let size = 4usize << 20;
+        let mut tag = vec![9u8, (size >> 16) as u8, (size >> 8) as u8, size as u8, 0, 0, 0, 0, 0, 0, 0];
+        tag.extend((0..size).map(|i| (i * 13) as u8));
+        tag.extend_from_slice(&((size + 11) as u32).to_be_bytes());
+        for _ in 0..128 {
+            if c.write_all(&tag).is_err() {
+                return;
+            }
+        }
+    });
+    // HTTP: an HTML page
+    let (html, _) = fake_origin(|c| {
+        let mut b = [0u8; 4096];
+        let _ = c.read(&mut b);
+        let _ = c
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 20\r\n\r\n<html>nothing</html>");
+    });
+    let dir = scratch_dir("pull-hostile");
+    let cfg = dir.join("livegate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[relay]\npull_wait_ms = 3000\n[hub]\nreconnect_grace_ms = 2000\n\
+             [apps.a]\npull = \"rtmp://{rtmp_garbage}/live\"\n[apps.b]\npull = \"http://{huge_tag}/live\"\n\
+             [apps.c]\npull = \"http://{flood}/live\"\n[apps.d]\npull = \"http://{html}/live\"\n"
+        ),
+    )
+    .unwrap();
+    let mut edge = Gateway::start_with(&["--config", cfg.to_str().unwrap()]);
+    let base = proc_status_kb(edge.pid(), "VmRSS:");
+    for app in ["a", "b", "c", "d"] {
+        let started = Instant::now();
+        let r = http_request(edge.http, "GET", &format!("/{app}/s.flv"), 1000, Duration::from_secs(10));
+        assert_eq!(r.status, 404, "app {app}");
+        assert!(started.elapsed() <= Duration::from_secs(4), "app {app}: {:?}", started.elapsed());
+    }
+    // the flood runs on while the pull retries within the grace
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(edge.is_running(), "the edge died: {}", edge.log());
+    assert_eq!(http_get(edge.http, "/healthz").status, 200);
+    let hwm = proc_status_kb(edge.pid(), "VmHWM:");
+    eprintln!("edge VmRSS at start {base} kB, VmHWM after the hostile origins {hwm} kB");
+    assert!(hwm < base + 96 * 1024, "VmHWM {hwm} kB (started at {base} kB)");
+    let log = edge.log();
+    assert!(log.contains("bad RTMP from the origin") || log.contains("pull failed"), "{log}");
+    assert!(log.contains("larger than the"), "the huge tag is named in the log: {log}");
+}

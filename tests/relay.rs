@@ -300,3 +300,103 @@ fn the_on_publish_answer_starts_pushes() {
     assert_eq!(list[0]["source"], "callback");
     assert_eq!(list[0]["state"], "publishing");
 }
+
+/// A CA and a server certificate it signed for 127.0.0.1 (and localhost): (ca, cert, key).
+fn ca_and_server_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let openssl = require_tool("openssl");
+    let p = |f: &str| dir.join(f);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&openssl).current_dir(dir).args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=livegate test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    (p("ca.pem"), p("server.pem"), p("server.key"))
+}
+
+#[test]
+fn rtmps_targets_are_checked_against_the_roots_unless_a_target_opts_out() {
+    let dir = scratch_dir("relay-rtmps");
+    let (ca, cert, key) = ca_and_server_cert(&dir);
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let target = Gateway::in_process(&format!(
+        "[rtmps]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ));
+    // without the CA: the checked target fails with the certificate's reason; the one that
+    // opted out gets the stream
+    let origin = Gateway::in_process(&origin_config(&[
+        format!("rtmps://127.0.0.1:{port}/live/{{stream}}-checked"),
+        format!("rtmps://127.0.0.1:{port}/live/{{stream}}-unchecked?tls_verify=0"),
+    ]));
+    let _ffmpeg = publish(&origin.rtmp_url("live/t"), Source::default(), None);
+    assert!(wait_live(&origin, "live/t", Duration::from_secs(15)));
+    assert!(wait_live(&target, "live/t-unchecked", Duration::from_secs(15)), "the tls_verify=0 push did not arrive");
+    let failed = wait_until(Duration::from_secs(10), || {
+        pushes(&origin, "t").iter().any(|p| {
+            p["state"] == "waiting"
+                && p["last_error"].as_str().is_some_and(|e| e.contains("certificate: UnknownIssuer"))
+        })
+    });
+    assert!(failed, "an unknown CA must fail the check: {:?}", pushes(&origin, "t"));
+    assert!(http_get(target.http, "/api/streams/live/t-checked").status == 404);
+
+    // with relay.ca_file: checked and accepted
+    let cfg = format!(
+        "{}ca_file = \"{}\"\n",
+        origin_config(&[format!("rtmps://127.0.0.1:{port}/live/{{stream}}")]),
+        ca.display()
+    );
+    let origin2 = Gateway::in_process(&cfg);
+    let _ffmpeg2 = publish(&origin2.rtmp_url("live/v"), Source::default(), None);
+    assert!(
+        wait_live(&target, "live/v", Duration::from_secs(15)),
+        "the push checked against ca_file did not arrive: {:?}",
+        pushes(&origin2, "v")
+    );
+    assert_plays(&target.http_url("/live/v.flv"), "relay-rtmps");
+}

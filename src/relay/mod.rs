@@ -53,6 +53,10 @@ pub struct RelayConfig {
     pub pull_idle_ms: u64,
     /// Streams pulled from one origin (host:port) at once; more get not-found.
     pub max_pulls_per_origin: usize,
+    /// The largest RTMP message a target or origin may send: `rtmp.max_message_size`,
+    /// handed down at start (not a setting of its own).
+    #[serde(skip)]
+    pub max_message_size: u32,
 }
 
 impl Default for RelayConfig {
@@ -67,6 +71,7 @@ impl Default for RelayConfig {
             pull_wait_ms: 5_000,
             pull_idle_ms: 10_000,
             max_pulls_per_origin: 100,
+            max_message_size: 8 << 20,
         }
     }
 }
@@ -101,6 +106,8 @@ struct RelaysInner {
     metrics: Arc<crate::metrics::Metrics>,
     config: Arc<RelayConfig>,
     tls: Option<tokio_rustls::TlsConnector>,
+    /// For targets whose URL says `tls_verify=0`: no certificate check.
+    tls_unverified: tokio_rustls::TlsConnector,
     shutdown: CancellationToken,
     next_id: AtomicU64,
     pushes: Mutex<HashMap<StreamKey, Vec<Arc<PushHandle>>>>,
@@ -131,6 +138,7 @@ impl Relays {
                 metrics,
                 config: Arc::new(config),
                 tls,
+                tls_unverified: tls_connector_unverified()?,
                 shutdown,
                 next_id: AtomicU64::new(1),
                 pushes: Mutex::new(HashMap::new()),
@@ -165,6 +173,10 @@ impl Relays {
             list.push(handle.clone());
         }
         let status = handle.snapshot();
+        let url_tls_verify = url.tls_verify;
+        if !url_tls_verify {
+            warn!(stream = %key, target = %url, "push target with tls_verify=0: its certificate is not checked");
+        }
         let inner = self.inner.clone();
         tokio::spawn(async move {
             push::run(
@@ -174,7 +186,7 @@ impl Relays {
                 handle.clone(),
                 inner.config.clone(),
                 inner.metrics.clone(),
-                inner.tls.clone(),
+                if url_tls_verify { inner.tls.clone() } else { Some(inner.tls_unverified.clone()) },
                 inner.shutdown.clone(),
             )
             .await;
@@ -268,4 +280,66 @@ pub(crate) fn tls_connector(ca_file: Option<&std::path::Path>) -> anyhow::Result
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(tls)))
+}
+
+/// TLS for RTMPS targets that opted out of the certificate check (`tls_verify=0`): the
+/// handshake's signatures are still verified, the certificate chain and name are not.
+fn tls_connector_unverified() -> anyhow::Result<tokio_rustls::TlsConnector> {
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(AnyCertificate(provider.clone()));
+    let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(tls)))
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<tokio_rustls::rustls::crypto::CryptoProvider>);
+
+impl tokio_rustls::rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<tokio_rustls::rustls::client::danger::ServerCertVerified, tokio_rustls::rustls::Error> {
+        Ok(tokio_rustls::rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<tokio_rustls::rustls::client::danger::HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+        tokio_rustls::rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<tokio_rustls::rustls::client::danger::HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+        tokio_rustls::rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<tokio_rustls::rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

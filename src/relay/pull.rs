@@ -163,19 +163,17 @@ struct PullsInner {
     node: String,
     config: Arc<RelayConfig>,
     tls: Option<tokio_rustls::TlsConnector>,
-    max_message_size: u32,
     active: Mutex<HashMap<StreamKey, Pull>>,
     hls_viewers: OnceLock<HlsViewers>,
 }
 
 impl Pulls {
-    pub fn new(config: Arc<RelayConfig>, tls: Option<tokio_rustls::TlsConnector>, max_message_size: u32) -> Self {
+    pub fn new(config: Arc<RelayConfig>, tls: Option<tokio_rustls::TlsConnector>) -> Self {
         Self {
             inner: Arc::new(PullsInner {
                 node: format!("{:016x}", rand::random::<u64>()),
                 config,
                 tls,
-                max_message_size,
                 active: Mutex::new(HashMap::new()),
                 hls_viewers: OnceLock::new(),
             }),
@@ -459,7 +457,7 @@ async fn play_rtmp<S: AsyncRead + AsyncWrite + Unpin>(
     via: &str,
 ) -> Outcome {
     let (mut rd, mut wr) = tokio::io::split(io);
-    let max_message_size = st.pulls.inner.max_message_size;
+    let max_message_size = st.pulls.inner.config.max_message_size;
     let mut client =
         ClientSession::new(ClientConfig { rng_seed: rand::random(), max_message_size, ..ClientConfig::default() });
     let tc_url = format!("rtmp://{}/{}", st.url.origin(), st.url.app);
@@ -567,7 +565,7 @@ async fn pull_http(st: &mut PullRun<'_>, via: &str) -> Outcome {
         return Outcome::Lost(format!("the origin answered {}", resp.status()));
     }
     let mut body = resp.into_body();
-    let mut reader = TagReader::new(st.pulls.inner.max_message_size as usize);
+    let mut reader = TagReader::new(st.pulls.inner.config.max_message_size as usize);
     let mut check = tokio::time::interval(IDLE_CHECK);
     let mut last_input = Instant::now();
     loop {

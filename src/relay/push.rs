@@ -288,7 +288,11 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     started: Instant,
 ) -> Outcome {
     let (mut rd, mut wr) = tokio::io::split(io);
-    let mut client = ClientSession::new(ClientConfig { rng_seed: rand::random(), ..ClientConfig::default() });
+    let mut client = ClientSession::new(ClientConfig {
+        rng_seed: rand::random(),
+        max_message_size: config.max_message_size,
+        ..ClientConfig::default()
+    });
     let mut params = ConnectParams::new(ClientRole::Publish, url.tc_url(), url.app.clone(), url.stream.clone());
     params.response_timeout = config.connect_timeout();
     // what livegate can send: E-RTMP codecs are announced so the target answers with its own list

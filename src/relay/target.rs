@@ -2,7 +2,8 @@
 //! 443 by default), `{app}` and `{stream}` replaced by the pushed stream's names. The
 //! first path part is the target's application, the rest its stream name (with the query,
 //! as encoders send keys); `track=N` in the query is livegate's (which track of a multitrack
-//! publish to push) and is not sent.
+//! publish to push) and so is `tls_verify=0` (an `rtmps://` target whose certificate is not
+//! checked: the only way to turn the check off, per target); neither is sent.
 
 use std::fmt;
 
@@ -20,6 +21,8 @@ pub enum TargetError {
     Path(String),
     #[error("push target {0:?}: track must be a number from 0 to 7")]
     Track(String),
+    #[error("push target {0:?}: tls_verify=0 (no certificate check) applies to rtmps:// targets only; 1 or 0")]
+    TlsVerify(String),
     #[error("push target {0:?}: longer than 2048 bytes or holds spaces or control characters")]
     Chars(String),
 }
@@ -35,6 +38,8 @@ pub struct PushUrl {
     pub stream: String,
     /// The video track of a multitrack publish to push (0: the publish's own).
     pub track: u8,
+    /// Check the RTMPS target's certificate (always, unless the URL says `tls_verify=0`).
+    pub tls_verify: bool,
 }
 
 impl PushUrl {
@@ -71,18 +76,26 @@ impl PushUrl {
             return Err(TargetError::Path(err_url));
         }
         let mut track = 0u8;
+        let mut tls_verify = true;
         let mut kept = Vec::new();
         for kv in query.split('&').filter(|kv| !kv.is_empty()) {
             match kv.split_once('=') {
                 Some(("track", v)) => {
                     track = v.parse().ok().filter(|t| *t <= 7).ok_or_else(|| TargetError::Track(err_url.clone()))?
                 }
+                Some(("tls_verify", v)) => {
+                    tls_verify = match v {
+                        "1" | "true" => true,
+                        "0" | "false" if tls => false,
+                        _ => return Err(TargetError::TlsVerify(err_url)),
+                    }
+                }
                 _ => kept.push(kv),
             }
         }
         let stream =
             if kept.is_empty() { stream_part.to_string() } else { format!("{stream_part}?{}", kept.join("&")) };
-        Ok(Self { tls, host: host.to_string(), port, app: app_part.to_string(), stream, track })
+        Ok(Self { tls, host: host.to_string(), port, app: app_part.to_string(), stream, track, tls_verify })
     }
 
     /// `rtmp[s]://host:port/app`, sent as `tcUrl`.
@@ -132,7 +145,8 @@ mod tests {
                 port: 1936,
                 app: "live".into(),
                 stream: "demo".into(),
-                track: 0
+                track: 0,
+                tls_verify: true,
             }
         );
         assert_eq!(u.tc_url(), "rtmp://127.0.0.1:1936/live");
@@ -142,6 +156,8 @@ mod tests {
             (true, 443, "rtmp", "FB-123-0-Ab?s_bl=1", 2)
         );
         assert_eq!(u.masked(), "rtmps://live-api-s.facebook.com:443/rtmp/FB****?****");
+        let u = PushUrl::parse("rtmps://10.0.0.9/live/k?tls_verify=0", "a", "b").unwrap();
+        assert_eq!((u.tls_verify, u.stream.as_str()), (false, "k"), "livegate's own, not sent");
         let u = PushUrl::parse("rtmp://a.rtmp.youtube.com/live2/{app}-{stream}", "x", "y").unwrap();
         assert_eq!((u.port, u.stream.as_str()), (1935, "x-y"));
         let u = PushUrl::parse("rtmp://[::1]:1937/live/s", "a", "b").unwrap();
@@ -163,6 +179,8 @@ mod tests {
             ("rtmp://u@h/live/s", "no host"),
             ("rtmp://h/live/s?track=9", "track"),
             ("rtmp://h/live/a b", "spaces"),
+            ("rtmp://h/live/s?tls_verify=0", "rtmps:// targets only"),
+            ("rtmps://h/live/s?tls_verify=maybe", "tls_verify"),
         ] {
             let e = PushUrl::parse(url, "a", "b").unwrap_err().to_string();
             assert!(e.contains(want), "{url}: {e}");
