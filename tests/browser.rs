@@ -312,3 +312,23 @@ fn hls_js_switches_between_the_renditions_of_a_multitrack_publish() {
     assert_eq!(last["audioTracks"], json!(["Audio 0", "Audio 1"]), "player page audio menu: {last}");
     assert!(fatal_errors(&r).is_empty(), "{:?}", fatal_errors(&r));
 }
+
+#[test]
+fn hls_js_plays_a_stream_an_edge_pulls_from_its_origin() {
+    // hls.js asks the edge for a playlist of a stream it does not have: the request starts
+    // the pull and waits for the pulled stream's first playlist
+    let origin = Gateway::in_process("");
+    let _pub = publish(&origin.rtmp_url("live/edge"), Source::default(), None);
+    assert!(wait_live(&origin, "live/edge", Duration::from_secs(20)));
+    let edge = Gateway::in_process(&format!("[apps.live]\npull = \"rtmp://{}/live\"\n", origin.rtmp));
+    let r = run_player(
+        json!({"mode": "hls", "url": edge.http_url("/live/edge.m3u8"), "seconds": 10, "vendor": vendor(),
+               "screenshot": artifacts().join("hlsjs-edge.png")}),
+        |_, _| {},
+    );
+    assert_played(&r, 10.0);
+    let codecs = r["tracks"]["audiovideo"].as_str().unwrap_or("");
+    assert!(codecs.contains("avc1") && codecs.contains("mp4a"), "hls.js tracks: {}", r["tracks"]);
+    let o: serde_json::Value = serde_json::from_slice(&http_get(origin.http, "/api/streams/live/edge").body).unwrap();
+    assert_eq!(o["viewers"]["rtmp"], 1, "the edge pulls over one RTMP connection: {o}");
+}
