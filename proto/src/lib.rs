@@ -12,7 +12,8 @@
 //!   one FLV tag reader ([`flv::file`]: whole files and live streams).
 //! - [`media`]: frames, codec configurations (H.264, AAC), the 64-bit timestamp
 //!   unwrapper and [`media::Event`], what flows from a publisher to its viewers.
-//! - [`hls`]: the MPEG-TS muxer, the segmenter and the live playlist.
+//! - [`mux`]: the MPEG-TS and fragmented MP4 muxers (HLS and recordings).
+//! - [`hls`]: the segmenter and the live playlist.
 //! - [`StreamKey`]: `APP/STREAM` and the name rules.
 //! - [`Piece`]: what goes out to a viewer, a shared payload or a small header held inline.
 //!
@@ -23,6 +24,7 @@ pub mod flv;
 pub mod hls;
 mod key;
 pub mod media;
+pub mod mux;
 mod piece;
 pub mod rtmp;
 

@@ -1,14 +1,13 @@
-//! The pure parts of HLS: `ts` (the MPEG-TS muxer), `fmp4` (the fragmented MP4 muxer),
-//! `segmenter` (where to cut, driving either muxer) and
+//! The pure parts of HLS: `segmenter` (where to cut, driving either muxer of
+//! [`crate::mux`]: `ts`, `fmp4`, re-exported here under their old names) and
 //! `playlist` (the live media playlist). No clocks: wall-clock time is passed in by
 //! the caller. The store, the per-stream task and the disk mirror are the I/O side, in
 //! the `livegate` crate.
 
-pub mod fmp4;
+pub use crate::mux::{fmp4, ts};
 pub mod llhls;
 pub mod playlist;
 pub mod segmenter;
-pub mod ts;
 
 #[cfg(test)]
 mod golden;
