@@ -29,7 +29,7 @@ pub struct Bound {
 impl Bound {
     /// Binds the listeners (backlogs `rtmp.backlog`, `http.backlog`; RTMPS takes the RTMP one).
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        use crate::server::listener::bind;
+        use crate::net::listener::bind;
         let rtmp = bind(config.rtmp.listen, config.rtmp.backlog, "RTMP")?;
         let http = bind(config.http.listen, config.http.backlog, "HTTP")?;
         let rtmps = match &config.rtmps {
@@ -95,7 +95,7 @@ pub async fn serve(
     info!(addr = %bound.rtmp_addr()?, "RTMP listening on {}", bound.rtmp_addr()?);
     info!(addr = %bound.http_addr()?, "HTTP listening on {}", bound.http_addr()?);
     warn_if_publishing_is_open(&config);
-    crate::server::listener::check_fd_budget(
+    crate::net::listener::check_fd_budget(
         config.limits.max_rtmp_connections,
         config.limits.max_http_connections,
         config.limits.default_connection_limits(),
@@ -133,7 +133,7 @@ pub async fn serve(
         config: config.rtmp.clone(),
         svc: svc.clone(),
         unpublished_budget: Arc::new(crate::server::rtmp::UnpublishedBudget::new(settings.clone())),
-        connections: crate::server::listener::ConnectionLimiter::new(),
+        connections: crate::net::listener::ConnectionLimiter::new(),
         http_port: bound.http_addr()?.port(),
     });
     tasks.spawn(crate::server::rtmp::serve(bound.rtmp, ingest.clone(), None));

@@ -62,11 +62,11 @@ pub async fn serve(listener: TcpListener, ctx: HttpContext) {
     let settings = ctx.svc.settings.clone();
     let limits = move || {
         let l = &settings.get().limits;
-        let (_, http) = crate::server::listener::fd_limited(l.max_rtmp_connections, l.max_http_connections);
+        let (_, http) = crate::net::listener::fd_limited(l.max_rtmp_connections, l.max_http_connections);
         (http, l.max_http_connections_per_ip)
     };
-    let limiter = crate::server::listener::ConnectionLimiter::new();
-    crate::server::listener::accept_loop(listener, "http", limits, limiter, metrics, shutdown, |sock, peer| {
+    let limiter = crate::net::listener::ConnectionLimiter::new();
+    crate::net::listener::accept_loop(listener, "http", limits, limiter, metrics, shutdown, |sock, peer| {
         connection(sock, peer, ctx.clone())
     })
     .await

@@ -20,7 +20,7 @@ use tungstenite::protocol::frame::FrameHeader;
 
 use super::flv::FlvBody;
 use super::ws::{ClientEvent, ClientFrames, MAX_CLIENT_DATA, MAX_CLIENT_FRAME};
-use crate::server::writer::{Halves, Writer};
+use crate::net::writer::{Halves, Writer};
 use crate::{Inline, Piece};
 
 /// Pieces gathered into one frame or chunk at most.

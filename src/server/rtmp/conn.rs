@@ -19,8 +19,8 @@ use crate::auth::{Action, AuthRequest};
 use crate::flv::TagCodecs;
 use crate::hub::{HubEvent, Protocol, Stream, StreamKey, Subscription, ViewerGuard};
 use crate::metrics::reason;
+use crate::net::writer::{Halves, Writer};
 use crate::rtmp::{ClientCapabilities, RequestId, ServerSession, SessionConfig, SessionEvent};
-use crate::server::writer::{Halves, Writer};
 use crate::session::{Ingest, Refusal};
 
 pub(super) enum Role {

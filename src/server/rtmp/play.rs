@@ -17,7 +17,7 @@ use crate::session::{admit_viewer, Refusal, Viewer};
 /// a second; more are ignored.
 const MAX_CONTROLS_PER_SECOND: u32 = 8;
 
-impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
+impl<S: crate::net::writer::Halves + Send + 'static> Connection<S> {
     pub(super) async fn on_play(&mut self, req: RequestId, stream_id: u32, app: &str, name: &str, query: &str) {
         const NOT_FOUND: &str = "NetStream.Play.StreamNotFound";
         if !matches!(self.role, Role::Idle) {
