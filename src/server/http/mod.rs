@@ -7,7 +7,9 @@
 //!   FLV writer) and its stall watchdog.
 //! - `direct`: a connection whose first request is a plain HTTP-FLV GET is served off
 //!   hyper (a peek decides; anything else goes to hyper untouched); `socket` writes an FLV
-//!   body straight to a socket, as HTTP chunks or as WebSocket frames (`ws`).
+//!   body straight to a socket, as HTTP chunks or as WebSocket frames (`ws` answers the
+//!   upgrade and hands the connection to `socket`; `ws_frames`, a sans-IO leaf, reads
+//!   the client's frames for `socket`: the imports go `ws` → `socket` → `ws_frames`).
 //! - `api`, `player`: the JSON API and admin kick; the built-in player page and assets.
 //! - `deadline`: what every connection is timed by (its first request head from the
 //!   moment it is accepted, every write by the stall timeout).
@@ -23,6 +25,7 @@ mod response;
 mod routes;
 mod socket;
 mod ws;
+mod ws_frames;
 pub(crate) use routes::with_track;
 
 use std::convert::Infallible;
