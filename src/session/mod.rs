@@ -10,6 +10,7 @@
 //!   that is leaving, a silent one to take over, the reconnect grace), giving an [`Ingest`].
 //! - [`find`]: the live stream of a key, here or (for an app with `pull`) from its origin.
 
+mod codecs;
 mod ingest;
 mod publish;
 
@@ -23,6 +24,7 @@ use crate::auth::{Action, AuthRequest, Authorizer, Denied};
 use crate::config::LiveSettings;
 use crate::hub::{Hub, Protocol, PublishError, Stream, StreamKey, ViewerGuard};
 use crate::metrics::Metrics;
+pub use codecs::unannounced_codec;
 pub use ingest::{Ingest, MAX_TRACKS};
 pub use publish::{admit_publisher, PublishOptions};
 

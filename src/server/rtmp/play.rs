@@ -122,22 +122,16 @@ impl<S: crate::net::writer::Halves + Send + 'static> Connection<S> {
     /// announced a `fourCcList` (Enhanced RTMP) without a codec the stream sends in the
     /// enhanced form. A client that announced nothing gets the stream (ffmpeg 9 plays
     /// Enhanced RTMP but announces nothing), unless `[rtmp] only_announced_codecs` is set.
-    /// H.264, AAC and MP3 go out as legacy FLV, which needs no announcement.
+    /// H.264, AAC and MP3 go out as legacy FLV, which needs no announcement (see
+    /// `session::unannounced_codec`).
     fn codec_refusal(&self, codec: &crate::media::CodecConfig, key: &StreamKey) -> Option<String> {
-        use crate::media::{AudioCodec, VideoCodec};
-        let video = codec.video.as_ref().map(|v| v.codec()).filter(|c| *c != VideoCodec::Avc).map(|c| c.fourcc());
-        let audio = codec.audio.as_ref().map(|a| a.codec()).filter(|c| !matches!(c, AudioCodec::Aac | AudioCodec::Mp3));
-        for fourcc in video.into_iter().chain(audio.map(AudioCodec::fourcc)) {
-            let announced = self.caps.announced(fourcc).unwrap_or(!self.ctx.config.only_announced_codecs);
-            if !announced {
-                let name = String::from_utf8_lossy(fourcc);
-                let list = self.caps.codecs.as_ref().map_or("nothing".to_string(), |l| l.join(", "));
-                return Some(format!(
-                    "stream {key} is {name}, which this client did not announce in connect's fourCcList (it announced {list})"
-                ));
-            }
-        }
-        None
+        let unlisted_ok = !self.ctx.config.only_announced_codecs;
+        let fourcc = crate::session::unannounced_codec(codec, Some(&self.caps), unlisted_ok)?;
+        let name = String::from_utf8_lossy(fourcc);
+        let list = self.caps.codecs.as_ref().map_or("nothing".to_string(), |l| l.join(", "));
+        Some(format!(
+            "stream {key} is {name}, which this client did not announce in connect's fourCcList (it announced {list})"
+        ))
     }
 
     pub(super) fn send_play_events(&mut self, events: &mut Vec<HubEvent>) {
