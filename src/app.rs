@@ -119,11 +119,13 @@ pub async fn serve(
     );
     let hls_viewers = hls_store.clone();
     pulls.set_hls_viewers(Box::new(move |k| hls_viewers.viewers(k)));
+    let outputs = crate::session::Outputs::new(&metrics);
     let svc = Arc::new(crate::session::Services {
         hub: hub.clone(),
         settings: settings.clone(),
         auth,
         metrics,
+        outputs,
         shutdown: shutdown.clone(),
         pulls: pulls.clone(),
         relays: relays.clone(),

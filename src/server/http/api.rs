@@ -11,22 +11,17 @@ use serde_json::json;
 use super::path::split_path;
 use super::response::{full, not_found, text};
 use super::{Body, HttpContext};
-use crate::hub::{Protocol, Stream, StreamKey};
-
-/// Viewers of a stream over `protocol` (HLS viewers are counted by the HLS store).
-fn viewers(ctx: &HttpContext, s: &Stream, protocol: Protocol) -> usize {
-    match protocol {
-        Protocol::Hls => ctx.hls.viewers(s.key()),
-        p => s.viewers(p),
-    }
-}
+use crate::hub::{Stream, StreamKey};
+use crate::session::output::{self, Output};
 
 fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
     let codec = s.codec();
     let uptime = s.uptime().as_secs_f64();
     let bytes_in = s.stats.bytes_in.load(Ordering::Relaxed);
-    let viewers: serde_json::Map<String, serde_json::Value> =
-        Protocol::ALL.iter().map(|p| (p.name().to_string(), json!(viewers(ctx, s, *p)))).collect();
+    let viewers: serde_json::Map<String, serde_json::Value> = Output::ALL
+        .iter()
+        .map(|o| (o.name().to_string(), json!(output::viewers(s, *o, &|k| ctx.hls.viewers(k)))))
+        .collect();
     let video_frames = s.stats.video_frames_in.load(Ordering::Relaxed);
     let per_second = |n: f64| if uptime > 0.0 { n / uptime } else { 0.0 };
     let container = ctx.hls.container(s.key());

@@ -22,7 +22,8 @@ use tracing::debug;
 use super::response::{empty, text};
 use super::socket::{play, Framing};
 use super::{Body, HttpContext};
-use crate::hub::{Protocol, StreamKey};
+use crate::hub::StreamKey;
+use crate::session::Output;
 
 /// Whether `req` asks for a WebSocket (RFC 6455 §4.2.1).
 pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
@@ -54,12 +55,12 @@ pub(crate) async fn serve<B>(
         r.headers_mut().insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         return r;
     }
-    let (stream, guard) = match super::flv::admit(&key, query, peer, ctx, Protocol::WsFlv).await {
+    let (stream, guard) = match super::flv::admit(&key, query, peer, ctx, Output::WsFlv).await {
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
     let kill = CancellationToken::new();
-    let body = super::flv::start(stream, guard, key, query, peer, ctx, kill.clone(), Protocol::WsFlv);
+    let body = super::flv::start(stream, guard, key, query, peer, ctx, kill.clone(), Output::WsFlv);
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match upgrade.await {

@@ -9,9 +9,9 @@ use tracing::{debug, info, warn};
 
 use super::conn::{Connection, PlayState, Role};
 use crate::flv::{tag_bodies, TagCodecs, TagType};
-use crate::hub::{HubEvent, Protocol, StreamKey};
+use crate::hub::{HubEvent, StreamKey};
 use crate::rtmp::{MediaKind, PlayControl, RequestId};
-use crate::session::{admit_viewer, Refusal, Viewer};
+use crate::session::{admit_viewer, Output, Refusal, Viewer};
 
 /// Play-control commands (pause, receiveAudio, receiveVideo, seek) an RTMP viewer may send
 /// a second; more are ignored.
@@ -34,8 +34,8 @@ impl<S: crate::net::writer::Halves + Send + 'static> Connection<S> {
         // `?track=N`: track N of a multitrack publish
         let key = crate::server::http::with_track(key, query);
         let ctx = self.ctx.clone();
-        let Viewer { stream, guard: _guard } =
-            match admit_viewer(&ctx.svc, &key, Protocol::RtmpPlay, self.proto, self.peer, query).await {
+        let Viewer { stream, guard } =
+            match admit_viewer(&ctx.svc, &key, Output::RtmpPlay, self.proto, self.peer, query).await {
                 Ok(v) => v,
                 Err(refusal) => {
                     let code = match refusal {
@@ -59,7 +59,7 @@ impl<S: crate::net::writer::Halves + Send + 'static> Connection<S> {
             codecs: TagCodecs::with_video_metadata(),
             query: query.to_string(),
             control: PlayState::default(),
-            _guard,
+            guard,
         };
     }
 
