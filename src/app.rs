@@ -29,7 +29,7 @@ pub struct Bound {
 impl Bound {
     /// Binds the listeners (backlogs `rtmp.backlog`, `http.backlog`; RTMPS takes the RTMP one).
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        use crate::server::listener::bind;
+        use crate::net::listener::bind;
         let rtmp = bind(config.rtmp.listen, config.rtmp.backlog, "RTMP")?;
         let http = bind(config.http.listen, config.http.backlog, "HTTP")?;
         let rtmps = match &config.rtmps {
@@ -95,7 +95,7 @@ pub async fn serve(
     info!(addr = %bound.rtmp_addr()?, "RTMP listening on {}", bound.rtmp_addr()?);
     info!(addr = %bound.http_addr()?, "HTTP listening on {}", bound.http_addr()?);
     warn_if_publishing_is_open(&config);
-    crate::server::listener::check_fd_budget(
+    crate::net::listener::check_fd_budget(
         config.limits.max_rtmp_connections,
         config.limits.max_http_connections,
         config.limits.default_connection_limits(),
@@ -118,11 +118,13 @@ pub async fn serve(
     let pulls = crate::relay::Pulls::new(Arc::new(relay), tls);
     let hls_viewers = hls_store.clone();
     pulls.set_hls_viewers(Box::new(move |k| hls_viewers.viewers(k)));
+    let outputs = crate::session::Outputs::new(&metrics);
     let svc = Arc::new(crate::session::Services {
         hub: hub.clone(),
         settings: settings.clone(),
         auth,
         metrics,
+        outputs,
         shutdown: shutdown.clone(),
         pulls: pulls.clone(),
         relays: relays.clone(),
@@ -132,7 +134,7 @@ pub async fn serve(
         config: config.rtmp.clone(),
         svc: svc.clone(),
         unpublished_budget: Arc::new(crate::server::rtmp::UnpublishedBudget::new(settings.clone())),
-        connections: crate::server::listener::ConnectionLimiter::new(),
+        connections: crate::net::listener::ConnectionLimiter::new(),
         http_port: bound.http_addr()?.port(),
     });
     tasks.spawn(crate::server::rtmp::serve(bound.rtmp, ingest.clone(), None));

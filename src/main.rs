@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    if let Some((before, now)) = livegate::server::listener::raise_nofile_limit() {
+    if let Some((before, now)) = livegate::net::listener::raise_nofile_limit() {
         if now > before {
             tracing::info!("open-file limit raised from {before} to {now} (the hard limit)");
         }

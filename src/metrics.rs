@@ -1,6 +1,7 @@
 //! Process-wide Prometheus metrics (`prometheus-client`), rendered at `/metrics`.
 //! Counters are bumped where things happen; gauges of live state (streams,
-//! viewers) are read from the hub at scrape time.
+//! viewers) are read at scrape time, from the hub and (viewers per output) from what
+//! the caller passes (`session::output`, which this module does not import).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -9,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::hub::{Hub, HubObserver, Protocol};
+use crate::hub::{Hub, HubObserver};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabel {
@@ -56,7 +57,7 @@ pub struct Metrics {
     /// Accepted connections by listener protocol (rtmp, rtmps, http).
     pub connections: Family<ProtocolLabel, Counter>,
     pub bytes_in: Counter,
-    /// Media bytes sent to viewers by protocol.
+    /// Media bytes sent to viewers by output (`session::output`, which counts them).
     pub bytes_out: Family<ProtocolLabel, Counter>,
     pub publishes: Counter,
     pub lag_skips: Counter,
@@ -90,8 +91,6 @@ pub struct Metrics {
     /// Live streams by codec pair (`none` for a missing track).
     streams_by_codec: Family<CodecLabel, Gauge>,
     viewers: Family<ProtocolLabel, Gauge>,
-    /// `bytes_out` of each protocol, looked up once (the hub counts on every write).
-    bytes_out_by: [Counter; 4],
 }
 
 impl Default for Metrics {
@@ -126,10 +125,8 @@ impl Metrics {
             streams: Gauge::default(),
             streams_by_codec: Family::default(),
             viewers: Family::default(),
-            bytes_out_by: Default::default(),
             registry: Registry::default(),
         };
-        let bytes_out_by = Protocol::ALL.map(|p| m.bytes_out.get_or_create(&protocol(p.name())).clone());
         registry.register("connections", "Accepted connections by protocol", m.connections.clone());
         registry.register("bytes_in", "Bytes received from publishers", m.bytes_in.clone());
         registry.register("bytes_out", "Media bytes sent to viewers by protocol", m.bytes_out.clone());
@@ -166,7 +163,7 @@ impl Metrics {
         registry.register("streams", "Live streams", m.streams.clone());
         registry.register("streams_by_codec", "Live streams by video and audio codec", m.streams_by_codec.clone());
         registry.register("viewers", "Current viewers by protocol", m.viewers.clone());
-        Self { registry, bytes_out_by, ..m }
+        Self { registry, ..m }
     }
 
     /// Counts one hit of the bound named `limit`.
@@ -199,9 +196,9 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition, with live gauges refreshed from `hub` (and the HLS
-    /// viewers of each stream from `hls_viewers`).
-    pub fn render(&self, hub: &Hub, hls_viewers: impl Fn(&crate::hub::StreamKey) -> usize) -> String {
+    /// Prometheus text exposition, with live gauges refreshed from `hub` and `viewers` (the
+    /// viewers of all streams by output name: `session::output::viewers_by_output`).
+    pub fn render(&self, hub: &Hub, viewers: impl IntoIterator<Item = (&'static str, usize)>) -> String {
         let streams = hub.streams();
         self.streams.set(streams.len() as i64);
         self.streams_by_codec.clear();
@@ -211,10 +208,8 @@ impl Metrics {
             let audio = c.audio.as_ref().map_or("none", |a| a.codec().name());
             self.streams_by_codec.get_or_create(&CodecLabel { video, audio }).inc();
         }
-        for p in Protocol::ALL {
-            let n: usize =
-                streams.iter().map(|s| if p == Protocol::Hls { hls_viewers(s.key()) } else { s.viewers(p) }).sum();
-            self.viewers.get_or_create(&protocol(p.name())).set(n as i64);
+        for (name, n) in viewers {
+            self.viewers.get_or_create(&protocol(name)).set(n as i64);
         }
         let mut out = String::new();
         // writing into a String cannot fail
@@ -226,10 +221,6 @@ impl Metrics {
 impl HubObserver for Metrics {
     fn bytes_in(&self, n: u64) {
         self.bytes_in.inc_by(n);
-    }
-
-    fn bytes_out(&self, protocol: Protocol, n: u64) {
-        self.bytes_out_by[protocol as usize].inc_by(n);
     }
 
     fn lag_skip(&self) {
@@ -256,7 +247,7 @@ mod tests {
         m.connections.get_or_create(&protocol("rtmp")).inc();
         m.rejected.get_or_create(&reason("bad_key")).inc_by(2);
         let hub = Hub::new(HubConfig::default());
-        let text = m.render(&hub, |_| 0);
+        let text = m.render(&hub, [("rtmp", 0)]);
         assert!(text.contains("livegate_connections_total{protocol=\"rtmp\"} 1"), "{text}");
         assert!(text.contains("livegate_rejected_total{reason=\"bad_key\"} 2"), "{text}");
         assert!(text.contains("livegate_streams 0"), "{text}");

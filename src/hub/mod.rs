@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 pub use gop::GopCacheConfig;
 pub use observer::{HubObserver, NoObserver};
 use stream::Resume;
-pub use stream::{Evicted, Protocol, Publisher, Stream, StreamStats, Subscription, ViewerGuard};
+pub use stream::{Evicted, Publisher, Stream, StreamStats, Subscription, ViewerGuard};
 
 /// The event vocabulary lives in the sans-IO core (`livegate_proto::media::Event`); the
 /// hub keeps its historical name for it.

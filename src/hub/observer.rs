@@ -2,15 +2,11 @@
 //! implements [`HubObserver`] (the hub imports nothing from `metrics`); a hub
 //! without one reports to [`NoObserver`].
 
-use super::Protocol;
-
-/// Receives the hub's counts. Called on hot paths (every batch written to a viewer):
+/// Receives the hub's counts. Called on hot paths (every message from a publisher):
 /// implementations must be cheap (an atomic add).
 pub trait HubObserver: Send + Sync + std::fmt::Debug {
     /// Bytes received from a publisher.
     fn bytes_in(&self, n: u64);
-    /// Media bytes sent to a viewer of `protocol`.
-    fn bytes_out(&self, protocol: Protocol, n: u64);
     /// A lagging viewer skipped to the latest keyframe.
     fn lag_skip(&self);
     /// A viewer was disconnected for lagging or stalling.
@@ -25,7 +21,6 @@ pub struct NoObserver;
 
 impl HubObserver for NoObserver {
     fn bytes_in(&self, _: u64) {}
-    fn bytes_out(&self, _: Protocol, _: u64) {}
     fn lag_skip(&self) {}
     fn eviction(&self) {}
     fn limit_hit(&self, _: &'static str) {}

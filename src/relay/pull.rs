@@ -34,7 +34,7 @@ use tracing::{info, warn};
 
 use super::RelayConfig;
 use crate::flv::file::TagReader;
-use crate::hub::{lock, Protocol, Stream, StreamKey};
+use crate::hub::{lock, Stream, StreamKey};
 use crate::rtmp::{ClientConfig, ClientEvent, ClientRole, ClientSession, ConnectParams, MediaKind};
 use crate::session::{admit_publisher, Ingest, PublishOptions, Services};
 
@@ -282,8 +282,8 @@ impl Pulls {
     }
 
     fn viewers(&self, stream: &Stream) -> usize {
-        let streaming: usize =
-            [Protocol::HttpFlv, Protocol::WsFlv, Protocol::RtmpPlay].iter().map(|p| stream.viewers(*p)).sum();
+        // (the viewers that hold a connection: HTTP-FLV, WebSocket-FLV, RTMP)
+        let streaming = stream.viewers();
         let hls = self.inner.hls_viewers.get().map_or(0, |f| f(stream.key()));
         streaming + hls
     }

@@ -23,7 +23,7 @@ use super::target::PushUrl;
 use super::RelayConfig;
 use crate::flv::{tag_bodies, TagCodecs, TagType};
 use crate::hub::{lock, Hub, HubEvent, Stream, Subscription};
-use crate::media::{AudioCodec, CodecConfig, VideoCodec};
+use crate::media::CodecConfig;
 use crate::rtmp::{ClientConfig, ClientEvent, ClientRole, ClientSession, ClientState, ConnectParams, MediaKind};
 use crate::Piece;
 
@@ -474,17 +474,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Why the stream's codecs cannot go to a target that answered `connect` with `server`:
 /// H.264, AAC and MP3 go as legacy FLV to anyone; an Enhanced RTMP codec only to a target
-/// that listed it (a legacy target would get garbage).
+/// that listed it (a legacy target would get garbage; see `session::unannounced_codec`).
 fn codec_refusal(c: &CodecConfig, server: Option<&crate::rtmp::ClientCapabilities>) -> Option<String> {
-    let video = c.video.as_ref().map(|v| v.codec()).filter(|c| *c != VideoCodec::Avc).map(|c| c.fourcc());
-    let audio = c.audio.as_ref().map(|a| a.codec()).filter(|c| !matches!(c, AudioCodec::Aac | AudioCodec::Mp3));
-    for fourcc in video.into_iter().chain(audio.map(AudioCodec::fourcc)) {
-        if server.and_then(|s| s.announced(fourcc)) != Some(true) {
-            let name = String::from_utf8_lossy(fourcc);
-            return Some(format!(
-                "the target does not take {name}: its connect answer did not list it (Enhanced RTMP fourCcList)"
-            ));
-        }
-    }
-    None
+    let fourcc = crate::session::unannounced_codec(c, server, false)?;
+    let name = String::from_utf8_lossy(fourcc);
+    Some(format!("the target does not take {name}: its connect answer did not list it (Enhanced RTMP fourCcList)"))
 }

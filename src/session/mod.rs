@@ -10,7 +10,9 @@
 //!   that is leaving, a silent one to take over, the reconnect grace), giving an [`Ingest`].
 //! - [`find`]: the live stream of a key, here or (for an app with `pull`) from its origin.
 
+mod codecs;
 mod ingest;
+pub mod output;
 mod publish;
 
 use std::net::SocketAddr;
@@ -21,9 +23,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Action, AuthRequest, Authorizer, Denied};
 use crate::config::LiveSettings;
-use crate::hub::{Hub, Protocol, PublishError, Stream, StreamKey, ViewerGuard};
+use crate::hub::{Hub, PublishError, Stream, StreamKey};
 use crate::metrics::Metrics;
+pub use codecs::unannounced_codec;
 pub use ingest::{Ingest, MAX_TRACKS};
+pub use output::{Output, OutputGuard, Outputs};
 pub use publish::{admit_publisher, PublishOptions};
 
 /// What every edge and relay works with (one instance per gateway). Settings are read
@@ -34,6 +38,8 @@ pub struct Services {
     pub settings: Arc<LiveSettings>,
     pub auth: Authorizer,
     pub metrics: Arc<Metrics>,
+    /// Viewers and bytes per output.
+    pub outputs: Outputs,
     pub shutdown: CancellationToken,
     /// Streams pulled from origins on demand (`[apps.NAME] pull`).
     pub pulls: crate::relay::Pulls,
@@ -75,11 +81,11 @@ impl Refusal {
     }
 }
 
-/// An admitted viewer: the stream, and its place among the stream's viewers (counted
-/// until dropped).
+/// An admitted viewer: the stream, and its place among the stream's viewers (counted, by
+/// the hub and per output, until dropped; it counts the bytes sent too).
 pub struct Viewer {
     pub stream: Arc<Stream>,
-    pub guard: ViewerGuard,
+    pub guard: OutputGuard,
 }
 
 /// Admits a viewer of `key` on `output` (`via`: the protocol as the auth callback names
@@ -89,14 +95,14 @@ pub struct Viewer {
 pub async fn admit_viewer(
     svc: &Arc<Services>,
     key: &StreamKey,
-    output: Protocol,
+    output: Output,
     via: &str,
     peer: SocketAddr,
     query: &str,
 ) -> Result<Viewer, Refusal> {
     let settings = svc.settings.get();
     let policy = settings.apps.get(&key.app);
-    if matches!(output, Protocol::HttpFlv | Protocol::WsFlv) && !policy.http_flv {
+    if matches!(output, Output::HttpFlv | Output::WsFlv) && !policy.http_flv {
         return Err(Refusal::Disabled);
     }
     let req = AuthRequest::for_stream(Action::Play, key, peer, via, query);
@@ -106,7 +112,8 @@ pub async fn admit_viewer(
     // (the stream may have ended, or been replaced, while the callback answered)
     let stream = svc.hub.get(key).ok_or_else(|| Refusal::NotFound(key.clone()))?;
     let max = settings.limits.max_viewers_per_stream;
-    let guard = stream.admit_viewer(output, max).ok_or_else(|| Refusal::ViewerLimit { key: key.clone(), max })?;
+    let guard =
+        svc.outputs.admit(&stream, output, max).ok_or_else(|| Refusal::ViewerLimit { key: key.clone(), max })?;
     Ok(Viewer { stream, guard })
 }
 

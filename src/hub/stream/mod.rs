@@ -1,8 +1,9 @@
 //! One live stream: its state, the fan-out ring, publisher and subscriptions.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::Waker;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,7 +16,7 @@ mod tests;
 mod viewers;
 
 pub use subscription::{Evicted, Subscription};
-pub use viewers::{Protocol, StreamStats, ViewerGuard};
+pub use viewers::{StreamStats, ViewerGuard};
 
 use super::fanout::Fanout;
 use super::timeline::Timeline;
@@ -82,6 +83,9 @@ pub struct Stream {
     /// A multitrack publish: its other tracks, each served as a stream of its own
     /// (`NAME~TRACK`, `NAME~aTRACK`: `StreamKey::track`, `StreamKey::audio_track`).
     tracks: Mutex<Tracks>,
+    /// What a layer above keeps per stream, of a type the hub does not know (the session
+    /// layer's viewers per output): made on first use, dropped with the stream.
+    extension: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
 /// The other tracks of a multitrack publish.
@@ -131,6 +135,7 @@ impl Stream {
             observer,
             last_input_ms: AtomicU64::new(0),
             tracks: Mutex::new(Tracks::default()),
+            extension: OnceLock::new(),
         }
     }
 
@@ -284,10 +289,15 @@ impl Stream {
         self.started_at.elapsed().saturating_sub(last)
     }
 
-    /// Counts `n` bytes sent to a viewer of `protocol`.
-    pub fn count_bytes_out(&self, protocol: Protocol, n: u64) {
+    /// Counts `n` bytes sent to a viewer.
+    pub fn count_bytes_out(&self, n: u64) {
         self.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
-        self.observer.bytes_out(protocol, n);
+    }
+
+    /// The stream's extension of type `T`, made with `T::default()` on first use (one per
+    /// stream, whoever asks first; None when it was made of another type).
+    pub fn extension<T: Any + Send + Sync + Default>(&self) -> Option<Arc<T>> {
+        self.extension.get_or_init(|| Arc::new(T::default())).clone().downcast::<T>().ok()
     }
 
     /// Counts `n` bytes received from the publisher (and notes when, see [`Self::input_idle`]).

@@ -52,22 +52,19 @@ fn at_shutdown_streams_end_for_their_viewers_and_no_publish_is_taken() {
 }
 
 #[test]
-fn viewer_limit_counts_flv_and_rtmp_viewers_together() {
+fn viewer_limit_counts_viewers_until_they_go() {
     let hub = Hub::new(HubConfig::default());
     let p = hub.publish(StreamKey::new("live", "a"), peer()).unwrap();
     let s = p.stream();
-    let a = s.admit_viewer(Protocol::HttpFlv, 2).unwrap();
-    let _hls = s.admit_viewer(Protocol::Hls, 2).unwrap();
-    let b = s.admit_viewer(Protocol::RtmpPlay, 2).unwrap();
-    assert!(s.admit_viewer(Protocol::HttpFlv, 2).is_none());
-    assert!(s.admit_viewer(Protocol::RtmpPlay, 2).is_none());
-    assert!(s.admit_viewer(Protocol::Hls, 2).is_some(), "HLS clients do not count");
+    let a = s.admit_viewer(2).unwrap();
+    let b = s.admit_viewer(2).unwrap();
+    assert!(s.admit_viewer(2).is_none());
     drop(a);
-    assert_eq!(s.stats.viewers(Protocol::HttpFlv), 0);
-    let _c = s.admit_viewer(Protocol::RtmpPlay, 2).unwrap();
-    assert_eq!(s.stats.viewers(Protocol::RtmpPlay), 2);
+    assert_eq!(s.viewers(), 1);
+    let _c = s.admit_viewer(2).unwrap();
+    assert_eq!(s.stats.viewers(), 2);
     drop(b);
-    assert!(s.admit_viewer(Protocol::HttpFlv, 2).is_some());
+    assert!(s.admit_viewer(2).is_some());
 }
 
 #[test]

@@ -11,22 +11,17 @@ use serde_json::json;
 use super::path::split_path;
 use super::response::{full, not_found, text};
 use super::{Body, HttpContext};
-use crate::hub::{Protocol, Stream, StreamKey};
-
-/// Viewers of a stream over `protocol` (HLS viewers are counted by the HLS store).
-fn viewers(ctx: &HttpContext, s: &Stream, protocol: Protocol) -> usize {
-    match protocol {
-        Protocol::Hls => ctx.hls.viewers(s.key()),
-        p => s.viewers(p),
-    }
-}
+use crate::hub::{Stream, StreamKey};
+use crate::session::output::{self, Output};
 
 fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
     let codec = s.codec();
     let uptime = s.uptime().as_secs_f64();
     let bytes_in = s.stats.bytes_in.load(Ordering::Relaxed);
-    let viewers: serde_json::Map<String, serde_json::Value> =
-        Protocol::ALL.iter().map(|p| (p.name().to_string(), json!(viewers(ctx, s, *p)))).collect();
+    let viewers: serde_json::Map<String, serde_json::Value> = Output::ALL
+        .iter()
+        .map(|o| (o.name().to_string(), json!(output::viewers(s, *o, &|k| ctx.hls.viewers(k)))))
+        .collect();
     let video_frames = s.stats.video_frames_in.load(Ordering::Relaxed);
     let per_second = |n: f64| if uptime > 0.0 { n / uptime } else { 0.0 };
     let container = ctx.hls.container(s.key());
@@ -146,16 +141,41 @@ fn admin_refusal(authorization: Option<&HeaderValue>, ctx: &HttpContext) -> Opti
     (!ok).then(|| text(StatusCode::UNAUTHORIZED, "unauthorized\n"))
 }
 
-/// `DELETE /api/streams/APP/STREAM` with `Authorization: Bearer TOKEN`: disconnects the publisher.
-pub(crate) fn kick(path: &str, authorization: Option<&HeaderValue>, ctx: &HttpContext) -> Response<Body> {
+/// An admin request on `/api/streams/APP/STREAM` followed by `tail` (`"*"`: any one
+/// segment): its stream and the segments `"*"` matched, once `authorization` carries the
+/// admin token. Else the answer (boxed, as in `flv::admit`): the token's refusal, or
+/// `mismatch` for another path.
+fn admin_target<'p>(
+    path: &'p str,
+    tail: &[&str],
+    authorization: Option<&HeaderValue>,
+    ctx: &HttpContext,
+    mismatch: fn() -> Response<Body>,
+) -> Result<(StreamKey, Vec<&'p str>), Box<Response<Body>>> {
     if let Some(refusal) = admin_refusal(authorization, ctx) {
-        return refusal;
+        return Err(Box::new(refusal));
     }
     let segments = split_path(path);
-    let Some(["api", "streams", app, name]) = segments.as_deref() else {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    let Some(["api", "streams", app, name, rest @ ..]) = segments.as_deref() else { return Err(Box::new(mismatch())) };
+    let matches = rest.len() == tail.len() && rest.iter().zip(tail).all(|(s, t)| *t == "*" || s == t);
+    if !matches {
+        return Err(Box::new(mismatch()));
+    }
+    let wild = rest.iter().zip(tail).filter(|(_, t)| **t == "*").map(|(s, _)| *s).collect();
+    Ok((StreamKey::new(*app, *name), wild))
+}
+
+fn method_not_allowed() -> Response<Body> {
+    text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+}
+
+/// `DELETE /api/streams/APP/STREAM` with `Authorization: Bearer TOKEN`: disconnects the publisher.
+pub(crate) fn kick(path: &str, authorization: Option<&HeaderValue>, ctx: &HttpContext) -> Response<Body> {
+    let key = match admin_target(path, &[], authorization, ctx, method_not_allowed) {
+        Ok((key, _)) => key,
+        Err(answer) => return *answer,
     };
-    match ctx.svc.hub.get(&StreamKey::new(*app, *name)) {
+    match ctx.svc.hub.get(&key) {
         Some(s) => {
             tracing::info!(stream = %s.key(), "publisher kicked by the admin API");
             s.kick_and_end("kicked by the admin API");
@@ -175,12 +195,9 @@ pub(crate) fn reconnect(
     authorization: Option<&HeaderValue>,
     ctx: &HttpContext,
 ) -> Response<Body> {
-    if let Some(refusal) = admin_refusal(authorization, ctx) {
-        return refusal;
-    }
-    let segments = split_path(path);
-    let Some(["api", "streams", app, name, "reconnect"]) = segments.as_deref() else {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    let key = match admin_target(path, &["reconnect"], authorization, ctx, method_not_allowed) {
+        Ok((key, _)) => key,
+        Err(answer) => return *answer,
     };
     let target = match crate::auth::query_param(query, "tcUrl").map(percent_decode) {
         None => None,
@@ -189,7 +206,7 @@ pub(crate) fn reconnect(
         }
         Some(_) => return text(StatusCode::BAD_REQUEST, "tcUrl must be an rtmp:// or rtmps:// URL\n"),
     };
-    let Some(s) = ctx.svc.hub.get(&StreamKey::new(*app, *name)) else { return not_found() };
+    let Some(s) = ctx.svc.hub.get(&key) else { return not_found() };
     if s.waiting_since().is_some() {
         return text(StatusCode::CONFLICT, "the stream has no publisher now (it waits for one to come back)\n");
     }
@@ -213,17 +230,13 @@ pub(crate) fn add_push(
     authorization: Option<&HeaderValue>,
     ctx: &HttpContext,
 ) -> Response<Body> {
-    if let Some(refusal) = admin_refusal(authorization, ctx) {
-        return refusal;
-    }
-    let segments = split_path(path);
-    let Some(["api", "streams", app, name, "pushes"]) = segments.as_deref() else {
-        return text(StatusCode::NOT_FOUND, "not found\n");
+    let key = match admin_target(path, &["pushes"], authorization, ctx, || text(StatusCode::NOT_FOUND, "not found\n")) {
+        Ok((key, _)) => key,
+        Err(answer) => return *answer,
     };
     let Some(url) = crate::auth::query_param(query, "url").and_then(percent_decode) else {
         return text(StatusCode::BAD_REQUEST, "give the target as ?url=rtmp%3A%2F%2FHOST%2FAPP%2FSTREAM\n");
     };
-    let key = StreamKey::new(*app, *name);
     match ctx.svc.relays.add(&key, &url, "api") {
         Ok(status) => {
             tracing::info!(stream = %key, target = %status.url, "admin API: push added");
@@ -245,16 +258,12 @@ fn owned_text(status: StatusCode, body: String) -> Response<Body> {
 
 /// `DELETE /api/streams/APP/STREAM/pushes/ID` with `Authorization: Bearer TOKEN`: stops a push.
 pub(crate) fn remove_push(path: &str, authorization: Option<&HeaderValue>, ctx: &HttpContext) -> Response<Body> {
-    if let Some(refusal) = admin_refusal(authorization, ctx) {
-        return refusal;
-    }
-    let segments = split_path(path);
-    let Some(["api", "streams", app, name, "pushes", id]) = segments.as_deref() else {
-        return not_found();
+    let (key, id) = match admin_target(path, &["pushes", "*"], authorization, ctx, not_found) {
+        Ok((key, wild)) => (key, wild.first().and_then(|id| id.parse::<u64>().ok())),
+        Err(answer) => return *answer,
     };
-    let key = StreamKey::new(*app, *name);
-    match id.parse::<u64>() {
-        Ok(id) if ctx.svc.relays.remove(&key, id) => {
+    match id {
+        Some(id) if ctx.svc.relays.remove(&key, id) => {
             tracing::info!(stream = %key, id, "admin API: push removed");
             text(StatusCode::OK, "push stopped\n")
         }

@@ -27,7 +27,8 @@ use tracing::debug;
 use super::routes::flv_route;
 use super::socket::{play, Framing};
 use super::{Body, HttpContext, HEADER_READ_TIMEOUT};
-use crate::hub::{Protocol, StreamKey};
+use crate::hub::StreamKey;
+use crate::session::Output;
 
 /// Request heads up to this size are looked at; larger ones go to hyper.
 pub(crate) const MAX_PEEK: usize = 4096;
@@ -116,7 +117,7 @@ pub(crate) async fn serve_or_pass(
     let mut sock = sock;
     // boxed: the admission (an auth callback's request) would otherwise size this future,
     // and so every viewer's task, for the whole play
-    let admitted = Box::pin(super::flv::admit(&key, &query, peer, ctx, Protocol::HttpFlv)).await;
+    let admitted = Box::pin(super::flv::admit(&key, &query, peer, ctx, Output::HttpFlv)).await;
     // the head was peeked: take it off the socket (it is all there)
     let mut left = head_len;
     std::future::poll_fn(|cx| {
@@ -142,7 +143,7 @@ pub(crate) async fn serve_or_pass(
         }
     };
     let kill = CancellationToken::new();
-    let body = super::flv::start(stream, guard, key, &query, peer, ctx, kill.clone(), Protocol::HttpFlv);
+    let body = super::flv::start(stream, guard, key, &query, peer, ctx, kill.clone(), Output::HttpFlv);
     let mut ok = super::flv::flv_response(Empty::new().boxed());
     super::response::allow_origin(&mut ok, ctx);
     let head = response_head(&ok, Length::Chunked);

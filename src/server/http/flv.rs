@@ -23,9 +23,9 @@ use super::response::{not_found, refused, text};
 use super::{Body, HttpContext};
 use crate::auth::{Action, AuthRequest};
 use crate::flv::FlvWriter;
-use crate::hub::{HubEvent, Protocol, Stream, StreamKey, Subscription, ViewerGuard};
+use crate::hub::{HubEvent, Stream, StreamKey, Subscription};
 use crate::metrics::reason;
-use crate::session::{admit_viewer, Refusal, Viewer};
+use crate::session::{admit_viewer, Output, OutputGuard, Refusal, Viewer};
 use crate::Piece;
 
 /// Hub events taken per poll.
@@ -45,17 +45,17 @@ pub(crate) async fn serve(
     ctx: &Arc<HttpContext>,
     kill: CancellationToken,
 ) -> Response<Body> {
-    let (stream, guard) = match admit(&key, query, peer, ctx, Protocol::HttpFlv).await {
+    let (stream, guard) = match admit(&key, query, peer, ctx, Output::HttpFlv).await {
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
     if head {
         // a HEAD asked the callback like a GET, so its callback server hears it leave too
-        drop(DoneNotice { ctx: ctx.clone(), key, query: query.to_string(), peer, protocol: Protocol::HttpFlv });
+        drop(DoneNotice { ctx: ctx.clone(), key, query: query.to_string(), peer, protocol: Output::HttpFlv });
         drop(guard);
         return flv_response(Empty::new().boxed());
     }
-    let body = start(stream, guard, key, query, peer, ctx, kill, Protocol::HttpFlv);
+    let body = start(stream, guard, key, query, peer, ctx, kill, Output::HttpFlv);
     flv_response(body.boxed())
 }
 
@@ -68,8 +68,8 @@ pub(crate) async fn admit(
     query: &str,
     peer: SocketAddr,
     ctx: &Arc<HttpContext>,
-    protocol: Protocol,
-) -> Result<(Arc<Stream>, ViewerGuard), Box<Response<Body>>> {
+    protocol: Output,
+) -> Result<(Arc<Stream>, OutputGuard), Box<Response<Body>>> {
     match admit_viewer(&ctx.svc, key, protocol, protocol.name(), peer, query).await {
         Ok(Viewer { stream, guard }) => Ok((stream, guard)),
         Err(refusal) => Err(Box::new(refusal_response(ctx, key, peer, label(protocol), &refusal))),
@@ -104,13 +104,13 @@ pub(crate) fn refusal_response(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn start(
     stream: Arc<Stream>,
-    guard: ViewerGuard,
+    guard: OutputGuard,
     key: StreamKey,
     query: &str,
     peer: SocketAddr,
     ctx: &Arc<HttpContext>,
     kill: CancellationToken,
-    protocol: Protocol,
+    protocol: Output,
 ) -> FlvBody {
     let watch = Arc::new(Watch::new());
     let gone = CancellationToken::new();
@@ -127,7 +127,7 @@ pub(crate) fn start(
         finished: false,
         kill: kill.clone(),
         done: DoneNotice { ctx: ctx.clone(), key, query: query.to_string(), peer, protocol },
-        _guard: guard,
+        guard,
     };
     info!(%peer, stream = %body.sub.stream().key(), "{} viewer joined", label(protocol));
     let stall = Duration::from_millis(ctx.config.viewer_stall_timeout_ms);
@@ -136,10 +136,10 @@ pub(crate) fn start(
 }
 
 /// How the log names a protocol.
-fn label(protocol: Protocol) -> &'static str {
+fn label(protocol: Output) -> &'static str {
     match protocol {
-        Protocol::HttpFlv => "HTTP-FLV",
-        Protocol::WsFlv => "WebSocket-FLV",
+        Output::HttpFlv => "HTTP-FLV",
+        Output::WsFlv => "WebSocket-FLV",
         other => other.name(),
     }
 }
@@ -247,7 +247,7 @@ struct DoneNotice {
     key: StreamKey,
     query: String,
     peer: SocketAddr,
-    protocol: Protocol,
+    protocol: Output,
 }
 
 impl Drop for DoneNotice {
@@ -277,7 +277,8 @@ pub(crate) struct FlvBody {
     _gone: tokio_util::sync::DropGuard,
     /// Dropped with the body: logs the departure and sends `on_done`.
     done: DoneNotice,
-    _guard: ViewerGuard,
+    /// Counts the viewer (and the bytes sent to it) while the body lives.
+    guard: OutputGuard,
 }
 
 impl FlvBody {
@@ -349,7 +350,7 @@ impl FlvBody {
         }
         self.watch.waiting.store(false, Ordering::Relaxed);
         let len: u64 = out.iter().map(|p| p.len() as u64).sum();
-        self.sub.stream().count_bytes_out(self.done.protocol, len);
+        self.guard.count_bytes_out(len);
         self.pieces = out;
         Poll::Ready(true)
     }

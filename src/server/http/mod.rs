@@ -7,7 +7,9 @@
 //!   FLV writer) and its stall watchdog.
 //! - `direct`: a connection whose first request is a plain HTTP-FLV GET is served off
 //!   hyper (a peek decides; anything else goes to hyper untouched); `socket` writes an FLV
-//!   body straight to a socket, as HTTP chunks or as WebSocket frames (`ws`).
+//!   body straight to a socket, as HTTP chunks or as WebSocket frames (`ws` answers the
+//!   upgrade and hands the connection to `socket`; `ws_frames`, a sans-IO leaf, reads
+//!   the client's frames for `socket`: the imports go `ws` → `socket` → `ws_frames`).
 //! - `api`, `player`: the JSON API and admin kick; the built-in player page and assets.
 //! - `deadline`: what every connection is timed by (its first request head from the
 //!   moment it is accepted, every write by the stall timeout).
@@ -23,6 +25,7 @@ mod response;
 mod routes;
 mod socket;
 mod ws;
+mod ws_frames;
 pub(crate) use routes::with_track;
 
 use std::convert::Infallible;
@@ -62,11 +65,11 @@ pub async fn serve(listener: TcpListener, ctx: HttpContext) {
     let settings = ctx.svc.settings.clone();
     let limits = move || {
         let l = &settings.get().limits;
-        let (_, http) = crate::server::listener::fd_limited(l.max_rtmp_connections, l.max_http_connections);
+        let (_, http) = crate::net::listener::fd_limited(l.max_rtmp_connections, l.max_http_connections);
         (http, l.max_http_connections_per_ip)
     };
-    let limiter = crate::server::listener::ConnectionLimiter::new();
-    crate::server::listener::accept_loop(listener, "http", limits, limiter, metrics, shutdown, |sock, peer| {
+    let limiter = crate::net::listener::ConnectionLimiter::new();
+    crate::net::listener::accept_loop(listener, "http", limits, limiter, metrics, shutdown, |sock, peer| {
         connection(sock, peer, ctx.clone())
     })
     .await

@@ -20,6 +20,7 @@ use super::{Body, HttpContext};
 use crate::auth::{Action, AuthRequest};
 use crate::hls::PlaylistReply;
 use crate::hub::StreamKey;
+use crate::session::output;
 
 /// How long the request that started a pull waits for the pulled stream's first playlist
 /// (its first segment: a target duration or two after the first keyframe).
@@ -101,7 +102,8 @@ async fn route(
         "/metrics" => {
             let pushes = ctx.svc.relays.all();
             ctx.svc.metrics.set_push_states(pushes.iter().map(|(_, p)| p.state));
-            let body = ctx.svc.metrics.render(&ctx.svc.hub, |k| ctx.hls.viewers(k));
+            let viewers = output::viewers_by_output(&ctx.svc.hub.streams(), &|k| ctx.hls.viewers(k));
+            let body = ctx.svc.metrics.render(&ctx.svc.hub, viewers);
             return full("application/openmetrics-text; version=1.0.0; charset=utf-8", "no-cache", Bytes::from(body));
         }
         "/" => return super::player::index(&ctx.svc.hub),

@@ -19,8 +19,8 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
 use super::flv::FlvBody;
-use super::ws::{ClientEvent, ClientFrames, MAX_CLIENT_DATA, MAX_CLIENT_FRAME};
-use crate::server::writer::{Halves, Writer};
+use super::ws_frames::{ClientEvent, ClientFrames, MAX_CLIENT_DATA, MAX_CLIENT_FRAME};
+use crate::net::writer::{Halves, Writer};
 use crate::{Inline, Piece};
 
 /// Pieces gathered into one frame or chunk at most.

@@ -17,11 +17,11 @@ use tracing::{debug, info, warn};
 use super::RtmpContext;
 use crate::auth::{Action, AuthRequest};
 use crate::flv::TagCodecs;
-use crate::hub::{HubEvent, Protocol, Stream, StreamKey, Subscription, ViewerGuard};
+use crate::hub::{HubEvent, Stream, StreamKey, Subscription};
 use crate::metrics::reason;
+use crate::net::writer::{Halves, Writer};
 use crate::rtmp::{ClientCapabilities, RequestId, ServerSession, SessionConfig, SessionEvent};
-use crate::server::writer::{Halves, Writer};
-use crate::session::{Ingest, Refusal};
+use crate::session::{Ingest, OutputGuard, Refusal};
 
 pub(super) enum Role {
     Idle,
@@ -37,7 +37,8 @@ pub(super) enum Role {
         codecs: TagCodecs,
         query: String,
         control: PlayState,
-        _guard: ViewerGuard,
+        /// Counts the viewer (and the bytes sent to it) while it plays.
+        guard: OutputGuard,
     },
 }
 
@@ -398,8 +399,8 @@ impl<S: Halves + Send + 'static> Connection<S> {
                 anyhow::bail!("peer accepted nothing for {stall:?}");
             }
         };
-        if let Role::Playing { sub, .. } = &self.role {
-            sub.stream().count_bytes_out(Protocol::RtmpPlay, written as u64);
+        if let Role::Playing { guard, .. } = &self.role {
+            guard.count_bytes_out(written as u64);
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! fan-out in `hub`, decisions in `auth`. Here: the listener and the budget of
 //! unfinished messages of connections that do not publish; `conn` is one
 //! connection's `select!` loop, `publish` and `play` what each role does (writes go
-//! through `server::writer`).
+//! through `net::writer`).
 
 mod conn;
 mod play;
@@ -30,7 +30,7 @@ pub struct RtmpContext {
     /// together (`limits.unpublished_message_bytes`).
     pub unpublished_budget: Arc<UnpublishedBudget>,
     /// Open RTMP and RTMPS connections together (one `limits.max_rtmp_connections`).
-    pub connections: Arc<crate::server::listener::ConnectionLimiter>,
+    pub connections: Arc<crate::net::listener::ConnectionLimiter>,
     /// The HTTP listener's port, for the page answering HTTP on the RTMP port.
     pub http_port: u16,
 }
@@ -42,11 +42,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>, tls: Option<Tls
     let settings = ctx.svc.settings.clone();
     let limits = move || {
         let l = &settings.get().limits;
-        let (rtmp, _) = crate::server::listener::fd_limited(l.max_rtmp_connections, l.max_http_connections);
+        let (rtmp, _) = crate::net::listener::fd_limited(l.max_rtmp_connections, l.max_http_connections);
         (rtmp, l.max_rtmp_connections_per_ip)
     };
     let limiter = ctx.connections.clone();
-    crate::server::listener::accept_loop(listener, proto, limits, limiter, metrics, shutdown, |sock, peer| {
+    crate::net::listener::accept_loop(listener, proto, limits, limiter, metrics, shutdown, |sock, peer| {
         let ctx = ctx.clone();
         let tls = tls.clone();
         async move {

@@ -9,15 +9,15 @@ use tracing::{debug, info, warn};
 
 use super::conn::{Connection, PlayState, Role};
 use crate::flv::{tag_bodies, TagCodecs, TagType};
-use crate::hub::{HubEvent, Protocol, StreamKey};
+use crate::hub::{HubEvent, StreamKey};
 use crate::rtmp::{MediaKind, PlayControl, RequestId};
-use crate::session::{admit_viewer, Refusal, Viewer};
+use crate::session::{admit_viewer, Output, Refusal, Viewer};
 
 /// Play-control commands (pause, receiveAudio, receiveVideo, seek) an RTMP viewer may send
 /// a second; more are ignored.
 const MAX_CONTROLS_PER_SECOND: u32 = 8;
 
-impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
+impl<S: crate::net::writer::Halves + Send + 'static> Connection<S> {
     pub(super) async fn on_play(&mut self, req: RequestId, stream_id: u32, app: &str, name: &str, query: &str) {
         const NOT_FOUND: &str = "NetStream.Play.StreamNotFound";
         if !matches!(self.role, Role::Idle) {
@@ -34,8 +34,8 @@ impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
         // `?track=N`: track N of a multitrack publish
         let key = crate::server::http::with_track(key, query);
         let ctx = self.ctx.clone();
-        let Viewer { stream, guard: _guard } =
-            match admit_viewer(&ctx.svc, &key, Protocol::RtmpPlay, self.proto, self.peer, query).await {
+        let Viewer { stream, guard } =
+            match admit_viewer(&ctx.svc, &key, Output::RtmpPlay, self.proto, self.peer, query).await {
                 Ok(v) => v,
                 Err(refusal) => {
                     let code = match refusal {
@@ -59,7 +59,7 @@ impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
             codecs: TagCodecs::with_video_metadata(),
             query: query.to_string(),
             control: PlayState::default(),
-            _guard,
+            guard,
         };
     }
 
@@ -122,22 +122,16 @@ impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
     /// announced a `fourCcList` (Enhanced RTMP) without a codec the stream sends in the
     /// enhanced form. A client that announced nothing gets the stream (ffmpeg 9 plays
     /// Enhanced RTMP but announces nothing), unless `[rtmp] only_announced_codecs` is set.
-    /// H.264, AAC and MP3 go out as legacy FLV, which needs no announcement.
+    /// H.264, AAC and MP3 go out as legacy FLV, which needs no announcement (see
+    /// `session::unannounced_codec`).
     fn codec_refusal(&self, codec: &crate::media::CodecConfig, key: &StreamKey) -> Option<String> {
-        use crate::media::{AudioCodec, VideoCodec};
-        let video = codec.video.as_ref().map(|v| v.codec()).filter(|c| *c != VideoCodec::Avc).map(|c| c.fourcc());
-        let audio = codec.audio.as_ref().map(|a| a.codec()).filter(|c| !matches!(c, AudioCodec::Aac | AudioCodec::Mp3));
-        for fourcc in video.into_iter().chain(audio.map(AudioCodec::fourcc)) {
-            let announced = self.caps.announced(fourcc).unwrap_or(!self.ctx.config.only_announced_codecs);
-            if !announced {
-                let name = String::from_utf8_lossy(fourcc);
-                let list = self.caps.codecs.as_ref().map_or("nothing".to_string(), |l| l.join(", "));
-                return Some(format!(
-                    "stream {key} is {name}, which this client did not announce in connect's fourCcList (it announced {list})"
-                ));
-            }
-        }
-        None
+        let unlisted_ok = !self.ctx.config.only_announced_codecs;
+        let fourcc = crate::session::unannounced_codec(codec, Some(&self.caps), unlisted_ok)?;
+        let name = String::from_utf8_lossy(fourcc);
+        let list = self.caps.codecs.as_ref().map_or("nothing".to_string(), |l| l.join(", "));
+        Some(format!(
+            "stream {key} is {name}, which this client did not announce in connect's fourCcList (it announced {list})"
+        ))
     }
 
     pub(super) fn send_play_events(&mut self, events: &mut Vec<HubEvent>) {

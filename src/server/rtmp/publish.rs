@@ -7,7 +7,7 @@ use crate::session::{admit_publisher, PublishOptions, Refusal};
 
 use super::conn::{Connection, Role};
 
-impl<S: crate::server::writer::Halves + Send + 'static> Connection<S> {
+impl<S: crate::net::writer::Halves + Send + 'static> Connection<S> {
     pub(super) async fn on_publish(&mut self, req: RequestId, stream_id: u32, app: &str, name: &str, query: &str) {
         const BAD_NAME: &str = "NetStream.Publish.BadName";
         if !matches!(self.role, Role::Idle) {
