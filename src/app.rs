@@ -130,6 +130,7 @@ pub async fn serve(
         relays: relays.clone(),
     });
     tasks.spawn(pulls.run_static(svc.clone()));
+    tasks.spawn(crate::record::run(hub.clone(), settings.clone(), svc.metrics.clone(), shutdown.clone()));
     let ingest = Arc::new(RtmpContext {
         config: config.rtmp.clone(),
         svc: svc.clone(),

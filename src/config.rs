@@ -27,6 +27,8 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     /// Push relays (restream): targets for every app and how pushes behave.
     pub relay: crate::relay::RelayConfig,
+    /// Recording of every app's streams (`[apps.NAME.record]` replaces it for one app).
+    pub record: crate::record::RecordConfig,
     /// Per-application overrides: `[apps.NAME]`. `auth` is merged key by key over the
     /// global `[auth]`; any other section given for an app replaces the global one for that
     /// app (its unset keys take built-in defaults).
@@ -156,6 +158,8 @@ pub struct AppConfig {
     pub pull_idle_ms: Option<u64>,
     /// Streams of this app pulled from the start and kept, viewers or not.
     pub pull_always: Option<Vec<String>>,
+    /// Replaces `[record]` for this app.
+    pub record: Option<crate::record::RecordConfig>,
 }
 
 /// The settings that apply to one application.
@@ -175,6 +179,8 @@ pub struct AppPolicy {
     pub pull_idle: std::time::Duration,
     /// Streams pulled from the start and kept.
     pub pull_always: Vec<String>,
+    /// Recording.
+    pub record: crate::record::RecordConfig,
 }
 
 /// Resolves the policy of any application name.
@@ -457,6 +463,7 @@ impl Config {
             apps: new.apps,
             limits: new.limits,
             relay: crate::relay::RelayConfig { push: new.relay.push, ..self.relay },
+            record: new.record,
             hub: HubConfig { gop_cache: new.hub.gop_cache, reconnect_grace_ms: new.hub.reconnect_grace_ms, ..self.hub },
             hls: HlsConfig { dir: self.hls.dir, ..new.hls },
             ..self
@@ -475,6 +482,7 @@ impl Config {
             pull: None,
             pull_idle: std::time::Duration::from_millis(self.relay.pull_idle_ms),
             pull_always: Vec::new(),
+            record: self.record.clone(),
         };
         let apps = self
             .apps
@@ -496,6 +504,7 @@ impl Config {
                     pull: a.pull.as_deref().and_then(|u| crate::relay::PullUrl::parse(u).ok()),
                     pull_idle: a.pull_idle_ms.map_or(default.pull_idle, std::time::Duration::from_millis),
                     pull_always: a.pull_always.clone().unwrap_or_default(),
+                    record: a.record.clone().unwrap_or_else(|| default.record.clone()),
                 };
                 (name.clone(), policy)
             })
@@ -560,6 +569,12 @@ impl Config {
                 if !crate::hub::valid_name(stream) {
                     bail!("apps.{name}.pull_always: {stream:?} is not a valid stream name");
                 }
+            }
+        }
+        self.record.validate("record")?;
+        for (name, app) in &self.apps {
+            if let Some(r) = &app.record {
+                r.validate(&format!("apps.{name}.record"))?;
             }
         }
         if self.relay.max_pulls_per_origin == 0 {

@@ -14,6 +14,7 @@ pub mod hls;
 pub mod hub;
 pub mod metrics;
 pub mod net;
+pub mod record;
 pub mod relay;
 pub mod server;
 pub mod session;

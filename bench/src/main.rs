@@ -146,6 +146,8 @@ async fn run(args: Args) -> Result<()> {
                 "control" | "flv" | "ws" | "rtmp" | "hls" | "llhls" | "flv-storm" | "rtmp-storm" | "reconnect" => {
                     single_publisher(&args, &livegate, &s, control).await
                 }
+                s if s.ends_with("-edge") => single_publisher(&args, &livegate, s, control).await,
+                "push" => push_targets(&args, &livegate).await,
                 "many" => many_publishers(&args, &livegate).await,
                 "ingest" => ingest(&args, &livegate).await,
                 other => bail!("unknown scenario {other}"),
@@ -227,13 +229,22 @@ fn free_port() -> Result<u16> {
 }
 
 async fn start_server(args: &Args, bin: &Path, name: &str) -> Result<Server> {
+    start_server_on(args, bin, name, args.server_core, None).await
+}
+
+/// A livegate pinned to `core`, with the configuration `config` (TOML text) when given.
+async fn start_server_on(args: &Args, bin: &Path, name: &str, core: usize, config: Option<&str>) -> Result<Server> {
     let (rp, hp) = (free_port()?, free_port()?);
     let rtmp = format!("127.0.0.1:{rp}");
     let http = format!("127.0.0.1:{hp}");
     let log = std::fs::File::create(format!("target/bench/livegate-{name}.log"))?;
     let mut cmd = Command::new("taskset");
-    cmd.arg("-c").arg(args.server_core.to_string()).arg(bin);
-    if let Some(config) = &args.server_config {
+    cmd.arg("-c").arg(core.to_string()).arg(bin);
+    if let Some(text) = config {
+        let path = format!("target/bench/{name}.toml");
+        std::fs::write(&path, text)?;
+        cmd.arg("--config").arg(path);
+    } else if let Some(config) = &args.server_config {
         cmd.arg("--config").arg(config);
     } else if name == "hls" {
         // the classic HLS client polls playlists and fetches .ts segments
@@ -390,21 +401,43 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str, control: Opti
         Some(k) => (k, true),
         None => (scenario, false),
     };
+    // an edge: the server under test pulls the stream from an origin (another livegate, on
+    // the client's core) when its first viewer asks
+    let (kind, edge) = match kind.strip_suffix("-edge") {
+        Some(k) => (k, true),
+        None => (kind, false),
+    };
     // the control: the flv timeline with no viewer
     let (kind, n) = if kind == "control" { ("flv", 0) } else { (kind, args.viewers) };
     let ramp_ms = if storm { 0 } else { args.ramp_ms };
     eprintln!("== {scenario}: 1 publisher, {n} viewers{}", if storm { ", all at once" } else { "" });
-    let server = start_server(args, bin, scenario).await?;
+    let origin = match edge {
+        true => Some(start_server_on(args, bin, "origin", args.client_core, None).await?),
+        false => None,
+    };
+    let server = match &origin {
+        Some(o) => {
+            let config = format!("[apps.live]\npull = \"rtmp://{}/live\"\n", o.rtmp);
+            start_server_on(args, bin, scenario, args.server_core, Some(&config)).await?
+        }
+        None => start_server(args, bin, scenario).await?,
+    };
+    // where the encoder publishes
+    let ingest = origin.as_ref().unwrap_or(&server);
     let tck = clk_tck();
     let stream = "live/bench";
     let t_pub = Instant::now();
-    let publish_url = format!("rtmp://{}/{stream}", server.rtmp);
+    let publish_url = format!("rtmp://{}/{stream}", ingest.rtmp);
     let mut _ff = KillOnDrop(ffmpeg_publish(args, &args.fixture, &publish_url)?);
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let probe = tokio::spawn(hls_probe(server.http.clone(), format!("/{stream}.m3u8"), t_pub, seen.clone()));
+    // (an edge's HLS would start its pull before the viewers: no probe there)
+    let probe = match edge {
+        false => tokio::spawn(hls_probe(server.http.clone(), format!("/{stream}.m3u8"), t_pub, seen.clone())),
+        true => tokio::spawn(async {}),
+    };
     // live?
     let live_ms = loop {
-        if let Ok((200, _)) = http_get_once(&server.http, &format!("/api/streams/{stream}")).await {
+        if let Ok((200, _)) = http_get_once(&ingest.http, &format!("/api/streams/{stream}")).await {
             break t_pub.elapsed().as_secs_f64() * 1000.0;
         }
         if t_pub.elapsed() > Duration::from_secs(15) {
@@ -491,6 +524,17 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str, control: Opti
         tokio::time::sleep(Duration::from_secs_f64(args.steady)).await;
     }
     let b = sample(args, server.pid);
+    // an edge pulls once, however many viewers it has: the origin's RTMP viewers
+    let origin_viewers = match &origin {
+        Some(o) => match http_get_once(&o.http, &format!("/api/streams/{stream}")).await {
+            Ok((200, body)) => serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["viewers"]["rtmp"].as_i64())
+                .unwrap_or(-1),
+            _ => -1,
+        },
+        None => 0,
+    };
     let wall_ms = b.at.unwrap().duration_since(a.at.unwrap()).as_secs_f64() * 1000.0;
     let bytes1: u64 = stats.iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum();
     probe.abort();
@@ -557,6 +601,7 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str, control: Opti
         "reconnect_spread_p50_ms": round1(resume50), "reconnect_spread_p95_ms": round1(resume95),
         "server_core_busy_pct": round1(server_core_busy), "client_core_busy_pct": round1(client_core_busy),
         "other_load_on_server_core_pct": round1(server_core_busy - cpu),
+        "origin_rtmp_viewers": origin_viewers,
     });
     warn_noise(kind, server_core_busy - cpu);
     let (bound, aim) = match kind {
@@ -595,6 +640,18 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str, control: Opti
     if storm {
         checks.push((format!("{scenario}: {n} at once, first keyframe p95 <= 100 ms ({p95:.1})"), p95 <= 100.0, true));
     }
+    if edge {
+        checks.push((
+            format!("{scenario}: one connection to the origin ({origin_viewers})"),
+            origin_viewers == 1,
+            true,
+        ));
+        checks.push((
+            format!("{scenario}: request to first keyframe through the edge p95 <= 300 ms ({p95:.1})"),
+            p95 <= 300.0,
+            true,
+        ));
+    }
     if kind != "hls" {
         checks.push((format!("{scenario}: aim <= 64 KiB/viewer ({per_viewer_kib:.1})"), per_viewer_kib <= 64.0, false));
     } else {
@@ -620,6 +677,105 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str, control: Opti
     ];
     drop(server);
     Ok(ScenarioResult { name: scenario.into(), json, checks, row })
+}
+
+/// `push`: the server's CPU for 10 RTMP viewers of a stream, then (same process, same
+/// publish) for 10 push targets of it (livegate instances on the client's core, added
+/// through the admin API): a push should cost about what a viewer does.
+async fn push_targets(args: &Args, bin: &Path) -> Result<ScenarioResult> {
+    const TARGETS: usize = 10;
+    const TOKEN: &str = "bench-admin-token-0123456789";
+    eprintln!("== push: 1 publisher, {TARGETS} RTMP viewers, then {TARGETS} push targets");
+    let config = format!("[admin]\ntoken = \"{TOKEN}\"\n");
+    let server = start_server_on(args, bin, "push", args.server_core, Some(&config)).await?;
+    let mut targets = Vec::new();
+    for i in 0..TARGETS {
+        targets.push(start_server_on(args, bin, &format!("push-target{i}"), args.client_core, None).await?);
+    }
+    let tck = clk_tck();
+    let publish_url = format!("rtmp://{}/live/bench", server.rtmp);
+    let _ff = KillOnDrop(ffmpeg_publish(args, &args.fixture, &publish_url)?);
+    let t0 = Instant::now();
+    while !matches!(http_get_once(&server.http, "/api/streams/live/bench").await, Ok((200, _))) {
+        if t0.elapsed() > Duration::from_secs(15) {
+            bail!("stream never went live (ffmpeg?)");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
+    let window = |a: &ProcSample, b: &ProcSample| {
+        let wall = b.at.unwrap().duration_since(a.at.unwrap()).as_secs_f64();
+        100.0 * (b.ticks - a.ticks) as f64 / tck / wall
+    };
+    // phase 1: RTMP viewers
+    let stats: Vec<Arc<ViewerStat>> = (0..TARGETS).map(|_| Arc::new(ViewerStat::new())).collect();
+    let tasks: Vec<_> = stats
+        .iter()
+        .map(|st| tokio::spawn(rtmp_viewer(server.rtmp.clone(), "live".into(), "bench".into(), st.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    let a = sample(args, server.pid);
+    tokio::time::sleep(Duration::from_secs_f64(args.steady)).await;
+    let b = sample(args, server.pid);
+    let viewers_cpu = window(&a, &b);
+    for t in &tasks {
+        t.abort();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // phase 2: push targets
+    for t in &targets {
+        let url = format!("rtmp://{}/live/{{stream}}", t.rtmp);
+        let path = format!("/api/streams/live/bench/pushes?url={}", url.replace('{', "%7B").replace('}', "%7D"));
+        let status = admin_post(&server.http, &path, TOKEN).await?;
+        if status != 201 {
+            bail!("adding push {url}: HTTP {status}");
+        }
+    }
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup.max(2.0))).await;
+    let a = sample(args, server.pid);
+    tokio::time::sleep(Duration::from_secs_f64(args.steady)).await;
+    let b = sample(args, server.pid);
+    let pushes_cpu = window(&a, &b);
+    let mut live = 0;
+    for t in &targets {
+        if let Ok((200, _)) = http_get_once(&t.http, "/api/streams/live/bench").await {
+            live += 1;
+        }
+    }
+    let ratio = pushes_cpu / viewers_cpu.max(0.1);
+    let json = json!({
+        "scenario": "push", "targets": TARGETS, "targets_live": live,
+        "viewers_cpu_pct": round1(viewers_cpu), "pushes_cpu_pct": round1(pushes_cpu), "ratio": round1(ratio),
+    });
+    let checks = vec![
+        (format!("push: every target has the stream ({live}/{TARGETS})"), live == TARGETS, true),
+        (format!("push: {TARGETS} pushes <= 1.3x the CPU of {TARGETS} RTMP viewers ({ratio:.2}x)"), ratio <= 1.3, true),
+    ];
+    let row = vec![
+        "push".to_string(),
+        format!("1 → {TARGETS} targets"),
+        format!("{pushes_cpu:.1} % (viewers {viewers_cpu:.1} %)"),
+        format!("{:.1} / {:.1}", b.rss_kib as f64 / 1024.0, b.hwm_kib as f64 / 1024.0),
+        String::new(),
+        format!("{live}/{TARGETS}"),
+        String::new(),
+        String::new(),
+    ];
+    Ok(ScenarioResult { name: "push".into(), json, checks, row })
+}
+
+/// An admin POST; the HTTP status.
+async fn admin_post(host: &str, path: &str, token: &str) -> Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(host).await?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    sock.write_all(req.as_bytes()).await?;
+    let mut resp = Vec::new();
+    sock.read_to_end(&mut resp).await?;
+    let status = std::str::from_utf8(resp.get(9..12).unwrap_or_default())?.parse()?;
+    Ok(status)
 }
 
 async fn many_publishers(args: &Args, bin: &Path) -> Result<ScenarioResult> {

@@ -3,6 +3,7 @@
 //! fMP4 one. They do not decide where anything is cut. Sans-IO.
 
 pub mod fmp4;
+pub mod mp4file;
 pub mod ts;
 
 pub use fmp4::Fmp4Muxer;

@@ -1,0 +1,213 @@
+//! A recording's file on disk: appended fragment by fragment (each made durable), then
+//! finalized in place (`proto::mux::mp4file`); and the recovery of files a crash left.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::Context;
+use bytes::Bytes;
+use tracing::{info, warn};
+
+use super::MAX_SAMPLES;
+use livegate_proto::mux::mp4file::{BoxHeader, Index};
+
+/// The largest `moov` or `moof` read back (livegate's are a few KiB; a fragment of a
+/// 60 fps stream with every audio frame lists a few hundred samples).
+const MAX_HEADER_BOX: u64 = 16 << 20;
+
+/// A `.mp4.part` being written.
+pub(crate) struct PartFile {
+    path: PathBuf,
+    file: Option<File>,
+    len: u64,
+}
+
+impl PartFile {
+    /// Creates `dir/STREAM-START.mp4.part` (and `dir`) and writes `init` (durably).
+    pub(crate) async fn create(dir: &Path, stream: &str, at: SystemTime, init: Bytes) -> anyhow::Result<Self> {
+        let dir = dir.to_path_buf();
+        let stem = super::file_stem(stream, at);
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = super::free_name(&dir, &stem);
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            file.write_all(&init).with_context(|| format!("writing {}", path.display()))?;
+            file.sync_data().with_context(|| format!("syncing {}", path.display()))?;
+            // the directory entry too: the file survives a crash
+            if let Ok(d) = File::open(&dir) {
+                let _ = d.sync_all();
+            }
+            info!(file = %path.display(), "recording to");
+            Ok(Self { path, file: Some(file), len: init.len() as u64 })
+        })
+        .await
+        .context("recording task")?
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Appends a fragment; durable when this returns.
+    pub(crate) async fn append(&mut self, fragment: Bytes) -> anyhow::Result<()> {
+        let Some(mut file) = self.file.take() else { anyhow::bail!("{} is closed", self.path.display()) };
+        let path = self.path.clone();
+        let n = fragment.len() as u64;
+        let file = tokio::task::spawn_blocking(move || -> anyhow::Result<File> {
+            file.write_all(&fragment).with_context(|| format!("writing {}", path.display()))?;
+            file.sync_data().with_context(|| format!("syncing {}", path.display()))?;
+            Ok(file)
+        })
+        .await
+        .context("recording task")??;
+        self.file = Some(file);
+        self.len += n;
+        Ok(())
+    }
+
+    /// Finalizes the file into `….mp4`; None when it held no media (it is removed).
+    pub(crate) async fn finish(mut self) -> anyhow::Result<Option<PathBuf>> {
+        drop(self.file.take());
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || finalize(&path)).await.context("recording task")?
+    }
+}
+
+/// Finalizes the fragmented `path` (`….mp4.part`) in place into a regular MP4 and renames
+/// it to `….mp4`: a torn last fragment (a crash mid-write) is cut off first. A file with no
+/// whole fragment is removed (None).
+pub fn finalize(path: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let mut file =
+        OpenOptions::new().read(true).write(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+    let file_len = file.metadata()?.len();
+    let mut pos = 0u64;
+    let mut init: Option<(u64, Vec<u8>)> = None;
+    let mut index: Option<Index> = None;
+    let mut headers: Vec<u64> = Vec::new();
+    // where the whole part of the file ends: after the last mdat that follows a moof
+    let mut good_end = 0u64;
+    let mut pending_moof: Option<u64> = None;
+    let mut head = [0u8; 16];
+    while pos < file_len {
+        file.seek(SeekFrom::Start(pos))?;
+        let want = usize::try_from((file_len - pos).min(16)).unwrap_or(16);
+        file.read_exact(&mut head[..want])?;
+        let h = match BoxHeader::parse(&head[..want]) {
+            Ok(Some(h)) if pos.checked_add(h.size).is_some_and(|end| end <= file_len) => h,
+            _ => break, // torn (or garbage): the file ends before this box
+        };
+        match &h.kind {
+            b"moov" | b"moof" => {
+                if h.size > MAX_HEADER_BOX {
+                    break;
+                }
+                let mut buf = vec![0u8; h.size as usize];
+                file.seek(SeekFrom::Start(pos))?;
+                file.read_exact(&mut buf)?;
+                if &h.kind == b"moov" {
+                    if init.is_some() {
+                        break; // a second moov: not a file livegate wrote as it goes
+                    }
+                    index = Some(Index::new(&buf, MAX_SAMPLES).with_context(|| format!("{}: moov", path.display()))?);
+                    init = Some((pos, buf));
+                    good_end = pos + h.size;
+                } else {
+                    let Some(ix) = index.as_mut() else { break };
+                    if ix.add_fragment(&buf, pos).is_err() {
+                        break;
+                    }
+                    pending_moof = Some(pos);
+                }
+            }
+            b"mdat" => {
+                if let Some(moof) = pending_moof.take() {
+                    headers.push(moof);
+                    good_end = pos + h.size;
+                }
+            }
+            _ => {
+                if pending_moof.is_none() {
+                    good_end = pos + h.size;
+                }
+            }
+        }
+        pos += h.size;
+    }
+    let (Some((moov_at, moov)), Some(mut index)) = (init, index) else {
+        warn!(file = %path.display(), "recording holds no initialization segment; removed");
+        drop(file);
+        std::fs::remove_file(path)?;
+        return Ok(None);
+    };
+    if headers.is_empty() {
+        drop(file);
+        std::fs::remove_file(path)?;
+        return Ok(None);
+    }
+    if pending_moof.is_some() || good_end < file_len {
+        warn!(file = %path.display(), kept = good_end, lost = file_len - good_end, "recording: a torn last fragment is cut off");
+        // the index was built from whole fragments only if the last moof had its mdat: start
+        // again without the torn tail
+        file.set_len(good_end)?;
+        drop(file);
+        return finalize(path);
+    }
+    let _ = &mut index;
+    let new_moov = index.finish(&moov).with_context(|| format!("{}: building moov", path.display()))?;
+    // the fragmented header boxes become free space; the full moov goes at the end
+    for at in std::iter::once(moov_at).chain(headers) {
+        file.seek(SeekFrom::Start(at + 4))?;
+        file.write_all(b"free")?;
+    }
+    file.seek(SeekFrom::Start(good_end))?;
+    file.write_all(&new_moov)?;
+    file.sync_all()?;
+    drop(file);
+    let done = path.with_extension("");
+    let done = if done.extension().is_some_and(|e| e == "mp4") { done } else { path.with_extension("mp4") };
+    std::fs::rename(path, &done)?;
+    if let Some(dir) = done.parent().and_then(|d| File::open(d).ok()) {
+        let _ = dir.sync_all();
+    }
+    Ok(Some(done))
+}
+
+/// Finalizes every `.mp4.part` under `dir` (a crash left them); how many.
+pub fn recover_dir(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    // a bound on the walk: directories of apps and streams, not a whole disk
+    let mut visited = 0;
+    while let Some(d) = stack.pop() {
+        visited += 1;
+        if visited > 100_000 {
+            warn!(dir = %dir.display(), "recording recovery: too many directories; stopped");
+            break;
+        }
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                stack.push(p);
+            } else if t.is_file() && p.to_string_lossy().ends_with(".mp4.part") {
+                match finalize(&p) {
+                    Ok(Some(done)) => {
+                        info!(file = %done.display(), "recording recovered");
+                        n += 1;
+                    }
+                    Ok(None) => info!(file = %p.display(), "recording with no whole fragment removed"),
+                    Err(e) => warn!(file = %p.display(), "recording could not be recovered: {e:#}"),
+                }
+            }
+        }
+    }
+    n
+}

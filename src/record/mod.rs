@@ -1,0 +1,325 @@
+//! Recording: a reader of a live stream, like a viewer, that writes it to disk as MP4.
+//!
+//! - Files are written as fragmented MP4 (`NAME-START.mp4.part`: the fMP4 muxer's
+//!   initialization segment, then one `moof` + `mdat` per ~`fragment_ms`, each written and
+//!   `fdatasync`ed as it is cut), so a crash or `kill -9` loses at most the fragment being
+//!   written.
+//! - When a file closes (the stream ends, the file reaches `max_duration_s` or
+//!   `max_file_bytes` at a keyframe, the codecs change, the timeline breaks), it is finalized
+//!   in place into a regular MP4 that every player seeks in (`proto::mux::mp4file`: the
+//!   fragments' headers become `free` boxes and a full `moov` is appended) and renamed to
+//!   `.mp4`.
+//! - On start, the `.mp4.part` files a crash left are recovered: a torn last fragment is
+//!   cut off and the rest finalized.
+//! - The publisher never waits for the disk: the recorder reads its subscription like any
+//!   viewer; while a write is slow the hub's ring holds the stream (bounded in bytes), and a
+//!   recorder that falls too far behind skips to a keyframe like a lagging viewer (logged).
+//!   An I/O error (disk full, read-only, a directory gone) ends that stream's recording
+//!   (logged, counted); nothing else is affected.
+
+mod file;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::LiveSettings;
+use crate::hub::{Hub, HubEvent, Stream};
+use crate::media::{CodecConfig, Frame};
+use crate::metrics::Metrics;
+use livegate_proto::mux::Fmp4Muxer;
+
+pub use file::{finalize, recover_dir};
+
+/// `[record]` (every app) and `[apps.NAME.record]` (replaces it for that app).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordConfig {
+    /// Record every stream of the app(s).
+    pub enabled: bool,
+    /// Where files go: `DIR/APP/STREAM/STREAM-YYYYMMDD-HHMMSS.mp4`.
+    pub dir: PathBuf,
+    /// Fragment length: at most this much is lost on a crash.
+    pub fragment_ms: u64,
+    /// A file is closed and the next one started at the first keyframe past this length.
+    pub max_duration_s: u64,
+    /// ... or past this size.
+    pub max_file_bytes: u64,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: PathBuf::from("recordings"),
+            fragment_ms: 1000,
+            max_duration_s: 3600,
+            max_file_bytes: 4 << 30,
+        }
+    }
+}
+
+impl RecordConfig {
+    pub fn validate(&self, section: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (100..=10_000).contains(&self.fragment_ms),
+            "{section}.fragment_ms must be 100 to 10000, got {}",
+            self.fragment_ms
+        );
+        anyhow::ensure!(self.max_duration_s >= 1, "{section}.max_duration_s must be at least 1");
+        anyhow::ensure!(self.max_file_bytes >= 1 << 20, "{section}.max_file_bytes must be at least 1 MiB");
+        anyhow::ensure!(!self.dir.as_os_str().is_empty(), "{section}.dir must not be empty");
+        Ok(())
+    }
+}
+
+/// Samples one file may hold (16 bytes each while it is finalized): 24 h of 60 fps video
+/// and 48 kHz AAC, far past `max_duration_s`'s default.
+const MAX_SAMPLES: usize = 24 * 3600 * (60 + 47);
+
+/// Finalizes the `.mp4.part` files a crash left in every configured recording directory,
+/// then records every stream of an app with recording on, until shutdown.
+pub async fn run(hub: Hub, settings: Arc<LiveSettings>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let mut new_streams = hub.watch_new_streams();
+    let dirs: Vec<PathBuf> = {
+        let s = settings.get();
+        let mut d: Vec<PathBuf> = s
+            .apps
+            .iter()
+            .map(|(_, p)| &p.record)
+            .chain([&s.apps.get("").record])
+            .filter(|r| r.enabled)
+            .map(|r| r.dir.clone())
+            .collect();
+        d.sort();
+        d.dedup();
+        d
+    };
+    for dir in dirs {
+        let recovered = tokio::task::spawn_blocking(move || recover_dir(&dir)).await;
+        if let Ok(n) = recovered {
+            if n > 0 {
+                info!("recording: finalized {n} file(s) an earlier run left unfinished");
+            }
+        }
+    }
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = new_streams.recv() => match s {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        // the track streams of a multitrack publish are not recorded on their own
+        if stream.key().split_track().is_some() {
+            continue;
+        }
+        let config = settings.get().apps.get(&stream.key().app).record.clone();
+        if !config.enabled {
+            continue;
+        }
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let key = stream.key().clone();
+            info!(stream = %key, dir = %config.dir.display(), "recording");
+            match record(&stream, &config, &metrics).await {
+                Ok(()) => info!(stream = %key, "recording ended"),
+                Err(e) => {
+                    metrics.limit_hit("record_io");
+                    warn!(stream = %key, "recording stopped: {e:#}");
+                }
+            }
+        });
+    }
+}
+
+/// The open file of a recording.
+struct Recording {
+    file: Option<file::PartFile>,
+    muxer: Fmp4Muxer,
+    config: Option<CodecConfig>,
+    /// DTS (ms) the open fragment started at.
+    fragment_start: Option<i64>,
+    /// DTS (ms) the open file started at.
+    file_start: i64,
+    has_video: bool,
+}
+
+async fn record(stream: &Arc<Stream>, config: &RecordConfig, metrics: &Metrics) -> anyhow::Result<()> {
+    let mut sub = stream.subscribe();
+    let mut events = Vec::with_capacity(64);
+    let mut rec = Recording {
+        file: None,
+        muxer: Fmp4Muxer::new(),
+        config: None,
+        fragment_start: None,
+        file_start: 0,
+        has_video: false,
+    };
+    let dir = config.dir.join(&stream.key().app).join(&stream.key().name);
+    let fragment = i64::try_from(config.fragment_ms).unwrap_or(1000);
+    let max_ms = i64::try_from(config.max_duration_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    loop {
+        match sub.recv_many(&mut events, 64).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(_evicted) => {
+                // the disk kept the recorder too far behind: go on from the live edge (the
+                // next keyframe), in the same file
+                warn!(stream = %stream.key(), "recording fell behind the stream; a gap up to the next keyframe");
+                metrics.limit_hit("record_behind");
+                sub = stream.subscribe();
+                rec.fragment_start = None;
+                continue;
+            }
+        }
+        for ev in events.drain(..) {
+            match ev {
+                HubEvent::Config(c) => {
+                    let changed = rec.config.as_ref().is_some_and(|old| {
+                        old.video.as_ref().map(|v| v.codec_string()) != c.video.as_ref().map(|v| v.codec_string())
+                            || old.audio.as_ref().map(|a| a.codec_string())
+                                != c.audio.as_ref().map(|a| a.codec_string())
+                    });
+                    if changed {
+                        close(&mut rec).await?;
+                    }
+                    rec.has_video = c.video.is_some();
+                    if rec.muxer.set_config(&c).is_ok() {
+                        rec.config = Some(c);
+                    }
+                }
+                HubEvent::Discontinuity => {
+                    // a new timeline: a new file
+                    close(&mut rec).await?;
+                    rec.muxer.reset_timing();
+                }
+                HubEvent::Frame(f) => {
+                    let dts = f.dts();
+                    let starts = if rec.has_video { f.is_video() && f.is_keyframe() } else { true };
+                    if rec.file.is_none() {
+                        if !starts || rec.config.is_none() {
+                            continue;
+                        }
+                        let Some(init) = rec.muxer.init_segment().cloned() else { continue };
+                        rec.file =
+                            Some(file::PartFile::create(&dir, &stream.key().name, SystemTime::now(), init).await?);
+                        rec.file_start = dts;
+                        rec.fragment_start = None;
+                        rec.muxer.start_segment();
+                    }
+                    // a new file at a keyframe past the bounds
+                    let written = rec.file.as_ref().map_or(0, |f| f.len());
+                    if starts && (dts - rec.file_start >= max_ms || written >= config.max_file_bytes) {
+                        close(&mut rec).await?;
+                        let Some(init) = rec.muxer.init_segment().cloned() else { continue };
+                        rec.file =
+                            Some(file::PartFile::create(&dir, &stream.key().name, SystemTime::now(), init).await?);
+                        rec.file_start = dts;
+                        rec.muxer.start_segment();
+                    }
+                    // cut the fragment before a frame that starts one (a video frame, or any
+                    // frame of an audio-only stream) once it is long enough
+                    let cuts = !rec.has_video || f.is_video();
+                    match rec.fragment_start {
+                        Some(start) if cuts && dts - start >= fragment => {
+                            write_fragment(&mut rec, Some(dts)).await?;
+                            rec.fragment_start = Some(dts);
+                        }
+                        None => rec.fragment_start = Some(dts),
+                        _ => {}
+                    }
+                    let added = match &f {
+                        Frame::Video(v) => rec.muxer.prepare_video(v).map(|()| rec.muxer.commit_video(v)),
+                        Frame::Audio(a) => rec.muxer.write_audio(a),
+                    };
+                    if added.is_err() {
+                        metrics.media_dropped("record_mux");
+                    }
+                }
+                HubEvent::EndOfStream => {}
+                HubEvent::Metadata(_) => {}
+            }
+        }
+    }
+    close(&mut rec).await
+}
+
+/// Writes the open fragment (durable when this returns).
+async fn write_fragment(rec: &mut Recording, end_dts: Option<i64>) -> anyhow::Result<()> {
+    let bytes = rec.muxer.finish_segment(end_dts);
+    rec.muxer.start_segment();
+    if let Some(f) = rec.file.as_mut() {
+        if !bytes.is_empty() {
+            f.append(bytes).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes what is buffered and finalizes the open file, if any.
+async fn close(rec: &mut Recording) -> anyhow::Result<()> {
+    if rec.file.is_some() {
+        write_fragment(rec, None).await?;
+    }
+    rec.fragment_start = None;
+    if let Some(f) = rec.file.take() {
+        let path = f.finish().await?;
+        if let Some(p) = path {
+            info!(file = %p.display(), "recording file finalized");
+        }
+    }
+    Ok(())
+}
+
+/// A recording's file name: `STREAM-YYYYMMDD-HHMMSS` (UTC) with a counter when taken.
+fn file_stem(stream: &str, at: SystemTime) -> String {
+    let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{stream}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `dir/stem.mp4.part`, or `dir/stem-N.mp4.part` when the name (or its finalized file) is
+/// taken.
+fn free_name(dir: &Path, stem: &str) -> PathBuf {
+    for n in 0..1000u32 {
+        let name = if n == 0 { stem.to_string() } else { format!("{stem}-{n}") };
+        let part = dir.join(format!("{name}.mp4.part"));
+        if !part.exists() && !dir.join(format!("{name}.mp4")).exists() {
+            return part;
+        }
+    }
+    dir.join(format!("{stem}-{}.mp4.part", rand::random::<u32>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_carry_the_stream_and_its_start_in_utc() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_647_860);
+        assert_eq!(file_stem("demo", t), "demo-20261207-125100");
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+}
