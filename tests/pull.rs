@@ -285,3 +285,46 @@ fn origins_that_send_garbage_or_huge_tags_end_the_pull_not_the_edge() {
     assert!(log.contains("bad RTMP from the origin") || log.contains("pull failed"), "{log}");
     assert!(log.contains("larger than the"), "the huge tag is named in the log: {log}");
 }
+
+#[test]
+fn always_on_pulls_start_by_themselves_and_a_lost_origin_ends_the_stream_after_the_grace() {
+    let origin = Gateway::in_process("[hub]\nreconnect_grace_ms = 500\n");
+    let enc = publish(&origin.rtmp_url("live/lobby"), Source::default(), None);
+    let enc2 = publish(&origin.rtmp_url("live/gone"), Source::default(), None);
+    assert!(wait_live(&origin, "live/lobby", Duration::from_secs(15)));
+    assert!(wait_live(&origin, "live/gone", Duration::from_secs(15)));
+    let edge = Gateway::in_process(&format!(
+        "[hub]\nreconnect_grace_ms = 3000\n[apps.live]\npull = \"rtmp://{}/live\"\npull_always = [\"lobby\"]\npull_idle_ms = 1000\n",
+        origin.rtmp
+    ));
+    // (the API asks no pull, unlike a viewer's request)
+    let on_edge = |key: &str| api_stream(&edge, key).is_some();
+    // no viewer asked: the edge has it anyway, and keeps it past pull_idle_ms
+    assert!(wait_until(Duration::from_secs(15), || on_edge("live/lobby")), "the always-on pull did not start");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(api_stream(&edge, "live/lobby").is_some(), "an always-on pull stopped without viewers");
+    assert_eq!(api_stream(&origin, "live/lobby").unwrap()["viewers"]["rtmp"], 1);
+
+    // an on-demand pull with a viewer; its origin's encoder goes for good: the edge's stream
+    // waits out the edge's grace (3 s) while the pull tries again, then ends
+    let mut viewer = play_in_background(&edge.http_url("/live/gone.flv"), 60);
+    assert!(wait_until(Duration::from_secs(10), || api_stream(&edge, "live/gone").is_some()));
+    std::thread::sleep(Duration::from_secs(2));
+    enc2.stop();
+    let gone_at = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(15), || api_stream(&edge, "live/gone").is_none()),
+        "the edge kept a stream whose origin is gone"
+    );
+    let took = gone_at.elapsed();
+    assert!(took >= Duration::from_secs(2), "ended after {took:?}: before the edge's grace");
+    assert!(
+        wait_until(Duration::from_secs(10), || viewer.try_wait().ok().flatten().is_some()),
+        "the viewer was not ended"
+    );
+    // the always-on pull comes back by itself when its origin stream does
+    enc.stop();
+    assert!(wait_until(Duration::from_secs(15), || api_stream(&edge, "live/lobby").is_none()));
+    let _enc = publish(&origin.rtmp_url("live/lobby"), Source::default(), None);
+    assert!(wait_until(Duration::from_secs(20), || on_edge("live/lobby")), "the always-on pull did not come back");
+}

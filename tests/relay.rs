@@ -236,6 +236,27 @@ fn the_admin_api_adds_and_removes_pushes_and_refuses_bad_urls() {
     assert_eq!(admin(&origin, "DELETE", &format!("/api/streams/live/api/pushes/{id}"), Some(TOKEN)).0, 200);
     assert!(wait_until(Duration::from_secs(10), || pushes(&origin, "api").is_empty()), "{:?}", pushes(&origin, "api"));
     assert_eq!(admin(&origin, "DELETE", &format!("/api/streams/live/api/pushes/{id}"), Some(TOKEN)).0, 404);
+    // the target as a JSON body
+    let json_post = |body: &str| {
+        let mut s = TcpStream::connect(origin.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "POST /api/streams/live/api/pushes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        resp
+    };
+    let resp = json_post(&format!(r#"{{"url": "rtmp://{}/live/json-{{stream}}"}}"#, target.rtmp));
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    assert!(wait_live(&target, "live/json-api", Duration::from_secs(15)), "the JSON push did not go live");
+    assert!(json_post("{not json").starts_with("HTTP/1.1 400"));
+    let one = pushes(&origin, "api").into_iter().next().expect("the JSON push");
+    assert_eq!(admin(&origin, "DELETE", &format!("/api/streams/live/api/pushes/{}", one["id"]), Some(TOKEN)).0, 200);
     // the target's stream ends once the push is gone (its own grace applies)
     assert!(wait_until(Duration::from_secs(20), || http_get(target.http, "/api/streams/live/api-copy").status == 404));
 }

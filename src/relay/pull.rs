@@ -209,7 +209,9 @@ impl Pulls {
             warn!(stream = %key, origin = %url, hops = chain.len(), "not pulling: the request came through {MAX_HOPS} relays already");
             return None;
         }
-        let mut phase = self.start(svc, key, &url, &chain, false)?;
+        // (a stream of `pull_always` that a viewer asks for first is always-on all the same)
+        let always = policy.pull_always.iter().any(|n| *n == key.name);
+        let mut phase = self.start(svc, key, &url, &chain, always)?;
         let wait = Duration::from_millis(self.inner.config.pull_wait_ms);
         let live = tokio::time::timeout(wait, phase.wait_for(|p| *p != Phase::Starting)).await;
         match live {
@@ -334,9 +336,12 @@ async fn run(pulls: &Pulls, svc: &Arc<Services>, key: &StreamKey, url: &PullUrl,
         // the publisher leaves: the stream waits out its reconnect grace, viewers stay
         let had_stream = st.ingest.take().is_some();
         if had_stream {
-            // a connection that had the stream: a new loss
+            // a connection that had the stream: a new loss; viewers that come meanwhile wait
+            // for it to come back (up to pull_wait_ms) as for a new pull
             lost_at = Some(Instant::now());
             retry = RETRY_MIN;
+            st.live = false;
+            pulls.set_phase(key, Phase::Starting);
         }
         if !had_stream && !st.live && !always {
             // never got the stream: the viewers waiting for it get not-found now

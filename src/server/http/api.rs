@@ -165,6 +165,14 @@ fn admin_target<'p>(
     Ok((StreamKey::new(*app, *name), wild))
 }
 
+/// The largest admin request body read (a push target as JSON).
+pub(crate) const MAX_BODY: usize = 8 * 1024;
+
+/// Whether the request carries the admin token (then its body is worth reading).
+pub(crate) fn authorized(authorization: Option<&HeaderValue>, ctx: &HttpContext) -> bool {
+    admin_refusal(authorization, ctx).is_none()
+}
+
 fn method_not_allowed() -> Response<Body> {
     text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
 }
@@ -227,6 +235,7 @@ pub(crate) fn reconnect(
 pub(crate) fn add_push(
     path: &str,
     query: &str,
+    body: Option<&[u8]>,
     authorization: Option<&HeaderValue>,
     ctx: &HttpContext,
 ) -> Response<Body> {
@@ -234,8 +243,23 @@ pub(crate) fn add_push(
         Ok((key, _)) => key,
         Err(answer) => return *answer,
     };
-    let Some(url) = crate::auth::query_param(query, "url").and_then(percent_decode) else {
-        return text(StatusCode::BAD_REQUEST, "give the target as ?url=rtmp%3A%2F%2FHOST%2FAPP%2FSTREAM\n");
+    #[derive(serde::Deserialize)]
+    struct Target {
+        url: String,
+    }
+    let from_body = body.filter(|b| !b.is_empty()).map(serde_json::from_slice::<Target>);
+    let url = match from_body {
+        Some(Ok(t)) => Some(t.url),
+        Some(Err(_)) => {
+            return text(StatusCode::BAD_REQUEST, "the body must be JSON: {\"url\": \"rtmp://HOST/APP/STREAM\"}\n")
+        }
+        None => crate::auth::query_param(query, "url").and_then(percent_decode),
+    };
+    let Some(url) = url else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "give the target as {\"url\": \"rtmp://HOST/APP/STREAM\"} or ?url=rtmp%3A%2F%2FHOST%2FAPP%2FSTREAM\n",
+        );
     };
     match ctx.svc.relays.add(&key, &url, "api") {
         Ok(status) => {

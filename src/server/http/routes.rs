@@ -32,7 +32,11 @@ pub(crate) async fn handle<B>(
     ctx: Arc<HttpContext>,
     kill: CancellationToken,
     conn: &ConnState,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let head = req.method() == Method::HEAD;
     // WebSocket-FLV: an upgrade at an HTTP-FLV URL
     if req.method() == Method::GET && super::ws::is_upgrade(&req) {
@@ -57,7 +61,16 @@ pub(crate) async fn handle<B>(
         }
         Method::DELETE => super::api::kick(path, req.headers().get(AUTHORIZATION), &ctx),
         Method::POST if path.ends_with("/pushes") => {
-            super::api::add_push(path, query, req.headers().get(AUTHORIZATION), &ctx)
+            let (path, query) = (path.to_string(), query.to_string());
+            let auth = req.headers().get(AUTHORIZATION).cloned();
+            // the target as JSON (`{"url": "…"}`) in a small body, or as `?url=`
+            let body = if super::api::authorized(auth.as_ref(), &ctx) {
+                let limited = http_body_util::Limited::new(req.into_body(), super::api::MAX_BODY);
+                limited.collect().await.ok().map(|b| b.to_bytes())
+            } else {
+                None
+            };
+            super::api::add_push(&path, &query, body.as_deref(), auth.as_ref(), &ctx)
         }
         Method::POST => super::api::reconnect(path, query, req.headers().get(AUTHORIZATION), &ctx),
         Method::OPTIONS => {
