@@ -210,7 +210,7 @@ impl Pulls {
             return None;
         }
         // (a stream of `pull_always` that a viewer asks for first is always-on all the same)
-        let always = policy.pull_always.iter().any(|n| *n == key.name);
+        let always = policy.pull_always.contains(&key.name);
         let mut phase = self.start(svc, key, &url, &chain, always)?;
         let wait = Duration::from_millis(self.inner.config.pull_wait_ms);
         let live = tokio::time::timeout(wait, phase.wait_for(|p| *p != Phase::Starting)).await;
