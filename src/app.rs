@@ -130,7 +130,8 @@ pub async fn serve(
         relays: relays.clone(),
     });
     tasks.spawn(pulls.run_static(svc.clone()));
-    tasks.spawn(crate::record::run(hub.clone(), settings.clone(), svc.metrics.clone(), shutdown.clone()));
+    let recorder = crate::record::Recorder::new(hub.clone(), settings.clone(), svc.metrics.clone());
+    tasks.spawn(crate::record::run(recorder.clone(), shutdown.clone()));
     let ingest = Arc::new(RtmpContext {
         config: config.rtmp.clone(),
         svc: svc.clone(),
@@ -144,8 +145,13 @@ pub async fn serve(
         tasks.spawn(crate::server::rtmp::serve(listener, ingest, Some(acceptor)));
     }
     let viewers = hub.clone();
-    let http =
-        HttpContext { config: config.http.clone(), admin_token: config.admin.token.clone(), svc, hls: hls_store };
+    let http = HttpContext {
+        config: config.http.clone(),
+        admin_token: config.admin.token.clone(),
+        svc,
+        hls: hls_store,
+        recorder,
+    };
     tasks.spawn(crate::server::http::serve(bound.http, http));
     shutdown.cancelled().await;
     viewers.end_for_viewers();

@@ -81,6 +81,14 @@ fn a_recording_is_a_regular_mp4_that_plays_and_seeks() {
     ));
     let enc = publish(&gw.rtmp_url("live/rec"), Source::default(), Some(6));
     assert!(wait_live(&gw, "live/rec", Duration::from_secs(15)));
+    // the recording's state in /api/streams while it records
+    let recording = wait_until(Duration::from_secs(5), || {
+        let r = http_get(gw.http, "/api/streams/live/rec");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        v["recording"]["state"] == "recording"
+            && v["recording"]["file"].as_str().is_some_and(|f| f.ends_with(".mp4.part"))
+    });
+    assert!(recording, "{}", http_get(gw.http, "/api/streams/live/rec").text());
     assert!(enc.wait(Duration::from_secs(30)).is_some(), "the publisher did not finish");
     assert!(wait_until(Duration::from_secs(15), || files(&dir, ".mp4").len() == 1), "no finalized file in {dir:?}");
     assert!(files(&dir, ".part").is_empty());
@@ -96,6 +104,103 @@ fn a_recording_is_a_regular_mp4_that_plays_and_seeks() {
     assert!((5.0..=6.6).contains(&duration), "duration {duration:.2} s of a 6 s publish");
     assert!(video >= 140, "{video} video packets");
     assert!(seeks(&file, 3.5), "ffmpeg cannot seek in {file:?}");
+
+    // listed, with what a listing needs
+    let list: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/recordings").body).unwrap();
+    let items = list["recordings"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "{list}");
+    let item = &items[0];
+    assert_eq!(
+        (item["app"].as_str(), item["stream"].as_str(), item["complete"].as_bool()),
+        (Some("live"), Some("rec"), Some(true))
+    );
+    assert!(item["start"].as_str().is_some_and(|s| s.ends_with('Z') && s.len() == 20), "{item}");
+    assert!(item["duration_s"].as_f64().is_some_and(|d| (5.0..=6.6).contains(&d)), "{item}");
+    assert_eq!(item["codecs"], serde_json::json!(["avc1", "mp4a"]));
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert_eq!(item["size"].as_u64(), Some(size));
+    let one: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/recordings/live/rec").body).unwrap();
+    assert_eq!(one["recordings"].as_array().map(|a| a.len()), Some(1));
+    let url = item["url"].as_str().unwrap().to_string();
+
+    // served with ranges: whole, a range, past the end, HEAD; ffprobe reads it over HTTP
+    // (it seeks to the moov at the end with a range request)
+    let whole = http_get(gw.http, &url);
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.body.len() as u64, size);
+    assert_eq!(whole.body, std::fs::read(&file).unwrap());
+    assert_eq!(whole.header("accept-ranges"), Some("bytes"));
+    let etag = whole.header("etag").expect("etag").to_string();
+    let ranged = raw_get(gw.http, &url, &["Range: bytes=100-199"]);
+    assert!(ranged.starts_with(b"HTTP/1.1 206"), "{}", String::from_utf8_lossy(&ranged[..60.min(ranged.len())]));
+    let text = String::from_utf8_lossy(&ranged).to_lowercase();
+    assert!(text.contains(&format!("content-range: bytes 100-199/{size}")), "{text:.300}");
+    assert!(ranged.ends_with(&std::fs::read(&file).unwrap()[100..200]));
+    let past = raw_get(gw.http, &url, &[&format!("Range: bytes={size}-")]);
+    assert!(past.starts_with(b"HTTP/1.1 416"));
+    let cached = raw_get(gw.http, &url, &[&format!("If-None-Match: {etag}")]);
+    assert!(cached.starts_with(b"HTTP/1.1 304"));
+    let head = http_request(gw.http, "HEAD", &url, 0, Duration::from_secs(5));
+    assert_eq!((head.status, head.header("content-length")), (200, Some(size.to_string().as_str())));
+    let over_http = ffprobe(&gw.http_url(&url), &["-show_format"]);
+    let d: f64 = over_http["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
+    assert!((5.0..=6.6).contains(&d), "ffprobe over HTTP: {over_http}");
+    for bad in
+        ["/recordings/live/rec/..%2F..%2Fx.mp4", "/recordings/live/../rec/x.mp4", "/recordings/live/rec/x.mp4.part"]
+    {
+        assert!(matches!(http_get(gw.http, bad).status, 400 | 404), "{bad}");
+    }
+}
+
+/// A GET with extra header lines; the raw response.
+fn raw_get(addr: std::net::SocketAddr, path: &str, headers: &[&str]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+#[test]
+fn the_admin_api_starts_and_stops_a_recording() {
+    let dir = scratch_dir("record-api");
+    let gw = Gateway::in_process(&format!(
+        "[admin]\ntoken = \"record-test-admin-token\"\n[record]\ndir = \"{}\"\n",
+        dir.display()
+    ));
+    let _enc = publish(&gw.rtmp_url("live/api"), Source::default(), None);
+    assert!(wait_live(&gw, "live/api", Duration::from_secs(15)));
+    let admin = |method: &str, path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(gw.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer record-test-admin-token\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(files(&dir, ".mp4.part").is_empty(), "recording is off in the configuration");
+    assert!(admin("POST", "/api/streams/live/nothere/record").starts_with("HTTP/1.1 404"));
+    let started = admin("POST", "/api/streams/live/api/record");
+    assert!(started.starts_with("HTTP/1.1 201"), "{started}");
+    let body: serde_json::Value = serde_json::from_str(started.split_once("\r\n\r\n").map_or("", |(_, b)| b)).unwrap();
+    assert_eq!((body["source"].as_str(), body["state"].as_str()), (Some("api"), Some("recording")), "{body}");
+    assert!(admin("POST", "/api/streams/live/api/record").starts_with("HTTP/1.1 409"));
+    assert!(wait_until(Duration::from_secs(10), || files(&dir, ".mp4.part").len() == 1));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(admin("DELETE", "/api/streams/live/api/record").starts_with("HTTP/1.1 200"));
+    assert!(
+        wait_until(Duration::from_secs(10), || files(&dir, ".mp4").len() == 1),
+        "the stopped recording was not finalized"
+    );
+    let (duration, _, _) = probe(&files(&dir, ".mp4")[0]);
+    assert!(duration >= 2.0, "{duration:.2} s");
+    assert!(admin("DELETE", "/api/streams/live/api/record").starts_with("HTTP/1.1 404"));
+    // the stream plays on
+    assert_eq!(http_request(gw.http, "GET", "/live/api.flv", 10_000, Duration::from_secs(5)).status, 200);
 }
 
 #[test]

@@ -50,6 +50,11 @@ impl PartFile {
         .context("recording task")?
     }
 
+    /// Where it is being written.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Bytes written so far.
     pub(crate) fn len(&self) -> u64 {
         self.len

@@ -18,6 +18,7 @@
 //!   (logged, counted); nothing else is affected.
 
 mod file;
+pub mod list;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,25 +82,158 @@ impl RecordConfig {
 /// and 48 kHz AAC, far past `max_duration_s`'s default.
 const MAX_SAMPLES: usize = 24 * 3600 * (60 + 47);
 
-/// Finalizes the `.mp4.part` files a crash left in every configured recording directory,
-/// then records every stream of an app with recording on, until shutdown.
-pub async fn run(hub: Hub, settings: Arc<LiveSettings>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    let mut new_streams = hub.watch_new_streams();
-    let dirs: Vec<PathBuf> = {
-        let s = settings.get();
-        let mut d: Vec<PathBuf> = s
-            .apps
-            .iter()
-            .map(|(_, p)| &p.record)
-            .chain([&s.apps.get("").record])
-            .filter(|r| r.enabled)
-            .map(|r| r.dir.clone())
-            .collect();
+/// What `/api/streams` shows of a stream's recording.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecordStatus {
+    /// `recording`, `stopped` (ended, or stopped through the API) or `failed` (an I/O error).
+    pub state: &'static str,
+    /// The file being written (its path under the recording directory).
+    pub file: Option<String>,
+    /// Bytes written to it.
+    pub bytes: u64,
+    pub since_unix_ms: u64,
+    pub last_error: Option<String>,
+    /// Where it came from: `config` or `api`.
+    pub source: &'static str,
+}
+
+/// A running recording: its status and a way to stop it.
+#[derive(Debug)]
+struct RecordHandle {
+    status: std::sync::Mutex<RecordStatus>,
+    stop: CancellationToken,
+}
+
+impl RecordHandle {
+    fn set(&self, f: impl FnOnce(&mut RecordStatus)) {
+        f(&mut crate::hub::lock(&self.status));
+    }
+}
+
+/// Why a recording could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("stream {0} is not live")]
+    NotLive(crate::hub::StreamKey),
+    #[error("stream {0} is being recorded already")]
+    Already(crate::hub::StreamKey),
+}
+
+/// The recordings of every stream. Cheap to clone.
+#[derive(Clone)]
+pub struct Recorder {
+    inner: Arc<RecorderInner>,
+}
+
+struct RecorderInner {
+    hub: Hub,
+    settings: Arc<LiveSettings>,
+    metrics: Arc<Metrics>,
+    active: std::sync::Mutex<std::collections::HashMap<crate::hub::StreamKey, Arc<RecordHandle>>>,
+}
+
+impl Recorder {
+    pub fn new(hub: Hub, settings: Arc<LiveSettings>, metrics: Arc<Metrics>) -> Self {
+        Self { inner: Arc::new(RecorderInner { hub, settings, metrics, active: Default::default() }) }
+    }
+
+    /// Starts recording the live stream `key` with its app's `record` settings (whether
+    /// `enabled` or not).
+    pub fn start(&self, key: &crate::hub::StreamKey, source: &'static str) -> Result<RecordStatus, StartError> {
+        let stream =
+            self.inner.hub.get(key).filter(|s| !s.is_ended()).ok_or_else(|| StartError::NotLive(key.clone()))?;
+        self.spawn(stream, source)
+    }
+
+    fn spawn(&self, stream: Arc<Stream>, source: &'static str) -> Result<RecordStatus, StartError> {
+        let key = stream.key().clone();
+        let config = self.inner.settings.get().apps.get(&key.app).record.clone();
+        let now_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let handle = Arc::new(RecordHandle {
+            status: std::sync::Mutex::new(RecordStatus {
+                state: "recording",
+                file: None,
+                bytes: 0,
+                since_unix_ms: now_ms,
+                last_error: None,
+                source,
+            }),
+            stop: CancellationToken::new(),
+        });
+        {
+            let mut active = crate::hub::lock(&self.inner.active);
+            if active.get(&key).is_some_and(|h| crate::hub::lock(&h.status).state == "recording") {
+                return Err(StartError::Already(key));
+            }
+            active.insert(key.clone(), handle.clone());
+        }
+        let status = crate::hub::lock(&handle.status).clone();
+        let (metrics, recorder) = (self.inner.metrics.clone(), self.clone());
+        tokio::spawn(async move {
+            info!(stream = %key, dir = %config.dir.display(), source, "recording");
+            match record(&stream, &config, &metrics, &handle).await {
+                Ok(()) => {
+                    handle.set(|s| s.state = "stopped");
+                    info!(stream = %key, "recording ended");
+                }
+                Err(e) => {
+                    metrics.limit_hit("record_io");
+                    warn!(stream = %key, "recording stopped: {e:#}");
+                    handle.set(|s| {
+                        s.state = "failed";
+                        s.last_error = Some(format!("{e:#}"));
+                    });
+                }
+            }
+            // a failed recording stays listed (its error) until the stream ends
+            if crate::hub::lock(&handle.status).state != "failed" || stream.is_ended() {
+                let mut active = crate::hub::lock(&recorder.inner.active);
+                if active.get(&key).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
+                    active.remove(&key);
+                }
+            }
+        });
+        Ok(status)
+    }
+
+    /// Stops the recording of `key` (its file is finalized); false when there is none.
+    pub fn stop(&self, key: &crate::hub::StreamKey) -> bool {
+        let active = crate::hub::lock(&self.inner.active);
+        match active.get(key) {
+            Some(h) if crate::hub::lock(&h.status).state == "recording" => {
+                h.stop.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The recording of `key`, for `/api/streams`.
+    pub fn status(&self, key: &crate::hub::StreamKey) -> Option<RecordStatus> {
+        crate::hub::lock(&self.inner.active).get(key).map(|h| crate::hub::lock(&h.status).clone())
+    }
+
+    /// Every directory recordings may be in (the default's and every app's).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let s = self.inner.settings.get();
+        let mut d: Vec<PathBuf> = s.apps.iter().map(|(_, p)| p.record.dir.clone()).collect();
+        d.push(s.apps.get("").record.dir.clone());
         d.sort();
         d.dedup();
         d
-    };
-    for dir in dirs {
+    }
+
+    /// The recording directory of `app`.
+    pub fn dir_of(&self, app: &str) -> PathBuf {
+        self.inner.settings.get().apps.get(app).record.dir.clone()
+    }
+}
+
+/// Finalizes the `.mp4.part` files a crash left in the recording directories, then records
+/// every stream of an app with recording on, until shutdown.
+pub async fn run(recorder: Recorder, shutdown: CancellationToken) {
+    let mut new_streams = recorder.inner.hub.watch_new_streams();
+    for dir in recorder.dirs() {
         let recovered = tokio::task::spawn_blocking(move || recover_dir(&dir)).await;
         if let Ok(n) = recovered {
             if n > 0 {
@@ -109,7 +243,16 @@ pub async fn run(hub: Hub, settings: Arc<LiveSettings>, metrics: Arc<Metrics>, s
     }
     loop {
         let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                // what is being written is finalized (within the shutdown grace; a file cut
+                // short is recovered on the next start)
+                let handles: Vec<_> = crate::hub::lock(&recorder.inner.active).values().cloned().collect();
+                handles.iter().for_each(|h| h.stop.cancel());
+                while handles.iter().any(|h| crate::hub::lock(&h.status).state == "recording") {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                return;
+            }
             s = new_streams.recv() => match s {
                 Some(s) => s,
                 None => return,
@@ -119,22 +262,12 @@ pub async fn run(hub: Hub, settings: Arc<LiveSettings>, metrics: Arc<Metrics>, s
         if stream.key().split_track().is_some() {
             continue;
         }
-        let config = settings.get().apps.get(&stream.key().app).record.clone();
-        if !config.enabled {
+        if !recorder.inner.settings.get().apps.get(&stream.key().app).record.enabled {
             continue;
         }
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let key = stream.key().clone();
-            info!(stream = %key, dir = %config.dir.display(), "recording");
-            match record(&stream, &config, &metrics).await {
-                Ok(()) => info!(stream = %key, "recording ended"),
-                Err(e) => {
-                    metrics.limit_hit("record_io");
-                    warn!(stream = %key, "recording stopped: {e:#}");
-                }
-            }
-        });
+        if let Err(e) = recorder.spawn(stream, "config") {
+            warn!("recording not started: {e}");
+        }
     }
 }
 
@@ -150,7 +283,12 @@ struct Recording {
     has_video: bool,
 }
 
-async fn record(stream: &Arc<Stream>, config: &RecordConfig, metrics: &Metrics) -> anyhow::Result<()> {
+async fn record(
+    stream: &Arc<Stream>,
+    config: &RecordConfig,
+    metrics: &Metrics,
+    handle: &RecordHandle,
+) -> anyhow::Result<()> {
     let mut sub = stream.subscribe();
     let mut events = Vec::with_capacity(64);
     let mut rec = Recording {
@@ -165,7 +303,11 @@ async fn record(stream: &Arc<Stream>, config: &RecordConfig, metrics: &Metrics) 
     let fragment = i64::try_from(config.fragment_ms).unwrap_or(1000);
     let max_ms = i64::try_from(config.max_duration_s.saturating_mul(1000)).unwrap_or(i64::MAX);
     loop {
-        match sub.recv_many(&mut events, 64).await {
+        let got = tokio::select! {
+            got = sub.recv_many(&mut events, 64) => got,
+            _ = handle.stop.cancelled() => break,
+        };
+        match got {
             Ok(true) => {}
             Ok(false) => break,
             Err(_evicted) => {
@@ -206,22 +348,13 @@ async fn record(stream: &Arc<Stream>, config: &RecordConfig, metrics: &Metrics) 
                         if !starts || rec.config.is_none() {
                             continue;
                         }
-                        let Some(init) = rec.muxer.init_segment().cloned() else { continue };
-                        rec.file =
-                            Some(file::PartFile::create(&dir, &stream.key().name, SystemTime::now(), init).await?);
-                        rec.file_start = dts;
-                        rec.fragment_start = None;
-                        rec.muxer.start_segment();
+                        open(&mut rec, &dir, &stream.key().name, handle, dts).await?;
                     }
                     // a new file at a keyframe past the bounds
                     let written = rec.file.as_ref().map_or(0, |f| f.len());
                     if starts && (dts - rec.file_start >= max_ms || written >= config.max_file_bytes) {
                         close(&mut rec).await?;
-                        let Some(init) = rec.muxer.init_segment().cloned() else { continue };
-                        rec.file =
-                            Some(file::PartFile::create(&dir, &stream.key().name, SystemTime::now(), init).await?);
-                        rec.file_start = dts;
-                        rec.muxer.start_segment();
+                        open(&mut rec, &dir, &stream.key().name, handle, dts).await?;
                     }
                     // cut the fragment before a frame that starts one (a video frame, or any
                     // frame of an audio-only stream) once it is long enough
@@ -229,6 +362,8 @@ async fn record(stream: &Arc<Stream>, config: &RecordConfig, metrics: &Metrics) 
                     match rec.fragment_start {
                         Some(start) if cuts && dts - start >= fragment => {
                             write_fragment(&mut rec, Some(dts)).await?;
+                            let bytes = rec.file.as_ref().map_or(0, |f| f.len());
+                            handle.set(|s| s.bytes = bytes);
                             rec.fragment_start = Some(dts);
                         }
                         None => rec.fragment_start = Some(dts),
@@ -248,6 +383,23 @@ async fn record(stream: &Arc<Stream>, config: &RecordConfig, metrics: &Metrics) 
         }
     }
     close(&mut rec).await
+}
+
+/// Opens a new file (the muxer's initialization segment written) whose media starts at
+/// `dts`.
+async fn open(rec: &mut Recording, dir: &Path, stream: &str, handle: &RecordHandle, dts: i64) -> anyhow::Result<()> {
+    let Some(init) = rec.muxer.init_segment().cloned() else { return Ok(()) };
+    let f = file::PartFile::create(dir, stream, SystemTime::now(), init).await?;
+    let shown = f.path().display().to_string();
+    handle.set(|s| {
+        s.file = Some(shown);
+        s.bytes = f.len();
+    });
+    rec.file = Some(f);
+    rec.file_start = dts;
+    rec.fragment_start = None;
+    rec.muxer.start_segment();
+    Ok(())
 }
 
 /// Writes the open fragment (durable when this returns).

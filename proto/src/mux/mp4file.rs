@@ -319,6 +319,35 @@ impl Index {
     }
 }
 
+/// What a listing shows of a finalized file: its duration in seconds and the sample entry
+/// of each track (`avc1`, `hvc1`, `mp4a`, `Opus`, …), from its `moov` (the whole box).
+pub fn summary(moov: &[u8]) -> Result<(f64, Vec<String>), Mp4Error> {
+    let body = moov.get(8..).ok_or(Mp4Error::Malformed("moov"))?;
+    let (_, _, mvhd) = child(body, b"mvhd")?.ok_or(Mp4Error::Malformed("moov without mvhd"))?;
+    let (timescale, duration) = if mvhd.first() == Some(&1) {
+        (be32(mvhd, 20)?, be64(mvhd, 24)?)
+    } else {
+        (be32(mvhd, 12)?, u64::from(be32(mvhd, 16)?))
+    };
+    let mut codecs = Vec::new();
+    for c in children(body) {
+        let (kind, _, trak) = c?;
+        if &kind != b"trak" {
+            continue;
+        }
+        let stsd = child(trak, b"mdia")?
+            .map(|m| m.2)
+            .and_then(|m| child(m, b"minf").ok().flatten())
+            .and_then(|m| child(m.2, b"stbl").ok().flatten())
+            .and_then(|s| child(s.2, b"stsd").ok().flatten());
+        // stsd: version/flags 4, count 4, then the first entry's header
+        if let Some(entry) = stsd.and_then(|s| s.2.get(12..16)) {
+            codecs.push(String::from_utf8_lossy(entry).into_owned());
+        }
+    }
+    Ok((duration as f64 / f64::from(timescale.max(1)), codecs))
+}
+
 /// Writes a box whose body `f` writes.
 fn bx<E>(b: &mut BytesMut, kind: &[u8; 4], f: impl FnOnce(&mut BytesMut) -> Result<(), E>) -> Result<(), E> {
     let start = b.len();
@@ -564,6 +593,9 @@ mod tests {
         let first = be64(co64, 8).unwrap() as usize;
         let moof_len = BoxHeader::parse(&file[moofs[0]..]).unwrap().unwrap().size as usize;
         assert_eq!(first, moofs[0] + moof_len + 8);
+        let (duration, codecs) = summary(&out).unwrap();
+        assert_eq!(codecs, ["avc1", "mp4a"]);
+        assert!((duration - 2.97).abs() < 0.1, "{duration}");
     }
 
     #[test]

@@ -45,6 +45,7 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
         // the publisher left and the stream waits for it to come back (reconnect grace)
         "waiting_for_publisher_ms": s.waiting_since().map(|t| t.elapsed().as_millis() as u64),
         "reconnects": s.reconnects(),
+        "recording": ctx.recorder.status(s.key()),
         "started_unix_ms": s.started().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
         "uptime_s": (uptime * 10.0).round() / 10.0,
         "video": codec.video.as_ref().map(|v| json!({
@@ -319,6 +320,51 @@ fn percent_decode(s: &str) -> Option<String> {
     }
     let text = String::from_utf8(out).ok()?;
     (!text.chars().any(char::is_control)).then_some(text)
+}
+
+/// `POST /api/streams/APP/STREAM/record` (admin): starts recording a live stream.
+pub(crate) fn start_record(path: &str, authorization: Option<&HeaderValue>, ctx: &HttpContext) -> Response<Body> {
+    let key = match admin_target(path, &["record"], authorization, ctx, not_found) {
+        Ok((key, _)) => key,
+        Err(answer) => return *answer,
+    };
+    match ctx.recorder.start(&key, "api") {
+        Ok(status) => {
+            tracing::info!(stream = %key, "admin API: recording started");
+            let mut r = json_response(&json!(status));
+            *r.status_mut() = StatusCode::CREATED;
+            r
+        }
+        Err(crate::record::StartError::NotLive(_)) => not_found(),
+        Err(e @ crate::record::StartError::Already(_)) => owned_text(StatusCode::CONFLICT, format!("{e}\n")),
+    }
+}
+
+/// `DELETE /api/streams/APP/STREAM/record` (admin): stops a stream's recording (its file
+/// is finalized).
+pub(crate) fn stop_record(path: &str, authorization: Option<&HeaderValue>, ctx: &HttpContext) -> Response<Body> {
+    let key = match admin_target(path, &["record"], authorization, ctx, not_found) {
+        Ok((key, _)) => key,
+        Err(answer) => return *answer,
+    };
+    if ctx.recorder.stop(&key) {
+        tracing::info!(stream = %key, "admin API: recording stopped");
+        text(StatusCode::OK, "recording stopped\n")
+    } else {
+        not_found()
+    }
+}
+
+/// `GET /api/recordings[/APP/STREAM]`: the recordings on disk, newest first.
+pub(crate) async fn recordings(ctx: &HttpContext, app: Option<&str>, stream: Option<&str>) -> Response<Body> {
+    let dirs = ctx.recorder.dirs();
+    let (app, stream) = (app.map(str::to_string), stream.map(str::to_string));
+    let listed =
+        tokio::task::spawn_blocking(move || crate::record::list::list(&dirs, app.as_deref(), stream.as_deref())).await;
+    match listed {
+        Ok(list) => json_response(&json!({ "recordings": list })),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "listing failed\n"),
+    }
 }
 
 #[cfg(test)]

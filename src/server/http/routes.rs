@@ -55,7 +55,16 @@ where
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
     let mut resp = match *req.method() {
+        Method::GET | Method::HEAD if path.starts_with("/recordings/") => {
+            recording(path, query, req.headers(), peer, &ctx).await
+        }
         Method::GET | Method::HEAD => route(path, query, head, peer, &ctx, kill).await,
+        Method::DELETE if path.ends_with("/record") => {
+            super::api::stop_record(path, req.headers().get(AUTHORIZATION), &ctx)
+        }
+        Method::POST if path.ends_with("/record") => {
+            super::api::start_record(path, req.headers().get(AUTHORIZATION), &ctx)
+        }
         Method::DELETE if path.contains("/pushes/") => {
             super::api::remove_push(path, req.headers().get(AUTHORIZATION), &ctx)
         }
@@ -112,6 +121,7 @@ async fn route(
     match path {
         "/healthz" => return text(StatusCode::OK, "ok\n"),
         "/api/streams" => return super::api::streams(ctx),
+        "/api/recordings" => return super::api::recordings(ctx, None, None).await,
         "/metrics" => {
             let pushes = ctx.svc.relays.all();
             ctx.svc.metrics.set_push_states(pushes.iter().map(|(_, p)| p.state));
@@ -127,6 +137,7 @@ async fn route(
     };
     match segments.as_slice() {
         ["api", "streams", app, name] => super::api::stream(ctx, &StreamKey::new(*app, *name)),
+        ["api", "recordings", app, name] => super::api::recordings(ctx, Some(app), Some(name)).await,
         [app, file] => {
             if let Some(key) = flv_key(app, file, query) {
                 return super::flv::serve(key, query, head, peer, ctx, kill).await;
@@ -291,6 +302,29 @@ fn with_key(playlist: &Bytes, key: &str) -> Bytes {
         out.push('\n');
     }
     Bytes::from(out)
+}
+
+/// `GET`/`HEAD /recordings/APP/STREAM/FILE.mp4`: a finalized recording, behind the app's
+/// play keys.
+async fn recording(
+    path: &str,
+    query: &str,
+    headers: &hyper::HeaderMap,
+    peer: SocketAddr,
+    ctx: &HttpContext,
+) -> Response<Body> {
+    let Some(segments) = split_path(path) else { return not_found() };
+    let ["recordings", app, name, file] = segments.as_slice() else { return not_found() };
+    let settings = ctx.svc.settings.get();
+    let auth = &settings.apps.get(app).auth;
+    let req = AuthRequest { action: Action::Play, app, stream: name, client: peer, protocol: "recording", query };
+    if let Err(denied) = ctx.svc.auth.check_keys(auth, &req) {
+        return refused(ctx, &denied);
+    }
+    match crate::record::list::path_of(&ctx.recorder.dir_of(app), app, name, file) {
+        Some(p) => super::files::serve(p, headers).await,
+        None => not_found(),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,166 @@
+//! What is on disk: the listing of recordings (`/api/recordings`) and the path of one
+//! recording by its URL (`/recordings/APP/STREAM/FILE.mp4`). A file's name carries its
+//! stream and start (`STREAM-YYYYMMDD-HHMMSS[-N].mp4`), its `moov` its duration and codecs:
+//! no database.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use livegate_proto::mux::mp4file::{summary, BoxHeader};
+use serde::Serialize;
+
+/// Files listed at most per request.
+pub const MAX_LISTED: usize = 10_000;
+/// The largest `moov` read for a listing.
+const MAX_MOOV: u64 = 64 << 20;
+
+/// One recording.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Listed {
+    pub app: String,
+    pub stream: String,
+    pub file: String,
+    /// Where to get it (finalized files only).
+    pub url: Option<String>,
+    /// Start, UTC, RFC 3339 (from the file's name).
+    pub start: Option<String>,
+    pub duration_s: Option<f64>,
+    pub size: u64,
+    pub codecs: Vec<String>,
+    /// Finalized (`.mp4`), or still being recorded (`.mp4.part`).
+    pub complete: bool,
+}
+
+/// The recordings under `dirs` (of `app`/`stream` when given), newest first, at most
+/// [`MAX_LISTED`].
+pub fn list(dirs: &[PathBuf], app: Option<&str>, stream: Option<&str>) -> Vec<Listed> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        for app_dir in subdirs(dir).filter(|(n, _)| app.is_none_or(|a| a == n)) {
+            for stream_dir in subdirs(&app_dir.1).filter(|(n, _)| stream.is_none_or(|s| s == n)) {
+                let Ok(entries) = std::fs::read_dir(&stream_dir.1) else { continue };
+                for e in entries.flatten() {
+                    if out.len() >= MAX_LISTED {
+                        break;
+                    }
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let complete = name.ends_with(".mp4");
+                    if !complete && !name.ends_with(".mp4.part") {
+                        continue;
+                    }
+                    let Ok(meta) = e.metadata() else { continue };
+                    let (duration_s, codecs) = if complete {
+                        match read_summary(&e.path()) {
+                            Some((d, c)) => (Some((d * 1000.0).round() / 1000.0), c),
+                            None => (None, Vec::new()),
+                        }
+                    } else {
+                        (None, Vec::new())
+                    };
+                    out.push(Listed {
+                        url: complete.then(|| format!("/recordings/{}/{}/{name}", app_dir.0, stream_dir.0)),
+                        start: start_of(&name, &stream_dir.0),
+                        app: app_dir.0.clone(),
+                        stream: stream_dir.0.clone(),
+                        file: name,
+                        duration_s,
+                        size: meta.len(),
+                        codecs,
+                        complete,
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| b.start.cmp(&a.start).then(b.file.cmp(&a.file)));
+    out.dedup_by(|a, b| a.app == b.app && a.stream == b.stream && a.file == b.file);
+    out
+}
+
+/// The directories in `dir` whose names are valid app or stream names.
+fn subdirs(dir: &Path) -> impl Iterator<Item = (String, PathBuf)> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            crate::hub::valid_name(&n).then(|| (n, e.path()))
+        })
+}
+
+/// `STREAM-YYYYMMDD-HHMMSS[-N].mp4[.part]` → `YYYY-MM-DDTHH:MM:SSZ`.
+fn start_of(file: &str, stream: &str) -> Option<String> {
+    let rest = file.strip_prefix(stream)?.strip_prefix('-')?;
+    let (date, rest) = rest.split_once('-')?;
+    let time = rest.get(..6)?;
+    if date.len() != 8 || !date.bytes().chain(time.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!("{}-{}-{}T{}:{}:{}Z", &date[..4], &date[4..6], &date[6..], &time[..2], &time[2..4], &time[4..]))
+}
+
+/// Duration and codecs from a finalized file's `moov` (its last box).
+fn read_summary(path: &Path) -> Option<(f64, Vec<String>)> {
+    let mut f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut pos = 0u64;
+    let mut head = [0u8; 16];
+    while pos < len {
+        f.seek(SeekFrom::Start(pos)).ok()?;
+        let n = usize::try_from((len - pos).min(16)).ok()?;
+        f.read_exact(&mut head[..n]).ok()?;
+        let h = BoxHeader::parse(&head[..n]).ok()??;
+        if &h.kind == b"moov" {
+            if h.size > MAX_MOOV || pos + h.size > len {
+                return None;
+            }
+            let mut buf = vec![0u8; usize::try_from(h.size).ok()?];
+            f.seek(SeekFrom::Start(pos)).ok()?;
+            f.read_exact(&mut buf).ok()?;
+            return summary(&buf).ok();
+        }
+        pos = pos.checked_add(h.size)?;
+    }
+    None
+}
+
+/// The file a recording URL names (`APP`, `STREAM`, `FILE.mp4`) under `dir`; None for
+/// names that are not a recording's (no path tricks: each part is checked on its own).
+pub fn path_of(dir: &Path, app: &str, stream: &str, file: &str) -> Option<PathBuf> {
+    let stem = file.strip_suffix(".mp4")?;
+    let ok = crate::hub::valid_name(app)
+        && crate::hub::valid_name(stream)
+        && !stem.is_empty()
+        && stem.len() <= 200
+        && stem.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        && !stem.starts_with('.');
+    ok.then(|| dir.join(app).join(stream).join(file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_give_the_start_and_urls_give_no_way_out() {
+        assert_eq!(start_of("demo-20261207-125100.mp4", "demo").as_deref(), Some("2026-12-07T12:51:00Z"));
+        assert_eq!(start_of("demo-20261207-125100-2.mp4.part", "demo").as_deref(), Some("2026-12-07T12:51:00Z"));
+        assert_eq!(start_of("other.mp4", "demo"), None);
+        let d = Path::new("/rec");
+        assert_eq!(path_of(d, "live", "demo", "demo-1.mp4"), Some(PathBuf::from("/rec/live/demo/demo-1.mp4")));
+        for (app, stream, file) in [
+            ("..", "demo", "a.mp4"),
+            ("live", "..", "a.mp4"),
+            ("live", "demo", "../x.mp4"),
+            ("live", "demo", ".hidden.mp4"),
+            ("live", "demo", "a.mp4.part"),
+            ("live", "demo", "a/b.mp4"),
+            ("live", "demo", ".mp4"),
+        ] {
+            assert_eq!(path_of(d, app, stream, file), None, "{app}/{stream}/{file}");
+        }
+    }
+}
