@@ -332,3 +332,35 @@ fn hls_js_plays_a_stream_an_edge_pulls_from_its_origin() {
     let o: serde_json::Value = serde_json::from_slice(&http_get(origin.http, "/api/streams/live/edge").body).unwrap();
     assert_eq!(o["viewers"]["rtmp"], 1, "the edge pulls over one RTMP connection: {o}");
 }
+
+#[test]
+fn a_recording_plays_and_seeks_in_a_video_element() {
+    let dir = scratch_dir("browser-record");
+    let gw = Gateway::in_process(&format!(
+        "[hub]\nreconnect_grace_ms = 300\n[record]\nenabled = true\ndir = \"{}\"\n",
+        dir.display()
+    ));
+    let enc = publish(&gw.rtmp_url("live/vod"), Source::default(), Some(8));
+    assert!(wait_live(&gw, "live/vod", Duration::from_secs(20)));
+    assert!(enc.wait(Duration::from_secs(30)).is_some());
+    let listed = wait_until(Duration::from_secs(15), || {
+        let v: serde_json::Value =
+            serde_json::from_slice(&http_get(gw.http, "/api/recordings/live/vod").body).unwrap_or_default();
+        v["recordings"][0]["complete"] == true
+    });
+    assert!(listed, "no finalized recording");
+    let v: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/recordings/live/vod").body).unwrap();
+    let url = gw.http_url(v["recordings"][0]["url"].as_str().unwrap());
+    let r = run_player(
+        json!({"mode": "file", "url": url, "seconds": 3, "seekTo": 5.0, "vendor": vendor(),
+               "screenshot": artifacts().join("recording.png")}),
+        |_, _| {},
+    );
+    assert!(r["ok"].as_bool().unwrap_or(false), "{r}");
+    assert!(fatal_errors(&r).is_empty(), "{:?}", fatal_errors(&r));
+    let duration = r["duration"].as_f64().unwrap_or(0.0);
+    assert!((7.0..=8.6).contains(&duration), "the <video> sees {duration} s");
+    let seeked = r["seekedAt"].as_f64().expect("the video element never seeked");
+    assert!((4.5..=5.5).contains(&seeked), "seeked to {seeked}");
+    assert!(r["totalFrames"].as_u64().unwrap_or(0) > 30, "{r}");
+}

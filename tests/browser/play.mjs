@@ -2,9 +2,10 @@
 //
 //   node play.mjs '<json options>'
 //
-// options: { mode: "hls" | "flv" | "page",
+// options: { mode: "hls" | "flv" | "file" | "page",
 //            url:  media URL (hls/flv) or the built-in player page URL (page),
 //            seconds: how long to watch after the first frame,
+//            seekTo: (file) seek there 1 s after playing starts,
 //            vendor: folder with hls.min.js and mpegts.js (the pinned copies livegate serves),
 //            screenshot: optional PNG path,
 //            waitMarks: optional list of stdin lines to wait for before the end (e.g. ["restarted"]),
@@ -85,6 +86,21 @@ H.startFlv = (url) => {
   H.t0 = performance.now();
   p.load();
   p.play().catch((e) => note('play() rejected: ' + e));
+};
+// a file (a recording): plain <video src>, seeked to seekTo 1 s after it starts playing
+H.startFile = (url, seekTo) => {
+  firstFrame();
+  H.t0 = performance.now();
+  v.addEventListener('seeked', () => { H.seekedAt = v.currentTime; note('seeked'); });
+  if (seekTo != null) {
+    v.addEventListener('playing', () => {
+      if (H.seekAsked) return;
+      H.seekAsked = true;
+      setTimeout(() => { v.currentTime = seekTo; }, 1000);
+    });
+  }
+  v.src = url;
+  v.play().catch((e) => note('play() rejected: ' + e));
 };
 H.sample = () => {
   const q = v.getVideoPlaybackQuality();
@@ -167,10 +183,11 @@ try {
     result.pageOrigin = origin;
     await page.goto(origin + '/');
     result.codecSupport = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.64001f,mp4a.40.2"'));
-    await page.evaluate(([mode, url, sw, sa]) => (mode === 'hls' ? H.startHls(url, sw, sa) : H.startFlv(url)),
-      [opts.mode, opts.url, opts.switchLevel ?? null, opts.switchAudio ?? null]);
+    await page.evaluate(([mode, url, sw, sa, seekTo]) => (mode === 'hls' ? H.startHls(url, sw, sa)
+      : mode === 'file' ? H.startFile(url, seekTo) : H.startFlv(url)),
+      [opts.mode, opts.url, opts.switchLevel ?? null, opts.switchAudio ?? null, opts.seekTo ?? null]);
     getSample = () => page.evaluate(() => H.sample());
-    getState = () => page.evaluate(() => ({ firstFrameMs: H.firstFrameMs, playingMs: H.playingMs, errors: H.errors, events: H.events, ended: H.ended, mediaInfo: H.mediaInfo || null }));
+    getState = () => page.evaluate(() => ({ firstFrameMs: H.firstFrameMs, playingMs: H.playingMs, errors: H.errors, events: H.events, ended: H.ended, mediaInfo: H.mediaInfo || null, seekedAt: H.seekedAt ?? null, duration: Number.isFinite(v.duration) ? v.duration : null }));
   }
 
   // startup: generous timeout, then watch `seconds` from the first frame
@@ -236,6 +253,8 @@ try {
     canBlockReload: last.canBlockReload ?? false,
     mediaInfo: st.mediaInfo ?? null,
     ended: st.ended ?? false,
+    seekedAt: st.seekedAt ?? null,
+    duration: st.duration ?? null,
     events: st.events,
   });
   result.errors.push(...st.errors);
