@@ -227,3 +227,89 @@ fn a_recording_cut_by_kill_9_is_repaired_on_the_next_start() {
     assert!(seeks(&file, 2.0));
     assert!(gw2.log().contains("recording recovered"), "{}", gw2.log());
 }
+
+fn recording_status(gw: &Gateway, key: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_slice(&http_get(gw.http, &format!("/api/streams/{key}")).body).unwrap_or_default();
+    v["recording"].clone()
+}
+
+#[test]
+fn retention_keeps_an_app_under_its_byte_bound_and_the_free_space_floor_stops_recording() {
+    let dir = scratch_dir("record-retention");
+    let gw = Gateway::in_process(&format!(
+        "[hub]\nreconnect_grace_ms = 300\n[record]\nenabled = true\ndir = \"{}\"\nmax_duration_s = 1\nkeep_bytes = 400000\n\
+         [apps.full.record]\nenabled = true\ndir = \"{}\"\nmin_free_bytes = 1000000000000000\n",
+        dir.display(),
+        dir.join("other").display()
+    ));
+    let enc = publish(&gw.rtmp_url("live/ret"), Source::default(), Some(10));
+    let _full = publish(&gw.rtmp_url("full/x"), Source::default(), None);
+    assert!(wait_live(&gw, "live/ret", Duration::from_secs(15)));
+    assert!(wait_live(&gw, "full/x", Duration::from_secs(15)));
+    // a floor no disk meets: that stream's recording stops with the reason; it plays on
+    let stopped = wait_until(Duration::from_secs(10), || {
+        let r = recording_status(&gw, "full/x");
+        r["state"] == "failed" && r["last_error"].as_str().is_some_and(|e| e.contains("min_free_bytes"))
+    });
+    assert!(stopped, "{}", recording_status(&gw, "full/x"));
+    assert_eq!(http_request(gw.http, "GET", "/full/x.flv", 20_000, Duration::from_secs(5)).status, 200);
+    assert!(enc.wait(Duration::from_secs(30)).is_some());
+    assert!(wait_until(Duration::from_secs(15), || files(&dir.join("live"), ".part").is_empty()));
+    let kept = files(&dir.join("live"), ".mp4");
+    let total: u64 = kept.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+    assert!(!kept.is_empty() && total <= 400_000, "{} files, {total} bytes kept", kept.len());
+    // files of ~1 s over a 10 s publish: most were deleted, the newest kept
+    assert!(kept.len() < 6, "{kept:?}");
+    assert!(files(&dir.join("other"), ".mp4").is_empty());
+}
+
+#[test]
+fn a_full_disk_stops_only_that_recording_and_it_resumes_when_space_returns() {
+    require_tool("mount");
+    let dir = scratch_dir("record-full");
+    let mnt = dir.join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).arg(&mnt).status();
+    assert!(mounted.is_ok_and(|s| s.success()), "this test mounts a 2 MiB tmpfs: it needs root (or CAP_SYS_ADMIN)");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    // 1 MiB of filler the test frees later
+    let filler = mnt.join("filler");
+    std::fs::write(&filler, vec![7u8; 1 << 20]).unwrap();
+    let gw = Gateway::in_process(&format!(
+        "[hub]\nreconnect_grace_ms = 300\n[record]\nenabled = true\ndir = \"{}\"\nmin_free_bytes = 0\n",
+        mnt.display()
+    ));
+    let enc = publish(&gw.rtmp_url("live/disk"), Source::default(), None);
+    assert!(wait_live(&gw, "live/disk", Duration::from_secs(15)));
+    let failed = wait_until(Duration::from_secs(40), || recording_status(&gw, "live/disk")["state"] == "failed");
+    let status = recording_status(&gw, "live/disk");
+    assert!(failed, "{status}");
+    // (found before a write, or by the write itself)
+    let error = status["last_error"].as_str().unwrap_or("");
+    assert!(error.contains("disk full") || error.contains("No space left"), "{status}");
+    // the stream itself is untouched
+    let flv = http_request(gw.http, "GET", "/live/disk.flv", 50_000, Duration::from_secs(5));
+    assert_eq!(flv.status, 200);
+    assert!(flv.body.len() >= 50_000);
+    // space comes back: the recording resumes by itself, in a new file
+    std::fs::remove_file(&filler).unwrap();
+    let resumed = wait_until(Duration::from_secs(20), || recording_status(&gw, "live/disk")["state"] == "recording");
+    assert!(resumed, "{}", recording_status(&gw, "live/disk"));
+    std::thread::sleep(Duration::from_secs(2));
+    enc.stop();
+    assert!(wait_until(Duration::from_secs(20), || files(&mnt, ".part").is_empty()), "{:?}", files(&mnt, ""));
+    let done = files(&mnt, ".mp4");
+    assert!(done.len() >= 2, "the file cut by the full disk and the resumed one: {done:?}");
+    // nothing already written is lost: the file the full disk cut is whole and plays
+    for f in &done {
+        let (duration, codecs, _) = probe(f);
+        assert!(duration > 0.5 && codecs.contains("h264"), "{f:?}: {duration} {codecs}");
+    }
+}

@@ -216,3 +216,79 @@ pub fn recover_dir(dir: &Path) -> usize {
     }
     n
 }
+
+/// Bytes free for an unprivileged writer on the filesystem of `dir` (or of its nearest
+/// existing ancestor).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let existing = dir.ancestors().find(|p| p.exists())?;
+    let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a statvfs the call fills.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Ok when the filesystem of `dir` has at least `need` bytes free (or cannot say).
+pub(crate) fn space_left(dir: &Path, need: u64) -> anyhow::Result<()> {
+    match free_bytes(dir) {
+        Some(free) if free < need => anyhow::bail!(
+            "disk full: {free} bytes free on the filesystem of {}, {need} needed (what is to be written and record.min_free_bytes)",
+            dir.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Applies retention to the finalized recordings under `dir/APP/*` for each app in `apps`
+/// (None: every app directory but `skip`'s): older than `keep_days` deleted, then the oldest
+/// while their total is over `keep_bytes`. How many files were deleted.
+pub fn sweep(dir: &Path, apps: Option<&[String]>, skip: &[String], keep_days: u64, keep_bytes: u64) -> usize {
+    if keep_days == 0 && keep_bytes == 0 {
+        return 0;
+    }
+    let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+    let Ok(app_dirs) = std::fs::read_dir(dir) else { return 0 };
+    for app in app_dirs.flatten() {
+        let name = app.file_name().to_string_lossy().into_owned();
+        let wanted = apps.map_or(!skip.contains(&name), |a| a.contains(&name));
+        if !wanted || !app.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for stream in std::fs::read_dir(app.path()).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(stream.path()).into_iter().flatten().flatten() {
+                let p = f.path();
+                if !p.to_string_lossy().ends_with(".mp4") {
+                    continue;
+                }
+                let Ok(meta) = f.metadata() else { continue };
+                files.push((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len(), p));
+                if files.len() > 1_000_000 {
+                    break;
+                }
+            }
+        }
+    }
+    files.sort();
+    let mut deleted = 0;
+    let max_age = std::time::Duration::from_secs(keep_days.saturating_mul(86_400));
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    for (mtime, len, path) in &files {
+        let too_old = keep_days > 0 && mtime.elapsed().is_ok_and(|age| age > max_age);
+        let too_much = keep_bytes > 0 && total > keep_bytes;
+        if !(too_old || too_much) {
+            continue;
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => {
+                info!(file = %path.display(), "recording deleted by retention");
+                total -= len;
+                deleted += 1;
+            }
+            Err(e) => warn!(file = %path.display(), "retention could not delete: {e}"),
+        }
+    }
+    deleted
+}

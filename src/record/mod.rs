@@ -50,6 +50,13 @@ pub struct RecordConfig {
     pub max_duration_s: u64,
     /// ... or past this size.
     pub max_file_bytes: u64,
+    /// Finalized files older than this many days are deleted (0: kept).
+    pub keep_days: u64,
+    /// The app's finalized files are deleted oldest first past this many bytes (0: no bound).
+    pub keep_bytes: u64,
+    /// Recording stops (and resumes by itself later) while the filesystem has less free
+    /// space than this.
+    pub min_free_bytes: u64,
 }
 
 impl Default for RecordConfig {
@@ -60,6 +67,9 @@ impl Default for RecordConfig {
             fragment_ms: 1000,
             max_duration_s: 3600,
             max_file_bytes: 4 << 30,
+            keep_days: 0,
+            keep_bytes: 0,
+            min_free_bytes: 256 << 20,
         }
     }
 }
@@ -241,8 +251,14 @@ pub async fn run(recorder: Recorder, shutdown: CancellationToken) {
             }
         }
     }
+    let mut retention = tokio::time::interval(RETENTION_EVERY);
     loop {
         let stream = tokio::select! {
+            _ = retention.tick() => {
+                let settings = recorder.inner.settings.clone();
+                let _ = tokio::task::spawn_blocking(move || sweep_all(&settings)).await;
+                continue;
+            }
             _ = shutdown.cancelled() => {
                 // what is being written is finalized (within the shutdown grace; a file cut
                 // short is recovered on the next start)
@@ -271,6 +287,22 @@ pub async fn run(recorder: Recorder, shutdown: CancellationToken) {
     }
 }
 
+/// How often retention looks at every app's recordings (it also runs for an app whenever
+/// one of its files is finalized).
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// Retention for every app: the default policy over the apps without a section of their
+/// own, each named app's over its own directory.
+fn sweep_all(settings: &LiveSettings) {
+    let s = settings.get();
+    let named: Vec<String> = s.apps.iter().map(|(n, _)| n.to_string()).collect();
+    let d = &s.apps.get("").record;
+    file::sweep(&d.dir, None, &named, d.keep_days, d.keep_bytes);
+    for (name, p) in s.apps.iter() {
+        file::sweep(&p.record.dir, Some(&[name.to_string()]), &[], p.record.keep_days, p.record.keep_bytes);
+    }
+}
+
 /// The open file of a recording.
 struct Recording {
     file: Option<file::PartFile>,
@@ -281,25 +313,84 @@ struct Recording {
     /// DTS (ms) the open file started at.
     file_start: i64,
     has_video: bool,
+    /// (keep_days, keep_bytes) of the app, applied when a file is finalized.
+    retention: Option<(u64, u64)>,
 }
 
+/// How often a recording stopped by an I/O error (a full disk) tries again.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// Records `stream` until it ends or the recording is stopped. An I/O error (a full or
+/// read-only disk, a directory gone) or free space under `min_free_bytes` stops it with the
+/// error in its status; it tries again every [`RETRY`] while the stream lives (first
+/// finalizing a file the error left unfinished) and resumes in a new file.
 async fn record(
     stream: &Arc<Stream>,
     config: &RecordConfig,
     metrics: &Metrics,
     handle: &RecordHandle,
 ) -> anyhow::Result<()> {
+    let dir = config.dir.join(&stream.key().app).join(&stream.key().name);
+    let mut unfinished: Vec<PathBuf> = Vec::new();
+    loop {
+        let mut rec = Recording {
+            file: None,
+            muxer: Fmp4Muxer::new(),
+            config: None,
+            fragment_start: None,
+            file_start: 0,
+            has_video: false,
+            retention: Some((config.keep_days, config.keep_bytes)),
+        };
+        let mut error = record_once(stream, config, metrics, handle, &dir, &mut rec).await.err();
+        // what the error left open: finalized if the disk lets it, else later
+        if let Some(f) = rec.file.take() {
+            let path = f.path().to_path_buf();
+            if let Err(e) = f.finish().await {
+                unfinished.push(path);
+                error.get_or_insert(e);
+            }
+        }
+        let Some(e) = error else { return Ok(()) };
+        metrics.limit_hit("record_io");
+        warn!(stream = %stream.key(), "recording stopped: {e:#}; trying again every {RETRY:?} while the stream is live");
+        handle.set(|s| {
+            s.state = "failed";
+            s.last_error = Some(format!("{e:#}"));
+        });
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY) => {}
+                _ = handle.stop.cancelled() => return Err(e),
+            }
+            if stream.is_ended() {
+                return Err(e);
+            }
+            let left = std::mem::take(&mut unfinished);
+            unfinished = tokio::task::spawn_blocking(move || {
+                left.into_iter().filter(|p| p.exists() && file::finalize(p).is_err()).collect()
+            })
+            .await
+            .unwrap_or_default();
+            if unfinished.is_empty() && file::space_left(&dir, config.min_free_bytes).is_ok() {
+                break;
+            }
+        }
+        info!(stream = %stream.key(), "recording resumes");
+        handle.set(|s| s.state = "recording");
+    }
+}
+
+async fn record_once(
+    stream: &Arc<Stream>,
+    config: &RecordConfig,
+    metrics: &Metrics,
+    handle: &RecordHandle,
+    dir: &Path,
+    rec: &mut Recording,
+) -> anyhow::Result<()> {
     let mut sub = stream.subscribe();
     let mut events = Vec::with_capacity(64);
-    let mut rec = Recording {
-        file: None,
-        muxer: Fmp4Muxer::new(),
-        config: None,
-        fragment_start: None,
-        file_start: 0,
-        has_video: false,
-    };
-    let dir = config.dir.join(&stream.key().app).join(&stream.key().name);
     let fragment = i64::try_from(config.fragment_ms).unwrap_or(1000);
     let max_ms = i64::try_from(config.max_duration_s.saturating_mul(1000)).unwrap_or(i64::MAX);
     loop {
@@ -329,7 +420,7 @@ async fn record(
                                 != c.audio.as_ref().map(|a| a.codec_string())
                     });
                     if changed {
-                        close(&mut rec).await?;
+                        close(rec).await?;
                     }
                     rec.has_video = c.video.is_some();
                     if rec.muxer.set_config(&c).is_ok() {
@@ -338,7 +429,7 @@ async fn record(
                 }
                 HubEvent::Discontinuity => {
                     // a new timeline: a new file
-                    close(&mut rec).await?;
+                    close(rec).await?;
                     rec.muxer.reset_timing();
                 }
                 HubEvent::Frame(f) => {
@@ -348,20 +439,20 @@ async fn record(
                         if !starts || rec.config.is_none() {
                             continue;
                         }
-                        open(&mut rec, &dir, &stream.key().name, handle, dts).await?;
+                        open(rec, dir, &stream.key().name, handle, dts, config.min_free_bytes).await?;
                     }
                     // a new file at a keyframe past the bounds
                     let written = rec.file.as_ref().map_or(0, |f| f.len());
                     if starts && (dts - rec.file_start >= max_ms || written >= config.max_file_bytes) {
-                        close(&mut rec).await?;
-                        open(&mut rec, &dir, &stream.key().name, handle, dts).await?;
+                        close(rec).await?;
+                        open(rec, dir, &stream.key().name, handle, dts, config.min_free_bytes).await?;
                     }
                     // cut the fragment before a frame that starts one (a video frame, or any
                     // frame of an audio-only stream) once it is long enough
                     let cuts = !rec.has_video || f.is_video();
                     match rec.fragment_start {
                         Some(start) if cuts && dts - start >= fragment => {
-                            write_fragment(&mut rec, Some(dts)).await?;
+                            write_fragment(rec, Some(dts), config.min_free_bytes).await?;
                             let bytes = rec.file.as_ref().map_or(0, |f| f.len());
                             handle.set(|s| s.bytes = bytes);
                             rec.fragment_start = Some(dts);
@@ -382,13 +473,21 @@ async fn record(
             }
         }
     }
-    close(&mut rec).await
+    close(rec).await
 }
 
 /// Opens a new file (the muxer's initialization segment written) whose media starts at
 /// `dts`.
-async fn open(rec: &mut Recording, dir: &Path, stream: &str, handle: &RecordHandle, dts: i64) -> anyhow::Result<()> {
+async fn open(
+    rec: &mut Recording,
+    dir: &Path,
+    stream: &str,
+    handle: &RecordHandle,
+    dts: i64,
+    min_free: u64,
+) -> anyhow::Result<()> {
     let Some(init) = rec.muxer.init_segment().cloned() else { return Ok(()) };
+    file::space_left(dir, min_free)?;
     let f = file::PartFile::create(dir, stream, SystemTime::now(), init).await?;
     let shown = f.path().display().to_string();
     handle.set(|s| {
@@ -402,12 +501,16 @@ async fn open(rec: &mut Recording, dir: &Path, stream: &str, handle: &RecordHand
     Ok(())
 }
 
-/// Writes the open fragment (durable when this returns).
-async fn write_fragment(rec: &mut Recording, end_dts: Option<i64>) -> anyhow::Result<()> {
+/// Writes the open fragment (durable when this returns), if the filesystem keeps
+/// `min_free` bytes free after it.
+async fn write_fragment(rec: &mut Recording, end_dts: Option<i64>, min_free: u64) -> anyhow::Result<()> {
     let bytes = rec.muxer.finish_segment(end_dts);
     rec.muxer.start_segment();
     if let Some(f) = rec.file.as_mut() {
         if !bytes.is_empty() {
+            if let Some(dir) = f.path().parent() {
+                file::space_left(dir, min_free.saturating_add(bytes.len() as u64))?;
+            }
             f.append(bytes).await?;
         }
     }
@@ -417,13 +520,24 @@ async fn write_fragment(rec: &mut Recording, end_dts: Option<i64>) -> anyhow::Re
 /// Writes what is buffered and finalizes the open file, if any.
 async fn close(rec: &mut Recording) -> anyhow::Result<()> {
     if rec.file.is_some() {
-        write_fragment(rec, None).await?;
+        // the last fragment is written whatever the floor: the file is whole
+        write_fragment(rec, None, 0).await?;
     }
     rec.fragment_start = None;
     if let Some(f) = rec.file.take() {
         let path = f.finish().await?;
         if let Some(p) = path {
             info!(file = %p.display(), "recording file finalized");
+            // retention for this stream's app (DIR/APP/STREAM/FILE)
+            if let (Some(app_dir), Some(r)) = (p.parent().and_then(Path::parent), rec.retention.clone()) {
+                let (dir, app) = (
+                    app_dir.parent().map(Path::to_path_buf),
+                    app_dir.file_name().map(|a| a.to_string_lossy().into_owned()),
+                );
+                if let (Some(dir), Some(app)) = (dir, app) {
+                    let _ = tokio::task::spawn_blocking(move || file::sweep(&dir, Some(&[app]), &[], r.0, r.1)).await;
+                }
+            }
         }
     }
     Ok(())
