@@ -529,7 +529,7 @@ async fn close(rec: &mut Recording) -> anyhow::Result<()> {
         if let Some(p) = path {
             info!(file = %p.display(), "recording file finalized");
             // retention for this stream's app (DIR/APP/STREAM/FILE)
-            if let (Some(app_dir), Some(r)) = (p.parent().and_then(Path::parent), rec.retention.clone()) {
+            if let (Some(app_dir), Some(r)) = (p.parent().and_then(Path::parent), rec.retention) {
                 let (dir, app) = (
                     app_dir.parent().map(Path::to_path_buf),
                     app_dir.file_name().map(|a| a.to_string_lossy().into_owned()),
