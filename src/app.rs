@@ -119,6 +119,7 @@ pub async fn serve(
     let hls_viewers = hls_store.clone();
     pulls.set_hls_viewers(Box::new(move |k| hls_viewers.viewers(k)));
     let outputs = crate::session::Outputs::new(&metrics);
+    let recorder = crate::record::Recorder::new(hub.clone(), settings.clone(), metrics.clone());
     let svc = Arc::new(crate::session::Services {
         hub: hub.clone(),
         settings: settings.clone(),
@@ -128,9 +129,9 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         pulls: pulls.clone(),
         relays: relays.clone(),
+        recorder: recorder.clone(),
     });
     tasks.spawn(pulls.run_static(svc.clone()));
-    let recorder = crate::record::Recorder::new(hub.clone(), settings.clone(), svc.metrics.clone());
     tasks.spawn(crate::record::run(recorder.clone(), shutdown.clone()));
     let ingest = Arc::new(RtmpContext {
         config: config.rtmp.clone(),
@@ -145,13 +146,8 @@ pub async fn serve(
         tasks.spawn(crate::server::rtmp::serve(listener, ingest, Some(acceptor)));
     }
     let viewers = hub.clone();
-    let http = HttpContext {
-        config: config.http.clone(),
-        admin_token: config.admin.token.clone(),
-        svc,
-        hls: hls_store,
-        recorder,
-    };
+    let http =
+        HttpContext { config: config.http.clone(), admin_token: config.admin.token.clone(), svc, hls: hls_store };
     tasks.spawn(crate::server::http::serve(bound.http, http));
     shutdown.cancelled().await;
     viewers.end_for_viewers();

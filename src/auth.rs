@@ -355,6 +355,9 @@ impl Authorizer {
 pub struct CallbackAnswer {
     /// Push targets for the published stream (URL templates, as in `[relay] push`).
     pub push: Vec<String>,
+    /// Record the published stream (with its app's `record` settings), whether the app
+    /// records or not.
+    pub record: bool,
 }
 
 /// The first value of `name` in a query string (no percent-decoding: keys are opaque tokens).

@@ -308,9 +308,15 @@ fn answering_hook(answer: String) -> (String, std::sync::Arc<std::sync::Mutex<Ve
 #[test]
 fn the_on_publish_answer_starts_pushes() {
     let target = Gateway::in_process("");
-    let answer = format!(r#"{{"push": ["rtmp://{}/live/cb-{{stream}}", "ftp://bad"], "other": 1}}"#, target.rtmp);
+    let answer = format!(
+        r#"{{"push": ["rtmp://{}/live/cb-{{stream}}", "ftp://bad"], "record": true, "other": 1}}"#,
+        target.rtmp
+    );
     let (hook, seen) = answering_hook(answer);
-    let origin = Gateway::in_process(&format!("[auth]\non_publish = \"{hook}\"\n"));
+    let rec = scratch_dir("relay-callback-record");
+    // recording is off for the app: the answer turns it on for this stream
+    let origin =
+        Gateway::in_process(&format!("[auth]\non_publish = \"{hook}\"\n[record]\ndir = \"{}\"\n", rec.display()));
     let _ffmpeg = publish(&origin.rtmp_url("live/c"), Source::default(), None);
     assert!(wait_live(&origin, "live/c", Duration::from_secs(15)));
     assert!(seen.lock().unwrap().iter().any(|b| b.contains("\"publish\"")), "{:?}", seen.lock().unwrap());
@@ -320,6 +326,12 @@ fn the_on_publish_answer_starts_pushes() {
     assert_eq!(list.len(), 1, "the bad URL is refused, the good one pushed once: {list:?}");
     assert_eq!(list[0]["source"], "callback");
     assert_eq!(list[0]["state"], "publishing");
+    let v: serde_json::Value = serde_json::from_slice(&http_get(origin.http, "/api/streams/live/c").body).unwrap();
+    assert_eq!(
+        (v["recording"]["state"].as_str(), v["recording"]["source"].as_str()),
+        (Some("recording"), Some("callback")),
+        "{v}"
+    );
 }
 
 /// A CA and a server certificate it signed for 127.0.0.1 (and localhost): (ca, cert, key).

@@ -45,6 +45,8 @@ pub struct Services {
     pub pulls: crate::relay::Pulls,
     /// Pushes of live streams to other servers.
     pub relays: crate::relay::Relays,
+    /// Recordings.
+    pub recorder: crate::record::Recorder,
 }
 
 /// Why a publish or a play was refused. Each edge maps it to its protocol.

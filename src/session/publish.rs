@@ -102,6 +102,12 @@ pub async fn admit_publisher(
             Err(e) => warn!(stream = %key, "on_publish answered a push that cannot start: {e}"),
         }
     }
+    if answer.record && svc.recorder.status(key).is_none_or(|s| s.state != "recording") {
+        match svc.recorder.start(key, "callback") {
+            Ok(_) => info!(stream = %key, "recording from the on_publish answer"),
+            Err(e) => warn!(stream = %key, "on_publish asked for a recording that cannot start: {e}"),
+        }
+    }
     let (hub, gop, grace) = (svc.hub.clone(), policy.gop_cache.clone(), policy.reconnect_grace);
     let start_track =
         Box::new(move |k: &StreamKey| hub.publish_with(k.clone(), peer, credential, gop.clone(), grace).ok());

@@ -45,7 +45,7 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
         // the publisher left and the stream waits for it to come back (reconnect grace)
         "waiting_for_publisher_ms": s.waiting_since().map(|t| t.elapsed().as_millis() as u64),
         "reconnects": s.reconnects(),
-        "recording": ctx.recorder.status(s.key()),
+        "recording": ctx.svc.recorder.status(s.key()),
         "started_unix_ms": s.started().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
         "uptime_s": (uptime * 10.0).round() / 10.0,
         "video": codec.video.as_ref().map(|v| json!({
@@ -328,7 +328,7 @@ pub(crate) fn start_record(path: &str, authorization: Option<&HeaderValue>, ctx:
         Ok((key, _)) => key,
         Err(answer) => return *answer,
     };
-    match ctx.recorder.start(&key, "api") {
+    match ctx.svc.recorder.start(&key, "api") {
         Ok(status) => {
             tracing::info!(stream = %key, "admin API: recording started");
             let mut r = json_response(&json!(status));
@@ -347,7 +347,7 @@ pub(crate) fn stop_record(path: &str, authorization: Option<&HeaderValue>, ctx: 
         Ok((key, _)) => key,
         Err(answer) => return *answer,
     };
-    if ctx.recorder.stop(&key) {
+    if ctx.svc.recorder.stop(&key) {
         tracing::info!(stream = %key, "admin API: recording stopped");
         text(StatusCode::OK, "recording stopped\n")
     } else {
@@ -357,7 +357,7 @@ pub(crate) fn stop_record(path: &str, authorization: Option<&HeaderValue>, ctx: 
 
 /// `GET /api/recordings[/APP/STREAM]`: the recordings on disk, newest first.
 pub(crate) async fn recordings(ctx: &HttpContext, app: Option<&str>, stream: Option<&str>) -> Response<Body> {
-    let dirs = ctx.recorder.dirs();
+    let dirs = ctx.svc.recorder.dirs();
     let (app, stream) = (app.map(str::to_string), stream.map(str::to_string));
     let listed =
         tokio::task::spawn_blocking(move || crate::record::list::list(&dirs, app.as_deref(), stream.as_deref())).await;

@@ -57,9 +57,6 @@ pub struct HttpContext {
     /// Hub, settings, auth, metrics, shutdown.
     pub svc: Arc<crate::session::Services>,
     pub hls: HlsStore,
-    /// Recordings (their state in `/api/streams`, started and stopped by the admin API,
-    /// listed and served).
-    pub recorder: crate::record::Recorder,
 }
 
 /// Accepts HTTP connections until shutdown, then waits for them to finish.

@@ -321,7 +321,7 @@ async fn recording(
     if let Err(denied) = ctx.svc.auth.check_keys(auth, &req) {
         return refused(ctx, &denied);
     }
-    match crate::record::list::path_of(&ctx.recorder.dir_of(app), app, name, file) {
+    match crate::record::list::path_of(&ctx.svc.recorder.dir_of(app), app, name, file) {
         Some(p) => super::files::serve(p, headers).await,
         None => not_found(),
     }
