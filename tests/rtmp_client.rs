@@ -121,19 +121,6 @@ fn publish_for(d: &mut Driver, seconds: u64) {
     }
 }
 
-/// Reads `url` for 2 s with ffmpeg into a file and returns ffprobe's packet counts.
-fn read_back(url: &str, name: &str) -> (usize, usize, String) {
-    let out = scratch_dir(name).join("got.flv");
-    let r = record(url, 2, &out);
-    assert!(out.exists(), "ffmpeg read nothing from {url}: {}", String::from_utf8_lossy(&r.stderr));
-    let probe = ffprobe(out.to_str().unwrap(), &["-show_streams", "-show_packets"]);
-    let streams = probe["streams"].as_array().cloned().unwrap_or_default();
-    let codecs: Vec<String> = streams.iter().filter_map(|s| s["codec_name"].as_str().map(String::from)).collect();
-    let packets = probe["packets"].as_array().cloned().unwrap_or_default();
-    let count = |kind: &str| packets.iter().filter(|p| p["codec_type"] == kind).count();
-    (count("video"), count("audio"), codecs.join(","))
-}
-
 #[test]
 fn publishes_to_nginx_rtmp_and_livegate_and_ffmpeg_reads_both_back() {
     let nginx = NginxRtmp::start();
@@ -150,7 +137,10 @@ fn publishes_to_nginx_rtmp_and_livegate_and_ffmpeg_reads_both_back() {
         let url = format!("rtmp://{addr}/live/relayed");
         let reader = std::thread::spawn({
             let name = name.to_string();
-            move || read_back(&url, &format!("rtmp-client-{name}"))
+            move || {
+                let r = read_back(&url, &format!("rtmp-client-{name}"), 2);
+                (r.video, r.audio, r.codecs)
+            }
         });
         publish_for(&mut d, 6);
         let (video, audio, codecs) = reader.join().unwrap();

@@ -250,6 +250,32 @@ pub async fn run(relays: Relays, settings: Arc<LiveSettings>, shutdown: Cancella
     }
 }
 
+/// The client session and `connect` of a relay connection (a push publishes, a pull plays
+/// `name`): livegate's codecs announced in `fourCcList` (it can send and ingest all of
+/// them: a target answers with its own list, an Enhanced RTMP origin may send them), what
+/// the other server sends bounded by `rtmp.max_message_size`.
+pub(crate) fn relay_client(
+    config: &RelayConfig,
+    role: crate::rtmp::ClientRole,
+    tc_url: String,
+    app: String,
+    name: String,
+) -> (crate::rtmp::ClientSession, crate::rtmp::ConnectParams) {
+    let client = crate::rtmp::ClientSession::new(crate::rtmp::ClientConfig {
+        rng_seed: rand::random(),
+        max_message_size: config.max_message_size,
+        ..crate::rtmp::ClientConfig::default()
+    });
+    let mut params = crate::rtmp::ConnectParams::new(role, tc_url, app, name);
+    params.response_timeout = config.connect_timeout();
+    params.fourcc_list = crate::rtmp::session::VIDEO_FOURCCS
+        .iter()
+        .chain(&crate::rtmp::session::AUDIO_FOURCCS)
+        .map(|s| s.to_string())
+        .collect();
+    (client, params)
+}
+
 /// TLS for RTMPS targets: the platform's root certificates and `ca_file`'s, SNI, the
 /// certificate checked against the target's host name.
 pub(crate) fn tls_connector(ca_file: Option<&std::path::Path>) -> anyhow::Result<tokio_rustls::TlsConnector> {

@@ -35,7 +35,7 @@ use tracing::{info, warn};
 use super::RelayConfig;
 use crate::flv::file::TagReader;
 use crate::hub::{lock, Stream, StreamKey};
-use crate::rtmp::{ClientConfig, ClientEvent, ClientRole, ClientSession, ConnectParams, MediaKind};
+use crate::rtmp::{ClientEvent, ClientRole, MediaKind};
 use crate::session::{admit_publisher, Ingest, PublishOptions, Services};
 
 /// The query parameter naming the livegate nodes a pull came through.
@@ -462,19 +462,10 @@ async fn play_rtmp<S: AsyncRead + AsyncWrite + Unpin>(
     via: &str,
 ) -> Outcome {
     let (mut rd, mut wr) = tokio::io::split(io);
-    let max_message_size = st.pulls.inner.config.max_message_size;
-    let mut client =
-        ClientSession::new(ClientConfig { rng_seed: rand::random(), max_message_size, ..ClientConfig::default() });
     let tc_url = format!("rtmp://{}/{}", st.url.origin(), st.url.app);
     let name = format!("{}?{VIA}={via}", st.key.name);
-    let mut params = ConnectParams::new(ClientRole::Play, tc_url, st.url.app.clone(), name);
-    params.response_timeout = st.pulls.inner.config.connect_timeout();
-    // what livegate can ingest: an Enhanced RTMP origin may send these
-    params.fourcc_list = crate::rtmp::session::VIDEO_FOURCCS
-        .iter()
-        .chain(&crate::rtmp::session::AUDIO_FOURCCS)
-        .map(|s| s.to_string())
-        .collect();
+    let (mut client, params) =
+        super::relay_client(&st.pulls.inner.config, ClientRole::Play, tc_url, st.url.app.clone(), name);
     client.start(params, Instant::now());
     let mut inbuf = BytesMut::with_capacity(64 * 1024);
     let mut last_input = Instant::now();

@@ -24,7 +24,7 @@ use super::RelayConfig;
 use crate::flv::{tag_bodies, TagCodecs, TagType};
 use crate::hub::{lock, Hub, HubEvent, Stream, Subscription};
 use crate::media::CodecConfig;
-use crate::rtmp::{ClientConfig, ClientEvent, ClientRole, ClientSession, ClientState, ConnectParams, MediaKind};
+use crate::rtmp::{ClientEvent, ClientRole, ClientState, MediaKind};
 use crate::Piece;
 
 /// Backoff after a failure: 1 s doubling to 30 s, reset after a minute connected.
@@ -288,19 +288,8 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     started: Instant,
 ) -> Outcome {
     let (mut rd, mut wr) = tokio::io::split(io);
-    let mut client = ClientSession::new(ClientConfig {
-        rng_seed: rand::random(),
-        max_message_size: config.max_message_size,
-        ..ClientConfig::default()
-    });
-    let mut params = ConnectParams::new(ClientRole::Publish, url.tc_url(), url.app.clone(), url.stream.clone());
-    params.response_timeout = config.connect_timeout();
-    // what livegate can send: E-RTMP codecs are announced so the target answers with its own list
-    params.fourcc_list = crate::rtmp::session::VIDEO_FOURCCS
-        .iter()
-        .chain(&crate::rtmp::session::AUDIO_FOURCCS)
-        .map(|s| s.to_string())
-        .collect();
+    let (mut client, params) =
+        super::relay_client(config, ClientRole::Publish, url.tc_url(), url.app.clone(), url.stream.clone());
     client.start(params, Instant::now());
     let mut inbuf = BytesMut::with_capacity(4096);
     let mut queue: std::collections::VecDeque<Piece> = std::collections::VecDeque::new();

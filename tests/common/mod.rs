@@ -540,3 +540,43 @@ pub fn ffmpeg9_decode(url: &str, seconds: u32) -> (bool, String) {
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
     (out.status.success(), text)
 }
+
+/// What ffmpeg read from a URL, by ffprobe.
+#[derive(Debug, Default)]
+pub struct ReadBack {
+    pub video: usize,
+    pub audio: usize,
+    /// The streams' codecs, comma-separated (or why nothing was read).
+    pub codecs: String,
+    /// The video packets' decode times, in seconds.
+    pub video_ts: Vec<f64>,
+}
+
+/// ffmpeg reads `url` for `seconds` into a file (in the scratch dir `name`); what it got.
+pub fn read_back(url: &str, name: &str, seconds: u32) -> ReadBack {
+    let out = scratch_dir(name).join("got.flv");
+    let r = record(url, seconds, &out);
+    if !out.exists() {
+        return ReadBack { codecs: format!("nothing: {}", String::from_utf8_lossy(&r.stderr)), ..Default::default() };
+    }
+    let probe = ffprobe(out.to_str().unwrap(), &["-show_streams", "-show_packets"]);
+    let codecs: Vec<String> = probe["streams"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|s| s["codec_name"].as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let packets = probe["packets"].as_array().cloned().unwrap_or_default();
+    let count = |kind: &str| packets.iter().filter(|p| p["codec_type"] == kind).count();
+    let video_ts = packets
+        .iter()
+        .filter(|p| p["codec_type"] == "video")
+        .filter_map(|p| p["dts_time"].as_str().and_then(|t| t.parse().ok()))
+        .collect();
+    ReadBack { video: count("video"), audio: count("audio"), codecs: codecs.join(","), video_ts }
+}
+
+/// `url` plays for 2 s: at least 30 video and 30 audio packets, H.264 and AAC.
+pub fn assert_plays(url: &str, name: &str) {
+    let r = read_back(url, name, 2);
+    assert!(r.video >= 30 && r.audio >= 30, "{url}: {} video / {} audio packets ({})", r.video, r.audio, r.codecs);
+    assert!(r.codecs.contains("h264") && r.codecs.contains("aac"), "{url}: {}", r.codecs);
+}
