@@ -331,6 +331,22 @@ fn hls_js_plays_a_stream_an_edge_pulls_from_its_origin() {
     assert!(codecs.contains("avc1") && codecs.contains("mp4a"), "hls.js tracks: {}", r["tracks"]);
     let o: serde_json::Value = serde_json::from_slice(&http_get(origin.http, "/api/streams/live/edge").body).unwrap();
     assert_eq!(o["viewers"]["rtmp"], 1, "the edge pulls over one RTMP connection: {o}");
+
+    // the same from Debian's nginx-rtmp as the origin
+    let nginx = common::nginx_rtmp::NginxRtmp::start();
+    let _pub2 = publish(&format!("rtmp://{}/live/ng", nginx.addr()), Source::default(), None);
+    let edge2 = Gateway::in_process(&format!("[apps.live]\npull = \"rtmp://{}/live\"\n", nginx.addr()));
+    // (nginx-rtmp has the stream a moment after ffmpeg connects)
+    let pulled = wait_until(Duration::from_secs(15), || {
+        http_request(edge2.http, "GET", "/live/ng.flv", 20_000, Duration::from_secs(8)).status == 200
+    });
+    assert!(pulled, "the edge never pulled from nginx-rtmp");
+    let r = run_player(
+        json!({"mode": "hls", "url": edge2.http_url("/live/ng.m3u8"), "seconds": 8, "vendor": vendor(),
+               "screenshot": artifacts().join("hlsjs-edge-nginx.png")}),
+        |_, _| {},
+    );
+    assert_played(&r, 8.0);
 }
 
 #[test]
