@@ -297,6 +297,92 @@ impl Pulls {
     }
 }
 
+/// How long the start of a connection to an origin is held for the other track's codec
+/// configuration (see [`StartBuffer`]).
+const START_WINDOW: Duration = Duration::from_millis(300);
+/// What the start may hold at most.
+const START_MAX_BYTES: usize = 8 << 20;
+
+/// One message from an origin: media kind (None: metadata), timestamp, FLV tag body.
+type Message = (Option<MediaKind>, u32, bytes::Bytes);
+
+/// The start of a connection to an origin, held until both codec configurations are known.
+/// nginx-rtmp sends each track's sequence header just before that track's first frame, so
+/// the audio configuration can come after the first video frames: passed on as it comes,
+/// HLS would cut a video-only first segment and then start over with a discontinuity,
+/// which hls.js does not get past. The start is held until the stream has a video and an
+/// audio configuration, or for [`START_WINDOW`] after its first audio or video message (a
+/// stream with one track), and handed on metadata first, then the configurations, then the
+/// rest in order.
+#[derive(Debug, Default)]
+struct StartBuffer {
+    held: Vec<Message>,
+    bytes: usize,
+    video: bool,
+    audio: bool,
+    since: Option<Instant>,
+    released: bool,
+}
+
+/// Whether `m` is a codec configuration (a sequence header).
+fn is_config(m: &Message) -> bool {
+    match (m.0, m.2.first().copied(), m.2.get(1).copied()) {
+        // Enhanced RTMP: SequenceStart; legacy AVC (7) and HEVC (12): AVC packet type 0
+        (Some(MediaKind::Video), Some(b0), b1) => {
+            if b0 & 0x80 != 0 {
+                b0 & 0x0f == 0
+            } else {
+                matches!(b0 & 0x0f, 7 | 12) && b1 == Some(0)
+            }
+        }
+        // AAC (10): packet type 0; Enhanced RTMP audio (9): SequenceStart
+        (Some(MediaKind::Audio), Some(b0), b1) => match b0 >> 4 {
+            10 => b1 == Some(0),
+            9 => b0 & 0x0f == 0,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+impl StartBuffer {
+    /// Takes a message; what to hand on now, in order.
+    fn push(&mut self, m: Message, now: Instant) -> Vec<Message> {
+        if self.released {
+            return vec![m];
+        }
+        match (m.0, m.2.first()) {
+            (Some(MediaKind::Video), Some(_)) => self.video |= is_config(&m),
+            // audio formats with no configuration (MP3, …): their first frame says the
+            // track is there
+            (Some(MediaKind::Audio), Some(b0)) => self.audio |= is_config(&m) || !matches!(b0 >> 4, 9 | 10),
+            _ => {}
+        }
+        // the window starts with the first audio or video (metadata comes at once on play,
+        // media when the origin has it)
+        if m.0.is_some() {
+            self.since.get_or_insert(now);
+        }
+        self.bytes += m.2.len();
+        self.held.push(m);
+        let since = self.since.unwrap_or(now);
+        let ready = (self.video && self.audio)
+            || now.duration_since(since) >= START_WINDOW
+            || self.bytes > START_MAX_BYTES
+            || self.held.len() > 4096;
+        if !ready {
+            return Vec::new();
+        }
+        self.released = true;
+        let (mut first, rest): (Vec<Message>, Vec<Message>) =
+            std::mem::take(&mut self.held).into_iter().partition(|m| m.0.is_none() || is_config(m));
+        // metadata before the configurations
+        first.sort_by_key(|m| m.0.is_some());
+        first.extend(rest);
+        first
+    }
+}
+
 /// How one connection to the origin ended.
 enum Outcome {
     /// No viewer for `pull_idle_ms`, or shutdown: the pull is over.
@@ -402,6 +488,14 @@ impl PullRun<'_> {
         Ok(())
     }
 
+    /// [`Self::media`] through the connection's start buffer.
+    async fn media_held(&mut self, start: &mut StartBuffer, m: Message, peer: SocketAddr) -> Result<(), String> {
+        for (kind, timestamp, payload) in start.push(m, Instant::now()) {
+            self.media(kind, timestamp, payload, peer).await?;
+        }
+        Ok(())
+    }
+
     /// Whether the pull has had no viewer for `pull_idle_ms` (never for an always-on pull).
     fn idle(&mut self) -> bool {
         if self.always {
@@ -467,6 +561,7 @@ async fn play_rtmp<S: AsyncRead + AsyncWrite + Unpin>(
     let (mut client, params) =
         super::relay_client(&st.pulls.inner.config, ClientRole::Play, tc_url, st.url.app.clone(), name);
     client.start(params, Instant::now());
+    let mut start = StartBuffer::default();
     let mut inbuf = BytesMut::with_capacity(64 * 1024);
     let mut last_input = Instant::now();
     let mut check = tokio::time::interval(IDLE_CHECK);
@@ -478,8 +573,10 @@ async fn play_rtmp<S: AsyncRead + AsyncWrite + Unpin>(
         }
         while let Some(ev) = client.poll_event() {
             let r = match ev {
-                ClientEvent::Media { kind, timestamp, payload } => st.media(Some(kind), timestamp, payload, peer).await,
-                ClientEvent::Metadata { payload } => st.media(None, 0, payload, peer).await,
+                ClientEvent::Media { kind, timestamp, payload } => {
+                    st.media_held(&mut start, (Some(kind), timestamp, payload), peer).await
+                }
+                ClientEvent::Metadata { payload } => st.media_held(&mut start, (None, 0, payload), peer).await,
                 ClientEvent::Failed(f) => Err(format!("the origin refused: {f}")),
                 ClientEvent::Ended { code } => Err(format!("the origin ended the stream ({code})")),
                 _ => Ok(()),
@@ -562,6 +659,7 @@ async fn pull_http(st: &mut PullRun<'_>, via: &str) -> Outcome {
     }
     let mut body = resp.into_body();
     let mut reader = TagReader::new(st.pulls.inner.config.max_message_size as usize);
+    let mut start = StartBuffer::default();
     let mut check = tokio::time::interval(IDLE_CHECK);
     let mut last_input = Instant::now();
     loop {
@@ -585,7 +683,7 @@ async fn pull_http(st: &mut PullRun<'_>, via: &str) -> Outcome {
                             18 => None,
                             _ => continue,
                         };
-                        if let Err(why) = st.media(kind, tag.timestamp, tag.body, peer).await {
+                        if let Err(why) = st.media_held(&mut start, (kind, tag.timestamp, tag.body), peer).await {
                             return Outcome::Lost(why);
                         }
                     }
@@ -616,6 +714,33 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_is_held_until_both_configurations_are_known() {
+        let t0 = Instant::now();
+        let m = |kind, body: &'static [u8]| (kind, 0u32, bytes::Bytes::from_static(body));
+        let (v, a) = (Some(MediaKind::Video), Some(MediaKind::Audio));
+        // nginx-rtmp: video header, a keyframe, then the audio header
+        let mut b = StartBuffer::default();
+        assert!(b.push(m(None, b"meta"), t0).is_empty());
+        // (the window starts with the first media, not with the metadata)
+        let t0 = t0 + START_WINDOW * 2;
+        assert!(b.push(m(v, &[0x17, 0]), t0).is_empty());
+        assert!(b.push(m(v, &[0x17, 1, 9]), t0).is_empty());
+        let out = b.push(m(a, &[0xaf, 0]), t0);
+        let order: Vec<&[u8]> = out.iter().map(|m| &m.2[..]).collect();
+        assert_eq!(order, [&b"meta"[..], &[0x17, 0], &[0xaf, 0], &[0x17, 1, 9]]);
+        assert_eq!(b.push(m(a, &[0xaf, 1, 5]), t0).len(), 1, "then everything passes");
+        // video only: held for the window, then handed on
+        let mut b = StartBuffer::default();
+        assert!(b.push(m(v, &[0x17, 0]), t0).is_empty());
+        assert!(b.push(m(v, &[0x17, 1]), t0 + Duration::from_millis(100)).is_empty());
+        assert_eq!(b.push(m(v, &[0x27, 1]), t0 + START_WINDOW).len(), 3);
+        // MP3 needs no header: its first frame counts
+        let mut b = StartBuffer::default();
+        assert!(b.push(m(v, &[0x17, 0]), t0).is_empty());
+        assert_eq!(b.push(m(a, &[0x2f, 1]), t0).len(), 2);
+    }
 
     #[test]
     fn pull_urls_parse_or_say_why_not() {

@@ -55,7 +55,12 @@ pub fn run_player(opts: Value, mut on_event: impl FnMut(&Value, &mut ChildStdin)
     }
     let _ = child.wait();
     let mut r = result.expect("play.mjs printed no RESULT line");
-    assert!(r["ok"].as_bool().unwrap_or(false), "browser run failed: {}", r["failure"]);
+    assert!(
+        r["ok"].as_bool().unwrap_or(false),
+        "browser run failed: {} (player errors: {})",
+        r["failure"],
+        r["errors"]
+    );
     let summary = summary(&r);
     println!("{}: {summary}", opts["mode"]);
     r["summary"] = summary;

@@ -25,6 +25,9 @@ use crate::session::output;
 /// How long the request that started a pull waits for the pulled stream's first playlist
 /// (its first segment: a target duration or two after the first keyframe).
 const PULLED_PLAYLIST_WAIT: Duration = Duration::from_secs(8);
+/// A stream this young whose playlist is not there yet is waited for (see
+/// [`PULLED_PLAYLIST_WAIT`]).
+const YOUNG_STREAM: Duration = Duration::from_secs(10);
 
 pub(crate) async fn handle<B>(
     req: Request<B>,
@@ -161,7 +164,14 @@ async fn route(
                     && ctx.svc.hub.get(&key).is_none()
                     && crate::session::find(&ctx.svc, &key, query).await.is_some();
                 let mut reply = ctx.hls.playlist_or_ladder(&ctx.svc.hub, &key, variant, query).await;
-                if pulled {
+                // a stream in its first seconds (just published, or just pulled) has no
+                // playlist until its first segment: the request waits for it rather than get
+                // a 404 (hls.js gives up on a 404 playlist)
+                let young = || {
+                    ctx.svc.hub.get(&key).is_some_and(|s| s.uptime() < YOUNG_STREAM)
+                        && settings.apps.get(app).hls.enabled
+                };
+                if matches!(reply, PlaylistReply::NotFound) && (pulled || young()) {
                     let until = tokio::time::Instant::now() + PULLED_PLAYLIST_WAIT;
                     while matches!(reply, PlaylistReply::NotFound) && tokio::time::Instant::now() < until {
                         tokio::time::sleep(Duration::from_millis(100)).await;
