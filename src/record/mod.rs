@@ -317,6 +317,10 @@ struct Recording {
     retention: Option<(u64, u64)>,
 }
 
+/// Media bytes an open fragment holds at most: the muxer keeps a fragment's frames until it
+/// is cut, and a publisher whose timestamps stand still would otherwise never have it cut.
+const FRAGMENT_MAX_BYTES: usize = 8 << 20;
+
 /// How often a recording stopped by an I/O error (a full disk) tries again.
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -450,8 +454,11 @@ async fn record_once(
                     // cut the fragment before a frame that starts one (a video frame, or any
                     // frame of an audio-only stream) once it is long enough
                     let cuts = !rec.has_video || f.is_video();
+                    // ...or, whatever the timestamps say (frozen ones never make a fragment
+                    // long enough), once it holds FRAGMENT_MAX_BYTES
+                    let full = rec.muxer.segment_len() >= FRAGMENT_MAX_BYTES;
                     match rec.fragment_start {
-                        Some(start) if cuts && dts - start >= fragment => {
+                        Some(start) if (cuts && dts - start >= fragment) || full => {
                             write_fragment(rec, Some(dts), config.min_free_bytes).await?;
                             let bytes = rec.file.as_ref().map_or(0, |f| f.len());
                             handle.set(|s| s.bytes = bytes);
