@@ -332,6 +332,9 @@ pub struct HlsConfig {
     /// Bytes of segments one stream may hold (listed, and removed but still downloadable);
     /// past it the oldest go early.
     pub max_stream_bytes: usize,
+    /// While the stream is recorded, `/APP/STREAM.m3u8?dvr` offers this many seconds of
+    /// it as a live playlist a player can seek back in (served from the recording). 0: off.
+    pub dvr_window_s: u64,
 }
 
 /// See [`HlsConfig::variant`].
@@ -383,6 +386,9 @@ impl HlsConfig {
         if self.max_segment_bytes < 64 * 1024 {
             bail!("{section}.max_segment_bytes must be at least 65536, got {}", self.max_segment_bytes);
         }
+        if self.dvr_window_s > 7 * 86_400 {
+            bail!("{section}.dvr_window_s must be at most 604800 (7 days), got {}", self.dvr_window_s);
+        }
         if self.max_stream_bytes < 2 * self.max_segment_bytes {
             bail!(
                 "{section}.max_stream_bytes ({}) must be at least 2 × max_segment_bytes ({})",
@@ -409,6 +415,7 @@ impl Default for HlsConfig {
             endlist_delay_ms: 10_000,
             max_segment_bytes: 16 * 1024 * 1024,
             max_stream_bytes: 64 * 1024 * 1024,
+            dvr_window_s: 0,
         }
     }
 }

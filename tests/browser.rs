@@ -380,3 +380,61 @@ fn a_recording_plays_and_seeks_in_a_video_element() {
     assert!((4.5..=5.5).contains(&seeked), "seeked to {seeked}");
     assert!(r["totalFrames"].as_u64().unwrap_or(0) > 30, "{r}");
 }
+
+/// A live stream being recorded, rewound in hls.js through its DVR window
+/// (`/APP/STREAM.m3u8?dvr`, a live playlist served from the recording), then a past range
+/// of it (`?start=…&end=…`, a VOD playlist) played and seeked in.
+#[test]
+fn hlsjs_rewinds_a_dvr_window_and_plays_a_recorded_range() {
+    let dir = scratch_dir("browser-dvr");
+    let gw = Gateway::in_process(&format!(
+        "[hub]\nreconnect_grace_ms = 300\n[record]\nenabled = true\ndir = \"{}\"\n[apps.live.hls]\ndvr_window_s = 60\n",
+        dir.display()
+    ));
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let before = now() - 1.0;
+    let enc = publish(&gw.rtmp_url("live/dvr"), Source::default(), Some(36));
+    assert!(wait_live(&gw, "live/dvr", Duration::from_secs(20)));
+    // ~18 s recorded: the window holds that much to rewind into
+    std::thread::sleep(Duration::from_secs(18));
+    let r = run_player(
+        json!({"mode": "hls", "url": gw.http_url("/live/dvr.m3u8?dvr"), "seconds": 6, "seekTo": -12.0,
+               "vendor": vendor(), "screenshot": artifacts().join("hlsjs-dvr.png")}),
+        |_, _| {},
+    );
+    assert!(r["ok"].as_bool().unwrap_or(false), "{r}");
+    assert!(fatal_errors(&r).is_empty(), "{:?}", fatal_errors(&r));
+    let last = r["samples"].as_array().and_then(|s| s.last()).cloned().unwrap_or_default();
+    assert_eq!(last["live"], true, "the DVR playlist is a live one: {last}");
+    let window = r["seekableAtSeek"].as_array().cloned().unwrap_or_default();
+    let (w0, w1) = (window.first().and_then(|v| v.as_f64()), window.get(1).and_then(|v| v.as_f64()));
+    let (Some(w0), Some(w1)) = (w0, w1) else { panic!("no seekable range: {r}") };
+    assert!(w1 - w0 >= 12.0, "a DVR window of {:.1} s after 18 s of recording", w1 - w0);
+    let seeked = r["seekedAt"].as_f64().expect("hls.js never seeked");
+    assert!(seeked >= w0 && seeked <= w1 - 10.0, "seeked to {seeked} in {w0}..{w1}");
+    let ct = last["ct"].as_f64().unwrap_or(0.0);
+    assert!(ct > seeked + 2.5, "playback went on after the rewind only to {ct} from {seeked}");
+    assert!(r["framesDecoded"].as_u64().unwrap_or(0) > 100, "{r}");
+
+    assert!(enc.wait(Duration::from_secs(40)).is_some());
+    let finalized = wait_until(Duration::from_secs(15), || {
+        let v: serde_json::Value =
+            serde_json::from_slice(&http_get(gw.http, "/api/recordings/live/dvr").body).unwrap_or_default();
+        v["recordings"][0]["complete"] == true
+    });
+    assert!(finalized, "no finalized recording");
+    // 20 s from the middle of the recording, seeked to its 12th second
+    let url = gw.http_url(&format!("/live/dvr.m3u8?start={:.3}&end={:.3}", before + 8.0, before + 28.0));
+    let r = run_player(
+        json!({"mode": "hls", "url": url, "seconds": 4, "seekTo": 12.0, "vendor": vendor(),
+               "screenshot": artifacts().join("hlsjs-recorded-range.png")}),
+        |_, _| {},
+    );
+    assert!(r["ok"].as_bool().unwrap_or(false), "{r}");
+    assert!(fatal_errors(&r).is_empty(), "{:?}", fatal_errors(&r));
+    let duration = r["duration"].as_f64().unwrap_or(0.0);
+    assert!((19.0..=23.5).contains(&duration), "hls.js sees a {duration} s range of 20 s");
+    let seeked = r["seekedAt"].as_f64().expect("hls.js never seeked");
+    assert!((11.5..=12.5).contains(&seeked), "seeked to {seeked}");
+    assert!(r["framesDecoded"].as_u64().unwrap_or(0) > 60, "{r}");
+}

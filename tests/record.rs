@@ -313,3 +313,131 @@ fn a_full_disk_stops_only_that_recording_and_it_resumes_when_space_returns() {
         assert!(duration > 0.5 && codecs.contains("h264"), "{f:?}: {duration} {codecs}");
     }
 }
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Recorded time ranges, as a user asks for them: an HLS VOD playlist over the past
+/// recording (across the files it was cut into) that ffprobe reads whole, one MP4 of a
+/// range with its timestamps continuous across files, cut at keyframes around the range;
+/// bad times and names refused; a keyed app's playlists carry the key on every URI.
+#[test]
+fn recorded_ranges_play_as_hls_and_as_one_mp4_across_files() {
+    let dir = scratch_dir("record-ranges");
+    let gw = Gateway::in_process(&format!(
+        "[hub]\nreconnect_grace_ms = 300\n[record]\nenabled = true\ndir = \"{}\"\nmax_duration_s = 4\n\
+         [apps.keyed.auth]\nplay_keys = [\"k1\"]\n",
+        dir.display()
+    ));
+    let before = unix_now() - 2.0;
+    let a = publish(&gw.rtmp_url("live/cut"), Source::default(), Some(12));
+    let b = publish(&gw.rtmp_url("keyed/sec"), Source::default(), Some(5));
+    assert!(a.wait(Duration::from_secs(40)).is_some() && b.wait(Duration::from_secs(40)).is_some());
+    let done = wait_until(Duration::from_secs(15), || {
+        files(&dir.join("live"), ".mp4").len() >= 3 && files(&dir, ".part").is_empty()
+    });
+    assert!(done, "files: {:?}", files(&dir, ""));
+    let cut_files = files(&dir.join("live"), ".mp4").len();
+    let after = unix_now() + 1.0;
+
+    // the whole recording as an HLS VOD playlist: one discontinuity per file boundary
+    let list = format!("/live/cut.m3u8?start={before:.3}&end={after:.3}");
+    let p = http_get(gw.http, &list);
+    assert_eq!(p.status, 200, "{}", p.text());
+    let text = p.text();
+    assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD") && text.trim_end().ends_with("#EXT-X-ENDLIST"), "{text}");
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), cut_files - 1, "{text}");
+    assert_eq!(text.matches("#EXT-X-MAP:").count(), cut_files, "{text}");
+    let v = ffprobe(&gw.http_url(&list), &["-show_format", "-show_streams", "-count_packets"]);
+    let duration: f64 = v["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
+    assert!((10.5..=13.5).contains(&duration), "HLS of a 12 s recording: {duration} s");
+    let video = v["streams"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["codec_type"] == "video"))
+        .and_then(|s| s["nb_read_packets"].as_str())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(video >= 320, "{video} video packets over HLS of 12 s at 30 fps");
+
+    // the whole recording as one MP4, given as RFC 3339 and a duration
+    let listed: serde_json::Value =
+        serde_json::from_slice(&http_get(gw.http, "/api/recordings/live/cut").body).unwrap();
+    let first_start = listed["recordings"].as_array().unwrap().last().unwrap()["start"].as_str().unwrap().to_string();
+    let whole = http_get(gw.http, &format!("/live/cut.mp4?start={first_start}&duration=30"));
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    assert_eq!(whole.header("content-length"), Some(whole.body.len().to_string().as_str()));
+    let out = dir.join("whole.mp4");
+    std::fs::write(&out, &whole.body).unwrap();
+    let (d, codecs, packets) = probe(&out);
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "{codecs}");
+    assert!((10.5..=13.5).contains(&d), "one MP4 of {cut_files} files: {d} s");
+    assert!(packets >= 320, "{packets} video packets");
+    let decoded = Command::new(require_tool("ffmpeg"))
+        .args(["-v", "error", "-xerror", "-i"])
+        .arg(&out)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(decoded.status.success() && decoded.stderr.is_empty(), "{}", String::from_utf8_lossy(&decoded.stderr));
+    // timestamps run on across the files: no jump back, no hole past a GOP
+    let pkts = ffprobe(out.to_str().unwrap(), &["-select_streams", "v", "-show_entries", "packet=dts_time"]);
+    let dts: Vec<f64> = pkts["packets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["dts_time"].as_str().and_then(|t| t.parse().ok()))
+        .collect();
+    assert!(dts.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] < 1.2), "video DTS jump: {dts:?}");
+
+    // a range inside: cut at the keyframes around it (1 s GOP, 2 s segments)
+    let t = first_start.trim_end_matches('Z').to_string() + "Z";
+    let inner = http_get(gw.http, &format!("/live/cut.mp4?start={}&duration=3", before + 2.0 + 5.0));
+    assert_eq!(inner.status, 200, "{t}: {}", inner.text());
+    let out = dir.join("inner.mp4");
+    std::fs::write(&out, &inner.body).unwrap();
+    let (d, _, _) = probe(&out);
+    assert!((2.5..=7.5).contains(&d), "a 3 s range: {d} s");
+
+    // bad requests
+    let ok_start = format!("{before:.0}");
+    for (path, status) in [
+        ("/live/cut.mp4?start=yesterday".to_string(), 400),
+        (format!("/live/cut.mp4?start={ok_start}&duration=-1"), 400),
+        (format!("/live/cut.mp4?start={ok_start}&duration=NaN"), 400),
+        (format!("/live/cut.mp4?start={ok_start}&end={}", before - 10.0), 400),
+        (format!("/live/cut.mp4?start={ok_start}&duration=100000"), 400),
+        (format!("/live/cut.m3u8?start={}", after + 3600.0), 404),
+        (format!("/live/nothing.m3u8?start={ok_start}"), 404),
+        ("/live/cut.mp4?start=..%2F..%2Fetc%2Fpasswd".to_string(), 400),
+        (format!("/live/..%2Fcut.mp4?start={ok_start}"), 404),
+        ("/live/cut.m3u8?dvr".to_string(), 404),
+    ] {
+        let r = http_get(gw.http, &path);
+        assert!(r.status == status || (status == 404 && r.status == 400), "{path}: {} {}", r.status, r.text());
+    }
+    let seg_base = text.lines().find(|l| l.starts_with("/recordings/")).unwrap().split('?').next().unwrap().to_string();
+    assert_eq!(http_get(gw.http, &format!("{seg_base}?seg=abc")).status, 400);
+    assert_eq!(http_get(gw.http, &format!("{seg_base}?seg=99999")).status, 404);
+    assert_eq!(http_get(gw.http, &format!("{seg_base}?init")).status, 200);
+
+    // a keyed app: no playlist or segment without the key; every URI carries it
+    let keyed = format!("/keyed/sec.m3u8?start={before:.3}&end={after:.3}");
+    assert_eq!(http_get(gw.http, &keyed).status, 401);
+    let p = http_get(gw.http, &format!("{keyed}&key=k1"));
+    assert_eq!(p.status, 200, "{}", p.text());
+    let uris: Vec<String> = p
+        .text()
+        .lines()
+        .filter_map(|l| {
+            if l.starts_with('/') {
+                Some(l.to_string())
+            } else {
+                l.split("URI=\"").nth(1).map(|u| u.trim_end_matches('"').to_string())
+            }
+        })
+        .collect();
+    assert!(uris.len() >= 3 && uris.iter().all(|u| u.ends_with("&key=k1")), "{uris:?}");
+    assert_eq!(http_get(gw.http, &uris[1]).status, 200);
+    assert_eq!(http_get(gw.http, uris[1].trim_end_matches("&key=k1")).status, 401);
+}

@@ -32,6 +32,49 @@ pub struct Listed {
     pub complete: bool,
 }
 
+/// A recording file of one stream, as its directory lists it.
+#[derive(Debug, Clone)]
+pub struct FileRef {
+    pub path: PathBuf,
+    /// Its name (`….mp4` or `….mp4.part`).
+    pub name: String,
+    /// Its name as a URL gives it: always `….mp4` (a file still being recorded is found
+    /// under its final name too).
+    pub url_name: String,
+    /// Start, UTC, RFC 3339 (from the name).
+    pub start: Option<String>,
+    pub start_unix: Option<f64>,
+    pub complete: bool,
+}
+
+/// The recordings of one stream directory (`DIR/APP/STREAM`), oldest first, at most
+/// [`MAX_LISTED`].
+pub fn stream_files(stream_dir: &Path, stream: &str) -> Vec<FileRef> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(stream_dir) else { return out };
+    for e in entries.flatten() {
+        if out.len() >= MAX_LISTED {
+            break;
+        }
+        let name = e.file_name().to_string_lossy().into_owned();
+        let complete = name.ends_with(".mp4");
+        if !complete && !name.ends_with(".mp4.part") {
+            continue;
+        }
+        let start = start_of(&name, stream);
+        out.push(FileRef {
+            path: e.path(),
+            url_name: name.trim_end_matches(".part").to_string(),
+            start_unix: start.as_deref().and_then(super::clock::parse_time),
+            start,
+            name,
+            complete,
+        });
+    }
+    out.sort_by(|a, b| a.start.cmp(&b.start).then(a.name.cmp(&b.name)));
+    out
+}
+
 /// The recordings under `dirs` (of `app`/`stream` when given), newest first, at most
 /// [`MAX_LISTED`].
 pub fn list(dirs: &[PathBuf], app: Option<&str>, stream: Option<&str>) -> Vec<Listed> {
@@ -39,19 +82,13 @@ pub fn list(dirs: &[PathBuf], app: Option<&str>, stream: Option<&str>) -> Vec<Li
     for dir in dirs {
         for app_dir in subdirs(dir).filter(|(n, _)| app.is_none_or(|a| a == n)) {
             for stream_dir in subdirs(&app_dir.1).filter(|(n, _)| stream.is_none_or(|s| s == n)) {
-                let Ok(entries) = std::fs::read_dir(&stream_dir.1) else { continue };
-                for e in entries.flatten() {
+                for f in stream_files(&stream_dir.1, &stream_dir.0) {
                     if out.len() >= MAX_LISTED {
                         break;
                     }
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let complete = name.ends_with(".mp4");
-                    if !complete && !name.ends_with(".mp4.part") {
-                        continue;
-                    }
-                    let Ok(meta) = e.metadata() else { continue };
-                    let (duration_s, codecs) = if complete {
-                        match read_summary(&e.path()) {
+                    let Ok(meta) = std::fs::metadata(&f.path) else { continue };
+                    let (duration_s, codecs) = if f.complete {
+                        match read_summary(&f.path) {
                             Some((d, c)) => (Some((d * 1000.0).round() / 1000.0), c),
                             None => (None, Vec::new()),
                         }
@@ -59,15 +96,15 @@ pub fn list(dirs: &[PathBuf], app: Option<&str>, stream: Option<&str>) -> Vec<Li
                         (None, Vec::new())
                     };
                     out.push(Listed {
-                        url: complete.then(|| format!("/recordings/{}/{}/{name}", app_dir.0, stream_dir.0)),
-                        start: start_of(&name, &stream_dir.0),
+                        url: f.complete.then(|| format!("/recordings/{}/{}/{}", app_dir.0, stream_dir.0, f.name)),
+                        start: f.start,
                         app: app_dir.0.clone(),
                         stream: stream_dir.0.clone(),
-                        file: name,
+                        file: f.name,
                         duration_s,
                         size: meta.len(),
                         codecs,
-                        complete,
+                        complete: f.complete,
                     });
                 }
             }

@@ -17,8 +17,10 @@
 //!   An I/O error (disk full, read-only, a directory gone) ends that stream's recording
 //!   (logged, counted); nothing else is affected.
 
+pub mod clock;
 mod file;
 pub mod list;
+pub mod playback;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -112,7 +114,31 @@ pub struct RecordStatus {
 struct RecordHandle {
     status: std::sync::Mutex<RecordStatus>,
     stop: CancellationToken,
+    run: Arc<std::sync::Mutex<Run>>,
 }
+
+/// The files one recording has written, in order: how a DVR window numbers its segments
+/// across files (see `playback`).
+#[derive(Debug, Default, Clone)]
+pub struct Run {
+    /// Segments of the files no longer listed here (the oldest, past [`RUN_FILES`]).
+    pub dropped_segments: u64,
+    /// Files no longer listed here.
+    pub dropped_files: u64,
+    pub files: std::collections::VecDeque<RunFile>,
+}
+
+/// One file of a [`Run`].
+#[derive(Debug, Clone)]
+pub struct RunFile {
+    /// Its name as a URL gives it (`….mp4`).
+    pub url_name: String,
+    /// Its segments once it is finalized.
+    pub segments: Option<u64>,
+}
+
+/// Files a [`Run`] lists.
+const RUN_FILES: usize = 10_000;
 
 impl RecordHandle {
     fn set(&self, f: impl FnOnce(&mut RecordStatus)) {
@@ -140,11 +166,20 @@ struct RecorderInner {
     settings: Arc<LiveSettings>,
     metrics: Arc<Metrics>,
     active: std::sync::Mutex<std::collections::HashMap<crate::hub::StreamKey, Arc<RecordHandle>>>,
+    playback: playback::Playback,
 }
 
 impl Recorder {
     pub fn new(hub: Hub, settings: Arc<LiveSettings>, metrics: Arc<Metrics>) -> Self {
-        Self { inner: Arc::new(RecorderInner { hub, settings, metrics, active: Default::default() }) }
+        Self {
+            inner: Arc::new(RecorderInner {
+                hub,
+                settings,
+                metrics,
+                active: Default::default(),
+                playback: Default::default(),
+            }),
+        }
     }
 
     /// Starts recording the live stream `key` with its app's `record` settings (whether
@@ -169,6 +204,7 @@ impl Recorder {
                 source,
             }),
             stop: CancellationToken::new(),
+            run: Default::default(),
         });
         {
             let mut active = crate::hub::lock(&self.inner.active);
@@ -181,7 +217,7 @@ impl Recorder {
         let (metrics, recorder) = (self.inner.metrics.clone(), self.clone());
         tokio::spawn(async move {
             info!(stream = %key, dir = %config.dir.display(), source, "recording");
-            match record(&stream, &config, &metrics, &handle).await {
+            match record(&stream, &config, &metrics, &handle, recorder.playback()).await {
                 Ok(()) => {
                     handle.set(|s| s.state = "stopped");
                     info!(stream = %key, "recording ended");
@@ -221,6 +257,19 @@ impl Recorder {
     /// The recording of `key`, for `/api/streams`.
     pub fn status(&self, key: &crate::hub::StreamKey) -> Option<RecordStatus> {
         crate::hub::lock(&self.inner.active).get(key).map(|h| crate::hub::lock(&h.status).clone())
+    }
+
+    /// The files the recording of `key` has written so far (None: not being recorded).
+    pub fn run(&self, key: &crate::hub::StreamKey) -> Option<Run> {
+        let active = crate::hub::lock(&self.inner.active);
+        let h = active.get(key).filter(|h| crate::hub::lock(&h.status).state == "recording")?;
+        let run = crate::hub::lock(&h.run).clone();
+        Some(run)
+    }
+
+    /// The index cache of recordings being played back.
+    pub fn playback(&self) -> &playback::Playback {
+        &self.inner.playback
     }
 
     /// Every directory recordings may be in (the default's and every app's).
@@ -315,6 +364,8 @@ struct Recording {
     has_video: bool,
     /// (keep_days, keep_bytes) of the app, applied when a file is finalized.
     retention: Option<(u64, u64)>,
+    run: Arc<std::sync::Mutex<Run>>,
+    playback: playback::Playback,
 }
 
 /// Media bytes an open fragment holds at most: the muxer keeps a fragment's frames until it
@@ -333,6 +384,7 @@ async fn record(
     config: &RecordConfig,
     metrics: &Metrics,
     handle: &RecordHandle,
+    playback: &playback::Playback,
 ) -> anyhow::Result<()> {
     let dir = config.dir.join(&stream.key().app).join(&stream.key().name);
     let mut unfinished: Vec<PathBuf> = Vec::new();
@@ -345,6 +397,8 @@ async fn record(
             file_start: 0,
             has_video: false,
             retention: Some((config.keep_days, config.keep_bytes)),
+            run: handle.run.clone(),
+            playback: playback.clone(),
         };
         let mut error = record_once(stream, config, metrics, handle, &dir, &mut rec).await.err();
         // what the error left open: finalized if the disk lets it, else later
@@ -497,6 +551,17 @@ async fn open(
     file::space_left(dir, min_free)?;
     let f = file::PartFile::create(dir, stream, SystemTime::now(), init).await?;
     let shown = f.path().display().to_string();
+    {
+        let mut run = crate::hub::lock(&rec.run);
+        if run.files.len() >= RUN_FILES {
+            if let Some(old) = run.files.pop_front() {
+                run.dropped_segments += old.segments.unwrap_or(0);
+                run.dropped_files += 1;
+            }
+        }
+        let url_name = f.path().file_name().map(|n| n.to_string_lossy().trim_end_matches(".part").to_string());
+        run.files.push_back(RunFile { url_name: url_name.unwrap_or_default(), segments: None });
+    }
     handle.set(|s| {
         s.file = Some(shown);
         s.bytes = f.len();
@@ -533,6 +598,25 @@ async fn close(rec: &mut Recording) -> anyhow::Result<()> {
     rec.fragment_start = None;
     if let Some(f) = rec.file.take() {
         let path = f.finish().await?;
+        // the run learns the file's segments (a DVR window numbers on from them)
+        let segments = match &path {
+            Some(p) => {
+                let (p, pb) = (p.clone(), rec.playback.clone());
+                let ix = tokio::task::spawn_blocking(move || pb.index(&p)).await;
+                ix.ok().and_then(Result::ok).map(|ix| ix.segments().len() as u64)
+            }
+            None => None,
+        };
+        {
+            let mut run = crate::hub::lock(&rec.run);
+            match (path.is_some(), run.files.back_mut()) {
+                (true, Some(last)) => last.segments = Some(segments.unwrap_or(0)),
+                (false, Some(_)) => {
+                    run.files.pop_back();
+                }
+                _ => {}
+            }
+        }
         if let Some(p) = path {
             info!(file = %p.display(), "recording file finalized");
             // retention for this stream's app (DIR/APP/STREAM/FILE)
@@ -554,21 +638,8 @@ async fn close(rec: &mut Recording) -> anyhow::Result<()> {
 fn file_stem(stream: &str, at: SystemTime) -> String {
     let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
+    let (y, m, d) = clock::civil_from_days(days as i64);
     format!("{stream}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// `dir/stem.mp4.part`, or `dir/stem-N.mp4.part` when the name (or its finalized file) is
@@ -592,7 +663,5 @@ mod tests {
     fn file_names_carry_the_stream_and_its_start_in_utc() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_647_860);
         assert_eq!(file_stem("demo", t), "demo-20261207-125100");
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
 }

@@ -5,7 +5,8 @@
 // options: { mode: "hls" | "flv" | "file" | "page",
 //            url:  media URL (hls/flv) or the built-in player page URL (page),
 //            seconds: how long to watch after the first frame,
-//            seekTo: (file) seek there 1 s after playing starts,
+//            seekTo: (file, hls) seek there 1 s after playing starts (a negative value: that
+//                    many seconds before the end of what can be seeked in, e.g. a DVR window),
 //            vendor: folder with hls.min.js and mpegts.js (the pinned copies livegate serves),
 //            screenshot: optional PNG path,
 //            waitMarks: optional list of stdin lines to wait for before the end (e.g. ["restarted"]),
@@ -43,7 +44,21 @@ function firstFrame() {
   if (!('requestVideoFrameCallback' in v)) return;
   v.requestVideoFrameCallback(() => { H.firstFrameMs = performance.now() - H.t0; note('first-frame'); });
 }
-H.startHls = (url, switchLevel, switchAudio) => {
+// seek to "to" (negative: from the end of the seekable range) 1 s after playing starts
+H.seekAfterPlaying = (to) => {
+  v.addEventListener('seeked', () => { H.seekedAt = v.currentTime; note('seeked'); });
+  if (to == null) return;
+  v.addEventListener('playing', () => {
+    if (H.seekAsked) return;
+    H.seekAsked = true;
+    setTimeout(() => {
+      const s = v.seekable;
+      H.seekableAtSeek = s.length ? [s.start(0), s.end(s.length - 1)] : null;
+      v.currentTime = to >= 0 ? to : Math.max(0, (s.length ? s.end(s.length - 1) : 0) + to);
+    }, 1000);
+  });
+};
+H.startHls = (url, switchLevel, switchAudio, seekTo) => {
   if (!Hls.isSupported()) throw new Error('hls.js: MSE not supported');
   const hls = H.hls = new Hls({ enableWorker: true });
   H.switches = [];
@@ -70,6 +85,7 @@ H.startHls = (url, switchLevel, switchAudio) => {
   hls.on(Hls.Events.ERROR, (_, d) => H.errors.push({ fatal: !!d.fatal, type: d.type, details: d.details, parent: d.parent || d.sourceBufferName || null, message: String((d.error && d.error.message) || d.reason || '') }));
   hls.on(Hls.Events.BUFFER_CODECS, (_, d) => { H.tracks = Object.fromEntries(Object.entries(d).map(([k, t]) => [k, t.codec || ''])); });
   hls.on(Hls.Events.LEVEL_UPDATED, (_, d) => { if (!d.details.live) note('playlist-not-live'); });
+  H.seekAfterPlaying(seekTo);
   firstFrame();
   H.t0 = performance.now();
   hls.loadSource(url);
@@ -91,14 +107,7 @@ H.startFlv = (url) => {
 H.startFile = (url, seekTo) => {
   firstFrame();
   H.t0 = performance.now();
-  v.addEventListener('seeked', () => { H.seekedAt = v.currentTime; note('seeked'); });
-  if (seekTo != null) {
-    v.addEventListener('playing', () => {
-      if (H.seekAsked) return;
-      H.seekAsked = true;
-      setTimeout(() => { v.currentTime = seekTo; }, 1000);
-    });
-  }
+  H.seekAfterPlaying(seekTo);
   v.src = url;
   v.play().catch((e) => note('play() rejected: ' + e));
 };
@@ -183,11 +192,11 @@ try {
     result.pageOrigin = origin;
     await page.goto(origin + '/');
     result.codecSupport = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.64001f,mp4a.40.2"'));
-    await page.evaluate(([mode, url, sw, sa, seekTo]) => (mode === 'hls' ? H.startHls(url, sw, sa)
+    await page.evaluate(([mode, url, sw, sa, seekTo]) => (mode === 'hls' ? H.startHls(url, sw, sa, seekTo)
       : mode === 'file' ? H.startFile(url, seekTo) : H.startFlv(url)),
       [opts.mode, opts.url, opts.switchLevel ?? null, opts.switchAudio ?? null, opts.seekTo ?? null]);
     getSample = () => page.evaluate(() => H.sample());
-    getState = () => page.evaluate(() => ({ firstFrameMs: H.firstFrameMs, playingMs: H.playingMs, errors: H.errors, events: H.events, ended: H.ended, mediaInfo: H.mediaInfo || null, seekedAt: H.seekedAt ?? null, duration: Number.isFinite(v.duration) ? v.duration : null }));
+    getState = () => page.evaluate(() => ({ firstFrameMs: H.firstFrameMs, playingMs: H.playingMs, errors: H.errors, events: H.events, ended: H.ended, mediaInfo: H.mediaInfo || null, seekedAt: H.seekedAt ?? null, seekableAtSeek: H.seekableAtSeek ?? null, duration: Number.isFinite(v.duration) ? v.duration : null }));
   }
 
   // startup: generous timeout, then watch `seconds` from the first frame
@@ -254,6 +263,7 @@ try {
     mediaInfo: st.mediaInfo ?? null,
     ended: st.ended ?? false,
     seekedAt: st.seekedAt ?? null,
+    seekableAtSeek: st.seekableAtSeek ?? null,
     duration: st.duration ?? null,
     events: st.events,
   });

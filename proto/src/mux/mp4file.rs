@@ -139,31 +139,17 @@ impl Index {
     /// The tracks the initialization segment's `moov` (the whole box) declares; at most
     /// `max_samples` samples over all tracks (16 bytes each while finalizing).
     pub fn new(moov: &[u8], max_samples: usize) -> Result<Self, Mp4Error> {
-        let body = moov.get(8..).ok_or(Mp4Error::Malformed("moov"))?;
-        let mut tracks = Vec::new();
-        for c in children(body) {
-            let (kind, _, trak) = c?;
-            if &kind != b"trak" {
-                continue;
-            }
-            let (_, _, tkhd) = child(trak, b"tkhd")?.ok_or(Mp4Error::Malformed("trak without tkhd"))?;
-            let v1 = tkhd.first() == Some(&1);
-            let id = be32(tkhd, if v1 { 20 } else { 12 })?;
-            let (_, _, mdia) = child(trak, b"mdia")?.ok_or(Mp4Error::Malformed("trak without mdia"))?;
-            let (_, _, mdhd) = child(mdia, b"mdhd")?.ok_or(Mp4Error::Malformed("mdia without mdhd"))?;
-            let timescale = be32(mdhd, if mdhd.first() == Some(&1) { 20 } else { 12 })?;
-            tracks.push(Track {
-                id,
-                timescale: timescale.max(1),
+        let tracks = tracks(moov)?
+            .into_iter()
+            .map(|t| Track {
+                id: t.id,
+                timescale: t.timescale,
                 samples: Vec::new(),
                 chunks: Vec::new(),
                 start: None,
                 end: 0,
-            });
-        }
-        if tracks.is_empty() {
-            return Err(Mp4Error::Malformed("moov without tracks"));
-        }
+            })
+            .collect();
         Ok(Self { tracks, max_samples })
     }
 
@@ -217,55 +203,18 @@ impl Index {
                 if &kind != b"trun" {
                     continue;
                 }
-                let v = trun.first().copied().unwrap_or(0);
-                let tflags = be32(trun, 0)? & 0x00ff_ffff;
-                let count = be32(trun, 4)? as usize;
-                let mut at = 8;
-                let mut data = base;
-                if tflags & 0x01 != 0 {
-                    let off = be32(trun, at)? as i32;
-                    data = base.checked_add_signed(i64::from(off)).ok_or(Mp4Error::Malformed("trun data offset"))?;
-                    at += 4;
-                }
-                let mut first_flags = None;
-                if tflags & 0x04 != 0 {
-                    first_flags = Some(be32(trun, at)?);
-                    at += 4;
-                }
-                let per = [0x100, 0x200, 0x400, 0x800].iter().filter(|f| tflags & **f != 0).count() * 4;
-                if count.saturating_mul(per) > trun.len().saturating_sub(at) {
-                    return Err(Mp4Error::Malformed("trun sample count"));
-                }
-                if total + added + count > max {
-                    return Err(Mp4Error::TooManySamples(max));
-                }
-                for i in 0..count {
-                    let mut s = Sample { size: 0, duration: 0, cts: 0, sync: true };
-                    if tflags & 0x100 != 0 {
-                        s.duration = be32(trun, at)?;
-                        at += 4;
+                let run = parse_trun(trun, max.saturating_sub(total + added)).map_err(|e| match e {
+                    Mp4Error::TooManySamples(_) => Mp4Error::TooManySamples(max),
+                    e => e,
+                })?;
+                let data = match run.data_offset {
+                    Some(off) => {
+                        base.checked_add_signed(i64::from(off)).ok_or(Mp4Error::Malformed("trun data offset"))?
                     }
-                    if tflags & 0x200 != 0 {
-                        s.size = be32(trun, at)?;
-                        at += 4;
-                    }
-                    let sample_flags = if tflags & 0x400 != 0 {
-                        let f = be32(trun, at)?;
-                        at += 4;
-                        Some(f)
-                    } else if i == 0 {
-                        first_flags
-                    } else {
-                        None
-                    };
-                    if let Some(f) = sample_flags {
-                        s.sync = f & 0x0001_0000 == 0;
-                    }
-                    if tflags & 0x800 != 0 {
-                        let c = be32(trun, at)?;
-                        s.cts = if v == 0 { i32::try_from(c).unwrap_or(i32::MAX) } else { c as i32 };
-                        at += 4;
-                    }
+                    None => base,
+                };
+                let count = run.samples.len();
+                for s in run.samples {
                     track.end += u64::from(s.duration);
                     track.samples.push(s);
                 }
@@ -317,6 +266,185 @@ impl Index {
         })?;
         Ok(out.to_vec())
     }
+}
+
+/// One `trun` (its body): the data offset it names, and its samples; at most `limit`.
+struct Run {
+    data_offset: Option<i32>,
+    samples: Vec<Sample>,
+}
+
+fn parse_trun(trun: &[u8], limit: usize) -> Result<Run, Mp4Error> {
+    let v = trun.first().copied().unwrap_or(0);
+    let tflags = be32(trun, 0)? & 0x00ff_ffff;
+    let count = be32(trun, 4)? as usize;
+    let mut at = 8;
+    let mut data_offset = None;
+    if tflags & 0x01 != 0 {
+        data_offset = Some(be32(trun, at)? as i32);
+        at += 4;
+    }
+    let mut first_flags = None;
+    if tflags & 0x04 != 0 {
+        first_flags = Some(be32(trun, at)?);
+        at += 4;
+    }
+    let per = [0x100, 0x200, 0x400, 0x800].iter().filter(|f| tflags & **f != 0).count() * 4;
+    if count.saturating_mul(per) > trun.len().saturating_sub(at) {
+        return Err(Mp4Error::Malformed("trun sample count"));
+    }
+    if count > limit {
+        return Err(Mp4Error::TooManySamples(limit));
+    }
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut s = Sample { size: 0, duration: 0, cts: 0, sync: true };
+        if tflags & 0x100 != 0 {
+            s.duration = be32(trun, at)?;
+            at += 4;
+        }
+        if tflags & 0x200 != 0 {
+            s.size = be32(trun, at)?;
+            at += 4;
+        }
+        let sample_flags = if tflags & 0x400 != 0 {
+            let f = be32(trun, at)?;
+            at += 4;
+            Some(f)
+        } else if i == 0 {
+            first_flags
+        } else {
+            None
+        };
+        if let Some(f) = sample_flags {
+            s.sync = f & 0x0001_0000 == 0;
+        }
+        if tflags & 0x800 != 0 {
+            let c = be32(trun, at)?;
+            s.cts = if v == 0 { i32::try_from(c).unwrap_or(i32::MAX) } else { c as i32 };
+            at += 4;
+        }
+        samples.push(s);
+    }
+    Ok(Run { data_offset, samples })
+}
+
+/// A track of a recording's `moov`, as playback reads its fragments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackInfo {
+    pub id: u32,
+    pub timescale: u32,
+    pub video: bool,
+}
+
+/// The tracks a `moov` (the whole box) declares.
+pub fn tracks(moov: &[u8]) -> Result<Vec<TrackInfo>, Mp4Error> {
+    let body = moov.get(8..).ok_or(Mp4Error::Malformed("moov"))?;
+    let mut tracks = Vec::new();
+    for c in children(body) {
+        let (kind, _, trak) = c?;
+        if &kind != b"trak" {
+            continue;
+        }
+        let (_, _, tkhd) = child(trak, b"tkhd")?.ok_or(Mp4Error::Malformed("trak without tkhd"))?;
+        let id = be32(tkhd, if tkhd.first() == Some(&1) { 20 } else { 12 })?;
+        let (_, _, mdia) = child(trak, b"mdia")?.ok_or(Mp4Error::Malformed("trak without mdia"))?;
+        let (_, _, mdhd) = child(mdia, b"mdhd")?.ok_or(Mp4Error::Malformed("mdia without mdhd"))?;
+        let timescale = be32(mdhd, if mdhd.first() == Some(&1) { 20 } else { 12 })?;
+        // hdlr: version/flags 4, pre-defined 4, handler type 4
+        let video = child(mdia, b"hdlr")?.and_then(|(_, _, h)| h.get(8..12)) == Some(b"vide".as_slice());
+        tracks.push(TrackInfo { id, timescale: timescale.max(1), video });
+    }
+    if tracks.is_empty() {
+        return Err(Mp4Error::Malformed("moov without tracks"));
+    }
+    Ok(tracks)
+}
+
+/// What playback needs of one fragment: when it starts (seconds; the earliest track's
+/// decode time), how long it lasts (seconds; the longest track), and whether it can be
+/// played from (its video track starts with a sync sample; always, without video).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FragmentTimes {
+    pub start: f64,
+    pub duration: f64,
+    pub keyframe: bool,
+}
+
+/// The [`FragmentTimes`] of a `moof` (the whole box) of a file with `tracks`.
+pub fn fragment_times(moof: &[u8], tracks: &[TrackInfo]) -> Result<FragmentTimes, Mp4Error> {
+    let body = moof.get(8..).ok_or(Mp4Error::Malformed("moof"))?;
+    let (mut start, mut end) = (f64::INFINITY, f64::NEG_INFINITY);
+    let mut keyframe = !tracks.iter().any(|t| t.video);
+    for c in children(body) {
+        let (kind, _, traf) = c?;
+        if &kind != b"traf" {
+            continue;
+        }
+        let (_, _, tfhd) = child(traf, b"tfhd")?.ok_or(Mp4Error::Malformed("traf without tfhd"))?;
+        let id = be32(tfhd, 4)?;
+        let track = tracks.iter().find(|t| t.id == id).ok_or(Mp4Error::UnknownTrack(id))?;
+        let decode = match child(traf, b"tfdt")? {
+            Some((_, _, tfdt)) if tfdt.first() == Some(&1) => be64(tfdt, 4)?,
+            Some((_, _, tfdt)) => u64::from(be32(tfdt, 4)?),
+            None => return Err(Mp4Error::Malformed("traf without tfdt")),
+        };
+        let mut duration = 0u64;
+        let mut first = true;
+        for c in children(traf) {
+            let (kind, _, trun) = c?;
+            if &kind != b"trun" {
+                continue;
+            }
+            let run = parse_trun(trun, usize::MAX)?;
+            if first && track.video {
+                keyframe = run.samples.first().is_some_and(|s| s.sync);
+            }
+            first &= run.samples.is_empty();
+            duration += run.samples.iter().map(|s| u64::from(s.duration)).sum::<u64>();
+        }
+        let ts = f64::from(track.timescale);
+        start = start.min(decode as f64 / ts);
+        end = end.max((decode + duration) as f64 / ts);
+    }
+    if !start.is_finite() {
+        return Err(Mp4Error::Malformed("moof without tracks"));
+    }
+    Ok(FragmentTimes { start, duration: (end - start).max(0.0), keyframe })
+}
+
+/// Moves every track of a `moof` (the whole box, in place) by `delta` seconds: its `tfdt`
+/// decode times (a time that would fall below zero becomes zero).
+pub fn shift_decode_times(moof: &mut [u8], tracks: &[TrackInfo], delta: f64) -> Result<(), Mp4Error> {
+    let mut at = Vec::new();
+    {
+        let base = moof.as_ptr() as usize;
+        let body = moof.get(8..).ok_or(Mp4Error::Malformed("moof"))?;
+        for c in children(body) {
+            let (kind, _, traf) = c?;
+            if &kind != b"traf" {
+                continue;
+            }
+            let (_, _, tfhd) = child(traf, b"tfhd")?.ok_or(Mp4Error::Malformed("traf without tfhd"))?;
+            let id = be32(tfhd, 4)?;
+            let track = tracks.iter().find(|t| t.id == id).ok_or(Mp4Error::UnknownTrack(id))?;
+            if let Some((_, _, tfdt)) = child(traf, b"tfdt")? {
+                let v1 = tfdt.first() == Some(&1);
+                let now = if v1 { be64(tfdt, 4)? } else { u64::from(be32(tfdt, 4)?) };
+                let moved = (now as f64 + delta * f64::from(track.timescale)).round().max(0.0) as u64;
+                at.push((tfdt.as_ptr() as usize - base + 4, v1, moved));
+            }
+        }
+    }
+    for (offset, v1, t) in at {
+        if v1 {
+            moof[offset..offset + 8].copy_from_slice(&t.to_be_bytes());
+        } else {
+            let t = u32::try_from(t).map_err(|_| Mp4Error::Malformed("tfdt version 0 overflow"))?;
+            moof[offset..offset + 4].copy_from_slice(&t.to_be_bytes());
+        }
+    }
+    Ok(())
 }
 
 /// What a listing shows of a finalized file: its duration in seconds and the sample entry
@@ -596,6 +724,36 @@ mod tests {
         let (duration, codecs) = summary(&out).unwrap();
         assert_eq!(codecs, ["avc1", "mp4a"]);
         assert!((duration - 2.97).abs() < 0.1, "{duration}");
+    }
+
+    #[test]
+    fn fragments_tell_their_times_and_move_in_time() {
+        let (file, moov, moofs) = record(3);
+        let tracks = tracks(&file[moov]).unwrap();
+        assert_eq!(tracks.iter().map(|t| t.video).collect::<Vec<_>>(), [true, false]);
+        let moof = |i: usize| {
+            let h = BoxHeader::parse(&file[moofs[i]..]).unwrap().unwrap();
+            file[moofs[i]..moofs[i] + h.size as usize].to_vec()
+        };
+        let times: Vec<FragmentTimes> = (0..3).map(|i| fragment_times(&moof(i), &tracks).unwrap()).collect();
+        // 30 frames of 33 ms each; keyframes start fragments 0 and 2
+        assert_eq!(times.iter().map(|t| t.keyframe).collect::<Vec<_>>(), [true, false, true]);
+        for (i, t) in times.iter().enumerate() {
+            assert!((t.start - i as f64 * 0.99).abs() < 0.05, "{i}: {t:?}");
+            assert!((t.duration - 0.99).abs() < 0.05, "{i}: {t:?}");
+        }
+        let mut moved = moof(1);
+        shift_decode_times(&mut moved, &tracks, 10.0).unwrap();
+        let t = fragment_times(&moved, &tracks).unwrap();
+        assert!((t.start - times[1].start - 10.0).abs() < 0.001, "{t:?}");
+        assert_eq!(moved.len(), moof(1).len());
+        // moved before zero: clamped, not wrapped
+        shift_decode_times(&mut moved, &tracks, -1000.0).unwrap();
+        assert_eq!(fragment_times(&moved, &tracks).unwrap().start, 0.0);
+        for cut in 0..moved.len() {
+            let _ = fragment_times(&moved[..cut], &tracks);
+            let _ = shift_decode_times(&mut moved.clone()[..cut], &tracks, 1.0);
+        }
     }
 
     #[test]

@@ -297,7 +297,7 @@ pub(crate) fn remove_push(path: &str, authorization: Option<&HeaderValue>, ctx: 
 }
 
 /// `%XX`-decodes a query value; None when it is not valid UTF-8 or has control characters.
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

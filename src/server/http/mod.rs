@@ -22,6 +22,7 @@ mod files;
 mod flv;
 mod path;
 mod player;
+mod recorded;
 mod response;
 mod routes;
 mod socket;

@@ -59,7 +59,7 @@ where
     let query = req.uri().query().unwrap_or("");
     let mut resp = match *req.method() {
         Method::GET | Method::HEAD if path.starts_with("/recordings/") => {
-            recording(path, query, req.headers(), peer, &ctx).await
+            super::recorded::file(path, query, req.headers(), peer, &ctx).await
         }
         Method::GET | Method::HEAD => route(path, query, head, peer, &ctx, kill).await,
         Method::DELETE if path.ends_with("/record") => {
@@ -146,6 +146,9 @@ async fn route(
                 return super::flv::serve(key, query, head, peer, ctx, kill).await;
             }
             if let Some(name) = file.strip_suffix(".m3u8").filter(|n| !n.is_empty()) {
+                if super::recorded::wants_recorded(query) {
+                    return super::recorded::playlist(app, name, query, peer, ctx).await;
+                }
                 // a multitrack publish: NAME.m3u8 is the multivariant playlist of its
                 // tracks, NAME~N.m3u8 video track N's playlist, NAME~aN.m3u8 audio track N's
                 let variant = name.contains('~');
@@ -199,6 +202,9 @@ async fn route(
                     Some(k) => full("application/vnd.apple.mpegurl", "private, max-age=1", with_key(&playlist, k)),
                     None => full("application/vnd.apple.mpegurl", cache, playlist),
                 };
+            }
+            if let Some(name) = file.strip_suffix(".mp4").filter(|_| super::recorded::wants_recorded(query)) {
+                return super::recorded::range_mp4(app, name, query, peer, ctx).await;
             }
             if let Some(stem) = [".ts", ".m4s", ".mp4"].iter().find_map(|ext| file.strip_suffix(ext)) {
                 let settings = ctx.svc.settings.get();
@@ -262,7 +268,7 @@ pub(crate) fn with_track(key: StreamKey, query: &str) -> StreamKey {
 /// `EXT-X-PART`, `EXT-X-PRELOAD-HINT`, `EXT-X-RENDITION-REPORT`, `EXT-X-MEDIA`, and any
 /// other). Players resolve those against the playlist URL without its query, so each needs
 /// the key itself. `key` as it came in the playlist request's query (already URL-encoded).
-fn with_key(playlist: &Bytes, key: &str) -> Bytes {
+pub(crate) fn with_key(playlist: &Bytes, key: &str) -> Bytes {
     let text = String::from_utf8_lossy(playlist);
     let push_uri = |out: &mut String, uri: &str| {
         out.push_str(uri);
@@ -312,29 +318,6 @@ fn with_key(playlist: &Bytes, key: &str) -> Bytes {
         out.push('\n');
     }
     Bytes::from(out)
-}
-
-/// `GET`/`HEAD /recordings/APP/STREAM/FILE.mp4`: a finalized recording, behind the app's
-/// play keys.
-async fn recording(
-    path: &str,
-    query: &str,
-    headers: &hyper::HeaderMap,
-    peer: SocketAddr,
-    ctx: &HttpContext,
-) -> Response<Body> {
-    let Some(segments) = split_path(path) else { return not_found() };
-    let ["recordings", app, name, file] = segments.as_slice() else { return not_found() };
-    let settings = ctx.svc.settings.get();
-    let auth = &settings.apps.get(app).auth;
-    let req = AuthRequest { action: Action::Play, app, stream: name, client: peer, protocol: "recording", query };
-    if let Err(denied) = ctx.svc.auth.check_keys(auth, &req) {
-        return refused(ctx, &denied);
-    }
-    match crate::record::list::path_of(&ctx.svc.recorder.dir_of(app), app, name, file) {
-        Some(p) => super::files::serve(p, headers).await,
-        None => not_found(),
-    }
 }
 
 #[cfg(test)]
