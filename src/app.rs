@@ -119,7 +119,7 @@ pub async fn serve(
     let hls_viewers = hls_store.clone();
     pulls.set_hls_viewers(Box::new(move |k| hls_viewers.viewers(k)));
     let outputs = crate::session::Outputs::new(&metrics);
-    let recorder = crate::record::Recorder::new(hub.clone(), settings.clone(), metrics.clone());
+    let recorder = crate::record::Recorder::new(hub.clone(), settings.clone(), metrics.clone(), auth.clone());
     let svc = Arc::new(crate::session::Services {
         hub: hub.clone(),
         settings: settings.clone(),

@@ -34,6 +34,9 @@ pub struct AuthConfig {
     pub on_unpublish: Option<String>,
     /// http:// URL notified when a viewer leaves.
     pub on_done: Option<String>,
+    /// http:// URL notified when a recording file is finalized (JSON: app, stream, path,
+    /// start, duration, bytes, codecs, gaps).
+    pub on_record_done: Option<String>,
     /// A callback that takes longer denies.
     pub callback_timeout_ms: u64,
 }
@@ -47,6 +50,7 @@ impl Default for AuthConfig {
             on_play: None,
             on_unpublish: None,
             on_done: None,
+            on_record_done: None,
             callback_timeout_ms: 3000,
         }
     }
@@ -77,6 +81,7 @@ impl AuthConfig {
             ("on_play", &self.on_play),
             ("on_unpublish", &self.on_unpublish),
             ("on_done", &self.on_done),
+            ("on_record_done", &self.on_record_done),
         ] {
             if let Some(u) = url {
                 let uri: hyper::Uri = u.parse().map_err(|e| anyhow::anyhow!("{section}.{name}: bad URL {u:?}: {e}"))?;
@@ -106,6 +111,7 @@ pub struct AuthOverride {
     pub on_play: Option<String>,
     pub on_unpublish: Option<String>,
     pub on_done: Option<String>,
+    pub on_record_done: Option<String>,
     pub callback_timeout_ms: Option<u64>,
 }
 
@@ -124,6 +130,7 @@ impl AuthOverride {
             on_play: url(&self.on_play, &global.on_play),
             on_unpublish: url(&self.on_unpublish, &global.on_unpublish),
             on_done: url(&self.on_done, &global.on_done),
+            on_record_done: url(&self.on_record_done, &global.on_record_done),
             callback_timeout_ms: self.callback_timeout_ms.unwrap_or(global.callback_timeout_ms),
         }
     }
@@ -306,12 +313,24 @@ impl Authorizer {
         };
         let Some(url) = url else { return };
         let Ok(body) = serde_json::to_vec(&req) else { return };
+        self.send(url, body, Duration::from_millis(config.callback_timeout_ms));
+    }
+
+    /// Fire-and-forget `on_record_done` with what the recorder says of the file.
+    pub fn notify_record_done(&self, config: &AuthConfig, body: &serde_json::Value) {
+        let Some(url) = config.on_record_done.clone() else { return };
+        let Ok(body) = serde_json::to_vec(body) else { return };
+        self.send(url, body, Duration::from_millis(config.callback_timeout_ms));
+    }
+
+    /// POSTs `body` to `url` in the background, within the callbacks' bound on how many are
+    /// in flight (dropped, logged, past it) and `timeout`.
+    fn send(&self, url: String, body: Vec<u8>, timeout: Duration) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             warn!(%url, "notification not sent: the runtime is shutting down");
             return;
         };
         let this = self.clone();
-        let timeout = Duration::from_millis(config.callback_timeout_ms);
         rt.spawn(async move {
             let deadline = tokio::time::Instant::now() + timeout;
             let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, this.permits.acquire()).await else {

@@ -75,8 +75,9 @@ fn seeks(path: &Path, at: f64) -> bool {
 #[test]
 fn a_recording_is_a_regular_mp4_that_plays_and_seeks() {
     let dir = scratch_dir("record-basic");
+    let (hook, seen) = answering_hook("{}".to_string());
     let gw = Gateway::in_process(&format!(
-        "[hub]\nreconnect_grace_ms = 300\n[record]\nenabled = true\ndir = \"{}\"\n",
+        "[hub]\nreconnect_grace_ms = 300\n[auth]\non_record_done = \"{hook}\"\n[record]\nenabled = true\ndir = \"{}\"\n",
         dir.display()
     ));
     let enc = publish(&gw.rtmp_url("live/rec"), Source::default(), Some(6));
@@ -117,8 +118,23 @@ fn a_recording_is_a_regular_mp4_that_plays_and_seeks() {
     assert!(item["start"].as_str().is_some_and(|s| s.ends_with('Z') && s.len() == 20), "{item}");
     assert!(item["duration_s"].as_f64().is_some_and(|d| (5.0..=6.6).contains(&d)), "{item}");
     assert_eq!(item["codecs"], serde_json::json!(["avc1", "mp4a"]));
+    assert_eq!(item["gaps"], serde_json::json!([]), "{item}");
     let size = std::fs::metadata(&file).unwrap().len();
     assert_eq!(item["size"].as_u64(), Some(size));
+    // on_record_done: what the file is, as a JSON POST
+    assert!(wait_until(Duration::from_secs(5), || !seen.lock().unwrap().is_empty()), "no on_record_done");
+    let done: serde_json::Value = serde_json::from_str(&seen.lock().unwrap()[0]).unwrap();
+    assert_eq!((done["app"].as_str(), done["stream"].as_str()), (Some("live"), Some("rec")), "{done}");
+    assert_eq!(done["path"].as_str(), Some(file.to_str().unwrap()), "{done}");
+    assert_eq!(done["bytes"].as_u64(), Some(size), "{done}");
+    assert_eq!(done["codecs"], serde_json::json!(["avc1", "mp4a"]), "{done}");
+    assert_eq!(done["gaps"], serde_json::json!([]), "{done}");
+    assert!(done["duration"].as_f64().is_some_and(|d| (d - duration).abs() < 0.05), "{done} vs {duration}");
+    let start = done["start"].as_str().unwrap_or("");
+    assert!(
+        start.len() == 24 && start.ends_with('Z') && start[..19] == item["start"].as_str().unwrap()[..19],
+        "{done} {item}"
+    );
     let one: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/recordings/live/rec").body).unwrap();
     assert_eq!(one["recordings"].as_array().map(|a| a.len()), Some(1));
     let url = item["url"].as_str().unwrap().to_string();

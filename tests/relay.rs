@@ -238,50 +238,6 @@ fn the_admin_api_adds_and_removes_pushes_and_refuses_bad_urls() {
     assert!(wait_until(Duration::from_secs(20), || http_get(target.http, "/api/streams/live/api-copy").status == 404));
 }
 
-/// A callback server that allows every request and answers `answer` as JSON; the requests'
-/// bodies.
-fn answering_hook(answer: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen2 = seen.clone();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().map_while(Result::ok) {
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut req = Vec::new();
-            let mut buf = [0u8; 4096];
-            // the head, then content-length bytes
-            while let Ok(n) = conn.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                req.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&req).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0usize);
-                    if body.len() >= len {
-                        seen2.lock().unwrap().push(body.to_string());
-                        break;
-                    }
-                }
-            }
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
-        }
-    });
-    (url, seen)
-}
-
 #[test]
 fn the_on_publish_answer_starts_pushes() {
     let target = Gateway::in_process("");

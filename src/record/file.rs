@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 use super::MAX_SAMPLES;
-use livegate_proto::mux::mp4file::{BoxHeader, Index};
+use livegate_proto::mux::mp4file::{summary, tracks, BoxHeader, Gap, Index};
 
 /// The largest `moov` or `moof` read back (livegate's are a few KiB; a fragment of a
 /// 60 fps stream with every audio frame lists a few hundred samples).
@@ -78,17 +78,34 @@ impl PartFile {
     }
 
     /// Finalizes the file into `….mp4`; None when it held no media (it is removed).
-    pub(crate) async fn finish(mut self) -> anyhow::Result<Option<PathBuf>> {
+    pub(crate) async fn finish(mut self) -> anyhow::Result<Option<Finalized>> {
         drop(self.file.take());
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || finalize(&path)).await.context("recording task")?
     }
 }
 
+/// A finalized recording: where it is and what its `moov` says.
+#[derive(Debug, Clone)]
+pub struct Finalized {
+    pub path: PathBuf,
+    pub duration_s: f64,
+    pub codecs: Vec<String>,
+    pub bytes: u64,
+    pub gaps: Vec<Gap>,
+}
+
+/// What livegate notes in a recording's `moov` (`mp4file::note`): its gaps.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Note {
+    #[serde(default)]
+    pub gaps: Vec<[f64; 2]>,
+}
+
 /// Finalizes the fragmented `path` (`….mp4.part`) in place into a regular MP4 and renames
 /// it to `….mp4`: a torn last fragment (a crash mid-write) is cut off first. A file with no
 /// whole fragment is removed (None).
-pub fn finalize(path: &Path) -> anyhow::Result<Option<PathBuf>> {
+pub fn finalize(path: &Path) -> anyhow::Result<Option<Finalized>> {
     let mut file =
         OpenOptions::new().read(true).write(true).open(path).with_context(|| format!("opening {}", path.display()))?;
     let file_len = file.metadata()?.len();
@@ -145,7 +162,7 @@ pub fn finalize(path: &Path) -> anyhow::Result<Option<PathBuf>> {
         }
         pos += h.size;
     }
-    let (Some((moov_at, moov)), Some(mut index)) = (init, index) else {
+    let (Some((moov_at, moov)), Some(index)) = (init, index) else {
         warn!(file = %path.display(), "recording holds no initialization segment; removed");
         drop(file);
         std::fs::remove_file(path)?;
@@ -164,8 +181,13 @@ pub fn finalize(path: &Path) -> anyhow::Result<Option<PathBuf>> {
         drop(file);
         return finalize(path);
     }
-    let _ = &mut index;
-    let new_moov = index.finish(&moov).with_context(|| format!("{}: building moov", path.display()))?;
+    let video = tracks(&moov).ok().and_then(|t| t.iter().find(|t| t.video).map(|t| t.id));
+    let gaps = index.gaps(video);
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    let note = Note { gaps: gaps.iter().map(|g| [round(g.at_s), round(g.duration_s)]).collect() };
+    let note = serde_json::to_vec(&note).unwrap_or_default();
+    let new_moov = index.finish(&moov, &note).with_context(|| format!("{}: building moov", path.display()))?;
+    let (duration_s, codecs) = summary(&new_moov).unwrap_or_default();
     // the fragmented header boxes become free space; the full moov goes at the end
     for at in std::iter::once(moov_at).chain(headers) {
         file.seek(SeekFrom::Start(at + 4))?;
@@ -181,7 +203,8 @@ pub fn finalize(path: &Path) -> anyhow::Result<Option<PathBuf>> {
     if let Some(dir) = done.parent().and_then(|d| File::open(d).ok()) {
         let _ = dir.sync_all();
     }
-    Ok(Some(done))
+    let bytes = good_end + new_moov.len() as u64;
+    Ok(Some(Finalized { path: done, duration_s, codecs, bytes, gaps }))
 }
 
 /// Finalizes every `.mp4.part` under `dir` (a crash left them); how many.
@@ -205,7 +228,7 @@ pub fn recover_dir(dir: &Path) -> usize {
             } else if t.is_file() && p.to_string_lossy().ends_with(".mp4.part") {
                 match finalize(&p) {
                     Ok(Some(done)) => {
-                        info!(file = %done.display(), "recording recovered");
+                        info!(file = %done.path.display(), "recording recovered");
                         n += 1;
                     }
                     Ok(None) => info!(file = %p.display(), "recording with no whole fragment removed"),

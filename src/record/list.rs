@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use livegate_proto::mux::mp4file::{summary, BoxHeader};
+use livegate_proto::mux::mp4file::{note, summary, BoxHeader};
 use serde::Serialize;
 
 /// Files listed at most per request.
@@ -30,6 +30,16 @@ pub struct Listed {
     pub codecs: Vec<String>,
     /// Finalized (`.mp4`), or still being recorded (`.mp4.part`).
     pub complete: bool,
+    /// Holes in its timeline: where the recorder fell behind the stream (a disk slower than
+    /// the stream) and went on from a later keyframe.
+    pub gaps: Vec<GapJson>,
+}
+
+/// A gap in a recording: where (seconds from its start) and how long.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GapJson {
+    pub at_s: f64,
+    pub duration_s: f64,
 }
 
 /// A recording file of one stream, as its directory lists it.
@@ -87,13 +97,9 @@ pub fn list(dirs: &[PathBuf], app: Option<&str>, stream: Option<&str>) -> Vec<Li
                         break;
                     }
                     let Ok(meta) = std::fs::metadata(&f.path) else { continue };
-                    let (duration_s, codecs) = if f.complete {
-                        match read_summary(&f.path) {
-                            Some((d, c)) => (Some((d * 1000.0).round() / 1000.0), c),
-                            None => (None, Vec::new()),
-                        }
-                    } else {
-                        (None, Vec::new())
+                    let (duration_s, codecs, gaps) = match f.complete.then(|| read_summary(&f.path)).flatten() {
+                        Some((d, c, g)) => (Some((d * 1000.0).round() / 1000.0), c, g),
+                        None => (None, Vec::new(), Vec::new()),
                     };
                     out.push(Listed {
                         url: f.complete.then(|| format!("/recordings/{}/{}/{}", app_dir.0, stream_dir.0, f.name)),
@@ -105,6 +111,7 @@ pub fn list(dirs: &[PathBuf], app: Option<&str>, stream: Option<&str>) -> Vec<Li
                         size: meta.len(),
                         codecs,
                         complete: f.complete,
+                        gaps,
                     });
                 }
             }
@@ -140,7 +147,7 @@ fn start_of(file: &str, stream: &str) -> Option<String> {
 }
 
 /// Duration and codecs from a finalized file's `moov` (its last box).
-fn read_summary(path: &Path) -> Option<(f64, Vec<String>)> {
+fn read_summary(path: &Path) -> Option<(f64, Vec<String>, Vec<GapJson>)> {
     let mut f = File::open(path).ok()?;
     let len = f.metadata().ok()?.len();
     let mut pos = 0u64;
@@ -157,7 +164,12 @@ fn read_summary(path: &Path) -> Option<(f64, Vec<String>)> {
             let mut buf = vec![0u8; usize::try_from(h.size).ok()?];
             f.seek(SeekFrom::Start(pos)).ok()?;
             f.read_exact(&mut buf).ok()?;
-            return summary(&buf).ok();
+            let (duration, codecs) = summary(&buf).ok()?;
+            let gaps = note(&buf)
+                .and_then(|n| serde_json::from_slice::<super::file::Note>(n).ok())
+                .map(|n| n.gaps.iter().map(|g| GapJson { at_s: g[0], duration_s: g[1] }).collect())
+                .unwrap_or_default();
+            return Some((duration, codecs, gaps));
         }
         pos = pos.checked_add(h.size)?;
     }

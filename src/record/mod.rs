@@ -167,10 +167,11 @@ struct RecorderInner {
     metrics: Arc<Metrics>,
     active: std::sync::Mutex<std::collections::HashMap<crate::hub::StreamKey, Arc<RecordHandle>>>,
     playback: playback::Playback,
+    auth: crate::auth::Authorizer,
 }
 
 impl Recorder {
-    pub fn new(hub: Hub, settings: Arc<LiveSettings>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(hub: Hub, settings: Arc<LiveSettings>, metrics: Arc<Metrics>, auth: crate::auth::Authorizer) -> Self {
         Self {
             inner: Arc::new(RecorderInner {
                 hub,
@@ -178,6 +179,7 @@ impl Recorder {
                 metrics,
                 active: Default::default(),
                 playback: Default::default(),
+                auth,
             }),
         }
     }
@@ -217,7 +219,12 @@ impl Recorder {
         let (metrics, recorder) = (self.inner.metrics.clone(), self.clone());
         tokio::spawn(async move {
             info!(stream = %key, dir = %config.dir.display(), source, "recording");
-            match record(&stream, &config, &metrics, &handle, recorder.playback()).await {
+            let hook = DoneHook {
+                auth: recorder.inner.auth.clone(),
+                settings: recorder.inner.settings.clone(),
+                key: key.clone(),
+            };
+            match record(&stream, &config, &metrics, &handle, recorder.playback(), &hook).await {
                 Ok(()) => {
                     handle.set(|s| s.state = "stopped");
                     info!(stream = %key, "recording ended");
@@ -363,9 +370,20 @@ struct Recording {
     file_start: i64,
     has_video: bool,
     /// (keep_days, keep_bytes) of the app, applied when a file is finalized.
-    retention: Option<(u64, u64)>,
+    retention: (u64, u64),
+    /// When the open file started.
+    file_started: SystemTime,
+    hook: DoneHook,
     run: Arc<std::sync::Mutex<Run>>,
     playback: playback::Playback,
+}
+
+/// Who hears of a finalized file (`on_record_done`, the app's `[auth]` when it closes).
+#[derive(Clone)]
+struct DoneHook {
+    auth: crate::auth::Authorizer,
+    settings: Arc<LiveSettings>,
+    key: crate::hub::StreamKey,
 }
 
 /// Media bytes an open fragment holds at most: the muxer keeps a fragment's frames until it
@@ -385,6 +403,7 @@ async fn record(
     metrics: &Metrics,
     handle: &RecordHandle,
     playback: &playback::Playback,
+    hook: &DoneHook,
 ) -> anyhow::Result<()> {
     let dir = config.dir.join(&stream.key().app).join(&stream.key().name);
     let mut unfinished: Vec<PathBuf> = Vec::new();
@@ -396,7 +415,9 @@ async fn record(
             fragment_start: None,
             file_start: 0,
             has_video: false,
-            retention: Some((config.keep_days, config.keep_bytes)),
+            retention: (config.keep_days, config.keep_bytes),
+            file_started: SystemTime::now(),
+            hook: hook.clone(),
             run: handle.run.clone(),
             playback: playback.clone(),
         };
@@ -404,9 +425,13 @@ async fn record(
         // what the error left open: finalized if the disk lets it, else later
         if let Some(f) = rec.file.take() {
             let path = f.path().to_path_buf();
-            if let Err(e) = f.finish().await {
-                unfinished.push(path);
-                error.get_or_insert(e);
+            match f.finish().await {
+                Ok(Some(fin)) => finished(&rec, &fin).await,
+                Ok(None) => {}
+                Err(e) => {
+                    unfinished.push(path);
+                    error.get_or_insert(e);
+                }
             }
         }
         let Some(e) = error else { return Ok(()) };
@@ -549,7 +574,9 @@ async fn open(
 ) -> anyhow::Result<()> {
     let Some(init) = rec.muxer.init_segment().cloned() else { return Ok(()) };
     file::space_left(dir, min_free)?;
-    let f = file::PartFile::create(dir, stream, SystemTime::now(), init).await?;
+    let now = SystemTime::now();
+    let f = file::PartFile::create(dir, stream, now, init).await?;
+    rec.file_started = now;
     let shown = f.path().display().to_string();
     {
         let mut run = crate::hub::lock(&rec.run);
@@ -600,8 +627,8 @@ async fn close(rec: &mut Recording) -> anyhow::Result<()> {
         let path = f.finish().await?;
         // the run learns the file's segments (a DVR window numbers on from them)
         let segments = match &path {
-            Some(p) => {
-                let (p, pb) = (p.clone(), rec.playback.clone());
+            Some(fin) => {
+                let (p, pb) = (fin.path.clone(), rec.playback.clone());
                 let ix = tokio::task::spawn_blocking(move || pb.index(&p)).await;
                 ix.ok().and_then(Result::ok).map(|ix| ix.segments().len() as u64)
             }
@@ -617,21 +644,42 @@ async fn close(rec: &mut Recording) -> anyhow::Result<()> {
                 _ => {}
             }
         }
-        if let Some(p) = path {
-            info!(file = %p.display(), "recording file finalized");
-            // retention for this stream's app (DIR/APP/STREAM/FILE)
-            if let (Some(app_dir), Some(r)) = (p.parent().and_then(Path::parent), rec.retention) {
-                let (dir, app) = (
-                    app_dir.parent().map(Path::to_path_buf),
-                    app_dir.file_name().map(|a| a.to_string_lossy().into_owned()),
-                );
-                if let (Some(dir), Some(app)) = (dir, app) {
-                    let _ = tokio::task::spawn_blocking(move || file::sweep(&dir, Some(&[app]), &[], r.0, r.1)).await;
-                }
-            }
+        if let Some(fin) = path {
+            finished(rec, &fin).await;
         }
     }
     Ok(())
+}
+
+/// What follows a file's finalization: the log line, `on_record_done`, and retention for
+/// its app.
+async fn finished(rec: &Recording, fin: &file::Finalized) {
+    info!(file = %fin.path.display(), duration_s = fin.duration_s, gaps = fin.gaps.len(), "recording file finalized");
+    let key = &rec.hook.key;
+    let settings = rec.hook.settings.get();
+    let start_ms = rec.file_started.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    let body = serde_json::json!({
+        "app": key.app,
+        "stream": key.name,
+        "path": fin.path.display().to_string(),
+        "start": clock::format_time(start_ms),
+        "duration": round(fin.duration_s),
+        "bytes": fin.bytes,
+        "codecs": fin.codecs,
+        "gaps": fin.gaps.iter().map(|g| serde_json::json!({"at_s": round(g.at_s), "duration_s": round(g.duration_s)})).collect::<Vec<_>>(),
+    });
+    rec.hook.auth.notify_record_done(&settings.apps.get(&key.app).auth, &body);
+    // retention for this stream's app (DIR/APP/STREAM/FILE)
+    let (keep_days, keep_bytes) = rec.retention;
+    if let Some(app_dir) = fin.path.parent().and_then(Path::parent) {
+        let (dir, app) =
+            (app_dir.parent().map(Path::to_path_buf), app_dir.file_name().map(|a| a.to_string_lossy().into_owned()));
+        if let (Some(dir), Some(app)) = (dir, app) {
+            let _ =
+                tokio::task::spawn_blocking(move || file::sweep(&dir, Some(&[app]), &[], keep_days, keep_bytes)).await;
+        }
+    }
 }
 
 /// A recording's file name: `STREAM-YYYYMMDD-HHMMSS` (UTC) with a counter when taken.

@@ -126,7 +126,23 @@ struct Track {
     start: Option<u64>,
     /// Decode time after the last sample.
     end: u64,
+    /// Holes in the timeline (a recorder that fell behind and skipped ahead): (decode time
+    /// it starts at, length).
+    gaps: Vec<(u64, u64)>,
 }
+
+/// A hole of at least [`GAP_MIN_S`] in a recording's timeline: where (seconds from its
+/// start) and how long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gap {
+    pub at_s: f64,
+    pub duration_s: f64,
+}
+
+/// A jump forward in decode time this long or longer is a gap (seconds).
+pub const GAP_MIN_S: f64 = 0.5;
+/// Gaps one file keeps a record of.
+const MAX_GAPS: usize = 1000;
 
 /// The sample tables of a recording, built fragment by fragment.
 #[derive(Debug)]
@@ -148,6 +164,7 @@ impl Index {
                 chunks: Vec::new(),
                 start: None,
                 end: 0,
+                gaps: Vec::new(),
             })
             .collect();
         Ok(Self { tracks, max_samples })
@@ -190,6 +207,9 @@ impl Index {
                     track.start = Some(d);
                     track.end = d;
                 } else if d > track.end {
+                    if (d - track.end) as f64 >= GAP_MIN_S * f64::from(track.timescale) && track.gaps.len() < MAX_GAPS {
+                        track.gaps.push((track.end, d - track.end));
+                    }
                     // a gap: the last sample lasts until this fragment starts
                     if let Some(last) = track.samples.last_mut() {
                         last.duration = last.duration.saturating_add(u32::try_from(d - track.end).unwrap_or(u32::MAX));
@@ -227,10 +247,24 @@ impl Index {
         Ok(())
     }
 
+    /// The gaps in the recording's timeline: its video track's (its first track's without
+    /// video; a gap in one track is in all of them).
+    pub fn gaps(&self, video_id: Option<u32>) -> Vec<Gap> {
+        let t = video_id.and_then(|id| self.tracks.iter().find(|t| t.id == id)).or(self.tracks.first());
+        let Some(t) = t else { return Vec::new() };
+        let ts = f64::from(t.timescale);
+        let start = t.start.unwrap_or(0);
+        t.gaps
+            .iter()
+            .map(|&(at, len)| Gap { at_s: at.saturating_sub(start) as f64 / ts, duration_s: len as f64 / ts })
+            .collect()
+    }
+
     /// The regular `moov` of the file: the initialization segment's `moov` (`init`) with
     /// its sample tables filled in, durations set, `mvex` dropped, and an edit list for a
-    /// track that starts after the first.
-    pub fn finish(&self, init: &[u8]) -> Result<Vec<u8>, Mp4Error> {
+    /// track that starts after the first; `note` (when not empty) in a `udta` box of its own
+    /// (see [`note`]).
+    pub fn finish(&self, init: &[u8], note: &[u8]) -> Result<Vec<u8>, Mp4Error> {
         const MOVIE_TIMESCALE: u64 = 1000;
         let body = init.get(8..).ok_or(Mp4Error::Malformed("moov"))?;
         // the recording starts at the earliest track's first sample (in seconds)
@@ -261,6 +295,14 @@ impl Index {
                     b"mvex" => {}
                     _ => b.put_slice(whole),
                 }
+            }
+            if !note.is_empty() {
+                bx(b, b"udta", |b| {
+                    bx::<Mp4Error>(b, NOTE, |b| {
+                        b.put_slice(note);
+                        Ok(())
+                    })
+                })?;
             }
             Ok(())
         })?;
@@ -445,6 +487,17 @@ pub fn shift_decode_times(moof: &mut [u8], tracks: &[TrackInfo], delta: f64) -> 
         }
     }
     Ok(())
+}
+
+/// The box (in `moov`/`udta`) livegate keeps its own note about a recording in (players
+/// skip boxes they do not know).
+const NOTE: &[u8; 4] = b"lvgt";
+
+/// The note [`Index::finish`] put in a `moov` (the whole box).
+pub fn note(moov: &[u8]) -> Option<&[u8]> {
+    let body = moov.get(8..)?;
+    let (_, _, udta) = child(body, b"udta").ok()??;
+    child(udta, NOTE).ok()?.map(|c| c.2)
 }
 
 /// What a listing shows of a finalized file: its duration in seconds and the sample entry
@@ -701,7 +754,8 @@ mod tests {
             index.add_fragment(&file[o..o + h.size as usize], o as u64).unwrap();
         }
         assert_eq!(index.samples(), 180);
-        let out = index.finish(&file[moov]).unwrap();
+        let out = index.finish(&file[moov], b"{}").unwrap();
+        assert_eq!(note(&out), Some(b"{}".as_slice()));
         let body = &out[8..];
         assert!(child(body, b"mvex").unwrap().is_none());
         let traks: Vec<_> = children(body).filter_map(|c| c.ok()).filter(|(k, _, _)| k == b"trak").collect();
@@ -754,6 +808,29 @@ mod tests {
             let _ = fragment_times(&moved[..cut], &tracks);
             let _ = shift_decode_times(&mut moved.clone()[..cut], &tracks, 1.0);
         }
+    }
+
+    #[test]
+    fn a_jump_forward_in_time_is_a_gap_in_the_note() {
+        let (file, moov, moofs) = record(3);
+        let tracks = tracks(&file[moov.clone()]).unwrap();
+        let mut index = Index::new(&file[moov.clone()], 1 << 20).unwrap();
+        for (i, &o) in moofs.iter().enumerate() {
+            let h = BoxHeader::parse(&file[o..]).unwrap().unwrap();
+            let mut moof = file[o..o + h.size as usize].to_vec();
+            if i == 2 {
+                // the recorder fell behind and went on 2 s later
+                shift_decode_times(&mut moof, &tracks, 2.0).unwrap();
+            }
+            index.add_fragment(&moof, o as u64).unwrap();
+        }
+        let gaps = index.gaps(Some(1));
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!((gaps[0].at_s - 1.98).abs() < 0.05 && (gaps[0].duration_s - 2.0).abs() < 0.01, "{gaps:?}");
+        let out = index.finish(&file[moov], br#"{"gaps":[[1.98,2.0]]}"#).unwrap();
+        assert_eq!(note(&out), Some(br#"{"gaps":[[1.98,2.0]]}"#.as_slice()));
+        let (duration, _) = summary(&out).unwrap();
+        assert!((duration - 4.97).abs() < 0.1, "the gap is in the duration: {duration}");
     }
 
     #[test]
