@@ -6,6 +6,7 @@
 //! `cargo run --release --bin livegate-bench -- --help`
 
 mod clients;
+mod record;
 mod report;
 
 use clients::*;
@@ -140,6 +141,8 @@ async fn run(args: Args) -> Result<()> {
     let livegate = prepare(&args)?;
     let mut results = Vec::new();
     let mut control = None;
+    // `many` as run earlier in this sitting: what `many-record` is compared with
+    let mut many = serde_json::Value::Null;
     for s in args.scenarios.clone() {
         let scenario = async {
             match s.as_str() {
@@ -148,7 +151,9 @@ async fn run(args: Args) -> Result<()> {
                 }
                 s if s.ends_with("-edge") => single_publisher(&args, &livegate, s, control).await,
                 "push" => push_targets(&args, &livegate).await,
-                "many" => many_publishers(&args, &livegate).await,
+                "many" => many_publishers(&args, &livegate, None).await,
+                "many-record" => many_publishers(&args, &livegate, Some(many.clone())).await,
+                "record-2h" => record::two_hours(&args, &livegate).await,
                 "ingest" => ingest(&args, &livegate).await,
                 other => bail!("unknown scenario {other}"),
             }
@@ -160,6 +165,9 @@ async fn run(args: Args) -> Result<()> {
         };
         if s == "control" {
             control = r.json["rss_growth_kib"].as_f64();
+        }
+        if s == "many" {
+            many = r.json.clone();
         }
         println!("{}", r.json);
         if let Some(dir) = args.json_out.parent() {
@@ -778,10 +786,21 @@ async fn admin_post(host: &str, path: &str, token: &str) -> Result<u16> {
     Ok(status)
 }
 
-async fn many_publishers(args: &Args, bin: &Path) -> Result<ScenarioResult> {
+/// `many`, or `many-record` (`recorded`: the `many` result of this sitting, or Null): every
+/// stream recorded too, compared with `many`.
+async fn many_publishers(args: &Args, bin: &Path, recorded: Option<serde_json::Value>) -> Result<ScenarioResult> {
     let n = args.publishers;
-    eprintln!("== many: {n} publishers with HLS on ({})", args.many_fixture.display());
-    let server = start_server(args, bin, "many").await?;
+    let name = if recorded.is_some() { "many-record" } else { "many" };
+    eprintln!("== {name}: {n} publishers with HLS on ({})", args.many_fixture.display());
+    let rec_dir = std::env::current_dir()?.join("target/bench/recordings");
+    let server = match &recorded {
+        Some(_) => {
+            let _ = std::fs::remove_dir_all(&rec_dir);
+            let config = format!("[record]\nenabled = true\ndir = \"{}\"\nmin_free_bytes = 0\n", rec_dir.display());
+            start_server_on(args, bin, name, args.server_core, Some(&config)).await?
+        }
+        None => start_server(args, bin, name).await?,
+    };
     let tck = clk_tck();
     let tags = Arc::new(read_flv(&args.many_fixture)?);
     let base = sample(args, server.pid);
@@ -800,8 +819,10 @@ async fn many_publishers(args: &Args, bin: &Path) -> Result<ScenarioResult> {
     }
     tokio::time::sleep(Duration::from_secs_f64(args.warmup.max(if args.quick { 3.0 } else { 5.0 }))).await;
     let a = sample(args, server.pid);
+    let (written_a, in_a) = (record::written(server.pid), record::bytes_in(&server.http).await);
     tokio::time::sleep(Duration::from_secs_f64(args.steady)).await;
     let b = sample(args, server.pid);
+    let (written_b, in_b) = (record::written(server.pid), record::bytes_in(&server.http).await);
     let wall_s = b.at.unwrap().duration_since(a.at.unwrap()).as_secs_f64();
     // every stream live and with HLS segments?
     let mut with_hls = 0;
@@ -819,22 +840,45 @@ async fn many_publishers(args: &Args, bin: &Path) -> Result<ScenarioResult> {
     let per_pub_kib = (b.rss_kib as f64 - base.rss_kib as f64) / n.max(1) as f64;
     let errors = errors.load(Ordering::Relaxed);
     let (sb, cb) = (pct(a.server_core, b.server_core), pct(a.client_core, b.client_core));
-    let json = json!({
-        "scenario": "many", "publishers": n, "fixture": args.many_fixture.display().to_string(), "steady_s": wall_s,
+    let mut json = json!({
+        "scenario": name, "publishers": n, "fixture": args.many_fixture.display().to_string(), "steady_s": wall_s,
         "server_cpu_pct": round1(cpu), "cpu_per_publisher_pct": round2(cpu / n.max(1) as f64),
+        "server_user_pct": round1(100.0 * (b.user_ticks - a.user_ticks) as f64 / tck / wall_s),
         "rss_mib": round1(rss_mib), "peak_rss_mib": round1(hwm_mib), "per_publisher_kib": round1(per_pub_kib),
         "streams_with_hls": with_hls, "errors": errors,
         "server_core_busy_pct": round1(sb), "client_core_busy_pct": round1(cb),
         "other_load_on_server_core_pct": round1(sb - cpu),
     });
-    warn_noise("many", sb - cpu);
-    let checks = vec![
-        (format!("many: {n} publishers all serving HLS ({with_hls})"), with_hls == n && errors == 0, true),
-        (format!("many: CPU <= 25% ({cpu:.1}%)"), cpu <= 25.0, true),
-        (format!("many: RSS <= 500 MiB ({rss_mib:.1})"), rss_mib <= 500.0, true),
+    warn_noise(name, sb - cpu);
+    let mut checks = vec![
+        (format!("{name}: {n} publishers all serving HLS ({with_hls})"), with_hls == n && errors == 0, true),
+        (format!("{name}: CPU <= 25% ({cpu:.1}%)"), cpu <= 25.0, true),
+        (format!("{name}: RSS <= 500 MiB ({rss_mib:.1})"), rss_mib <= 500.0, true),
     ];
+    if let Some(plain) = &recorded {
+        let recording = record::files_being_written(&rec_dir);
+        let amp = (written_b.saturating_sub(written_a)) as f64 / (in_b.saturating_sub(in_a)).max(1) as f64;
+        json["streams_recording"] = json!(recording);
+        json["write_amplification"] = round2(amp);
+        checks.push((format!("{name}: every stream recorded ({recording})"), recording == n, true));
+        checks.push((format!("{name}: bytes written / ingested <= 1.05 ({amp:.3})"), amp <= 1.05, true));
+        if let (Some(plain_cpu), Some(plain_kib)) =
+            (plain["server_cpu_pct"].as_f64(), plain["per_publisher_kib"].as_f64())
+        {
+            let ratio = cpu / plain_cpu.max(0.1);
+            let more_kib = per_pub_kib - plain_kib;
+            json["cpu_vs_many"] = round2(ratio);
+            json["rss_more_per_stream_kib"] = round1(more_kib);
+            checks.push((format!("{name}: CPU <= 1.2 x many ({ratio:.2} x)"), ratio <= 1.2, true));
+            checks.push((
+                format!("{name}: RSS <= +2 MiB per recorded stream ({more_kib:.0} KiB)"),
+                more_kib <= 2048.0,
+                true,
+            ));
+        }
+    }
     let row = vec![
-        "many (HLS on)".into(),
+        if recorded.is_some() { "many (HLS on, recorded)".into() } else { "many (HLS on)".into() },
         format!("{n} → 0"),
         format!("{cpu:.1} % ({:.2} %/pub)", cpu / n.max(1) as f64),
         format!("{rss_mib:.1} / {hwm_mib:.1}"),
@@ -844,7 +888,7 @@ async fn many_publishers(args: &Args, bin: &Path) -> Result<ScenarioResult> {
         format!("{sb:.0} / {cb:.0}"),
     ];
     drop(server);
-    Ok(ScenarioResult { name: "many".into(), json, checks, row })
+    Ok(ScenarioResult { name: name.into(), json, checks, row })
 }
 
 /// `ingest`: the same number of publishers of each fixture (H.264, HEVC, AV1, and a 3-track

@@ -63,9 +63,6 @@ pub fn stream_files(stream_dir: &Path, stream: &str) -> Vec<FileRef> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(stream_dir) else { return out };
     for e in entries.flatten() {
-        if out.len() >= MAX_LISTED {
-            break;
-        }
         let name = e.file_name().to_string_lossy().into_owned();
         let complete = name.ends_with(".mp4");
         if !complete && !name.ends_with(".mp4.part") {
@@ -81,7 +78,16 @@ pub fn stream_files(stream_dir: &Path, stream: &str) -> Vec<FileRef> {
             complete,
         });
     }
-    out.sort_by(|a, b| a.start.cmp(&b.start).then(a.name.cmp(&b.name)));
+    // files that started within one second: STEM.mp4, STEM-1.mp4, STEM-2.mp4, ...
+    let counter = |f: &FileRef| -> u32 {
+        let stem = f.url_name.trim_end_matches(".mp4");
+        let after = stem.strip_prefix(stream).and_then(|r| r.get(17..)).unwrap_or("");
+        after.strip_prefix('-').and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    out.sort_by(|a, b| a.start.cmp(&b.start).then(counter(a).cmp(&counter(b))).then(a.name.cmp(&b.name)));
+    // the newest
+    let extra = out.len().saturating_sub(MAX_LISTED);
+    out.drain(..extra);
     out
 }
 

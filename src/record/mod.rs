@@ -91,8 +91,13 @@ impl RecordConfig {
 }
 
 /// Samples one file may hold (16 bytes each while it is finalized): 24 h of 60 fps video
-/// and 48 kHz AAC, far past `max_duration_s`'s default.
+/// and 48 kHz AAC, far past `max_duration_s`'s default (files an older build left).
 const MAX_SAMPLES: usize = 24 * 3600 * (60 + 47);
+/// A file gets a new one at the first keyframe past this many frames (2.6 h of 60 fps video
+/// and 48 kHz AAC), and is cut at any frame at twice it: a flood of tiny frames (whose
+/// timestamps stand still, so `max_duration_s` never comes) keeps each file's sample tables
+/// at most ~32 MiB while it is finalized, and within [`MAX_SAMPLES`].
+const SAMPLES_PER_FILE: usize = 1_000_000;
 
 /// What `/api/streams` shows of a stream's recording.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -373,6 +378,8 @@ struct Recording {
     retention: (u64, u64),
     /// When the open file started.
     file_started: SystemTime,
+    /// Frames in the open file (its sample tables grow with them).
+    samples: usize,
     hook: DoneHook,
     run: Arc<std::sync::Mutex<Run>>,
     playback: playback::Playback,
@@ -417,6 +424,7 @@ async fn record(
             has_video: false,
             retention: (config.keep_days, config.keep_bytes),
             file_started: SystemTime::now(),
+            samples: 0,
             hook: hook.clone(),
             run: handle.run.clone(),
             playback: playback.clone(),
@@ -426,8 +434,7 @@ async fn record(
         if let Some(f) = rec.file.take() {
             let path = f.path().to_path_buf();
             match f.finish().await {
-                Ok(Some(fin)) => finished(&rec, &fin).await,
-                Ok(None) => {}
+                Ok(fin) => finished(&rec, fin.as_ref()).await,
                 Err(e) => {
                     unfinished.push(path);
                     error.get_or_insert(e);
@@ -526,10 +533,21 @@ async fn record_once(
                     }
                     // a new file at a keyframe past the bounds
                     let written = rec.file.as_ref().map_or(0, |f| f.len());
-                    if starts && (dts - rec.file_start >= max_ms || written >= config.max_file_bytes) {
+                    let past = dts - rec.file_start >= max_ms
+                        || written >= config.max_file_bytes
+                        || rec.samples >= SAMPLES_PER_FILE;
+                    if starts && past {
                         close(rec).await?;
                         open(rec, dir, &stream.key().name, handle, dts, config.min_free_bytes).await?;
+                    } else if rec.samples >= SAMPLES_PER_FILE * 2 {
+                        // no keyframe for that long: the file ends here, the next starts at
+                        // the next keyframe
+                        warn!(stream = %stream.key(), "recording: {} frames without a keyframe; file cut", rec.samples);
+                        close(rec).await?;
+                        metrics.media_dropped("record_samples");
+                        continue;
                     }
+                    rec.samples += 1;
                     // cut the fragment before a frame that starts one (a video frame, or any
                     // frame of an audio-only stream) once it is long enough
                     let cuts = !rec.has_video || f.is_video();
@@ -594,6 +612,7 @@ async fn open(
         s.bytes = f.len();
     });
     rec.file = Some(f);
+    rec.samples = 0;
     rec.file_start = dts;
     rec.fragment_start = None;
     rec.muxer.start_segment();
@@ -625,35 +644,35 @@ async fn close(rec: &mut Recording) -> anyhow::Result<()> {
     rec.fragment_start = None;
     if let Some(f) = rec.file.take() {
         let path = f.finish().await?;
-        // the run learns the file's segments (a DVR window numbers on from them)
-        let segments = match &path {
-            Some(fin) => {
-                let (p, pb) = (fin.path.clone(), rec.playback.clone());
-                let ix = tokio::task::spawn_blocking(move || pb.index(&p)).await;
-                ix.ok().and_then(Result::ok).map(|ix| ix.segments().len() as u64)
-            }
-            None => None,
-        };
-        {
-            let mut run = crate::hub::lock(&rec.run);
-            match (path.is_some(), run.files.back_mut()) {
-                (true, Some(last)) => last.segments = Some(segments.unwrap_or(0)),
-                (false, Some(_)) => {
-                    run.files.pop_back();
-                }
-                _ => {}
-            }
-        }
-        if let Some(fin) = path {
-            finished(rec, &fin).await;
-        }
+        finished(rec, path.as_ref()).await;
     }
     Ok(())
 }
 
-/// What follows a file's finalization: the log line, `on_record_done`, and retention for
-/// its app.
-async fn finished(rec: &Recording, fin: &file::Finalized) {
+/// What follows a file's finalization (None: it held nothing and was removed): the run's
+/// count of its segments, the log line, `on_record_done`, and retention for its app.
+async fn finished(rec: &Recording, fin: Option<&file::Finalized>) {
+    // the run learns the file's segments (a DVR window numbers on from them); a file that
+    // held nothing was removed
+    let segments = match fin {
+        Some(fin) => {
+            let (p, pb) = (fin.path.clone(), rec.playback.clone());
+            let ix = tokio::task::spawn_blocking(move || pb.index(&p)).await;
+            ix.ok().and_then(Result::ok).map(|ix| ix.segments().len() as u64)
+        }
+        None => None,
+    };
+    {
+        let mut run = crate::hub::lock(&rec.run);
+        match (fin.is_some(), run.files.back_mut()) {
+            (true, Some(last)) => last.segments = Some(segments.unwrap_or(0)),
+            (false, Some(_)) => {
+                run.files.pop_back();
+            }
+            _ => {}
+        }
+    }
+    let Some(fin) = fin else { return };
     info!(file = %fin.path.display(), duration_s = fin.duration_s, gaps = fin.gaps.len(), "recording file finalized");
     let key = &rec.hook.key;
     let settings = rec.hook.settings.get();

@@ -35,14 +35,18 @@ pub const SEGMENT_TARGET: f64 = 2.0;
 const SEGMENT_KEY_BYTES: u64 = 16 << 20;
 /// ... and at any fragment past this many bytes (a stream without keyframes).
 const SEGMENT_MAX_BYTES: u64 = 32 << 20;
-/// The largest `moov`/`moof` read.
-const MAX_HEADER_BOX: u64 = 64 << 20;
+/// The largest `moov`/`moof` read (as the finalizer's bound).
+const MAX_HEADER_BOX: u64 = 16 << 20;
 /// Fragments indexed per file (48 bytes each).
 const MAX_FRAGMENTS: usize = 500_000;
-/// Files whose index is kept.
-const CACHED_FILES: usize = 32;
-/// Segments one playlist lists at most (a range longer than this many segments is cut).
-const MAX_LISTED_SEGMENTS: usize = 20_000;
+/// Files whose index is kept (~170 KiB for an hour of 1 s fragments).
+const CACHED_FILES: usize = 128;
+/// Segments one playlist lists at most: 24 h of 2 s segments. A VOD range is cut after
+/// them; a live window or an event keeps the newest.
+const MAX_LISTED_SEGMENTS: usize = 43_200;
+/// Files one request reads at most (a publisher that reconnects often makes many short
+/// ones); the newest are kept.
+pub const MAX_FILES_PER_REQUEST: usize = 200;
 
 /// One fragment of a file: where its `moof` starts, its `moof` and `mdat` together, its
 /// `moof`'s length, and its times.
@@ -201,6 +205,13 @@ pub struct Playback {
 }
 
 impl Playback {
+    /// The index of `path`, and the file open for reading (blocking: call from a blocking
+    /// task).
+    pub fn open(&self, path: &Path) -> anyhow::Result<(Arc<FileIndex>, Arc<File>)> {
+        let file = Arc::new(File::open(path).with_context(|| format!("opening {}", path.display()))?);
+        Ok((self.index(path)?, file))
+    }
+
     /// The index of `path` (blocking: call from a blocking task).
     pub fn index(&self, path: &Path) -> anyhow::Result<Arc<FileIndex>> {
         let len = std::fs::metadata(path)?.len();
@@ -230,53 +241,53 @@ impl Playback {
     }
 }
 
-/// Reads fragments `first..end` of `path` one by one: each with its header restored and,
-/// when `shift` is given, its decode times moved by that many seconds.
+/// Reads fragments `first..end` of an open file one by one: each with its header restored
+/// and, when `shift` is not 0, its decode times moved by that many seconds. (The file is
+/// opened when the request is planned, so a rename or removal meanwhile does not cut the
+/// body short.)
 pub fn fragments(
-    path: PathBuf,
+    file: Arc<File>,
     ix: Arc<FileIndex>,
     segments: std::ops::Range<usize>,
     shift: f64,
 ) -> impl futures_util::Stream<Item = anyhow::Result<Bytes>> + Send {
-    let (first, end) =
-        match (ix.segments().get(segments.start), segments.end.checked_sub(1).and_then(|e| ix.segments().get(e))) {
-            (Some(a), Some(b)) => (a.first, b.end),
-            _ => (0, 0),
-        };
-    futures_util::stream::unfold((first, None::<Arc<File>>), move |(i, file)| {
-        let (path, ix) = (path.clone(), ix.clone());
+    let first = ix.segments().get(segments.start).map(|s| s.first);
+    let end = segments.end.checked_sub(1).and_then(|e| ix.segments().get(e)).map(|s| s.end);
+    let (first, end) = match (first, end) {
+        (Some(a), Some(b)) => (a, b),
+        _ => (0, 0),
+    };
+    futures_util::stream::unfold(first, move |i| {
+        let (file, ix) = (file.clone(), ix.clone());
         async move {
             if i >= end {
                 return None;
             }
             let f = ix.fragments[i];
-            let read = tokio::task::spawn_blocking(move || -> anyhow::Result<(Bytes, Arc<File>)> {
-                let file = match file {
-                    Some(f) => f,
-                    None => Arc::new(File::open(&path).with_context(|| format!("opening {}", path.display()))?),
-                };
+            let read = tokio::task::spawn_blocking(move || -> anyhow::Result<Bytes> {
                 let mut buf = read_at(&file, f.offset, f.size)?;
                 buf[4..8].copy_from_slice(b"moof");
                 if shift != 0.0 {
                     let moof_len = usize::try_from(f.moof_len)?;
                     shift_decode_times(&mut buf[..moof_len], &ix.tracks, shift)?;
                 }
-                Ok((Bytes::from(buf), file))
+                Ok(Bytes::from(buf))
             })
             .await;
             match read {
-                Ok(Ok((bytes, file))) => Some((Ok(bytes), (i + 1, Some(file)))),
-                Ok(Err(e)) => Some((Err(e), (end, None))),
-                Err(e) => Some((Err(e.into()), (end, None))),
+                Ok(Ok(bytes)) => Some((Ok(bytes), i + 1)),
+                Ok(Err(e)) => Some((Err(e), end)),
+                Err(e) => Some((Err(e.into()), end)),
             }
         }
     })
 }
 
-/// One file of a stream in a playlist or a range, with its index.
+/// One file of a stream in a playlist or a range, with its index and the file open.
 pub struct Listed {
     pub file: FileRef,
     pub index: Arc<FileIndex>,
+    pub open: Arc<File>,
 }
 
 impl Listed {
@@ -293,18 +304,24 @@ impl Listed {
 }
 
 /// The segments of `files` (oldest first) that overlap `from..to` (Unix seconds): (file,
-/// segment) pairs, at most `max`.
-fn select(files: &[Listed], from: f64, to: f64, max: usize) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
+/// segment) pairs, at most `max` (the oldest, or with `newest` the newest).
+fn select(files: &[Listed], from: f64, to: f64, max: usize, newest: bool) -> Vec<(usize, usize)> {
+    let mut out = std::collections::VecDeque::new();
     for (fi, f) in files.iter().enumerate() {
         for (si, s) in f.index.segments().iter().enumerate() {
             let start = f.wall(s.start);
-            if start < to && start + s.duration > from && out.len() < max {
-                out.push((fi, si));
+            if start < to && start + s.duration > from {
+                if out.len() >= max {
+                    if !newest {
+                        return out.into();
+                    }
+                    out.pop_front();
+                }
+                out.push_back((fi, si));
             }
         }
     }
-    out
+    out.into()
 }
 
 /// What kind of HLS playlist [`playlist`] writes.
@@ -323,10 +340,12 @@ pub enum Kind {
 /// `/recordings/APP/STREAM/FILE.mp4?init|seg=N`.
 pub fn playlist(app: &str, stream: &str, files: &[Listed], from: f64, to: f64, kind: Kind) -> Option<String> {
     use std::fmt::Write as _;
-    let picked = select(files, from, to, MAX_LISTED_SEGMENTS);
+    let picked = select(files, from, to, MAX_LISTED_SEGMENTS, kind != Kind::Vod);
     let &(first_file, first_seg) = picked.first()?;
+    // the longest segment of the files, not only of those listed: it changes less while a
+    // window slides (a live playlist's target duration must not change)
     let target =
-        picked.iter().map(|&(f, s)| files[f].index.segments()[s].duration).fold(1.0f64, f64::max).ceil() as u64;
+        files.iter().flat_map(|f| f.index.segments().iter().map(|s| s.duration)).fold(1.0f64, f64::max).ceil() as u64;
     let mut out = String::with_capacity(256 + picked.len() * 96);
     let _ = write!(out, "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n");
     match kind {
@@ -364,21 +383,25 @@ pub fn playlist(app: &str, stream: &str, files: &[Listed], from: f64, to: f64, k
     Some(out)
 }
 
+/// Segments of one open file, and how far to move their decode times (seconds).
+pub type RangePart = (Arc<File>, Arc<FileIndex>, std::ops::Range<usize>, f64);
+
 /// A range of a stream as one fragmented MP4: the files' parts in `from..to`, cut at the
 /// segments (keyframes) around it, as (init, then (file, segments, shift) to read with
-/// [`fragments`]). Files after one whose codecs differ from the first's are left out (one
-/// MP4 has one set of sample entries). None when nothing is in the range.
+/// [`fragments`]). Files whose codecs differ from the first's are left out (one MP4 has one
+/// set of sample entries).
 pub struct RangePlan {
     pub init: Bytes,
-    pub parts: Vec<(PathBuf, Arc<FileIndex>, std::ops::Range<usize>, f64)>,
+    pub parts: Vec<RangePart>,
     /// Bytes of the whole response.
     pub len: u64,
     /// Files left out for their codecs.
     pub left_out: usize,
 }
 
+/// The [`RangePlan`] of `files` in `from..to`; None when nothing is in it.
 pub fn range(files: &[Listed], from: f64, to: f64) -> Option<RangePlan> {
-    let picked = select(files, from, to, usize::MAX);
+    let picked = select(files, from, to, usize::MAX, false);
     let &(first_file, _) = picked.first()?;
     let init = files[first_file].index.init.clone();
     let mut plan = RangePlan { len: init.len() as u64, init, parts: Vec::new(), left_out: 0 };
@@ -404,7 +427,7 @@ pub fn range(files: &[Listed], from: f64, to: f64) -> Option<RangePlan> {
         let last = segs[segs.len() - 1];
         cursor = Some(last.start + last.duration + shift);
         plan.len += (a..b).filter_map(|n| f.index.segment_len(n)).sum::<u64>();
-        plan.parts.push((f.file.path.clone(), f.index.clone(), a..b, shift));
+        plan.parts.push((f.open.clone(), f.index.clone(), a..b, shift));
     }
     Some(plan)
 }

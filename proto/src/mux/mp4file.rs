@@ -235,7 +235,7 @@ impl Index {
                 };
                 let count = run.samples.len();
                 for s in run.samples {
-                    track.end += u64::from(s.duration);
+                    track.end = track.end.saturating_add(u64::from(s.duration));
                     track.samples.push(s);
                 }
                 if count > 0 {
@@ -332,7 +332,8 @@ fn parse_trun(trun: &[u8], limit: usize) -> Result<Run, Mp4Error> {
         at += 4;
     }
     let per = [0x100, 0x200, 0x400, 0x800].iter().filter(|f| tflags & **f != 0).count() * 4;
-    if count.saturating_mul(per) > trun.len().saturating_sub(at) {
+    // (a run without per-sample fields is none livegate writes: each sample has its size)
+    if (per == 0 && count > 0) || count.saturating_mul(per) > trun.len().saturating_sub(at) {
         return Err(Mp4Error::Malformed("trun sample count"));
     }
     if count > limit {
@@ -447,7 +448,7 @@ pub fn fragment_times(moof: &[u8], tracks: &[TrackInfo]) -> Result<FragmentTimes
         }
         let ts = f64::from(track.timescale);
         start = start.min(decode as f64 / ts);
-        end = end.max((decode + duration) as f64 / ts);
+        end = end.max(decode.saturating_add(duration) as f64 / ts);
     }
     if !start.is_finite() {
         return Err(Mp4Error::Malformed("moof without tracks"));

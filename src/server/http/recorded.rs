@@ -94,18 +94,23 @@ fn stream_dir(ctx: &HttpContext, app: &str, stream: &str) -> Option<PathBuf> {
     (valid_name(app) && valid_name(stream)).then(|| ctx.svc.recorder.dir_of(app).join(app).join(stream))
 }
 
-/// The files of `stream` that may hold media in `from..to`, indexed (blocking).
+/// The files of `stream` that may hold media in `from..to` (the newest
+/// [`playback::MAX_FILES_PER_REQUEST`]), indexed and open (blocking).
 fn indexed(pb: &playback::Playback, files: Vec<FileRef>, from: f64, to: f64) -> Vec<Listed> {
-    let mut out = Vec::new();
+    let mut wanted = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let Some(start) = f.start_unix else { continue };
         // a file ends before the next one starts
         let next = files[i + 1..].iter().find_map(|g| g.start_unix);
-        if start >= to || next.is_some_and(|n| n <= from) {
-            continue;
+        if start < to && !next.is_some_and(|n| n <= from) {
+            wanted.push(f);
         }
-        match pb.index(&f.path) {
-            Ok(index) => out.push(Listed { file: f.clone(), index }),
+    }
+    let skip = wanted.len().saturating_sub(playback::MAX_FILES_PER_REQUEST);
+    let mut out = Vec::new();
+    for f in wanted.into_iter().skip(skip) {
+        match pb.open(&f.path) {
+            Ok((index, open)) => out.push(Listed { file: f.clone(), index, open }),
             Err(e) => warn!(file = %f.path.display(), "recording not readable for playback: {e:#}"),
         }
     }
@@ -139,19 +144,18 @@ pub(crate) async fn playlist(
             let now = now_unix();
             let from = now - window as f64;
             // the run's files, and the segments and files before those that can be in the window
-            let on_disk = stream_files(&dir, &stream);
+            let on_disk: std::collections::HashMap<String, FileRef> =
+                stream_files(&dir, &stream).into_iter().map(|f| (f.url_name.clone(), f)).collect();
             let mut files = Vec::new();
             let (mut seq, mut discontinuities) = (run.dropped_segments, run.dropped_files);
-            let named: Vec<FileRef> =
-                run.files.iter().filter_map(|r| on_disk.iter().find(|f| f.url_name == r.url_name).cloned()).collect();
             for (i, r) in run.files.iter().enumerate() {
-                let f = named.iter().find(|f| f.url_name == r.url_name);
-                let next_start = run.files.get(i + 1).and_then(|n| named.iter().find(|f| f.url_name == n.url_name));
-                let before_window = next_start.and_then(|n| n.start_unix).is_some_and(|n| n <= from);
-                match (f, r.segments) {
+                let next_start = run.files.get(i + 1).and_then(|n| on_disk.get(&n.url_name)?.start_unix);
+                let before_window = next_start.is_some_and(|n| n <= from);
+                match (on_disk.get(&r.url_name), r.segments) {
                     (Some(f), _) if !before_window => files.push(f.clone()),
-                    (_, Some(count)) if files.is_empty() => {
-                        seq += count;
+                    // numbers and discontinuities go on past the files before the window
+                    (_, count) if files.is_empty() => {
+                        seq += count.unwrap_or(0);
                         discontinuities += 1;
                     }
                     _ => {}
@@ -245,7 +249,7 @@ pub(crate) async fn range_mp4(
         warn!(stream = %StreamKey::new(app, stream), files = plan.left_out, "range MP4: files with other codecs left out");
     }
     let parts = futures_util::stream::iter(plan.parts)
-        .flat_map(|(path, ix, segs, shift)| playback::fragments(path, ix, segs, shift));
+        .flat_map(|(file, ix, segs, shift)| playback::fragments(file, ix, segs, shift));
     let mut r = streamed(plan.init, parts, plan.len);
     r.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
     r.headers_mut().insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -283,18 +287,17 @@ pub(crate) async fn file(
     // a file still being recorded is asked for by its final name
     let p = if p.exists() { p } else { p.with_extension("mp4.part") };
     let pb = ctx.svc.recorder.playback().clone();
-    let ix = match tokio::task::spawn_blocking(move || pb.index(&p).map(|ix| (p, ix))).await {
+    let (ix, open) = match tokio::task::spawn_blocking(move || pb.open(&p)).await {
         Ok(Ok(ix)) => ix,
         _ => return not_found(),
     };
     let cache =
         if keyed(ctx, app) { "private, max-age=31536000, immutable" } else { "public, max-age=31536000, immutable" };
-    let (p, ix) = ix;
     if init {
         return full("video/mp4", cache, ix.init.clone());
     }
     let Some(len) = ix.segment_len(seg) else { return not_found() };
-    let mut r = streamed(Bytes::new(), playback::fragments(p, ix, seg..seg + 1, 0.0), len);
+    let mut r = streamed(Bytes::new(), playback::fragments(open, ix, seg..seg + 1, 0.0), len);
     r.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("video/iso.segment"));
     r.headers_mut().insert(hyper::header::CACHE_CONTROL, HeaderValue::from_static(cache));
     r
