@@ -457,3 +457,101 @@ fn recorded_ranges_play_as_hls_and_as_one_mp4_across_files() {
     assert_eq!(http_get(gw.http, &uris[1]).status, 200);
     assert_eq!(http_get(gw.http, uris[1].trim_end_matches("&key=k1")).status, 401);
 }
+
+/// Hostile timing, recorded: timestamps that stand still, timestamps that jump 10 s ahead
+/// every second, and a flood of 1.2 million tiny frames on one timestamp. Every file stays
+/// within its size bound (plus a GOP), is finalized, and ffprobe reads it whole; what the
+/// recorder could not keep up with is skipped and logged; the server's peak memory grows by
+/// a bounded amount (VmHWM of the real process).
+#[test]
+fn frozen_jumping_and_tiny_frame_timestamps_keep_files_bounded_and_valid() {
+    use common::hostile::*;
+    let dir = scratch_dir("record-hostile");
+    let cfg = config_file(
+        "record-hostile",
+        &format!(
+            "[hub]\nreconnect_grace_ms = 300\n[record]\nenabled = true\ndir = \"{}\"\nmax_file_bytes = 1048576\n",
+            dir.display()
+        ),
+    );
+    let gw = Gateway::start_with(&["--config", &cfg]);
+    let hwm_before = hwm_kb(gw.pid());
+
+    // 8 s of the source, every frame at 1000 ms
+    let mut frozen = Rtmp::publish(gw.rtmp, "live", "frozen").expect("publish");
+    frozen.send_configs(0);
+    send_media(&mut frozen, 0, 8000, 8.0, |_| 1000);
+    frozen.unpublish();
+    // 8 s of the source, 10 s ahead every second
+    let mut jumping = Rtmp::publish(gw.rtmp, "live", "jumping").expect("publish");
+    jumping.send_configs(0);
+    send_media(&mut jumping, 0, 8000, 8.0, |t| t + t / 1000 * 10_000);
+    jumping.unpublish();
+    // a keyframe, then 1.2 million 10-byte frames at one timestamp, a keyframe every 200,000
+    let mut tiny = Rtmp::publish(gw.rtmp, "live", "tiny").expect("publish");
+    tiny.send_configs(0);
+    let key = source().frames.iter().find(|t| t.is_keyframe()).unwrap().clone();
+    let little = [0x27u8, 1, 0, 0, 0, 0, 0, 0, 2, 0x01, 0xaa];
+    for i in 0..1_200_000u32 {
+        if i % 200_000 == 0 {
+            tiny.send_tag(&Tag { ts: 2000, ..key.clone() }).expect("send keyframe");
+        } else {
+            tiny.message(6, 9, 1, 2000, &little).expect("send a tiny frame");
+        }
+    }
+    tiny.unpublish();
+
+    let settled = wait_until(Duration::from_secs(60), || {
+        files(&dir, ".part").is_empty()
+            && ["frozen", "jumping", "tiny"].iter().all(|s| !files(&dir.join("live").join(s), ".mp4").is_empty())
+    });
+    assert!(settled, "recordings not finalized: {:?}\n{}", files(&dir, ""), gw.log());
+    let hwm_after = hwm_kb(gw.pid());
+    std::fs::write(dir.join("server.log"), gw.log()).unwrap();
+    std::fs::write(dir.join("metrics.txt"), http_get(gw.http, "/metrics").body).unwrap();
+    let mut tiny_packets = 0u64;
+    for f in files(&dir, ".mp4") {
+        let size = std::fs::metadata(&f).unwrap().len();
+        // a file closes at the first keyframe past 1 MiB: 1 MiB + a GOP (1 s, ~200 KB) and
+        // its sample tables
+        assert!(size <= 4 << 20, "{f:?}: {size} bytes");
+        let tiny = f.parent().is_some_and(|d| d.ends_with("tiny"));
+        // (the tiny frames are no H.264 a decoder takes: their files are read, not decoded)
+        let out = Command::new(require_tool("ffmpeg"))
+            .args(["-v", "error", "-i"])
+            .arg(&f)
+            .args(if tiny { ["-c", "copy"] } else { ["-c:v", "rawvideo"] })
+            .args(["-f", "null", "-"])
+            .output()
+            .unwrap();
+        // (frozen timestamps are recorded as sent: a muxer downstream says they do not advance)
+        let clean = out.stderr.is_empty() || !f.parent().is_some_and(|d| d.ends_with("jumping"));
+        assert!(out.status.success() && clean, "{f:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let v = ffprobe(f.to_str().unwrap(), &["-show_streams", "-count_packets"]);
+        let video = v["streams"].as_array().and_then(|s| s.iter().find(|s| s["codec_type"] == "video")).cloned();
+        let packets: u64 = video.and_then(|s| s["nb_read_packets"].as_str()?.parse().ok()).unwrap_or(0);
+        assert!(packets > 0, "{f:?}: no video read: {v}");
+        if tiny {
+            tiny_packets += packets;
+        }
+    }
+    // sent far faster than a recorder takes them: what the hub's ring (bounded in bytes)
+    // does not hold for it is skipped to the next keyframe, and said
+    assert!(tiny_packets > 10_000, "{tiny_packets} of the 1.2 million tiny frames recorded");
+    if tiny_packets < 1_190_000 {
+        let log = gw.log();
+        let said: Vec<&str> =
+            log.lines().filter(|l| l.contains("tiny") && (l.contains("WARN") || l.contains("drop"))).take(20).collect();
+        assert!(log.contains("recording fell behind the stream"), "frames lost without a word: {said:#?}");
+    }
+    let tiny_files = files(&dir.join("live").join("tiny"), ".mp4").len();
+    let frozen_files = files(&dir.join("live").join("frozen"), ".mp4").len();
+    let grew = hwm_after.saturating_sub(hwm_before);
+    println!(
+        "hostile timing: {frozen_files} frozen-timestamp file(s), {} jumping, {tiny_files} tiny-frame ({tiny_packets} frames); \
+         VmHWM {hwm_before} kB -> {hwm_after} kB",
+        files(&dir.join("live").join("jumping"), ".mp4").len()
+    );
+    assert!(frozen_files >= 2, "8 s at 1.5 Mbit/s with max_file_bytes 1 MiB: {frozen_files} file(s)");
+    assert!(grew < 160 * 1024, "peak memory grew {grew} kB");
+}

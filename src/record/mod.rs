@@ -397,6 +397,10 @@ struct DoneHook {
 /// is cut, and a publisher whose timestamps stand still would otherwise never have it cut.
 const FRAGMENT_MAX_BYTES: usize = 8 << 20;
 
+/// What a buffered sample weighs besides its payload (the muxer's record of it and its
+/// `trun` entry), against [`FRAGMENT_MAX_BYTES`].
+const SAMPLE_WEIGHT: usize = 64;
+
 /// How often a recording stopped by an I/O error (a full disk) tries again.
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -480,6 +484,7 @@ async fn record_once(
     rec: &mut Recording,
 ) -> anyhow::Result<()> {
     let mut sub = stream.subscribe();
+    let mut skips = 0;
     let mut events = Vec::with_capacity(64);
     let fragment = i64::try_from(config.fragment_ms).unwrap_or(1000);
     let max_ms = i64::try_from(config.max_duration_s.saturating_mul(1000)).unwrap_or(i64::MAX);
@@ -488,6 +493,13 @@ async fn record_once(
             got = sub.recv_many(&mut events, 64) => got,
             _ = handle.stop.cancelled() => break,
         };
+        if sub.lag_skips() > skips {
+            // the disk (or the muxer) kept the recorder behind: the hub skipped it ahead to
+            // the latest keyframe; the hole is in the file (and its note)
+            skips = sub.lag_skips();
+            warn!(stream = %stream.key(), "recording fell behind the stream; skipped ahead to the latest keyframe");
+            metrics.limit_hit("record_behind");
+        }
         match got {
             Ok(true) => {}
             Ok(false) => break,
@@ -497,6 +509,7 @@ async fn record_once(
                 warn!(stream = %stream.key(), "recording fell behind the stream; a gap up to the next keyframe");
                 metrics.limit_hit("record_behind");
                 sub = stream.subscribe();
+                skips = 0;
                 rec.fragment_start = None;
                 continue;
             }
@@ -532,7 +545,9 @@ async fn record_once(
                         open(rec, dir, &stream.key().name, handle, dts, config.min_free_bytes).await?;
                     }
                     // a new file at a keyframe past the bounds
-                    let written = rec.file.as_ref().map_or(0, |f| f.len());
+                    // (what the open fragment holds counts: with timestamps that stand still
+                    // it is cut by bytes only)
+                    let written = rec.file.as_ref().map_or(0, |f| f.len()) + rec.muxer.segment_len() as u64;
                     let past = dts - rec.file_start >= max_ms
                         || written >= config.max_file_bytes
                         || rec.samples >= SAMPLES_PER_FILE;
@@ -553,7 +568,9 @@ async fn record_once(
                     let cuts = !rec.has_video || f.is_video();
                     // ...or, whatever the timestamps say (frozen ones never make a fragment
                     // long enough), once it holds FRAGMENT_MAX_BYTES
-                    let full = rec.muxer.segment_len() >= FRAGMENT_MAX_BYTES;
+                    // (a sample weighs its bookkeeping too: a flood of tiny frames)
+                    let full =
+                        rec.muxer.segment_len() + rec.muxer.segment_samples() * SAMPLE_WEIGHT >= FRAGMENT_MAX_BYTES;
                     match rec.fragment_start {
                         Some(start) if (cuts && dts - start >= fragment) || full => {
                             write_fragment(rec, Some(dts), config.min_free_bytes).await?;

@@ -123,6 +123,11 @@ impl Fmp4Muxer {
         self.buffered
     }
 
+    /// Samples buffered for the open segment.
+    pub fn segment_samples(&self) -> usize {
+        self.video_samples.len() + self.audio_samples.len()
+    }
+
     /// Length of the access unit checked by [`Self::prepare_video`].
     pub fn prepared_video_len(&self) -> usize {
         self.prepared

@@ -17,7 +17,7 @@ impl Stream {
     pub fn subscribe(self: &Arc<Self>) -> Subscription {
         let mut st = lock(&self.state);
         st.subscribers += 1;
-        Subscription { stream: self.clone(), cursor: st.fanout.cursor(), registered: None, eager: false }
+        Subscription { stream: self.clone(), cursor: st.fanout.cursor(), registered: None, eager: false, lag_skips: 0 }
     }
 
     /// [`Self::subscribe`], woken for every event instead of in batches: for outputs whose
@@ -43,6 +43,8 @@ pub struct Subscription {
     registered: Option<(u64, Waker)>,
     /// Woken by every event (see [`Stream::subscribe_eager`]).
     eager: bool,
+    /// Times this viewer lagged and skipped to the latest keyframe.
+    lag_skips: u32,
 }
 
 impl Drop for Subscription {
@@ -54,6 +56,12 @@ impl Drop for Subscription {
 impl Subscription {
     pub fn stream(&self) -> &Arc<Stream> {
         &self.stream
+    }
+
+    /// Times this viewer lagged and skipped ahead to the latest keyframe (what it skipped
+    /// it never gets).
+    pub fn lag_skips(&self) -> u32 {
+        self.lag_skips
     }
 
     /// The next event; `Ok(None)` once the stream has ended and everything was delivered.
@@ -113,6 +121,7 @@ impl Subscription {
         let mut st = lock(&stream.state);
         let read = st.fanout.read(&mut self.cursor, out, max - (out.len() - start));
         if read.as_ref().map_or(true, |r| r.skipped) {
+            self.lag_skips = self.lag_skips.saturating_add(1);
             self.stream.stats.lag_skips.fetch_add(1, Ordering::Relaxed);
             self.stream.observer.lag_skip();
         }
