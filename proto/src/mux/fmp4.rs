@@ -28,7 +28,9 @@
 //!   says (1024 samples for AAC, the TOC for Opus, 1536 for AC-3, ...). Decode times
 //!   count samples from the first frame, so they do not jitter with the millisecond
 //!   timestamps FLV gives; the count re-anchors to a frame's timestamp only when it is more
-//!   than half a frame ahead of it (a gap) and after [`Fmp4Muxer::reset_timing`].
+//!   than half a frame ahead of it (a gap) and after [`Fmp4Muxer::reset_timing`]; a frame
+//!   whose timestamp is more than a frame behind the count is left out (its time was
+//!   counted already), so the count never drifts ahead of the timestamps.
 
 use std::sync::Arc;
 
@@ -187,6 +189,11 @@ impl Fmp4Muxer {
         let samples = u64::from(cfg.frame_samples(&frame.data).unwrap_or_else(|| cfg.nominal_frame_samples()));
         let at = (u64::try_from(frame.pts.max(0)).unwrap_or(0) * rate + 500) / 1000;
         let time = match self.next_audio_time {
+            // more than a frame behind the count: what it covers was counted already (the
+            // publisher's timestamps stepped back, or its audio runs longer than its time, as
+            // at the loop points of `ffmpeg -stream_loop`); left out, so that the count never
+            // runs ahead of the timestamps (and the video) by more than a frame
+            Some(next) if at + samples < next => return Ok(()),
             // jitter of the millisecond timestamps, or a small step back: stay continuous
             Some(next) if at < next + samples / 2 => next,
             _ => at,

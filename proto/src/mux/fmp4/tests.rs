@@ -248,6 +248,22 @@ fn audio_decode_times_ignore_millisecond_jitter_but_follow_gaps() {
 }
 
 #[test]
+fn audio_that_steps_back_more_than_a_frame_does_not_push_the_count_ahead() {
+    let mut m = muxer(false, true);
+    m.start_segment();
+    // 23.2 ms frames; the publisher's clock steps back 35 ms after the fifth (a frame and a
+    // half): that frame's time was counted already and it is left out; a step back of
+    // less than a frame stays continuous
+    for pts in [0, 23, 46, 70, 93, 81, 104, 127, 140] {
+        m.write_audio(&audio_frame(pts)).unwrap();
+    }
+    let (_, runs, _) = fragment(&m.finish_segment(None));
+    assert_eq!(runs[0].samples.len(), 8, "one frame left out");
+    let durations: Vec<u32> = runs[0].samples.iter().map(|s| s.0).collect();
+    assert!(durations.iter().all(|d| *d == 1024), "{durations:?}");
+}
+
+#[test]
 fn bad_access_units_are_refused_before_buffering() {
     let mut m = muxer(true, false);
     m.start_segment();
