@@ -41,6 +41,9 @@ const MAX_HEADER_BOX: u64 = 16 << 20;
 const MAX_FRAGMENTS: usize = 500_000;
 /// Files whose index is kept (~170 KiB for an hour of 1 s fragments).
 const CACHED_FILES: usize = 128;
+/// Fragments the kept indexes hold in all (~100 bytes each with their segments): ~50 MiB
+/// whatever the files (a file of tiny fragments holds up to [`MAX_FRAGMENTS`]).
+const CACHED_FRAGMENTS: usize = 500_000;
 /// Segments one playlist lists at most: 24 h of 2 s segments. A VOD range is cut after
 /// them; a live window or an event keeps the newest.
 const MAX_LISTED_SEGMENTS: usize = 43_200;
@@ -233,11 +236,18 @@ impl Playback {
         let ix = Arc::new(scan(path, prev.as_deref())?);
         let mut cache = crate::hub::lock(&self.cache);
         cache.retain(|(p, _, _)| p != path);
-        if cache.len() >= CACHED_FILES {
-            cache.remove(0);
-        }
+        make_room(&mut cache, ix.fragments.len());
         cache.push((path.to_path_buf(), len, ix.clone()));
         Ok(ix)
+    }
+}
+
+/// Evicts the least recently used indexes until one of `incoming` fragments fits: at most
+/// [`CACHED_FILES`] files and [`CACHED_FRAGMENTS`] fragments in all.
+fn make_room(cache: &mut Vec<Cached>, incoming: usize) {
+    let mut held: usize = cache.iter().map(|c| c.2.fragments.len()).sum();
+    while !cache.is_empty() && (cache.len() >= CACHED_FILES || held + incoming > CACHED_FRAGMENTS) {
+        held -= cache.remove(0).2.fragments.len();
     }
 }
 
@@ -438,6 +448,24 @@ mod tests {
 
     fn frag(start: f64, duration: f64, keyframe: bool, size: u64) -> Fragment {
         Fragment { offset: 0, size, moof_len: 0, times: FragmentTimes { start, duration, keyframe } }
+    }
+
+    #[test]
+    fn the_index_cache_is_bounded_in_files_and_in_fragments() {
+        let ix = |n: usize| {
+            let fragments = (0..n).map(|i| frag(i as f64, 1.0, true, 10)).collect();
+            Arc::new(FileIndex { fragments, ..FileIndex::default() })
+        };
+        let mut cache: Vec<Cached> = (0..CACHED_FILES).map(|i| (PathBuf::from(i.to_string()), 0, ix(10))).collect();
+        make_room(&mut cache, 10);
+        assert_eq!(cache.len(), CACHED_FILES - 1, "one file out");
+        assert_eq!(cache[0].0, PathBuf::from("1"), "the least recently used");
+        cache.push((PathBuf::from("big"), 0, ix(CACHED_FRAGMENTS - 100)));
+        make_room(&mut cache, 200);
+        let held: usize = cache.iter().map(|c| c.2.fragments.len()).sum();
+        assert!(held + 200 <= CACHED_FRAGMENTS, "{held}");
+        make_room(&mut cache, CACHED_FRAGMENTS + 1);
+        assert!(cache.is_empty(), "an index larger than the bound is kept alone");
     }
 
     #[test]
