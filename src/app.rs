@@ -95,6 +95,8 @@ pub async fn serve(
     info!(addr = %bound.rtmp_addr()?, "RTMP listening on {}", bound.rtmp_addr()?);
     info!(addr = %bound.http_addr()?, "HTTP listening on {}", bound.http_addr()?);
     warn_if_publishing_is_open(&config);
+    let rtmp_port = bound.rtmp_addr()?.port();
+    let rtmps_port = bound.rtmps.as_ref().and_then(|(l, _)| l.local_addr().ok()).map(|a| a.port());
     crate::net::listener::check_fd_budget(
         config.limits.max_rtmp_connections,
         config.limits.max_http_connections,
@@ -146,8 +148,15 @@ pub async fn serve(
         tasks.spawn(crate::server::rtmp::serve(listener, ingest, Some(acceptor)));
     }
     let viewers = hub.clone();
-    let http =
-        HttpContext { config: config.http.clone(), admin_token: config.admin.token.clone(), svc, hls: hls_store };
+    let http = HttpContext {
+        config: config.http.clone(),
+        admin_token: config.admin.token.clone(),
+        svc,
+        hls: hls_store,
+        console: Default::default(),
+        rtmp_port,
+        rtmps_port,
+    };
     tasks.spawn(crate::server::http::serve(bound.http, http));
     shutdown.cancelled().await;
     viewers.end_for_viewers();

@@ -10,6 +10,7 @@ pub use livegate_proto::{flv, media, rtmp, Inline, Piece};
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod events;
 pub mod hls;
 pub mod hub;
 pub mod metrics;

@@ -91,6 +91,9 @@ pub struct Metrics {
     /// Live streams by codec pair (`none` for a missing track).
     streams_by_codec: Family<CodecLabel, Gauge>,
     viewers: Family<ProtocolLabel, Gauge>,
+    /// What happens, for `/api/events` (the console): publishes, refusals, bounds hit, push
+    /// and recording states. Here because every component that counts also reports.
+    pub events: crate::events::Events,
 }
 
 impl Default for Metrics {
@@ -126,6 +129,7 @@ impl Metrics {
             streams_by_codec: Family::default(),
             viewers: Family::default(),
             registry: Registry::default(),
+            events: crate::events::Events::new(),
         };
         registry.register("connections", "Accepted connections by protocol", m.connections.clone());
         registry.register("bytes_in", "Bytes received from publishers", m.bytes_in.clone());
@@ -166,9 +170,20 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    /// Counts one hit of the bound named `limit`.
+    /// Counts one hit of the bound named `limit` (and reports it, rate-limited).
     pub fn limit_hit(&self, limit: &'static str) {
         self.limit_hits.get_or_create(&LimitLabel { limit }).inc();
+        self.events.warn("limit", serde_json::json!({ "limit": limit }));
+    }
+
+    /// Counts one refused connection, publish or play by `reason` and reports it
+    /// (rate-limited) with `what` (an object: protocol, peer, why).
+    pub fn refused(&self, reason: &'static str, mut what: serde_json::Value) {
+        self.rejected.get_or_create(&ReasonLabel { reason }).inc();
+        if let Some(o) = what.as_object_mut() {
+            o.insert("reason".into(), reason.into());
+        }
+        self.events.warn("refused", what);
     }
 
     /// Counts one dropped media message (see [`Self::media_dropped`]).
@@ -233,6 +248,22 @@ impl HubObserver for Metrics {
 
     fn limit_hit(&self, limit: &'static str) {
         Metrics::limit_hit(self, limit);
+    }
+
+    fn lifecycle(&self, key: &crate::hub::StreamKey, event: crate::hub::Lifecycle) {
+        use crate::hub::Lifecycle;
+        use serde_json::json;
+        let stream = key.to_string();
+        match event {
+            Lifecycle::Published(peer) => {
+                self.events.emit("publish", json!({ "stream": stream, "publisher": peer.to_string() }))
+            }
+            Lifecycle::Resumed(peer) => {
+                self.events.emit("reconnect", json!({ "stream": stream, "publisher": peer.to_string() }))
+            }
+            Lifecycle::Waiting => self.events.emit("waiting", json!({ "stream": stream })),
+            Lifecycle::Ended => self.events.emit("unpublish", json!({ "stream": stream })),
+        }
     }
 }
 

@@ -98,6 +98,14 @@ impl Fanout {
         self.ended
     }
 
+    /// The keyframe the GOP cache starts with.
+    pub(crate) fn gop_keyframe(&self) -> Option<crate::media::VideoFrame> {
+        match self.gop.events().next()? {
+            HubEvent::Frame(crate::media::Frame::Video(v)) if v.keyframe => Some(v.clone()),
+            _ => None,
+        }
+    }
+
     /// (events, payload bytes) held by the GOP cache.
     pub(crate) fn gop_size(&self) -> (usize, usize) {
         (self.gop.len(), self.gop.bytes())

@@ -24,7 +24,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 pub use gop::GopCacheConfig;
-pub use observer::{HubObserver, NoObserver};
+pub use observer::{HubObserver, Lifecycle, NoObserver};
 use stream::Resume;
 pub use stream::{Evicted, Publisher, Stream, StreamStats, Subscription, ViewerGuard};
 
@@ -238,6 +238,7 @@ impl Hub {
                         }
                         if counted {
                             self.inner.live.fetch_add(1, Ordering::Relaxed);
+                            self.inner.observer.lifecycle(&key, Lifecycle::Resumed(peer));
                         }
                         return Ok(Publisher::new(waiting.clone(), Arc::downgrade(&self.inner), grace, counted));
                     }
@@ -257,6 +258,9 @@ impl Hub {
         // every watcher hears of every stream (a closed watcher is dropped); the channel
         // holds at most the streams started before the watcher read them
         lock(&self.inner.watchers).retain(|w| w.send(stream.clone()).is_ok());
+        if counted {
+            self.inner.observer.lifecycle(stream.key(), Lifecycle::Published(peer));
+        }
         Ok(Publisher::new(stream, Arc::downgrade(&self.inner), grace, counted))
     }
 
@@ -314,6 +318,9 @@ impl HubInner {
             streams.remove(s.key());
             drop(streams);
             self.released.notify_waiters();
+            if s.key().split_track().is_none() {
+                self.observer.lifecycle(s.key(), Lifecycle::Ended);
+            }
         }
     }
 

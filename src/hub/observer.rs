@@ -13,6 +13,22 @@ pub trait HubObserver: Send + Sync + std::fmt::Debug {
     fn eviction(&self);
     /// The bound named `limit` was hit (`livegate_limit_hits_total{limit}`).
     fn limit_hit(&self, limit: &'static str);
+    /// A publish's life (not a multitrack publish's track streams): called outside the hot
+    /// path, at most a few times per publish.
+    fn lifecycle(&self, _key: &super::StreamKey, _event: Lifecycle) {}
+}
+
+/// What happens to a publish, for [`HubObserver::lifecycle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// A new stream: its first publisher.
+    Published(std::net::SocketAddr),
+    /// A publisher came back within the reconnect grace and continues the stream.
+    Resumed(std::net::SocketAddr),
+    /// The publisher left; the stream waits for it (the reconnect grace).
+    Waiting,
+    /// The stream ended and its key is free.
+    Ended,
 }
 
 /// Counts nothing (tests, tools).

@@ -120,6 +120,9 @@ struct RecordHandle {
     status: std::sync::Mutex<RecordStatus>,
     stop: CancellationToken,
     run: Arc<std::sync::Mutex<Run>>,
+    /// The stream, and where its state changes are reported (`record` on `/api/events`).
+    stream: String,
+    metrics: Arc<Metrics>,
 }
 
 /// The files one recording has written, in order: how a DVR window numbers its segments
@@ -146,8 +149,24 @@ pub struct RunFile {
 const RUN_FILES: usize = 10_000;
 
 impl RecordHandle {
+    /// Sets the status; a change of state is reported.
     fn set(&self, f: impl FnOnce(&mut RecordStatus)) {
-        f(&mut crate::hub::lock(&self.status));
+        let (before, after) = {
+            let mut s = crate::hub::lock(&self.status);
+            let before = s.state;
+            f(&mut s);
+            (before, s.clone())
+        };
+        if before != after.state {
+            self.report(&after);
+        }
+    }
+
+    fn report(&self, s: &RecordStatus) {
+        let data = serde_json::json!({
+            "stream": self.stream, "state": s.state, "file": s.file, "last_error": s.last_error,
+        });
+        self.metrics.events.emit("record", data);
     }
 }
 
@@ -212,6 +231,8 @@ impl Recorder {
             }),
             stop: CancellationToken::new(),
             run: Default::default(),
+            stream: key.to_string(),
+            metrics: self.inner.metrics.clone(),
         });
         {
             let mut active = crate::hub::lock(&self.inner.active);
@@ -221,6 +242,7 @@ impl Recorder {
             active.insert(key.clone(), handle.clone());
         }
         let status = crate::hub::lock(&handle.status).clone();
+        handle.report(&status);
         let (metrics, recorder) = (self.inner.metrics.clone(), self.clone());
         tokio::spawn(async move {
             info!(stream = %key, dir = %config.dir.display(), source, "recording");

@@ -156,7 +156,7 @@ impl Relays {
         let key = stream.key().clone();
         let url = PushUrl::parse(template, &key.app, &key.name)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let handle = PushHandle::new(id, &url, source);
+        let handle = PushHandle::new(id, &key, &url, source);
         {
             let mut pushes = lock(&self.inner.pushes);
             let list = pushes.entry(key.clone()).or_default();

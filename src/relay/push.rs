@@ -64,10 +64,12 @@ pub struct PushHandle {
     pub(crate) target: PushUrl,
     /// For the bitrate: (when, bytes) at the last look.
     rate: Mutex<(Instant, u64)>,
+    /// The stream pushed (for the state changes reported to `/api/events`).
+    stream: String,
 }
 
 impl PushHandle {
-    pub fn new(id: u64, url: &PushUrl, source: &'static str) -> Arc<Self> {
+    pub fn new(id: u64, stream: &crate::hub::StreamKey, url: &PushUrl, source: &'static str) -> Arc<Self> {
         Arc::new(Self {
             status: Mutex::new(PushStatus {
                 id,
@@ -84,6 +86,7 @@ impl PushHandle {
             stop: tokio_util::sync::CancellationToken::new(),
             target: url.clone(),
             rate: Mutex::new((Instant::now(), 0)),
+            stream: stream.to_string(),
         })
     }
 
@@ -103,6 +106,23 @@ impl PushHandle {
 
     fn set(&self, f: impl FnOnce(&mut PushStatus)) {
         f(&mut lock(&self.status));
+    }
+
+    /// Sets the status; a change of state is reported (`push` on `/api/events`).
+    fn set_state(&self, metrics: &crate::metrics::Metrics, f: impl FnOnce(&mut PushStatus)) {
+        let (before, after) = {
+            let mut s = lock(&self.status);
+            let before = s.state;
+            f(&mut s);
+            (before, s.clone())
+        };
+        if before != after.state {
+            let data = serde_json::json!({
+                "stream": self.stream, "id": after.id, "url": after.url, "state": after.state,
+                "last_error": after.last_error,
+            });
+            metrics.events.emit("push", data);
+        }
     }
 }
 
@@ -136,7 +156,7 @@ pub async fn run(
             Some(s) => s,
             None => {
                 warn!(stream = %key, target = %url, "push: the publish has no video track {}", url.track);
-                handle.set(|s| {
+                handle.set_state(&metrics, |s| {
                     s.state = "stopped";
                     s.last_error = Some(format!("the publish has no video track {}", url.track));
                 });
@@ -150,7 +170,7 @@ pub async fn run(
     let mut backoff = BACKOFF_MIN;
     let mut last_logged: Option<String> = None;
     loop {
-        handle.set(|s| s.state = "connecting");
+        handle.set_state(&metrics, |s| s.state = "connecting");
         let outcome = tokio::select! {
             o = push_once(&source, &url, &handle, &config, &metrics, tls.as_ref()) => o,
             _ = handle.stop.cancelled() => Outcome::Stopped,
@@ -181,7 +201,7 @@ pub async fn run(
             last_logged = Some(why.clone());
         }
         metrics.push_reconnects.inc();
-        handle.set(|s| {
+        handle.set_state(&metrics, |s| {
             s.state = if refused { "refused" } else { "waiting" };
             s.connected_since_unix_ms = None;
             s.last_error = Some(why);
@@ -199,7 +219,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
         }
     }
-    handle.set(|s| {
+    handle.set_state(&metrics, |s| {
         s.state = "stopped";
         s.connected_since_unix_ms = None;
     });
@@ -314,7 +334,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 ClientEvent::Publishing { .. } => {
                     let now_ms =
                         SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-                    handle.set(|s| {
+                    handle.set_state(metrics, |s| {
                         s.state = "publishing";
                         s.connected_since_unix_ms = Some(now_ms);
                         s.last_error = None;

@@ -23,7 +23,18 @@ pub fn artifacts() -> PathBuf {
 
 /// Runs tests/browser/play.mjs with `opts`; `on_event` sees every `EVENT` line and may
 /// write marks to the script's stdin. Returns the `RESULT` object.
-pub fn run_player(opts: Value, mut on_event: impl FnMut(&Value, &mut ChildStdin)) -> Value {
+pub fn run_player(opts: Value, on_event: impl FnMut(&Value, &mut ChildStdin)) -> Value {
+    let mut r = run_script("play.mjs", &opts, on_event);
+    let summary = summary(&r);
+    println!("{}: {summary}", opts["mode"]);
+    r["summary"] = summary;
+    r
+}
+
+/// Runs the script tests/browser/`script` with `opts` (playwright-core driving Debian's
+/// Chromium); `on_event` sees every `EVENT` line and may write marks to the script's
+/// stdin. Returns the `RESULT` object, which must say `ok`.
+pub fn run_script(script: &str, opts: &Value, mut on_event: impl FnMut(&Value, &mut ChildStdin)) -> Value {
     require_tool("node");
     let chromium = require_tool("chromium");
     let dir = root().join("tests/browser");
@@ -32,7 +43,7 @@ pub fn run_player(opts: Value, mut on_event: impl FnMut(&Value, &mut ChildStdin)
         "tests/browser/node_modules is missing: run `npm ci` in tests/browser (scripts/test.sh does)"
     );
     let mut child = Command::new("node")
-        .arg("play.mjs")
+        .arg(script)
         .arg(opts.to_string())
         .current_dir(&dir)
         .env("CHROMIUM", chromium)
@@ -50,20 +61,12 @@ pub fn run_player(opts: Value, mut on_event: impl FnMut(&Value, &mut ChildStdin)
         } else if let Some(r) = line.strip_prefix("RESULT ") {
             result = Some(serde_json::from_str::<Value>(r).expect("result json"));
         } else {
-            println!("[play.mjs] {line}");
+            println!("[{script}] {line}");
         }
     }
     let _ = child.wait();
-    let mut r = result.expect("play.mjs printed no RESULT line");
-    assert!(
-        r["ok"].as_bool().unwrap_or(false),
-        "browser run failed: {} (player errors: {})",
-        r["failure"],
-        r["errors"]
-    );
-    let summary = summary(&r);
-    println!("{}: {summary}", opts["mode"]);
-    r["summary"] = summary;
+    let r = result.unwrap_or_else(|| panic!("{script} printed no RESULT line"));
+    assert!(r["ok"].as_bool().unwrap_or(false), "browser run failed: {} (page errors: {})", r["failure"], r["errors"]);
     r
 }
 

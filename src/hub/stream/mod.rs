@@ -375,6 +375,15 @@ impl Stream {
         lock(&self.state).fanout.is_ended()
     }
 
+    /// The keyframe the GOP cache starts with, and the video configuration it decodes with
+    /// (None without video, or while the cache holds no whole GOP).
+    pub fn latest_keyframe(&self) -> Option<(Arc<crate::media::VideoConfig>, crate::media::VideoFrame)> {
+        let state = lock(&self.state);
+        let config = state.fanout.codec().video.clone()?;
+        let frame = state.fanout.gop_keyframe()?;
+        Some((config, frame))
+    }
+
     /// (events, payload bytes) held by the GOP cache.
     pub fn gop_cache_size(&self) -> (usize, usize) {
         lock(&self.state).fanout.gop_size()
@@ -467,6 +476,7 @@ impl Drop for Publisher {
             return;
         };
         if let Some(hub) = hub.filter(|_| self.counted) {
+            hub.observer.lifecycle(self.stream.key(), super::Lifecycle::Waiting);
             hub.bound_waiting(&self.stream);
         }
         let (stream, hub, grace) = (self.stream.clone(), self.hub.clone(), self.grace);

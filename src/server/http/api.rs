@@ -42,6 +42,8 @@ fn stream_json(ctx: &HttpContext, s: &Stream) -> serde_json::Value {
         "app": s.key().app,
         "name": s.key().name,
         "publisher": s.publisher_addr().to_string(),
+        // its media (thumbnail, URLs) needs one of the app's play keys (`?key=`)
+        "play_key_required": !ctx.svc.settings.get().apps.get(&s.key().app).auth.play_keys.is_empty(),
         // the publisher left and the stream waits for it to come back (reconnect grace)
         "waiting_for_publisher_ms": s.waiting_since().map(|t| t.elapsed().as_millis() as u64),
         "reconnects": s.reconnects(),
@@ -187,6 +189,7 @@ pub(crate) fn kick(path: &str, authorization: Option<&HeaderValue>, ctx: &HttpCo
     match ctx.svc.hub.get(&key) {
         Some(s) => {
             tracing::info!(stream = %s.key(), "publisher kicked by the admin API");
+            ctx.svc.metrics.events.emit("kick", json!({ "stream": s.key().to_string() }));
             s.kick_and_end("kicked by the admin API");
             text(StatusCode::OK, "kicked\n")
         }
@@ -219,6 +222,7 @@ pub(crate) fn reconnect(
     if s.waiting_since().is_some() {
         return text(StatusCode::CONFLICT, "the stream has no publisher now (it waits for one to come back)\n");
     }
+    ctx.svc.metrics.events.emit("drain", json!({ "stream": s.key().to_string(), "to": target }));
     if s.request_reconnect(target.clone()) {
         tracing::info!(stream = %s.key(), ?target, "admin API: publisher asked to reconnect");
         text(StatusCode::OK, "reconnect requested\n")

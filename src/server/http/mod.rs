@@ -11,11 +11,13 @@
 //!   upgrade and hands the connection to `socket`; `ws_frames`, a sans-IO leaf, reads
 //!   the client's frames for `socket`: the imports go `ws` → `socket` → `ws_frames`).
 //! - `api`, `player`: the JSON API and admin kick; the built-in player page and assets.
+//! - `console`: what the console reads besides the API (events, stats, keyframes).
 //! - `deadline`: what every connection is timed by (its first request head from the
 //!   moment it is accepted, every write by the stall timeout).
 //! - `response`, `path`: leaf helpers (responses, safe path segments) shared by all.
 
 mod api;
+mod console;
 mod deadline;
 mod direct;
 mod files;
@@ -58,11 +60,17 @@ pub struct HttpContext {
     /// Hub, settings, auth, metrics, shutdown.
     pub svc: Arc<crate::session::Services>,
     pub hls: HlsStore,
+    /// The console's stats and keyframe cache (made empty: `Default`).
+    pub console: console::Console,
+    /// The RTMP and RTMPS ports, for the publish and play URLs the console shows.
+    pub rtmp_port: u16,
+    pub rtmps_port: Option<u16>,
 }
 
 /// Accepts HTTP connections until shutdown, then waits for them to finish.
 pub async fn serve(listener: TcpListener, ctx: HttpContext) {
     let ctx = Arc::new(ctx);
+    tokio::spawn(console::run(ctx.clone()));
     let (metrics, shutdown) = (ctx.svc.metrics.clone(), ctx.svc.shutdown.clone());
     let settings = ctx.svc.settings.clone();
     let limits = move || {

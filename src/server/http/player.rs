@@ -1,4 +1,5 @@
-//! The built-in player: `GET /` lists live streams, `GET /APP/STREAM` plays one
+//! The built-in pages: `GET /` is the console (`assets/console.*`: every live stream as a
+//! card, see `console`), `GET /APP/STREAM` plays one
 //! with hls.js or mpegts.js (HLS / HTTP-FLV switch, live latency shown), and
 //! `/_player/…` serves the page script and the pinned player libraries from
 //! `assets/`, embedded in the binary (no CDN: closed networks work).
@@ -7,8 +8,6 @@
 //! from the URL, so nothing user-supplied is ever written into HTML. A stream
 //! that is not (yet) live gets the page too; it shows "waiting for stream" and
 //! retries, so an encoder restart or a page opened early recovers by itself.
-
-use std::fmt::Write;
 
 use bytes::Bytes;
 use hyper::header::{HeaderValue, X_CONTENT_TYPE_OPTIONS};
@@ -23,6 +22,8 @@ pub(crate) const MPEGTS_JS_VERSION: &str = "1.8.2";
 
 const PLAYER_HTML: &[u8] = include_bytes!("../../../assets/player.html");
 const PLAYER_JS: &[u8] = include_bytes!("../../../assets/player.js");
+const CONSOLE_HTML: &[u8] = include_bytes!("../../../assets/console.html");
+const CONSOLE_JS: &[u8] = include_bytes!("../../../assets/console.js");
 const HLS_JS: &[u8] = include_bytes!("../../../assets/vendor/hls.min.js");
 const MPEGTS_JS: &[u8] = include_bytes!("../../../assets/vendor/mpegts.js");
 
@@ -48,6 +49,7 @@ pub(crate) fn route(segments: &[&str], hub: &Hub) -> Option<Response<Body>> {
 fn asset(file: &str) -> Option<Response<Body>> {
     let (body, ctype, cache) = match file {
         "player.js" => (PLAYER_JS, JS, SHORT),
+        "console.js" => (CONSOLE_JS, JS, SHORT),
         f if f == format!("hls-{HLS_JS_VERSION}.min.js") => (HLS_JS, JS, IMMUTABLE),
         f if f == format!("mpegts-{MPEGTS_JS_VERSION}.js") => (MPEGTS_JS, JS, IMMUTABLE),
         _ => return None,
@@ -61,53 +63,9 @@ fn page(body: &'static [u8], ctype: &'static str, cache: &'static str) -> Respon
     r
 }
 
-/// `GET /`: the live streams (same data as `/api/streams`), linked to their player pages.
-pub(crate) fn index(hub: &Hub) -> Response<Body> {
-    let streams = hub.streams();
-    let mut rows = String::new();
-    for s in &streams {
-        let key = esc(&s.key().to_string());
-        let codec = s.codec();
-        let video = codec.video.as_ref().map(|v| format!("{} {}x{}", v.codec_string(), v.width(), v.height()));
-        let audio = codec.audio.as_ref().map(|a| format!("{} {} Hz", a.codec_string(), a.sample_rate()));
-        let media = [video, audio].into_iter().flatten().collect::<Vec<_>>().join(", ");
-        // the publisher left; the stream waits for it to come back (reconnect grace)
-        let waiting = s
-            .waiting_since()
-            .map(|t| format!(" · <b>waiting for the publisher ({:.0} s)</b>", t.elapsed().as_secs_f64()))
-            .unwrap_or_default();
-        let _ = writeln!(
-            rows,
-            "<li><a href=\"/{key}\">{key}</a> <small>{media}{waiting} · up {:.0} s · \
-             <a href=\"/{key}.m3u8\">m3u8</a> · <a href=\"/{key}.flv\">flv</a></small></li>",
-            s.uptime().as_secs_f64(),
-            media = esc(&media),
-        );
-    }
-    if streams.is_empty() {
-        rows.push_str("<li>No live streams. Publish to <code>rtmp://HOST:1935/APP/STREAM</code>.</li>\n");
-    }
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta http-equiv=\"refresh\" content=\"10\"><title>livegate</title>\
-         <style>body{{font-family:system-ui,sans-serif;margin:1rem;line-height:1.6}}small{{color:#666}}</style>\
-         </head><body><h1>livegate</h1><h2>Live streams ({n})</h2><ul id=\"streams\">\n{rows}</ul>\
-         <p><small><a href=\"/api/streams\">/api/streams</a> · <a href=\"/metrics\">/metrics</a></small></p>\
-         </body></html>\n",
-        n = streams.len(),
-    );
-    page_owned(html)
-}
-
-fn page_owned(html: String) -> Response<Body> {
-    let mut r = full(HTML, "no-cache", Bytes::from(html));
-    r.headers_mut().insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    r
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+/// `GET /`: the console (`assets/console.html`; its script reads everything from the API).
+pub(crate) fn index() -> Response<Body> {
+    page(CONSOLE_HTML, HTML, SHORT)
 }
 
 #[cfg(test)]
@@ -129,10 +87,5 @@ mod tests {
         assert!(html.contains(&format!("/_player/hls-{HLS_JS_VERSION}.min.js")), "page loads the served hls.js");
         assert!(html.contains(&format!("/_player/mpegts-{MPEGTS_JS_VERSION}.js")), "page loads the served mpegts.js");
         assert!(std::str::from_utf8(HLS_JS).unwrap().contains(HLS_JS_VERSION), "hls.js version matches");
-    }
-
-    #[test]
-    fn escapes_html() {
-        assert_eq!(esc("<a href=\"x\">&"), "&lt;a href=&quot;x&quot;&gt;&amp;");
     }
 }

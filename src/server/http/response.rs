@@ -8,11 +8,10 @@ use hyper::{Response, StatusCode};
 
 use super::{Body, HttpContext};
 use crate::auth::Denied;
-use crate::metrics::reason;
 
 /// 401 for a missing or wrong key, 403 when a callback said no.
 pub(crate) fn refused(ctx: &HttpContext, denied: &Denied) -> Response<Body> {
-    ctx.svc.metrics.rejected.get_or_create(&reason(denied.reason())).inc();
+    ctx.svc.metrics.refused(denied.reason(), serde_json::json!({ "protocol": "http", "why": denied.to_string() }));
     match denied {
         Denied::BadKey => text(StatusCode::UNAUTHORIZED, "unauthorized\n"),
         Denied::Busy => text(StatusCode::SERVICE_UNAVAILABLE, "busy, try again\n"),

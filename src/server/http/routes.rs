@@ -61,6 +61,10 @@ where
         Method::GET | Method::HEAD if path.starts_with("/recordings/") => {
             super::recorded::file(path, query, req.headers(), peer, &ctx).await
         }
+        Method::GET if path == "/api/events" => {
+            let last = req.headers().get("last-event-id").and_then(|v| v.to_str().ok());
+            super::console::events(&ctx, last, query)
+        }
         Method::GET | Method::HEAD => route(path, query, head, peer, &ctx, kill).await,
         Method::DELETE if path.ends_with("/record") => {
             super::api::stop_record(path, req.headers().get(AUTHORIZATION), &ctx)
@@ -125,6 +129,7 @@ async fn route(
         "/healthz" => return text(StatusCode::OK, "ok\n"),
         "/api/streams" => return super::api::streams(ctx),
         "/api/recordings" => return super::api::recordings(ctx, None, None).await,
+        "/api/stats" => return super::console::stats(ctx),
         "/metrics" => {
             let pushes = ctx.svc.relays.all();
             ctx.svc.metrics.set_push_states(pushes.iter().map(|(_, p)| p.state));
@@ -132,7 +137,7 @@ async fn route(
             let body = ctx.svc.metrics.render(&ctx.svc.hub, viewers);
             return full("application/openmetrics-text; version=1.0.0; charset=utf-8", "no-cache", Bytes::from(body));
         }
-        "/" => return super::player::index(&ctx.svc.hub),
+        "/" => return super::player::index(),
         _ => {}
     }
     let Some(segments) = split_path(path) else {
@@ -140,6 +145,9 @@ async fn route(
     };
     match segments.as_slice() {
         ["api", "streams", app, name] => super::api::stream(ctx, &StreamKey::new(*app, *name)),
+        ["api", "streams", app, name, "keyframe"] => {
+            super::console::keyframe(ctx, &StreamKey::new(*app, *name), peer, query)
+        }
         ["api", "recordings", app, name] => super::api::recordings(ctx, Some(app), Some(name)).await,
         [app, file] => {
             if let Some(key) = flv_key(app, file, query) {

@@ -18,7 +18,6 @@ use super::RtmpContext;
 use crate::auth::{Action, AuthRequest};
 use crate::flv::TagCodecs;
 use crate::hub::{HubEvent, Stream, StreamKey, Subscription};
-use crate::metrics::reason;
 use crate::net::writer::{Halves, Writer};
 use crate::rtmp::{ClientCapabilities, RequestId, ServerSession, SessionConfig, SessionEvent};
 use crate::session::{Ingest, OutputGuard, Refusal};
@@ -449,7 +448,8 @@ impl<S: Halves + Send + 'static> Connection<S> {
 
     pub(super) fn refuse(&mut self, req: RequestId, code: &str, why: &str, metric: &'static str) {
         warn!(peer = %self.peer, code, "refused: {why}");
-        self.ctx.svc.metrics.rejected.get_or_create(&reason(metric)).inc();
+        let what = serde_json::json!({ "protocol": "rtmp", "peer": self.peer.to_string(), "code": code, "why": why });
+        self.ctx.svc.metrics.refused(metric, what);
         self.session.reject(req, code, why);
         self.close_after_flush = true;
     }
