@@ -58,6 +58,8 @@ command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need_
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# VLC: another player of the recordings (tests/record.rs), headless
+command -v cvlc >/dev/null 2>&1 || need_apt+=(vlc-bin vlc-plugin-base)
 # the tests run ss and kill (not the shell's builtin); a minimal Debian (debootstrap
 # --variant=minbase, the debian:12 image) has neither
 type -P ss >/dev/null 2>&1 || need_apt+=(iproute2)
@@ -123,6 +125,26 @@ fi
 LIVEGATE_FFMPEG9=$(find_ffmpeg9)
 export LIVEGATE_FFMPEG9
 echo "ffmpeg 9: $LIVEGATE_FFMPEG9 ($("$LIVEGATE_FFMPEG9" -version | head -n1 | cut -d' ' -f1-3))"
+
+# tests/openapi.rs fuzzes the API from its OpenAPI description with schemathesis (PyPI),
+# installed into target/py-tools; the test finds it through LIVEGATE_SCHEMATHESIS.
+SCHEMATHESIS_VERSION=4.32.5
+py_tools=target/py-tools
+if [ "$(cat "$py_tools/.version" 2>/dev/null)" != "$SCHEMATHESIS_VERSION" ]; then
+  python3 -m pip --version >/dev/null 2>&1 || {
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-pip >/dev/null
+  }
+  echo "fetching schemathesis $SCHEMATHESIS_VERSION (PyPI) into $py_tools"
+  rm -rf "$py_tools.tmp"
+  PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q \
+    --only-binary=:all: --target "$py_tools.tmp" "schemathesis==$SCHEMATHESIS_VERSION"
+  echo "$SCHEMATHESIS_VERSION" > "$py_tools.tmp/.version"
+  rm -rf "$py_tools"
+  mv "$py_tools.tmp" "$py_tools"
+fi
+LIVEGATE_SCHEMATHESIS=$PWD/$py_tools
+export LIVEGATE_SCHEMATHESIS
 
 # tests/browser.rs drives Debian's chromium through playwright-core (pinned in
 # tests/browser/package-lock.json; it never downloads a browser)

@@ -782,3 +782,51 @@ fn waits_for_a_multivariant_playlist_count_against_max_blocked_requests() {
         assert!(hits >= 80, "refusals counted: {hits}");
     });
 }
+
+#[test]
+fn a_thousand_consoles_that_never_read_and_a_hammered_keyframe_endpoint_stay_bounded() {
+    // 1,000 `/api/events` connections that never read a byte, while a stream publishes
+    // (stats every 2 s to each), and 4,000 keyframe requests from 8 threads: the consoles
+    // share one backlog (each is a cursor), keyframes are muxed once per keyframe.
+    let mut gw = Gateway::start();
+    let _publisher =
+        publish(&gw.rtmp_url("live/kf"), common::Source { width: 320, height: 240, ..common::Source::default() }, None);
+    assert!(wait_live(&gw, "live/kf", Duration::from_secs(10)));
+    assert!(wait_until(Duration::from_secs(10), || http_get(gw.http, "/api/streams/live/kf/keyframe").status == 200));
+    let addr = gw.http;
+    assert_bounded(&mut gw, "1,000 consoles and a keyframe flood", 48 * MIB, 16 * MIB, |gw| {
+        let consoles: Vec<TcpStream> = (0..1000)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                write!(s, "GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                s
+            })
+            .collect();
+        let open = wait_until(Duration::from_secs(10), || {
+            let stats: serde_json::Value =
+                serde_json::from_slice(&http_get(addr, "/api/stats").body).unwrap_or_default();
+            stats["server"]["consoles"].as_u64() == Some(1000)
+        });
+        assert!(open, "the server counts 1,000 open consoles");
+        let started = Instant::now();
+        let flood: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..500).filter(|_| http_get(addr, "/api/streams/live/kf/keyframe").status == 200).count()
+                })
+            })
+            .collect();
+        let served: usize = flood.into_iter().map(|t| t.join().unwrap()).sum();
+        let rate = served as f64 / started.elapsed().as_secs_f64();
+        println!("keyframe flood: {served} of 4000 served, {rate:.0}/s");
+        assert_eq!(served, 4000);
+        // the consoles' stats went on meanwhile; the stream is still fine
+        assert!(gw.log().is_empty() || !gw.log().contains("panicked"));
+        drop(consoles);
+    });
+    let gone = wait_until(Duration::from_secs(10), || {
+        let stats: serde_json::Value = serde_json::from_slice(&http_get(addr, "/api/stats").body).unwrap_or_default();
+        stats["server"]["consoles"].as_u64() == Some(0)
+    });
+    assert!(gone, "closed consoles are no longer counted");
+}

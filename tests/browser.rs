@@ -196,10 +196,11 @@ fn the_builtin_player_page_plays_both_modes() {
     let index = http_get(gw.http, "/");
     assert_eq!(index.status, 200);
     assert_eq!(index.header("content-type"), Some("text/html; charset=utf-8"));
-    assert!(index.text().contains("href=\"/live/page\""), "index links the stream:\n{}", index.text());
+    // the console (tests/console.rs): its script lists the streams and links their pages
+    assert!(index.text().contains("/_player/console.js"), "{}", index.text());
     let page = http_get(gw.http, "/live/page");
     assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
-    for path in ["/_player/hls-1.7.4.min.js", "/_player/mpegts-1.8.2.js", "/_player/player.js"] {
+    for path in ["/_player/hls-1.7.4.min.js", "/_player/mpegts-1.8.2.js", "/_player/player.js", "/_player/console.js"] {
         let r = http_get(gw.http, path);
         assert_eq!((r.status, r.header("content-type")), (200, Some("text/javascript; charset=utf-8")), "{path}");
     }

@@ -186,6 +186,7 @@ fn the_console_shows_live_thumbnails_graphs_urls_new_publishes_and_kicks() {
         "late": "live/late",
         "inject": inject,
         "screenshot": shot.to_string_lossy(),
+        "phoneScreenshot": artifacts().join("console-phone.png").to_string_lossy(),
     });
     let r = run_script("console.mjs", &opts, |ev, stdin| {
         if ev["step"] == "opened" {
@@ -241,6 +242,9 @@ fn the_console_shows_live_thumbnails_graphs_urls_new_publishes_and_kicks() {
     let events: Vec<&str> = r["events"].as_array().unwrap().iter().filter_map(|e| e.as_str()).collect();
     assert!(events.contains(&"publish") && events.contains(&"kick") && events.contains(&"unpublish"), "{events:?}");
     assert!(shot.exists());
+    // on a phone's screen: nothing wider than it
+    assert!(r["phone"]["scrollWidth"].as_u64().unwrap() <= 390, "{}", r["phone"]);
+    assert!(r["phone"]["cardWidth"].as_u64().unwrap() <= 390, "{}", r["phone"]);
 }
 
 fn pct(s: &str) -> String {

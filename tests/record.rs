@@ -72,6 +72,41 @@ fn seeks(path: &Path, at: f64) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// VLC (Debian's `cvlc`; as `nobody` when the test runs as root, which VLC refuses) plays
+/// `file` from `at` seconds with its scene filter on: the first picture it shows, as PNG.
+fn vlc_frame_at(file: &Path, at: f64) -> Vec<u8> {
+    let cvlc = require_tool("cvlc");
+    let dir = std::env::temp_dir().join(format!("livegate-vlc-{}-{at}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.mp4");
+    std::fs::copy(file, &input).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut cmd = if root {
+        let mut c = std::process::Command::new(require_tool("runuser"));
+        c.args(["-u", "nobody", "--"]).arg(&cvlc);
+        c
+    } else {
+        std::process::Command::new(&cvlc)
+    };
+    let out = cmd
+        .args(["-I", "dummy", "--no-audio", "--vout=dummy", "--video-filter=scene", "--scene-format=png"])
+        .args(["--scene-ratio=100000", "--scene-prefix=frame", "--play-and-exit"])
+        .arg(format!("--scene-path={}", dir.display()))
+        .arg(format!("--start-time={at}"))
+        .arg(format!("--stop-time={}", at + 1.0))
+        .arg(&input)
+        .output()
+        .expect("run cvlc");
+    let png = std::fs::read(dir.join("frame00001.png")).unwrap_or_default();
+    assert!(!png.is_empty(), "VLC wrote no picture of {file:?} at {at} s: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+    png
+}
+
 #[test]
 fn a_recording_is_a_regular_mp4_that_plays_and_seeks() {
     let dir = scratch_dir("record-basic");
@@ -105,6 +140,10 @@ fn a_recording_is_a_regular_mp4_that_plays_and_seeks() {
     assert!((5.0..=6.6).contains(&duration), "duration {duration:.2} s of a 6 s publish");
     assert!(video >= 140, "{video} video packets");
     assert!(seeks(&file, 3.5), "ffmpeg cannot seek in {file:?}");
+    // VLC, another independent player, plays it from the start and from a seek
+    let (start, later) = (vlc_frame_at(&file, 0.5), vlc_frame_at(&file, 4.0));
+    assert!(start.len() > 10_000 && later.len() > 10_000, "VLC decoded no picture");
+    assert_ne!(start, later, "VLC showed the same picture at 0.5 s and at 4 s");
 
     // listed, with what a listing needs
     let list: serde_json::Value = serde_json::from_slice(&http_get(gw.http, "/api/recordings").body).unwrap();

@@ -6,6 +6,7 @@
 //! `cargo run --release --bin livegate-bench -- --help`
 
 mod clients;
+mod console;
 mod record;
 mod report;
 
@@ -29,7 +30,8 @@ struct Args {
     /// (Low-Latency HLS clients that block for each part, like hls.js), many, and the join
     /// storms flv-storm and rtmp-storm (every viewer connects at once instead of over
     /// --ramp-ms), and reconnect (half HTTP-FLV, half RTMP viewers; the publisher is killed
-    /// 3 s into the steady window and restarted 1 s later). `control` (first) runs the flv
+    /// 3 s into the steady window and restarted 1 s later), consoles (what open consoles
+    /// cost, 200 publishers). `control` (first) runs the flv
     /// timeline with no viewer: the RSS the stream itself gains meanwhile (what is left of
     /// the HLS window filling after --settle) is then taken off the later scenarios'
     /// per-viewer figure, shown as "net".
@@ -45,6 +47,9 @@ struct Args {
     /// Publishers in the `many` scenario (HLS on).
     #[arg(long, default_value_t = 100)]
     publishers: usize,
+    /// Consoles open in the `consoles` scenario (200 publishers).
+    #[arg(long, default_value_t = 20)]
+    consoles: usize,
     /// Publishers per codec in the `ingest` scenario (HLS on, no viewers): enough that the
     /// server's CPU rises well above the noise of one publish.
     #[arg(long, default_value_t = 10)]
@@ -154,6 +159,7 @@ async fn run(args: Args) -> Result<()> {
                 "many" => many_publishers(&args, &livegate, None).await,
                 "many-record" => many_publishers(&args, &livegate, Some(many.clone())).await,
                 "record-2h" => record::two_hours(&args, &livegate).await,
+                "consoles" => console::consoles(&args, &livegate).await,
                 "ingest" => ingest(&args, &livegate).await,
                 other => bail!("unknown scenario {other}"),
             }

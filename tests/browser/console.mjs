@@ -41,7 +41,11 @@ try {
   await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
   const page = await context.newPage();
   page.on('pageerror', (e) => R.errors.push(String(e)));
-  page.on('console', (m) => { if (m.type() === 'error') R.errors.push(m.text()); });
+  // (a 404 the page asked for and handles, e.g. the keyframe of a stream with no frame yet,
+  // is logged by Chromium as "Failed to load resource": not an error of the page)
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) R.errors.push(m.text());
+  });
   page.on('dialog', (d) => { R.dialogs.push(d.message()); d.dismiss(); });
   const card = (k) => page.locator(`article[data-stream="${k}"]`);
 
@@ -135,6 +139,7 @@ try {
   await page.fill('#token', opts.token);
   await page.click('#token-set');
   await card(opts.late).locator('.actions button', { hasText: 'kick' }).waitFor();
+  await page.evaluate(() => window.scrollTo(0, 0));
   if (opts.screenshot) await page.screenshot({ path: opts.screenshot, fullPage: true });
   await card(opts.late).locator('.actions button', { hasText: 'kick' }).click();
   await card(opts.late).waitFor({ state: 'detached', timeout: 10000 });
@@ -142,6 +147,14 @@ try {
   R.events = await page.evaluate(() => window.livegate.events);
   R.thumbErrors = await page.evaluate(() => window.livegate.thumbErrors);
   R.totals = await page.evaluate(() => window.livegate.server);
+  // on a phone: one column, nothing wider than the screen
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForTimeout(300);
+  R.phone = await page.evaluate(() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    cardWidth: Math.round(document.querySelector('#cards article').getBoundingClientRect().width),
+  }));
+  if (opts.phoneScreenshot) await page.screenshot({ path: opts.phoneScreenshot });
   R.ok = true;
 } catch (e) {
   R.failure = String(e && e.stack || e);

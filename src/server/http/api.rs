@@ -115,9 +115,18 @@ fn segments_aligned(first: &[u64], other: &[u64]) -> Option<bool> {
     Some(first.windows(RUN).any(|w| w.iter().zip(run).all(|(a, b)| a.abs_diff(*b) <= 2)))
 }
 
-fn json_response(v: &serde_json::Value) -> Response<Body> {
+pub(crate) fn json_response(v: &serde_json::Value) -> Response<Body> {
     let body = serde_json::to_vec_pretty(v).unwrap_or_default();
     full("application/json", "no-cache", Bytes::from(body))
+}
+
+/// The OpenAPI 3.1 description of the API (`assets/openapi.json`, kept true by
+/// tests/openapi.rs, which fuzzes the running server against it).
+const OPENAPI: &[u8] = include_bytes!("../../../assets/openapi.json");
+
+/// `GET /api/openapi.json`.
+pub(crate) fn openapi() -> Response<Body> {
+    full("application/json", "no-cache", Bytes::from_static(OPENAPI))
 }
 
 pub(crate) fn streams(ctx: &HttpContext) -> Response<Body> {

@@ -29,6 +29,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::api::json_response;
 use super::response::{full, not_found, refused, text};
 use super::{Body, HttpContext};
 use crate::auth::{Action, AuthRequest};
@@ -144,10 +145,6 @@ pub(crate) async fn run(ctx: Arc<HttpContext>) {
         last = Instant::now();
         ctx.console.sample(&ctx, dt);
     }
-}
-
-fn json_response(v: &Value) -> Response<Body> {
-    full("application/json", "no-cache", Bytes::from(serde_json::to_vec_pretty(v).unwrap_or_default()))
 }
 
 /// `GET /api/stats`.

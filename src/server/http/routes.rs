@@ -130,6 +130,7 @@ async fn route(
         "/api/streams" => return super::api::streams(ctx),
         "/api/recordings" => return super::api::recordings(ctx, None, None).await,
         "/api/stats" => return super::console::stats(ctx),
+        "/api/openapi.json" => return super::api::openapi(),
         "/metrics" => {
             let pushes = ctx.svc.relays.all();
             ctx.svc.metrics.set_push_states(pushes.iter().map(|(_, p)| p.state));
