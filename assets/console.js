@@ -22,8 +22,9 @@
     server: null,
     thumbs: 0, // thumbnails drawn
     thumbErrors: [],
-    events: [], // kinds received, for tests
+    events: [], // kinds received (the newest 200), for tests
   };
+  const keep = (list, item) => { list.push(item); if (list.length > 200) list.shift(); };
   window.livegate = S;
 
   const token = () => sessionStorage.getItem('livegate.token') || '';
@@ -323,11 +324,11 @@
       const { desc, data } = parseMp4(buf);
       if (!data) { note(e, 'no keyframe'); return; }
       let ok = false;
-      try { ok = await decodeWithWebCodecs(e, d.video.codec, desc, data); } catch (err) { S.thumbErrors.push(String(err)); }
+      try { ok = await decodeWithWebCodecs(e, d.video.codec, desc, data); } catch (err) { keep(S.thumbErrors, String(err)); }
       if (!ok) ok = await decodeWithVideo(e, buf);
       if (!ok) note(e, d.video.codec + ': this browser cannot decode it');
     } catch (err) {
-      S.thumbErrors.push(String(err));
+      keep(S.thumbErrors, String(err));
     } finally {
       e.busy = false;
     }
@@ -396,8 +397,16 @@
   }
 
   const refreshing = new Map();
+  let reloading = null;
   function refresh(k) {
-    if (refreshing.has(k)) return;
+    if (refreshing.has(k) || reloading) return;
+    if (refreshing.size >= 8) {
+      // many streams changing at once (a publish storm): one reload instead of one request each
+      for (const t of refreshing.values()) clearTimeout(t);
+      refreshing.clear();
+      reloading = setTimeout(() => { reloading = null; loadAll(); }, 1000);
+      return;
+    }
     refreshing.set(k, setTimeout(async () => {
       refreshing.delete(k);
       const [app, name] = k.split('/');
@@ -463,14 +472,14 @@
     for (const kind of lifecycle) {
       es.addEventListener(kind, (ev) => {
         const d = JSON.parse(ev.data);
-        S.events.push(kind);
+        keep(S.events, kind);
         if (kind === 'unpublish') remove(d.stream); else refresh(d.stream);
       });
     }
     for (const kind of ['refused', 'limit']) {
-      es.addEventListener(kind, (ev) => { S.events.push(kind); showWarnings([JSON.parse(ev.data)]); });
+      es.addEventListener(kind, (ev) => { keep(S.events, kind); showWarnings([JSON.parse(ev.data)]); });
     }
-    es.addEventListener('reset', () => { S.events.push('reset'); loadAll(); });
+    es.addEventListener('reset', () => { keep(S.events, 'reset'); loadAll(); });
     es.addEventListener('stats', (ev) => onStats(JSON.parse(ev.data)));
     S.source = es;
   }

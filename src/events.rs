@@ -142,7 +142,7 @@ impl Events {
     pub fn since(&self, after: u64) -> Since {
         let inner = crate::hub::lock(&self.inner);
         let first = inner.ring.front().map_or(inner.last + 1, |(id, _)| *id);
-        if after + 1 < first || after > inner.last {
+        if after < first.saturating_sub(1) || after > inner.last {
             return Since::Lost;
         }
         let skip = (after + 1 - first) as usize;

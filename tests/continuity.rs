@@ -81,8 +81,7 @@ fn an_encoder_restart_within_the_grace_keeps_every_viewer_on_one_timeline() {
         "the stream waits for its publisher: {}",
         api(&gw, "live/cont")
     );
-    let index = http_get(gw.http, "/").text();
-    assert!(index.contains("waiting for the publisher"), "{index}");
+    // (the console's card says "waiting for publisher" from that field: tests/console.rs)
     // a viewer joining meanwhile is served (the last GOP). What it gets comes at once; the
     // read ends after 1 s, well inside the grace: the GOP cached when the encoder died may be
     // any size, and waiting for more bytes than it holds once took 3 of the grace's 4 s.

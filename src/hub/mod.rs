@@ -316,11 +316,13 @@ impl HubInner {
         let mut streams = lock(&self.streams);
         if streams.get(s.key()).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
             streams.remove(s.key());
-            drop(streams);
-            self.released.notify_waiters();
+            // under the registry lock: a publish of the key, taken once it is released,
+            // is reported after this
             if s.key().split_track().is_none() {
                 self.observer.lifecycle(s.key(), Lifecycle::Ended);
             }
+            drop(streams);
+            self.released.notify_waiters();
         }
     }
 

@@ -173,6 +173,7 @@ impl Relays {
             list.push(handle.clone());
         }
         let status = handle.snapshot();
+        handle.report(&self.inner.metrics, &status);
         let url_tls_verify = url.tls_verify;
         if !url_tls_verify {
             warn!(stream = %key, target = %url, "push target with tls_verify=0: its certificate is not checked");

@@ -117,12 +117,16 @@ impl PushHandle {
             (before, s.clone())
         };
         if before != after.state {
-            let data = serde_json::json!({
-                "stream": self.stream, "id": after.id, "url": after.url, "state": after.state,
-                "last_error": after.last_error,
-            });
-            metrics.events.emit("push", data);
+            self.report(metrics, &after);
         }
+    }
+
+    /// Reports the push's state (`push` on `/api/events`).
+    pub(crate) fn report(&self, metrics: &crate::metrics::Metrics, s: &PushStatus) {
+        let data = serde_json::json!({
+            "stream": self.stream, "id": s.id, "url": s.url, "state": s.state, "last_error": s.last_error,
+        });
+        metrics.events.emit("push", data);
     }
 }
 

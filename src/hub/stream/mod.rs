@@ -247,6 +247,8 @@ impl Stream {
             slot.waiting_since = None;
             slot.epoch += 1;
             slot.reconnects += 1;
+            // a kick meant the publisher that left, not this one
+            slot.end_now = false;
             slot.peer = peer;
             slot.credential = credential;
             slot.kick = CancellationToken::new();
@@ -465,7 +467,19 @@ impl Drop for Publisher {
         // a track stream waits only while the stream it belongs to does
         let track_may_wait = || self.counted || hub.as_ref().is_some_and(|h| h.track_may_wait(self.stream.key()));
         let wait = match (&runtime, self.grace.is_zero()) {
-            (Ok(_), false) if track_may_wait() => self.stream.begin_waiting(Instant::now()),
+            (Ok(_), false) if track_may_wait() => match hub.as_ref().filter(|_| self.counted) {
+                // under the registry lock, which a publish continuing the stream takes: the
+                // wait is reported before that publish is
+                Some(hub) => {
+                    let _registry = lock(&hub.streams);
+                    let epoch = self.stream.begin_waiting(Instant::now());
+                    if epoch.is_some() {
+                        hub.observer.lifecycle(self.stream.key(), super::Lifecycle::Waiting);
+                    }
+                    epoch
+                }
+                None => self.stream.begin_waiting(Instant::now()),
+            },
             _ => None,
         };
         let (Some(epoch), Ok(runtime)) = (wait, runtime) else {
@@ -476,7 +490,6 @@ impl Drop for Publisher {
             return;
         };
         if let Some(hub) = hub.filter(|_| self.counted) {
-            hub.observer.lifecycle(self.stream.key(), super::Lifecycle::Waiting);
             hub.bound_waiting(&self.stream);
         }
         let (stream, hub, grace) = (self.stream.clone(), self.hub.clone(), self.grace);

@@ -231,7 +231,8 @@ pub(crate) fn reconnect(
     if s.waiting_since().is_some() {
         return text(StatusCode::CONFLICT, "the stream has no publisher now (it waits for one to come back)\n");
     }
-    ctx.svc.metrics.events.emit("drain", json!({ "stream": s.key().to_string(), "to": target }));
+    // (not where to: a tcUrl may carry credentials, and the events are public)
+    ctx.svc.metrics.events.emit("drain", json!({ "stream": s.key().to_string(), "elsewhere": target.is_some() }));
     if s.request_reconnect(target.clone()) {
         tracing::info!(stream = %s.key(), ?target, "admin API: publisher asked to reconnect");
         text(StatusCode::OK, "reconnect requested\n")

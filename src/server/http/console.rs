@@ -50,16 +50,31 @@ pub struct Console {
     inner: Mutex<Sampled>,
     tick: watch::Sender<u64>,
     started: Instant,
-    /// Per stream: the keyframe's (stream instance, DTS, configuration) and its MP4.
-    keyframes: Mutex<HashMap<StreamKey, (usize, i64, usize, Bytes)>>,
+    /// Per stream: the last keyframe served as MP4 (see [`Keyframe`]), within
+    /// [`MAX_KEYFRAME_BYTES`] in all.
+    keyframes: Mutex<HashMap<StreamKey, Keyframe>>,
+}
+
+/// The bytes of keyframe MP4s the cache holds at most; past it, the others are dropped.
+const MAX_KEYFRAME_BYTES: usize = 32 << 20;
+
+/// A keyframe muxed as MP4: which stream, configuration and DTS it is of (the stream and the
+/// configuration held, so their addresses are not reused by others meanwhile).
+#[derive(Debug)]
+struct Keyframe {
+    stream: std::sync::Weak<crate::hub::Stream>,
+    config: Arc<crate::media::VideoConfig>,
+    dts: i64,
+    mp4: Bytes,
 }
 
 #[derive(Debug, Default)]
 struct Sampled {
     /// Per stream: bytes in at the last sample, and the bitrate history (kbit/s).
     streams: HashMap<StreamKey, (u64, VecDeque<u32>)>,
-    /// The `stats` SSE frame of the last tick.
+    /// The `stats` SSE frame of the last tick, and that tick's number.
     frame: Bytes,
+    tick: u64,
     /// The server's totals at the last tick.
     server: Value,
 }
@@ -124,10 +139,12 @@ impl Console {
         });
         let data = json!({ "t": unix_ms(), "server": inner.server, "streams": per_stream });
         inner.frame = Bytes::from(format!("event: stats\ndata: {data}\n\n"));
+        inner.tick += 1;
+        let tick = inner.tick;
         drop(inner);
         // streams gone leave the keyframe cache
         lock(&self.keyframes).retain(|k, _| streams.iter().any(|s| s.key() == k));
-        self.tick.send_modify(|t| *t += 1);
+        self.tick.send_replace(tick);
     }
 }
 
@@ -179,8 +196,22 @@ struct Sse {
     cursor: u64,
     events: watch::Receiver<u64>,
     ticks: watch::Receiver<u64>,
+    /// The stats tick last sent.
+    sent_tick: u64,
     pending: VecDeque<Bytes>,
     done: bool,
+}
+
+impl Sse {
+    /// The stats frame of a tick not sent yet.
+    fn new_stats(&mut self) -> Option<Bytes> {
+        let inner = lock(&self.ctx.console.inner);
+        if inner.tick <= self.sent_tick || inner.frame.is_empty() {
+            return None;
+        }
+        self.sent_tick = inner.tick;
+        Some(inner.frame.clone())
+    }
 }
 
 /// `GET /api/events`.
@@ -203,14 +234,21 @@ pub(crate) fn events(ctx: &Arc<HttpContext>, last_event_id: Option<&str>, query:
             }
         },
     };
-    let mut ticks = ctx.console.tick.subscribe();
-    ticks.mark_unchanged();
+    let ticks = ctx.console.tick.subscribe();
+    let mut state = Sse {
+        ctx: ctx.clone(),
+        _guard: guard,
+        cursor,
+        events: events.watch(),
+        ticks,
+        sent_tick: 0,
+        pending,
+        done: false,
+    };
     // the stats as of the last tick, at once
-    let stats = lock(&ctx.console.inner).frame.clone();
-    if !stats.is_empty() {
-        pending.push_back(stats);
+    if let Some(stats) = state.new_stats() {
+        state.pending.push_back(stats);
     }
-    let state = Sse { ctx: ctx.clone(), _guard: guard, cursor, events: events.watch(), ticks, pending, done: false };
     let body = futures_util::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(frame) = st.pending.pop_front() {
@@ -221,11 +259,9 @@ pub(crate) fn events(ctx: &Arc<HttpContext>, last_event_id: Option<&str>, query:
             }
             match st.ctx.svc.metrics.events.since(st.cursor) {
                 Since::Frames(frames, last) if !frames.is_empty() => {
-                    // one write for what came meanwhile
-                    let mut buf = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-                    frames.iter().for_each(|f| buf.extend_from_slice(f));
+                    // the frames themselves (shared by every client), not a copy
                     st.cursor = last;
-                    st.pending.push_back(buf.freeze());
+                    st.pending.extend(frames);
                     continue;
                 }
                 Since::Frames(..) => {}
@@ -236,21 +272,14 @@ pub(crate) fn events(ctx: &Arc<HttpContext>, last_event_id: Option<&str>, query:
                     return None;
                 }
             }
-            if st.ticks.has_changed().unwrap_or(false) {
-                st.ticks.mark_unchanged();
-                let frame = lock(&st.ctx.console.inner).frame.clone();
-                if !frame.is_empty() {
-                    st.pending.push_back(frame);
-                }
+            if let Some(stats) = st.new_stats() {
+                st.pending.push_back(stats);
                 continue;
             }
             tokio::select! {
                 _ = st.events.changed() => {}
-                _ = st.ticks.changed() => {
-                    // seen here; taken on the next turn through `has_changed`
-                    st.pending.push_back(lock(&st.ctx.console.inner).frame.clone());
-                    st.ticks.mark_unchanged();
-                }
+                // (the frame is taken by `new_stats` on the next turn)
+                _ = st.ticks.changed() => {}
                 _ = tokio::time::sleep(KEEPALIVE) => st.pending.push_back(Bytes::from_static(b":\n\n")),
                 _ = st.ctx.svc.shutdown.cancelled() => st.done = true,
             }
@@ -276,13 +305,23 @@ pub(crate) fn keyframe(ctx: &HttpContext, key: &StreamKey, peer: SocketAddr, que
     let Some((config, frame)) = stream.latest_keyframe() else {
         return text(StatusCode::NOT_FOUND, "no keyframe yet (or no video)\n");
     };
-    let id = (Arc::as_ptr(&stream) as usize, frame.dts, Arc::as_ptr(&config) as usize);
-    let cached = lock(&ctx.console.keyframes).get(key).filter(|c| (c.0, c.1, c.2) == id).map(|c| c.3.clone());
+    let same = |k: &Keyframe| {
+        k.dts == frame.dts && Arc::ptr_eq(&k.config, &config) && std::ptr::eq(k.stream.as_ptr(), Arc::as_ptr(&stream))
+    };
+    let cached = lock(&ctx.console.keyframes).get(key).filter(|k| same(k)).map(|k| k.mp4.clone());
     let mp4 = match cached {
         Some(mp4) => mp4,
         None => match one_sample_mp4(&config, &frame) {
             Some(mp4) => {
-                lock(&ctx.console.keyframes).insert(key.clone(), (id.0, id.1, id.2, mp4.clone()));
+                let mut cache = lock(&ctx.console.keyframes);
+                cache.remove(key);
+                let held: usize = cache.values().map(|k| k.mp4.len()).sum();
+                if held + mp4.len() > MAX_KEYFRAME_BYTES {
+                    // (rare: hundreds of streams with large keyframes) start over
+                    cache.clear();
+                }
+                let entry = Keyframe { stream: Arc::downgrade(&stream), config, dts: frame.dts, mp4: mp4.clone() };
+                cache.insert(key.clone(), entry);
                 mp4
             }
             None => return text(StatusCode::UNPROCESSABLE_ENTITY, "the keyframe does not mux\n"),

@@ -448,7 +448,8 @@ impl<S: Halves + Send + 'static> Connection<S> {
 
     pub(super) fn refuse(&mut self, req: RequestId, code: &str, why: &str, metric: &'static str) {
         warn!(peer = %self.peer, code, "refused: {why}");
-        let what = serde_json::json!({ "protocol": "rtmp", "peer": self.peer.to_string(), "code": code, "why": why });
+        // (no address: the events are public)
+        let what = serde_json::json!({ "protocol": "rtmp", "code": code, "why": why });
         self.ctx.svc.metrics.refused(metric, what);
         self.session.reject(req, code, why);
         self.close_after_flush = true;
