@@ -202,10 +202,12 @@
     }
   }
 
+  let accent = '';
   function drawSpark(e) {
     const c = $('.spark', e.card);
-    const w = c.clientWidth || 300, h = 32;
-    if (c.width !== w) c.width = w;
+    // the canvas' own size (CSS stretches it): reading the laid-out width would force a
+    // layout per card, hundreds of times while the list is built
+    const w = c.width, h = c.height;
     const g = c.getContext('2d');
     g.clearRect(0, 0, w, h);
     const hs = e.history;
@@ -213,7 +215,7 @@
     $('.kbps', e.card).textContent = fmtRate(last);
     if (hs.length < 2) return;
     const max = Math.max(1, ...hs);
-    g.strokeStyle = getComputedStyle(document.documentElement).getPropertyValue('--accent') || '#1a7f4b';
+    g.strokeStyle = accent || (accent = getComputedStyle(document.documentElement).getPropertyValue('--accent') || '#1a7f4b');
     g.lineWidth = 1.5;
     g.beginPath();
     hs.forEach((v, i) => {
@@ -355,8 +357,8 @@
       S.streams.set(k, e);
       const after = [...cards.children].find((c) => c.dataset.stream > k);
       cards.insertBefore(e.card, after || null);
+      // its thumbnail comes when the card is on screen (the observer says so)
       seen.observe(e.card);
-      thumb(e, true);
     }
     e.data = d;
     e.fetchedAt = performance.now();
