@@ -30,9 +30,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::api::json_response;
-use super::response::{full, not_found, refused, text};
+use super::response::{full, keyed, not_found, play_key_refusal, text};
 use super::{Body, HttpContext};
-use crate::auth::{Action, AuthRequest};
 use crate::events::{unix_ms, Since};
 use crate::hub::{lock, StreamKey};
 use crate::session::output::{self, Output};
@@ -295,11 +294,8 @@ pub(crate) fn events(ctx: &Arc<HttpContext>, last_event_id: Option<&str>, query:
 
 /// `GET /api/streams/APP/STREAM/keyframe`: behind the app's play keys.
 pub(crate) fn keyframe(ctx: &HttpContext, key: &StreamKey, peer: SocketAddr, query: &str) -> Response<Body> {
-    let settings = ctx.svc.settings.get();
-    let auth = &settings.apps.get(&key.app).auth;
-    let req = AuthRequest::for_stream(Action::Play, key, peer, "keyframe", query);
-    if let Err(denied) = ctx.svc.auth.check_keys(auth, &req) {
-        return refused(ctx, &denied);
+    if let Some(refusal) = play_key_refusal(ctx, &key.app, &key.name, peer, "keyframe", query) {
+        return refusal;
     }
     let Some(stream) = ctx.svc.hub.get(key) else { return not_found() };
     let Some((config, frame)) = stream.latest_keyframe() else {
@@ -327,7 +323,7 @@ pub(crate) fn keyframe(ctx: &HttpContext, key: &StreamKey, peer: SocketAddr, que
             None => return text(StatusCode::UNPROCESSABLE_ENTITY, "the keyframe does not mux\n"),
         },
     };
-    let cache = if auth.play_keys.is_empty() { "no-cache" } else { "private, no-cache" };
+    let cache = if keyed(ctx, &key.app) { "private, no-cache" } else { "no-cache" };
     let mut r = full("video/mp4", cache, mp4);
     r.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     r

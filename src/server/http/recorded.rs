@@ -23,9 +23,9 @@ use hyper::{Response, StatusCode};
 use tracing::warn;
 
 use super::path::split_path;
-use super::response::{full, not_found, refused, text};
+use super::response::{full, keyed, not_found, play_key_refusal, text};
 use super::{Body, HttpContext};
-use crate::auth::{query_param, Action, AuthRequest};
+use crate::auth::query_param;
 use crate::hub::{valid_name, StreamKey};
 use crate::record::clock::parse_time;
 use crate::record::list::{stream_files, FileRef};
@@ -45,15 +45,7 @@ fn now_unix() -> f64 {
 
 /// The app's play keys (None: allowed; Some: the refusal).
 fn check(ctx: &HttpContext, app: &str, stream: &str, peer: SocketAddr, query: &str) -> Option<Response<Body>> {
-    let settings = ctx.svc.settings.get();
-    let auth = &settings.apps.get(app).auth;
-    let req = AuthRequest { action: Action::Play, app, stream, client: peer, protocol: "recording", query };
-    ctx.svc.auth.check_keys(auth, &req).err().map(|denied| refused(ctx, &denied))
-}
-
-/// Whether the app's media must stay out of shared caches (it has play keys).
-fn keyed(ctx: &HttpContext, app: &str) -> bool {
-    !ctx.svc.settings.get().apps.get(app).auth.play_keys.is_empty()
+    play_key_refusal(ctx, app, stream, peer, "recording", query)
 }
 
 /// A time in the query (RFC 3339 or Unix seconds), percent-decoded.

@@ -19,6 +19,28 @@ pub(crate) fn refused(ctx: &HttpContext, denied: &Denied) -> Response<Body> {
     }
 }
 
+/// The app's play keys, for media served without a viewer's admission (recordings,
+/// keyframes): None when allowed, else the refusal.
+pub(crate) fn play_key_refusal(
+    ctx: &HttpContext,
+    app: &str,
+    stream: &str,
+    peer: std::net::SocketAddr,
+    protocol: &str,
+    query: &str,
+) -> Option<Response<Body>> {
+    let settings = ctx.svc.settings.get();
+    let auth = &settings.apps.get(app).auth;
+    let req =
+        crate::auth::AuthRequest { action: crate::auth::Action::Play, app, stream, client: peer, protocol, query };
+    ctx.svc.auth.check_keys(auth, &req).err().map(|denied| refused(ctx, &denied))
+}
+
+/// Whether the app's media must stay out of shared caches (it has play keys).
+pub(crate) fn keyed(ctx: &HttpContext, app: &str) -> bool {
+    !ctx.svc.settings.get().apps.get(app).auth.play_keys.is_empty()
+}
+
 /// The configured `Access-Control-Allow-Origin`, on every answer.
 pub(crate) fn allow_origin<B>(resp: &mut Response<B>, ctx: &HttpContext) {
     if let Ok(v) = HeaderValue::from_str(&ctx.config.cors_allow_origin) {
