@@ -259,6 +259,60 @@ fn the_admin_api_starts_and_stops_a_recording() {
 }
 
 #[test]
+fn a_multitrack_publish_records_every_track_each_to_files_of_its_own() {
+    let dir = scratch_dir("record-multitrack");
+    let token = "record-multitrack-admin-token";
+    let gw = Gateway::in_process(&format!("[admin]\ntoken = \"{token}\"\n[record]\ndir = \"{}\"\n", dir.display()));
+    // two H.264 video tracks, AAC on audio track 0 and Opus on audio track 1 (ffmpeg 9)
+    let fixture = format!("{}/fixtures/ertmp/multi_audio.flv", env!("CARGO_MANIFEST_DIR"));
+    let url = gw.rtmp_url("live/langs");
+    let args = ["-re", "-stream_loop", "-1", "-i", &fixture, "-map", "0", "-c", "copy", "-f", "flv", &url];
+    let _pub = ffmpeg9_spawn(&args);
+    assert!(wait_live(&gw, "live/langs~1", Duration::from_secs(30)), "the track streams did not start");
+    assert!(wait_live(&gw, "live/langs~a1", Duration::from_secs(10)));
+    let (status, body) = admin(&gw, "POST", "/api/streams/live/langs/record", Some(token));
+    assert_eq!(status, 201, "{body}");
+    // the publish's own tracks, its second video track (with the publish's audio) and its
+    // second audio track: one recording each, reported per stream
+    let names = ["langs", "langs~1", "langs~a1"];
+    assert!(
+        wait_until(Duration::from_secs(10), || files(&dir, ".mp4.part").len() == names.len()),
+        "{:?}",
+        files(&dir, ".mp4.part")
+    );
+    for name in names {
+        let state = recording_status(&gw, &format!("live/{name}"));
+        assert_eq!(state["state"], "recording", "{name}: {state}");
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    // stopping the publish's recording stops its tracks'
+    assert_eq!(admin(&gw, "DELETE", "/api/streams/live/langs/record", Some(token)).0, 200);
+    assert!(
+        wait_until(Duration::from_secs(10), || files(&dir, ".mp4").len() == names.len()),
+        "{:?}",
+        files(&dir, ".mp4")
+    );
+    for (name, want) in [("langs", "h264,aac"), ("langs~1", "h264,aac"), ("langs~a1", "opus")] {
+        let listed: serde_json::Value =
+            serde_json::from_slice(&http_get(gw.http, &format!("/api/recordings/live/{name}")).body).unwrap();
+        let list = listed["recordings"].as_array().cloned().unwrap_or_default();
+        assert_eq!(list.len(), 1, "{name}: {listed}");
+        let rec = &list[0];
+        assert_eq!((rec["stream"].as_str(), rec["complete"].as_bool()), (Some(name), Some(true)), "{rec}");
+        let path = dir.join("live").join(name).join(rec["file"].as_str().unwrap_or_default());
+        let (duration, codecs, _) = probe(&path);
+        assert_eq!(codecs, want, "{name}");
+        assert!(duration >= 3.0, "{name}: {duration:.2} s");
+        // served at its url, as any recording is
+        let got = http_get(gw.http, rec["url"].as_str().unwrap_or_default());
+        assert_eq!((got.status, got.body.len() as u64), (200, std::fs::metadata(&path).unwrap().len()), "{rec}");
+    }
+    // a track name that is not a track's is still no way into the directory
+    let tricked = http_get(gw.http, "/api/recordings/live/..~1");
+    assert_eq!((tricked.status, tricked.text()), (400, "bad path\n".to_string()));
+}
+
+#[test]
 fn a_recording_cut_by_kill_9_is_repaired_on_the_next_start() {
     let dir = scratch_dir("record-kill");
     let cfg = dir.join("livegate.toml");

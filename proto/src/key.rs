@@ -57,6 +57,12 @@ pub fn valid_name(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+/// A name a stream may have: a publish's (see [`valid_name`]) or one of its track streams'
+/// (`NAME~N`, `NAME~aN`). Safe as a URL path segment and a file name.
+pub fn valid_stream_name(s: &str) -> bool {
+    valid_name(s) || StreamKey::new("", s).split_track().is_some_and(|(main, _)| valid_name(&main.name))
+}
+
 impl fmt::Display for StreamKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.app, self.name)
@@ -76,6 +82,12 @@ mod tests {
         assert_eq!(key.audio_track(1).split_track(), Some((key.clone(), Track::Audio(1))));
         for bad in ["demo", "demo~", "demo~a", "demo~x1", "demo~256", "demo~a-1"] {
             assert_eq!(StreamKey::new("live", bad).split_track(), None, "{bad}");
+        }
+        for good in ["demo", "demo~2", "demo~a1"] {
+            assert!(valid_stream_name(good), "{good}");
+        }
+        for bad in ["demo~", "~1", "demo~x1", "demo~1~2", "../x~1", ".x~1", "a/b~1"] {
+            assert!(!valid_stream_name(bad), "{bad}");
         }
     }
 }

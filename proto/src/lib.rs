@@ -28,7 +28,7 @@ pub mod mux;
 mod piece;
 pub mod rtmp;
 
-pub use key::{valid_name, StreamKey, Track};
+pub use key::{valid_name, valid_stream_name, StreamKey, Track};
 pub use piece::{Inline, Piece, INLINE};
 
 /// Fuzz target bodies: for tests and `cargo fuzz` only (`--cfg fuzzing`).

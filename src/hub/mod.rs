@@ -31,7 +31,7 @@ pub use stream::{Evicted, Publisher, Stream, StreamStats, Subscription, ViewerGu
 /// The event vocabulary lives in the sans-IO core (`livegate_proto::media::Event`); the
 /// hub keeps its historical name for it.
 pub use livegate_proto::media::Event as HubEvent;
-pub use livegate_proto::{valid_name, StreamKey, Track};
+pub use livegate_proto::{valid_name, valid_stream_name, StreamKey, Track};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -96,8 +96,9 @@ pub fn stream_files(stream_dir: &Path, stream: &str) -> Vec<FileRef> {
 pub fn list(dirs: &[PathBuf], app: Option<&str>, stream: Option<&str>) -> Vec<Listed> {
     let mut out = Vec::new();
     for dir in dirs {
-        for app_dir in subdirs(dir).filter(|(n, _)| app.is_none_or(|a| a == n)) {
-            for stream_dir in subdirs(&app_dir.1).filter(|(n, _)| stream.is_none_or(|s| s == n)) {
+        for app_dir in subdirs(dir, crate::hub::valid_name).filter(|(n, _)| app.is_none_or(|a| a == n)) {
+            let streams = subdirs(&app_dir.1, crate::hub::valid_stream_name);
+            for stream_dir in streams.filter(|(n, _)| stream.is_none_or(|s| s == n)) {
                 for f in stream_files(&stream_dir.1, &stream_dir.0) {
                     if out.len() >= MAX_LISTED {
                         break;
@@ -128,16 +129,16 @@ pub fn list(dirs: &[PathBuf], app: Option<&str>, stream: Option<&str>) -> Vec<Li
     out
 }
 
-/// The directories in `dir` whose names are valid app or stream names.
-fn subdirs(dir: &Path) -> impl Iterator<Item = (String, PathBuf)> {
+/// The directories in `dir` whose names are `valid` (app or stream names).
+fn subdirs(dir: &Path, valid: fn(&str) -> bool) -> impl Iterator<Item = (String, PathBuf)> {
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| {
+        .filter_map(move |e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            crate::hub::valid_name(&n).then(|| (n, e.path()))
+            valid(&n).then(|| (n, e.path()))
         })
 }
 
@@ -187,10 +188,10 @@ fn read_summary(path: &Path) -> Option<(f64, Vec<String>, Vec<GapJson>)> {
 pub fn path_of(dir: &Path, app: &str, stream: &str, file: &str) -> Option<PathBuf> {
     let stem = file.strip_suffix(".mp4")?;
     let ok = crate::hub::valid_name(app)
-        && crate::hub::valid_name(stream)
+        && crate::hub::valid_stream_name(stream)
         && !stem.is_empty()
         && stem.len() <= 200
-        && stem.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        && stem.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.~".contains(&b))
         && !stem.starts_with('.');
     ok.then(|| dir.join(app).join(stream).join(file))
 }
@@ -206,9 +207,12 @@ mod tests {
         assert_eq!(start_of("other.mp4", "demo"), None);
         let d = Path::new("/rec");
         assert_eq!(path_of(d, "live", "demo", "demo-1.mp4"), Some(PathBuf::from("/rec/live/demo/demo-1.mp4")));
+        assert_eq!(path_of(d, "live", "demo~1", "demo~1-2.mp4"), Some(PathBuf::from("/rec/live/demo~1/demo~1-2.mp4")));
         for (app, stream, file) in [
             ("..", "demo", "a.mp4"),
             ("live", "..", "a.mp4"),
+            ("live", "..~1", "a.mp4"),
+            ("live~1", "demo", "a.mp4"),
             ("live", "demo", "../x.mp4"),
             ("live", "demo", ".hidden.mp4"),
             ("live", "demo", "a.mp4.part"),

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::LiveSettings;
 use crate::hub::{Hub, HubEvent, Stream};
@@ -210,10 +210,32 @@ impl Recorder {
 
     /// Starts recording the live stream `key` with its app's `record` settings (whether
     /// `enabled` or not).
+    /// The track streams of a multitrack publish (`NAME~N`, `NAME~aN`) are recorded with it,
+    /// each to files of its own (a track that appears later is started when it does).
     pub fn start(&self, key: &crate::hub::StreamKey, source: &'static str) -> Result<RecordStatus, StartError> {
         let stream =
             self.inner.hub.get(key).filter(|s| !s.is_ended()).ok_or_else(|| StartError::NotLive(key.clone()))?;
-        self.spawn(stream, source)
+        let status = self.spawn(stream, source)?;
+        for track in self.tracks_of(key) {
+            if let Err(e) = self.spawn(track, source) {
+                debug!("track recording not started: {e}");
+            }
+        }
+        Ok(status)
+    }
+
+    /// The live track streams of the publish `key`.
+    fn tracks_of(&self, key: &crate::hub::StreamKey) -> Vec<Arc<Stream>> {
+        let mut tracks: Vec<Arc<Stream>> = (self.inner.hub.streams().into_iter())
+            .filter(|s| !s.is_ended() && s.key().split_track().is_some_and(|(main, _)| &main == key))
+            .collect();
+        tracks.sort_by(|a, b| a.key().name.cmp(&b.key().name));
+        tracks
+    }
+
+    /// Whether `key` is being recorded now.
+    fn recording(&self, key: &crate::hub::StreamKey) -> bool {
+        crate::hub::lock(&self.inner.active).get(key).is_some_and(|h| crate::hub::lock(&h.status).state == "recording")
     }
 
     fn spawn(&self, stream: Arc<Stream>, source: &'static str) -> Result<RecordStatus, StartError> {
@@ -277,15 +299,18 @@ impl Recorder {
     }
 
     /// Stops the recording of `key` (its file is finalized); false when there is none.
+    /// Its track streams' recordings stop with it.
     pub fn stop(&self, key: &crate::hub::StreamKey) -> bool {
         let active = crate::hub::lock(&self.inner.active);
-        match active.get(key) {
-            Some(h) if crate::hub::lock(&h.status).state == "recording" => {
+        let mut stopped = false;
+        for (k, h) in active.iter() {
+            let of_key = k == key || k.split_track().is_some_and(|(main, _)| &main == key);
+            if of_key && crate::hub::lock(&h.status).state == "recording" {
                 h.stop.cancel();
-                true
+                stopped |= k == key;
             }
-            _ => false,
         }
+        stopped
     }
 
     /// The recording of `key`, for `/api/streams`.
@@ -357,14 +382,14 @@ pub async fn run(recorder: Recorder, shutdown: CancellationToken) {
                 None => return,
             },
         };
-        // the track streams of a multitrack publish are not recorded on their own
-        if stream.key().split_track().is_some() {
-            continue;
-        }
-        if !recorder.inner.settings.get().apps.get(&stream.key().app).record.enabled {
-            continue;
-        }
-        if let Err(e) = recorder.spawn(stream, "config") {
+        // a track stream of a multitrack publish is recorded with its publish (to files of
+        // its own), whether that was started by the config, the API or the callback
+        let source = match stream.key().split_track() {
+            Some((main, _)) if recorder.recording(&main) => "track",
+            _ if recorder.inner.settings.get().apps.get(&stream.key().app).record.enabled => "config",
+            _ => continue,
+        };
+        if let Err(e) = recorder.spawn(stream, source) {
             warn!("recording not started: {e}");
         }
     }

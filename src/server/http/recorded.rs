@@ -26,7 +26,7 @@ use super::path::split_path;
 use super::response::{full, keyed, not_found, play_key_refusal, text};
 use super::{Body, HttpContext};
 use crate::auth::query_param;
-use crate::hub::{valid_name, StreamKey};
+use crate::hub::{valid_name, valid_stream_name, StreamKey};
 use crate::record::clock::parse_time;
 use crate::record::list::{stream_files, FileRef};
 use crate::record::playback::{self, Kind, Listed};
@@ -83,7 +83,7 @@ fn range_of(query: &str) -> Result<(f64, f64), &'static str> {
 
 /// The directory of a stream's recordings; None for names that are not a stream's.
 fn stream_dir(ctx: &HttpContext, app: &str, stream: &str) -> Option<PathBuf> {
-    (valid_name(app) && valid_name(stream)).then(|| ctx.svc.recorder.dir_of(app).join(app).join(stream))
+    (valid_name(app) && valid_stream_name(stream)).then(|| ctx.svc.recorder.dir_of(app).join(app).join(stream))
 }
 
 /// The files of `stream` that may hold media in `from..to` (the newest
