@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine and any checkout (a mode-0700 home directory
-# too): installs what the tests need (ffmpeg/ffprobe, chromium, nginx, openssl, curl,
+# too): installs what the tests need (ffmpeg/ffprobe, chromium, nginx, redis-server, openssl, curl,
 # iproute2, procps and a C compiler for rustc to link with, from Debian when missing; a
 # Node.js new enough for the browser tests' lock file, see below; their npm packages with
 # `npm ci`), then checks formatting, lints and runs every unit and integration test.
@@ -60,6 +60,8 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # VLC: another player of the recordings (tests/record.rs), headless
 command -v cvlc >/dev/null 2>&1 || need_apt+=(vlc-bin vlc-plugin-base)
+# tests/cluster.rs starts its own redis-server (the cluster directory) on loopback
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # the tests run ss and kill (not the shell's builtin); a minimal Debian (debootstrap
 # --variant=minbase, the debian:12 image) has neither
 type -P ss >/dev/null 2>&1 || need_apt+=(iproute2)

@@ -122,6 +122,11 @@ pub async fn serve(
     pulls.set_hls_viewers(Box::new(move |k| hls_viewers.viewers(k)));
     let outputs = crate::session::Outputs::new(&metrics);
     let recorder = crate::record::Recorder::new(hub.clone(), settings.clone(), metrics.clone(), auth.clone());
+    let cluster =
+        crate::cluster::Cluster::new(&config.cluster, bound.rtmp_addr()?, bound.http_addr()?, metrics.clone())?;
+    if let Some(c) = &cluster {
+        tasks.spawn(c.clone().run(hub.clone(), shutdown.clone()));
+    }
     let svc = Arc::new(crate::session::Services {
         hub: hub.clone(),
         settings: settings.clone(),
@@ -132,6 +137,7 @@ pub async fn serve(
         pulls: pulls.clone(),
         relays: relays.clone(),
         recorder: recorder.clone(),
+        cluster,
     });
     tasks.spawn(pulls.run_static(svc.clone()));
     tasks.spawn(crate::record::run(recorder.clone(), shutdown.clone()));

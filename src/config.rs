@@ -29,6 +29,8 @@ pub struct Config {
     pub relay: crate::relay::RelayConfig,
     /// Recording of every app's streams (`[apps.NAME.record]` replaces it for one app).
     pub record: crate::record::RecordConfig,
+    /// The stream directory shared by several nodes (off unless `redis` is set).
+    pub cluster: crate::cluster::ClusterConfig,
     /// Per-application overrides: `[apps.NAME]`. `auth` is merged key by key over the
     /// global `[auth]`; any other section given for an app replaces the global one for that
     /// app (its unset keys take built-in defaults).
@@ -579,6 +581,7 @@ impl Config {
             }
         }
         self.record.validate("record")?;
+        self.cluster.validate()?;
         for (name, app) in &self.apps {
             if let Some(r) = &app.record {
                 r.validate(&format!("apps.{name}.record"))?;

@@ -9,6 +9,7 @@ pub use livegate_proto::{flv, media, rtmp, Inline, Piece};
 
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod hls;

@@ -91,6 +91,10 @@ pub struct Metrics {
     /// Live streams by codec pair (`none` for a missing track).
     streams_by_codec: Family<CodecLabel, Gauge>,
     viewers: Family<ProtocolLabel, Gauge>,
+    /// 1 while the cluster directory (Redis) answers (`[cluster]` only).
+    cluster_redis_up: Gauge,
+    /// Stream keys this node claims in the cluster directory.
+    cluster_claims: Gauge,
     /// What happens, for `/api/events` (the console): publishes, refusals, bounds hit, push
     /// and recording states. Here because every component that counts also reports.
     pub events: crate::events::Events,
@@ -128,6 +132,8 @@ impl Metrics {
             streams: Gauge::default(),
             streams_by_codec: Family::default(),
             viewers: Family::default(),
+            cluster_redis_up: Gauge::default(),
+            cluster_claims: Gauge::default(),
             registry: Registry::default(),
             events: crate::events::Events::new(),
         };
@@ -167,7 +173,25 @@ impl Metrics {
         registry.register("streams", "Live streams", m.streams.clone());
         registry.register("streams_by_codec", "Live streams by video and audio codec", m.streams_by_codec.clone());
         registry.register("viewers", "Current viewers by protocol", m.viewers.clone());
+        registry.register(
+            "cluster_redis_up",
+            "1 while the cluster directory (Redis) answers, 0 while it does not",
+            m.cluster_redis_up.clone(),
+        );
+        registry.register(
+            "cluster_claims",
+            "Stream keys this node claims in the cluster directory",
+            m.cluster_claims.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    pub fn set_cluster_redis_up(&self, up: bool) {
+        self.cluster_redis_up.set(i64::from(up));
+    }
+
+    pub fn set_cluster_claims(&self, n: usize) {
+        self.cluster_claims.set(n as i64);
     }
 
     /// Counts one hit of the bound named `limit` (and reports it, rate-limited).

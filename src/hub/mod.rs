@@ -308,6 +308,13 @@ impl Hub {
         lock(&self.inner.watchers).push(tx);
         rx
     }
+
+    /// Ends the stream `key` now if it waits for its publisher (the cluster directory gave
+    /// its key to another node): its viewers get the end of stream. False when it does not
+    /// wait.
+    pub fn end_waiting(&self, key: &StreamKey) -> bool {
+        self.inner.end_waiting(key)
+    }
 }
 
 impl HubInner {
@@ -406,17 +413,28 @@ impl HubInner {
                     if limit == "waiting_streams" { max } else { per_ip },
                     if limit == "waiting_streams" { " (the oldest of the address with the most ends)" } else { " for this address" });
             }
-            s.push(HubEvent::EndOfStream);
-            self.release(&s);
-            // its tracks' streams end with it
-            let tracks = s.tracks().into_iter().map(|t| s.key().track(t));
-            for key in tracks.chain(s.audio_tracks().into_iter().map(|t| s.key().audio_track(t))) {
-                // under the registry lock, as above
-                let track = lock(&self.streams).get(&key).filter(|t| t.end_waiting()).cloned();
-                if let Some(t) = track {
-                    t.push(HubEvent::EndOfStream);
-                    self.release(&t);
-                }
+            self.finish_waiting(&s);
+        }
+    }
+
+    fn end_waiting(&self, key: &StreamKey) -> bool {
+        // under the registry lock: it is not continued meanwhile
+        let s = lock(&self.streams).get(key).filter(|s| s.end_waiting()).cloned();
+        s.map(|s| self.finish_waiting(&s)).is_some()
+    }
+
+    /// A waiting stream that [`Stream::end_waiting`] ended: its viewers are told and its key
+    /// freed; its tracks' streams end with it.
+    fn finish_waiting(&self, s: &Arc<Stream>) {
+        s.push(HubEvent::EndOfStream);
+        self.release(s);
+        let tracks = s.tracks().into_iter().map(|t| s.key().track(t));
+        for key in tracks.chain(s.audio_tracks().into_iter().map(|t| s.key().audio_track(t))) {
+            // under the registry lock, as above
+            let track = lock(&self.streams).get(&key).filter(|t| t.end_waiting()).cloned();
+            if let Some(t) = track {
+                t.push(HubEvent::EndOfStream);
+                self.release(&t);
             }
         }
     }

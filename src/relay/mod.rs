@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::config::LiveSettings;
 use crate::hub::{lock, Hub, Stream, StreamKey};
-pub use pull::{PullUrl, Pulls};
+pub use pull::{PullScheme, PullUrl, Pulls};
 pub use push::{PushHandle, PushStatus};
 pub use target::{PushUrl, TargetError};
 

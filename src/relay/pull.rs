@@ -47,6 +47,9 @@ const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// Backoff between attempts while the stream waits out its grace.
 const RETRY_MIN: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+/// The same for a pull the cluster directory resolved: each attempt is a lookup first
+/// (one Redis round trip), and a stream that moved is found sooner.
+const RETRY_MAX_RESOLVED: Duration = Duration::from_millis(500);
 /// An origin that sends nothing for this long while playing is dropped and tried again.
 const ORIGIN_SILENT: Duration = Duration::from_secs(10);
 /// Bytes of an origin's HTTP answer head.
@@ -147,6 +150,8 @@ enum Phase {
 struct Pull {
     origin: String,
     phase: watch::Sender<Phase>,
+    /// A publisher of the key came to this node: the pull hands the stream over.
+    yield_to_publisher: Arc<tokio::sync::Notify>,
 }
 
 /// The pulls of this gateway. Cheap to clone.
@@ -180,6 +185,19 @@ impl Pulls {
         }
     }
 
+    /// A publisher of `key` came to this node (the cluster directory gave it the key): the
+    /// pull of `key`, if any, lets go of the stream, which waits for its publisher (its
+    /// viewers stay, and the new publisher continues it). Waits up to a second for that.
+    pub async fn yield_to_publisher(&self, hub: &crate::hub::Hub, key: &StreamKey) {
+        let Some(notify) = lock(&self.inner.active).get(key).map(|p| p.yield_to_publisher.clone()) else { return };
+        notify.notify_one();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline && hub.get(key).is_some_and(|s| s.waiting_since().is_none() && !s.is_ended()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        info!(stream = %key, "pull: a publisher of the stream came here; it takes the stream over");
+    }
+
     /// Tells pulls how to count a stream's HLS clients (they hold no connection).
     pub fn set_hls_viewers(&self, f: HlsViewers) {
         let _ = self.inner.hls_viewers.set(f);
@@ -197,28 +215,36 @@ impl Pulls {
     pub async fn find(&self, svc: &Arc<Services>, key: &StreamKey, query: &str) -> Option<Arc<Stream>> {
         let settings = svc.settings.get();
         let policy = settings.apps.get(&key.app);
-        let url = policy.pull.clone()?;
+        // the app's origin, else the node the cluster directory says publishes the key
+        // (looked up again whenever the pull loses its origin)
+        let (url, resolved) = match policy.pull.clone() {
+            Some(url) => (Some(url), false),
+            // (a pull under way is joined: no lookup)
+            None if lock(&self.inner.active).contains_key(key) => (None, true),
+            None => (Some(svc.cluster.as_ref()?.origin_of(key).await?), true),
+        };
+        let shown = url.as_ref().map_or_else(|| "(the cluster's)".to_string(), |u| u.to_string());
         let chain: Vec<&str> = crate::auth::query_param(query, VIA)
             .map(|v| v.split(',').filter(|n| !n.is_empty()).collect())
             .unwrap_or_default();
         if chain.contains(&self.inner.node.as_str()) {
-            warn!(stream = %key, origin = %url, "not pulling: the request came through this node already (a pull loop)");
+            warn!(stream = %key, origin = %shown, "not pulling: the request came through this node already (a pull loop)");
             return None;
         }
         if chain.len() >= MAX_HOPS {
-            warn!(stream = %key, origin = %url, hops = chain.len(), "not pulling: the request came through {MAX_HOPS} relays already");
+            warn!(stream = %key, origin = %shown, hops = chain.len(), "not pulling: the request came through {MAX_HOPS} relays already");
             return None;
         }
         // (a stream of `pull_always` that a viewer asks for first is always-on all the same)
         let always = policy.pull_always.contains(&key.name);
-        let mut phase = self.start(svc, key, &url, &chain, always)?;
+        let mut phase = self.start(svc, key, url.as_ref(), &chain, always, resolved)?;
         let wait = Duration::from_millis(self.inner.config.pull_wait_ms);
         let live = tokio::time::timeout(wait, phase.wait_for(|p| *p != Phase::Starting)).await;
         match live {
             Ok(Ok(p)) if *p == Phase::Live => svc.hub.get(key),
             Ok(_) => None,
             Err(_) => {
-                info!(stream = %key, origin = %url, "pull: no keyframe within {wait:?}; the viewer gets not-found");
+                info!(stream = %key, origin = %shown, "pull: no keyframe within {wait:?}; the viewer gets not-found");
                 None
             }
         }
@@ -229,14 +255,17 @@ impl Pulls {
         &self,
         svc: &Arc<Services>,
         key: &StreamKey,
-        url: &PullUrl,
+        url: Option<&PullUrl>,
         chain: &[&str],
         always: bool,
+        resolved: bool,
     ) -> Option<watch::Receiver<Phase>> {
         let mut active = lock(&self.inner.active);
         if let Some(p) = active.get(key) {
             return Some(p.phase.subscribe());
         }
+        // (the pull that was to be joined ended meanwhile)
+        let url = url?;
         let origin = url.origin();
         let max = self.inner.config.max_pulls_per_origin;
         if active.values().filter(|p| p.origin == origin).count() >= max {
@@ -245,13 +274,26 @@ impl Pulls {
             return None;
         }
         let (tx, rx) = watch::channel(Phase::Starting);
-        active.insert(key.clone(), Pull { origin, phase: tx });
+        let yielded = Arc::new(tokio::sync::Notify::new());
+        active.insert(key.clone(), Pull { origin, phase: tx, yield_to_publisher: yielded.clone() });
         let mut via: Vec<String> = chain.iter().map(|s| s.to_string()).collect();
         via.push(self.inner.node.clone());
         let (pulls, svc, key, url) = (self.clone(), svc.clone(), key.clone(), url.clone());
         tokio::spawn(async move {
             info!(stream = %key, origin = %url, "pull starting");
-            run(&pulls, &svc, &key, &url, &via.join(","), always).await;
+            let st = PullRun {
+                pulls: &pulls,
+                svc: &svc,
+                key: &key,
+                url: url.clone(),
+                always,
+                resolved,
+                yielded,
+                ingest: None,
+                live: false,
+                unwatched_since: None,
+            };
+            run(st, &via.join(",")).await;
             let mut active = lock(&pulls.inner.active);
             if let Some(p) = active.remove(&key) {
                 let _ = p.phase.send(Phase::Over);
@@ -276,7 +318,7 @@ impl Pulls {
                 for name in &policy.pull_always {
                     let key = StreamKey::new(app, name);
                     if svc.hub.get(&key).is_none() && !lock(&self.inner.active).contains_key(&key) {
-                        let _ = self.start(&svc, &key, url, &[], true);
+                        let _ = self.start(&svc, &key, Some(url), &[], true, false);
                     }
                 }
             }
@@ -387,6 +429,8 @@ impl StartBuffer {
 enum Outcome {
     /// No viewer for `pull_idle_ms`, or shutdown: the pull is over.
     Done,
+    /// A publisher of the key came to this node: the pull is over, the stream is its.
+    Yield,
     /// The origin ended the stream or the connection failed.
     Lost(String),
 }
@@ -396,8 +440,14 @@ struct PullRun<'a> {
     pulls: &'a Pulls,
     svc: &'a Arc<Services>,
     key: &'a StreamKey,
-    url: &'a PullUrl,
+    /// The origin (another node's, when the cluster directory resolved it).
+    url: PullUrl,
     always: bool,
+    /// `url` came from the cluster directory, which is asked again whenever the origin is
+    /// lost (the stream may have moved to another node).
+    resolved: bool,
+    /// Notified when a publisher of the key comes to this node.
+    yielded: Arc<tokio::sync::Notify>,
     ingest: Option<Ingest>,
     /// The stream has its first keyframe (viewers were told).
     live: bool,
@@ -405,18 +455,23 @@ struct PullRun<'a> {
     unwatched_since: Option<Instant>,
 }
 
-async fn run(pulls: &Pulls, svc: &Arc<Services>, key: &StreamKey, url: &PullUrl, via: &str, always: bool) {
-    let mut st = PullRun { pulls, svc, key, url, always, ingest: None, live: false, unwatched_since: None };
+async fn run(mut st: PullRun<'_>, via: &str) {
+    let (pulls, svc, key, always, resolved) = (st.pulls, st.svc, st.key, st.always, st.resolved);
     let mut lost_at: Option<Instant> = None;
     let mut retry = RETRY_MIN;
     let mut last_error = String::new();
     loop {
-        let outcome = match url.scheme {
+        let outcome = match st.url.scheme {
             PullScheme::HttpFlv => pull_http(&mut st, via).await,
             PullScheme::Rtmp | PullScheme::Rtmps => pull_rtmp(&mut st, via).await,
         };
         let why = match outcome {
             Outcome::Done => break,
+            Outcome::Yield => {
+                // the stream waits for its publisher, which is on its way
+                drop(st.ingest.take());
+                break;
+            }
             Outcome::Lost(why) => why,
         };
         // the publisher leaves: the stream waits out its reconnect grace, viewers stay
@@ -429,19 +484,19 @@ async fn run(pulls: &Pulls, svc: &Arc<Services>, key: &StreamKey, url: &PullUrl,
             st.live = false;
             pulls.set_phase(key, Phase::Starting);
         }
-        if !had_stream && !st.live && !always {
+        if !had_stream && lost_at.is_none() && !always {
             // never got the stream: the viewers waiting for it get not-found now
-            warn!(stream = %key, origin = %url, "pull failed: {why}");
+            warn!(stream = %key, origin = %st.url, "pull failed: {why}");
             break;
         }
         if why != last_error {
-            warn!(stream = %key, origin = %url, "pull lost the origin: {why}; trying again");
+            warn!(stream = %key, origin = %st.url, "pull lost the origin: {why}; trying again");
             last_error = why;
         }
         let since = *lost_at.get_or_insert_with(Instant::now);
         let grace = svc.settings.get().apps.get(&key.app).reconnect_grace;
         if !always && since.elapsed() >= grace {
-            warn!(stream = %key, origin = %url, "pull: the origin did not come back within the reconnect grace; the stream ends");
+            warn!(stream = %key, origin = %st.url, "pull: the origin did not come back within the reconnect grace; the stream ends");
             break;
         }
         let nap = if always { retry } else { retry.min(grace.saturating_sub(since.elapsed())) };
@@ -449,7 +504,16 @@ async fn run(pulls: &Pulls, svc: &Arc<Services>, key: &StreamKey, url: &PullUrl,
             _ = tokio::time::sleep(nap) => {}
             _ = svc.shutdown.cancelled() => break,
         }
-        retry = (retry * 2).min(RETRY_MAX);
+        retry = (retry * 2).min(if resolved { RETRY_MAX_RESOLVED } else { RETRY_MAX });
+        // the stream may have moved to another node (its encoder reconnected there)
+        if let Some(moved) = match svc.cluster.as_ref().filter(|_| resolved) {
+            Some(c) => c.origin_of(key).await.filter(|u| *u != st.url),
+            None => None,
+        } {
+            info!(stream = %key, from = %st.url, to = %moved, "pull: the cluster directory names another origin now");
+            st.url = moved;
+            retry = RETRY_MIN;
+        }
     }
     if let Some(ingest) = st.ingest.take() {
         // over for good (idle, shutdown): no grace
@@ -526,7 +590,7 @@ async fn connect(url: &PullUrl, config: &RelayConfig) -> Result<(TcpStream, Sock
 }
 
 async fn pull_rtmp(st: &mut PullRun<'_>, via: &str) -> Outcome {
-    let (tcp, peer) = match connect(st.url, &st.pulls.inner.config).await {
+    let (tcp, peer) = match connect(&st.url, &st.pulls.inner.config).await {
         Ok(c) => c,
         Err(e) => return Outcome::Lost(e),
     };
@@ -619,12 +683,13 @@ async fn play_rtmp<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             _ = st.svc.shutdown.cancelled() => return Outcome::Done,
+            _ = st.yielded.notified() => return Outcome::Yield,
         }
     }
 }
 
 async fn pull_http(st: &mut PullRun<'_>, via: &str) -> Outcome {
-    let (tcp, peer) = match connect(st.url, &st.pulls.inner.config).await {
+    let (tcp, peer) = match connect(&st.url, &st.pulls.inner.config).await {
         Ok(c) => c,
         Err(e) => return Outcome::Lost(e),
     };
@@ -699,6 +764,7 @@ async fn pull_http(st: &mut PullRun<'_>, via: &str) -> Outcome {
                 }
             }
             _ = st.svc.shutdown.cancelled() => return Outcome::Done,
+            _ = st.yielded.notified() => return Outcome::Yield,
         }
     }
 }

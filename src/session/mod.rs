@@ -47,6 +47,8 @@ pub struct Services {
     pub relays: crate::relay::Relays,
     /// Recordings.
     pub recorder: crate::record::Recorder,
+    /// The stream directory shared with other nodes (`[cluster]`).
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// Why a publish or a play was refused. Each edge maps it to its protocol.
@@ -65,6 +67,9 @@ pub enum Refusal {
     ViewerLimit { key: StreamKey, max: usize },
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// The cluster directory: another node has the key, or the directory is unreachable.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClaimError),
 }
 
 impl Refusal {
@@ -79,6 +84,8 @@ impl Refusal {
             Refusal::Publish(PublishError::WaitingForPublisher(_)) => "waiting_for_publisher",
             Refusal::Publish(PublishError::ShuttingDown) => "shutting_down",
             Refusal::Publish(PublishError::TooManyStreams(_)) => "stream_limit",
+            Refusal::Cluster(crate::cluster::ClaimError::Owned { .. }) => "cluster_owned",
+            Refusal::Cluster(crate::cluster::ClaimError::Unavailable(_)) => "cluster_unavailable",
         }
     }
 }

@@ -52,6 +52,14 @@ pub async fn admit_publisher(
     } else {
         svc.auth.check_answer(&policy.auth, &req).await.map_err(Refusal::Denied)?
     };
+    // the cluster directory: a key another node publishes is refused here (a pull, which
+    // serves another node's stream, claims nothing)
+    let cluster = svc.cluster.as_ref().filter(|_| !options.preauthorized);
+    if let Some(c) = cluster {
+        c.claim(key).await?;
+        // this node may be pulling the key from its former owner: the publisher takes over
+        svc.pulls.yield_to_publisher(&svc.hub, key).await;
+    }
     let takeover = options.takeover;
     // only a publish with the same credential continues the stream in its reconnect
     // grace or takes a silent publisher's place
@@ -91,7 +99,18 @@ pub async fn admit_publisher(
         // it is time to look at the old publisher's silence again
         let _ = tokio::time::timeout_at(recheck.min(deadline), released).await;
     };
-    let publisher = published?;
+    let publisher = match published {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(c) = cluster {
+                c.abandon(key);
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some(c) = cluster {
+        c.attach(publisher.stream());
+    }
     info!(stream = %key, "publishing");
     svc.metrics.publishes.inc();
     // push targets the on_publish callback answered with (a stream continued in its grace

@@ -134,6 +134,15 @@ pub(crate) fn streams(ctx: &HttpContext) -> Response<Body> {
     json_response(&json!({ "streams": list }))
 }
 
+/// `GET /api/cluster`: the nodes of the cluster directory and who publishes which stream
+/// (`{"enabled": false}` without `[cluster]`).
+pub(crate) async fn cluster(ctx: &HttpContext) -> Response<Body> {
+    match &ctx.svc.cluster {
+        Some(c) => json_response(&c.overview().await),
+        None => json_response(&json!({ "enabled": false })),
+    }
+}
+
 pub(crate) fn stream(ctx: &HttpContext, key: &StreamKey) -> Response<Body> {
     match ctx.svc.hub.get(key) {
         Some(s) => json_response(&stream_json(ctx, &s)),

@@ -96,7 +96,7 @@ pub(crate) fn refusal_response(
             ctx.svc.metrics.rejected.get_or_create(&reason("viewer_limit")).inc();
             text(StatusCode::SERVICE_UNAVAILABLE, "viewer limit reached\n")
         }
-        Refusal::Publish(_) => text(StatusCode::SERVICE_UNAVAILABLE, "unavailable\n"),
+        Refusal::Publish(_) | Refusal::Cluster(_) => text(StatusCode::SERVICE_UNAVAILABLE, "unavailable\n"),
     }
 }
 

@@ -130,6 +130,7 @@ async fn route(
         "/api/streams" => return super::api::streams(ctx),
         "/api/recordings" => return super::api::recordings(ctx, None, None).await,
         "/api/stats" => return super::console::stats(ctx),
+        "/api/cluster" => return super::api::cluster(ctx).await,
         "/api/openapi.json" => return super::api::openapi(),
         "/metrics" => {
             let pushes = ctx.svc.relays.all();

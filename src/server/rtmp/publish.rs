@@ -34,9 +34,8 @@ impl<S: crate::net::writer::Halves + Send + 'static> Connection<S> {
             Err(refusal) => {
                 let code = match &refusal {
                     Refusal::Denied(_) => "NetStream.Publish.Unauthorized",
-                    Refusal::Publish(PublishError::ShuttingDown | PublishError::TooManyStreams(_)) => {
-                        "NetStream.Publish.Rejected"
-                    }
+                    Refusal::Publish(PublishError::ShuttingDown | PublishError::TooManyStreams(_))
+                    | Refusal::Cluster(crate::cluster::ClaimError::Unavailable(_)) => "NetStream.Publish.Rejected",
                     _ => BAD_NAME,
                 };
                 self.refuse_with(req, code, Some(&key), &refusal);
