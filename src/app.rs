@@ -117,6 +117,10 @@ pub async fn serve(
     let relays = crate::relay::Relays::new(hub.clone(), relay.clone(), metrics.clone(), shutdown.clone())?;
     tasks.spawn(crate::relay::run(relays.clone(), settings.clone(), shutdown.clone()));
     let tls = Some(crate::relay::tls_connector(relay.ca_file.as_deref())?);
+    if let Some(t) = &tls {
+        auth.jwt().set_tls(t.clone());
+    }
+    tasks.spawn(keep_jwks_loaded(auth.clone(), settings.clone(), shutdown.clone()));
     let pulls = crate::relay::Pulls::new(Arc::new(relay), tls);
     let hls_viewers = hls_store.clone();
     pulls.set_hls_viewers(Box::new(move |k| hls_viewers.viewers(k)));
@@ -173,6 +177,31 @@ pub async fn serve(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Loads the JWT key sets the settings name (`jwt_jwks`, of `[auth]` and every app) at
+/// start, and those a reload adds within 30 s; each is refreshed when it is used and stale.
+async fn keep_jwks_loaded(auth: Authorizer, settings: Arc<LiveSettings>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let s = settings.get();
+        let mut sources: Vec<String> = s
+            .apps
+            .iter()
+            .map(|(_, p)| &p.auth)
+            .chain([&s.apps.get("").auth])
+            .filter_map(|a| a.jwt_jwks.clone())
+            .collect();
+        sources.sort();
+        sources.dedup();
+        for source in sources.iter().filter(|s| !s.is_empty()) {
+            auth.jwt().warm(source);
+        }
+    }
 }
 
 /// Says once, at start, when anyone who reaches the RTMP port may publish (the built-in

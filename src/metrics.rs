@@ -95,6 +95,8 @@ pub struct Metrics {
     cluster_redis_up: Gauge,
     /// Stream keys this node claims in the cluster directory.
     cluster_claims: Gauge,
+    /// Claims this node found taken by another node (its stream then ended here).
+    pub cluster_claims_lost: Counter,
     /// What happens, for `/api/events` (the console): publishes, refusals, bounds hit, push
     /// and recording states. Here because every component that counts also reports.
     pub events: crate::events::Events,
@@ -134,6 +136,7 @@ impl Metrics {
             viewers: Family::default(),
             cluster_redis_up: Gauge::default(),
             cluster_claims: Gauge::default(),
+            cluster_claims_lost: Counter::default(),
             registry: Registry::default(),
             events: crate::events::Events::new(),
         };
@@ -182,6 +185,11 @@ impl Metrics {
             "cluster_claims",
             "Stream keys this node claims in the cluster directory",
             m.cluster_claims.clone(),
+        );
+        registry.register(
+            "cluster_claims_lost",
+            "Claims found taken by another node (the stream then ended here)",
+            m.cluster_claims_lost.clone(),
         );
         Self { registry, ..m }
     }

@@ -116,6 +116,11 @@ fn node(redis: &Redis, name: &str) -> Gateway {
     Gateway::in_process(&node_config(redis, name, ""))
 }
 
+/// A node whose publishers need a key (`?key=k1`).
+fn keyed_node(redis: &Redis, name: &str) -> Gateway {
+    Gateway::in_process(&format!("{}[auth]\npublish_keys = [\"k1\"]\n", node_config(redis, name, "")))
+}
+
 fn cluster(gw: &Gateway) -> serde_json::Value {
     serde_json::from_slice(&http_get(gw.http, "/api/cluster").body).expect("/api/cluster is JSON")
 }
@@ -176,8 +181,9 @@ fn assert_one_timeline(r: &ReadBack, what: &str) {
 #[test]
 fn a_key_lives_on_one_node_edges_pull_it_from_there_and_a_reconnecting_encoder_moves_it() {
     let redis = Redis::start();
-    let (a, b, edge) = (node(&redis, "origin-a"), node(&redis, "origin-b"), node(&redis, "edge-e"));
-    let enc = publish(&a.rtmp_url("live/demo"), Source::default(), None);
+    // publishing needs a key: a stream that moves is continued by its own publisher's key
+    let (a, b, edge) = (keyed_node(&redis, "origin-a"), keyed_node(&redis, "origin-b"), node(&redis, "edge-e"));
+    let enc = publish(&a.rtmp_url("live/demo?key=k1"), Source::default(), None);
     assert!(wait_live(&a, "live/demo", Duration::from_secs(15)));
 
     // the claim, seen from any node: owner, fencing epoch, state; every node heartbeats
@@ -195,7 +201,7 @@ fn a_key_lives_on_one_node_edges_pull_it_from_there_and_a_reconnecting_encoder_m
     assert!(!cluster(&edge).to_string().contains("token"), "the API never shows a token");
 
     // another node refuses the key, naming its owner
-    let refused = Rtmp::publish(b.rtmp, "live", "demo").err().expect("origin-b refused the publish");
+    let refused = Rtmp::publish(b.rtmp, "live", "demo?key=k1").err().expect("origin-b refused the publish");
     assert!(refused.contains("NetStream.Publish.BadName") && refused.contains("origin-a"), "{refused}");
     assert!(api_stream(&b, "live/demo").is_none());
 
@@ -227,7 +233,7 @@ fn a_key_lives_on_one_node_edges_pull_it_from_there_and_a_reconnecting_encoder_m
     // (a viewer asking origin-b first makes it pull from origin-a: the publisher then takes
     // that stream over)
     assert!(wait_live(&b, "live/demo", Duration::from_secs(5)), "origin-b serves the stream");
-    let _enc_b = publish(&b.rtmp_url("live/demo"), Source::default(), None);
+    let _enc_b = publish(&b.rtmp_url("live/demo?key=k1"), Source::default(), None);
     let taken =
         wait_until(Duration::from_secs(15), || owner(&edge, "live/demo").is_some_and(|c| c["node"] == "origin-b"));
     assert!(taken, "origin-b never took the key over: {:?}", owner(&edge, "live/demo"));
@@ -250,7 +256,9 @@ fn after_kill_9_of_the_origin_the_encoder_reconnects_to_another_and_edge_viewers
     let (b, edge) = (node(&redis, "origin-b"), node(&redis, "edge-e"));
     let enc = publish(&a.rtmp_url("live/k"), Source::default(), None);
     assert!(wait_live(&a, "live/k", Duration::from_secs(15)));
-    assert_eq!(owner(&edge, "live/k").map(|c| c["node"].clone()), Some("origin-a".into()));
+    let claimed =
+        wait_until(Duration::from_secs(3), || owner(&edge, "live/k").is_some_and(|c| c["node"] == "origin-a"));
+    assert!(claimed, "{:?}", owner(&edge, "live/k"));
     let url = edge.http_url("/live/k.flv");
     let reader = std::thread::spawn(move || read_back(&url, "cluster-kill", 16));
     let timed = arrivals(edge.http, "/live/k.flv", 16);
@@ -291,6 +299,18 @@ fn redis_down_keeps_live_streams_and_refuses_new_publishes_and_claims_come_back_
     let _enc = publish(&a.rtmp_url("live/keep"), Source::default(), None);
     assert!(wait_live(&a, "live/keep", Duration::from_secs(15)));
     assert_eq!(http_request(edge.http, "GET", "/live/keep.flv", 20_000, Duration::from_secs(10)).status, 200);
+    // Redis stalls (stopped, its connections open): a new publish is refused within the
+    // command timeout, the live stream goes on
+    let pid = redis.child.as_ref().map(|c| c.id()).expect("redis runs");
+    // SAFETY: plain syscalls on the child's pid
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let t = Instant::now();
+    let stalled = Rtmp::publish(a.rtmp, "live", "stalled").err().expect("refused while Redis stalls");
+    let took = t.elapsed();
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    assert!(stalled.contains("NetStream.Publish.Rejected"), "{stalled}");
+    eprintln!("a publish while Redis stalls was refused after {took:?} (timeout_ms 500)");
+    assert!(api_stream(&a, "live/keep").is_some());
     let url = edge.http_url("/live/keep.flv");
     let reader = std::thread::spawn(move || read_back(&url, "cluster-redis-down", 12));
     std::thread::sleep(Duration::from_secs(1));
@@ -353,10 +373,17 @@ fn forged_and_oversized_values_in_redis_are_not_trusted() {
     for key in ["huge", "tricky"] {
         assert_eq!(http_request(edge.http, "GET", &format!("/live/{key}.flv"), 10, Duration::from_secs(5)).status, 404);
     }
-    let c = cluster(&edge);
-    let listed: Vec<&str> = c["streams"].as_array().unwrap().iter().filter_map(|s| s["stream"].as_str()).collect();
-    assert!(listed.contains(&"live/junk") && listed.contains(&"live/ghost"), "{c}");
-    assert!(!listed.contains(&"live/huge") && !listed.contains(&"live/tricky"), "{c}");
+    // (the listing is answered from a copy at most 1 s old)
+    let mut c = serde_json::Value::Null;
+    let listed = |c: &serde_json::Value| -> Vec<String> {
+        c["streams"].as_array().into_iter().flatten().filter_map(|s| s["stream"].as_str().map(String::from)).collect()
+    };
+    let fresh = wait_until(Duration::from_secs(3), || {
+        c = cluster(&edge);
+        listed(&c).contains(&"live/ghost".to_string())
+    });
+    assert!(fresh && listed(&c).contains(&"live/junk".to_string()), "{c}");
+    assert!(!listed(&c).iter().any(|s| s == "live/huge" || s == "live/tricky"), "{c}");
     // a forged heartbeat is listed as data, never trusted as a URL to pull from
     assert_eq!(redis.cmd(&["SET", "livegate:node:evil", "{\"node\":\"evil\",\"streams\":\"<b>\"}"]), "+OK");
     assert_eq!(cluster(&edge)["redis"], "up");
@@ -370,6 +397,43 @@ fn forged_and_oversized_values_in_redis_are_not_trusted() {
     );
     assert!(redis.cmd(&["GET", "livegate:stream:live/junk"]).contains("origin-z"), "the other claim stands");
     drop(p);
+
+    // a claim that went missing after a later claim (a higher epoch) was taken and released
+    // is not written back: the node ends its stream
+    let mut f = Rtmp::publish(a.rtmp, "live", "fenced").expect("publish");
+    f.send_configs(0);
+    let claimed =
+        wait_until(Duration::from_secs(3), || owner(&edge, "live/fenced").is_some_and(|c| c["node"] == "origin-a"));
+    assert!(claimed, "{:?}", owner(&edge, "live/fenced"));
+    assert_eq!(redis.cmd(&["INCRBY", "livegate:epoch:live/fenced", "10"]).chars().next(), Some(':'));
+    assert_eq!(redis.cmd(&["DEL", "livegate:stream:live/fenced"]), ":1");
+    assert!(
+        wait_until(Duration::from_secs(5), || api_stream(&a, "live/fenced").is_none()),
+        "origin-a kept a stream whose key a later claim had"
+    );
+    assert_eq!(redis.cmd(&["GET", "livegate:stream:live/fenced"]), "", "the claim was not written back");
+    drop(f);
+
+    // a value of another type where a claim should be is unreadable, not an outage
+    assert_eq!(redis.cmd(&["HSET", "livegate:stream:live/hash", "a", "b"]), ":1");
+    let mut h = Rtmp::publish(a.rtmp, "live", "hash").expect("a hash does not hold a key");
+    h.send_configs(0);
+    assert_eq!(cluster(&edge)["redis"], "up");
+    drop(h);
+
+    // two publishes of one key on one node at once share its claim (the hub decides between
+    // them: a silent one is taken over by the other); the claim stays
+    let tries: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = a.rtmp;
+            std::thread::spawn(move || Rtmp::publish(addr, "live", "dup").ok())
+        })
+        .collect();
+    let won: Vec<Rtmp> = tries.into_iter().filter_map(|t| t.join().unwrap()).collect();
+    assert!(!won.is_empty(), "a publish of live/dup");
+    std::thread::sleep(Duration::from_secs(4));
+    let claim = owner(&edge, "live/dup").expect("the winner's claim is still there past the TTL");
+    assert_eq!(claim["node"], "origin-a", "{claim}");
 }
 
 #[test]

@@ -50,6 +50,8 @@ fn the_api_keeps_to_its_openapi_description_under_schemathesis() {
         .args(["--max-examples", "40", "--request-timeout", "10", "--generation-deterministic"])
         .args(["--phases", "examples,coverage,fuzzing"])
         .env("PYTHONPATH", &tools)
+        // (its cache directory, .schemathesis/, goes there, not into the checkout)
+        .current_dir(scratch_dir("schemathesis"))
         .env("SCHEMATHESIS_HOOKS", "")
         .output()
         .expect("run schemathesis");

@@ -629,8 +629,11 @@ fn frozen_jumping_and_tiny_frame_timestamps_keep_files_bounded_and_valid() {
         }
     }
     // sent far faster than a recorder takes them: what the hub's ring (bounded in bytes)
-    // does not hold for it is skipped to the next keyframe, and said
-    assert!(tiny_packets > 10_000, "{tiny_packets} of the 1.2 million tiny frames recorded");
+    // does not hold for it is skipped to the next keyframe, and said. How many it keeps up
+    // with is a race with the sender (0.1 million on one machine, a few thousand on
+    // another): the test holds the mechanism, not the figure.
+    assert!(tiny_packets > 0, "none of the 1.2 million tiny frames recorded");
+    eprintln!("{tiny_packets} of the 1.2 million tiny frames recorded");
     if tiny_packets < 1_190_000 {
         let log = gw.log();
         let said: Vec<&str> =

@@ -6,6 +6,7 @@
 //! `cargo run --release --bin livegate-bench -- --help`
 
 mod clients;
+mod cluster;
 mod console;
 mod record;
 mod report;
@@ -31,7 +32,9 @@ struct Args {
     /// storms flv-storm and rtmp-storm (every viewer connects at once instead of over
     /// --ramp-ms), and reconnect (half HTTP-FLV, half RTMP viewers; the publisher is killed
     /// 3 s into the steady window and restarted 1 s later), consoles (what open consoles
-    /// cost, 200 publishers). `control` (first) runs the flv
+    /// cost, 200 publishers), cluster (an origin's CPU for two edges of --viewers HTTP-FLV
+    /// viewers each, found through a redis-server, against two RTMP viewers). `control`
+    /// (first) runs the flv
     /// timeline with no viewer: the RSS the stream itself gains meanwhile (what is left of
     /// the HLS window filling after --settle) is then taken off the later scenarios'
     /// per-viewer figure, shown as "net".
@@ -160,6 +163,7 @@ async fn run(args: Args) -> Result<()> {
                 "many-record" => many_publishers(&args, &livegate, Some(many.clone())).await,
                 "record-2h" => record::two_hours(&args, &livegate).await,
                 "consoles" => console::consoles(&args, &livegate).await,
+                "cluster" => cluster::cluster(&args, &livegate).await,
                 "ingest" => ingest(&args, &livegate).await,
                 other => bail!("unknown scenario {other}"),
             }

@@ -33,7 +33,6 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::hub::{lock, Hub, Stream, StreamKey};
@@ -126,15 +125,70 @@ pub enum ClaimError {
     Unavailable(String),
 }
 
-/// A claim this node holds.
+/// A claim this node holds (or is taking).
 struct Claim {
+    /// Which claim of the key this is (a new one for each claim taken in Redis): what
+    /// guards, the tend loop and releases compare, so nothing about an older claim of the
+    /// key touches a newer one.
+    generation: u64,
+    /// As written in Redis; its token is this claim's own (the process's prefix and the
+    /// generation).
     value: ClaimValue,
     /// The stream it is for (None until the hub took the publish).
     stream: Option<Weak<Stream>>,
-    taken: Instant,
-    refreshed: Option<Instant>,
-    /// Claimed locally while Redis was unreachable (`fail_open`): not in Redis yet.
+    /// Publishes admitted under it that have not reached the hub yet (see [`ClaimGuard`]).
+    holders: usize,
+    /// Redis answered the claim (or, with `fail_open`, could not: `pending`).
+    confirmed: bool,
+    /// Taken while Redis was unreachable (`fail_open`): to be claimed when it is back.
     pending: bool,
+    refreshed: Option<Instant>,
+}
+
+impl Claim {
+    /// The stream it was for has ended.
+    fn ended(&self) -> bool {
+        self.stream.as_ref().is_some_and(|w| w.upgrade().is_none_or(|s| s.is_ended()))
+    }
+
+    fn waiting(&self) -> bool {
+        self.stream.as_ref().and_then(Weak::upgrade).is_some_and(|s| s.waiting_since().is_some())
+    }
+}
+
+/// A publish's hold on its key's claim, from [`Cluster::claim`] until the hub takes the
+/// publish ([`Self::attach`]); dropped before that (refused, cancelled), it lets go of the
+/// claim (released in Redis when nothing else holds it).
+pub struct ClaimGuard {
+    cluster: Cluster,
+    key: StreamKey,
+    generation: u64,
+    attached: bool,
+}
+
+impl ClaimGuard {
+    /// The hub took the publish: the claim is the stream's from now on. False when the
+    /// claim is gone meanwhile (then the stream has no claim and must not go on).
+    pub fn attach(mut self, stream: &Arc<Stream>) -> bool {
+        self.attached = true;
+        let mut claims = lock(&self.cluster.inner.claims);
+        match claims.get_mut(&self.key).filter(|c| c.generation == self.generation) {
+            Some(c) => {
+                c.stream = Some(Arc::downgrade(stream));
+                c.holders = c.holders.saturating_sub(1);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if !self.attached {
+            self.cluster.let_go(&self.key, self.generation);
+        }
+    }
 }
 
 /// The stream directory of this node. Cheap to clone.
@@ -145,18 +199,21 @@ pub struct Cluster {
 
 struct Inner {
     node: String,
-    token: String,
+    /// What every claim token of this process starts with.
+    token_prefix: String,
     rtmp: String,
     http: String,
     ttl: Duration,
+    timeout: Duration,
     fail_open: bool,
     store: Store,
     claims: Mutex<HashMap<StreamKey, Claim>>,
+    next_generation: std::sync::atomic::AtomicU64,
     redis_up: AtomicBool,
-    /// A claim changed (new, released): the loop looks at once.
-    wake: Notify,
     metrics: Arc<Metrics>,
     started: u64,
+    /// `/api/cluster` answered within the last second (a flood costs Redis nothing more).
+    overview: Mutex<Option<(Instant, serde_json::Value)>>,
 }
 
 fn unix_ms() -> u64 {
@@ -175,6 +232,15 @@ fn host_name() -> Option<String> {
     let end = buf.iter().position(|b| *b == 0).unwrap_or(0);
     let name = String::from_utf8_lossy(&buf[..end]).into_owned();
     crate::hub::valid_name(&name).then_some(name)
+}
+
+/// What a claim attempt found in this node's own claims.
+enum Local {
+    /// Another publish here is taking the claim: wait for its answer.
+    Busy,
+    /// A claim of this node: its generation, and whether its stream waits for its publisher.
+    Held(u64, bool),
+    None,
 }
 
 impl Cluster {
@@ -198,20 +264,23 @@ impl Cluster {
         let timeout = Duration::from_millis(config.timeout_ms);
         let store = Store::new(url, &config.prefix, timeout)?;
         info!(node, rtmp = %rtmp_url, http = %http_url, "cluster: stream directory in Redis");
+        metrics.set_cluster_redis_up(true);
         Ok(Some(Self {
             inner: Arc::new(Inner {
                 node,
-                token: format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>()),
+                token_prefix: format!("{:016x}{:08x}-", rand::random::<u64>(), rand::random::<u32>()),
                 rtmp: rtmp_url.trim_end_matches('/').to_string(),
                 http: http_url.trim_end_matches('/').to_string(),
                 ttl: Duration::from_millis(config.ttl_ms),
+                timeout,
                 fail_open: config.fail_open,
                 store,
                 claims: Mutex::new(HashMap::new()),
+                next_generation: std::sync::atomic::AtomicU64::new(1),
                 redis_up: AtomicBool::new(true),
-                wake: Notify::new(),
                 metrics,
                 started: unix_ms(),
+                overview: Mutex::new(None),
             }),
         }))
     }
@@ -233,10 +302,10 @@ impl Cluster {
         }
     }
 
-    fn value(&self, since: u64, epoch: u64, state: &str) -> ClaimValue {
+    fn value(&self, generation: u64, since: u64, epoch: u64, state: &str) -> ClaimValue {
         ClaimValue {
             node: self.inner.node.clone(),
-            token: self.inner.token.clone(),
+            token: format!("{}{generation:x}", self.inner.token_prefix),
             epoch,
             state: state.to_string(),
             rtmp: self.inner.rtmp.clone(),
@@ -245,13 +314,63 @@ impl Cluster {
         }
     }
 
-    /// Claims `key` for a publish on this node (a key this node holds already is its own).
-    pub async fn claim(&self, key: &StreamKey) -> Result<(), ClaimError> {
-        if lock(&self.inner.claims).contains_key(key) {
-            return Ok(());
+    /// This node's own claim of `key`, if any (a claim whose stream ended is dropped here,
+    /// the key claimed anew).
+    fn local(&self, key: &StreamKey) -> Local {
+        let mut claims = lock(&self.inner.claims);
+        match claims.get_mut(key) {
+            Some(c) if c.ended() && c.holders == 0 => {
+                claims.remove(key);
+                Local::None
+            }
+            Some(c) if !c.confirmed => Local::Busy,
+            Some(c) => {
+                c.holders += 1;
+                Local::Held(c.generation, c.waiting())
+            }
+            None => Local::None,
         }
-        let mine = self.value(unix_ms(), 0, "live");
-        let outcome = self.inner.store.claim(key, &mine, self.inner.ttl).await;
+    }
+
+    /// Claims `key` for a publish on this node. A key this node holds already is its own
+    /// (the hub then decides between its publishers); one whose stream waits for its
+    /// publisher is checked in Redis first, where another node may have taken it over.
+    pub async fn claim(&self, key: &StreamKey) -> Result<ClaimGuard, ClaimError> {
+        let guard = |generation| ClaimGuard { cluster: self.clone(), key: key.clone(), generation, attached: false };
+        let deadline = Instant::now() + self.inner.timeout * 2;
+        loop {
+            match self.local(key) {
+                Local::Busy if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
+                Local::Busy => {
+                    return Err(ClaimError::Unavailable("another publish of the key is being claimed".into()))
+                }
+                Local::Held(generation, waiting) => {
+                    let g = guard(generation);
+                    if waiting {
+                        self.confirm_still_ours(key, generation).await?;
+                    }
+                    return Ok(g);
+                }
+                Local::None => break,
+            }
+        }
+        let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
+        let mine = self.value(generation, unix_ms(), 0, "live");
+        lock(&self.inner.claims).insert(
+            key.clone(),
+            Claim {
+                generation,
+                value: mine.clone(),
+                stream: None,
+                holders: 1,
+                confirmed: false,
+                pending: false,
+                refreshed: None,
+            },
+        );
+        // from here the guard lets go of the claim if this publish goes no further
+        let g = guard(generation);
+        let outcome = self.inner.store.claim(key, &mine, &self.inner.token_prefix, self.inner.ttl).await;
         let (epoch, pending) = match outcome {
             Ok(ClaimOutcome::Claimed(epoch)) => {
                 self.set_up(true, "");
@@ -259,54 +378,115 @@ impl Cluster {
             }
             Ok(ClaimOutcome::TookOver { epoch, from }) => {
                 self.set_up(true, "");
-                info!(stream = %key, from, epoch, "cluster: took the stream over from a node waiting for its publisher");
-                self.inner.metrics.events.emit("cluster", json!({ "stream": key.to_string(), "took_over_from": from }));
+                if from != self.inner.node {
+                    info!(stream = %key, from, epoch, "cluster: took the stream over (its claim was waiting for its publisher, or unreadable)");
+                    let ev = json!({ "stream": key.to_string(), "took_over_from": from, "epoch": epoch });
+                    self.inner.metrics.events.emit("cluster", ev);
+                }
                 (epoch, false)
             }
             Ok(ClaimOutcome::Owned(node)) => {
                 self.set_up(true, "");
+                self.forget(key, generation);
                 return Err(ClaimError::Owned { key: key.clone(), node });
             }
             Err(e) => {
                 self.set_up(false, &e);
                 if !self.inner.fail_open {
+                    self.forget(key, generation);
                     return Err(ClaimError::Unavailable(e));
                 }
                 warn!(stream = %key, "cluster: publishing without a claim (fail_open): {e}");
                 (0, true)
             }
         };
-        let claim = Claim {
-            value: ClaimValue { epoch, ..mine },
-            stream: None,
-            taken: Instant::now(),
-            refreshed: Some(Instant::now()),
-            pending,
-        };
         let mut claims = lock(&self.inner.claims);
-        claims.insert(key.clone(), claim);
+        if let Some(c) = claims.get_mut(key).filter(|c| c.generation == generation) {
+            c.value.epoch = epoch;
+            c.confirmed = true;
+            c.pending = pending;
+            c.refreshed = Some(Instant::now());
+        }
         self.inner.metrics.set_cluster_claims(claims.len());
-        Ok(())
+        Ok(g)
     }
 
-    /// The hub took the publish `claim` was for.
-    pub fn attach(&self, stream: &Arc<Stream>) {
-        if let Some(c) = lock(&self.inner.claims).get_mut(stream.key()) {
-            c.stream = Some(Arc::downgrade(stream));
+    /// A publish continuing this node's waiting stream: the claim must still be this one's
+    /// (another node may have taken the key over since the last refresh). When it is not,
+    /// the stream ends here and the publish is refused.
+    async fn confirm_still_ours(&self, key: &StreamKey, generation: u64) -> Result<(), ClaimError> {
+        let value = lock(&self.inner.claims).get(key).filter(|c| c.generation == generation).map(|c| c.value.clone());
+        let Some(mut value) = value else { return Ok(()) };
+        value.state = "live".into();
+        match self.inner.store.refresh(key, &value, self.inner.ttl).await {
+            Ok(Refreshed::Lost(node)) => {
+                self.set_up(true, "");
+                self.lost(key, generation, &node, None);
+                Err(ClaimError::Owned { key: key.clone(), node })
+            }
+            Ok(_) => {
+                self.set_up(true, "");
+                self.refreshed(key, generation, Some("live"));
+                Ok(())
+            }
+            // Redis down: the stream is this node's as far as anyone can tell
+            Err(e) => {
+                self.set_up(false, &e);
+                Ok(())
+            }
         }
     }
 
-    /// The publish a claim was taken for was refused after all: the claim is released,
-    /// unless a stream of this node holds it.
-    pub fn abandon(&self, key: &StreamKey) {
+    /// A claim no publish got anywhere with: gone from this node's claims, not from Redis.
+    fn forget(&self, key: &StreamKey, generation: u64) {
         let mut claims = lock(&self.inner.claims);
-        if claims.get(key).is_some_and(|c| c.stream.is_none()) {
+        if claims.get(key).is_some_and(|c| c.generation == generation) {
             claims.remove(key);
-            drop(claims);
-            let (me, key) = (self.clone(), key.clone());
-            tokio::spawn(async move {
-                let _ = me.inner.store.release(&key, &me.inner.token).await;
-            });
+        }
+        self.inner.metrics.set_cluster_claims(claims.len());
+    }
+
+    /// A [`ClaimGuard`] dropped before its publish reached the hub: when nothing else holds
+    /// the claim, it is released.
+    fn let_go(&self, key: &StreamKey, generation: u64) {
+        let mut claims = lock(&self.inner.claims);
+        let Some(c) = claims.get_mut(key).filter(|c| c.generation == generation) else { return };
+        c.holders = c.holders.saturating_sub(1);
+        if c.holders > 0 || c.stream.as_ref().is_some_and(|w| w.strong_count() > 0) {
+            return;
+        }
+        let (confirmed, pending, token) = (c.confirmed, c.pending, c.value.token.clone());
+        claims.remove(key);
+        self.inner.metrics.set_cluster_claims(claims.len());
+        drop(claims);
+        if confirmed && !pending {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (me, key) = (self.clone(), key.clone());
+                rt.spawn(async move {
+                    let _ = me.inner.store.release(&key, &token).await;
+                });
+            }
+        }
+    }
+
+    /// The claim `generation` of `key` is another node's now: it is dropped and its stream
+    /// (`stream`, or the one attached) ended here.
+    fn lost(&self, key: &StreamKey, generation: u64, owner: &str, hub: Option<&Hub>) {
+        let stream = {
+            let mut claims = lock(&self.inner.claims);
+            let Some(c) = claims.get(key).filter(|c| c.generation == generation) else { return };
+            let s = c.stream.as_ref().and_then(Weak::upgrade);
+            claims.remove(key);
+            self.inner.metrics.set_cluster_claims(claims.len());
+            s
+        };
+        self.inner.metrics.cluster_claims_lost.inc();
+        warn!(stream = %key, owner, "cluster: another claim holds the stream now; ending it here");
+        if let Some(s) = stream {
+            let ended = hub.is_some_and(|h| h.end_waiting(key));
+            if !ended {
+                s.kick_and_end("the stream is published on another node now");
+            }
         }
     }
 
@@ -335,14 +515,13 @@ impl Cluster {
     }
 
     /// Looks after the claims (state, refresh, release) and the heartbeat until shutdown;
-    /// then releases every claim and the heartbeat.
+    /// then releases every claim and the heartbeat (within a few Redis timeouts).
     pub async fn run(self, hub: Hub, shutdown: tokio_util::sync::CancellationToken) {
         let refresh_every = self.inner.ttl / 3;
         let mut last_beat: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
-                _ = self.inner.wake.notified() => {}
                 _ = shutdown.cancelled() => break,
             }
             self.tend_claims(&hub, refresh_every).await;
@@ -351,83 +530,107 @@ impl Cluster {
                 self.heartbeat(&hub).await;
             }
         }
-        let held: Vec<StreamKey> = lock(&self.inner.claims).drain().map(|(k, _)| k).collect();
-        for key in held {
-            let _ = self.inner.store.release(&key, &self.inner.token).await;
-        }
-        let _ = self.inner.store.forget_node(&self.inner.node).await;
+        let held: Vec<(StreamKey, String)> =
+            lock(&self.inner.claims).drain().filter(|(_, c)| !c.pending).map(|(k, c)| (k, c.value.token)).collect();
+        let store = &self.inner.store;
+        let releases = futures_util::future::join_all(held.iter().map(|(k, t)| store.release(k, t)));
+        let _ = tokio::time::timeout(self.inner.timeout * 2, releases).await;
+        let _ = store.forget_node(&self.inner.node).await;
     }
 
-    /// One pass over the claims: released when their stream ended, written when their
-    /// state changed or a refresh is due; a claim found taken by another node ends its
-    /// stream here.
+    /// One pass over the claims, their Redis calls at once: released when their stream
+    /// ended, written when their state changed or a refresh is due (a waiting claim every
+    /// [`TICK`]: a takeover elsewhere is seen at once), claimed when taken without Redis; a
+    /// claim found taken by another node ends its stream here.
     async fn tend_claims(&self, hub: &Hub, refresh_every: Duration) {
-        struct Due {
-            key: StreamKey,
-            value: ClaimValue,
-            stream: Option<Arc<Stream>>,
-            release: bool,
+        enum Due {
+            Release(String),
+            Refresh(ClaimValue),
+            Claim(ClaimValue),
         }
-        let mut due = Vec::new();
+        let mut due: Vec<(StreamKey, u64, Due)> = Vec::new();
         {
             let mut claims = lock(&self.inner.claims);
+            let mut gone = Vec::new();
             for (key, c) in claims.iter_mut() {
-                let stream = c.stream.as_ref().and_then(Weak::upgrade).filter(|s| !s.is_ended());
-                let gone = match &c.stream {
-                    Some(_) => stream.is_none(),
-                    // a publish that never reached the hub
-                    None => c.taken.elapsed() > Duration::from_secs(30),
-                };
-                let state =
-                    if stream.as_ref().is_some_and(|s| s.waiting_since().is_some()) { "waiting" } else { "live" };
+                if !c.confirmed || c.holders > 0 {
+                    continue;
+                }
+                if c.ended() || c.stream.is_none() {
+                    gone.push(key.clone());
+                    if !c.pending {
+                        due.push((key.clone(), c.generation, Due::Release(c.value.token.clone())));
+                    }
+                    continue;
+                }
+                let state = if c.waiting() { "waiting" } else { "live" };
                 let changed = c.value.state != state;
                 c.value.state = state.to_string();
-                let stale = c.refreshed.is_none_or(|t| t.elapsed() >= refresh_every);
-                if gone || changed || stale || c.pending {
-                    due.push(Due { key: key.clone(), value: c.value.clone(), stream, release: gone });
+                let every = if state == "waiting" { TICK } else { refresh_every };
+                let stale = c.refreshed.is_none_or(|t| t.elapsed() >= every);
+                if c.pending {
+                    due.push((key.clone(), c.generation, Due::Claim(c.value.clone())));
+                } else if changed || stale {
+                    due.push((key.clone(), c.generation, Due::Refresh(c.value.clone())));
                 }
             }
+            for k in gone {
+                claims.remove(&k);
+            }
+            self.inner.metrics.set_cluster_claims(claims.len());
         }
-        for d in due {
-            if d.release {
-                lock(&self.inner.claims).remove(&d.key);
-                match self.inner.store.release(&d.key, &self.inner.token).await {
-                    Ok(_) => info!(stream = %d.key, "cluster: claim released"),
+        let store = &self.inner.store;
+        let ttl = self.inner.ttl;
+        let calls = due.into_iter().map(|(key, generation, d)| async move {
+            match d {
+                Due::Release(token) => match store.release(&key, &token).await {
+                    Ok(_) => info!(stream = %key, "cluster: claim released"),
                     Err(e) => self.set_up(false, &e),
-                }
-                continue;
-            }
-            match self.inner.store.refresh(&d.key, &d.value, self.inner.ttl).await {
-                Ok(Refreshed::Held) => {
-                    self.set_up(true, "");
-                    self.refreshed(&d.key);
-                }
-                Ok(Refreshed::Restored) => {
-                    self.set_up(true, "");
-                    info!(stream = %d.key, epoch = d.value.epoch, "cluster: claim written again (Redis had lost it)");
-                    self.refreshed(&d.key);
-                }
-                Ok(Refreshed::Lost) => {
-                    self.set_up(true, "");
-                    lock(&self.inner.claims).remove(&d.key);
-                    self.inner.metrics.limit_hit("cluster_claim_lost");
-                    warn!(stream = %d.key, "cluster: another node holds the stream now; ending it here");
-                    if let Some(s) = d.stream {
-                        if !hub.end_waiting(&d.key) {
-                            s.kick_and_end("the stream is published on another node now");
+                },
+                Due::Refresh(value) => match store.refresh(&key, &value, ttl).await {
+                    Ok(Refreshed::Held) => {
+                        self.set_up(true, "");
+                        self.refreshed(&key, generation, None);
+                    }
+                    Ok(Refreshed::Restored) => {
+                        self.set_up(true, "");
+                        info!(stream = %key, epoch = value.epoch, "cluster: claim written again (Redis had lost it)");
+                        self.refreshed(&key, generation, None);
+                    }
+                    Ok(Refreshed::Lost(owner)) => {
+                        self.set_up(true, "");
+                        self.lost(&key, generation, &owner, Some(hub));
+                    }
+                    Err(e) => self.set_up(false, &e),
+                },
+                Due::Claim(value) => match store.claim(&key, &value, &self.inner.token_prefix, ttl).await {
+                    Ok(ClaimOutcome::Claimed(epoch) | ClaimOutcome::TookOver { epoch, .. }) => {
+                        self.set_up(true, "");
+                        info!(stream = %key, epoch, "cluster: claimed a stream published while Redis was unreachable");
+                        let mut claims = lock(&self.inner.claims);
+                        if let Some(c) = claims.get_mut(&key).filter(|c| c.generation == generation) {
+                            c.value.epoch = epoch;
+                            c.pending = false;
+                            c.refreshed = Some(Instant::now());
                         }
                     }
-                }
-                Err(e) => self.set_up(false, &e),
+                    Ok(ClaimOutcome::Owned(owner)) => {
+                        self.set_up(true, "");
+                        self.lost(&key, generation, &owner, Some(hub));
+                    }
+                    Err(e) => self.set_up(false, &e),
+                },
             }
-        }
-        self.inner.metrics.set_cluster_claims(lock(&self.inner.claims).len());
+        });
+        futures_util::future::join_all(calls).await;
     }
 
-    fn refreshed(&self, key: &StreamKey) {
-        if let Some(c) = lock(&self.inner.claims).get_mut(key) {
+    fn refreshed(&self, key: &StreamKey, generation: u64, state: Option<&str>) {
+        if let Some(c) = lock(&self.inner.claims).get_mut(key).filter(|c| c.generation == generation) {
             c.refreshed = Some(Instant::now());
-            c.pending = false;
+            if let Some(s) = state {
+                c.value.state = s.to_string();
+            }
         }
     }
 
@@ -457,6 +660,17 @@ impl Cluster {
 
     /// `GET /api/cluster`: this node, the nodes that heartbeat, and who owns which stream.
     pub async fn overview(&self) -> serde_json::Value {
+        if let Some((at, v)) = lock(&self.inner.overview).as_ref() {
+            if at.elapsed() < Duration::from_secs(1) {
+                return v.clone();
+            }
+        }
+        let v = self.read_overview().await;
+        *lock(&self.inner.overview) = Some((Instant::now(), v.clone()));
+        v
+    }
+
+    async fn read_overview(&self) -> serde_json::Value {
         let store = &self.inner.store;
         let (nodes, streams) = match (store.list("node").await, store.list("stream").await) {
             (Ok(n), Ok(s)) => (n, s),

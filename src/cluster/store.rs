@@ -66,7 +66,7 @@ pub enum ClaimOutcome {
     Claimed(u64),
     /// Taken from a claim that was waiting for its publisher, or that was unreadable.
     TookOver { epoch: u64, from: String },
-    /// Another node's live claim.
+    /// Another live claim (its node).
     Owned(String),
 }
 
@@ -77,16 +77,22 @@ pub enum Refreshed {
     Held,
     /// Gone from Redis (expired, or Redis restarted empty): written again.
     Restored,
-    /// Another node's now: this node must stop serving the stream.
-    Lost,
+    /// Another claim's now (its node): this node must stop serving the stream.
+    Lost(String),
 }
 
-/// Takes the key unless another node holds a live claim. KEYS: claim, epoch. ARGV: node,
-/// token, ttl_ms, rtmp, http, now_ms. Returns {code, epoch, previous owner}: 1 claimed
-/// (or ours already), 2 taken over, 0 owned by another node.
+/// Takes the key unless another claim holds it live. KEYS: claim, epoch. ARGV: node,
+/// token, ttl_ms, rtmp, http, now_ms, this process's token prefix. Returns {code, epoch,
+/// previous owner}: 1 claimed (or this very claim already), 2 taken over (from a claim
+/// waiting for its publisher, an unreadable value, or an older claim of this process), 0
+/// held live by another claim. A value that is not a string is unreadable (replaced).
 const CLAIM: &str = r#"
-local cur = redis.call('GET', KEYS[1])
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'string' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+local cur = false
+if kind == 'string' then cur = redis.call('GET', KEYS[1]) end
 local prev = ''
+if kind ~= 'none' then prev = '(unreadable)' end
 if cur then
   local ok, c = pcall(cjson.decode, cur)
   if ok and type(c) == 'table' then
@@ -95,45 +101,55 @@ if cur then
       return {1, c.epoch, ''}
     end
     if type(c.node) == 'string' then prev = c.node end
-    if type(c.node) == 'string' and c.node ~= ARGV[1] and c.state ~= 'waiting' then
+    local mine = type(c.token) == 'string' and string.sub(c.token, 1, #ARGV[7]) == ARGV[7]
+    if type(c.node) == 'string' and c.state ~= 'waiting' and not mine then
       return {0, 0, prev}
     end
   end
-  if prev == '' then prev = '(unreadable)' end
 end
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], 86400000)
 local v = cjson.encode({node = ARGV[1], token = ARGV[2], epoch = epoch, state = 'live',
   rtmp = ARGV[4], http = ARGV[5], since = tonumber(ARGV[6])})
 redis.call('SET', KEYS[1], v, 'PX', ARGV[3])
-if cur then return {2, epoch, prev} end
+if prev ~= '' then return {2, epoch, prev} end
 return {1, epoch, ''}
 "#;
 
-/// Renews a claim of ours. KEYS: claim. ARGV: token, ttl_ms, state, the whole value (to
-/// write it again when it is gone). Returns 1 held, 2 restored, 0 lost.
+/// Renews a claim. KEYS: claim, epoch. ARGV: token, ttl_ms, state, the whole value, its
+/// epoch. Returns {code, owner}: 1 held, 2 restored (the key was gone and no later claim was
+/// taken: its epoch is not past ours), 0 lost (to `owner`).
 const REFRESH: &str = r#"
-local cur = redis.call('GET', KEYS[1])
-if not cur then
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'none' then
+  local e = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  if e > tonumber(ARGV[5]) then return {0, '(a later claim, released)'} end
   redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[2])
-  return 2
+  if e < tonumber(ARGV[5]) then redis.call('SET', KEYS[2], ARGV[5]) end
+  redis.call('PEXPIRE', KEYS[2], 86400000)
+  return {2, ''}
 end
-local ok, c = pcall(cjson.decode, cur)
-if not ok or type(c) ~= 'table' or c.token ~= ARGV[1] then return 0 end
+if kind ~= 'string' then return {0, '(unreadable)'} end
+local ok, c = pcall(cjson.decode, redis.call('GET', KEYS[1]))
+if not ok or type(c) ~= 'table' then return {0, '(unreadable)'} end
+if c.token ~= ARGV[1] then
+  if type(c.node) == 'string' then return {0, c.node} end
+  return {0, '(unreadable)'}
+end
 if c.state ~= ARGV[3] then
   c.state = ARGV[3]
   redis.call('SET', KEYS[1], cjson.encode(c), 'PX', ARGV[2])
 else
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-return 1
+redis.call('PEXPIRE', KEYS[2], 86400000)
+return {1, ''}
 "#;
 
-/// Deletes a claim if it is ours. KEYS: claim. ARGV: token.
+/// Deletes a claim if it is this one (its token). KEYS: claim. ARGV: token.
 const RELEASE: &str = r#"
-local cur = redis.call('GET', KEYS[1])
-if not cur then return 0 end
-local ok, c = pcall(cjson.decode, cur)
+if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return 0 end
+local ok, c = pcall(cjson.decode, redis.call('GET', KEYS[1]))
 if ok and type(c) == 'table' and c.token == ARGV[1] then
   redis.call('DEL', KEYS[1])
   return 1
@@ -141,8 +157,10 @@ end
 return 0
 "#;
 
-/// A value if it is at most ARGV[1] bytes (a forged huge value is not sent). KEYS: key.
+/// A string value if it is at most ARGV[1] bytes (a forged huge value is not sent, a
+/// value of another type is not read). KEYS: key.
 const GET_BOUNDED: &str = r#"
+if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return -1 end
 if redis.call('STRLEN', KEYS[1]) > tonumber(ARGV[1]) then return -1 end
 return redis.call('GET', KEYS[1])
 "#;
@@ -204,7 +222,15 @@ impl Store {
         }
     }
 
-    pub async fn claim(&self, key: &StreamKey, mine: &ClaimValue, ttl: Duration) -> Result<ClaimOutcome, String> {
+    /// `prefix`: what every token of this process starts with (an older claim of this
+    /// process is taken over, not refused).
+    pub async fn claim(
+        &self,
+        key: &StreamKey,
+        mine: &ClaimValue,
+        prefix: &str,
+        ttl: Duration,
+    ) -> Result<ClaimOutcome, String> {
         let (k, e) = (self.stream_key(key), self.epoch_key(key));
         let ttl = ttl.as_millis() as u64;
         let (code, epoch, from): (i64, i64, String) = self
@@ -218,6 +244,7 @@ impl Store {
                     .arg(&mine.rtmp)
                     .arg(&mine.http)
                     .arg(mine.since)
+                    .arg(prefix)
                     .invoke_async(&mut c)
                     .await
             })
@@ -231,18 +258,25 @@ impl Store {
     }
 
     pub async fn refresh(&self, key: &StreamKey, mine: &ClaimValue, ttl: Duration) -> Result<Refreshed, String> {
-        let k = self.stream_key(key);
+        let (k, e) = (self.stream_key(key), self.epoch_key(key));
         let value = serde_json::to_string(mine).map_err(|e| e.to_string())?;
         let ttl = ttl.as_millis() as u64;
-        let code: i64 = self
+        let (code, owner): (i64, String) = self
             .call(|mut c| async move {
-                self.refresh.key(k).arg(&mine.token).arg(ttl).arg(&mine.state).arg(value).invoke_async(&mut c).await
+                (self.refresh.key(k).key(e))
+                    .arg(&mine.token)
+                    .arg(ttl)
+                    .arg(&mine.state)
+                    .arg(value)
+                    .arg(mine.epoch)
+                    .invoke_async(&mut c)
+                    .await
             })
             .await?;
         Ok(match code {
             1 => Refreshed::Held,
             2 => Refreshed::Restored,
-            _ => Refreshed::Lost,
+            _ => Refreshed::Lost(owner.chars().take(128).collect()),
         })
     }
 

@@ -50,6 +50,10 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// The same for a pull the cluster directory resolved: each attempt is a lookup first
 /// (one Redis round trip), and a stream that moved is found sooner.
 const RETRY_MAX_RESOLVED: Duration = Duration::from_millis(500);
+/// How often a resolved pull asks the cluster directory whether its stream moved, and how
+/// long it waits for the answer.
+const MOVED_CHECK: Duration = Duration::from_secs(1);
+const MOVED_LOOKUP: Duration = Duration::from_millis(100);
 /// An origin that sends nothing for this long while playing is dropped and tried again.
 const ORIGIN_SILENT: Duration = Duration::from_secs(10);
 /// Bytes of an origin's HTTP answer head.
@@ -152,6 +156,8 @@ struct Pull {
     phase: watch::Sender<Phase>,
     /// A publisher of the key came to this node: the pull hands the stream over.
     yield_to_publisher: Arc<tokio::sync::Notify>,
+    /// The origin came from the cluster directory (only such pulls yield).
+    resolved: bool,
 }
 
 /// The pulls of this gateway. Cheap to clone.
@@ -188,9 +194,19 @@ impl Pulls {
     /// A publisher of `key` came to this node (the cluster directory gave it the key): the
     /// pull of `key`, if any, lets go of the stream, which waits for its publisher (its
     /// viewers stay, and the new publisher continues it). Waits up to a second for that.
+    /// (The pulls of its track streams `NAME~N` end too: the publisher brings its tracks.)
     pub async fn yield_to_publisher(&self, hub: &crate::hub::Hub, key: &StreamKey) {
-        let Some(notify) = lock(&self.inner.active).get(key).map(|p| p.yield_to_publisher.clone()) else { return };
-        notify.notify_one();
+        let yielding: Vec<StreamKey> = {
+            let active = lock(&self.inner.active);
+            let ours = |k: &StreamKey| k == key || k.split_track().is_some_and(|(main, _)| &main == key);
+            let keys: Vec<StreamKey> =
+                active.iter().filter(|(k, p)| p.resolved && ours(k)).map(|(k, _)| k.clone()).collect();
+            keys.iter().filter_map(|k| active.get(k)).for_each(|p| p.yield_to_publisher.notify_one());
+            keys
+        };
+        if !yielding.contains(key) {
+            return;
+        }
         let deadline = Instant::now() + Duration::from_secs(1);
         while Instant::now() < deadline && hub.get(key).is_some_and(|s| s.waiting_since().is_none() && !s.is_ended()) {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -275,7 +291,7 @@ impl Pulls {
         }
         let (tx, rx) = watch::channel(Phase::Starting);
         let yielded = Arc::new(tokio::sync::Notify::new());
-        active.insert(key.clone(), Pull { origin, phase: tx, yield_to_publisher: yielded.clone() });
+        active.insert(key.clone(), Pull { origin, phase: tx, yield_to_publisher: yielded.clone(), resolved });
         let mut via: Vec<String> = chain.iter().map(|s| s.to_string()).collect();
         via.push(self.inner.node.clone());
         let (pulls, svc, key, url) = (self.clone(), svc.clone(), key.clone(), url.clone());
@@ -292,6 +308,7 @@ impl Pulls {
                 ingest: None,
                 live: false,
                 unwatched_since: None,
+                looked_up: None,
             };
             run(st, &via.join(",")).await;
             let mut active = lock(&pulls.inner.active);
@@ -453,6 +470,8 @@ struct PullRun<'a> {
     live: bool,
     /// Since when the stream has had no viewer.
     unwatched_since: Option<Instant>,
+    /// When the cluster directory was last asked where the stream is (resolved pulls).
+    looked_up: Option<Instant>,
 }
 
 async fn run(mut st: PullRun<'_>, via: &str) {
@@ -558,6 +577,22 @@ impl PullRun<'_> {
             self.media(kind, timestamp, payload, peer).await?;
         }
         Ok(())
+    }
+
+    /// For a pull the cluster directory resolved: whether the directory names another
+    /// origin now (asked every [`MOVED_CHECK`], waiting at most [`MOVED_LOOKUP`]: a Redis
+    /// that stalls does not hold the pull up). An origin that went away without closing the
+    /// connection is left this way, well before [`ORIGIN_SILENT`].
+    async fn moved(&mut self) -> bool {
+        let Some(cluster) = self.svc.cluster.as_ref().filter(|_| self.resolved) else { return false };
+        if self.looked_up.is_some_and(|t| t.elapsed() < MOVED_CHECK) {
+            return false;
+        }
+        self.looked_up = Some(Instant::now());
+        match tokio::time::timeout(MOVED_LOOKUP, cluster.origin_of(self.key)).await {
+            Ok(Some(url)) => url != self.url,
+            _ => false,
+        }
     }
 
     /// Whether the pull has had no viewer for `pull_idle_ms` (never for an always-on pull).
@@ -681,6 +716,9 @@ async fn play_rtmp<S: AsyncRead + AsyncWrite + Unpin>(
                 if last_input.elapsed() >= ORIGIN_SILENT {
                     return Outcome::Lost(format!("the origin sent nothing for {ORIGIN_SILENT:?}"));
                 }
+                if st.moved().await {
+                    return Outcome::Lost("the cluster directory names another origin now".into());
+                }
             }
             _ = st.svc.shutdown.cancelled() => return Outcome::Done,
             _ = st.yielded.notified() => return Outcome::Yield,
@@ -761,6 +799,9 @@ async fn pull_http(st: &mut PullRun<'_>, via: &str) -> Outcome {
                 }
                 if last_input.elapsed() >= ORIGIN_SILENT {
                     return Outcome::Lost(format!("the origin sent nothing for {ORIGIN_SILENT:?}"));
+                }
+                if st.moved().await {
+                    return Outcome::Lost("the cluster directory names another origin now".into());
                 }
             }
             _ = st.svc.shutdown.cancelled() => return Outcome::Done,

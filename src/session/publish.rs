@@ -55,15 +55,25 @@ pub async fn admit_publisher(
     // the cluster directory: a key another node publishes is refused here (a pull, which
     // serves another node's stream, claims nothing)
     let cluster = svc.cluster.as_ref().filter(|_| !options.preauthorized);
-    if let Some(c) = cluster {
-        c.claim(key).await?;
-        // this node may be pulling the key from its former owner: the publisher takes over
-        svc.pulls.yield_to_publisher(&svc.hub, key).await;
-    }
+    let claim = match cluster {
+        Some(c) => {
+            let claim = c.claim(key).await?;
+            // this node may be pulling the key from its former owner: the publisher takes over
+            svc.pulls.yield_to_publisher(&svc.hub, key).await;
+            Some(claim)
+        }
+        None => None,
+    };
     let takeover = options.takeover;
     // only a publish with the same credential continues the stream in its reconnect
     // grace or takes a silent publisher's place
-    let credential = policy.auth.publish_credential(query);
+    // (a pull, which the operator set up, holds nobody to a credential: the stream's own
+    // publisher may take it over, e.g. when it comes to this node in a cluster)
+    let credential = if options.preauthorized {
+        crate::hub::Credential::OPEN
+    } else {
+        svc.auth.publish_credential(&policy.auth, query)
+    };
     let mut deadline = Instant::now() + KEY_WAIT;
     let mut took_over = false;
     let published = loop {
@@ -99,17 +109,13 @@ pub async fn admit_publisher(
         // it is time to look at the old publisher's silence again
         let _ = tokio::time::timeout_at(recheck.min(deadline), released).await;
     };
-    let publisher = match published {
-        Ok(p) => p,
-        Err(e) => {
-            if let Some(c) = cluster {
-                c.abandon(key);
-            }
-            return Err(e.into());
+    // (a refusal drops the claim's guard, which lets go of it)
+    let publisher = published?;
+    if let Some(claim) = claim {
+        if !claim.attach(publisher.stream()) {
+            warn!(stream = %key, "cluster: the key's claim was let go of while the publish was admitted; ending it");
+            publisher.stream().kick_and_end("the key's cluster claim is gone");
         }
-    };
-    if let Some(c) = cluster {
-        c.attach(publisher.stream());
     }
     info!(stream = %key, "publishing");
     svc.metrics.publishes.inc();

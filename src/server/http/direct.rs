@@ -64,7 +64,8 @@ pub(crate) fn peek_request(bytes: &[u8]) -> Peeked {
         return Peeked::Other;
     }
     // a body, an upgrade (WebSocket-FLV) or an expectation: hyper knows what to do
-    let hyper_only = ["content-length", "transfer-encoding", "upgrade", "expect"];
+    // (and a bearer token, which hyper's path reads)
+    let hyper_only = ["content-length", "transfer-encoding", "upgrade", "expect", "authorization"];
     if req.headers.iter().any(|h| hyper_only.iter().any(|n| h.name.eq_ignore_ascii_case(n))) {
         return Peeked::Other;
     }

@@ -175,10 +175,10 @@ pub(crate) async fn playlist(
     };
     match body {
         Ok(Some(p)) => {
-            let key = query_param(query, "key").filter(|_| keyed(ctx, app));
+            let settings = ctx.svc.settings.get();
             let p = Bytes::from(p);
-            let p = match key {
-                Some(k) => super::routes::with_key(&p, k),
+            let p = match super::response::credentials(&settings.apps.get(app).auth, query) {
+                Some(c) => super::routes::with_query(&p, &c),
                 None => p,
             };
             full("application/vnd.apple.mpegurl", "no-cache", p)

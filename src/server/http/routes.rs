@@ -43,7 +43,7 @@ where
     let head = req.method() == Method::HEAD;
     // WebSocket-FLV: an upgrade at an HTTP-FLV URL
     if req.method() == Method::GET && super::ws::is_upgrade(&req) {
-        let query = req.uri().query().unwrap_or("").to_string();
+        let query = super::response::with_bearer(req.uri().query().unwrap_or(""), req.headers()).into_owned();
         let mut resp = match flv_route(req.uri().path(), &query) {
             Some(key) => super::ws::serve(req, key, &query, peer, &ctx).await,
             None => not_found(),
@@ -57,15 +57,16 @@ where
     }
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
+    let media_query = super::response::with_bearer(query, req.headers());
     let mut resp = match *req.method() {
         Method::GET | Method::HEAD if path.starts_with("/recordings/") => {
-            super::recorded::file(path, query, req.headers(), peer, &ctx).await
+            super::recorded::file(path, &media_query, req.headers(), peer, &ctx).await
         }
         Method::GET if path == "/api/events" => {
             let last = req.headers().get("last-event-id").and_then(|v| v.to_str().ok());
             super::console::events(&ctx, last, query)
         }
-        Method::GET | Method::HEAD => route(path, query, head, peer, &ctx, kill).await,
+        Method::GET | Method::HEAD => route(path, &media_query, head, peer, &ctx, kill).await,
         Method::DELETE if path.ends_with("/record") => {
             super::api::stop_record(path, req.headers().get(AUTHORIZATION), &ctx)
         }
@@ -208,8 +209,8 @@ async fn route(
                 let cache = if blocking { "public, max-age=6" } else { "max-age=1" };
                 // with play keys, segments need the key too: players resolve segment URIs
                 // against the playlist URL without its query, so the URIs carry it
-                return match crate::auth::query_param(query, "key").filter(|_| !auth.play_keys.is_empty()) {
-                    Some(k) => full("application/vnd.apple.mpegurl", "private, max-age=1", with_key(&playlist, k)),
+                return match super::response::credentials(auth, query) {
+                    Some(c) => full("application/vnd.apple.mpegurl", "private, max-age=1", with_query(&playlist, &c)),
                     None => full("application/vnd.apple.mpegurl", cache, playlist),
                 };
             }
@@ -226,7 +227,7 @@ async fn route(
                 }
                 // segments of a keyed app must not sit in shared caches, where anyone could
                 // fetch them by URL without the key
-                let cache = if auth.play_keys.is_empty() {
+                let cache = if auth.play_keys.is_empty() && !auth.jwt_covers(Action::Play) {
                     "public, max-age=31536000, immutable"
                 } else {
                     "private, max-age=31536000, immutable"
@@ -273,20 +274,20 @@ pub(crate) fn with_track(key: StreamKey, query: &str) -> StreamKey {
     }
 }
 
-/// `playlist` with `key=KEY` added to the query of every URI it names: the URI lines
-/// (segments, variant playlists) and every `URI="…"` attribute of a tag (`EXT-X-MAP`,
-/// `EXT-X-PART`, `EXT-X-PRELOAD-HINT`, `EXT-X-RENDITION-REPORT`, `EXT-X-MEDIA`, and any
-/// other). Players resolve those against the playlist URL without its query, so each needs
-/// the key itself. `key` as it came in the playlist request's query (already URL-encoded).
-pub(crate) fn with_key(playlist: &Bytes, key: &str) -> Bytes {
+/// `playlist` with `creds` (`key=KEY`, `jwt=TOKEN`, or both joined by `&`) added to the
+/// query of every URI it names: the URI lines (segments, variant playlists) and every
+/// `URI="…"` attribute of a tag (`EXT-X-MAP`, `EXT-X-PART`, `EXT-X-PRELOAD-HINT`,
+/// `EXT-X-RENDITION-REPORT`, `EXT-X-MEDIA`, and any other). Players resolve those against
+/// the playlist URL without its query, so each needs the credentials itself. Values as they
+/// came in the playlist request's query (already URL-encoded).
+pub(crate) fn with_query(playlist: &Bytes, creds: &str) -> Bytes {
     let text = String::from_utf8_lossy(playlist);
     let push_uri = |out: &mut String, uri: &str| {
         out.push_str(uri);
         out.push(if uri.contains('?') { '&' } else { '?' });
-        out.push_str("key=");
-        out.push_str(key);
+        out.push_str(creds);
     };
-    let mut out = String::with_capacity(text.len() + text.len() / 16 * (key.len() + 5));
+    let mut out = String::with_capacity(text.len() + text.len() / 16 * (creds.len() + 1));
     for line in text.lines() {
         match line.strip_prefix('#').and_then(|tag| tag.split_once(':')) {
             // a tag with attributes: NAME=VALUE pairs, a VALUE quoted or not
@@ -335,7 +336,7 @@ mod tests {
     use super::*;
 
     fn keyed(playlist: &str, key: &str) -> String {
-        String::from_utf8(with_key(&Bytes::from(playlist.to_string()), key).to_vec()).unwrap()
+        String::from_utf8(with_query(&Bytes::from(playlist.to_string()), &format!("key={key}")).to_vec()).unwrap()
     }
 
     #[test]

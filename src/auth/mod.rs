@@ -1,7 +1,10 @@
-//! Publish and play authorization: static keys (`?key=SECRET`) and HTTP
-//! callbacks in the manner of nginx-rtmp's on_publish/on_play and SRS's
-//! http_hooks. A callback gets a JSON POST; any 2xx allows, anything else or
-//! a timeout denies. on_unpublish / on_done are fire-and-forget notifications.
+//! Publish and play authorization: static keys (`?key=SECRET`), JSON Web Tokens
+//! (`?jwt=`, see [`jwt`]) and HTTP callbacks in the manner of nginx-rtmp's
+//! on_publish/on_play and SRS's http_hooks. A callback gets a JSON POST; any 2xx allows,
+//! anything else or a timeout denies. on_unpublish / on_done are fire-and-forget
+//! notifications.
+
+pub mod jwt;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -18,6 +21,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::hub::Credential;
+pub use jwt::{TokenError, Verifier};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -39,6 +43,18 @@ pub struct AuthConfig {
     pub on_record_done: Option<String>,
     /// A callback that takes longer denies.
     pub callback_timeout_ms: u64,
+    /// HS256 secret: with it (or `jwt_jwks`), the actions of `jwt_actions` need a valid
+    /// token (`?jwt=`, or `Authorization: Bearer` over HTTP), or a key where keys are set.
+    pub jwt_secret: Option<String>,
+    /// RS256/ES256 keys: a JWKS file, or an http(s) URL (fetched with a timeout and a byte
+    /// bound, refreshed every 5 min, the last good set kept).
+    pub jwt_jwks: Option<String>,
+    /// When set, a token's `iss` must be this.
+    pub jwt_issuer: Option<String>,
+    /// When set, a token's `aud` must hold this.
+    pub jwt_audience: Option<String>,
+    /// What tokens are required for (`publish`, `play`).
+    pub jwt_actions: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -52,14 +68,32 @@ impl Default for AuthConfig {
             on_done: None,
             on_record_done: None,
             callback_timeout_ms: 3000,
+            jwt_secret: None,
+            jwt_jwks: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_actions: vec!["publish".into(), "play".into()],
         }
     }
 }
 
 impl AuthConfig {
-    /// Whether anyone may publish: no `publish_keys` and no `on_publish` callback.
+    /// Whether anyone may publish: no `publish_keys`, no JWT for publishing and no
+    /// `on_publish` callback.
     pub fn publishing_is_open(&self) -> bool {
-        self.publish_keys.is_empty() && self.on_publish.is_none()
+        self.publish_keys.is_empty() && self.on_publish.is_none() && !self.jwt_covers(Action::Publish)
+    }
+
+    /// Whether `action` needs a token (a JWT secret or key set is configured for it).
+    pub fn jwt_covers(&self, action: Action) -> bool {
+        let configured = self.jwt_secret.as_deref().is_some_and(|s| !s.is_empty())
+            || self.jwt_jwks.as_deref().is_some_and(|s| !s.is_empty());
+        let name = match action {
+            Action::Publish => "publish",
+            Action::Play => "play",
+            Action::Unpublish | Action::Done => return false,
+        };
+        configured && self.jwt_actions.iter().any(|a| a == name)
     }
 
     /// What a publish with `query` is admitted with here: the key it gave when
@@ -67,12 +101,18 @@ impl AuthConfig {
     /// allowed that query); none when publishing is open. Within the reconnect grace only
     /// a publish with the same credential continues a stream (see [`Credential`]).
     pub fn publish_credential(&self, query: &str) -> Credential {
+        self.publish_credential_with(query, "")
+    }
+
+    /// [`Self::publish_credential`], with who the publish's token was issued to (see
+    /// [`Authorizer::publish_credential`]).
+    fn publish_credential_with(&self, query: &str, token_holder: &str) -> Credential {
         if self.publishing_is_open() {
             return Credential::OPEN;
         }
         let key = if self.publish_keys.is_empty() { "" } else { query_param(query, "key").unwrap_or("") };
         let decided = if self.on_publish.is_some() { query } else { "" };
-        Credential::of(&[key, decided])
+        Credential::of(&[key, decided, token_holder])
     }
 
     pub fn validate(&self, section: &str) -> anyhow::Result<()> {
@@ -92,6 +132,25 @@ impl AuthConfig {
         }
         if self.callback_timeout_ms == 0 {
             anyhow::bail!("{section}.callback_timeout_ms must be greater than 0");
+        }
+        if let Some(s) = self.jwt_secret.as_deref().filter(|s| !s.is_empty()) {
+            if s.len() < 16 {
+                anyhow::bail!("{section}.jwt_secret must be at least 16 bytes (HS256; 32 or more is better)");
+            }
+        }
+        if let Some(j) = self.jwt_jwks.as_deref().filter(|s| !s.is_empty()) {
+            if j.contains("://") {
+                let uri: hyper::Uri =
+                    j.parse().map_err(|e| anyhow::anyhow!("{section}.jwt_jwks: bad URL {j:?}: {e}"))?;
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                    anyhow::bail!("{section}.jwt_jwks: a file path or an http(s):// URL, got {j:?}");
+                }
+            }
+        }
+        for a in &self.jwt_actions {
+            if a != "publish" && a != "play" {
+                anyhow::bail!("{section}.jwt_actions: \"publish\" or \"play\", got {a:?}");
+            }
         }
         Ok(())
     }
@@ -113,6 +172,12 @@ pub struct AuthOverride {
     pub on_done: Option<String>,
     pub on_record_done: Option<String>,
     pub callback_timeout_ms: Option<u64>,
+    /// An empty string turns the global one off for the app (as for callbacks).
+    pub jwt_secret: Option<String>,
+    pub jwt_jwks: Option<String>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub jwt_actions: Option<Vec<String>>,
 }
 
 impl AuthOverride {
@@ -132,6 +197,11 @@ impl AuthOverride {
             on_done: url(&self.on_done, &global.on_done),
             on_record_done: url(&self.on_record_done, &global.on_record_done),
             callback_timeout_ms: self.callback_timeout_ms.unwrap_or(global.callback_timeout_ms),
+            jwt_secret: url(&self.jwt_secret, &global.jwt_secret),
+            jwt_jwks: url(&self.jwt_jwks, &global.jwt_jwks),
+            jwt_issuer: url(&self.jwt_issuer, &global.jwt_issuer),
+            jwt_audience: url(&self.jwt_audience, &global.jwt_audience),
+            jwt_actions: self.jwt_actions.clone().unwrap_or_else(|| global.jwt_actions.clone()),
         }
     }
 }
@@ -181,6 +251,8 @@ pub enum Denied {
     CallbackFailed(String),
     #[error("too many callbacks in flight (limits.max_concurrent_callbacks); try again")]
     Busy,
+    #[error("{0}")]
+    BadToken(TokenError),
 }
 
 impl Denied {
@@ -191,6 +263,7 @@ impl Denied {
             Denied::Callback(_) => "callback_denied",
             Denied::CallbackFailed(_) => "callback_failed",
             Denied::Busy => "callback_busy",
+            Denied::BadToken(_) => "bad_token",
         }
     }
 }
@@ -203,6 +276,8 @@ pub struct Authorizer {
     permits: Arc<Semaphore>,
     /// How many permits there are in all (changed by [`Self::set_max_concurrent`]).
     capacity: Arc<Mutex<usize>>,
+    /// JWT verification, its caches and key sets.
+    jwt: Arc<Verifier>,
 }
 
 impl Default for Authorizer {
@@ -226,6 +301,7 @@ impl Authorizer {
             client: Client::builder(TokioExecutor::new()).build_http(),
             permits: Arc::new(Semaphore::new(max)),
             capacity: Arc::new(Mutex::new(max)),
+            jwt: Arc::new(Verifier::default()),
         }
     }
 
@@ -250,21 +326,46 @@ impl Authorizer {
         *cap = max;
     }
 
-    /// Checks only the static keys of a publish or play.
+    /// JWT verification (its key sets are loaded at start and on reloads).
+    pub fn jwt(&self) -> &Arc<Verifier> {
+        &self.jwt
+    }
+
+    /// What a publish with `query` is held to within the reconnect grace (see
+    /// [`AuthConfig::publish_credential`]); with a token, who it was issued to (`iss`,
+    /// `sub`, `path`), so an encoder that comes back with a renewed token continues its
+    /// stream.
+    pub fn publish_credential(&self, config: &AuthConfig, query: &str) -> Credential {
+        let holder = match query_param(query, "jwt").filter(|_| config.jwt_covers(Action::Publish)) {
+            Some(token) => self.jwt.holder(config, token).unwrap_or_else(|| token.to_string()),
+            None => String::new(),
+        };
+        config.publish_credential_with(query, &holder)
+    }
+
+    /// Checks the credentials a publish or play carries itself: its static key or its
+    /// token. Where both keys and a token are configured for the action, either does.
     pub fn check_keys(&self, config: &AuthConfig, req: &AuthRequest<'_>) -> Result<(), Denied> {
         let keys = match req.action {
             Action::Publish => &config.publish_keys,
             Action::Play => &config.play_keys,
             Action::Unpublish | Action::Done => return Ok(()),
         };
-        if keys.is_empty() {
+        let jwt = config.jwt_covers(req.action);
+        if keys.is_empty() && !jwt {
             return Ok(());
         }
         let given = query_param(req.query, "key");
         if given.is_some_and(|k| keys.iter().any(|allowed| constant_time_eq(allowed.as_bytes(), k.as_bytes()))) {
-            Ok(())
-        } else {
-            Err(Denied::BadKey)
+            return Ok(());
+        }
+        if !jwt {
+            return Err(Denied::BadKey);
+        }
+        match query_param(req.query, "jwt") {
+            Some(token) => self.jwt.verify(config, req.action, req.app, req.stream, token).map_err(Denied::BadToken),
+            None if given.is_some() && !keys.is_empty() => Err(Denied::BadKey),
+            None => Err(Denied::BadToken(TokenError::Missing)),
         }
     }
 
