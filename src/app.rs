@@ -24,6 +24,7 @@ pub struct Bound {
     pub rtmp: TcpListener,
     pub rtmps: Option<(TcpListener, TlsAcceptor)>,
     pub http: TcpListener,
+    pub https: Option<(TcpListener, Arc<crate::server::http::tls::Certs>)>,
 }
 
 impl Bound {
@@ -36,7 +37,14 @@ impl Bound {
             Some(c) => Some((bind(c.listen, config.rtmp.backlog, "RTMPS")?, tls_acceptor(c)?)),
             None => None,
         };
-        Ok(Self { rtmp, rtmps, http })
+        let https = match &config.https {
+            Some(c) => {
+                let certs = Arc::new(crate::server::http::tls::Certs::load(c)?);
+                Some((bind(c.listen, config.http.backlog, "HTTPS")?, certs))
+            }
+            None => None,
+        };
+        Ok(Self { rtmp, rtmps, http, https })
     }
 
     pub fn rtmp_addr(&self) -> std::io::Result<SocketAddr> {
@@ -45,6 +53,11 @@ impl Bound {
 
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
         self.http.local_addr()
+    }
+
+    /// The HTTPS listener's address, when `[https]` is on.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 }
 
@@ -107,8 +120,12 @@ pub async fn serve(
     let hub = Hub::with_limits(config.hub.clone(), config.limits.streams(), metrics.clone());
     let auth = Authorizer::with_max_concurrent(config.limits.max_concurrent_callbacks);
     let hls_store = HlsStore::new(config.hls.clone(), settings.clone(), metrics.clone());
+    if let Some(addr) = bound.https_addr() {
+        info!(addr = %addr, "HTTPS listening on {addr} (HTTP/2 and HTTP/1.1)");
+    }
     if let Some(reload) = reload {
-        tokio::spawn(reload_on_hangup(config.clone(), reload, settings.clone(), hub.clone(), auth.clone()));
+        let certs = bound.https.as_ref().map(|(_, c)| c.clone());
+        tokio::spawn(reload_on_hangup(config.clone(), reload, settings.clone(), hub.clone(), auth.clone(), certs));
     }
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(crate::hls::run(hub.clone(), hls_store.clone(), shutdown.clone()));
@@ -167,7 +184,7 @@ pub async fn serve(
         rtmp_port,
         rtmps_port,
     };
-    tasks.spawn(crate::server::http::serve(bound.http, http));
+    tasks.spawn(crate::server::http::serve(bound.http, bound.https, http));
     shutdown.cancelled().await;
     viewers.end_for_viewers();
     let grace = Duration::from_millis(config.lifecycle.shutdown_grace_ms);
@@ -234,6 +251,7 @@ async fn reload_on_hangup(
     settings: Arc<LiveSettings>,
     hub: Hub,
     auth: Authorizer,
+    certs: Option<Arc<crate::server::http::tls::Certs>>,
 ) {
     #[cfg(unix)]
     {
@@ -246,6 +264,10 @@ async fn reload_on_hangup(
             }
         };
         while hangup.recv().await.is_some() {
+            // the HTTPS certificate and key are read again whatever the configuration says
+            if let Some(c) = &certs {
+                c.reload();
+            }
             let new = match reload() {
                 Ok(new) => new,
                 Err(e) => {
@@ -270,7 +292,7 @@ async fn reload_on_hangup(
     }
     #[cfg(not(unix))]
     {
-        let _ = (running, reload, settings, hub, auth);
+        let _ = (running, reload, settings, hub, auth, certs);
     }
 }
 

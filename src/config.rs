@@ -19,6 +19,8 @@ pub struct Config {
     /// RTMP over TLS; off unless this section is present.
     pub rtmps: Option<RtmpsConfig>,
     pub http: HttpConfig,
+    /// Every route of the HTTP port over TLS, HTTP/2 and HTTP/1.1; off unless present.
+    pub https: Option<crate::server::http::tls::HttpsConfig>,
     pub hub: HubConfig,
     pub hls: HlsConfig,
     pub auth: AuthConfig,
@@ -456,6 +458,8 @@ impl Config {
         differs("rtmp", self.rtmp != new.rtmp);
         differs("rtmps", self.rtmps != new.rtmps);
         differs("http", self.http != new.http);
+        // (the certificate and key files are read again on every reload)
+        differs("https", self.https.as_ref().map(|h| h.listen) != new.https.as_ref().map(|h| h.listen));
         differs("hub", hub(self) != hub(new));
         differs("hls.dir", self.hls.dir != new.hls.dir);
         differs("admin", self.admin != new.admin);

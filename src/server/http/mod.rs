@@ -28,6 +28,7 @@ mod recorded;
 mod response;
 mod routes;
 mod socket;
+pub mod tls;
 mod ws;
 mod ws_frames;
 pub(crate) use routes::with_track;
@@ -67,10 +68,12 @@ pub struct HttpContext {
     pub rtmps_port: Option<u16>,
 }
 
-/// Accepts HTTP connections until shutdown, then waits for them to finish.
-pub async fn serve(listener: TcpListener, ctx: HttpContext) {
+/// Accepts HTTP (and HTTPS, with `https`) connections until shutdown, then waits for them
+/// to finish.
+pub async fn serve(listener: TcpListener, https: Option<(TcpListener, Arc<tls::Certs>)>, ctx: HttpContext) {
     let ctx = Arc::new(ctx);
     tokio::spawn(console::run(ctx.clone()));
+    let https = https.map(|(l, certs)| tokio::spawn(tls::serve(l, certs, ctx.clone())));
     let (metrics, shutdown) = (ctx.svc.metrics.clone(), ctx.svc.shutdown.clone());
     let settings = ctx.svc.settings.clone();
     let limits = move || {
@@ -82,7 +85,10 @@ pub async fn serve(listener: TcpListener, ctx: HttpContext) {
     crate::net::listener::accept_loop(listener, "http", limits, limiter, metrics, shutdown, |sock, peer| {
         connection(sock, peer, ctx.clone())
     })
-    .await
+    .await;
+    if let Some(h) = https {
+        let _ = h.await;
+    }
 }
 
 async fn connection(sock: tokio::net::TcpStream, peer: SocketAddr, ctx: Arc<HttpContext>) {
@@ -93,15 +99,41 @@ async fn connection(sock: tokio::net::TcpStream, peer: SocketAddr, ctx: Arc<Http
         return;
     };
     // boxed: hyper's connection state would otherwise size every direct viewer's task too
-    Box::pin(with_hyper(sock, peer, ctx, head_deadline)).await
+    Box::pin(with_hyper(sock, peer, ctx, head_deadline, false)).await
 }
 
-async fn with_hyper(
-    sock: tokio::net::TcpStream,
-    peer: SocketAddr,
-    ctx: Arc<HttpContext>,
-    head_deadline: tokio::time::Instant,
-) {
+/// Runs a hyper connection future until it ends, is killed (a stalled HTTP-FLV viewer),
+/// misses its first request head, or shutdown (then gracefully, within 2 s).
+macro_rules! drive {
+    ($conn:ident, $peer:ident, $ctx:ident, $kill:ident, $head_deadline:ident, $state:ident) => {{
+        let conn = $conn;
+        let (peer, ctx, kill, head_deadline, state) = (&$peer, &$ctx, &$kill, $head_deadline, &$state);
+        tokio::pin!(conn);
+        tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        }
+        _ = kill.cancelled() => debug!(%peer, "HTTP connection dropped"),
+        _ = deadline::first_head_missed(head_deadline, &state) => {
+            ctx.svc.metrics.limit_hit("http_header_timeout");
+            debug!(%peer, "no whole request head within {HEADER_READ_TIMEOUT:?}; closing");
+        }
+        _ = ctx.svc.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+        }
+        }
+    }};
+}
+
+/// Serves a connection with hyper: HTTP/1.1, or (`h2`, a TLS connection whose client
+/// chose it by ALPN) HTTP/2 too.
+async fn with_hyper<S>(sock: S, peer: SocketAddr, ctx: Arc<HttpContext>, head_deadline: tokio::time::Instant, h2: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     // Cancelled to drop the connection outright (a stalled HTTP-FLV viewer).
     let kill = CancellationToken::new();
     let state = Arc::new(deadline::ConnState::default());
@@ -117,28 +149,27 @@ async fn with_hyper(
         let state = svc_state.clone();
         async move { Ok::<_, Infallible>(routes::handle(req, peer, ctx, kill, &state).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(io), svc)
-        // WebSocket-FLV takes the connection over after a 101
-        .with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                debug!(%peer, error = %e, "HTTP connection ended with an error");
-            }
-        }
-        _ = kill.cancelled() => debug!(%peer, "HTTP connection dropped"),
-        _ = deadline::first_head_missed(head_deadline, &state) => {
-            ctx.svc.metrics.limit_hit("http_header_timeout");
-            debug!(%peer, "no whole request head within {HEADER_READ_TIMEOUT:?}; closing");
-        }
-        _ = ctx.svc.shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
-        }
+    if h2 {
+        let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(64 * 1024);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(tls::H2_MAX_STREAMS)
+            .max_header_list_size(tls::H2_MAX_HEADER_LIST)
+            .max_pending_accept_reset_streams(tls::H2_MAX_PENDING_RESETS)
+            .max_local_error_reset_streams(tls::H2_MAX_ERROR_RESETS)
+            .max_send_buf_size(tls::H2_MAX_SEND_BUF);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+        drive!(conn, peer, ctx, kill, head_deadline, state);
+    } else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(io), svc)
+            // WebSocket-FLV takes the connection over after a 101
+            .with_upgrades();
+        drive!(conn, peer, ctx, kill, head_deadline, state);
     }
 }
