@@ -516,6 +516,35 @@ mod tests {
         assert!(v.verify(&c, Action::Play, "live", "x", "not.a.token").is_err());
     }
 
+    /// What a token costs (`cargo test --release --lib jwt_cost -- --ignored --nocapture`):
+    /// a first verification, and a cached one (every later request with it).
+    #[test]
+    #[ignore]
+    fn jwt_cost() {
+        let v = Arc::new(Verifier::default());
+        let c = config();
+        let n = 20_000u32;
+        let tokens: Vec<String> = (0..n)
+            .map(|i| {
+                token(
+                    "s3cret-s3cret-s3cret",
+                    serde_json::json!({"action": "play", "path": "live/x", "exp": now_s() + 600, "n": i}),
+                )
+            })
+            .collect();
+        let t = Instant::now();
+        for tk in &tokens {
+            assert_eq!(v.verify(&c, Action::Play, "live", "x", tk), Ok(()));
+        }
+        let first = t.elapsed() / n;
+        let t = Instant::now();
+        for tk in &tokens {
+            assert_eq!(v.verify(&c, Action::Play, "live", "x", tk), Ok(()));
+        }
+        let cached = t.elapsed() / n;
+        println!("HS256: first verification {first:?} per token, cached {cached:?} per token");
+    }
+
     #[test]
     fn audience_and_issuer_are_required_when_configured() {
         let v = Arc::new(Verifier::default());
