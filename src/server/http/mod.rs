@@ -75,12 +75,7 @@ pub async fn serve(listener: TcpListener, https: Option<(TcpListener, Arc<tls::C
     tokio::spawn(console::run(ctx.clone()));
     let https = https.map(|(l, certs)| tokio::spawn(tls::serve(l, certs, ctx.clone())));
     let (metrics, shutdown) = (ctx.svc.metrics.clone(), ctx.svc.shutdown.clone());
-    let settings = ctx.svc.settings.clone();
-    let limits = move || {
-        let l = &settings.get().limits;
-        let (_, http) = crate::net::listener::fd_limited(l.max_rtmp_connections, l.max_http_connections);
-        (http, l.max_http_connections_per_ip)
-    };
+    let limits = connection_limits(&ctx);
     let limiter = crate::net::listener::ConnectionLimiter::new();
     crate::net::listener::accept_loop(listener, "http", limits, limiter, metrics, shutdown, |sock, peer| {
         connection(sock, peer, ctx.clone())
@@ -88,6 +83,17 @@ pub async fn serve(listener: TcpListener, https: Option<(TcpListener, Arc<tls::C
     .await;
     if let Some(h) = https {
         let _ = h.await;
+    }
+}
+
+/// The HTTP connection limits of the settings in force (`max_http_connections` as the
+/// open-file limit allows, and per address), for the HTTP and HTTPS ports.
+fn connection_limits(ctx: &HttpContext) -> impl Fn() -> (usize, usize) + use<> {
+    let settings = ctx.svc.settings.clone();
+    move || {
+        let l = &settings.get().limits;
+        let (_, http) = crate::net::listener::fd_limited(l.max_rtmp_connections, l.max_http_connections);
+        (http, l.max_http_connections_per_ip)
     }
 }
 

@@ -105,12 +105,7 @@ impl Certs {
 /// this port too, counted apart).
 pub async fn serve(listener: TcpListener, certs: Arc<Certs>, ctx: Arc<HttpContext>) {
     let (metrics, shutdown) = (ctx.svc.metrics.clone(), ctx.svc.shutdown.clone());
-    let settings = ctx.svc.settings.clone();
-    let limits = move || {
-        let l = &settings.get().limits;
-        let (_, http) = crate::net::listener::fd_limited(l.max_rtmp_connections, l.max_http_connections);
-        (http, l.max_http_connections_per_ip)
-    };
+    let limits = super::connection_limits(&ctx);
     let limiter = crate::net::listener::ConnectionLimiter::new();
     crate::net::listener::accept_loop(listener, "https", limits, limiter, metrics, shutdown, |sock, peer| {
         connection(sock, peer, ctx.clone(), certs.clone())
