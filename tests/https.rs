@@ -8,7 +8,7 @@ mod common;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -16,57 +16,6 @@ use common::*;
 
 fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new(require_tool("openssl")).current_dir(dir).args(args).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A CA (`ca.pem`) and a certificate it signed for 127.0.0.1 and localhost, `NAME.pem` and
-/// `NAME.key`, with `cn` as its subject.
-fn certificate(dir: &Path, name: &str, cn: &str) -> (PathBuf, PathBuf) {
-    if !dir.join("ca.pem").exists() {
-        let ca = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2"];
-        openssl(dir, &[&ca[..], &["-subj", "/CN=livegate test CA"]].concat());
-    }
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={cn}"),
-        ],
-    );
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
-    (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")))
 }
 
 /// curl (`args` first), with the test CA: (HTTP version, status, body).
@@ -91,7 +40,7 @@ fn https_config(addr: SocketAddr, cert: &Path, key: &Path) -> String {
 #[test]
 fn every_route_answers_over_https_with_http2_and_http1_and_ll_hls_multiplexes() {
     let dir = scratch_dir("https");
-    let (cert, key) = certificate(&dir, "server", "livegate test");
+    let (cert, key) = ca_signed_cert(&dir, "server", "livegate test");
     let ca = dir.join("ca.pem");
     let addr = free_port();
     let gw = Gateway::in_process(&https_config(addr, &cert, &key));
@@ -166,7 +115,7 @@ fn served_certificate(addr: SocketAddr) -> String {
 #[test]
 fn the_certificate_reloads_on_sighup_and_a_garbage_one_keeps_the_old() {
     let dir = scratch_dir("https-reload");
-    let (cert, key) = certificate(&dir, "first", "first certificate");
+    let (cert, key) = ca_signed_cert(&dir, "first", "first certificate");
     let (live_cert, live_key) = (dir.join("live.pem"), dir.join("live.key"));
     std::fs::copy(&cert, &live_cert).unwrap();
     std::fs::copy(&key, &live_key).unwrap();
@@ -179,7 +128,7 @@ fn the_certificate_reloads_on_sighup_and_a_garbage_one_keeps_the_old() {
     let _enc = publish(&gw.rtmp_url("live/r"), Source::default(), None);
     assert!(wait_live(&gw, "live/r", Duration::from_secs(15)));
 
-    let (cert2, key2) = certificate(&dir, "second", "second certificate");
+    let (cert2, key2) = ca_signed_cert(&dir, "second", "second certificate");
     std::fs::copy(&cert2, &live_cert).unwrap();
     std::fs::copy(&key2, &live_key).unwrap();
     // SAFETY: a plain syscall on the child's pid

@@ -256,58 +256,8 @@ fn the_on_publish_answer_starts_pushes() {
 
 /// A CA and a server certificate it signed for 127.0.0.1 (and localhost): (ca, cert, key).
 fn ca_and_server_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let openssl = require_tool("openssl");
-    let p = |f: &str| dir.join(f);
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(&openssl).current_dir(dir).args(args).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=livegate test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.pem",
-    ]);
-    (p("ca.pem"), p("server.pem"), p("server.key"))
+    let (cert, key) = ca_signed_cert(dir, "server", "127.0.0.1");
+    (dir.join("ca.pem"), cert, key)
 }
 
 #[test]

@@ -638,3 +638,31 @@ pub fn admin(gw: &Gateway, method: &str, path: &str, token: Option<&str>) -> (u1
     let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// A test CA in `dir` (`ca.pem`, made on first use) and a certificate it signs for
+/// 127.0.0.1 and localhost with `cn` as its subject: (`NAME.pem`, `NAME.key`), made with
+/// openssl (RTMPS and HTTPS tests).
+pub fn ca_signed_cert(dir: &Path, name: &str, cn: &str) -> (PathBuf, PathBuf) {
+    let openssl = require_tool("openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl).current_dir(dir).args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    if !dir.join("ca.pem").exists() {
+        let subject = ["-subj", "/CN=livegate test CA"];
+        run(&[
+            &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"][..],
+            &subject,
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat());
+    }
+    let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+    let subject = format!("/CN={cn}");
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout", &key, "-out", &csr]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n")
+        .unwrap();
+    let sign = ["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"];
+    run(&[&sign[..], &["-extfile", "ext.cnf", "-out", &pem]].concat());
+    (dir.join(pem), dir.join(key))
+}
