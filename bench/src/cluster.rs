@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::clients::{flv_viewer, http_get_once, rtmp_viewer, ViewerStat};
+use crate::clients::{flv_viewer, http_get_once, ViewerStat};
 use crate::report::{round1, ScenarioResult};
-use crate::{clk_tck, ffmpeg_publish, free_port, sample, start_server_on, Args, KillOnDrop, ProcSample};
+use crate::{clk_tck, cpu_pct, ffmpeg_publish, free_port, rtmp_viewers_cpu, sample, start_server_on, Args, KillOnDrop};
 
 /// A viewer count of a stream on a server, by output (`rtmp`, `http_flv`, ...).
 async fn viewers(http: &str, output: &str) -> u64 {
@@ -63,25 +63,8 @@ pub(crate) async fn cluster(args: &Args, bin: &Path) -> Result<ScenarioResult> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
-    let tck = clk_tck();
-    let window = |a: &ProcSample, b: &ProcSample| {
-        let wall = b.at.unwrap_or_else(Instant::now).duration_since(a.at.unwrap_or_else(Instant::now)).as_secs_f64();
-        100.0 * (b.ticks - a.ticks) as f64 / tck / wall.max(0.001)
-    };
-
     // phase 1: two RTMP viewers on the origin
-    let stats: Vec<Arc<ViewerStat>> = (0..2).map(|_| Arc::new(ViewerStat::new())).collect();
-    let tasks: Vec<_> = stats
-        .iter()
-        .map(|st| tokio::spawn(rtmp_viewer(origin.rtmp.clone(), "live".into(), "bench".into(), st.clone())))
-        .collect();
-    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
-    let a = sample(args, origin.pid);
-    tokio::time::sleep(Duration::from_secs_f64(args.steady)).await;
-    let b = sample(args, origin.pid);
-    let rtmp_cpu = window(&a, &b);
-    tasks.iter().for_each(|t| t.abort());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rtmp_cpu = rtmp_viewers_cpu(args, &origin, 2).await;
 
     // phase 2: the viewers on the edges (each edge's first viewer starts its pull)
     let mut tasks = Vec::new();
@@ -101,7 +84,7 @@ pub(crate) async fn cluster(args: &Args, bin: &Path) -> Result<ScenarioResult> {
     let a = sample(args, origin.pid);
     tokio::time::sleep(Duration::from_secs_f64(args.steady)).await;
     let b = sample(args, origin.pid);
-    let edges_cpu = window(&a, &b);
+    let edges_cpu = cpu_pct(&a, &b, clk_tck());
     let origin_pulls = viewers(&origin.http, "rtmp").await;
     let mut edge_viewers = 0;
     for e in &edges {

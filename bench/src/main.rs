@@ -721,25 +721,9 @@ async fn push_targets(args: &Args, bin: &Path) -> Result<ScenarioResult> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
-    let window = |a: &ProcSample, b: &ProcSample| {
-        let wall = b.at.unwrap().duration_since(a.at.unwrap()).as_secs_f64();
-        100.0 * (b.ticks - a.ticks) as f64 / tck / wall
-    };
+    let window = |a: &ProcSample, b: &ProcSample| cpu_pct(a, b, tck);
     // phase 1: RTMP viewers
-    let stats: Vec<Arc<ViewerStat>> = (0..TARGETS).map(|_| Arc::new(ViewerStat::new())).collect();
-    let tasks: Vec<_> = stats
-        .iter()
-        .map(|st| tokio::spawn(rtmp_viewer(server.rtmp.clone(), "live".into(), "bench".into(), st.clone())))
-        .collect();
-    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
-    let a = sample(args, server.pid);
-    tokio::time::sleep(Duration::from_secs_f64(args.steady)).await;
-    let b = sample(args, server.pid);
-    let viewers_cpu = window(&a, &b);
-    for t in &tasks {
-        t.abort();
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let viewers_cpu = rtmp_viewers_cpu(args, &server, TARGETS).await;
     // phase 2: push targets
     for t in &targets {
         let url = format!("rtmp://{}/live/{{stream}}", t.rtmp);
@@ -780,6 +764,30 @@ async fn push_targets(args: &Args, bin: &Path) -> Result<ScenarioResult> {
         String::new(),
     ];
     Ok(ScenarioResult { name: "push".into(), json, checks, row })
+}
+
+/// The CPU (% of a core) a process used between two samples.
+fn cpu_pct(a: &ProcSample, b: &ProcSample, tck: f64) -> f64 {
+    let (a_at, b_at) = (a.at.unwrap_or_else(Instant::now), b.at.unwrap_or_else(Instant::now));
+    100.0 * b.ticks.saturating_sub(a.ticks) as f64 / tck / b_at.duration_since(a_at).as_secs_f64().max(0.001)
+}
+
+/// The CPU `server` uses over a steady window with `n` RTMP viewers of `live/bench` (after
+/// the warm-up; the viewers are gone a second after).
+async fn rtmp_viewers_cpu(args: &Args, server: &Server, n: usize) -> f64 {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let st = Arc::new(ViewerStat::new());
+            tokio::spawn(rtmp_viewer(server.rtmp.clone(), "live".into(), "bench".into(), st))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    let a = sample(args, server.pid);
+    tokio::time::sleep(Duration::from_secs_f64(args.steady)).await;
+    let b = sample(args, server.pid);
+    tasks.iter().for_each(|t| t.abort());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cpu_pct(&a, &b, clk_tck())
 }
 
 /// An admin POST; the HTTP status.
