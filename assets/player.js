@@ -127,6 +127,7 @@
       // WebSocket-FLV: the same URL with ws: / wss:
       const media = new URL(url, location.href);
       if (mode === 'ws') media.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+      S.url = media.href;
       flv = mpegts.createPlayer({ type: 'flv', isLive: true, url: media.href },
         { enableStashBuffer: false, liveBufferLatencyChasing: true, lazyLoad: false });
       flv.on(mpegts.Events.ERROR, (type, details) => {
@@ -150,7 +151,7 @@
     const b = video.buffered;
     const bufEnd = b.length ? b.end(b.length - 1) : 0;
     const s = {
-      mode, engine: S.engine, ct: video.currentTime, bufEnd,
+      mode, engine: S.engine, url: S.url || null, ct: video.currentTime, bufEnd,
       frames: q.totalVideoFrames, dropped: q.droppedVideoFrames,
       audioBytes: video.webkitAudioDecodedByteCount || 0,
       w: video.videoWidth, h: video.videoHeight, paused: video.paused,

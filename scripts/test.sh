@@ -58,6 +58,8 @@ command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need_
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# certutil: the HTTPS browser tests add their test CA to Chromium's NSS database
+command -v certutil >/dev/null 2>&1 || need_apt+=(libnss3-tools)
 # VLC: another player of the recordings (tests/record.rs), headless
 command -v cvlc >/dev/null 2>&1 || need_apt+=(vlc-bin vlc-plugin-base)
 # tests/cluster.rs starts its own redis-server (the cluster directory) on loopback

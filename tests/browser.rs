@@ -439,3 +439,63 @@ fn hlsjs_rewinds_a_dvr_window_and_plays_a_recorded_range() {
     assert!((11.5..=12.5).contains(&seeked), "seeked to {seeked}");
     assert!(r["framesDecoded"].as_u64().unwrap_or(0) > 60, "{r}");
 }
+
+/// A gateway in this process with `[https]` on a free port, its certificate signed by a
+/// test CA: (gateway, HTTPS base URL, CA file, certificate and key files).
+fn https_gateway(name: &str) -> (Gateway, String, std::path::PathBuf, (std::path::PathBuf, std::path::PathBuf)) {
+    let dir = scratch_dir(name);
+    let (cert, key) = ca_signed_cert(&dir, "server", "livegate test");
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let toml = format!("[https]\nlisten = \"{addr}\"\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display());
+    let gw = Gateway::in_process(&toml);
+    (gw, format!("https://localhost:{}", addr.port()), dir.join("ca.pem"), (cert, key))
+}
+
+#[test]
+fn hls_js_plays_low_latency_hls_over_https_and_http2_from_an_https_page() {
+    // Chromium trusts the test CA as a user-installed CA (its NSS database), not by
+    // ignoring certificate errors
+    let (gw, base, ca, (cert, key)) = https_gateway("browser-https-hls");
+    let _pub = publish(&gw.rtmp_url("live/tls"), Source { gop: 60, ..Source::default() }, None);
+    wait_playlist(&gw, "live/tls", 2);
+    let r = run_player(
+        json!({"mode": "hls", "url": format!("{base}/live/tls.m3u8"), "seconds": 10, "vendor": vendor(),
+               "trustCa": ca, "harnessTls": {"cert": cert, "key": key},
+               "screenshot": artifacts().join("hlsjs-https.png")}),
+        |_, _| {},
+    );
+    assert!(r["pageOrigin"].as_str().unwrap_or("").starts_with("https://"), "{}", r["pageOrigin"]);
+    assert_played(&r, 10.0);
+    assert!(r["canBlockReload"].as_bool().unwrap_or(false), "hls.js saw no CAN-BLOCK-RELOAD");
+    assert!(r["parts"].as_u64().unwrap_or(0) >= 6, "hls.js saw {} parts", r["parts"]);
+    println!("LL-HLS over HTTPS: protocols {}, latency {} s", r["protocols"], r["latencyAvg"]);
+    assert_eq!(r["protocols"], json!(["h2"]), "every media request over HTTP/2");
+}
+
+#[test]
+fn an_https_page_plays_http_flv_over_https_and_websocket_flv_over_wss() {
+    let (gw, base, ca, (cert, key)) = https_gateway("browser-https-flv");
+    let _pub = publish(&gw.rtmp_url("live/tlsflv"), Source::default(), None);
+    assert!(wait_live(&gw, "live/tlsflv", Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(1500));
+    let flv = format!("{base}/live/tlsflv.flv");
+    for url in [flv.clone(), flv.replacen("https://", "wss://", 1)] {
+        let r = run_player(
+            json!({"mode": "flv", "url": url, "seconds": 6, "vendor": vendor(),
+                   "trustCa": ca, "harnessTls": {"cert": cert, "key": key}}),
+            |_, _| {},
+        );
+        assert!(r["pageOrigin"].as_str().unwrap_or("").starts_with("https://"), "{}", r["pageOrigin"]);
+        assert_played(&r, 6.0);
+        assert_eq!(r["mediaInfo"]["hasAudio"].as_bool(), Some(true), "{url}: {}", r["mediaInfo"]);
+    }
+    // the built-in player page loaded over https asks for wss:// in WebSocket mode
+    let r = run_player(
+        json!({"mode": "page", "url": format!("{base}/live/tlsflv?mode=ws"), "seconds": 6, "trustCa": ca}),
+        |_, _| {},
+    );
+    assert_played(&r, 6.0);
+    let last = r["samples"].as_array().unwrap().last().unwrap().clone();
+    assert!(last["engine"].as_str().unwrap_or("").contains("WebSocket"), "engine {}", last["engine"]);
+    assert!(last["url"].as_str().unwrap_or("").starts_with("wss://"), "the page played {}", last["url"]);
+}

@@ -151,3 +151,251 @@ fn the_certificate_reloads_on_sighup_and_a_garbage_one_keeps_the_old() {
     assert!(t.elapsed() < Duration::from_secs(13), "closed after {:?}", t.elapsed());
     assert!(t.elapsed() >= Duration::from_secs(9), "closed after {:?}", t.elapsed());
 }
+
+/// A raw HTTP/2 client over TLS (rustls, trusting the test CA) that writes frames as an
+/// attacker would: no flow control, no waiting for the server.
+mod raw_h2 {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use tokio_rustls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+    pub const HEADERS: u8 = 0x1;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const GOAWAY: u8 = 0x7;
+    pub const CONTINUATION: u8 = 0x9;
+    pub const END_STREAM: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+
+    pub struct H2 {
+        pub s: StreamOwned<ClientConnection, TcpStream>,
+        /// Bytes of frames written (the preface excluded).
+        pub sent: usize,
+    }
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// An HPACK block for `GET https://localhost{path}` (static-table names, literal
+    /// values without Huffman coding, nothing indexed).
+    pub fn get(path: &str) -> Vec<u8> {
+        let mut b = vec![0x82, 0x87]; // :method GET, :scheme https
+        for (index, value) in [(4u8, path), (1u8, "localhost")] {
+            b.push(index); // literal without indexing, indexed name (4-bit prefix)
+            assert!(value.len() < 127);
+            b.push(value.len() as u8);
+            b.extend_from_slice(value.as_bytes());
+        }
+        b
+    }
+
+    impl H2 {
+        /// A TLS connection with ALPN h2, the client preface and an empty SETTINGS sent.
+        pub fn connect(addr: SocketAddr, ca: &Path) -> H2 {
+            use rustls_pki_types::pem::PemObject;
+            let mut roots = RootCertStore::empty();
+            for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+                roots.add(cert.unwrap()).unwrap();
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            let conn = ClientConnection::new(Arc::new(config), name).unwrap();
+            let tcp = TcpStream::connect(addr).unwrap();
+            tcp.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut s = StreamOwned::new(conn, tcp);
+            s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+            s.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
+            s.flush().unwrap();
+            assert_eq!(s.conn.alpn_protocol(), Some(&b"h2"[..]), "the server chose h2");
+            H2 { s, sent: 0 }
+        }
+
+        /// Writes `bytes`; false once the server has closed or stopped reading.
+        pub fn send(&mut self, bytes: &[u8]) -> bool {
+            let ok = self.s.write_all(bytes).and_then(|_| self.s.flush()).is_ok();
+            if ok {
+                self.sent += bytes.len();
+            }
+            ok
+        }
+
+        /// Reads frames for up to `timeout`: (frame types seen, the GOAWAY error code if
+        /// one came, whether the server closed the connection).
+        pub fn drain(&mut self, timeout: Duration) -> (Vec<u8>, Option<u32>, bool) {
+            let (mut kinds, mut goaway, mut buf) = (Vec::new(), None, Vec::new());
+            let deadline = Instant::now() + timeout;
+            let mut chunk = [0u8; 16 * 1024];
+            let closed = loop {
+                if Instant::now() > deadline {
+                    break false;
+                }
+                match self.s.read(&mut chunk) {
+                    Ok(0) => break true,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut =>
+                    {
+                        continue
+                    }
+                    Err(_) => break true,
+                }
+                while buf.len() >= 9 {
+                    let len = (buf[0] as usize) << 16 | (buf[1] as usize) << 8 | buf[2] as usize;
+                    if buf.len() < 9 + len {
+                        break;
+                    }
+                    kinds.push(buf[3]);
+                    if buf[3] == GOAWAY && len >= 8 {
+                        goaway = Some(u32::from_be_bytes([buf[13], buf[14], buf[15], buf[16]]));
+                    }
+                    buf.drain(..9 + len);
+                }
+            };
+            (kinds, goaway, closed)
+        }
+    }
+}
+
+/// The binary with HTTPS on a free port, and the test CA's file.
+fn https_binary(name: &str) -> (Gateway, SocketAddr, std::path::PathBuf) {
+    let dir = scratch_dir(name);
+    let (cert, key) = ca_signed_cert(&dir, "server", "livegate test");
+    let addr = free_port();
+    // writes that wait for the client time out after 3 s (not 10 s), to keep the test short
+    let toml = format!("{}[http]\nviewer_stall_timeout_ms = 3000\n", https_config(addr, &cert, &key));
+    let config = common::hostile::config_file(&format!("{name}-config"), &toml);
+    let gw = Gateway::start_with(&["--config", &config]);
+    assert!(gw.wait_log("HTTPS listening on", Duration::from_secs(10)), "{}", gw.log());
+    (gw, addr, dir.join("ca.pem"))
+}
+
+#[test]
+fn http2_floods_close_the_attacking_connection_and_stay_within_bounds() {
+    use common::hostile::{assert_bounded, MIB};
+    use raw_h2::*;
+    let (mut gw, addr, ca) = https_binary("h2-attacks");
+    let ca2 = ca.clone();
+    let honest = move || curl(&ca2, &["--http2"], &format!("https://localhost:{}/healthz", addr.port()));
+    // 1. rapid reset (CVE-2023-44487): HEADERS + RST_STREAM, 20,000 pairs a connection
+    assert_bounded(&mut gw, "h2 rapid reset", 16 * MIB, 16 * MIB, |gw| {
+        let attackers: Vec<_> = (0..4)
+            .map(|_| {
+                let ca = ca.clone();
+                std::thread::spawn(move || {
+                    let mut c = H2::connect(addr, &ca);
+                    let mut pairs = 0u32;
+                    'attack: for batch in 0..200u32 {
+                        let mut bytes = Vec::new();
+                        for i in 0..100u32 {
+                            let id = 1 + 2 * (batch * 100 + i);
+                            bytes.extend(frame(HEADERS, END_HEADERS | END_STREAM, id, &get("/healthz")));
+                            bytes.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+                            // CANCEL
+                        }
+                        if !c.send(&bytes) {
+                            break 'attack;
+                        }
+                        pairs += 100;
+                    }
+                    let (_, goaway, closed) = c.drain(Duration::from_secs(5));
+                    (pairs, goaway, closed)
+                })
+            })
+            .collect();
+        let results: Vec<_> = attackers.into_iter().map(|t| t.join().unwrap()).collect();
+        println!("rapid reset: (pairs sent, GOAWAY code, closed) per connection: {results:?}");
+        assert!(gw.wait_log("HTTP/2 client closed with ENHANCE_YOUR_CALM", Duration::from_secs(5)));
+        // GOAWAY (ENHANCE_YOUR_CALM) once the resets pass the bound, then the close (the
+        // attacker, still writing, often sees the reset before it can read the GOAWAY)
+        assert!(results.iter().all(|(_, _, closed)| *closed), "every attacker is cut off: {results:?}");
+    });
+    assert_eq!(honest().1, 200);
+    // 2. CONTINUATION flood: one header block that never ends
+    assert_bounded(&mut gw, "h2 CONTINUATION flood", 16 * MIB, 16 * MIB, |gw| {
+        let mut c = H2::connect(addr, &ca);
+        let mut block = get("/healthz");
+        // a literal header of 100 bytes, repeated in every CONTINUATION
+        let mut filler = vec![0x00, 8];
+        filler.extend_from_slice(b"x-filler");
+        filler.push(90);
+        filler.extend_from_slice(&[b'a'; 90]);
+        block.extend_from_slice(&filler);
+        assert!(c.send(&frame(HEADERS, 0, 1, &block)));
+        let one = frame(CONTINUATION, 0, 1, &filler.repeat(160)); // 16,000 bytes a frame
+        while c.sent < 64 << 20 && c.send(&one) {}
+        let (_, goaway, closed) = c.drain(Duration::from_secs(5));
+        println!("CONTINUATION flood: {} bytes sent, GOAWAY {goaway:?}, closed {closed}", c.sent);
+        let calm = || gw.log().matches("HTTP/2 client closed with ENHANCE_YOUR_CALM").count();
+        assert!(wait_until(Duration::from_secs(5), || calm() >= 1), "closed for the flood: {}", gw.log());
+        assert!(goaway.is_some() || closed, "the attacker is cut off");
+        // (what the socket buffers of loopback take, a few MiB, is written before the close is seen)
+        assert!(c.sent < 16 << 20, "cut off after {} bytes of one header block", c.sent);
+    });
+    assert_eq!(honest().1, 200);
+    // 3. SETTINGS flood: a million SETTINGS frames, never reading the acknowledgements
+    assert_bounded(&mut gw, "h2 SETTINGS flood", 16 * MIB, 16 * MIB, |gw| {
+        let mut c = H2::connect(addr, &ca);
+        // one request first: the connection is past its first-head deadline
+        assert!(c.send(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &get("/healthz"))));
+        let batch = frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]).repeat(10_000);
+        let mut frames = 0;
+        c.s.sock.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+        while frames < 1_000_000 && c.send(&batch) {
+            frames += 10_000;
+        }
+        println!("SETTINGS flood: {frames} frames written before the server stopped taking them");
+        assert!(frames < 1_000_000, "the server kept reading SETTINGS it could not acknowledge");
+        // and the connection whose acknowledgements nobody reads is closed by the write stall
+        // timeout (viewer_stall_timeout_ms)
+        assert!(gw.wait_log("took nothing of a response", Duration::from_secs(20)), "{}", gw.log());
+        let t = Instant::now();
+        let (_, _, closed) = c.drain(Duration::from_secs(10));
+        println!("SETTINGS flood: closed {closed} (read for {:?})", t.elapsed());
+        assert!(closed, "the SETTINGS flood's connection is closed");
+    });
+    assert_eq!(honest().1, 200);
+    // 4. 10,000 streams opened at once, each an HTTP-FLV viewer that never reads
+    let _enc = publish(&gw.rtmp_url("live/h2"), Source::default(), None);
+    assert!(wait_live(&gw, "live/h2", Duration::from_secs(15)));
+    assert_bounded(&mut gw, "h2 10,000 streams", 32 * MIB, 16 * MIB, |gw| {
+        let mut c = H2::connect(addr, &ca);
+        let mut opened = 0u32;
+        for batch in 0..100u32 {
+            let mut bytes = Vec::new();
+            for i in 0..100u32 {
+                let id = 1 + 2 * (batch * 100 + i);
+                bytes.extend(frame(HEADERS, END_HEADERS | END_STREAM, id, &get("/live/h2.flv")));
+            }
+            if !c.send(&bytes) {
+                break;
+            }
+            opened += 100;
+        }
+        let (kinds, goaway, closed) = c.drain(Duration::from_secs(5));
+        let resets = kinds.iter().filter(|k| **k == RST_STREAM).count();
+        println!("10,000 streams: {opened} sent, {resets} RST_STREAM, GOAWAY {goaway:?}, closed {closed}");
+        // streams past H2_MAX_STREAMS are refused (RST_STREAM), and after 256 refusals the
+        // connection is closed (GOAWAY ENHANCE_YOUR_CALM); what the attacker reads of that
+        // depends on how much it wrote first, the server's log says it
+        assert!(closed, "the connection is closed");
+        assert!(gw.wait_log("ENHANCE_YOUR_CALM", Duration::from_secs(5)), "{}", gw.log());
+    });
+    assert_eq!(honest().1, 200);
+    assert!(gw.is_running());
+}

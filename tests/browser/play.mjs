@@ -10,6 +10,9 @@
 //            vendor: folder with hls.min.js and mpegts.js (the pinned copies livegate serves),
 //            screenshot: optional PNG path,
 //            waitMarks: optional list of stdin lines to wait for before the end (e.g. ["restarted"]),
+//            trustCa: optional PEM file of a test CA: Chromium starts with a profile whose NSS
+//                     database (certutil) trusts it for TLS servers, as a CA installed on a machine
+//            harnessTls: optional { cert, key } PEM files: the test page is served over https
 //            afterMarkSeconds: watch this long after the last mark }
 //
 // For hls/flv the test page comes from this script's own HTTP server on another
@@ -19,6 +22,9 @@
 // snapshot of the player, so the caller can judge what happened after them.
 
 import http from 'node:http';
+import https from 'node:https';
+import os from 'node:os';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -155,13 +161,27 @@ function serveHarness(vendor) {
     '/hls.min.js': ['text/javascript', fs.readFileSync(path.join(vendor, 'hls.min.js'))],
     '/mpegts.js': ['text/javascript', fs.readFileSync(path.join(vendor, 'mpegts.js'))],
   };
-  const server = http.createServer((req, res) => {
+  const handler = (req, res) => {
     const f = files[req.url.split('?')[0]];
     if (!f) { res.writeHead(req.url === '/favicon.ico' ? 204 : 404); res.end(); return; }
     res.writeHead(200, { 'content-type': f[0] });
     res.end(f[1]);
-  });
+  };
+  const server = opts.harnessTls
+    ? https.createServer({ cert: fs.readFileSync(opts.harnessTls.cert), key: fs.readFileSync(opts.harnessTls.key) }, handler)
+    : http.createServer(handler);
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+// A home directory whose NSS database (where Chromium on Linux keeps the CAs a user added)
+// trusts `ca` for TLS servers.
+function homeTrusting(ca) {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'livegate-chromium-home-'));
+  const db = 'sql:' + path.join(home, '.pki', 'nssdb');
+  fs.mkdirSync(path.join(home, '.pki', 'nssdb'), { recursive: true });
+  execFileSync('certutil', ['-d', db, '-N', '--empty-password']);
+  execFileSync('certutil', ['-d', db, '-A', '-t', 'C,,', '-n', 'livegate test CA', '-i', ca]);
+  return home;
 }
 
 const marks = [];
@@ -170,7 +190,9 @@ readline.createInterface({ input: process.stdin }).on('line', (l) => { if (l.tri
 const result = { mode: opts.mode, ok: false, errors: [], samples: [], marks: [] };
 let browser, server;
 try {
+  const env = opts.trustCa ? { ...process.env, HOME: homeTrusting(opts.trustCa) } : process.env;
   browser = await chromium.launch({
+    env,
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--no-first-run', '--autoplay-policy=no-user-gesture-required'],
@@ -188,7 +210,7 @@ try {
     getState = () => page.evaluate(() => ({ firstFrameMs: window.livegate.stats().firstFrameMs, errors: window.livegate.errors, events: [] }));
   } else {
     server = await serveHarness(opts.vendor);
-    const origin = `http://localhost:${server.address().port}`;
+    const origin = `${opts.harnessTls ? 'https' : 'http'}://localhost:${server.address().port}`;
     result.pageOrigin = origin;
     await page.goto(origin + '/');
     result.codecSupport = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.64001f,mp4a.40.2"'));
@@ -196,7 +218,7 @@ try {
       : mode === 'file' ? H.startFile(url, seekTo) : H.startFlv(url)),
       [opts.mode, opts.url, opts.switchLevel ?? null, opts.switchAudio ?? null, opts.seekTo ?? null]);
     getSample = () => page.evaluate(() => H.sample());
-    getState = () => page.evaluate(() => ({ firstFrameMs: H.firstFrameMs, playingMs: H.playingMs, errors: H.errors, events: H.events, ended: H.ended, mediaInfo: H.mediaInfo || null, seekedAt: H.seekedAt ?? null, seekableAtSeek: H.seekableAtSeek ?? null, duration: Number.isFinite(v.duration) ? v.duration : null }));
+    getState = () => page.evaluate(() => ({ protocols: [...new Set(performance.getEntriesByType('resource').filter((e) => !e.name.startsWith(location.origin)).map((e) => e.nextHopProtocol))], firstFrameMs: H.firstFrameMs, playingMs: H.playingMs, errors: H.errors, events: H.events, ended: H.ended, mediaInfo: H.mediaInfo || null, seekedAt: H.seekedAt ?? null, seekableAtSeek: H.seekableAtSeek ?? null, duration: Number.isFinite(v.duration) ? v.duration : null }));
   }
 
   // startup: generous timeout, then watch `seconds` from the first frame
@@ -266,6 +288,7 @@ try {
     seekableAtSeek: st.seekableAtSeek ?? null,
     duration: st.duration ?? null,
     events: st.events,
+    protocols: st.protocols ?? null,
   });
   result.errors.push(...st.errors);
 } catch (e) {

@@ -143,8 +143,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStall<S> {
 }
 
 /// At most one stall is logged a second (a flood of stalled clients logs once a second;
-/// each is counted).
-fn log_now() -> bool {
+/// each is counted); HTTP/2 abuse closes share it.
+pub(crate) fn log_now() -> bool {
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let last = LAST.load(Ordering::Relaxed);

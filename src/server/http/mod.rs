@@ -44,7 +44,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::config::HttpConfig;
 use crate::hls::HlsStore;
@@ -118,7 +118,15 @@ macro_rules! drive {
         tokio::select! {
         res = conn.as_mut() => {
             if let Err(e) = res {
-                debug!(%peer, error = %e, "HTTP connection ended with an error");
+                let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+                if tls::h2_abuse(&*e) {
+                    ctx.svc.metrics.limit_hit("http2_abuse");
+                    if deadline::log_now() {
+                        warn!(%peer, "HTTP/2 client closed with ENHANCE_YOUR_CALM: too many reset or refused streams, or CONTINUATION frames (logged at most once a second)");
+                    }
+                } else {
+                    debug!(%peer, error = %e, "HTTP connection ended with an error");
+                }
             }
         }
         _ = kill.cancelled() => debug!(%peer, "HTTP connection dropped"),

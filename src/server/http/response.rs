@@ -86,9 +86,12 @@ pub(crate) fn with_bearer<'a>(query: &'a str, headers: &hyper::HeaderMap) -> std
     }
 }
 
-/// The configured `Access-Control-Allow-Origin`, on every answer.
+/// The configured `Access-Control-Allow-Origin`, on every answer, and the same origins in
+/// `Timing-Allow-Origin`: a player page of those origins may read the resource timing of
+/// its media requests (protocol, sizes, durations), as player analytics do.
 pub(crate) fn allow_origin<B>(resp: &mut Response<B>, ctx: &HttpContext) {
     if let Ok(v) = HeaderValue::from_str(&ctx.config.cors_allow_origin) {
+        resp.headers_mut().insert(hyper::header::HeaderName::from_static("timing-allow-origin"), v.clone());
         resp.headers_mut().insert(ACCESS_CONTROL_ALLOW_ORIGIN, v);
     }
 }

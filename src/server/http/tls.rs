@@ -37,6 +37,19 @@ pub const H2_MAX_ERROR_RESETS: usize = 256;
 /// Bytes buffered for sending per HTTP/2 stream.
 pub const H2_MAX_SEND_BUF: usize = 256 * 1024;
 
+/// Whether a connection's error is h2 closing it for abuse: a GOAWAY it sent with
+/// ENHANCE_YOUR_CALM (rapid reset, too many refused streams, a CONTINUATION flood).
+pub(crate) fn h2_abuse(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_library() && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// `[https]`.
 #[derive(Debug, Clone, serde::Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
