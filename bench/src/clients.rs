@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use livegate_proto::flv::file::{TagHeader, TagScanner};
 use livegate_proto::rtmp::message as msg;
 use livegate_proto::rtmp::{ClientConfig, ClientSession, MediaKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[derive(Default)]
@@ -56,10 +56,29 @@ impl ViewerStat {
     }
 }
 
-pub(crate) async fn flv_viewer(http: String, path: String, st: Arc<ViewerStat>) -> Result<()> {
+/// An HTTP-FLV viewer (over TLS with `tls`, HTTP/1.1).
+pub(crate) async fn flv_viewer(
+    http: String,
+    path: String,
+    st: Arc<ViewerStat>,
+    tls: Option<tokio_rustls::TlsConnector>,
+) -> Result<()> {
     let t0 = Instant::now();
-    let mut sock = TcpStream::connect(&http).await?;
+    match tls {
+        None => flv_play(TcpStream::connect(&http).await?, t0, http, path, st).await,
+        Some(c) => flv_play(crate::tls::connect(&c, &http).await?, t0, http, path, st).await,
+    }
+}
+
+async fn flv_play<S: AsyncRead + AsyncWrite + Unpin>(
+    mut sock: S,
+    t0: Instant,
+    http: String,
+    path: String,
+    st: Arc<ViewerStat>,
+) -> Result<()> {
     sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes()).await?;
+    sock.flush().await?; // (a TLS stream sends on flush)
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let head = read_head(&mut sock, &mut buf).await?;
     if head.status != 200 || !head.chunked {
@@ -233,7 +252,7 @@ pub(crate) struct Head {
 }
 
 /// Reads a response head; what follows it stays in `buf`.
-pub(crate) async fn read_head(sock: &mut TcpStream, buf: &mut BytesMut) -> Result<Head> {
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(sock: &mut S, buf: &mut BytesMut) -> Result<Head> {
     loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let text = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
@@ -251,14 +270,15 @@ pub(crate) async fn read_head(sock: &mut TcpStream, buf: &mut BytesMut) -> Resul
 }
 
 /// One GET on a keep-alive connection; the body is kept when `keep`, else only counted.
-pub(crate) async fn http_get(
-    sock: &mut TcpStream,
+pub(crate) async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
+    sock: &mut S,
     buf: &mut BytesMut,
     host: &str,
     path: &str,
     keep: bool,
 ) -> Result<(u16, Vec<u8>, usize)> {
     sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await?;
+    sock.flush().await?; // (a TLS stream sends on flush)
     let head = read_head(sock, buf).await?;
     let mut body = Vec::new();
     let mut n = 0usize;
@@ -362,6 +382,21 @@ pub(crate) async fn hls_viewer(http: String, path: String, st: Arc<ViewerStat>) 
     }
 }
 
+/// One GET at a time over a plain HTTP/1.1 keep-alive connection or HTTP/2 + TLS.
+enum Getter {
+    H1(TcpStream, BytesMut),
+    H2(crate::tls::H2),
+}
+
+impl Getter {
+    async fn get(&mut self, host: &str, path: &str, keep: bool) -> Result<(u16, Vec<u8>, usize)> {
+        match self {
+            Getter::H1(sock, buf) => http_get(sock, buf, host, path, keep).await,
+            Getter::H2(h2) => h2.get(path, keep).await,
+        }
+    }
+}
+
 /// A listed part: ((msn, index), duration ms, uri).
 pub(crate) type ListedPart = ((u64, u32), i64, String);
 
@@ -395,23 +430,31 @@ pub(crate) fn parse_ll_playlist(text: &str) -> (Vec<ListedPart>, Option<(u64, u3
 /// A Low-Latency HLS client behaving like hls.js in low-latency mode: a blocking playlist
 /// reload for the hinted part (`_HLS_msn`/`_HLS_part`), then every part it lists that it
 /// has not fetched, in order, starting at the newest. Media time = the parts' durations.
-pub(crate) async fn ll_viewer(http: String, path: String, st: Arc<ViewerStat>) -> Result<()> {
+/// (With `tls`: over HTTP/2 + TLS, one request at a time as over HTTP/1.1.)
+pub(crate) async fn ll_viewer(
+    http: String,
+    path: String,
+    st: Arc<ViewerStat>,
+    tls: Option<tokio_rustls::TlsConnector>,
+) -> Result<()> {
     let t0 = Instant::now();
-    let mut sock = TcpStream::connect(&http).await?;
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut conn = match &tls {
+        None => Getter::H1(TcpStream::connect(&http).await?, BytesMut::with_capacity(64 * 1024)),
+        Some(c) => Getter::H2(crate::tls::H2::connect(c, &http).await?),
+    };
     let dir = path.rsplit_once('/').map_or("", |(d, _)| d).to_string();
     let mut last: Option<(u64, u32)> = None;
     let mut media = 0i64;
     let mut query = String::new();
     loop {
-        let (status, body, _) = http_get(&mut sock, &mut buf, &http, &format!("{path}{query}"), true).await?;
+        let (status, body, _) = conn.get(&http, &format!("{path}{query}"), true).await?;
         if status != 200 {
             bail!("LL playlist answered {status}");
         }
         let (parts, hint) = parse_ll_playlist(std::str::from_utf8(&body)?);
         let start = last.or_else(|| parts.last().map(|p| (p.0 .0, p.0 .1.wrapping_sub(1))));
         for (id, dur, uri) in parts.iter().filter(|p| start.is_none_or(|s| p.0 > s)) {
-            let (status, _, len) = http_get(&mut sock, &mut buf, &http, &format!("{dir}/{uri}"), false).await?;
+            let (status, _, len) = conn.get(&http, &format!("{dir}/{uri}"), false).await?;
             if status != 200 {
                 bail!("part answered {status}");
             }

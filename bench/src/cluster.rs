@@ -73,7 +73,7 @@ pub(crate) async fn cluster(args: &Args, bin: &Path) -> Result<ScenarioResult> {
     for i in 0..per_edge {
         for e in &edges {
             let st = Arc::new(ViewerStat::new());
-            tasks.push(tokio::spawn(flv_viewer(e.http.clone(), "/live/bench.flv".into(), st.clone())));
+            tasks.push(tokio::spawn(flv_viewer(e.http.clone(), "/live/bench.flv".into(), st.clone(), None)));
             stats.push(st);
         }
         if i % 50 == 49 {

@@ -10,6 +10,7 @@ mod cluster;
 mod console;
 mod record;
 mod report;
+mod tls;
 
 use clients::*;
 use report::*;
@@ -33,7 +34,9 @@ struct Args {
     /// --ramp-ms), and reconnect (half HTTP-FLV, half RTMP viewers; the publisher is killed
     /// 3 s into the steady window and restarted 1 s later), consoles (what open consoles
     /// cost, 200 publishers), cluster (an origin's CPU for two edges of --viewers HTTP-FLV
-    /// viewers each, found through a redis-server, against two RTMP viewers). `control`
+    /// viewers each, found through a redis-server, against two RTMP viewers), flv-tls and
+    /// llhls-tls (the same viewers over the HTTPS port: HTTP-FLV over HTTP/1.1 + TLS,
+    /// LL-HLS over HTTP/2 + TLS; run flv/llhls before them to compare). `control`
     /// (first) runs the flv
     /// timeline with no viewer: the RSS the stream itself gains meanwhile (what is left of
     /// the HLS window filling after --settle) is then taken off the later scenarios'
@@ -149,15 +152,21 @@ async fn run(args: Args) -> Result<()> {
     let livegate = prepare(&args)?;
     let mut results = Vec::new();
     let mut control = None;
+    // each scenario's server CPU, for the `-tls` ones to compare with their plain run
+    let mut cpus = std::collections::HashMap::new();
     // `many` as run earlier in this sitting: what `many-record` is compared with
     let mut many = serde_json::Value::Null;
     for s in args.scenarios.clone() {
         let scenario = async {
             match s.as_str() {
                 "control" | "flv" | "ws" | "rtmp" | "hls" | "llhls" | "flv-storm" | "rtmp-storm" | "reconnect" => {
-                    single_publisher(&args, &livegate, &s, control).await
+                    single_publisher(&args, &livegate, &s, control, None).await
                 }
-                s if s.ends_with("-edge") => single_publisher(&args, &livegate, s, control).await,
+                s if s.ends_with("-edge") => single_publisher(&args, &livegate, s, control, None).await,
+                s if s.ends_with("-tls") => {
+                    let plain = cpus.get(s.trim_end_matches("-tls")).copied();
+                    single_publisher(&args, &livegate, s, control, plain).await
+                }
                 "push" => push_targets(&args, &livegate).await,
                 "many" => many_publishers(&args, &livegate, None).await,
                 "many-record" => many_publishers(&args, &livegate, Some(many.clone())).await,
@@ -175,6 +184,9 @@ async fn run(args: Args) -> Result<()> {
         };
         if s == "control" {
             control = r.json["rss_growth_kib"].as_f64();
+        }
+        if let Some(cpu) = r.json["server_cpu_pct"].as_f64() {
+            cpus.insert(s.clone(), cpu);
         }
         if s == "many" {
             many = r.json.clone();
@@ -412,12 +424,25 @@ async fn hls_probe(http: String, path: String, t0: Instant, seen: Arc<std::sync:
 /// `control`: the growth of the server's RSS over the same timeline with no viewers (the
 /// stream's own buffers filling: the HLS window, retired segments), in KiB, when the
 /// `control` scenario ran before in this sitting.
-async fn single_publisher(args: &Args, bin: &Path, scenario: &str, control: Option<f64>) -> Result<ScenarioResult> {
+async fn single_publisher(
+    args: &Args,
+    bin: &Path,
+    scenario: &str,
+    control: Option<f64>,
+    plain_cpu: Option<f64>,
+) -> Result<ScenarioResult> {
+    // over TLS (the HTTPS port): HTTP-FLV over HTTP/1.1, LL-HLS over HTTP/2; compared with
+    // the same scenario without `-tls` when it ran earlier in this sitting (`plain_cpu`)
+    let (scenario_base, tls) = match scenario.strip_suffix("-tls") {
+        Some(k) if k == "flv" || k == "llhls" => (k, true),
+        Some(_) => bail!("{scenario}: only flv-tls and llhls-tls"),
+        None => (scenario, false),
+    };
     // a join storm: every viewer connects at once (a popular stream starts, a page is
     // shared, everyone reconnects after a restart)
-    let (kind, storm) = match scenario.strip_suffix("-storm") {
+    let (kind, storm) = match scenario_base.strip_suffix("-storm") {
         Some(k) => (k, true),
-        None => (scenario, false),
+        None => (scenario_base, false),
     };
     // an edge: the server under test pulls the stream from an origin (another livegate, on
     // the client's core) when its first viewer asks
@@ -438,7 +463,26 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str, control: Opti
             let config = format!("[apps.live]\npull = \"rtmp://{}/live\"\n", o.rtmp);
             start_server_on(args, bin, scenario, args.server_core, Some(&config)).await?
         }
+        None if tls => {
+            let certs = tls::Tls::make(Path::new("target/bench/tls"))?;
+            let config = format!(
+                "[https]\nlisten = \"127.0.0.1:{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                free_port()?,
+                certs.cert.canonicalize()?.display(),
+                certs.key.canonicalize()?.display()
+            );
+            start_server_on(args, bin, scenario, args.server_core, Some(&config)).await?
+        }
         None => start_server(args, bin, scenario).await?,
+    };
+    // the HTTPS address and a connector for the viewers (h2 for LL-HLS, HTTP/1.1 for FLV)
+    let (viewer_http, connector) = if tls {
+        let config = std::fs::read_to_string(format!("target/bench/{scenario}.toml"))?;
+        let addr = config.split('"').nth(1).unwrap_or_default().to_string();
+        let alpn: &[u8] = if kind == "llhls" { b"h2" } else { b"http/1.1" };
+        (addr, Some(tls::Tls::make(Path::new("target/bench/tls"))?.connector(alpn)?))
+    } else {
+        (server.http.clone(), None)
     };
     // where the encoder publishes
     let ingest = origin.as_ref().unwrap_or(&server);
@@ -486,7 +530,7 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str, control: Opti
         }
         let st = Arc::new(ViewerStat::new());
         stats.push(st.clone());
-        let (http, rtmp) = (server.http.clone(), server.rtmp.clone());
+        let (http, rtmp) = (viewer_http.clone(), server.rtmp.clone());
         let err = st.clone();
         // reconnect: every other viewer plays over RTMP
         let kind_i = match kind {
@@ -495,10 +539,10 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str, control: Opti
             k => k,
         };
         let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>> = match kind_i {
-            "flv" => Box::pin(flv_viewer(http, format!("/{stream}.flv"), st)),
+            "flv" => Box::pin(flv_viewer(http, format!("/{stream}.flv"), st, connector.clone())),
             "ws" => Box::pin(ws_viewer(http, format!("/{stream}.flv"), st)),
             "rtmp" => Box::pin(rtmp_viewer(rtmp, "live".into(), "bench".into(), st)),
-            "llhls" => Box::pin(ll_viewer(http, format!("/{stream}.m3u8"), st)),
+            "llhls" => Box::pin(ll_viewer(http, format!("/{stream}.m3u8"), st, connector.clone())),
             _ => Box::pin(hls_viewer(http, format!("/{stream}.m3u8"), st)),
         };
         tasks.push(tokio::spawn(async move {
@@ -653,6 +697,17 @@ async fn single_publisher(args: &Args, bin: &Path, scenario: &str, control: Opti
             format!("{scenario}: the new publisher's first frame reached every viewer within 100 ms of the first ({resume95:.1} ms p95)"),
             resume95 <= 100.0,
             false,
+        ));
+    }
+    if tls {
+        let plain = plain_cpu.unwrap_or(f64::NAN);
+        checks.push((
+            format!(
+                "{scenario}: CPU <= 1.5x {scenario_base} in this sitting ({cpu:.1}% vs {plain:.1}%, {:.2}x)",
+                cpu / plain
+            ),
+            cpu <= 1.5 * plain && kept == n,
+            plain.is_finite(),
         ));
     }
     if storm {
