@@ -185,6 +185,31 @@ mod raw_h2 {
         f
     }
 
+    /// A literal header field without indexing, with a literal name.
+    pub fn literal(b: &mut Vec<u8>, name: &str, value: &str) {
+        b.push(0x00);
+        for s in [name, value] {
+            assert!(s.len() < 127);
+            b.push(s.len() as u8);
+            b.extend_from_slice(s.as_bytes());
+        }
+    }
+
+    /// An HPACK block for an RFC 8441 WebSocket: `CONNECT` with `:protocol websocket`.
+    pub fn websocket_connect(path: &str) -> Vec<u8> {
+        let mut b = vec![0x02, 7];
+        b.extend_from_slice(b"CONNECT");
+        literal(&mut b, ":protocol", "websocket");
+        b.push(0x87); // :scheme https
+        for (index, value) in [(4u8, path), (1u8, "localhost")] {
+            b.push(index);
+            b.push(value.len() as u8);
+            b.extend_from_slice(value.as_bytes());
+        }
+        literal(&mut b, "sec-websocket-version", "13");
+        b
+    }
+
     /// An HPACK block for `GET https://localhost{path}` (static-table names, literal
     /// values without Huffman coding, nothing indexed).
     pub fn get(path: &str) -> Vec<u8> {
@@ -233,6 +258,39 @@ mod raw_h2 {
                 self.sent += bytes.len();
             }
             ok
+        }
+
+        /// Reads frames until `done` says so or `timeout` passes: (type, stream, payload).
+        pub fn frames(
+            &mut self,
+            timeout: Duration,
+            mut done: impl FnMut(&[(u8, u32, Vec<u8>)]) -> bool,
+        ) -> Vec<(u8, u32, Vec<u8>)> {
+            let (mut frames, mut buf) = (Vec::new(), Vec::new());
+            let deadline = Instant::now() + timeout;
+            let mut chunk = [0u8; 16 * 1024];
+            while Instant::now() < deadline && !done(&frames) {
+                match self.s.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut =>
+                    {
+                        continue
+                    }
+                    Err(_) => break,
+                }
+                while buf.len() >= 9 {
+                    let len = (buf[0] as usize) << 16 | (buf[1] as usize) << 8 | buf[2] as usize;
+                    if buf.len() < 9 + len {
+                        break;
+                    }
+                    let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+                    frames.push((buf[3], stream, buf[9..9 + len].to_vec()));
+                    buf.drain(..9 + len);
+                }
+            }
+            frames
         }
 
         /// Reads frames for up to `timeout`: (frame types seen, the GOAWAY error code if
@@ -398,4 +456,45 @@ fn http2_floods_close_the_attacking_connection_and_stay_within_bounds() {
     });
     assert_eq!(honest().1, 200);
     assert!(gw.is_running());
+}
+
+#[test]
+fn websocket_flv_runs_over_http2_with_extended_connect() {
+    // RFC 8441: the server offers SETTINGS_ENABLE_CONNECT_PROTOCOL; a CONNECT with
+    // `:protocol websocket` at the FLV URL gets 200 and the stream carries WebSocket
+    // binary frames of the FLV, beside other requests on the same connection
+    use raw_h2::*;
+    let dir = scratch_dir("h2-websocket");
+    let (cert, key) = ca_signed_cert(&dir, "server", "livegate test");
+    let addr = free_port();
+    let gw = Gateway::in_process(&https_config(addr, &cert, &key));
+    let _enc = publish(&gw.rtmp_url("live/ws2"), Source::default(), None);
+    assert!(wait_live(&gw, "live/ws2", Duration::from_secs(15)));
+    let mut c = H2::connect(addr, &dir.join("ca.pem"));
+    let settings = c.frames(Duration::from_secs(5), |f| f.iter().any(|(t, _, _)| *t == SETTINGS));
+    let offered = settings
+        .iter()
+        .filter(|(t, _, _)| *t == SETTINGS)
+        .any(|(_, _, p)| p.chunks(6).any(|s| s.len() == 6 && s[..2] == [0, 8] && s[2..] == [0, 0, 0, 1]));
+    assert!(offered, "SETTINGS_ENABLE_CONNECT_PROTOCOL = 1: {settings:?}");
+    assert!(c.send(&frame(SETTINGS, 0x1, 0, &[]))); // ACK
+    assert!(c.send(&frame(HEADERS, END_HEADERS, 1, &websocket_connect("/live/ws2.flv"))));
+    assert!(c.send(&frame(HEADERS, END_HEADERS | END_STREAM, 3, &get("/healthz"))));
+    let data_of = |frames: &[(u8, u32, Vec<u8>)], id: u32| -> Vec<u8> {
+        frames.iter().filter(|(t, s, _)| *t == 0x0 && *s == id).flat_map(|(_, _, p)| p.clone()).collect()
+    };
+    let frames = c.frames(Duration::from_secs(10), |f| data_of(f, 1).len() > 4096 && !data_of(f, 3).is_empty());
+    // :status 200 is entry 8 of HPACK's static table
+    let head = frames.iter().find(|(t, s, _)| *t == HEADERS && *s == 1).map(|(_, _, p)| p.clone()).unwrap_or_default();
+    assert_eq!(head.first(), Some(&0x88), "200 to the CONNECT: {head:?}");
+    let ws = data_of(&frames, 1);
+    // a binary frame (FIN, opcode 2), unmasked, whose payload starts with the FLV header
+    assert_eq!(ws.first(), Some(&0x82), "{:?}", &ws[..ws.len().min(16)]);
+    let header_len = match ws.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
+    };
+    assert_eq!(&ws[header_len..header_len + 3], b"FLV", "{:?}", &ws[..ws.len().min(16)]);
+    assert_eq!(data_of(&frames, 3), b"ok\n", "the other stream of the connection is served");
 }

@@ -173,7 +173,9 @@ where
             .max_header_list_size(tls::H2_MAX_HEADER_LIST)
             .max_pending_accept_reset_streams(tls::H2_MAX_PENDING_RESETS)
             .max_local_error_reset_streams(tls::H2_MAX_ERROR_RESETS)
-            .max_send_buf_size(tls::H2_MAX_SEND_BUF);
+            .max_send_buf_size(tls::H2_MAX_SEND_BUF)
+            // WebSocket-FLV over HTTP/2 (RFC 8441)
+            .enable_connect_protocol();
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
         drive!(conn, peer, ctx, kill, head_deadline, state);
     } else {

@@ -41,15 +41,16 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let head = req.method() == Method::HEAD;
-    // WebSocket-FLV: an upgrade at an HTTP-FLV URL
-    if req.method() == Method::GET && super::ws::is_upgrade(&req) {
+    // WebSocket-FLV: an upgrade at an HTTP-FLV URL (or an RFC 8441 CONNECT over HTTP/2)
+    let websocket = (req.method() == Method::GET && super::ws::is_upgrade(&req)) || super::ws::is_h2_connect(&req);
+    if websocket {
         let query = super::response::with_bearer(req.uri().query().unwrap_or(""), req.headers()).into_owned();
         let mut resp = match flv_route(req.uri().path(), &query) {
             Some(key) => super::ws::serve(req, key, &query, peer, &ctx).await,
             None => not_found(),
         };
         allow_origin(&mut resp, &ctx);
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS || (resp.status() == StatusCode::OK && websocket) {
             // a WebSocket-FLV viewer: its writes are timed by its stall watchdog
             conn.note_flv();
         }

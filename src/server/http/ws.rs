@@ -1,5 +1,6 @@
 //! WebSocket-FLV: the HTTP-FLV stream over a WebSocket at the same URL
-//! (`ws://HOST:8080/APP/STREAM.flv`, an HTTP/1.1 upgrade), for players and networks that
+//! (`ws://HOST:8080/APP/STREAM.flv`, an HTTP/1.1 upgrade; over HTTPS with HTTP/2 also an
+//! RFC 8441 extended CONNECT on a stream of the connection), for players and networks that
 //! need WebSockets (mpegts.js plays it). Same admission (keys, callback, viewer limit) and
 //! the same body and stall watchdog as HTTP-FLV; each batch of FLV pieces goes out as one
 //! binary frame, written vectored after its frame header (no copy of the media).
@@ -37,8 +38,16 @@ pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
     has(UPGRADE, "websocket") && has(CONNECTION, "upgrade")
 }
 
-/// Answers a WebSocket upgrade of `key`'s FLV: `101 Switching Protocols` and a task that
-/// streams the FLV once hyper hands over the connection; or the refusal.
+/// Whether `req` is an RFC 8441 extended CONNECT for a WebSocket (HTTP/2, `:protocol`
+/// `websocket`; the server offers it with SETTINGS_ENABLE_CONNECT_PROTOCOL).
+pub(crate) fn is_h2_connect<B>(req: &Request<B>) -> bool {
+    req.method() == hyper::Method::CONNECT
+        && req.extensions().get::<hyper::ext::Protocol>().is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// Answers a WebSocket upgrade of `key`'s FLV: `101 Switching Protocols` (HTTP/1.1) or
+/// `200` (an RFC 8441 CONNECT over HTTP/2, which has no key to accept) and a task that
+/// streams the FLV once hyper hands over the connection or the stream; or the refusal.
 pub(crate) async fn serve<B>(
     mut req: Request<B>,
     key: StreamKey,
@@ -46,10 +55,12 @@ pub(crate) async fn serve<B>(
     peer: SocketAddr,
     ctx: &Arc<HttpContext>,
 ) -> Response<Body> {
+    let h2 = is_h2_connect(&req);
     let version_ok = req.headers().get(SEC_WEBSOCKET_VERSION).is_some_and(|v| v.as_bytes() == b"13");
-    let Some(client_key) = req.headers().get(SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec()) else {
+    let client_key = req.headers().get(SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec());
+    if client_key.is_none() && !h2 {
         return text(StatusCode::BAD_REQUEST, "WebSocket upgrade without Sec-WebSocket-Key\n");
-    };
+    }
     if !version_ok {
         let mut r = text(StatusCode::UPGRADE_REQUIRED, "WebSocket version 13 only\n");
         r.headers_mut().insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
@@ -68,6 +79,9 @@ pub(crate) async fn serve<B>(
             Err(e) => debug!(%peer, "WebSocket upgrade did not complete: {e}"),
         }
     });
+    let Some(client_key) = client_key.filter(|_| !h2) else {
+        return empty(StatusCode::OK);
+    };
     let mut r = empty(StatusCode::SWITCHING_PROTOCOLS);
     let accept = tungstenite::handshake::derive_accept_key(&client_key);
     let h = r.headers_mut();
