@@ -9,7 +9,8 @@
 //! not take (HS256 against a JWKS key: the RSA/EC public key is never an HMAC secret), a
 //! key id the set does not have are refused. A token that verified is cached (by a SHA-256
 //! of it and of the settings that verified it) until its `exp`, so a player's segment
-//! requests cost a hash and a lookup, not a signature check; the cache is bounded.
+//! requests cost a hash and a lookup, not a signature check; the cache is bounded in entries
+//! and each entry by the length of the claims it keeps.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,8 +30,13 @@ pub const MAX_TOKEN_BYTES: usize = 4096;
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Keys of a JWKS that are kept.
 const MAX_JWKS_KEYS: usize = 64;
-/// Verified tokens cached.
+/// Verified tokens cached. Each entry holds the claims below within [`MAX_CLAIM_BYTES`]
+/// (and a 32-byte key): at most ~1 KiB, ~16 MiB for the whole cache.
 const MAX_CACHED: usize = 16 * 1024;
+/// Bytes of each claim a cache entry keeps (`action`, `path`, `iss`, `sub`); a verified
+/// token with a longer one is refused, so a cached token costs its few claims, not its
+/// [`MAX_TOKEN_BYTES`].
+const MAX_CLAIM_BYTES: usize = 256;
 /// A JWKS is fetched again this often (a file is read again).
 pub const JWKS_REFRESH: Duration = Duration::from_secs(300);
 /// A JWKS fetch takes at most this long.
@@ -282,6 +288,12 @@ impl Verifier {
             }
             other => return Err(TokenError::Invalid(format!("algorithm {other:?} is not accepted"))),
         };
+        let long = [&claims.action, &claims.path, &claims.iss, &claims.sub]
+            .iter()
+            .any(|c| c.as_ref().is_some_and(|c| c.len() > MAX_CLAIM_BYTES));
+        if long {
+            return Err(TokenError::Invalid(format!("a claim is longer than {MAX_CLAIM_BYTES} bytes")));
+        }
         let holder = format!(
             "{}|{}|{}",
             claims.iss.as_deref().unwrap_or(""),
@@ -462,6 +474,22 @@ mod tests {
     fn token(secret: &str, claims: serde_json::Value) -> String {
         let key = EncodingKey::from_secret(secret.as_bytes());
         encode(&Header::new(Algorithm::HS256), &claims, &key.unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_token_with_an_overlong_claim_is_refused() {
+        // (what the cache keeps of a token is bounded by its claims, not by the token)
+        let v = Arc::new(Verifier::default());
+        let c = config();
+        let exp = now_s() + 600;
+        let long = "x".repeat(MAX_CLAIM_BYTES + 1);
+        for claim in ["sub", "iss", "path", "action"] {
+            let mut claims = serde_json::json!({"action": "*", "path": "live/*", "exp": exp});
+            claims[claim] = serde_json::Value::String(long.clone());
+            let t = token("s3cret-s3cret-s3cret", claims);
+            let r = v.verify(&c, Action::Play, "live", "demo", &t);
+            assert!(matches!(&r, Err(TokenError::Invalid(why)) if why.contains("longer than")), "{claim}: {r:?}");
+        }
     }
 
     #[test]
