@@ -18,6 +18,11 @@ use tokio::net::TcpStream;
 pub(crate) struct ViewerStat {
     /// µs from connect start to the first video keyframe (0: none yet)
     pub(crate) first_key_us: AtomicU64,
+    /// µs from connect start to the connection being up (TCP; RTMP: the handshake done)
+    pub(crate) connected_us: AtomicU64,
+    /// µs from connect start to the first bytes of the answer (HTTP: the response head;
+    /// RTMP: the first message after play was sent)
+    pub(crate) first_byte_us: AtomicU64,
     /// latest media timestamp (ms), -1 before any
     pub(crate) media_ms: AtomicI64,
     pub(crate) error: AtomicBool,
@@ -26,6 +31,11 @@ pub(crate) struct ViewerStat {
     pub(crate) mark_ms: AtomicI64,
     /// ...and the first of it arrived this long after [`epoch`] (µs; 0: not yet).
     pub(crate) resumed_us: AtomicU64,
+    /// Join storms: once its first keyframe is in, the viewer stops reading for this long
+    /// (ms; 0: never), so that this one-threaded client reading the GOPs of the viewers
+    /// served first does not delay its noticing the keyframes of the others (the kernel's
+    /// socket buffers take the GOP meanwhile; the server's work is unchanged).
+    pub(crate) pause_after_key_ms: AtomicU64,
 }
 
 /// One instant for the whole run, to compare arrival times across viewers.
@@ -49,6 +59,21 @@ impl ViewerStat {
             self.resumed_us.store(epoch().elapsed().as_micros().max(1) as u64, Ordering::Relaxed);
         }
     }
+    /// Notes `at` (one of the µs fields) once.
+    pub(crate) fn mark(at: &AtomicU64, t0: Instant) {
+        if at.load(Ordering::Relaxed) == 0 {
+            at.store(t0.elapsed().as_micros().max(1) as u64, Ordering::Relaxed);
+        }
+    }
+    /// The pause a storm viewer takes right after its first keyframe (once).
+    pub(crate) async fn pause_after_key(&self) {
+        if self.first_key_us.load(Ordering::Relaxed) > 0 {
+            let ms = self.pause_after_key_ms.swap(0, Ordering::Relaxed);
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
+    }
     pub(crate) fn key(&self, t0: Instant) {
         if self.first_key_us.load(Ordering::Relaxed) == 0 {
             self.first_key_us.store(t0.elapsed().as_micros().max(1) as u64, Ordering::Relaxed);
@@ -65,7 +90,11 @@ pub(crate) async fn flv_viewer(
 ) -> Result<()> {
     let t0 = Instant::now();
     match tls {
-        None => flv_play(TcpStream::connect(&http).await?, t0, http, path, st).await,
+        None => {
+            let sock = TcpStream::connect(&http).await?;
+            ViewerStat::mark(&st.connected_us, t0);
+            flv_play(sock, t0, http, path, st).await
+        }
         Some(c) => flv_play(crate::tls::connect(&c, &http).await?, t0, http, path, st).await,
     }
 }
@@ -81,6 +110,7 @@ async fn flv_play<S: AsyncRead + AsyncWrite + Unpin>(
     sock.flush().await?; // (a TLS stream sends on flush)
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let head = read_head(&mut sock, &mut buf).await?;
+    ViewerStat::mark(&st.first_byte_us, t0);
     if head.status != 200 || !head.chunked {
         bail!("HTTP-FLV answered {} (chunked: {})", head.status, head.chunked);
     }
@@ -94,6 +124,7 @@ async fn flv_play<S: AsyncRead + AsyncWrite + Unpin>(
             if done {
                 return Ok(());
             }
+            st.pause_after_key().await;
         }
         if sock.read_buf(&mut buf).await? == 0 {
             bail!("HTTP-FLV connection closed");
@@ -503,6 +534,7 @@ pub(crate) async fn rtmp_viewer(rtmp: String, app: String, name: String, st: Arc
     let mut session = ClientSession::new(ClientConfig { rng_seed: 1, ..ClientConfig::default() });
     let mut buf = BytesMut::with_capacity(128 * 1024);
     let mut sock = rtmp_connect(&rtmp, &mut session, &mut buf).await?;
+    ViewerStat::mark(&st.connected_us, t0);
     let mut out = Vec::new();
     connect_cmds(&mut session, &mut out, &app);
     out.extend(session.play(1, &name));
@@ -512,6 +544,9 @@ pub(crate) async fn rtmp_viewer(rtmp: String, app: String, name: String, st: Arc
     st.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
     loop {
         session.handle_input(&mut buf, &mut messages)?;
+        if !messages.is_empty() {
+            ViewerStat::mark(&st.first_byte_us, t0);
+        }
         for m in messages.drain(..) {
             match m.type_id {
                 msg::VIDEO => {
@@ -524,6 +559,7 @@ pub(crate) async fn rtmp_viewer(rtmp: String, app: String, name: String, st: Arc
                 _ => {}
             }
         }
+        st.pause_after_key().await;
         // keep the read buffer from growing: decode() consumed the whole chunks
         if buf.capacity() < 64 * 1024 {
             buf.reserve(128 * 1024);

@@ -424,6 +424,10 @@ async fn hls_probe(http: String, path: String, t0: Instant, seen: Arc<std::sync:
 /// `control`: the growth of the server's RSS over the same timeline with no viewers (the
 /// stream's own buffers filling: the HLS window, retired segments), in KiB, when the
 /// `control` scenario ran before in this sitting.
+/// How long a join storm's viewer stops reading after its first keyframe (see
+/// `ViewerStat::pause_after_key_ms`); well within the warm-up.
+const STORM_PAUSE_MS: u64 = 1000;
+
 async fn single_publisher(
     args: &Args,
     bin: &Path,
@@ -529,6 +533,9 @@ async fn single_publisher(
             tick.tick().await;
         }
         let st = Arc::new(ViewerStat::new());
+        if storm {
+            st.pause_after_key_ms.store(STORM_PAUSE_MS, Ordering::Relaxed);
+        }
         stats.push(st.clone());
         let (http, rtmp) = (viewer_http.clone(), server.rtmp.clone());
         let err = st.clone();
@@ -628,6 +635,15 @@ async fn single_publisher(
         .map(|u| u as f64 / 1000.0)
         .collect();
     let got_key = ttfk.len();
+    // where a viewer's wait went: connection up, first bytes of the answer (a storm's
+    // split between the accept queue, the server's first answer and the keyframe)
+    let p95_of = |f: fn(&ViewerStat) -> &AtomicU64| {
+        let mut v: Vec<f64> =
+            stats.iter().map(|s| f(s).load(Ordering::Relaxed)).filter(|&u| u > 0).map(|u| u as f64 / 1000.0).collect();
+        (percentile(&mut v, 0.5), percentile(&mut v, 0.95))
+    };
+    let (conn50, conn95) = p95_of(|s| &s.connected_us);
+    let (byte50, byte95) = p95_of(|s| &s.first_byte_us);
     let (p50, p95) = (percentile(&mut ttfk, 0.5), percentile(&mut ttfk, 0.95));
     let resumed_n = resumed.len();
     let (resume50, resume95) = (percentile(&mut resumed, 0.5), percentile(&mut resumed, 0.95));
@@ -656,6 +672,8 @@ async fn single_publisher(
         "rss_growth_kib": round1(growth_kib), "per_viewer_net_kib": round1(per_viewer_net_kib),
         "kept_up": kept, "errors": errors, "got_keyframe": got_key,
         "first_key_p50_ms": round1(p50), "first_key_p95_ms": round1(p95),
+        "connected_p50_ms": round1(conn50), "connected_p95_ms": round1(conn95),
+        "first_byte_p50_ms": round1(byte50), "first_byte_p95_ms": round1(byte95),
         "live_after_ms": round1(live_ms), "hls_first_segment_ms": round1(first_seg_ms),
         "hls_segment_late_p50_ms": round1(late50), "hls_segment_late_max_ms": round1(late_max),
         "client_mbit_s": round1(out_mbit),
