@@ -443,6 +443,8 @@ fn hlsjs_rewinds_a_dvr_window_and_plays_a_recorded_range() {
 /// A gateway in this process with `[https]` on a free port, its certificate signed by a
 /// test CA: (gateway, HTTPS base URL, CA file, certificate and key files).
 fn https_gateway(name: &str) -> (Gateway, String, std::path::PathBuf, (std::path::PathBuf, std::path::PathBuf)) {
+    // play.mjs adds the test CA to Chromium's NSS database with certutil (libnss3-tools)
+    require_tool("certutil");
     let dir = scratch_dir(name);
     let (cert, key) = ca_signed_cert(&dir, "server", "livegate test");
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
