@@ -447,9 +447,8 @@ fn https_gateway(name: &str) -> (Gateway, String, std::path::PathBuf, (std::path
     require_tool("certutil");
     let dir = scratch_dir(name);
     let (cert, key) = ca_signed_cert(&dir, "server", "livegate test");
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let toml = format!("[https]\nlisten = \"{addr}\"\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display());
-    let gw = Gateway::in_process(&toml);
+    let addr = free_port();
+    let gw = Gateway::in_process(&https_config(addr, &cert, &key));
     (gw, format!("https://localhost:{}", addr.port()), dir.join("ca.pem"), (cert, key))
 }
 

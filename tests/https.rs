@@ -7,16 +7,12 @@
 mod common;
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
 
 /// curl (`args` first), with the test CA: (HTTP version, status, body).
 fn curl(ca: &Path, args: &[&str], url: &str) -> (String, u16, String) {
@@ -31,10 +27,6 @@ fn curl(ca: &Path, args: &[&str], url: &str) -> (String, u16, String) {
     let (body, tail) = text.rsplit_once('\n').unwrap_or(("", ""));
     let (version, code) = tail.split_once(' ').unwrap_or(("", "0"));
     (version.to_string(), code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-fn https_config(addr: SocketAddr, cert: &Path, key: &Path) -> String {
-    format!("[https]\nlisten = \"{addr}\"\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display())
 }
 
 #[test]
@@ -260,25 +252,26 @@ mod raw_h2 {
             ok
         }
 
-        /// Reads frames until `done` says so or `timeout` passes: (type, stream, payload).
+        /// Reads frames until `done` says so, `timeout` passes or the server closes: the
+        /// frames as (type, stream, payload), and whether the server closed the connection.
         pub fn frames(
             &mut self,
             timeout: Duration,
             mut done: impl FnMut(&[(u8, u32, Vec<u8>)]) -> bool,
-        ) -> Vec<(u8, u32, Vec<u8>)> {
+        ) -> (Vec<(u8, u32, Vec<u8>)>, bool) {
             let (mut frames, mut buf) = (Vec::new(), Vec::new());
             let deadline = Instant::now() + timeout;
             let mut chunk = [0u8; 16 * 1024];
             while Instant::now() < deadline && !done(&frames) {
                 match self.s.read(&mut chunk) {
-                    Ok(0) => break,
+                    Ok(0) => return (frames, true),
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     Err(e)
                         if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut =>
                     {
                         continue
                     }
-                    Err(_) => break,
+                    Err(_) => return (frames, true),
                 }
                 while buf.len() >= 9 {
                     let len = (buf[0] as usize) << 16 | (buf[1] as usize) << 8 | buf[2] as usize;
@@ -290,42 +283,19 @@ mod raw_h2 {
                     buf.drain(..9 + len);
                 }
             }
-            frames
+            (frames, false)
         }
 
         /// Reads frames for up to `timeout`: (frame types seen, the GOAWAY error code if
         /// one came, whether the server closed the connection).
         pub fn drain(&mut self, timeout: Duration) -> (Vec<u8>, Option<u32>, bool) {
-            let (mut kinds, mut goaway, mut buf) = (Vec::new(), None, Vec::new());
-            let deadline = Instant::now() + timeout;
-            let mut chunk = [0u8; 16 * 1024];
-            let closed = loop {
-                if Instant::now() > deadline {
-                    break false;
-                }
-                match self.s.read(&mut chunk) {
-                    Ok(0) => break true,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    Err(e)
-                        if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut =>
-                    {
-                        continue
-                    }
-                    Err(_) => break true,
-                }
-                while buf.len() >= 9 {
-                    let len = (buf[0] as usize) << 16 | (buf[1] as usize) << 8 | buf[2] as usize;
-                    if buf.len() < 9 + len {
-                        break;
-                    }
-                    kinds.push(buf[3]);
-                    if buf[3] == GOAWAY && len >= 8 {
-                        goaway = Some(u32::from_be_bytes([buf[13], buf[14], buf[15], buf[16]]));
-                    }
-                    buf.drain(..9 + len);
-                }
-            };
-            (kinds, goaway, closed)
+            let (frames, closed) = self.frames(timeout, |_| false);
+            let goaway = frames
+                .iter()
+                .filter(|(t, _, p)| *t == GOAWAY && p.len() >= 8)
+                .map(|(_, _, p)| u32::from_be_bytes([p[4], p[5], p[6], p[7]]))
+                .next_back();
+            (frames.iter().map(|(t, _, _)| *t).collect(), goaway, closed)
         }
     }
 }
@@ -471,7 +441,7 @@ fn websocket_flv_runs_over_http2_with_extended_connect() {
     let _enc = publish(&gw.rtmp_url("live/ws2"), Source::default(), None);
     assert!(wait_live(&gw, "live/ws2", Duration::from_secs(15)));
     let mut c = H2::connect(addr, &dir.join("ca.pem"));
-    let settings = c.frames(Duration::from_secs(5), |f| f.iter().any(|(t, _, _)| *t == SETTINGS));
+    let (settings, _) = c.frames(Duration::from_secs(5), |f| f.iter().any(|(t, _, _)| *t == SETTINGS));
     let offered = settings
         .iter()
         .filter(|(t, _, _)| *t == SETTINGS)
@@ -483,7 +453,7 @@ fn websocket_flv_runs_over_http2_with_extended_connect() {
     let data_of = |frames: &[(u8, u32, Vec<u8>)], id: u32| -> Vec<u8> {
         frames.iter().filter(|(t, s, _)| *t == 0x0 && *s == id).flat_map(|(_, _, p)| p.clone()).collect()
     };
-    let frames = c.frames(Duration::from_secs(10), |f| data_of(f, 1).len() > 4096 && !data_of(f, 3).is_empty());
+    let (frames, _) = c.frames(Duration::from_secs(10), |f| data_of(f, 1).len() > 4096 && !data_of(f, 3).is_empty());
     // :status 200 is entry 8 of HPACK's static table
     let head = frames.iter().find(|(t, s, _)| *t == HEADERS && *s == 1).map(|(_, _, p)| p.clone()).unwrap_or_default();
     assert_eq!(head.first(), Some(&0x88), "200 to the CONNECT: {head:?}");

@@ -124,10 +124,6 @@ fn edge_viewers_keep_playing_when_the_origin_encoder_restarts_within_the_grace()
     assert!(api_stream(&edge, "live/r").is_some(), "the edge lost the stream");
 }
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 #[test]
 fn keys_that_are_not_live_and_pull_loops_get_not_found_fast() {
     let origin = Gateway::in_process("");

@@ -639,6 +639,16 @@ pub fn admin(gw: &Gateway, method: &str, path: &str, token: Option<&str>) -> (u1
     (status, body)
 }
 
+/// A loopback address with a port free right now (for a listener the test configures).
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// The `[https]` section serving `cert`/`key` on `addr`.
+pub fn https_config(addr: SocketAddr, cert: &Path, key: &Path) -> String {
+    format!("[https]\nlisten = \"{addr}\"\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), key.display())
+}
+
 /// A test CA in `dir` (`ca.pem`, made on first use) and a certificate it signs for
 /// 127.0.0.1 and localhost with `cn` as its subject: (`NAME.pem`, `NAME.key`), made with
 /// openssl (RTMPS and HTTPS tests).
