@@ -42,15 +42,15 @@ where
 {
     let head = req.method() == Method::HEAD;
     // WebSocket-FLV: an upgrade at an HTTP-FLV URL (or an RFC 8441 CONNECT over HTTP/2)
-    let websocket = (req.method() == Method::GET && super::ws::is_upgrade(&req)) || super::ws::is_h2_connect(&req);
-    if websocket {
+    if (req.method() == Method::GET && super::ws::is_upgrade(&req)) || super::ws::is_h2_connect(&req) {
         let query = super::response::with_bearer(req.uri().query().unwrap_or(""), req.headers()).into_owned();
         let mut resp = match flv_route(req.uri().path(), &query) {
             Some(key) => super::ws::serve(req, key, &query, peer, &ctx).await,
             None => not_found(),
         };
         allow_origin(&mut resp, &ctx);
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS || (resp.status() == StatusCode::OK && websocket) {
+        // (101 to an HTTP/1.1 upgrade, 200 to an HTTP/2 CONNECT)
+        if matches!(resp.status(), StatusCode::SWITCHING_PROTOCOLS | StatusCode::OK) {
             // a WebSocket-FLV viewer: its writes are timed by its stall watchdog
             conn.note_flv();
         }

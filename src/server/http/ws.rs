@@ -55,12 +55,13 @@ pub(crate) async fn serve<B>(
     peer: SocketAddr,
     ctx: &Arc<HttpContext>,
 ) -> Response<Body> {
-    let h2 = is_h2_connect(&req);
     let version_ok = req.headers().get(SEC_WEBSOCKET_VERSION).is_some_and(|v| v.as_bytes() == b"13");
-    let client_key = req.headers().get(SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec());
-    if client_key.is_none() && !h2 {
-        return text(StatusCode::BAD_REQUEST, "WebSocket upgrade without Sec-WebSocket-Key\n");
-    }
+    // the Sec-WebSocket-Accept of an HTTP/1.1 upgrade; none for an RFC 8441 CONNECT
+    let accept = match (is_h2_connect(&req), req.headers().get(SEC_WEBSOCKET_KEY)) {
+        (true, _) => None,
+        (false, Some(k)) => Some(tungstenite::handshake::derive_accept_key(k.as_bytes())),
+        (false, None) => return text(StatusCode::BAD_REQUEST, "WebSocket upgrade without Sec-WebSocket-Key\n"),
+    };
     if !version_ok {
         let mut r = text(StatusCode::UPGRADE_REQUIRED, "WebSocket version 13 only\n");
         r.headers_mut().insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
@@ -79,11 +80,10 @@ pub(crate) async fn serve<B>(
             Err(e) => debug!(%peer, "WebSocket upgrade did not complete: {e}"),
         }
     });
-    let Some(client_key) = client_key.filter(|_| !h2) else {
+    let Some(accept) = accept else {
         return empty(StatusCode::OK);
     };
     let mut r = empty(StatusCode::SWITCHING_PROTOCOLS);
-    let accept = tungstenite::handshake::derive_accept_key(&client_key);
     let h = r.headers_mut();
     h.insert(UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
