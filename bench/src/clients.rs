@@ -90,11 +90,7 @@ pub(crate) async fn flv_viewer(
 ) -> Result<()> {
     let t0 = Instant::now();
     match tls {
-        None => {
-            let sock = TcpStream::connect(&http).await?;
-            ViewerStat::mark(&st.connected_us, t0);
-            flv_play(sock, t0, http, path, st).await
-        }
+        None => flv_play(TcpStream::connect(&http).await?, t0, http, path, st).await,
         Some(c) => flv_play(crate::tls::connect(&c, &http).await?, t0, http, path, st).await,
     }
 }
@@ -106,6 +102,8 @@ async fn flv_play<S: AsyncRead + AsyncWrite + Unpin>(
     path: String,
     st: Arc<ViewerStat>,
 ) -> Result<()> {
+    // (called as soon as the connection is up: TCP, or TCP and TLS)
+    ViewerStat::mark(&st.connected_us, t0);
     sock.write_all(format!("GET {path} HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes()).await?;
     sock.flush().await?; // (a TLS stream sends on flush)
     let mut buf = BytesMut::with_capacity(64 * 1024);

@@ -462,31 +462,36 @@ async fn single_publisher(
         true => Some(start_server_on(args, bin, "origin", args.client_core, None).await?),
         false => None,
     };
+    // -tls: the certificates and the HTTPS address the server is given and the viewers use
+    let https = match tls {
+        true => Some((tls::Tls::make(Path::new("target/bench/tls"))?, format!("127.0.0.1:{}", free_port()?))),
+        false => None,
+    };
     let server = match &origin {
         Some(o) => {
             let config = format!("[apps.live]\npull = \"rtmp://{}/live\"\n", o.rtmp);
             start_server_on(args, bin, scenario, args.server_core, Some(&config)).await?
         }
-        None if tls => {
-            let certs = tls::Tls::make(Path::new("target/bench/tls"))?;
-            let config = format!(
-                "[https]\nlisten = \"127.0.0.1:{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-                free_port()?,
-                certs.cert.canonicalize()?.display(),
-                certs.key.canonicalize()?.display()
-            );
-            start_server_on(args, bin, scenario, args.server_core, Some(&config)).await?
-        }
-        None => start_server(args, bin, scenario).await?,
+        None => match &https {
+            Some((certs, addr)) => {
+                let (cert, key) = (certs.cert.canonicalize()?, certs.key.canonicalize()?);
+                let config = format!(
+                    "[https]\nlisten = \"{addr}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                    cert.display(),
+                    key.display()
+                );
+                start_server_on(args, bin, scenario, args.server_core, Some(&config)).await?
+            }
+            None => start_server(args, bin, scenario).await?,
+        },
     };
-    // the HTTPS address and a connector for the viewers (h2 for LL-HLS, HTTP/1.1 for FLV)
-    let (viewer_http, connector) = if tls {
-        let config = std::fs::read_to_string(format!("target/bench/{scenario}.toml"))?;
-        let addr = config.split('"').nth(1).unwrap_or_default().to_string();
-        let alpn: &[u8] = if kind == "llhls" { b"h2" } else { b"http/1.1" };
-        (addr, Some(tls::Tls::make(Path::new("target/bench/tls"))?.connector(alpn)?))
-    } else {
-        (server.http.clone(), None)
+    // where the viewers connect, and their TLS (h2 for LL-HLS, HTTP/1.1 for FLV)
+    let (viewer_http, connector) = match &https {
+        Some((certs, addr)) => {
+            let alpn: &[u8] = if kind == "llhls" { b"h2" } else { b"http/1.1" };
+            (addr.clone(), Some(certs.connector(alpn)?))
+        }
+        None => (server.http.clone(), None),
     };
     // where the encoder publishes
     let ingest = origin.as_ref().unwrap_or(&server);
